@@ -1,0 +1,188 @@
+#include "bindings/common.h"
+
+#include <cstdint>
+#include <sstream>
+
+namespace nnk::bind {
+
+index_t Tensor::numel() const {
+  index_t n = 1;
+  for (index_t s : shape) n *= s;
+  return n;
+}
+
+bool Tensor::is_contiguous() const {
+  index_t expect = 1;
+  for (int d = ndim() - 1; d >= 0; --d) {
+    if (shape[d] != 1 && strides[d] != expect) return numel() == 0;
+    expect *= shape[d];
+  }
+  return true;
+}
+
+std::string shape_str(const std::vector<index_t>& s) {
+  std::ostringstream os;
+  os << "(";
+  for (size_t i = 0; i < s.size(); ++i) os << (i ? ", " : "") << s[i];
+  if (s.size() == 1) os << ",";
+  os << ")";
+  return os.str();
+}
+
+static void reject_cuda(py::handle obj, const char* name) {
+  if (py::hasattr(obj, "__cuda_array_interface__"))
+    throw std::runtime_error(std::string(name) +
+                             ": is a CUDA array, but this build of nnkernels has no CUDA support");
+}
+
+static Tensor wrap(py::array arr) {
+  Tensor t;
+  const index_t item = arr.itemsize();
+  bool aligned = true;
+  for (py::ssize_t d = 0; d < arr.ndim(); ++d)
+    if (arr.strides(d) % item != 0) aligned = false;
+  if (!aligned) arr = py::array::ensure(arr, py::array::c_style);
+  t.arr = arr;
+  t.ptr = const_cast<void*>(arr.data());
+  for (py::ssize_t d = 0; d < arr.ndim(); ++d) {
+    t.shape.push_back(arr.shape(d));
+    t.strides.push_back(arr.strides(d) / item);
+  }
+  return t;
+}
+
+static py::array to_array(py::handle obj, const char* name) {
+  reject_cuda(obj, name);
+  if (py::isinstance<py::array>(obj)) return py::reinterpret_borrow<py::array>(obj);
+  py::array arr = py::array::ensure(obj);
+  if (!arr) {
+    PyErr_Clear();
+    throw TypeError(std::string(name) + ": expected an array, got " +
+                    std::string(py::str(py::type::of(obj).attr("__name__"))));
+  }
+  return arr;
+}
+
+Tensor as_float(py::handle obj, const char* name) {
+  py::array arr = to_array(obj, name);
+  Tensor t;
+  const py::dtype dt = arr.dtype();
+  DType d;
+  if (dt.kind() == 'f' && dt.itemsize() == 4) d = DType::f32;
+  else if (dt.kind() == 'f' && dt.itemsize() == 8) d = DType::f64;
+  else
+    throw TypeError(std::string(name) + ": expected float32 or float64, got " +
+                    std::string(py::str(dt)));
+  if (!dt.attr("isnative").cast<bool>()) arr = py::array::ensure(arr.attr("astype")(dt.attr("newbyteorder")("=")));
+  t = wrap(arr);
+  t.dtype = d;
+  return t;
+}
+
+Tensor as_index(py::handle obj, const char* name) {
+  py::array arr = to_array(obj, name);
+  const py::dtype dt = arr.dtype();
+  if (!(dt.kind() == 'i' && (dt.itemsize() == 4 || dt.itemsize() == 8)))
+    throw TypeError(std::string(name) + ": expected int32 or int64 indices, got " +
+                    std::string(py::str(dt)));
+  if (!dt.attr("isnative").cast<bool>()) arr = py::array::ensure(arr.attr("astype")(dt.attr("newbyteorder")("=")));
+  Tensor t = wrap(arr);
+  t.dtype = DType::f64;  // unused for index arrays; itemsize tells int32 / int64
+  return t;
+}
+
+Tensor contiguous(const Tensor& t) {
+  if (t.is_contiguous()) return t;
+  Tensor c = wrap(py::array::ensure(t.arr, py::array::c_style));
+  c.dtype = t.dtype;
+  return c;
+}
+
+void check_same_dtype(const Tensor& a, const char* an, const Tensor& b, const char* bn) {
+  if (a.dtype != b.dtype)
+    throw TypeError(std::string(bn) + ": dtype " + dtype_name(b.dtype) + " does not match " + an +
+                    "'s dtype " + dtype_name(a.dtype));
+}
+
+void check_rank(const Tensor& t, const char* name, std::initializer_list<int> ranks) {
+  for (int r : ranks)
+    if (t.ndim() == r) return;
+  std::ostringstream os;
+  os << name << ": expected ";
+  bool first = true;
+  for (int r : ranks) { os << (first ? "" : " or ") << r << "-D"; first = false; }
+  os << " input, got shape " << shape_str(t);
+  throw ValueError(os.str());
+}
+
+Tensor empty(DType dt, const std::vector<index_t>& shape) {
+  index_t n = dtype_size(dt);
+  for (index_t s : shape) {
+    if (s < 0) throw ValueError("negative dimension in output shape " + shape_str(shape));
+    n = checked_mul(n, s, "output");
+  }
+  std::vector<py::ssize_t> sh(shape.begin(), shape.end());
+  py::array arr = dt == DType::f32 ? py::array(py::dtype::of<float>(), sh)
+                                   : py::array(py::dtype::of<double>(), sh);
+  Tensor t = wrap(arr);
+  t.dtype = dt;
+  return t;
+}
+
+// Byte range [lo, hi) spanned by t (empty when numel == 0).
+static void extent(const Tensor& t, intptr_t& lo, intptr_t& hi) {
+  const index_t item = t.arr.itemsize();
+  intptr_t base = reinterpret_cast<intptr_t>(t.ptr);
+  lo = hi = base;
+  if (t.numel() == 0) return;
+  for (int d = 0; d < t.ndim(); ++d) {
+    const intptr_t span = intptr_t((t.shape[d] - 1) * t.strides[d] * item);
+    if (span < 0) lo += span; else hi += span;
+  }
+  hi += item;
+}
+
+Tensor output(py::handle out, DType dt, const std::vector<index_t>& shape,
+              std::initializer_list<const Tensor*> inputs) {
+  if (out.is_none()) return empty(dt, shape);
+  if (!py::isinstance<py::array>(out))
+    throw ValueError("out: expected a numpy array, got " +
+                     std::string(py::str(py::type::of(out).attr("__name__"))));
+  py::array arr = py::reinterpret_borrow<py::array>(out);
+  const py::dtype want = dt == DType::f32 ? py::dtype::of<float>() : py::dtype::of<double>();
+  if (!arr.dtype().equal(want))
+    throw ValueError(std::string("out: expected dtype ") + dtype_name(dt) + ", got " +
+                     std::string(py::str(arr.dtype())));
+  Tensor t = wrap(arr);
+  t.dtype = dt;
+  if (t.shape != shape)
+    throw ValueError("out: expected shape " + shape_str(shape) + ", got " + shape_str(t));
+  if (!(arr.flags() & py::array::c_style)) throw ValueError("out: must be C-contiguous");
+  if (!arr.writeable()) throw ValueError("out: is read-only");
+  intptr_t lo, hi;
+  extent(t, lo, hi);
+  for (const Tensor* in : inputs) {
+    if (!in || !in->arr) continue;
+    intptr_t l2, h2;
+    extent(*in, l2, h2);
+    if (lo < hi && l2 < h2 && lo < h2 && l2 < hi)
+      throw ValueError("out: overlaps an input; nnkernels does not compute in place");
+  }
+  return t;
+}
+
+void register_errors(py::module_& m) {
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const ValueError& e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+    } catch (const TypeError& e) {
+      PyErr_SetString(PyExc_TypeError, e.what());
+    } catch (const IndexError& e) {
+      PyErr_SetString(PyExc_IndexError, e.what());
+    }
+  });
+}
+
+}  // namespace nnk::bind

@@ -1,0 +1,63 @@
+// The checking boundary shared by every bind_<family>.cpp: array conversion, dtype and
+// shape checks with messages naming the argument, output allocation and `out=` rules.
+// Kernels never see Python objects: bindings hand them raw pointers and element strides.
+#pragma once
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <initializer_list>
+#include <string>
+#include <vector>
+
+#include "core/errors.h"
+#include "core/types.h"
+
+namespace nnk::bind {
+
+namespace py = pybind11;
+
+// A strided view of a numpy array; `arr` keeps the memory alive.
+struct Tensor {
+  py::array arr;
+  DType dtype = DType::f32;
+  void* ptr = nullptr;
+  std::vector<index_t> shape;    // sizes
+  std::vector<index_t> strides;  // element strides (may be negative or zero)
+  int ndim() const { return int(shape.size()); }
+  index_t numel() const;
+  index_t size(int d) const { return shape[d < 0 ? d + ndim() : d]; }
+  index_t stride(int d) const { return strides[d < 0 ? d + ndim() : d]; }
+  bool is_contiguous() const;
+  template <typename T> T* data() const { return static_cast<T*>(ptr); }
+};
+
+std::string shape_str(const std::vector<index_t>& s);
+inline std::string shape_str(const Tensor& t) { return shape_str(t.shape); }
+
+// numpy.asarray(obj) without copying when possible; TypeError unless float32/float64.
+Tensor as_float(py::handle obj, const char* name);
+// int32 or int64 index arrays (class targets, embedding ids); TypeError otherwise.
+Tensor as_index(py::handle obj, const char* name);
+// C-contiguous version of t (the same memory when it already is).
+Tensor contiguous(const Tensor& t);
+
+// Raises TypeError unless b has a's dtype.
+void check_same_dtype(const Tensor& a, const char* an, const Tensor& b, const char* bn);
+// Raises ValueError unless t.ndim() is one of `ranks`.
+void check_rank(const Tensor& t, const char* name, std::initializer_list<int> ranks);
+
+// A new C-contiguous array (sizes checked for int64 overflow -> ValueError; allocation
+// failure -> MemoryError).
+Tensor empty(DType dt, const std::vector<index_t>& shape);
+// `out=`: None -> a new array; otherwise checks it is a writeable C-contiguous array of the
+// right dtype and shape that overlaps none of `inputs` (ValueError / TypeError).
+Tensor output(py::handle out, DType dt, const std::vector<index_t>& shape,
+              std::initializer_list<const Tensor*> inputs);
+
+// Python float for scalar results.
+inline py::object to_py(const Tensor& t) { return t.arr; }
+
+void register_errors(py::module_& m);
+
+}  // namespace nnk::bind

@@ -1,0 +1,26 @@
+// CPU feature detection (once, at first use) and the kernel-set (ISA) choice.
+//
+// x86-64: avx512 (F+DQ+BW+VL, OS-enabled) > avx2 (AVX2+FMA) > generic.
+// aarch64: generic (NEON kernels not written yet; the generic code is auto-vectorised).
+#pragma once
+#include <string>
+#include <vector>
+
+namespace nnk {
+
+enum class Isa : int { generic = 0, avx2 = 1, avx512 = 2, neon = 3 };
+
+const char* isa_name(Isa isa);
+// Every kernel set this CPU can run, best first.
+const std::vector<Isa>& supported_isas();
+// The kernel set in use (default: supported_isas()[0]).
+Isa current_isa();
+// Select a kernel set by name; false if the name is not in supported_isas().
+bool set_isa(const std::string& name);
+
+// Flush-to-zero / denormals-are-zero inside the CPU kernels (applied per parallel region).
+bool flush_denormal_supported();
+void set_flush_denormal(bool on);
+bool flush_denormal_enabled();
+
+}  // namespace nnk

@@ -1,0 +1,54 @@
+// Per-ISA micro-kernels and cache block sizes (BLIS: block sizes are data).
+//
+// Sizing rules (element counts; f = element bytes), for the cores this was tuned on
+// (AMD Zen 5: 48 KiB L1d, 1 MiB L2 per core, 32 MiB shared L3):
+//   KC: the B micro-panel KC x NR stays in L1 while A micro-panels stream past it:
+//       KC * NR * f <= ~2/3 of L1d  ->  256 * 32 * 4 = 32 KiB (f32), 256 * 16 * 8 = 32 KiB (f64).
+//   MC: the A block MC x KC stays in L2 next to the B panels: MC * KC * f <= ~1/2 L2,
+//       a multiple of MR: 14 * 32 = 448 -> 448 KiB (f32); 14 * 16 = 224 -> 448 KiB (f64).
+//   NC: the B block KC x NC sits in L3 (shared by the cores): 4096 * 256 * 4 = 4 MiB per thread.
+// AVX2 keeps the Haswell-class BLIS shapes (6x16 / 6x8) with the same rules for 32 KiB L1.
+// The generic kernels use small tiles the compiler can keep in 16 SSE registers.
+#include "cpu/gemm/ukr.h"
+
+namespace nnk {
+
+template <typename T>
+static void act_tile_generic(T* c, index_t ldc, index_t m, index_t n, Act act, T p) {
+  for (index_t i = 0; i < m; ++i) act_forward_contig<T>(Isa::generic, c + i * ldc, c + i * ldc, n, act, p);
+}
+template <typename T>
+static void act_tile_avx2(T* c, index_t ldc, index_t m, index_t n, Act act, T p) {
+  for (index_t i = 0; i < m; ++i) act_forward_contig<T>(Isa::avx2, c + i * ldc, c + i * ldc, n, act, p);
+}
+template <typename T>
+static void act_tile_avx512(T* c, index_t ldc, index_t m, index_t n, Act act, T p) {
+  for (index_t i = 0; i < m; ++i) act_forward_contig<T>(Isa::avx512, c + i * ldc, c + i * ldc, n, act, p);
+}
+
+template <>
+const GemmKernel<float>& gemm_kernel<float>(Isa isa) {
+  //                                         ukr                      MR  NR   MC   KC    NC
+  static const GemmKernel<float> generic = {cpu::generic::sgemm_ukr_6x8, 6, 8, 144, 256, 2048, act_tile_generic<float>};
+#if defined(NNK_X86)
+  static const GemmKernel<float> avx2 = {cpu::avx2::sgemm_ukr_6x16, 6, 16, 144, 256, 4080, act_tile_avx2<float>};
+  static const GemmKernel<float> avx512 = {cpu::avx512::sgemm_ukr_14x32, 14, 32, 448, 256, 4096, act_tile_avx512<float>};
+  if (isa == Isa::avx512) return avx512;
+  if (isa == Isa::avx2) return avx2;
+#endif
+  return generic;
+}
+
+template <>
+const GemmKernel<double>& gemm_kernel<double>(Isa isa) {
+  static const GemmKernel<double> generic = {cpu::generic::dgemm_ukr_4x4, 4, 4, 96, 256, 2048, act_tile_generic<double>};
+#if defined(NNK_X86)
+  static const GemmKernel<double> avx2 = {cpu::avx2::dgemm_ukr_6x8, 6, 8, 72, 256, 4080, act_tile_avx2<double>};
+  static const GemmKernel<double> avx512 = {cpu::avx512::dgemm_ukr_14x16, 14, 16, 224, 256, 2048, act_tile_avx512<double>};
+  if (isa == Isa::avx512) return avx512;
+  if (isa == Isa::avx2) return avx2;
+#endif
+  return generic;
+}
+
+}  // namespace nnk

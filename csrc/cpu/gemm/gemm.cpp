@@ -1,0 +1,356 @@
+// GEMM driver: the five BLIS loops around the micro-kernel of the current ISA.
+//
+//   C = act(alpha * A B + beta * C + bias_m + bias_n)   (contract: gemm.h, ukr.h)
+//
+// Threads: C is cut into a tm x tn grid of MR/NR-aligned blocks (one per thread, the grid
+// chosen to balance work and minimise packing); each thread runs the five loops on its
+// block with its own packing buffers, so no barrier is needed and every element of C is
+// summed in the same order whatever the thread count (bitwise reproducible).
+// Variants:
+//   1. packed A and B (the general path);
+//   2. direct B: a thread's block has few rows (<= kDirectBRows * MR) and B has unit column
+//      stride: the micro-kernel reads B in place (packing would cost more than it saves);
+//   3. direct A (small-matrix path): few column panels (<= kDirectAPanels): A read in place
+//      with its own strides, no packing;
+//   4. pre-packed A or B (PackedMatrix): weights packed once and reused across calls.
+#include "cpu/gemm/gemm.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "core/errors.h"
+#include "core/parallel.h"
+#include "cpu/gemm/ukr.h"
+
+namespace nnk {
+
+namespace {
+
+constexpr index_t kDirectBRows = 4;     // direct B when a thread's rows <= 4 * MR
+constexpr index_t kDirectAPanels = 4;   // direct A when a thread's columns <= 4 * NR
+constexpr double kMinFlopsPerThread = 4e6;  // below this a second thread costs more than it gives
+constexpr double kPackCostPerElem = 8.0;    // packing one element ~ this many FMA lanes (grid choice)
+
+// 64-byte aligned per-thread scratch, grown on demand and kept for the thread's life.
+struct Scratch {
+  void* p = nullptr;
+  size_t cap = 0;
+  ~Scratch() { std::free(p); }
+  void* get(size_t bytes) {
+    if (bytes > cap) {
+      std::free(p);
+      p = nullptr;
+      cap = 0;
+      size_t sz = (bytes + 4095) & ~size_t(4095);
+      p = std::aligned_alloc(64, sz);
+      if (!p) throw std::bad_alloc();
+      cap = sz;
+    }
+    return p;
+  }
+};
+thread_local Scratch t_buf_a, t_buf_b;
+
+// A block (mc x kc, strides rs, cs) -> panels of MR rows: dst[panel][p][MR], zero-padded.
+template <typename T>
+void pack_a_block(T* __restrict dst, const T* a, index_t rs, index_t cs, index_t mc, index_t kc,
+                  index_t MR) {
+  for (index_t i0 = 0; i0 < mc; i0 += MR) {
+    const index_t mr = std::min(MR, mc - i0);
+    T* d = dst + i0 * kc;
+    const T* s = a + i0 * rs;
+    if (rs == 1) {
+      for (index_t p = 0; p < kc; ++p) {
+        const T* sp = s + p * cs;
+        T* dp = d + p * MR;
+        for (index_t i = 0; i < mr; ++i) dp[i] = sp[i];
+        for (index_t i = mr; i < MR; ++i) dp[i] = T(0);
+      }
+    } else {
+      // Transposing copy, 8 k-steps at a time so each source row is read in runs.
+      for (index_t p0 = 0; p0 < kc; p0 += 8) {
+        const index_t pe = std::min(kc, p0 + 8);
+        for (index_t i = 0; i < mr; ++i) {
+          const T* si = s + i * rs;
+          for (index_t p = p0; p < pe; ++p) d[p * MR + i] = si[p * cs];
+        }
+        for (index_t i = mr; i < MR; ++i)
+          for (index_t p = p0; p < pe; ++p) d[p * MR + i] = T(0);
+      }
+    }
+  }
+}
+
+// B block (kc x nc, strides rs, cs) -> panels of NR columns: dst[panel][p][NR], zero-padded.
+template <typename T>
+void pack_b_block(T* __restrict dst, const T* b, index_t rs, index_t cs, index_t kc, index_t nc,
+                  index_t NR) {
+  for (index_t j0 = 0; j0 < nc; j0 += NR) {
+    const index_t nr = std::min(NR, nc - j0);
+    T* d = dst + j0 * kc;
+    const T* s = b + j0 * cs;
+    if (cs == 1) {
+      for (index_t p = 0; p < kc; ++p) {
+        const T* sp = s + p * rs;
+        T* dp = d + p * NR;
+        for (index_t j = 0; j < nr; ++j) dp[j] = sp[j];
+        for (index_t j = nr; j < NR; ++j) dp[j] = T(0);
+      }
+    } else {
+      for (index_t p0 = 0; p0 < kc; p0 += 8) {
+        const index_t pe = std::min(kc, p0 + 8);
+        for (index_t j = 0; j < nr; ++j) {
+          const T* sj = s + j * cs;
+          for (index_t p = p0; p < pe; ++p) d[p * NR + j] = sj[p * rs];
+        }
+        for (index_t j = nr; j < NR; ++j)
+          for (index_t p = p0; p < pe; ++p) d[p * NR + j] = T(0);
+      }
+    }
+  }
+}
+
+template <typename T>
+struct Problem {
+  index_t M, N, K;
+  const T* a; index_t rs_a, cs_a;
+  const T* b; index_t rs_b, cs_b;
+  T* c; index_t rs_c;
+  T alpha, beta;
+  const T* bias_m; const T* bias_n;
+  Act act; T act_param;
+  const PackedMatrix* pa; const PackedMatrix* pb;
+  const GemmKernel<T>* kr;
+};
+
+// The five loops over one thread's block of C: rows [m0, m1), columns [n0, n1).
+template <typename T>
+void run_block(const Problem<T>& P, index_t m0, index_t m1, index_t n0, index_t n1) {
+  const GemmKernel<T>& kr = *P.kr;
+  const index_t MR = kr.MR, NR = kr.NR, MC = kr.MC, NC = kr.NC;
+  const index_t KC = P.pa ? P.pa->kc : (P.pb ? P.pb->kc : kr.KC);
+  const index_t K = P.K;
+  const bool direct_b = !P.pb && P.cs_b == 1 && (m1 - m0) <= kDirectBRows * MR;
+  const bool direct_a = !P.pa && (n1 - n0) <= kDirectAPanels * NR;
+  T* buf_a = (P.pa || direct_a) ? nullptr
+      : static_cast<T*>(t_buf_a.get(sizeof(T) * size_t(round_up(std::min(MC, m1 - m0), MR) * std::min(KC, std::max<index_t>(K, 1)))));
+  T* buf_b = (P.pb || direct_b) ? nullptr
+      : static_cast<T*>(t_buf_b.get(sizeof(T) * size_t(round_up(std::min(NC, n1 - n0), NR) * std::min(KC, std::max<index_t>(K, 1)))));
+  const T* pa_data = P.pa ? static_cast<const T*>(P.pa->data.get()) : nullptr;
+  const T* pb_data = P.pb ? static_cast<const T*>(P.pb->data.get()) : nullptr;
+
+  for (index_t jc = n0; jc < n1; jc += NC) {  // loop 5: columns of C by NC (B block in L3)
+    const index_t nc = std::min(NC, n1 - jc);
+    index_t pc = 0;
+    do {  // loop 4: K by KC (runs once with kc = 0 when K == 0: epilogue only)
+      const index_t kc = std::min(KC, K - pc);
+      const bool first = pc == 0, last = pc + kc >= K;
+      const T* bp;
+      index_t ldb, b_panel;
+      if (P.pb) {
+        bp = pb_data + pc * P.pb->padded + (jc / NR) * kc * NR;
+        ldb = NR;
+        b_panel = kc * NR;
+      } else if (direct_b) {
+        bp = P.b + pc * P.rs_b + jc;
+        ldb = P.rs_b;
+        b_panel = NR;
+      } else {
+        pack_b_block(buf_b, P.b + pc * P.rs_b + jc * P.cs_b, P.rs_b, P.cs_b, kc, nc, NR);
+        bp = buf_b;
+        ldb = NR;
+        b_panel = kc * NR;
+      }
+      UkrEpilogue<T> ep;
+      ep.alpha = P.alpha;
+      ep.beta = first ? P.beta : T(1);
+      ep.act = last ? P.act : Act::none;
+      ep.act_param = P.act_param;
+      ep.act_tile = kr.act_tile;
+      for (index_t ic = m0; ic < m1; ic += MC) {  // loop 3: rows of C by MC (A block in L2)
+        const index_t mc = std::min(MC, m1 - ic);
+        const T* ap;
+        index_t rsa, csa, a_panel;
+        if (P.pa) {
+          ap = pa_data + pc * P.pa->padded + (ic / MR) * kc * MR;
+          rsa = 1; csa = MR; a_panel = kc * MR;
+        } else if (direct_a) {
+          ap = P.a + ic * P.rs_a + pc * P.cs_a;
+          rsa = P.rs_a; csa = P.cs_a; a_panel = MR * P.rs_a;
+        } else {
+          pack_a_block(buf_a, P.a + ic * P.rs_a + pc * P.cs_a, P.rs_a, P.cs_a, mc, kc, MR);
+          ap = buf_a;
+          rsa = 1; csa = MR; a_panel = kc * MR;
+        }
+        for (index_t jr = 0; jr < nc; jr += NR) {  // loop 2: B micro-panels (in L1) by NR
+          const index_t nr = std::min(NR, nc - jr);
+          ep.bias_n = (first && P.bias_n) ? P.bias_n + jc + jr : nullptr;
+          for (index_t ir = 0; ir < mc; ir += MR) {  // loop 1: A micro-panels by MR
+            const index_t mr = std::min(MR, mc - ir);
+            ep.bias_m = (first && P.bias_m) ? P.bias_m + ic + ir : nullptr;
+            kr.ukr(kc, ap + (ir / MR) * a_panel, rsa, csa, bp + (jr / NR) * b_panel, ldb,
+                   P.c + (ic + ir) * P.rs_c + jc + jr, P.rs_c, mr, nr, ep);
+          }
+        }
+      }
+      pc += kc;
+    } while (pc < K);
+  }
+}
+
+// Thread grid tm x tn (tm * tn <= T) for an M x N x K problem.
+void choose_grid(index_t M, index_t N, index_t K, index_t MR, index_t NR, int T, int& tm, int& tn) {
+  tm = tn = 1;
+  const double flops = 2.0 * double(M) * double(N) * double(std::max<index_t>(K, 1));
+  int use = int(std::min<double>(T, std::max(1.0, flops / kMinFlopsPerThread)));
+  const index_t tiles_m = ceil_div(M, MR), tiles_n = ceil_div(N, NR);
+  double best = -1;
+  for (int t = use; t >= 1 && best < 0; --t) {
+    for (int a = 1; a <= t; ++a) {
+      if (t % a) continue;
+      int b = t / a;
+      if (a > tiles_m || b > tiles_n) continue;
+      double rows = double(ceil_div(tiles_m, a) * MR), cols = double(ceil_div(tiles_n, b) * NR);
+      double cost = rows * cols * double(K) + kPackCostPerElem * (rows + cols) * double(K);
+      if (best < 0 || cost < best) { best = cost; tm = a; tn = b; }
+    }
+  }
+}
+
+// C := beta * c_in (broadcast), so that the GEMM proper can accumulate with beta = 1.
+template <typename T>
+void scale_copy_c(const GemmArgs& g) {
+  T* c = static_cast<T*>(g.c);
+  const T* ci = static_cast<const T*>(g.c_in);
+  const T beta = T(g.beta);
+  parallel_for(g.M, std::max<index_t>(1, 65536 / std::max<index_t>(g.N, 1)), [&](index_t i0, index_t i1) {
+    for (index_t i = i0; i < i1; ++i)
+      for (index_t j = 0; j < g.N; ++j)
+        c[i * g.rs_c + j * g.cs_c] = beta * ci[i * g.rs_cin + j * g.cs_cin];
+  });
+}
+
+template <typename T>
+void gemm_t(const GemmArgs& g0) {
+  GemmArgs g = g0;
+  if (g.M == 0 || g.N == 0) return;
+  if (g.c_in && g.c_in != g.c && g.beta != 0.0) {
+    scale_copy_c<T>(g);
+    g.beta = 1.0;
+  }
+  g.c_in = nullptr;
+  GemmArgs s = g;
+  if (s.cs_c != 1) {
+    if (s.rs_c != 1 || s.packed_a || s.packed_b)
+      throw ValueError("gemm: C needs a unit stride in one dimension");
+    // C^T = B^T A^T: swap the operands so that C is row-major.
+    s.M = g.N; s.N = g.M;
+    s.a = g.b; s.rs_a = g.cs_b; s.cs_a = g.rs_b;
+    s.b = g.a; s.rs_b = g.cs_a; s.cs_b = g.rs_a;
+    std::swap(s.bias_m, s.bias_n);
+    s.rs_c = g.cs_c;
+    s.cs_c = 1;
+  }
+  Isa isa = current_isa();
+  if (s.packed_a) isa = s.packed_a->isa;
+  else if (s.packed_b) isa = s.packed_b->isa;
+  if (s.packed_a && s.packed_b && s.packed_a->kc != s.packed_b->kc)
+    throw ValueError("gemm: packed operands use different K blocks");
+  Problem<T> P{s.M, s.N, s.K,
+               static_cast<const T*>(s.a), s.rs_a, s.cs_a,
+               static_cast<const T*>(s.b), s.rs_b, s.cs_b,
+               static_cast<T*>(s.c), s.rs_c,
+               T(s.alpha), T(s.beta),
+               static_cast<const T*>(s.bias_m), static_cast<const T*>(s.bias_n),
+               s.act, T(s.act_param), s.packed_a, s.packed_b, &gemm_kernel<T>(isa)};
+  const index_t MR = P.kr->MR, NR = P.kr->NR;
+  int tm, tn;
+  choose_grid(P.M, P.N, P.K, MR, NR, get_num_threads(), tm, tn);
+  const index_t tiles_m = ceil_div(P.M, MR), tiles_n = ceil_div(P.N, NR);
+  parallel_run(index_t(tm) * tn, [&](index_t chunk) {
+    const index_t ti = chunk / tn, tj = chunk % tn;
+    const index_t m0 = std::min(P.M, tiles_m * ti / tm * MR), m1 = std::min(P.M, tiles_m * (ti + 1) / tm * MR);
+    const index_t n0 = std::min(P.N, tiles_n * tj / tn * NR), n1 = std::min(P.N, tiles_n * (tj + 1) / tn * NR);
+    if (m0 < m1 && n0 < n1) run_block(P, m0, m1, n0, n1);
+  });
+}
+
+template <typename T>
+PackedMatrix pack_t(bool is_a, index_t rows, index_t cols, const T* src, index_t rs, index_t cs) {
+  Isa isa = current_isa();
+  const GemmKernel<T>& kr = gemm_kernel<T>(isa);
+  PackedMatrix pm;
+  pm.dtype = dtype_of<T>::value;
+  pm.isa = isa;
+  pm.is_a = is_a;
+  pm.rows = rows;
+  pm.cols = cols;
+  pm.r = is_a ? kr.MR : kr.NR;
+  pm.kc = kr.KC;
+  const index_t wide = is_a ? rows : cols;  // M for A, N for B
+  const index_t K = is_a ? cols : rows;
+  pm.padded = round_up(wide, pm.r);
+  const index_t elems = checked_mul(pm.padded, std::max<index_t>(K, 1), "packed matrix");
+  void* p = std::aligned_alloc(64, size_t(round_up(checked_mul(elems, sizeof(T), "packed matrix"), 64)));
+  if (!p) throw std::bad_alloc();
+  pm.data = std::shared_ptr<void>(p, [](void* q) { std::free(q); });
+  T* dst = static_cast<T*>(p);
+  for (index_t pc = 0; pc < K; pc += pm.kc) {
+    const index_t kc = std::min(pm.kc, K - pc);
+    if (is_a) pack_a_block(dst + pc * pm.padded, src + pc * cs, rs, cs, rows, kc, pm.r);
+    else pack_b_block(dst + pc * pm.padded, src + pc * rs, rs, cs, kc, cols, pm.r);
+  }
+  return pm;
+}
+
+}  // namespace
+
+void gemm(const GemmArgs& g) {
+  if (g.dtype == DType::f32) gemm_t<float>(g);
+  else gemm_t<double>(g);
+}
+
+void gemm_batched(const GemmArgs& g, const BatchSpec& bs) {
+  index_t nb = 1;
+  for (int d = 0; d < bs.ndim; ++d) nb *= bs.shape[d];
+  if (nb == 0 || g.M == 0 || g.N == 0) return;
+  const index_t es = dtype_size(g.dtype);
+  auto one = [&](index_t bidx) {
+    index_t oa = 0, ob = 0, oc = 0, rem = bidx;
+    for (int d = bs.ndim - 1; d >= 0; --d) {
+      const index_t k = rem % bs.shape[d];
+      rem /= bs.shape[d];
+      oa += k * bs.stride_a[d];
+      ob += k * bs.stride_b[d];
+      oc += k * bs.stride_c[d];
+    }
+    GemmArgs s = g;
+    s.a = static_cast<const char*>(g.a) + oa * es;
+    s.b = static_cast<const char*>(g.b) + ob * es;
+    s.c = static_cast<char*>(g.c) + oc * es;
+    gemm(s);
+  };
+  const double flops = 2.0 * double(g.M) * double(g.N) * double(std::max<index_t>(g.K, 1));
+  if (nb > 1 && flops < 64 * kMinFlopsPerThread) {
+    // Many small products: one matrix per thread (nested regions run inline).
+    parallel_for(nb, 1, [&](index_t b0, index_t b1) {
+      for (index_t b = b0; b < b1; ++b) one(b);
+    });
+  } else {
+    for (index_t b = 0; b < nb; ++b) one(b);
+  }
+}
+
+PackedMatrix pack_a(DType dt, index_t M, index_t K, const void* a, index_t rs, index_t cs) {
+  if (dt == DType::f32) return pack_t<float>(true, M, K, static_cast<const float*>(a), rs, cs);
+  return pack_t<double>(true, M, K, static_cast<const double*>(a), rs, cs);
+}
+
+PackedMatrix pack_b(DType dt, index_t K, index_t N, const void* b, index_t rs, index_t cs) {
+  if (dt == DType::f32) return pack_t<float>(false, K, N, static_cast<const float*>(b), rs, cs);
+  return pack_t<double>(false, K, N, static_cast<const double*>(b), rs, cs);
+}
+
+}  // namespace nnk

@@ -1,0 +1,111 @@
+// Register-blocked x86 micro-kernel template (the contract is in ukr.h).
+// Included inside an ISA namespace (nnk::cpu::avx2 / nnk::cpu::avx512) after that
+// namespace defines the vector traits V:
+//   V::T, V::reg, V::L (lanes), zero(), set1(x), load(p), loadn(p, lanes), storen(p, x, lanes),
+//   fmadd(a, b, c), mul(a, b), add(a, b), relu(x) (NaN-propagating max(0, x)).
+// MR rows x NV vectors (NR = NV * L). acc[MR][NV] lives in registers: every loop over
+// i / v is unrolled at compile time, so no accumulator index is ever a runtime value.
+// The numbered variants in this template:
+//   1. packed A (rs_a = 1, cs_a = MR): one broadcast load per row per k.
+//   2. strided A (small-matrix path): row pointers clamped to row m - 1 so no row past m is read.
+//   Either with full-width B loads (n == NR) or masked B loads (n < NR, unpacked B safe).
+
+template <class V, int MR, int NV, bool PackedA, bool FullN>
+static inline void ukr_body(index_t kc, const typename V::T* __restrict a, index_t rs_a,
+                            index_t cs_a, const typename V::T* __restrict b, index_t ldb,
+                            typename V::T* __restrict c, index_t ldc, index_t m, index_t n,
+                            const UkrEpilogue<typename V::T>& ep) {
+  using T = typename V::T;
+  using R = typename V::reg;
+  constexpr int L = V::L;
+  R acc[MR][NV];
+#pragma GCC unroll 32
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[i][v] = V::zero();
+
+  int lanes[NV];
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) {
+    index_t l = n - index_t(v) * L;
+    lanes[v] = l <= 0 ? 0 : (l >= L ? L : int(l));
+  }
+
+  if (PackedA) {
+#pragma GCC unroll 2
+    for (index_t p = 0; p < kc; ++p) {
+      R bv[NV];
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v)
+        bv[v] = FullN ? V::load(b + v * L) : V::loadn(b + v * L, lanes[v]);
+#pragma GCC unroll 32
+      for (int i = 0; i < MR; ++i) {
+        R ai = V::set1(a[i]);
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; ++v) acc[i][v] = V::fmadd(ai, bv[v], acc[i][v]);
+      }
+      a += MR;
+      b += ldb;
+    }
+  } else {
+    const T* ap[MR];
+#pragma GCC unroll 32
+    for (int i = 0; i < MR; ++i) ap[i] = a + (i < m ? i : m - 1) * rs_a;
+    for (index_t p = 0; p < kc; ++p) {
+      R bv[NV];
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v)
+        bv[v] = FullN ? V::load(b + v * L) : V::loadn(b + v * L, lanes[v]);
+      const index_t off = p * cs_a;
+#pragma GCC unroll 32
+      for (int i = 0; i < MR; ++i) {
+        R ai = V::set1(ap[i][off]);
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; ++v) acc[i][v] = V::fmadd(ai, bv[v], acc[i][v]);
+      }
+      b += ldb;
+    }
+  }
+
+  // Epilogue: alpha, beta, biases, relu; stored once.
+  const R valpha = V::set1(ep.alpha);
+  const R vbeta = V::set1(ep.beta);
+  const bool read_c = ep.beta != T(0);
+  const bool relu = ep.act == Act::relu;
+  R bn[NV];
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v)
+    bn[v] = ep.bias_n ? (FullN ? V::load(ep.bias_n + v * L) : V::loadn(ep.bias_n + v * L, lanes[v]))
+                      : V::zero();
+#pragma GCC unroll 32
+  for (int i = 0; i < MR; ++i) {
+    if (i >= m) break;
+    T* ci = c + i * ldc;
+    R bm = ep.bias_m ? V::set1(ep.bias_m[i]) : V::zero();
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) {
+      if (!FullN && lanes[v] == 0) break;
+      R x = V::mul(acc[i][v], valpha);
+      if (read_c) x = V::fmadd(vbeta, FullN ? V::load(ci + v * L) : V::loadn(ci + v * L, lanes[v]), x);
+      x = V::add(x, V::add(bm, bn[v]));
+      if (relu) x = V::relu(x);
+      if (FullN) V::store(ci + v * L, x); else V::storen(ci + v * L, x, lanes[v]);
+    }
+  }
+  if (ep.act != Act::none && !relu) ep.act_tile(c, ldc, m, n, ep.act, ep.act_param);
+}
+
+template <class V, int MR, int NV>
+static void ukr_entry(index_t kc, const typename V::T* a, index_t rs_a, index_t cs_a,
+                      const typename V::T* b, index_t ldb, typename V::T* c, index_t ldc,
+                      index_t m, index_t n, const UkrEpilogue<typename V::T>& ep) {
+  constexpr index_t NR = index_t(NV) * V::L;
+  const bool packed = rs_a == 1 && cs_a == MR;
+  if (n == NR) {
+    if (packed) ukr_body<V, MR, NV, true, true>(kc, a, rs_a, cs_a, b, ldb, c, ldc, m, n, ep);
+    else ukr_body<V, MR, NV, false, true>(kc, a, rs_a, cs_a, b, ldb, c, ldc, m, n, ep);
+  } else {
+    if (packed) ukr_body<V, MR, NV, true, false>(kc, a, rs_a, cs_a, b, ldb, c, ldc, m, n, ep);
+    else ukr_body<V, MR, NV, false, false>(kc, a, rs_a, cs_a, b, ldb, c, ldc, m, n, ep);
+  }
+}
