@@ -6,6 +6,7 @@ void bind_runtime(py::module_& m);
 void bind_gemm(py::module_& m);
 void bind_act(py::module_& m);
 void bind_loss(py::module_& m);
+void bind_bench(py::module_& m);
 }  // namespace nnk::bind
 
 PYBIND11_MODULE(_C, m) {
@@ -15,4 +16,5 @@ PYBIND11_MODULE(_C, m) {
   nnk::bind::bind_gemm(m);
   nnk::bind::bind_act(m);
   nnk::bind::bind_loss(m);
+  nnk::bind::bind_bench(m);
 }

@@ -1,0 +1,50 @@
+"""Shared test fixtures: seeded RNG, the tolerance table, the `isa` fixture."""
+
+import numpy as np
+import pytest
+
+import nnkernels
+
+# Relative error of the norm, ||ours - ref|| / ||ref||, against torch in float64.
+# float64: the algorithms sum in a different order than torch; 1e-12 leaves room for
+# K up to ~1e4. float32: FA-style bound of a few ulps times sqrt(K) growth.
+TOL = {np.float64: 1e-12, np.float32: 2e-6}
+DTYPES = [np.float32, np.float64]
+
+
+def rel_err(ours, ref):
+    """||ours - ref|| / max(||ref||, tiny), computed in float64."""
+    ours = np.asarray(ours, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    assert ours.shape == ref.shape, (ours.shape, ref.shape)
+    if ref.size == 0:
+        return 0.0
+    return float(np.linalg.norm(ours - ref) / max(np.linalg.norm(ref), 1e-300))
+
+
+def assert_close(ours, ref, dtype, factor=1.0):
+    """Relative error of the norm within factor * TOL[dtype]; NaN positions must agree."""
+    ours = np.asarray(ours)
+    ref = np.asarray(ref)
+    assert ours.shape == ref.shape, (ours.shape, ref.shape)
+    nan_o, nan_r = np.isnan(ours), np.isnan(ref)
+    assert np.array_equal(nan_o, nan_r), "NaN positions differ"
+    keep = ~nan_r
+    err = rel_err(np.where(keep, ours, 0), np.where(keep, ref, 0))
+    assert err <= factor * TOL[np.dtype(dtype).type], f"relative error {err:.3e}"
+
+
+@pytest.fixture
+def rng(request):
+    """A generator seeded from the test's name: reproducible, different per test."""
+    seed = abs(hash(request.node.nodeid)) % (2**32)
+    return np.random.default_rng(seed)
+
+
+@pytest.fixture(params=nnkernels.config()["isas"])
+def isa(request):
+    """Run the test once per kernel set this CPU can run; restore the best afterwards."""
+    best = nnkernels.config()["isas"][0]
+    nnkernels.set_isa(request.param)
+    yield request.param
+    nnkernels.set_isa(best)
