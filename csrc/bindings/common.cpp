@@ -1,5 +1,7 @@
 #include "bindings/common.h"
 
+#include "core/mempool.h"
+
 #include <cstdint>
 #include <sstream>
 
@@ -122,8 +124,17 @@ Tensor empty(DType dt, const std::vector<index_t>& shape) {
     n = checked_mul(n, s, "output");
   }
   std::vector<py::ssize_t> sh(shape.begin(), shape.end());
-  py::array arr = dt == DType::f32 ? py::array(py::dtype::of<float>(), sh)
-                                   : py::array(py::dtype::of<double>(), sh);
+  const py::dtype pdt = dt == DType::f32 ? py::dtype::of<float>() : py::dtype::of<double>();
+  py::array arr;
+  if (size_t(n) >= kPoolMinBytes) {
+    // Large outputs come from the caching pool; the capsule hands the block back when
+    // the array (and every view of it) dies.
+    void* mem = pool_alloc(size_t(n));
+    py::capsule owner(mem, [](void* q) { pool_free(q); });
+    arr = py::array(pdt, sh, {}, mem, owner);
+  } else {
+    arr = py::array(pdt, sh);
+  }
   Tensor t = wrap(arr);
   t.dtype = dt;
   return t;
