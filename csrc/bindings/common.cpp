@@ -54,8 +54,8 @@ static Tensor wrap(py::array arr) {
 }
 
 static py::array to_array(py::handle obj, const char* name) {
-  reject_cuda(obj, name);
   if (py::isinstance<py::array>(obj)) return py::reinterpret_borrow<py::array>(obj);
+  reject_cuda(obj, name);
   py::array arr = py::array::ensure(obj);
   if (!arr) {
     PyErr_Clear();
@@ -63,6 +63,17 @@ static py::array to_array(py::handle obj, const char* name) {
                     std::string(py::str(py::type::of(obj).attr("__name__"))));
   }
   return arr;
+}
+
+// Byte order '=' / '|' is native; '<' or '>' is native when it names this machine's order.
+static bool native(const py::dtype& dt) {
+  const char c = dt.byteorder();
+  if (c == '=' || c == '|') return true;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  return c == '<';
+#else
+  return c == '>';
+#endif
 }
 
 Tensor as_float(py::handle obj, const char* name) {
@@ -75,7 +86,7 @@ Tensor as_float(py::handle obj, const char* name) {
   else
     throw TypeError(std::string(name) + ": expected float32 or float64, got " +
                     std::string(py::str(dt)));
-  if (!dt.attr("isnative").cast<bool>()) arr = py::array::ensure(arr.attr("astype")(dt.attr("newbyteorder")("=")));
+  if (!native(dt)) arr = py::array::ensure(arr.attr("astype")(dt.attr("newbyteorder")("=")));
   t = wrap(arr);
   t.dtype = d;
   return t;
@@ -87,7 +98,7 @@ Tensor as_index(py::handle obj, const char* name) {
   if (!(dt.kind() == 'i' && (dt.itemsize() == 4 || dt.itemsize() == 8)))
     throw TypeError(std::string(name) + ": expected int32 or int64 indices, got " +
                     std::string(py::str(dt)));
-  if (!dt.attr("isnative").cast<bool>()) arr = py::array::ensure(arr.attr("astype")(dt.attr("newbyteorder")("=")));
+  if (!native(dt)) arr = py::array::ensure(arr.attr("astype")(dt.attr("newbyteorder")("=")));
   Tensor t = wrap(arr);
   t.dtype = DType::f64;  // unused for index arrays; itemsize tells int32 / int64
   return t;

@@ -53,65 +53,6 @@ struct Scratch {
 };
 thread_local Scratch t_buf_a, t_buf_b;
 
-// A block (mc x kc, strides rs, cs) -> panels of MR rows: dst[panel][p][MR], zero-padded.
-template <typename T>
-void pack_a_block(T* __restrict dst, const T* a, index_t rs, index_t cs, index_t mc, index_t kc,
-                  index_t MR) {
-  for (index_t i0 = 0; i0 < mc; i0 += MR) {
-    const index_t mr = std::min(MR, mc - i0);
-    T* d = dst + i0 * kc;
-    const T* s = a + i0 * rs;
-    if (rs == 1) {
-      for (index_t p = 0; p < kc; ++p) {
-        const T* sp = s + p * cs;
-        T* dp = d + p * MR;
-        for (index_t i = 0; i < mr; ++i) dp[i] = sp[i];
-        for (index_t i = mr; i < MR; ++i) dp[i] = T(0);
-      }
-    } else {
-      // Transposing copy, 8 k-steps at a time so each source row is read in runs.
-      for (index_t p0 = 0; p0 < kc; p0 += 8) {
-        const index_t pe = std::min(kc, p0 + 8);
-        for (index_t i = 0; i < mr; ++i) {
-          const T* si = s + i * rs;
-          for (index_t p = p0; p < pe; ++p) d[p * MR + i] = si[p * cs];
-        }
-        for (index_t i = mr; i < MR; ++i)
-          for (index_t p = p0; p < pe; ++p) d[p * MR + i] = T(0);
-      }
-    }
-  }
-}
-
-// B block (kc x nc, strides rs, cs) -> panels of NR columns: dst[panel][p][NR], zero-padded.
-template <typename T>
-void pack_b_block(T* __restrict dst, const T* b, index_t rs, index_t cs, index_t kc, index_t nc,
-                  index_t NR) {
-  for (index_t j0 = 0; j0 < nc; j0 += NR) {
-    const index_t nr = std::min(NR, nc - j0);
-    T* d = dst + j0 * kc;
-    const T* s = b + j0 * cs;
-    if (cs == 1) {
-      for (index_t p = 0; p < kc; ++p) {
-        const T* sp = s + p * rs;
-        T* dp = d + p * NR;
-        for (index_t j = 0; j < nr; ++j) dp[j] = sp[j];
-        for (index_t j = nr; j < NR; ++j) dp[j] = T(0);
-      }
-    } else {
-      for (index_t p0 = 0; p0 < kc; p0 += 8) {
-        const index_t pe = std::min(kc, p0 + 8);
-        for (index_t j = 0; j < nr; ++j) {
-          const T* sj = s + j * cs;
-          for (index_t p = p0; p < pe; ++p) d[p * NR + j] = sj[p * rs];
-        }
-        for (index_t j = nr; j < NR; ++j)
-          for (index_t p = p0; p < pe; ++p) d[p * NR + j] = T(0);
-      }
-    }
-  }
-}
-
 template <typename T>
 struct Problem {
   index_t M, N, K;
@@ -158,7 +99,7 @@ void run_block(const Problem<T>& P, index_t m0, index_t m1, index_t n0, index_t 
         ldb = P.rs_b;
         b_panel = NR;
       } else {
-        pack_b_block(buf_b, P.b + pc * P.rs_b + jc * P.cs_b, P.rs_b, P.cs_b, kc, nc, NR);
+        kr.pack_b(buf_b, P.b + pc * P.rs_b + jc * P.cs_b, P.rs_b, P.cs_b, kc, nc, NR);
         bp = buf_b;
         ldb = NR;
         b_panel = kc * NR;
@@ -180,7 +121,7 @@ void run_block(const Problem<T>& P, index_t m0, index_t m1, index_t n0, index_t 
           ap = P.a + ic * P.rs_a + pc * P.cs_a;
           rsa = P.rs_a; csa = P.cs_a; a_panel = MR * P.rs_a;
         } else {
-          pack_a_block(buf_a, P.a + ic * P.rs_a + pc * P.cs_a, P.rs_a, P.cs_a, mc, kc, MR);
+          kr.pack_a(buf_a, P.a + ic * P.rs_a + pc * P.cs_a, P.rs_a, P.cs_a, mc, kc, MR);
           ap = buf_a;
           rsa = 1; csa = MR; a_panel = kc * MR;
         }
@@ -299,8 +240,8 @@ PackedMatrix pack_t(bool is_a, index_t rows, index_t cols, const T* src, index_t
   T* dst = static_cast<T*>(p);
   for (index_t pc = 0; pc < K; pc += pm.kc) {
     const index_t kc = std::min(pm.kc, K - pc);
-    if (is_a) pack_a_block(dst + pc * pm.padded, src + pc * cs, rs, cs, rows, kc, pm.r);
-    else pack_b_block(dst + pc * pm.padded, src + pc * rs, rs, cs, kc, cols, pm.r);
+    if (is_a) kr.pack_a(dst + pc * pm.padded, src + pc * cs, rs, cs, rows, kc, pm.r);
+    else kr.pack_b(dst + pc * pm.padded, src + pc * rs, rs, cs, kc, cols, pm.r);
   }
   return pm;
 }

@@ -14,6 +14,7 @@
 #pragma once
 #include "core/types.h"
 #include "cpu/act/act.h"
+#include "cpu/gemm/pack.h"
 
 namespace nnk {
 
@@ -42,6 +43,7 @@ struct GemmKernel {
   index_t MR, NR;   // register tile (rows of A, columns of B)
   index_t MC, KC, NC;  // cache blocks: A block MC x KC in L2, B panel KC x NR in L1, B block KC x NC in L3
   ActTileFn<T> act_tile;
+  PackFn<T> pack_a, pack_b;
 };
 
 template <typename T>

@@ -24,6 +24,17 @@ static inline void ukr_body(index_t kc, const typename V::T* __restrict a, index
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) acc[i][v] = V::zero();
 
+  // Prefetch the C tile: its rows are far apart and the epilogue would otherwise stall
+  // on them (BLIS does the same at the top of its kernels).
+  if (ep.beta != T(0)) {
+#pragma GCC unroll 32
+    for (int i = 0; i < MR; ++i) {
+      if (i >= m) break;
+      _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + NV * L - 1), _MM_HINT_T0);
+    }
+  }
+
   int lanes[NV];
 #pragma GCC unroll 8
   for (int v = 0; v < NV; ++v) {

@@ -1,0 +1,144 @@
+// AVX-512 packing. The transposing cases (A row-major: rows contiguous along k; B with
+// columns contiguous along k, e.g. a linear layer's weight used as W^T) go through
+// in-register transposes: 16 x 16 floats or 8 x 8 doubles at a time, read in full
+// vectors from each source row. Copies with a unit inner stride use (masked) vector
+// moves. Everything else falls back to the portable packer.
+#include "cpu/gemm/pack.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <type_traits>
+
+namespace nnk::cpu::avx512 {
+
+// r[0..15] rows in, out[j][i] = r[i][j] (derivation: unpack ps -> unpack pd -> two
+// rounds of 128-bit lane shuffles).
+static inline void transpose16(__m512 r[16]) {
+  __m512 t[16], u[16];
+  for (int k = 0; k < 8; ++k) {
+    t[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);
+    t[2 * k + 1] = _mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]);
+  }
+  for (int g = 0; g < 4; ++g) {
+    const __m512d t0 = _mm512_castps_pd(t[4 * g]), t1 = _mm512_castps_pd(t[4 * g + 1]);
+    const __m512d t2 = _mm512_castps_pd(t[4 * g + 2]), t3 = _mm512_castps_pd(t[4 * g + 3]);
+    u[4 * g + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(t0, t2));
+    u[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(t0, t2));
+    u[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(t1, t3));
+    u[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3));
+  }
+  for (int c = 0; c < 4; ++c) {
+    const __m512 x = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x44);
+    const __m512 y = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xEE);
+    const __m512 x2 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x44);
+    const __m512 y2 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xEE);
+    r[c] = _mm512_shuffle_f32x4(x, x2, 0x88);
+    r[4 + c] = _mm512_shuffle_f32x4(x, x2, 0xDD);
+    r[8 + c] = _mm512_shuffle_f32x4(y, y2, 0x88);
+    r[12 + c] = _mm512_shuffle_f32x4(y, y2, 0xDD);
+  }
+}
+
+static inline void transpose8(__m512d r[8]) {
+  __m512d t[8];
+  for (int k = 0; k < 4; ++k) {
+    t[2 * k] = _mm512_unpacklo_pd(r[2 * k], r[2 * k + 1]);
+    t[2 * k + 1] = _mm512_unpackhi_pd(r[2 * k], r[2 * k + 1]);
+  }
+  for (int c = 0; c < 2; ++c) {
+    const __m512d x = _mm512_shuffle_f64x2(t[c], t[2 + c], 0x44);
+    const __m512d y = _mm512_shuffle_f64x2(t[c], t[2 + c], 0xEE);
+    const __m512d x2 = _mm512_shuffle_f64x2(t[4 + c], t[6 + c], 0x44);
+    const __m512d y2 = _mm512_shuffle_f64x2(t[4 + c], t[6 + c], 0xEE);
+    r[c] = _mm512_shuffle_f64x2(x, x2, 0x88);
+    r[2 + c] = _mm512_shuffle_f64x2(x, x2, 0xDD);
+    r[4 + c] = _mm512_shuffle_f64x2(y, y2, 0x88);
+    r[6 + c] = _mm512_shuffle_f64x2(y, y2, 0xDD);
+  }
+}
+
+// Vector traits for the two dtypes: L lanes, a square transpose of L x L.
+struct F32 {
+  using T = float;
+  using reg = __m512;
+  static constexpr int L = 16;
+  static inline reg zero() { return _mm512_setzero_ps(); }
+  static inline reg loadn(const T* p, int n) { return _mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1u), p); }
+  static inline void storen(T* p, reg x, int n) { _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1u), x); }
+  static inline void transpose(reg* r) { transpose16(r); }
+};
+struct F64 {
+  using T = double;
+  using reg = __m512d;
+  static constexpr int L = 8;
+  static inline reg zero() { return _mm512_setzero_pd(); }
+  static inline reg loadn(const T* p, int n) { return _mm512_maskz_loadu_pd((__mmask8)((1u << n) - 1u), p); }
+  static inline void storen(T* p, reg x, int n) { _mm512_mask_storeu_pd(p, (__mmask8)((1u << n) - 1u), x); }
+  static inline void transpose(reg* r) { transpose8(r); }
+};
+
+// Transposing pack: `lines` source lines (line l starts at s + l * ls, unit stride along k),
+// kc values each, into dst[p * W + l] for l < lines, zeros for lines <= l < W.
+template <class V>
+static void pack_transpose(typename V::T* __restrict dst, const typename V::T* s, index_t ls,
+                           index_t lines, index_t kc, index_t W) {
+  using R = typename V::reg;
+  constexpr int L = V::L;
+  for (index_t l0 = 0; l0 < W; l0 += L) {  // groups of L destination lanes
+    const int nl = int(std::min<index_t>(L, W - l0));
+    const int valid = int(std::clamp<index_t>(lines - l0, 0, nl));
+    for (index_t p0 = 0; p0 < kc; p0 += L) {
+      const int np = int(std::min<index_t>(L, kc - p0));
+      R r[L];
+      for (int l = 0; l < L; ++l)
+        r[l] = l < valid ? V::loadn(s + (l0 + l) * ls + p0, np) : V::zero();
+      V::transpose(r);
+      for (int p = 0; p < np; ++p) V::storen(dst + (p0 + p) * W + l0, r[p], nl);
+    }
+  }
+}
+
+// Unit-stride pack: line p (k index) holds `n` contiguous source values at s + p * ps.
+template <class V>
+static void pack_copy(typename V::T* __restrict dst, const typename V::T* s, index_t ps, index_t n,
+                      index_t kc, index_t W) {
+  constexpr int L = V::L;
+  for (index_t p = 0; p < kc; ++p) {
+    for (index_t l0 = 0; l0 < W; l0 += L) {
+      const int nl = int(std::min<index_t>(L, W - l0));
+      const int valid = int(std::clamp<index_t>(n - l0, 0, nl));
+      V::storen(dst + p * W + l0, valid ? V::loadn(s + p * ps + l0, valid) : V::zero(), nl);
+    }
+  }
+}
+
+template <typename T>
+using Traits = std::conditional_t<std::is_same_v<T, float>, F32, F64>;
+
+template <typename T>
+void pack_a(T* dst, const T* a, index_t rs, index_t cs, index_t mc, index_t kc, index_t MR) {
+  if (cs != 1 && rs != 1) return generic::pack_a(dst, a, rs, cs, mc, kc, MR);
+  for (index_t i0 = 0; i0 < mc; i0 += MR) {
+    const index_t mr = std::min(MR, mc - i0);
+    if (rs == 1) pack_copy<Traits<T>>(dst + i0 * kc, a + i0, cs, mr, kc, MR);
+    else pack_transpose<Traits<T>>(dst + i0 * kc, a + i0 * rs, rs, mr, kc, MR);
+  }
+}
+
+template <typename T>
+void pack_b(T* dst, const T* b, index_t rs, index_t cs, index_t kc, index_t nc, index_t NR) {
+  if (cs != 1 && rs != 1) return generic::pack_b(dst, b, rs, cs, kc, nc, NR);
+  for (index_t j0 = 0; j0 < nc; j0 += NR) {
+    const index_t nr = std::min(NR, nc - j0);
+    if (cs == 1) pack_copy<Traits<T>>(dst + j0 * kc, b + j0, rs, nr, kc, NR);
+    else pack_transpose<Traits<T>>(dst + j0 * kc, b + j0 * cs, cs, nr, kc, NR);
+  }
+}
+
+template void pack_a<float>(float*, const float*, index_t, index_t, index_t, index_t, index_t);
+template void pack_a<double>(double*, const double*, index_t, index_t, index_t, index_t, index_t);
+template void pack_b<float>(float*, const float*, index_t, index_t, index_t, index_t, index_t);
+template void pack_b<double>(double*, const double*, index_t, index_t, index_t, index_t, index_t);
+
+}  // namespace nnk::cpu::avx512
