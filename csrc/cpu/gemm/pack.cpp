@@ -37,6 +37,19 @@ void pack_a(T* __restrict dst, const T* a, index_t rs, index_t cs, index_t mc, i
 template <typename T>
 void pack_b(T* __restrict dst, const T* b, index_t rs, index_t cs, index_t kc, index_t nc,
             index_t NR) {
+  if (cs == 1) {
+    // Row by row: each source row is read once, front to back (see pack_avx512.cpp).
+    for (index_t p = 0; p < kc; ++p) {
+      const T* sp = b + p * rs;
+      for (index_t j0 = 0; j0 < nc; j0 += NR) {
+        const index_t nr = std::min(NR, nc - j0);
+        T* dp = dst + j0 * kc + p * NR;
+        for (index_t j = 0; j < nr; ++j) dp[j] = sp[j0 + j];
+        for (index_t j = nr; j < NR; ++j) dp[j] = T(0);
+      }
+    }
+    return;
+  }
   for (index_t j0 = 0; j0 < nc; j0 += NR) {
     const index_t nr = std::min(NR, nc - j0);
     T* d = dst + j0 * kc;

@@ -99,16 +99,23 @@ static void pack_transpose(typename V::T* __restrict dst, const typename V::T* s
   }
 }
 
-// Unit-stride pack: line p (k index) holds `n` contiguous source values at s + p * ps.
+// Unit-stride pack: source line p (k index) holds n contiguous values at s + p * ps; they
+// go to the panels of width W: dst[(j / W) * kc * W + p * W + j % W], zero-padded. Each
+// source line is read once front to back (walking one panel down all kc lines instead
+// would touch a new page per line: TLB-bound).
 template <class V>
-static void pack_copy(typename V::T* __restrict dst, const typename V::T* s, index_t ps, index_t n,
-                      index_t kc, index_t W) {
+static void pack_lines(typename V::T* __restrict dst, const typename V::T* s, index_t ps, index_t n,
+                       index_t kc, index_t W) {
   constexpr int L = V::L;
   for (index_t p = 0; p < kc; ++p) {
-    for (index_t l0 = 0; l0 < W; l0 += L) {
-      const int nl = int(std::min<index_t>(L, W - l0));
-      const int valid = int(std::clamp<index_t>(n - l0, 0, nl));
-      V::storen(dst + p * W + l0, valid ? V::loadn(s + p * ps + l0, valid) : V::zero(), nl);
+    const typename V::T* sp = s + p * ps;
+    for (index_t j0 = 0; j0 < n; j0 += W) {
+      typename V::T* d = dst + j0 * kc + p * W;
+      for (index_t l0 = 0; l0 < W; l0 += L) {
+        const int nl = int(std::min<index_t>(L, W - l0));
+        const int valid = int(std::clamp<index_t>(n - j0 - l0, 0, nl));
+        V::storen(d + l0, valid ? V::loadn(sp + j0 + l0, valid) : V::zero(), nl);
+      }
     }
   }
 }
@@ -119,20 +126,26 @@ using Traits = std::conditional_t<std::is_same_v<T, float>, F32, F64>;
 template <typename T>
 void pack_a(T* dst, const T* a, index_t rs, index_t cs, index_t mc, index_t kc, index_t MR) {
   if (cs != 1 && rs != 1) return generic::pack_a(dst, a, rs, cs, mc, kc, MR);
+  if (rs == 1) {
+    pack_lines<Traits<T>>(dst, a, cs, mc, kc, MR);
+    return;
+  }
   for (index_t i0 = 0; i0 < mc; i0 += MR) {
     const index_t mr = std::min(MR, mc - i0);
-    if (rs == 1) pack_copy<Traits<T>>(dst + i0 * kc, a + i0, cs, mr, kc, MR);
-    else pack_transpose<Traits<T>>(dst + i0 * kc, a + i0 * rs, rs, mr, kc, MR);
+    pack_transpose<Traits<T>>(dst + i0 * kc, a + i0 * rs, rs, mr, kc, MR);
   }
 }
 
 template <typename T>
 void pack_b(T* dst, const T* b, index_t rs, index_t cs, index_t kc, index_t nc, index_t NR) {
   if (cs != 1 && rs != 1) return generic::pack_b(dst, b, rs, cs, kc, nc, NR);
+  if (cs == 1) {
+    pack_lines<Traits<T>>(dst, b, rs, nc, kc, NR);
+    return;
+  }
   for (index_t j0 = 0; j0 < nc; j0 += NR) {
     const index_t nr = std::min(NR, nc - j0);
-    if (cs == 1) pack_copy<Traits<T>>(dst + j0 * kc, b + j0, rs, nr, kc, NR);
-    else pack_transpose<Traits<T>>(dst + j0 * kc, b + j0 * cs, cs, nr, kc, NR);
+    pack_transpose<Traits<T>>(dst + j0 * kc, b + j0 * cs, cs, nr, kc, NR);
   }
 }
 
