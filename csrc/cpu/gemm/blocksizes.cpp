@@ -2,10 +2,14 @@
 //
 // Sizing rules (element counts; f = element bytes), for the cores this was tuned on
 // (AMD Zen 5: 48 KiB L1d, 1 MiB L2 per core, 32 MiB shared L3):
-//   KC: the B micro-panel KC x NR stays in L1 while A micro-panels stream past it:
-//       KC * NR * f <= ~2/3 of L1d  ->  256 * 32 * 4 = 32 KiB (f32), 256 * 16 * 8 = 32 KiB (f64).
-//   MC: the A block MC x KC stays in L2 next to the B panels: MC * KC * f <= ~1/2 L2,
-//       a multiple of MR: 14 * 32 = 448 -> 448 KiB (f32); 14 * 16 = 224 -> 448 KiB (f64).
+//   KC: long enough to amortise the C tile update (one load + store of MR x NR per KC
+//       FMAs per element). The B micro-panel KC x NR then outgrows L1 (512 * 32 * 4 = 64 KiB
+//       for f32), which costs little: 2 B vectors per 14 FMA cycles is ~9 B/cycle from L2.
+//       Measured on Zen 5, one thread, n = 1024, B pre-packed: KC 256 -> 228-238 GFLOP/s,
+//       384 -> 238-241, 512 -> 245, 768 -> 242-244 (noisy machine: +-3%). f64 keeps 256.
+//   MC: the A block MC x KC stays in L2: MC * KC * f <= ~0.9 L2, a multiple of MR:
+//       448 * 512 * 4 = 896 KiB (f32); 224 * 256 * 8 = 448 KiB (f64). MC 224 / 336 measured
+//       no better for f32.
 //   NC: the B block KC x NC sits in L3 (shared by the cores): 4096 * 256 * 4 = 4 MiB per thread.
 // AVX2 keeps the Haswell-class BLIS shapes (6x16 / 6x8) with the same rules for 32 KiB L1.
 // The generic kernels use small tiles the compiler can keep in 16 SSE registers.
@@ -34,7 +38,7 @@ const GemmKernel<float>& gemm_kernel<float>(Isa isa) {
 #if defined(NNK_X86)
   static const GemmKernel<float> avx2 = {cpu::avx2::sgemm_ukr_6x16, 6, 16, 144, 256, 4080, act_tile_avx2<float>,
                                           cpu::generic::pack_a<float>, cpu::generic::pack_b<float>};
-  static const GemmKernel<float> avx512 = {cpu::avx512::sgemm_ukr_14x32, 14, 32, 448, 256, 4096, act_tile_avx512<float>,
+  static const GemmKernel<float> avx512 = {cpu::avx512::sgemm_ukr_14x32, 14, 32, 448, 512, 4096, act_tile_avx512<float>,
                                             cpu::avx512::pack_a<float>, cpu::avx512::pack_b<float>};
   if (isa == Isa::avx512) return avx512;
   if (isa == Isa::avx2) return avx2;
