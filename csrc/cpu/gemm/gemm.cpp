@@ -12,7 +12,8 @@
 //      stride: the micro-kernel reads B in place (packing would cost more than it saves);
 //   3. direct A (small-matrix path): few column panels (<= kDirectAPanels): A read in place
 //      with its own strides, no packing;
-//   4. pre-packed A or B (PackedMatrix): weights packed once and reused across calls.
+//   4. pre-packed A or B (PackedMatrix): weights packed once and reused across calls;
+//   5. virtual B (VirtualB): B exists only as a packing routine (im2col in convolution).
 #include "cpu/gemm/gemm.h"
 
 #include <algorithm>
@@ -63,6 +64,7 @@ struct Problem {
   const T* bias_m; const T* bias_n;
   Act act; T act_param;
   const PackedMatrix* pa; const PackedMatrix* pb;
+  const VirtualB* vb;
   const GemmKernel<T>* kr;
 };
 
@@ -73,7 +75,7 @@ void run_block(const Problem<T>& P, index_t m0, index_t m1, index_t n0, index_t 
   const index_t MR = kr.MR, NR = kr.NR, MC = kr.MC, NC = kr.NC;
   const index_t KC = P.pa ? P.pa->kc : (P.pb ? P.pb->kc : kr.KC);
   const index_t K = P.K;
-  const bool direct_b = !P.pb && P.cs_b == 1 && (m1 - m0) <= kDirectBRows * MR;
+  const bool direct_b = !P.pb && !P.vb && P.cs_b == 1 && (m1 - m0) <= kDirectBRows * MR;
   const bool direct_a = !P.pa && (n1 - n0) <= kDirectAPanels * NR;
   T* buf_a = (P.pa || direct_a) ? nullptr
       : static_cast<T*>(t_buf_a.get(sizeof(T) * size_t(round_up(std::min(MC, m1 - m0), MR) * std::min(KC, std::max<index_t>(K, 1)))));
@@ -98,6 +100,11 @@ void run_block(const Problem<T>& P, index_t m0, index_t m1, index_t n0, index_t 
         bp = P.b + pc * P.rs_b + jc;
         ldb = P.rs_b;
         b_panel = NR;
+      } else if (P.vb) {
+        P.vb->pack(P.vb->ctx, buf_b, pc, kc, jc, nc, NR);
+        bp = buf_b;
+        ldb = NR;
+        b_panel = kc * NR;
       } else {
         kr.pack_b(buf_b, P.b + pc * P.rs_b + jc * P.cs_b, P.rs_b, P.cs_b, kc, nc, NR);
         bp = buf_b;
@@ -184,7 +191,7 @@ void gemm_t(const GemmArgs& g0) {
   g.c_in = nullptr;
   GemmArgs s = g;
   if (s.cs_c != 1) {
-    if (s.rs_c != 1 || s.packed_a || s.packed_b)
+    if (s.rs_c != 1 || s.packed_a || s.packed_b || s.virtual_b)
       throw ValueError("gemm: C needs a unit stride in one dimension");
     // C^T = B^T A^T: swap the operands so that C is row-major.
     s.M = g.N; s.N = g.M;
@@ -205,7 +212,8 @@ void gemm_t(const GemmArgs& g0) {
                static_cast<T*>(s.c), s.rs_c,
                T(s.alpha), T(s.beta),
                static_cast<const T*>(s.bias_m), static_cast<const T*>(s.bias_n),
-               s.act, T(s.act_param), s.packed_a, s.packed_b, &gemm_kernel<T>(isa)};
+               s.act, T(s.act_param), s.packed_a, s.packed_b, s.virtual_b,
+               &gemm_kernel<T>(isa)};
   const index_t MR = P.kr->MR, NR = P.kr->NR;
   int tm, tn;
   choose_grid(P.M, P.N, P.K, MR, NR, get_num_threads(), tm, tn);

@@ -31,6 +31,17 @@ struct PackedMatrix {
   index_t padded;     // M or N rounded up to r
 };
 
+// A B operand that exists only as a packing routine (convolution's im2col: patches are
+// read straight from the image into packed panels, the column matrix is never built).
+// pack(ctx, dst, p0, kc, j0, nc, NR) writes rows p0..p0+kc, columns j0..j0+nc of the
+// virtual K x N matrix into dst[panel][p][NR] (panels of NR columns, zero-padded).
+// Called concurrently from several threads with disjoint destinations.
+struct VirtualB {
+  void (*pack)(const void* ctx, void* dst, index_t p0, index_t kc, index_t j0, index_t nc,
+               index_t NR) = nullptr;
+  const void* ctx = nullptr;
+};
+
 struct GemmArgs {
   DType dtype = DType::f32;
   index_t M = 0, N = 0, K = 0;
@@ -47,6 +58,7 @@ struct GemmArgs {
   double act_param = 0.0;
   const PackedMatrix* packed_a = nullptr;  // replaces a/rs_a/cs_a when set
   const PackedMatrix* packed_b = nullptr;  // replaces b/rs_b/cs_b when set
+  const VirtualB* virtual_b = nullptr;     // replaces b/rs_b/cs_b when set
 };
 
 // Runs on the thread pool; deterministic for a given thread count.
