@@ -7,6 +7,9 @@ void bind_gemm(py::module_& m);
 void bind_act(py::module_& m);
 void bind_loss(py::module_& m);
 void bind_bench(py::module_& m);
+void bind_conv(py::module_& m);
+void bind_rnn(py::module_& m);
+void bind_attn(py::module_& m);
 }  // namespace nnk::bind
 
 PYBIND11_MODULE(_C, m) {
@@ -17,4 +20,7 @@ PYBIND11_MODULE(_C, m) {
   nnk::bind::bind_act(m);
   nnk::bind::bind_loss(m);
   nnk::bind::bind_bench(m);
+  nnk::bind::bind_conv(m);
+  nnk::bind::bind_rnn(m);
+  nnk::bind::bind_attn(m);
 }
