@@ -10,6 +10,7 @@ void bind_bench(py::module_& m);
 void bind_conv(py::module_& m);
 void bind_rnn(py::module_& m);
 void bind_attn(py::module_& m);
+void bind_optim(py::module_& m);
 }  // namespace nnk::bind
 
 PYBIND11_MODULE(_C, m) {
@@ -23,4 +24,5 @@ PYBIND11_MODULE(_C, m) {
   nnk::bind::bind_conv(m);
   nnk::bind::bind_rnn(m);
   nnk::bind::bind_attn(m);
+  nnk::bind::bind_optim(m);
 }

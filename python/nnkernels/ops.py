@@ -10,6 +10,7 @@ from . import _C
 
 __all__ = [
     "gemm", "matmul", "linear", "linear_backward",
+    "sgd_step_", "adam_step_",
 ]
 
 # ---------------------------------------------------------------------------------------
@@ -69,3 +70,34 @@ def linear_backward(grad_out, x, weight, *, bias=True):
 # ---------------------------------------------------------------------------------------
 # Attention, layer norm, embedding, dropout
 # ---------------------------------------------------------------------------------------
+
+# ---------------------------------------------------------------------------------------
+# Optimizer steps (in place)
+# ---------------------------------------------------------------------------------------
+
+
+def sgd_step_(param, grad, momentum_buffer=None, *, lr, momentum=0.0, dampening=0.0,
+              weight_decay=0.0, nesterov=False, step=1):
+    """One ``torch.optim.SGD`` step, in place on ``param`` (and ``momentum_buffer``).
+
+    param, momentum_buffer: writeable C-contiguous arrays of one shape and dtype (updated
+    in place); grad: same shape, any strides, never modified. ``step`` is 1-based: at step 1
+    the buffer is set to the gradient, as torch does. A buffer is required when
+    ``momentum != 0``. Returns ``param``.
+    """
+    _C.sgd_step_(param, grad, momentum_buffer, float(lr), float(momentum), float(dampening),
+                 float(weight_decay), bool(nesterov), int(step))
+    return param
+
+
+def adam_step_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999,
+               eps=1e-8, weight_decay=0.0, decoupled=False):
+    """One ``torch.optim.Adam`` step (``decoupled=True``: ``AdamW``), in place.
+
+    param, exp_avg, exp_avg_sq: writeable C-contiguous arrays of one shape and dtype;
+    grad: same shape, never modified. ``step`` is the 1-based count used for bias
+    correction (``step < 1``: ValueError). Returns ``param``.
+    """
+    _C.adam_step_(param, grad, exp_avg, exp_avg_sq, int(step), float(lr), float(beta1),
+                  float(beta2), float(eps), float(weight_decay), bool(decoupled))
+    return param

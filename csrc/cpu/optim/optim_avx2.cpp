@@ -1,0 +1,12 @@
+// Optimizer steps compiled for avx2 (the loops: optim_impl.inl).
+#include <cmath>
+
+#include "cpu/optim/optim.h"
+
+namespace nnk::cpu::avx2 {
+#include "cpu/optim/optim_impl.inl"
+template void sgd_step<float>(float*, float*, const float*, index_t, const SgdParams&);
+template void sgd_step<double>(double*, double*, const double*, index_t, const SgdParams&);
+template void adam_step<float>(float*, float*, float*, const float*, index_t, const AdamParams&);
+template void adam_step<double>(double*, double*, double*, const double*, index_t, const AdamParams&);
+}  // namespace nnk::cpu::avx2
