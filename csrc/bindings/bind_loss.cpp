@@ -71,15 +71,21 @@ void check_pair(const Tensor& x, const char* xn, const Tensor& y, const char* yn
 
 enum class Elementwise { mse, bce };
 
+// `oracle`: run the scalar reference kernels of nnk::ref instead (internal, for tests).
 template <typename T>
-double elementwise_fwd(Elementwise op, T* out, const T* x, const T* y, index_t n, Reduction r) {
-  return op == Elementwise::mse ? mse_loss_fwd<T>(out, x, y, n, r) : bce_logits_fwd<T>(out, x, y, n, r);
+double elementwise_fwd(Elementwise op, bool oracle, T* out, const T* x, const T* y, index_t n,
+                       Reduction r) {
+  if (op == Elementwise::mse)
+    return oracle ? ref::mse_loss_fwd<T>(out, x, y, n, r) : mse_loss_fwd<T>(out, x, y, n, r);
+  return oracle ? ref::bce_logits_fwd<T>(out, x, y, n, r) : bce_logits_fwd<T>(out, x, y, n, r);
 }
 template <typename T>
-void elementwise_bwd(Elementwise op, T* gx, const T* x, const T* y, const T* g, double gs,
-                     index_t n, Reduction r) {
-  if (op == Elementwise::mse) mse_loss_bwd<T>(gx, x, y, g, gs, n, r);
-  else bce_logits_bwd<T>(gx, x, y, g, gs, n, r);
+void elementwise_bwd(Elementwise op, bool oracle, T* gx, const T* x, const T* y, const T* g,
+                     double gs, index_t n, Reduction r) {
+  if (op == Elementwise::mse)
+    (oracle ? ref::mse_loss_bwd<T> : mse_loss_bwd<T>)(gx, x, y, g, gs, n, r);
+  else
+    (oracle ? ref::bce_logits_bwd<T> : bce_logits_bwd<T>)(gx, x, y, g, gs, n, r);
 }
 
 struct ElementwiseNames {
@@ -94,7 +100,7 @@ ElementwiseNames names(Elementwise op) {
                                 "binary_cross_entropy_with_logits_backward", "logits"};
 }
 
-py::object py_elementwise(Elementwise op, py::handle x_, py::handle y_, py::handle red_) {
+py::object py_elementwise(Elementwise op, bool oracle, py::handle x_, py::handle y_, py::handle red_) {
   const ElementwiseNames nm = names(op);
   const Reduction r = parse_reduction(red_, nm.op);
   Tensor x = as_float(x_, nm.x);
@@ -109,15 +115,15 @@ py::object py_elementwise(Elementwise op, py::handle x_, py::handle y_, py::hand
   {
     py::gil_scoped_release nogil;
     if (x.dtype == DType::f32)
-      v = elementwise_fwd<float>(op, out.data<float>(), x.data<float>(), y.data<float>(), n, r);
+      v = elementwise_fwd<float>(op, oracle, out.data<float>(), x.data<float>(), y.data<float>(), n, r);
     else
-      v = elementwise_fwd<double>(op, out.data<double>(), x.data<double>(), y.data<double>(), n, r);
+      v = elementwise_fwd<double>(op, oracle, out.data<double>(), x.data<double>(), y.data<double>(), n, r);
   }
   if (r == Reduction::none) return out.arr;
   return py::float_(v);
 }
 
-py::object py_elementwise_bwd(Elementwise op, py::handle x_, py::handle y_, py::handle red_,
+py::object py_elementwise_bwd(Elementwise op, bool oracle, py::handle x_, py::handle y_, py::handle red_,
                               py::handle go_) {
   const ElementwiseNames nm = names(op);
   const Reduction r = parse_reduction(red_, nm.bwd);
@@ -136,10 +142,10 @@ py::object py_elementwise_bwd(Elementwise op, py::handle x_, py::handle y_, py::
   {
     py::gil_scoped_release nogil;
     if (x.dtype == DType::f32)
-      elementwise_bwd<float>(op, gx.data<float>(), x.data<float>(), y.data<float>(),
+      elementwise_bwd<float>(op, oracle, gx.data<float>(), x.data<float>(), y.data<float>(),
                              have_g ? g.data<float>() : nullptr, gs, n, r);
     else
-      elementwise_bwd<double>(op, gx.data<double>(), x.data<double>(), y.data<double>(),
+      elementwise_bwd<double>(op, oracle, gx.data<double>(), x.data<double>(), y.data<double>(),
                               have_g ? g.data<double>() : nullptr, gs, n, r);
   }
   return gx.arr;
@@ -176,7 +182,7 @@ CeArgs ce_args(py::handle x_, py::handle t_, const char* op) {
   return a;
 }
 
-py::object py_cross_entropy(py::handle x_, py::handle t_, py::handle red_) {
+py::object py_cross_entropy(bool oracle, py::handle x_, py::handle t_, py::handle red_) {
   const Reduction r = parse_reduction(red_, "cross_entropy");
   CeArgs a = ce_args(x_, t_, "cross_entropy");
   Tensor out;
@@ -185,15 +191,15 @@ py::object py_cross_entropy(py::handle x_, py::handle t_, py::handle red_) {
   {
     py::gil_scoped_release nogil;
     if (a.x.dtype == DType::f32)
-      v = cross_entropy_fwd<float>(out.data<float>(), a.x.data<float>(), a.t.ptr, a.t64, a.N, a.C, r);
+      v = (oracle ? ref::cross_entropy_fwd<float> : cross_entropy_fwd<float>)(out.data<float>(), a.x.data<float>(), a.t.ptr, a.t64, a.N, a.C, r);
     else
-      v = cross_entropy_fwd<double>(out.data<double>(), a.x.data<double>(), a.t.ptr, a.t64, a.N, a.C, r);
+      v = (oracle ? ref::cross_entropy_fwd<double> : cross_entropy_fwd<double>)(out.data<double>(), a.x.data<double>(), a.t.ptr, a.t64, a.N, a.C, r);
   }
   if (r == Reduction::none) return out.arr;
   return py::float_(v);
 }
 
-py::object py_cross_entropy_bwd(py::handle x_, py::handle t_, py::handle red_, py::handle go_) {
+py::object py_cross_entropy_bwd(bool oracle, py::handle x_, py::handle t_, py::handle red_, py::handle go_) {
   const char* op = "cross_entropy_backward";
   const Reduction r = parse_reduction(red_, op);
   CeArgs a = ce_args(x_, t_, op);
@@ -206,36 +212,55 @@ py::object py_cross_entropy_bwd(py::handle x_, py::handle t_, py::handle red_, p
   {
     py::gil_scoped_release nogil;
     if (a.x.dtype == DType::f32)
-      cross_entropy_bwd<float>(gx.data<float>(), a.x.data<float>(), a.t.ptr, a.t64,
+      (oracle ? ref::cross_entropy_bwd<float> : cross_entropy_bwd<float>)(gx.data<float>(), a.x.data<float>(), a.t.ptr, a.t64,
                                have_g ? g.data<float>() : nullptr, gs, a.N, a.C, r);
     else
-      cross_entropy_bwd<double>(gx.data<double>(), a.x.data<double>(), a.t.ptr, a.t64,
+      (oracle ? ref::cross_entropy_bwd<double> : cross_entropy_bwd<double>)(gx.data<double>(), a.x.data<double>(), a.t.ptr, a.t64,
                                 have_g ? g.data<double>() : nullptr, gs, a.N, a.C, r);
   }
   return gx.arr;
+}
+
+Elementwise parse_elementwise(const std::string& kind) {
+  if (kind == "mse") return Elementwise::mse;
+  if (kind == "bce") return Elementwise::bce;
+  throw ValueError("loss_ref: kind must be 'mse', 'bce' or 'ce', got '" + kind + "'");
 }
 
 }  // namespace
 
 void bind_loss(py::module_& m) {
   m.def("mse_loss", [](py::handle x, py::handle y, py::handle r) {
-    return py_elementwise(Elementwise::mse, x, y, r);
+    return py_elementwise(Elementwise::mse, false, x, y, r);
   }, py::arg("input"), py::arg("target"), py::arg("reduction"));
   m.def("mse_loss_backward", [](py::handle x, py::handle y, py::handle r, py::handle g) {
-    return py_elementwise_bwd(Elementwise::mse, x, y, r, g);
+    return py_elementwise_bwd(Elementwise::mse, false, x, y, r, g);
   }, py::arg("input"), py::arg("target"), py::arg("reduction"), py::arg("grad_out"));
   m.def("binary_cross_entropy_with_logits", [](py::handle x, py::handle y, py::handle r) {
-    return py_elementwise(Elementwise::bce, x, y, r);
+    return py_elementwise(Elementwise::bce, false, x, y, r);
   }, py::arg("logits"), py::arg("target"), py::arg("reduction"));
   m.def("binary_cross_entropy_with_logits_backward",
         [](py::handle x, py::handle y, py::handle r, py::handle g) {
-          return py_elementwise_bwd(Elementwise::bce, x, y, r, g);
+          return py_elementwise_bwd(Elementwise::bce, false, x, y, r, g);
         },
         py::arg("logits"), py::arg("target"), py::arg("reduction"), py::arg("grad_out"));
-  m.def("cross_entropy", &py_cross_entropy, py::arg("logits"), py::arg("target"),
-        py::arg("reduction"));
-  m.def("cross_entropy_backward", &py_cross_entropy_bwd, py::arg("logits"), py::arg("target"),
-        py::arg("reduction"), py::arg("grad_out"));
+  m.def("cross_entropy", [](py::handle x, py::handle t, py::handle r) {
+    return py_cross_entropy(false, x, t, r);
+  }, py::arg("logits"), py::arg("target"), py::arg("reduction"));
+  m.def("cross_entropy_backward", [](py::handle x, py::handle t, py::handle r, py::handle g) {
+    return py_cross_entropy_bwd(false, x, t, r, g);
+  }, py::arg("logits"), py::arg("target"), py::arg("reduction"), py::arg("grad_out"));
+
+  // Internal: the scalar reference kernels (the oracle in tests); kind "mse", "bce" or "ce".
+  m.def("loss_ref", [](const std::string& kind, py::handle x, py::handle t, py::handle r) {
+    if (kind == "ce") return py_cross_entropy(true, x, t, r);
+    return py_elementwise(parse_elementwise(kind), true, x, t, r);
+  });
+  m.def("loss_ref_backward",
+        [](const std::string& kind, py::handle x, py::handle t, py::handle r, py::handle g) {
+          if (kind == "ce") return py_cross_entropy_bwd(true, x, t, r, g);
+          return py_elementwise_bwd(parse_elementwise(kind), true, x, t, r, g);
+        });
 }
 
 }  // namespace nnk::bind

@@ -5,7 +5,7 @@
 // rows, about kChunkElems logits per chunk). The cut depends only on the sizes; threads
 // take whole chunks, each chunk's partial sum lands in its own slot, and the slots are
 // added in chunk order afterwards. Elementwise passes (reduction "none", backward) have no
-// cross-element arithmetic, so any split gives the same bits.
+// cross-element arithmetic; they are still split at chunk boundaries (see for_chunks).
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -72,6 +72,17 @@ double finish(double total, index_t count, Reduction r) {
   return double(T(total / double(count)));
 }
 
+// f(b, e) over [0, n) split at multiples of kChunkElems only: each element then sits at
+// the same place within a kernel's lane blocks whatever the thread count, so even the
+// compiler's choice between the vector body and the scalar tail (which may contract
+// a * b + c into an FMA differently) cannot depend on the threads.
+template <class F>
+void for_chunks(index_t n, F&& f) {
+  parallel_for(ceil_div(n, kChunkElems), kGrainElems / kChunkElems, [&](index_t cb, index_t ce) {
+    f(cb * kChunkElems, std::min(n, ce * kChunkElems));
+  });
+}
+
 // Elementwise sum over n elements with the chunk kernel sum(x + b, y + b, len).
 template <typename T, class Sum>
 double elementwise_sum(Sum sum, const T* x, const T* y, index_t n) {
@@ -104,7 +115,7 @@ template <typename T>
 double mse_loss_fwd(T* out, const T* x, const T* y, index_t n, Reduction r) {
   const LossKernels<T>& k = loss_kernels<T>();
   if (r == Reduction::none) {
-    parallel_for(n, kGrainElems, [&](index_t b, index_t e) { k.mse_none(out + b, x + b, y + b, e - b); });
+    for_chunks(n, [&](index_t b, index_t e) { k.mse_none(out + b, x + b, y + b, e - b); });
     return 0.0;
   }
   return finish<T>(elementwise_sum(k.mse_sum, x, y, n), n, r);
@@ -118,7 +129,7 @@ void mse_loss_bwd(T* gx, const T* x, const T* y, const T* g, double g_scalar, in
                   : r == Reduction::sum ? T(2.0 * g_scalar)
                                         : T(2.0 * g_scalar / double(n));
   const T* gp = r == Reduction::none ? g : nullptr;
-  parallel_for(n, kGrainElems, [&](index_t b, index_t e) {
+  for_chunks(n, [&](index_t b, index_t e) {
     k.mse_bwd(gx + b, x + b, y + b, gp ? gp + b : nullptr, scale, e - b);
   });
 }
@@ -129,7 +140,7 @@ template <typename T>
 double bce_logits_fwd(T* out, const T* x, const T* t, index_t n, Reduction r) {
   const LossKernels<T>& k = loss_kernels<T>();
   if (r == Reduction::none) {
-    parallel_for(n, kGrainElems, [&](index_t b, index_t e) { k.bce_none(out + b, x + b, t + b, e - b); });
+    for_chunks(n, [&](index_t b, index_t e) { k.bce_none(out + b, x + b, t + b, e - b); });
     return 0.0;
   }
   return finish<T>(elementwise_sum(k.bce_sum, x, t, n), n, r);
@@ -143,7 +154,7 @@ void bce_logits_bwd(T* gx, const T* x, const T* t, const T* g, double g_scalar, 
                   : r == Reduction::sum ? T(g_scalar)
                                         : T(g_scalar / double(n));
   const T* gp = r == Reduction::none ? g : nullptr;
-  parallel_for(n, kGrainElems, [&](index_t b, index_t e) {
+  for_chunks(n, [&](index_t b, index_t e) {
     k.bce_bwd(gx + b, x + b, t + b, gp ? gp + b : nullptr, scale, e - b);
   });
 }
