@@ -84,8 +84,9 @@ def cross_entropy(logits, target, reduction="mean"):
     """``F.cross_entropy`` with class-index targets: ``logsumexp(logits[n]) - logits[n, t_n]``.
 
     logits: (N, C) float, or (C,) unbatched; target: (N,) int32/int64 class indices in
-    [0, C) (``()`` for unbatched; IndexError otherwise). reduction: "mean" (over N), "sum"
-    (Python floats) or "none" ((N,) or ()).
+    [0, C) (``()`` for unbatched; IndexError otherwise: there is no ``ignore_index``, so
+    torch's default -100 is an error too). reduction: "mean" (over N), "sum" (Python
+    floats) or "none" ((N,) or ()).
     """
     return _C.cross_entropy(logits, target, reduction)
 
