@@ -11,6 +11,8 @@ from . import _C
 __all__ = [
     "gemm", "matmul", "linear", "linear_backward",
     "sgd_step_", "adam_step_",
+    "mse_loss", "mse_loss_backward", "cross_entropy", "cross_entropy_backward",
+    "binary_cross_entropy_with_logits", "binary_cross_entropy_with_logits_backward",
 ]
 
 # ---------------------------------------------------------------------------------------
@@ -59,6 +61,63 @@ def linear_backward(grad_out, x, weight, *, bias=True):
 # Losses
 # ---------------------------------------------------------------------------------------
 
+
+def mse_loss(input, target, reduction="mean"):
+    """``F.mse_loss``: ``(input - target)**2``, reduced.
+
+    input, target: the same shape (any), one float dtype. reduction: "mean" or "sum" (a
+    Python float; the mean of an empty input is NaN) or "none" (an array of input's shape).
+    """
+    return _C.mse_loss(input, target, reduction)
+
+
+def mse_loss_backward(input, target, reduction="mean", grad_out=None):
+    """Gradient of ``mse_loss`` with respect to ``input``, times ``grad_out``.
+
+    grad_out: a scalar for "mean"/"sum", an array of input's shape for "none"; None means 1.
+    Returns an array of input's shape: ``2 * (input - target) * grad_out`` (``/ numel`` for
+    "mean").
+    """
+    return _C.mse_loss_backward(input, target, reduction, grad_out)
+
+
+def cross_entropy(logits, target, reduction="mean"):
+    """``F.cross_entropy`` with class-index targets: ``logsumexp(logits[n]) - logits[n, t_n]``.
+
+    logits: (N, C) float, or (C,) unbatched; target: (N,) int32/int64 class indices in
+    [0, C) (``()`` for unbatched; IndexError otherwise: there is no ``ignore_index``, so
+    torch's default -100 is an error too). reduction: "mean" (over N), "sum" (Python
+    floats) or "none" ((N,) or ()).
+    """
+    return _C.cross_entropy(logits, target, reduction)
+
+
+def cross_entropy_backward(logits, target, reduction="mean", grad_out=None):
+    """Gradient of ``cross_entropy`` with respect to ``logits``, times ``grad_out``.
+
+    grad_out: a scalar for "mean"/"sum", an (N,) array (``()`` unbatched) for "none"; None
+    means 1. Returns logits' shape: ``(softmax(logits) - onehot(target)) * grad_out``
+    (``/ N`` for "mean").
+    """
+    return _C.cross_entropy_backward(logits, target, reduction, grad_out)
+
+
+def binary_cross_entropy_with_logits(logits, target, reduction="mean"):
+    """``F.binary_cross_entropy_with_logits``:
+    ``max(x, 0) - x * t + log1p(exp(-|x|))`` with x = logits, t = target.
+
+    logits, target: the same shape (any), one float dtype. reduction as ``mse_loss``.
+    """
+    return _C.binary_cross_entropy_with_logits(logits, target, reduction)
+
+
+def binary_cross_entropy_with_logits_backward(logits, target, reduction="mean", grad_out=None):
+    """Gradient of ``binary_cross_entropy_with_logits`` with respect to ``logits``, times
+    ``grad_out``: ``(sigmoid(logits) - target) * grad_out`` (``/ numel`` for "mean").
+
+    grad_out: a scalar for "mean"/"sum", an array of logits' shape for "none"; None means 1.
+    """
+    return _C.binary_cross_entropy_with_logits_backward(logits, target, reduction, grad_out)
 # ---------------------------------------------------------------------------------------
 # Convolution and pooling
 # ---------------------------------------------------------------------------------------

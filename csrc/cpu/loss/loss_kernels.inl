@@ -1,0 +1,205 @@
+// Loss chunk kernels, written once and compiled per ISA: included INSIDE the namespace
+// nnk::cpu::<isa> by loss_<isa>.cpp, which defines kVecBytes (the vector width in bytes)
+// first; the file name picks the compile flags. Math and contracts: loss.h.
+//
+// Vectorisation without intrinsics: every loop runs over a fixed block of lanes with one
+// independent accumulator per lane (kSumLanes doubles, kMaxLanes values of T), so the
+// compiler turns each block into vector instructions without reassociating anything
+// (no -ffast-math). The lanes are combined by a fixed pairwise tree, so a chunk's sum
+// depends only on its data. Transcendentals go through exp_block / log1p_block, one block
+// at a time: the seam where vector exp/log replace the libm calls.
+//
+// Variants in this file (one per loss, each with _none, _sum and _bwd):
+//   1. mse:  one pass; d = x - y in T, d*d widened to double per lane.
+//   2. bce:  blocks of kSumLanes: -|x| -> exp -> log1p, then max(x,0) - x t + that.
+//   3. ce:   per row: lane max (pass 1), exp(x - max) summed in double (pass 2);
+//            backward stores exp(x - max) into grad (pass 2) and scales it (pass 3).
+// Every helper lives in this ISA's namespace (ODR rule): only libm and builtins are called.
+
+// Accumulators: four vectors of doubles; row maxima: four vectors of T.
+constexpr int kSumLanes = 4 * kVecBytes / 8;
+template <typename T>
+constexpr int kMaxLanes = 4 * kVecBytes / int(sizeof(T));
+
+inline float xexp(float v) { return ::expf(v); }
+inline double xexp(double v) { return ::exp(v); }
+inline float xlog1p(float v) { return ::log1pf(v); }
+inline double xlog1p(double v) { return ::log1p(v); }
+inline float xabs(float v) { return __builtin_fabsf(v); }
+inline double xabs(double v) { return __builtin_fabs(v); }
+
+template <typename T>
+inline void exp_block(T* v, int n) {
+  for (int j = 0; j < n; ++j) v[j] = xexp(v[j]);
+}
+template <typename T>
+inline void log1p_block(T* v, int n) {
+  for (int j = 0; j < n; ++j) v[j] = xlog1p(v[j]);
+}
+
+// Fixed pairwise tree over the lanes (kSumLanes is a power of two).
+inline double lane_sum(double* acc) {
+  for (int w = kSumLanes / 2; w >= 1; w /= 2)
+    for (int j = 0; j < w; ++j) acc[j] += acc[j + w];
+  return acc[0];
+}
+
+// ---- 1. mse --------------------------------------------------------------------------
+
+template <typename T>
+void mse_none(T* out, const T* x, const T* y, index_t n) {
+  for (index_t i = 0; i < n; ++i) {
+    const T d = x[i] - y[i];
+    out[i] = d * d;
+  }
+}
+
+template <typename T>
+double mse_sum(const T* x, const T* y, index_t n) {
+  double acc[kSumLanes] = {};
+  index_t i = 0;
+  for (; i + kSumLanes <= n; i += kSumLanes)
+    for (int j = 0; j < kSumLanes; ++j) {
+      const T d = x[i + j] - y[i + j];
+      acc[j] += double(d * d);
+    }
+  for (int j = 0; i + j < n; ++j) {
+    const T d = x[i + j] - y[i + j];
+    acc[j] += double(d * d);
+  }
+  return lane_sum(acc);
+}
+
+// d/dx (x - y)^2 = 2 (x - y); scale carries the 2 (and 1/n, and a scalar grad_out).
+template <typename T>
+void mse_bwd(T* gx, const T* x, const T* y, const T* g, T scale, index_t n) {
+  if (g) {
+    for (index_t i = 0; i < n; ++i) gx[i] = scale * (x[i] - y[i]) * g[i];
+  } else {
+    for (index_t i = 0; i < n; ++i) gx[i] = scale * (x[i] - y[i]);
+  }
+}
+
+// ---- 2. binary cross-entropy with logits ---------------------------------------------
+
+// l = max(x, 0) - x t + log1p(exp(-|x|)) for one block of m <= kSumLanes elements.
+template <typename T>
+inline void bce_block(T* l, const T* x, const T* t, int m) {
+  T e[kSumLanes];
+  for (int j = 0; j < m; ++j) e[j] = -xabs(x[j]);
+  exp_block(e, m);
+  log1p_block(e, m);
+  for (int j = 0; j < m; ++j) l[j] = (x[j] > T(0) ? x[j] : T(0)) - x[j] * t[j] + e[j];
+}
+
+template <typename T>
+void bce_none(T* out, const T* x, const T* t, index_t n) {
+  for (index_t i = 0; i < n; i += kSumLanes) {
+    const int m = int(n - i < kSumLanes ? n - i : kSumLanes);
+    bce_block(out + i, x + i, t + i, m);
+  }
+}
+
+template <typename T>
+double bce_sum(const T* x, const T* t, index_t n) {
+  double acc[kSumLanes] = {};
+  T l[kSumLanes];
+  for (index_t i = 0; i < n; i += kSumLanes) {
+    const int m = int(n - i < kSumLanes ? n - i : kSumLanes);
+    bce_block(l, x + i, t + i, m);
+    for (int j = 0; j < m; ++j) acc[j] += double(l[j]);
+  }
+  return lane_sum(acc);
+}
+
+// d/dx = sigmoid(x) - t, with sigmoid from e = exp(-|x|): 1/(1+e) for x >= 0, e/(1+e) else.
+template <typename T>
+void bce_bwd(T* gx, const T* x, const T* t, const T* g, T scale, index_t n) {
+  T e[kSumLanes];
+  for (index_t i = 0; i < n; i += kSumLanes) {
+    const int m = int(n - i < kSumLanes ? n - i : kSumLanes);
+    for (int j = 0; j < m; ++j) e[j] = -xabs(x[i + j]);
+    exp_block(e, m);
+    for (int j = 0; j < m; ++j) {
+      const T r = T(1) / (T(1) + e[j]);
+      const T s = x[i + j] >= T(0) ? r : e[j] * r;
+      const T gj = g ? scale * g[i + j] : scale;
+      gx[i + j] = (s - t[i + j]) * gj;
+    }
+  }
+}
+
+// ---- 3. cross-entropy over class indices -----------------------------------------------
+
+// Row maximum (a NaN may be skipped here; it still reaches the sum of exponentials).
+template <typename T>
+inline T row_max(const T* x, index_t C) {
+  constexpr int L = kMaxLanes<T>;
+  T mx[L];
+  for (int j = 0; j < L; ++j) mx[j] = -__builtin_inf();
+  index_t c = 0;
+  for (; c + L <= C; c += L)
+    for (int j = 0; j < L; ++j) mx[j] = x[c + j] > mx[j] ? x[c + j] : mx[j];
+  for (int j = 0; c + j < C; ++j) mx[j] = x[c + j] > mx[j] ? x[c + j] : mx[j];
+  for (int w = L / 2; w >= 1; w /= 2)
+    for (int j = 0; j < w; ++j) mx[j] = mx[j + w] > mx[j] ? mx[j + w] : mx[j];
+  return mx[0];
+}
+
+// sum_c exp(x[c] - m), in double; when e is not null, exp(x[c] - m) is also stored there.
+template <typename T>
+inline double row_sumexp(T* e, const T* x, index_t C, T m) {
+  double acc[kSumLanes] = {};
+  T buf[kSumLanes];
+  for (index_t c = 0; c < C; c += kSumLanes) {
+    const int k = int(C - c < kSumLanes ? C - c : kSumLanes);
+    T* v = e ? e + c : buf;
+    for (int j = 0; j < k; ++j) v[j] = x[c + j] - m;
+    exp_block(v, k);
+    for (int j = 0; j < k; ++j) acc[j] += double(v[j]);
+  }
+  return lane_sum(acc);
+}
+
+// l_n = (m - x[n, t_n]) + log(sum_c exp(x[n, c] - m)), m the row max.
+template <typename T, typename I>
+double ce_fwd(T* out, const T* x, const I* t, index_t rows, index_t C) {
+  double total = 0.0;
+  for (index_t n = 0; n < rows; ++n) {
+    const T* xn = x + n * C;
+    const T m = row_max(xn, C);
+    const double s = row_sumexp<T>(nullptr, xn, C, m);
+    const double l = (double(m) - double(xn[t[n]])) + ::log(s);
+    if (out) out[n] = T(l);
+    total += l;
+  }
+  return total;
+}
+
+// grad[n, c] = (exp(x[n, c] - m) / s - [c == t_n]) g_n
+template <typename T, typename I>
+void ce_bwd(T* gx, const T* x, const I* t, const T* g, T scale, index_t rows, index_t C) {
+  for (index_t n = 0; n < rows; ++n) {
+    const T* xn = x + n * C;
+    T* gn = gx + n * C;
+    const T m = row_max(xn, C);
+    const double s = row_sumexp(gn, xn, C, m);
+    const double gv = g ? double(scale) * double(g[n]) : double(scale);
+    const T k = T(gv / s);
+    for (index_t c = 0; c < C; ++c) gn[c] *= k;
+    gn[t[n]] -= T(gv);
+  }
+}
+
+const LossKernels<float> loss_f32 = {
+    mse_none<float>, mse_sum<float>, mse_bwd<float>,
+    bce_none<float>, bce_sum<float>, bce_bwd<float>,
+    ce_fwd<float, int32_t>, ce_fwd<float, int64_t>,
+    ce_bwd<float, int32_t>, ce_bwd<float, int64_t>,
+};
+const LossKernels<double> loss_f64 = {
+    mse_none<double>, mse_sum<double>, mse_bwd<double>,
+    bce_none<double>, bce_sum<double>, bce_bwd<double>,
+    ce_fwd<double, int32_t>, ce_fwd<double, int64_t>,
+    ce_bwd<double, int32_t>, ce_bwd<double, int64_t>,
+};
