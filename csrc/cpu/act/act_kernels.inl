@@ -9,8 +9,9 @@
 //   sigmoid     y = 1 / (1 + e^-x)                   dx = g (1 - y) y
 //   tanh        y = tanh x                           dx = g (1 - y^2)
 //   gelu        y = x/2 (1 + erf(x / sqrt 2))        dx = g (Phi(x) + x phi(x)), phi(x) = e^{-x^2/2} / sqrt(2 pi)
-//   gelu_tanh   y = x/2 (1 + tanh u), u = b (x + k x^3), b = sqrt(2/pi), k = 0.044715
-//               dx = g (1/2 (1 + tanh u) + x/2 (1 - tanh^2 u) b (1 + 3 k x^2))   (torch's form)
+//   gelu_tanh   y = x/2 (1 + tanh u) = x s, s = sigmoid(2u), u = b (x + k x^3), b = sqrt(2/pi),
+//               k = 0.044715 (the sigmoid form does not cancel for x << 0)
+//               dx = g (s + x s (1 - s) 2 b (1 + 3 k x^2))
 // Softmax along D of x viewed as (outer, D, inner):
 //   y = e^{x - m} / S, log_softmax y = (x - m) - log S, m = max x, S = sum e^{x - m}.
 //   1. rows (inner == 1): pass 1 reads the row once in blocks of kBlock vectors, keeping a
@@ -47,12 +48,13 @@ struct ActImpl {
     const R h = V::mul(V::set1(T(0.5)), x);
     return V::fmadd(h, verf<V>(V::mul(x, V::set1(T(0.70710678118654752440)))), h);
   }
-  static inline R gelu_tanh(R x) {
-    const R h = V::mul(V::set1(T(0.5)), x);
+  // 1/2 (1 + tanh u) = sigmoid(2u): no cancellation for x << 0, where 1 + tanh u ~ 0.
+  static inline R gelu_tanh_sig(R x) {
     const R x3 = V::mul(V::mul(x, x), x);
-    const R u = V::mul(V::set1(T(0.79788456080286535588)), V::fmadd(V::set1(T(0.044715)), x3, x));
-    return V::fmadd(h, vtanh<V>(u), h);
+    const R u2 = V::mul(V::set1(T(2 * 0.79788456080286535588)), V::fmadd(V::set1(T(0.044715)), x3, x));
+    return vsigmoid<V>(u2);
   }
+  static inline R gelu_tanh(R x) { return V::mul(x, gelu_tanh_sig(x)); }
 
   static void fwd(T* y, const T* x, index_t n, Act act, T param) {
     switch (act) {
@@ -105,14 +107,11 @@ struct ActImpl {
         break;
       case Act::gelu_tanh:
         map2(dx, g, v, n, [one](R gg, R x) {
-          const R b = V::set1(T(0.79788456080286535588)), k = V::set1(T(0.044715));
-          const R half = V::set1(T(0.5));
-          const R x2 = V::mul(x, x);
-          const R t = vtanh<V>(V::mul(b, V::fmadd(k, V::mul(x2, x), x)));
-          const R left_d = V::mul(half, V::add(one, t));
-          const R inner_d = V::mul(b, V::fmadd(V::set1(T(3 * 0.044715)), x2, one));
-          const R right_d = V::mul(V::mul(V::mul(half, x), V::fnmadd(t, t, one)), inner_d);
-          return V::mul(gg, V::add(left_d, right_d));
+          // torch's 1/2 (1 + t) + x/2 (1 - t^2) u' with 1 + t = 2s, 1 - t = 2(1 - s), s = sigmoid(2u)
+          const R s = gelu_tanh_sig(x);
+          const R du2 = V::mul(V::set1(T(2 * 0.79788456080286535588)),
+                               V::fmadd(V::set1(T(3 * 0.044715)), V::mul(x, x), one));  // 2u'
+          return V::mul(gg, V::fmadd(V::mul(V::mul(x, s), V::sub(one, s)), du2, s));
         });
         break;
     }
