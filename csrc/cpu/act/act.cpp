@@ -1,0 +1,102 @@
+// Threaded drivers of the activation / softmax family: pick the ISA's kernel table
+// (act_isa.h) and split the work with parallel_for. The kernels are in act_kernels.inl.
+//   Elementwise: contiguous ranges of at least kGrain elements per thread.
+//   Softmax, inner == 1: whole rows per thread. inner > 1: (outer index, block of kColBlock
+//   columns) work items, so threads never share a column.
+// Every element's value is independent of the split, so any thread count gives the same bits.
+#include <algorithm>
+
+#include "core/parallel.h"
+#include "cpu/act/act.h"
+#include "cpu/act/act_isa.h"
+
+namespace nnk {
+
+namespace {
+
+constexpr index_t kGrain = 16384;    // elements per thread at least (~64-128 KiB of input)
+constexpr index_t kColBlock = 64;    // columns of inner per softmax work item (multiple of every L)
+
+template <typename T>
+const ActIsaKernels<T>& kernels(Isa isa) {
+#if defined(NNK_X86)
+  if (isa == Isa::avx512) return cpu::avx512::act_kernels(T());
+  if (isa == Isa::avx2) return cpu::avx2::act_kernels(T());
+#endif
+  return cpu::generic::act_kernels(T());
+}
+
+}  // namespace
+
+template <typename T>
+void act_forward_contig(Isa isa, T* y, const T* x, index_t n, Act act, T param) {
+  if (n > 0) kernels<T>(isa).fwd(y, x, n, act, param);
+}
+
+template <typename T>
+void act_forward(Isa isa, T* y, const T* x, index_t n, Act act, T param) {
+  const auto& k = kernels<T>(isa);
+  parallel_for(n, kGrain, [&](index_t b, index_t e) { k.fwd(y + b, x + b, e - b, act, param); });
+}
+
+template <typename T>
+void act_backward(Isa isa, T* dx, const T* g, const T* v, index_t n, Act act, T param) {
+  const auto& k = kernels<T>(isa);
+  parallel_for(n, kGrain, [&](index_t b, index_t e) { k.bwd(dx + b, g + b, v + b, e - b, act, param); });
+}
+
+template <typename T>
+void softmax_forward(Isa isa, T* y, const T* x, index_t outer, index_t D, index_t inner, bool log) {
+  if (outer == 0 || D == 0 || inner == 0) return;
+  const auto& k = kernels<T>(isa);
+  if (inner == 1) {
+    parallel_for(outer, std::max<index_t>(1, kGrain / D), [&](index_t b, index_t e) {
+      k.softmax_rows(y + b * D, x + b * D, e - b, D, log);
+    });
+    return;
+  }
+  const index_t nb = ceil_div(inner, kColBlock);
+  const index_t per_item = D * std::min(inner, kColBlock);
+  parallel_for(outer * nb, std::max<index_t>(1, kGrain / per_item), [&](index_t b, index_t e) {
+    for (index_t it = b; it < e; ++it) {
+      const index_t o = it / nb, c0 = (it % nb) * kColBlock;
+      const index_t off = o * D * inner;
+      k.softmax_cols(y + off, x + off, D, inner, c0, std::min(inner, c0 + kColBlock), log);
+    }
+  });
+}
+
+template <typename T>
+void softmax_backward(Isa isa, T* dx, const T* g, const T* y, index_t outer, index_t D,
+                      index_t inner, bool log) {
+  if (outer == 0 || D == 0 || inner == 0) return;
+  const auto& k = kernels<T>(isa);
+  if (inner == 1) {
+    parallel_for(outer, std::max<index_t>(1, kGrain / D), [&](index_t b, index_t e) {
+      k.softmax_bwd_rows(dx + b * D, g + b * D, y + b * D, e - b, D, log);
+    });
+    return;
+  }
+  const index_t nb = ceil_div(inner, kColBlock);
+  const index_t per_item = D * std::min(inner, kColBlock);
+  parallel_for(outer * nb, std::max<index_t>(1, kGrain / per_item), [&](index_t b, index_t e) {
+    for (index_t it = b; it < e; ++it) {
+      const index_t o = it / nb, c0 = (it % nb) * kColBlock;
+      const index_t off = o * D * inner;
+      k.softmax_bwd_cols(dx + off, g + off, y + off, D, inner, c0, std::min(inner, c0 + kColBlock), log);
+    }
+  });
+}
+
+template void act_forward_contig<float>(Isa, float*, const float*, index_t, Act, float);
+template void act_forward<float>(Isa, float*, const float*, index_t, Act, float);
+template void act_backward<float>(Isa, float*, const float*, const float*, index_t, Act, float);
+template void softmax_forward<float>(Isa, float*, const float*, index_t, index_t, index_t, bool);
+template void softmax_backward<float>(Isa, float*, const float*, const float*, index_t, index_t, index_t, bool);
+template void act_forward_contig<double>(Isa, double*, const double*, index_t, Act, double);
+template void act_forward<double>(Isa, double*, const double*, index_t, Act, double);
+template void act_backward<double>(Isa, double*, const double*, const double*, index_t, Act, double);
+template void softmax_forward<double>(Isa, double*, const double*, index_t, index_t, index_t, bool);
+template void softmax_backward<double>(Isa, double*, const double*, const double*, index_t, index_t, index_t, bool);
+
+}  // namespace nnk
