@@ -24,6 +24,8 @@
 
 #include "core/errors.h"
 #include "core/parallel.h"
+#include "core/cpu_features.h"
+#include "cpu/conv/depthwise.h"
 #include "cpu/gemm/gemm.h"
 
 namespace nnk {
@@ -213,10 +215,27 @@ void for_images(const ConvGeom& g, double flops_per_image, F&& f) {
   }
 }
 
+bool is_depthwise(const ConvGeom& g) { return g.groups == g.C && g.C > 1; }
+
+void depthwise(DType dt, const ConvGeom& g, void* y, const void* x, const void* w, const void* bias) {
+  auto fn = cpu::generic::depthwise_forward;
+#if defined(NNK_X86)
+  if (current_isa() == Isa::avx512) fn = cpu::avx512::depthwise_forward;
+  else if (current_isa() == Isa::avx2) fn = cpu::avx2::depthwise_forward;
+#endif
+  const index_t planes = g.N * g.Cout, L = g.L();
+  const index_t grain = std::max<index_t>(1, 65536 / std::max<index_t>(L * g.kh * g.kw, 1));
+  parallel_for(planes, grain, [&](index_t q0, index_t q1) { fn(dt, g, y, x, w, bias, q0, q1); });
+}
+
 template <typename T>
 void forward_t(const ConvGeom& g, T* y, const T* x, const T* w, const T* bias) {
   const index_t L = g.L(), Kg = g.Kg(), Coutg = g.Coutg(), Cg = g.Cg(), HW = g.H * g.W;
   if (g.N == 0 || L == 0 || g.Cout == 0) return;
+  if (is_depthwise(g)) {
+    depthwise(dtype_of<T>::value, g, y, x, w, bias);
+    return;
+  }
   const bool pw = is_pointwise(g);
   const double flops = 2.0 * double(g.Cout) * double(L) * double(std::max<index_t>(Kg, 1));
   for_images(g, flops, [&](index_t n) {
