@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "core/errors.h"
+#include "core/mempool.h"
 #include "core/parallel.h"
 #include "core/cpu_features.h"
 #include "cpu/conv/depthwise.h"
@@ -35,13 +36,12 @@ namespace {
 constexpr double kMinImageFlops = 64 * 4e6;  // below this, images run one per thread
 constexpr index_t kColsChunkElems = index_t(1) << 18;  // backward-data column chunk (L2-sized)
 
-struct FreeDel { void operator()(void* p) const { std::free(p); } };
+// Workspaces come from the caching pool (large ones reuse pages already touched).
+struct FreeDel { void operator()(void* p) const { pool_free(p); } };
 template <typename T>
 std::unique_ptr<T, FreeDel> alloc_buf(index_t n) {
-  const size_t bytes = size_t(round_up(checked_mul(std::max<index_t>(n, 1), sizeof(T), "conv workspace"), 64));
-  void* p = std::aligned_alloc(64, bytes);
-  if (!p) throw std::bad_alloc();
-  return std::unique_ptr<T, FreeDel>(static_cast<T*>(p));
+  const size_t bytes = size_t(checked_mul(std::max<index_t>(n, 1), sizeof(T), "conv workspace"));
+  return std::unique_ptr<T, FreeDel>(static_cast<T*>(pool_alloc(bytes)));
 }
 
 // Walks row p (within one group: p = (c, i, j), c < Cg) over columns [l0, l0 + n).
