@@ -1,6 +1,549 @@
-// Bindings of the conv family (filled in by its issue's work).
+// conv2d, conv2d_backward, conv_transpose2d(_backward), im2col, col2im, max_pool2d,
+// avg_pool2d and their backwards: argument checks (messages name arguments and shapes),
+// geometry, outputs; the kernels are in cpu/conv and cpu/pool.
+#include <array>
+#include <string>
+
 #include "bindings/common.h"
+#include "cpu/conv/conv.h"
+#include "cpu/pool/pool.h"
 
 namespace nnk::bind {
-void bind_conv(py::module_& m) {}
+
+namespace {
+
+using Pair = std::array<index_t, 2>;
+
+std::string pair_str(const Pair& p) { return "(" + std::to_string(p[0]) + ", " + std::to_string(p[1]) + ")"; }
+
+// int or a sequence of 1 or 2 ints -> (h, w).
+Pair parse_pair(py::handle h, const char* name, const char* op) {
+  auto as_int = [&](py::handle v) -> index_t {
+    if (py::isinstance<py::bool_>(v) || !py::isinstance<py::int_>(py::reinterpret_borrow<py::object>(v))) {
+      // numpy integers are accepted through __index__.
+      if (!PyIndex_Check(v.ptr()) || py::isinstance<py::bool_>(v))
+        throw TypeError(std::string(op) + ": " + name + " must be an int or a pair of ints, got " +
+                        std::string(py::str(py::type::of(v).attr("__name__"))));
+    }
+    return py::reinterpret_steal<py::object>(PyNumber_Index(v.ptr())).cast<index_t>();
+  };
+  if (py::isinstance<py::tuple>(h) || py::isinstance<py::list>(h)) {
+    py::sequence s = py::reinterpret_borrow<py::sequence>(h);
+    if (s.size() == 1) { index_t v = as_int(s[0]); return {v, v}; }
+    if (s.size() != 2)
+      throw ValueError(std::string(op) + ": " + name + " must be an int or a pair of ints, got a sequence of " +
+                       std::to_string(s.size()));
+    return {as_int(s[0]), as_int(s[1])};
+  }
+  index_t v = as_int(h);
+  return {v, v};
+}
+
+void check_positive(const Pair& p, const char* name, const char* op) {
+  if (p[0] <= 0 || p[1] <= 0)
+    throw ValueError(std::string(op) + ": " + name + " must be positive, got " + pair_str(p));
+}
+void check_nonneg(const Pair& p, const char* name, const char* op) {
+  if (p[0] < 0 || p[1] < 0)
+    throw ValueError(std::string(op) + ": " + name + " must be non-negative, got " + pair_str(p));
+}
+
+// x (N, C, H, W) or (C, H, W) -> 4-D view (contiguous); `batched` says which.
+Tensor as_image(py::handle h, const char* name, const char* op, bool& batched) {
+  Tensor t = as_float(h, name);
+  if (t.ndim() != 3 && t.ndim() != 4)
+    throw ValueError(std::string(op) + ": " + name + " must be 3-D (C, H, W) or 4-D (N, C, H, W), got shape " +
+                     shape_str(t));
+  batched = t.ndim() == 4;
+  t = contiguous(t);
+  if (!batched) {
+    t.shape.insert(t.shape.begin(), 1);
+    t.strides.insert(t.strides.begin(), t.shape[1] * t.shape[2] * t.shape[3]);
+  }
+  return t;
+}
+
+std::vector<index_t> image_shape(bool batched, index_t N, index_t C, index_t H, index_t W) {
+  if (batched) return {N, C, H, W};
+  return {C, H, W};
+}
+
+// Geometry of conv2d for x (N, C, H, W) and weight (Cout, C/groups, kh, kw).
+ConvGeom conv_geom(const char* op, const Tensor& x, const Tensor& w, py::handle stride_,
+                   py::handle padding_, py::handle dilation_, index_t groups, Pair* pads_out = nullptr) {
+  if (w.ndim() != 4)
+    throw ValueError(std::string(op) + ": weight must be 4-D (Cout, C/groups, kh, kw), got shape " + shape_str(w));
+  const Pair st = parse_pair(stride_, "stride", op), dl = parse_pair(dilation_, "dilation", op);
+  check_positive(st, "stride", op);
+  check_positive(dl, "dilation", op);
+  if (groups <= 0) throw ValueError(std::string(op) + ": groups must be positive, got " + std::to_string(groups));
+  ConvGeom g;
+  g.N = x.shape[0]; g.C = x.shape[1]; g.H = x.shape[2]; g.W = x.shape[3];
+  g.Cout = w.shape[0]; g.kh = w.shape[2]; g.kw = w.shape[3];
+  g.sh = st[0]; g.sw = st[1]; g.dh = dl[0]; g.dw = dl[1]; g.groups = groups;
+  if (g.kh <= 0 || g.kw <= 0)
+    throw ValueError(std::string(op) + ": weight " + shape_str(w) + " has an empty kernel");
+  if (g.C % groups != 0)
+    throw ValueError(std::string(op) + ": groups=" + std::to_string(groups) + " does not divide the input channels of x " +
+                     shape_str(x));
+  if (g.Cout % groups != 0)
+    throw ValueError(std::string(op) + ": groups=" + std::to_string(groups) +
+                     " does not divide the output channels of weight " + shape_str(w));
+  if (w.shape[1] * groups != g.C)
+    throw ValueError(std::string(op) + ": weight " + shape_str(w) + " expects " + std::to_string(w.shape[1] * groups) +
+                     " input channels (weight.shape[1] * groups), but x " + shape_str(x) + " has " + std::to_string(g.C));
+  const index_t ekh = g.dh * (g.kh - 1) + 1, ekw = g.dw * (g.kw - 1) + 1;
+  index_t pt, pb, pl, pr;
+  if (py::isinstance<py::str>(padding_)) {
+    const std::string s = padding_.cast<std::string>();
+    if (s == "valid") {
+      pt = pb = pl = pr = 0;
+    } else if (s == "same") {
+      if (g.sh != 1 || g.sw != 1)
+        throw ValueError(std::string(op) + ": padding='same' is not supported for strided convolutions (stride " +
+                         pair_str(st) + ")");
+      pt = (ekh - 1) / 2; pb = ekh - 1 - pt;
+      pl = (ekw - 1) / 2; pr = ekw - 1 - pl;
+    } else {
+      throw ValueError(std::string(op) + ": padding must be an int, a pair, 'same' or 'valid', got '" + s + "'");
+    }
+  } else {
+    const Pair pd = parse_pair(padding_, "padding", op);
+    check_nonneg(pd, "padding", op);
+    pt = pb = pd[0];
+    pl = pr = pd[1];
+  }
+  if (g.H + pt + pb < ekh || g.W + pl + pr < ekw)
+    throw ValueError(std::string(op) + ": the kernel of weight " + shape_str(w) + " (dilation " + pair_str(dl) +
+                     ") is larger than the padded input of x " + shape_str(x));
+  g.pt = pt; g.pl = pl;
+  g.Ho = (g.H + pt + pb - ekh) / g.sh + 1;
+  g.Wo = (g.W + pl + pr - ekw) / g.sw + 1;
+  if (pads_out) *pads_out = {pt, pl};
+  return g;
+}
+
+py::object py_conv2d(py::handle x_, py::handle w_, py::handle b_, py::handle stride, py::handle padding,
+                     py::handle dilation, index_t groups, py::handle out_) {
+  const char* op = "conv2d";
+  bool batched;
+  Tensor x = as_image(x_, "x", op, batched);
+  Tensor w = as_float(w_, "weight");
+  check_same_dtype(x, "x", w, "weight");
+  ConvGeom g = conv_geom(op, x, w, stride, padding, dilation, groups);
+  w = contiguous(w);
+  Tensor b;
+  if (!b_.is_none()) {
+    b = as_float(b_, "bias");
+    check_same_dtype(x, "x", b, "bias");
+    if (b.ndim() != 1 || b.shape[0] != g.Cout)
+      throw ValueError(std::string(op) + ": bias " + shape_str(b) + " must have shape " + shape_str({g.Cout}) +
+                       " for weight " + shape_str(w));
+    b = contiguous(b);
+  }
+  Tensor out = output(out_, x.dtype, image_shape(batched, g.N, g.Cout, g.Ho, g.Wo),
+                      {&x, &w, b_.is_none() ? nullptr : &b});
+  {
+    py::gil_scoped_release nogil;
+    conv2d_forward(x.dtype, g, out.ptr, x.ptr, w.ptr, b_.is_none() ? nullptr : b.ptr);
+  }
+  return out.arr;
+}
+
+// grad_out (N, Cout, Ho, Wo) (or unbatched like x), contiguous.
+Tensor grad_image(py::handle h, const Tensor& ref, bool batched, const std::vector<index_t>& expect, const char* op) {
+  Tensor go = as_float(h, "grad_out");
+  check_same_dtype(ref, "x", go, "grad_out");
+  if (go.shape != expect)
+    throw ValueError(std::string(op) + ": grad_out " + shape_str(go) + " must have shape " + shape_str(expect));
+  go = contiguous(go);
+  if (!batched) {
+    go.shape.insert(go.shape.begin(), 1);
+    go.strides.insert(go.strides.begin(), 0);
+  }
+  return go;
+}
+
+py::tuple py_conv2d_backward(py::handle go_, py::handle x_, py::handle w_, py::handle stride, py::handle padding,
+                             py::handle dilation, index_t groups) {
+  const char* op = "conv2d_backward";
+  bool batched;
+  Tensor x = as_image(x_, "x", op, batched);
+  Tensor w = as_float(w_, "weight");
+  check_same_dtype(x, "x", w, "weight");
+  ConvGeom g = conv_geom(op, x, w, stride, padding, dilation, groups);
+  w = contiguous(w);
+  Tensor go = grad_image(go_, x, batched, image_shape(batched, g.N, g.Cout, g.Ho, g.Wo), op);
+  Tensor gx = empty(x.dtype, image_shape(batched, g.N, g.C, g.H, g.W));
+  Tensor gw = empty(x.dtype, w.shape);
+  Tensor gb = empty(x.dtype, {g.Cout});
+  {
+    py::gil_scoped_release nogil;
+    conv2d_backward_data(x.dtype, g, gx.ptr, go.ptr, w.ptr);
+    conv2d_backward_weight(x.dtype, g, gw.ptr, go.ptr, x.ptr);
+    conv2d_backward_bias(x.dtype, g, gb.ptr, go.ptr);
+  }
+  return py::make_tuple(gx.arr, gw.arr, gb.arr);
+}
+
+// Geometry of the convolution that conv_transpose2d transposes: its input side is the
+// transposed op's output (N, Cout_t, Ho_t, Wo_t), its output side the transposed op's x.
+ConvGeom convt_geom(const char* op, const Tensor& x, const Tensor& w, py::handle stride_, py::handle padding_,
+                    py::handle output_padding_, index_t groups, py::handle dilation_) {
+  if (w.ndim() != 4)
+    throw ValueError(std::string(op) + ": weight must be 4-D (C_in, C_out/groups, kh, kw), got shape " + shape_str(w));
+  const Pair st = parse_pair(stride_, "stride", op), dl = parse_pair(dilation_, "dilation", op);
+  const Pair pd = parse_pair(padding_, "padding", op), op_ = parse_pair(output_padding_, "output_padding", op);
+  check_positive(st, "stride", op);
+  check_positive(dl, "dilation", op);
+  check_nonneg(pd, "padding", op);
+  check_nonneg(op_, "output_padding", op);
+  if (groups <= 0) throw ValueError(std::string(op) + ": groups must be positive, got " + std::to_string(groups));
+  if ((op_[0] >= st[0] && op_[0] >= dl[0]) || (op_[1] >= st[1] && op_[1] >= dl[1]))
+    throw ValueError(std::string(op) + ": output_padding " + pair_str(op_) + " must be smaller than either stride " +
+                     pair_str(st) + " or dilation " + pair_str(dl));
+  const index_t Cin = x.shape[1];
+  if (Cin % groups != 0)
+    throw ValueError(std::string(op) + ": groups=" + std::to_string(groups) + " does not divide the input channels of x " +
+                     shape_str(x));
+  if (w.shape[0] != Cin)
+    throw ValueError(std::string(op) + ": weight " + shape_str(w) + " expects " + std::to_string(w.shape[0]) +
+                     " input channels (weight.shape[0]), but x " + shape_str(x) + " has " + std::to_string(Cin));
+  if (w.shape[2] <= 0 || w.shape[3] <= 0)
+    throw ValueError(std::string(op) + ": weight " + shape_str(w) + " has an empty kernel");
+  ConvGeom g;
+  g.N = x.shape[0];
+  g.Cout = Cin; g.Ho = x.shape[2]; g.Wo = x.shape[3];
+  g.C = w.shape[1] * groups;
+  g.kh = w.shape[2]; g.kw = w.shape[3];
+  g.sh = st[0]; g.sw = st[1]; g.dh = dl[0]; g.dw = dl[1]; g.pt = pd[0]; g.pl = pd[1]; g.groups = groups;
+  g.H = (g.Ho - 1) * g.sh - 2 * pd[0] + g.dh * (g.kh - 1) + op_[0] + 1;
+  g.W = (g.Wo - 1) * g.sw - 2 * pd[1] + g.dw * (g.kw - 1) + op_[1] + 1;
+  if (g.H <= 0 || g.W <= 0)
+    throw ValueError(std::string(op) + ": x " + shape_str(x) + " and weight " + shape_str(w) +
+                     " give a non-positive output size " + pair_str({g.H, g.W}));
+  return g;
+}
+
+py::object py_conv_transpose2d(py::handle x_, py::handle w_, py::handle b_, py::handle stride, py::handle padding,
+                               py::handle output_padding, index_t groups, py::handle dilation) {
+  const char* op = "conv_transpose2d";
+  bool batched;
+  Tensor x = as_image(x_, "x", op, batched);
+  Tensor w = as_float(w_, "weight");
+  check_same_dtype(x, "x", w, "weight");
+  ConvGeom g = convt_geom(op, x, w, stride, padding, output_padding, groups, dilation);
+  w = contiguous(w);
+  Tensor b;
+  if (!b_.is_none()) {
+    b = as_float(b_, "bias");
+    check_same_dtype(x, "x", b, "bias");
+    if (b.ndim() != 1 || b.shape[0] != g.C)
+      throw ValueError(std::string(op) + ": bias " + shape_str(b) + " must have shape " + shape_str({g.C}) +
+                       " for weight " + shape_str(w) + " and groups=" + std::to_string(groups));
+    b = contiguous(b);
+  }
+  Tensor out = empty(x.dtype, image_shape(batched, g.N, g.C, g.H, g.W));
+  {
+    py::gil_scoped_release nogil;
+    conv_transpose2d_forward(x.dtype, g, out.ptr, x.ptr, w.ptr, b_.is_none() ? nullptr : b.ptr);
+  }
+  return out.arr;
+}
+
+py::tuple py_conv_transpose2d_backward(py::handle go_, py::handle x_, py::handle w_, py::handle stride,
+                                       py::handle padding, py::handle output_padding, index_t groups,
+                                       py::handle dilation) {
+  const char* op = "conv_transpose2d_backward";
+  bool batched;
+  Tensor x = as_image(x_, "x", op, batched);
+  Tensor w = as_float(w_, "weight");
+  check_same_dtype(x, "x", w, "weight");
+  ConvGeom g = convt_geom(op, x, w, stride, padding, output_padding, groups, dilation);
+  w = contiguous(w);
+  Tensor go = grad_image(go_, x, batched, image_shape(batched, g.N, g.C, g.H, g.W), op);
+  Tensor gx = empty(x.dtype, image_shape(batched, g.N, g.Cout, g.Ho, g.Wo));
+  Tensor gw = empty(x.dtype, w.shape);
+  Tensor gb = empty(x.dtype, {g.C});
+  ConvGeom gbias;  // channel sums of grad_out (N, C, H, W)
+  gbias.N = g.N; gbias.Cout = g.C; gbias.Ho = g.H; gbias.Wo = g.W;
+  {
+    py::gil_scoped_release nogil;
+    // grad_x = conv2d(grad_out, weight); grad_weight = backward-weight with the roles of
+    // the operands exchanged (x plays grad_out).
+    conv2d_forward(x.dtype, g, gx.ptr, go.ptr, w.ptr, nullptr);
+    conv2d_backward_weight(x.dtype, g, gw.ptr, x.ptr, go.ptr);
+    conv2d_backward_bias(x.dtype, gbias, gb.ptr, go.ptr);
+  }
+  return py::make_tuple(gx.arr, gw.arr, gb.arr);
+}
+
+// Geometry of unfold / fold (groups 1, no weight).
+ConvGeom fold_geom(const char* op, index_t N, index_t C, index_t H, index_t W, py::handle k_, py::handle d_,
+                   py::handle p_, py::handle s_) {
+  const Pair k = parse_pair(k_, "kernel_size", op), d = parse_pair(d_, "dilation", op);
+  const Pair p = parse_pair(p_, "padding", op), s = parse_pair(s_, "stride", op);
+  check_positive(k, "kernel_size", op);
+  check_positive(d, "dilation", op);
+  check_positive(s, "stride", op);
+  check_nonneg(p, "padding", op);
+  ConvGeom g;
+  g.N = N; g.C = C; g.H = H; g.W = W; g.Cout = C;
+  g.kh = k[0]; g.kw = k[1]; g.dh = d[0]; g.dw = d[1]; g.pt = p[0]; g.pl = p[1]; g.sh = s[0]; g.sw = s[1];
+  const index_t nh = H + 2 * p[0] - d[0] * (k[0] - 1) - 1, nw = W + 2 * p[1] - d[1] * (k[1] - 1) - 1;
+  if (nh < 0 || nw < 0)
+    throw ValueError(std::string(op) + ": kernel_size " + pair_str(k) + " with dilation " + pair_str(d) +
+                     " is larger than the padded spatial size " + pair_str({H + 2 * p[0], W + 2 * p[1]}));
+  g.Ho = nh / s[0] + 1;
+  g.Wo = nw / s[1] + 1;
+  return g;
+}
+
+py::object py_im2col(py::handle x_, py::handle k, py::handle d, py::handle p, py::handle s) {
+  const char* op = "im2col";
+  bool batched;
+  Tensor x = as_image(x_, "x", op, batched);
+  ConvGeom g = fold_geom(op, x.shape[0], x.shape[1], x.shape[2], x.shape[3], k, d, p, s);
+  const index_t K = checked_mul(g.C, checked_mul(g.kh, g.kw, op), op);
+  std::vector<index_t> shape = {K, g.L()};
+  if (batched) shape.insert(shape.begin(), g.N);
+  Tensor out = empty(x.dtype, shape);
+  {
+    py::gil_scoped_release nogil;
+    im2col(x.dtype, g, out.ptr, x.ptr);
+  }
+  return out.arr;
+}
+
+py::object py_col2im(py::handle c_, py::handle size_, py::handle k, py::handle d, py::handle p, py::handle s) {
+  const char* op = "col2im";
+  Tensor c = as_float(c_, "cols");
+  if (c.ndim() != 2 && c.ndim() != 3)
+    throw ValueError(std::string(op) + ": cols must be 2-D (C*kh*kw, L) or 3-D (N, C*kh*kw, L), got shape " + shape_str(c));
+  const bool batched = c.ndim() == 3;
+  c = contiguous(c);
+  const Pair sz = parse_pair(size_, "output_size", op);
+  check_nonneg(sz, "output_size", op);
+  const Pair kk = parse_pair(k, "kernel_size", op);
+  check_positive(kk, "kernel_size", op);
+  const index_t N = batched ? c.shape[0] : 1, K = c.shape[batched ? 1 : 0], L = c.shape[batched ? 2 : 1];
+  if (K % (kk[0] * kk[1]) != 0)
+    throw ValueError(std::string(op) + ": cols " + shape_str(c) + ": dimension " + std::to_string(K) +
+                     " is not divisible by the kernel size " + pair_str(kk));
+  ConvGeom g = fold_geom(op, N, K / (kk[0] * kk[1]), sz[0], sz[1], k, d, p, s);
+  if (g.L() != L)
+    throw ValueError(std::string(op) + ": cols " + shape_str(c) + " has " + std::to_string(L) +
+                     " blocks, but output_size " + pair_str(sz) + " with these parameters gives " +
+                     pair_str({g.Ho, g.Wo}) + " = " + std::to_string(g.L()));
+  Tensor out = empty(c.dtype, image_shape(batched, g.N, g.C, g.H, g.W));
+  {
+    py::gil_scoped_release nogil;
+    col2im(c.dtype, g, out.ptr, c.ptr);
+  }
+  return out.arr;
+}
+
+}  // namespace
+
+void bind_pool(py::module_& m);
+
+void bind_conv(py::module_& m) {
+  m.def("conv2d", &py_conv2d, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("stride"),
+        py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("out"));
+  m.def("conv2d_backward", &py_conv2d_backward, py::arg("grad_out"), py::arg("x"), py::arg("weight"),
+        py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"));
+  m.def("conv_transpose2d", &py_conv_transpose2d, py::arg("x"), py::arg("weight"), py::arg("bias"),
+        py::arg("stride"), py::arg("padding"), py::arg("output_padding"), py::arg("groups"), py::arg("dilation"));
+  m.def("conv_transpose2d_backward", &py_conv_transpose2d_backward, py::arg("grad_out"), py::arg("x"),
+        py::arg("weight"), py::arg("stride"), py::arg("padding"), py::arg("output_padding"), py::arg("groups"),
+        py::arg("dilation"));
+  m.def("im2col", &py_im2col, py::arg("x"), py::arg("kernel_size"), py::arg("dilation"), py::arg("padding"),
+        py::arg("stride"));
+  m.def("col2im", &py_col2im, py::arg("cols"), py::arg("output_size"), py::arg("kernel_size"),
+        py::arg("dilation"), py::arg("padding"), py::arg("stride"));
+  // Internal: the reference kernels (test oracles).
+  m.def("conv2d_ref", [](py::handle x_, py::handle w_, py::handle b_, py::handle stride, py::handle padding,
+                         py::handle dilation, index_t groups) {
+    bool batched;
+    Tensor x = as_image(x_, "x", "conv2d_ref", batched);
+    Tensor w = contiguous(as_float(w_, "weight"));
+    check_same_dtype(x, "x", w, "weight");
+    ConvGeom g = conv_geom("conv2d_ref", x, w, stride, padding, dilation, groups);
+    Tensor b;
+    if (!b_.is_none()) { b = contiguous(as_float(b_, "bias")); check_same_dtype(x, "x", b, "bias"); }
+    Tensor out = empty(x.dtype, image_shape(batched, g.N, g.Cout, g.Ho, g.Wo));
+    {
+      py::gil_scoped_release nogil;
+      ref::conv2d_forward(x.dtype, g, out.ptr, x.ptr, w.ptr, b_.is_none() ? nullptr : b.ptr);
+    }
+    return out.arr;
+  });
+  bind_pool(m);
+}
+
+}  // namespace nnk::bind
+
+namespace nnk::bind {
+
+namespace {
+
+// torch's pooling_output_shape.
+index_t pool_out(index_t n, index_t k, index_t s, index_t p, index_t d, bool ceil) {
+  const index_t num = n + 2 * p - d * (k - 1) - 1 + (ceil ? s - 1 : 0);
+  index_t o = (num >= 0 ? num / s : -((-num + s - 1) / s)) + 1;
+  if (ceil && (o - 1) * s >= n + p) --o;
+  return o;
+}
+
+struct PoolArgs {
+  PoolGeom g;
+  bool batched;
+  std::vector<index_t> in_shape, out_shape;
+};
+
+// Checks x's rank and the pooling parameters; builds the geometry (torch's pool2d_shape_check).
+PoolArgs pool_args(const char* op, const std::vector<index_t>& xs, py::handle k_, py::handle s_, py::handle p_,
+                   py::handle d_, bool ceil) {
+  if (xs.size() != 3 && xs.size() != 4)
+    throw ValueError(std::string(op) + ": x must be 3-D (C, H, W) or 4-D (N, C, H, W), got shape " + shape_str(xs));
+  const Pair k = parse_pair(k_, "kernel_size", op);
+  const bool no_stride = s_.is_none() || (py::isinstance<py::sequence>(s_) && !py::isinstance<py::str>(s_) &&
+                                          py::len(s_) == 0);
+  const Pair s = no_stride ? k : parse_pair(s_, "stride", op);
+  const Pair p = parse_pair(p_, "padding", op), d = parse_pair(d_, "dilation", op);
+  check_positive(k, "kernel_size", op);
+  check_positive(s, "stride", op);
+  check_positive(d, "dilation", op);
+  check_nonneg(p, "padding", op);
+  if (p[0] > k[0] / 2 || p[1] > k[1] / 2)
+    throw ValueError(std::string(op) + ": padding " + pair_str(p) + " must be at most half of kernel_size " + pair_str(k));
+  PoolArgs a;
+  a.batched = xs.size() == 4;
+  const index_t H = xs[xs.size() - 2], W = xs[xs.size() - 1];
+  index_t planes = 1;
+  for (size_t i = 0; i + 2 < xs.size(); ++i) planes *= xs[i];
+  if (H <= 0 || W <= 0 || xs[xs.size() - 3] <= 0)
+    throw ValueError(std::string(op) + ": x " + shape_str(xs) + " must have non-zero channel and spatial sizes");
+  PoolGeom& g = a.g;
+  g.planes = planes; g.H = H; g.W = W;
+  g.kh = k[0]; g.kw = k[1]; g.sh = s[0]; g.sw = s[1]; g.ph = p[0]; g.pw = p[1]; g.dh = d[0]; g.dw = d[1];
+  g.Ho = pool_out(H, k[0], s[0], p[0], d[0], ceil);
+  g.Wo = pool_out(W, k[1], s[1], p[1], d[1], ceil);
+  if (g.Ho < 1 || g.Wo < 1)
+    throw ValueError(std::string(op) + ": x " + shape_str(xs) + " with kernel_size " + pair_str(k) + ", dilation " +
+                     pair_str(d) + " and padding " + pair_str(p) + " gives an empty output " + pair_str({g.Ho, g.Wo}));
+  a.in_shape = xs;
+  a.out_shape = xs;
+  a.out_shape[xs.size() - 2] = g.Ho;
+  a.out_shape[xs.size() - 1] = g.Wo;
+  return a;
+}
+
+std::vector<index_t> shape_arg(py::handle h, const char* name, const char* op) {
+  std::vector<index_t> v;
+  if (!py::isinstance<py::sequence>(h) || py::isinstance<py::str>(h))
+    throw TypeError(std::string(op) + ": " + name + " must be a sequence of ints");
+  for (py::handle e : py::reinterpret_borrow<py::sequence>(h)) v.push_back(py::reinterpret_steal<py::object>(PyNumber_Index(e.ptr())).cast<index_t>());
+  return v;
+}
+
+py::object py_max_pool2d(py::handle x_, py::handle k, py::handle s, py::handle p, py::handle d, bool ceil,
+                         bool return_indices) {
+  const char* op = "max_pool2d";
+  Tensor x = as_float(x_, "x");
+  PoolArgs a = pool_args(op, x.shape, k, s, p, d, ceil);
+  x = contiguous(x);
+  Tensor y = empty(x.dtype, a.out_shape);
+  py::array_t<int64_t> idx;
+  int64_t* ip = nullptr;
+  if (return_indices) {
+    idx = py::array_t<int64_t>(std::vector<py::ssize_t>(a.out_shape.begin(), a.out_shape.end()));
+    ip = idx.mutable_data();
+  }
+  {
+    py::gil_scoped_release nogil;
+    max_pool2d_forward(x.dtype, a.g, y.ptr, ip, x.ptr);
+  }
+  if (return_indices) return py::make_tuple(y.arr, idx);
+  return y.arr;
+}
+
+py::object py_max_pool2d_backward(py::handle go_, py::handle idx_, py::handle shape_) {
+  const char* op = "max_pool2d_backward";
+  Tensor go = as_float(go_, "grad_out");
+  Tensor idx = as_index(idx_, "indices");
+  const std::vector<index_t> xs = shape_arg(shape_, "input_shape", op);
+  if (xs.size() != 3 && xs.size() != 4)
+    throw ValueError(std::string(op) + ": input_shape must have 3 or 4 entries, got " + shape_str(xs));
+  for (index_t v : xs)
+    if (v < 0) throw ValueError(std::string(op) + ": input_shape " + shape_str(xs) + " has a negative size");
+  if (go.shape != idx.shape)
+    throw ValueError(std::string(op) + ": grad_out " + shape_str(go) + " and indices " + shape_str(idx) +
+                     " must have the same shape");
+  if (go.ndim() != int(xs.size()) || !std::equal(xs.begin(), xs.end() - 2, go.shape.begin()))
+    throw ValueError(std::string(op) + ": grad_out " + shape_str(go) + " does not match input_shape " + shape_str(xs));
+  go = contiguous(go);
+  // int64 indices, contiguous.
+  py::array_t<int64_t, py::array::c_style | py::array::forcecast> ii(idx.arr);
+  PoolGeom g;
+  g.H = xs[xs.size() - 2]; g.W = xs[xs.size() - 1];
+  g.Ho = go.shape[xs.size() - 2]; g.Wo = go.shape[xs.size() - 1];
+  g.planes = 1;
+  for (size_t i = 0; i + 2 < xs.size(); ++i) g.planes *= xs[i];
+  Tensor dx = empty(go.dtype, xs);
+  bool ok;
+  {
+    py::gil_scoped_release nogil;
+    ok = max_pool2d_backward(go.dtype, g, dx.ptr, go.ptr, ii.data());
+  }
+  if (!ok)
+    throw IndexError(std::string(op) + ": indices hold a value outside [0, H*W) for input_shape " + shape_str(xs));
+  return dx.arr;
+}
+
+py::object py_avg_pool2d(py::handle x_, py::handle k, py::handle s, py::handle p, bool ceil, bool cip) {
+  const char* op = "avg_pool2d";
+  Tensor x = as_float(x_, "x");
+  PoolArgs a = pool_args(op, x.shape, k, s, p, py::int_(1), ceil);
+  x = contiguous(x);
+  Tensor y = empty(x.dtype, a.out_shape);
+  {
+    py::gil_scoped_release nogil;
+    avg_pool2d_forward(x.dtype, a.g, y.ptr, x.ptr, cip);
+  }
+  return y.arr;
+}
+
+py::object py_avg_pool2d_backward(py::handle go_, py::handle shape_, py::handle k, py::handle s, py::handle p,
+                                  bool ceil, bool cip) {
+  const char* op = "avg_pool2d_backward";
+  Tensor go = as_float(go_, "grad_out");
+  const std::vector<index_t> xs = shape_arg(shape_, "input_shape", op);
+  PoolArgs a = pool_args(op, xs, k, s, p, py::int_(1), ceil);
+  if (go.shape != a.out_shape)
+    throw ValueError(std::string(op) + ": grad_out " + shape_str(go) + " must have shape " + shape_str(a.out_shape) +
+                     " for input_shape " + shape_str(xs));
+  go = contiguous(go);
+  Tensor dx = empty(go.dtype, xs);
+  {
+    py::gil_scoped_release nogil;
+    avg_pool2d_backward(go.dtype, a.g, dx.ptr, go.ptr, cip);
+  }
+  return dx.arr;
+}
+
+}  // namespace
+
+void bind_pool(py::module_& m) {
+  m.def("max_pool2d", &py_max_pool2d, py::arg("x"), py::arg("kernel_size"), py::arg("stride"), py::arg("padding"),
+        py::arg("dilation"), py::arg("ceil_mode"), py::arg("return_indices"));
+  m.def("max_pool2d_backward", &py_max_pool2d_backward, py::arg("grad_out"), py::arg("indices"),
+        py::arg("input_shape"));
+  m.def("avg_pool2d", &py_avg_pool2d, py::arg("x"), py::arg("kernel_size"), py::arg("stride"), py::arg("padding"),
+        py::arg("ceil_mode"), py::arg("count_include_pad"));
+  m.def("avg_pool2d_backward", &py_avg_pool2d_backward, py::arg("grad_out"), py::arg("input_shape"),
+        py::arg("kernel_size"), py::arg("stride"), py::arg("padding"), py::arg("ceil_mode"),
+        py::arg("count_include_pad"));
+}
+
 }  // namespace nnk::bind

@@ -1,0 +1,457 @@
+// Convolution drivers on the GEMM engine (the maths and the matrix view: conv.h).
+//
+// Patch walking. Row p = (c, i, j) of an image's column matrix, restricted to the columns
+// l in [l0, l0 + n), is a sequence of output-row segments (fixed oh); on each one the input
+// row ih = oh*sh - pt + i*dh is either all padding or splits into three runs: left padding,
+// the valid ow range [ow_lo, ow_hi) (iw = ow*sw - pl + j*dw in [0, W), computed once per
+// row p) read with stride sw, right padding. walk_row hands these runs to a sink, so the
+// same walk serves im2col (row-major), the forward's virtual B packer (panels of NR
+// columns), the backward-weight's transposed packer (the row becomes a panel column), and
+// col2im (scatter-add, padding runs skipped).
+//
+// Threads: when the batch is large enough to split evenly over the threads, whole images
+// run one per thread (the nested GEMMs run inline, single-threaded); otherwise images run
+// one after another with the GEMM and col2im threaded inside. Either way the summation
+// order depends only on the thread count (bitwise reproducible).
+#include "cpu/conv/conv.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <vector>
+
+#include "core/errors.h"
+#include "core/mempool.h"
+#include "core/parallel.h"
+#include "core/cpu_features.h"
+#include "cpu/conv/depthwise.h"
+#include "cpu/gemm/gemm.h"
+
+namespace nnk {
+
+namespace {
+
+constexpr double kMinImageFlops = 64 * 4e6;  // below this, images run one per thread
+constexpr index_t kColsChunkElems = index_t(1) << 18;  // backward-data column chunk (L2-sized)
+
+// Workspaces come from the caching pool (large ones reuse pages already touched).
+struct FreeDel { void operator()(void* p) const { pool_free(p); } };
+template <typename T>
+std::unique_ptr<T, FreeDel> alloc_buf(index_t n) {
+  const size_t bytes = size_t(checked_mul(std::max<index_t>(n, 1), sizeof(T), "conv workspace"));
+  return std::unique_ptr<T, FreeDel>(static_cast<T*>(pool_alloc(bytes)));
+}
+
+// Walks row p (within one group: p = (c, i, j), c < Cg) over columns [l0, l0 + n).
+// sink.zero(jj, len): columns jj.. are padding; sink.run(jj, off, stride, len): columns jj..
+// read the channel plane at off, off + stride, ... (off relative to the channel's plane).
+// Returns the channel c of row p.
+template <class Sink>
+inline index_t walk_row(const ConvGeom& g, index_t p, index_t l0, index_t n, Sink& sink) {
+  const index_t khw = g.kh * g.kw;
+  const index_t c = p / khw, r = p - c * khw, ki = r / g.kw, kj = r - ki * g.kw;
+  const index_t off_w = kj * g.dw - g.pl;  // iw = ow * sw + off_w
+  index_t ow_lo = off_w >= 0 ? 0 : ceil_div(-off_w, g.sw);
+  index_t ow_hi = (g.W - off_w) <= 0 ? 0 : ceil_div(g.W - off_w, g.sw);
+  ow_lo = std::min(ow_lo, g.Wo);
+  ow_hi = std::max(ow_lo, std::min(ow_hi, g.Wo));
+  const index_t Wo = g.Wo;
+  index_t oh = Wo ? l0 / Wo : 0, ow = Wo ? l0 - oh * Wo : 0;
+  index_t jj = 0;
+  while (jj < n) {
+    const index_t len = std::min(Wo - ow, n - jj);
+    const index_t ih = oh * g.sh - g.pt + ki * g.dh;
+    if (ih < 0 || ih >= g.H) {
+      sink.zero(jj, len);
+    } else {
+      const index_t a = ow, e = ow + len;
+      const index_t z1 = std::min(std::max(ow_lo, a), e), z2 = std::min(std::max(ow_hi, z1), e);
+      if (z1 > a) sink.zero(jj, z1 - a);
+      if (z2 > z1) sink.run(jj + (z1 - a), ih * g.W + z1 * g.sw + off_w, g.sw, z2 - z1);
+      if (e > z2) sink.zero(jj + (z2 - a), e - z2);
+    }
+    jj += len;
+    ow = 0;
+    ++oh;
+  }
+  return c;
+}
+
+template <typename T>
+inline void copy_run(T* __restrict d, const T* __restrict s, index_t stride, index_t len) {
+  if (stride == 1) std::memcpy(d, s, size_t(len) * sizeof(T));
+  else for (index_t t = 0; t < len; ++t) d[t] = s[t * stride];
+}
+
+// Row-major destination (im2col): d[jj].
+template <typename T>
+struct RowSink {
+  T* d; const T* plane;
+  void zero(index_t jj, index_t len) { std::memset(d + jj, 0, size_t(len) * sizeof(T)); }
+  void run(index_t jj, index_t off, index_t stride, index_t len) { copy_run(d + jj, plane + off, stride, len); }
+};
+
+// One row of packed panels: column jj lands at d[(jj / NR) * pstride + jj % NR].
+template <typename T>
+struct PanelRowSink {
+  T* d; const T* plane; index_t NR, pstride;
+  void zero(index_t jj, index_t len) {
+    while (len > 0) {
+      const index_t lane = jj % NR, k = std::min(len, NR - lane);
+      std::memset(d + (jj / NR) * pstride + lane, 0, size_t(k) * sizeof(T));
+      jj += k; len -= k;
+    }
+  }
+  void run(index_t jj, index_t off, index_t stride, index_t len) {
+    const T* s = plane + off;
+    while (len > 0) {
+      const index_t lane = jj % NR, k = std::min(len, NR - lane);
+      copy_run(d + (jj / NR) * pstride + lane, s, stride, k);
+      jj += k; len -= k; s += k * stride;
+    }
+  }
+};
+
+// One column of a packed panel (transposed packing): row jj lands at d[jj * NR].
+template <typename T>
+struct PanelColSink {
+  T* d; const T* plane; index_t NR;
+  void zero(index_t jj, index_t len) { for (index_t t = 0; t < len; ++t) d[(jj + t) * NR] = T(0); }
+  void run(index_t jj, index_t off, index_t stride, index_t len) {
+    const T* s = plane + off;
+    T* q = d + jj * NR;
+    for (index_t t = 0; t < len; ++t) q[t * NR] = s[t * stride];
+  }
+};
+
+// Scatter-add (col2im): plane[off + t*stride] += src[jj + t]; padding is dropped.
+template <typename T>
+struct AddSink {
+  const T* src; T* plane;
+  void zero(index_t, index_t) {}
+  void run(index_t jj, index_t off, index_t stride, index_t len) {
+    const T* s = src + jj;
+    T* q = plane + off;
+    if (stride == 1) for (index_t t = 0; t < len; ++t) q[t] += s[t];
+    else for (index_t t = 0; t < len; ++t) q[t * stride] += s[t];
+  }
+};
+
+// Virtual B of the forward: cols (Kg x L) of one image and group.
+template <typename T>
+struct FwdPackCtx { const ConvGeom* g; const T* x; };  // x: the group's first channel plane
+
+template <typename T>
+void pack_fwd(const void* vctx, void* vdst, index_t p0, index_t kc, index_t j0, index_t nc, index_t NR) {
+  const auto& ctx = *static_cast<const FwdPackCtx<T>*>(vctx);
+  const ConvGeom& g = *ctx.g;
+  T* dst = static_cast<T*>(vdst);
+  const index_t HW = g.H * g.W, pstride = kc * NR, tail = nc % NR;
+  for (index_t p = p0; p < p0 + kc; ++p) {
+    const index_t khw = g.kh * g.kw;
+    PanelRowSink<T> s{dst + (p - p0) * NR, ctx.x + (p / khw) * HW, NR, pstride};
+    walk_row(g, p, j0, nc, s);
+    if (tail) std::memset(dst + (nc / NR) * pstride + (p - p0) * NR + tail, 0, size_t(NR - tail) * sizeof(T));
+  }
+}
+
+// Virtual B of the backward-weight: cols^T over the whole batch, (N*L x Kg): row q = (n, l).
+template <typename T>
+struct WtPackCtx { const ConvGeom* g; const T* x; };  // x: image 0's group plane
+
+template <typename T>
+void pack_wt(const void* vctx, void* vdst, index_t p0, index_t kc, index_t j0, index_t nc, index_t NR) {
+  const auto& ctx = *static_cast<const WtPackCtx<T>*>(vctx);
+  const ConvGeom& g = *ctx.g;
+  T* dst = static_cast<T*>(vdst);
+  const index_t HW = g.H * g.W, L = g.L(), khw = g.kh * g.kw, pstride = kc * NR;
+  for (index_t jj = 0; jj < round_up(nc, NR); ++jj) {
+    T* d = dst + (jj / NR) * pstride + jj % NR;
+    if (jj >= nc) {
+      for (index_t q = 0; q < kc; ++q) d[q * NR] = T(0);
+      continue;
+    }
+    const index_t j = j0 + jj, c = j / khw;
+    index_t q = p0, done = 0;
+    while (done < kc) {  // image segments of rows p0 .. p0 + kc
+      const index_t n = q / L, l = q - n * L, len = std::min(L - l, kc - done);
+      PanelColSink<T> s{d + done * NR, ctx.x + (n * g.C + c) * HW, NR};
+      walk_row(g, j, l, len, s);
+      done += len;
+      q += len;
+    }
+  }
+}
+
+// Scatter-adds rows p of one image-group's column chunk (Kg x lc, columns l0..) into dx,
+// for the channels [c0, c1) of the group.
+template <typename T>
+void col2im_rows(const ConvGeom& g, T* dxg, const T* cols, index_t ldc, index_t l0, index_t lc,
+                 index_t c0, index_t c1) {
+  const index_t khw = g.kh * g.kw, HW = g.H * g.W;
+  for (index_t p = c0 * khw; p < c1 * khw; ++p) {
+    AddSink<T> s{cols + p * ldc, dxg + (p / khw) * HW};
+    walk_row(g, p, l0, lc, s);
+  }
+}
+
+bool is_pointwise(const ConvGeom& g) {
+  return g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 &&
+         g.Ho == g.H && g.Wo == g.W;
+}
+
+// Runs f(n) for every image: one image per thread when that splits evenly, else in order.
+template <class F>
+void for_images(const ConvGeom& g, double flops_per_image, F&& f) {
+  const index_t T = get_num_threads();
+  const bool batch_par = g.N >= T && T > 1 &&
+      (g.N % T == 0 || g.N >= 4 * T || flops_per_image < kMinImageFlops);
+  if (batch_par) {
+    parallel_for(g.N, 1, [&](index_t b, index_t e) { for (index_t n = b; n < e; ++n) f(n); });
+  } else {
+    for (index_t n = 0; n < g.N; ++n) f(n);
+  }
+}
+
+bool is_depthwise(const ConvGeom& g) { return g.groups == g.C && g.C > 1; }
+
+void depthwise(DType dt, const ConvGeom& g, void* y, const void* x, const void* w, const void* bias) {
+  auto fn = cpu::generic::depthwise_forward;
+#if defined(NNK_X86)
+  if (current_isa() == Isa::avx512) fn = cpu::avx512::depthwise_forward;
+  else if (current_isa() == Isa::avx2) fn = cpu::avx2::depthwise_forward;
+#endif
+  const index_t planes = g.N * g.Cout, L = g.L();
+  const index_t grain = std::max<index_t>(1, 65536 / std::max<index_t>(L * g.kh * g.kw, 1));
+  parallel_for(planes, grain, [&](index_t q0, index_t q1) { fn(dt, g, y, x, w, bias, q0, q1); });
+}
+
+template <typename T>
+void forward_t(const ConvGeom& g, T* y, const T* x, const T* w, const T* bias) {
+  const index_t L = g.L(), Kg = g.Kg(), Coutg = g.Coutg(), Cg = g.Cg(), HW = g.H * g.W;
+  if (g.N == 0 || L == 0 || g.Cout == 0) return;
+  if (is_depthwise(g)) {
+    depthwise(dtype_of<T>::value, g, y, x, w, bias);
+    return;
+  }
+  const bool pw = is_pointwise(g);
+  const double flops = 2.0 * double(g.Cout) * double(L) * double(std::max<index_t>(Kg, 1));
+  for_images(g, flops, [&](index_t n) {
+    for (index_t gr = 0; gr < g.groups; ++gr) {
+      GemmArgs a;
+      a.dtype = dtype_of<T>::value;
+      a.M = Coutg; a.N = L; a.K = Kg;
+      a.a = w + gr * Coutg * Kg; a.rs_a = Kg; a.cs_a = 1;
+      a.c = y + (n * g.Cout + gr * Coutg) * L; a.rs_c = L; a.cs_c = 1;
+      a.beta = 0.0;
+      a.bias_m = bias ? bias + gr * Coutg : nullptr;
+      const T* xg = x + (n * g.C + gr * Cg) * HW;
+      FwdPackCtx<T> ctx{&g, xg};
+      VirtualB vb{pack_fwd<T>, &ctx};
+      if (pw) { a.b = xg; a.rs_b = HW; a.cs_b = 1; }
+      else a.virtual_b = &vb;
+      gemm(a);
+    }
+  });
+}
+
+template <typename T>
+void backward_data_t(const ConvGeom& g, T* dx, const T* dy, const T* w) {
+  const index_t L = g.L(), Kg = g.Kg(), Coutg = g.Coutg(), Cg = g.Cg(), HW = g.H * g.W;
+  if (g.N == 0 || g.C == 0) return;
+  const bool pw = is_pointwise(g);
+  if (L == 0 || g.Cout == 0) {
+    std::memset(dx, 0, size_t(g.N * g.C * HW) * sizeof(T));
+    return;
+  }
+  const index_t lc_max = std::max<index_t>(std::min<index_t>(L, 64), std::min<index_t>(L, kColsChunkElems / std::max<index_t>(Kg, 1)));
+  const double flops = 2.0 * double(g.Cout) * double(L) * double(Kg);
+  const index_t T_ = get_num_threads();
+  const bool batch_par = g.N >= T_ && T_ > 1 && (g.N % T_ == 0 || g.N >= 4 * T_ || flops < kMinImageFlops);
+  const index_t nbuf = pw ? 0 : (batch_par ? T_ : 1);
+  std::vector<std::unique_ptr<T, FreeDel>> bufs;
+  for (index_t i = 0; i < nbuf; ++i) bufs.push_back(alloc_buf<T>(Kg * lc_max));
+  auto image = [&](index_t n, T* cols, bool inner_par) {
+    T* dxn = dx + n * g.C * HW;
+    if (!pw) std::memset(dxn, 0, size_t(g.C * HW) * sizeof(T));
+    for (index_t gr = 0; gr < g.groups; ++gr) {
+      GemmArgs a;
+      a.dtype = dtype_of<T>::value;
+      a.M = Kg; a.K = Coutg;
+      a.a = w + gr * Coutg * Kg; a.rs_a = 1; a.cs_a = Kg;
+      a.beta = 0.0;
+      const T* dyg = dy + (n * g.Cout + gr * Coutg) * L;
+      T* dxg = dxn + gr * Cg * HW;
+      if (pw) {
+        a.N = L; a.b = dyg; a.rs_b = L; a.cs_b = 1;
+        a.c = dxg; a.rs_c = L;
+        gemm(a);
+        continue;
+      }
+      for (index_t l0 = 0; l0 < L; l0 += lc_max) {
+        const index_t lc = std::min(lc_max, L - l0);
+        a.N = lc; a.b = dyg + l0; a.rs_b = L; a.cs_b = 1;
+        a.c = cols; a.rs_c = lc;
+        gemm(a);
+        if (inner_par)
+          parallel_for(Cg, 1, [&](index_t c0, index_t c1) { col2im_rows(g, dxg, cols, lc, l0, lc, c0, c1); });
+        else
+          col2im_rows(g, dxg, cols, lc, l0, lc, 0, Cg);
+      }
+    }
+  };
+  if (batch_par) {
+    parallel_run(T_, [&](index_t t) {
+      const index_t b = g.N * t / T_, e = g.N * (t + 1) / T_;
+      for (index_t n = b; n < e; ++n) image(n, pw ? nullptr : bufs[t].get(), false);
+    });
+  } else {
+    for (index_t n = 0; n < g.N; ++n) image(n, pw ? nullptr : bufs[0].get(), true);
+  }
+}
+
+template <typename T>
+void backward_weight_t(const ConvGeom& g, T* dw, const T* dy, const T* x) {
+  const index_t L = g.L(), Kg = g.Kg(), Coutg = g.Coutg(), Cg = g.Cg(), HW = g.H * g.W;
+  if (g.Cout == 0 || Kg == 0) return;
+  const index_t NL = checked_mul(g.N, L, "conv2d_backward");
+  // dy as one (Cout x N*L) matrix, so that the whole batch is one GEMM with K = N*L.
+  const T* dyt = dy;
+  std::unique_ptr<T, FreeDel> buf;
+  if (g.N > 1 && L > 0) {
+    buf = alloc_buf<T>(g.Cout * NL);
+    T* b = buf.get();
+    parallel_for(g.Cout, 1, [&](index_t o0, index_t o1) {
+      for (index_t o = o0; o < o1; ++o)
+        for (index_t n = 0; n < g.N; ++n)
+          std::memcpy(b + o * NL + n * L, dy + (n * g.Cout + o) * L, size_t(L) * sizeof(T));
+    });
+    dyt = b;
+  }
+  const bool pw = is_pointwise(g) && g.N == 1;
+  for (index_t gr = 0; gr < g.groups; ++gr) {
+    GemmArgs a;
+    a.dtype = dtype_of<T>::value;
+    a.M = Coutg; a.N = Kg; a.K = NL;
+    a.a = dyt + gr * Coutg * NL; a.rs_a = NL; a.cs_a = 1;
+    a.c = dw + gr * Coutg * Kg; a.rs_c = Kg; a.cs_c = 1;
+    a.beta = 0.0;
+    WtPackCtx<T> ctx{&g, x + gr * Cg * HW};
+    VirtualB vb{pack_wt<T>, &ctx};
+    if (pw) { a.b = x + gr * Cg * HW; a.rs_b = 1; a.cs_b = HW; }
+    else a.virtual_b = &vb;
+    gemm(a);
+  }
+}
+
+template <typename T>
+void backward_bias_t(const ConvGeom& g, T* db, const T* dy) {
+  const index_t L = g.L();
+  parallel_for(g.Cout, 16, [&](index_t o0, index_t o1) {
+    for (index_t o = o0; o < o1; ++o) {
+      double acc[4] = {0, 0, 0, 0};
+      for (index_t n = 0; n < g.N; ++n) {
+        const T* r = dy + (n * g.Cout + o) * L;
+        index_t l = 0;
+        for (; l + 4 <= L; l += 4)
+          for (int k = 0; k < 4; ++k) acc[k] += double(r[l + k]);
+        for (; l < L; ++l) acc[0] += double(r[l]);
+      }
+      db[o] = T((acc[0] + acc[1]) + (acc[2] + acc[3]));
+    }
+  });
+}
+
+template <typename T>
+void im2col_t(const ConvGeom& g, T* cols, const T* x) {
+  const index_t L = g.L(), K = g.C * g.kh * g.kw, HW = g.H * g.W, khw = g.kh * g.kw;
+  ConvGeom g1 = g;
+  g1.groups = 1;
+  const index_t rows = checked_mul(g.N, K, "im2col");
+  if (L == 0) return;
+  parallel_for(rows, std::max<index_t>(1, 16384 / L), [&](index_t r0, index_t r1) {
+    for (index_t r = r0; r < r1; ++r) {
+      const index_t n = r / K, p = r - n * K;
+      RowSink<T> s{cols + r * L, x + (n * g.C + p / khw) * HW};
+      walk_row(g1, p, 0, L, s);
+    }
+  });
+}
+
+template <typename T>
+void col2im_t(const ConvGeom& g, T* x, const T* cols) {
+  const index_t L = g.L(), K = g.C * g.kh * g.kw, HW = g.H * g.W;
+  ConvGeom g1 = g;
+  g1.groups = 1;
+  const index_t planes = checked_mul(g.N, g.C, "col2im");
+  parallel_for(planes, std::max<index_t>(1, 4096 / std::max<index_t>(HW, 1)), [&](index_t q0, index_t q1) {
+    for (index_t q = q0; q < q1; ++q) {
+      const index_t n = q / g.C, c = q - n * g.C;
+      std::memset(x + q * HW, 0, size_t(HW) * sizeof(T));
+      if (L) col2im_rows(g1, x + n * g.C * HW, cols + n * K * L, L, 0, L, c, c + 1);
+    }
+  });
+}
+
+}  // namespace
+
+void conv2d_forward(DType dt, const ConvGeom& g, void* y, const void* x, const void* w, const void* bias) {
+  if (dt == DType::f32)
+    forward_t<float>(g, static_cast<float*>(y), static_cast<const float*>(x), static_cast<const float*>(w), static_cast<const float*>(bias));
+  else
+    forward_t<double>(g, static_cast<double*>(y), static_cast<const double*>(x), static_cast<const double*>(w), static_cast<const double*>(bias));
+}
+
+void conv2d_backward_data(DType dt, const ConvGeom& g, void* dx, const void* dy, const void* w) {
+  if (dt == DType::f32)
+    backward_data_t<float>(g, static_cast<float*>(dx), static_cast<const float*>(dy), static_cast<const float*>(w));
+  else
+    backward_data_t<double>(g, static_cast<double*>(dx), static_cast<const double*>(dy), static_cast<const double*>(w));
+}
+
+void conv_transpose2d_forward(DType dt, const ConvGeom& g, void* y, const void* x, const void* w,
+                              const void* bias) {
+  conv2d_backward_data(dt, g, y, x, w);
+  if (!bias) return;
+  const index_t HW = g.H * g.W;
+  parallel_for(g.N * g.C, std::max<index_t>(1, 16384 / std::max<index_t>(HW, 1)), [&](index_t q0, index_t q1) {
+    for (index_t q = q0; q < q1; ++q) {
+      const index_t c = q % g.C;
+      if (dt == DType::f32) {
+        float* r = static_cast<float*>(y) + q * HW;
+        const float b = static_cast<const float*>(bias)[c];
+        for (index_t i = 0; i < HW; ++i) r[i] += b;
+      } else {
+        double* r = static_cast<double*>(y) + q * HW;
+        const double b = static_cast<const double*>(bias)[c];
+        for (index_t i = 0; i < HW; ++i) r[i] += b;
+      }
+    }
+  });
+}
+
+void conv2d_backward_weight(DType dt, const ConvGeom& g, void* dw, const void* dy, const void* x) {
+  if (dt == DType::f32)
+    backward_weight_t<float>(g, static_cast<float*>(dw), static_cast<const float*>(dy), static_cast<const float*>(x));
+  else
+    backward_weight_t<double>(g, static_cast<double*>(dw), static_cast<const double*>(dy), static_cast<const double*>(x));
+}
+
+void conv2d_backward_bias(DType dt, const ConvGeom& g, void* db, const void* dy) {
+  if (dt == DType::f32) backward_bias_t<float>(g, static_cast<float*>(db), static_cast<const float*>(dy));
+  else backward_bias_t<double>(g, static_cast<double*>(db), static_cast<const double*>(dy));
+}
+
+void im2col(DType dt, const ConvGeom& g, void* cols, const void* x) {
+  if (dt == DType::f32) im2col_t<float>(g, static_cast<float*>(cols), static_cast<const float*>(x));
+  else im2col_t<double>(g, static_cast<double*>(cols), static_cast<const double*>(x));
+}
+
+void col2im(DType dt, const ConvGeom& g, void* x, const void* cols) {
+  if (dt == DType::f32) col2im_t<float>(g, static_cast<float*>(x), static_cast<const float*>(cols));
+  else col2im_t<double>(g, static_cast<double*>(x), static_cast<const double*>(cols));
+}
+
+}  // namespace nnk

@@ -1,0 +1,299 @@
+"""conv2d, conv2d_backward, conv_transpose2d(_backward), im2col, col2im against torch."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import nnkernels
+from nnkernels import ops
+from conftest import DTYPES, assert_close
+
+# torch's own notice about its even-kernel "same" padding (its implementation detail).
+pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same'")
+
+
+def _random_configs(seed, count):
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(count):
+        kh, kw = (int(v) for v in rng.integers(1, 8, size=2))
+        sh, sw = (int(v) for v in rng.integers(1, 4, size=2))
+        dh, dw = (int(v) for v in rng.integers(1, 4, size=2))
+        ph, pw = int(rng.integers(0, 4)), int(rng.integers(0, 4))
+        kind = ["1", "2", "dw"][i % 3]
+        if kind == "dw":
+            groups = int(rng.integers(1, 5))
+            cin, cout = groups, groups * int(rng.integers(1, 3))
+        else:
+            groups = int(kind)
+            cin, cout = groups * int(rng.integers(1, 4)), groups * int(rng.integers(1, 4))
+        ekh, ekw = dh * (kh - 1) + 1, dw * (kw - 1) + 1
+        H = max(ekh - 2 * ph, 1) + int(rng.integers(0, 6))
+        W = max(ekw - 2 * pw, 1) + int(rng.integers(0, 6))
+        N = [1, 3][i % 2]
+        out.append(dict(N=N, C=cin, H=H, W=W, Cout=cout, k=(kh, kw), stride=(sh, sw),
+                        padding=(ph, pw), dilation=(dh, dw), groups=groups, noncontig=i % 4 == 1))
+    return out
+
+
+CONFIGS = _random_configs(20240611, 14) + [
+    # K = C*kh*kw above the K block (several packing blocks, p0 != 0), 1x1 pointwise paths.
+    dict(N=2, C=70, H=9, W=8, Cout=5, k=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1, noncontig=False),
+    dict(N=3, C=6, H=7, W=5, Cout=4, k=(1, 1), stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=2, noncontig=True),
+    dict(N=1, C=5, H=6, W=7, Cout=3, k=(1, 1), stride=(2, 1), padding=(1, 0), dilation=(1, 1), groups=1, noncontig=False),
+    dict(N=1, C=2, H=67, W=66, Cout=3, k=(3, 2), stride=(1, 1), padding="same", dilation=(1, 2), groups=1, noncontig=False),
+    dict(N=2, C=3, H=8, W=9, Cout=2, k=(4, 2), stride=(1, 1), padding="same", dilation=(1, 1), groups=1, noncontig=False),
+    dict(N=2, C=3, H=8, W=9, Cout=2, k=(3, 3), stride=(2, 1), padding="valid", dilation=(1, 1), groups=1, noncontig=False),
+]
+
+
+def _cfg_id(c):
+    return "N{N}C{C}H{H}W{W}o{Cout}k{k}s{stride}p{padding}d{dilation}g{groups}{nc}".format(
+        nc="nc" if c["noncontig"] else "", **c).replace(" ", "")
+
+
+def _make_x(rng, shape, noncontig):
+    if not noncontig:
+        return rng.standard_normal(shape)
+    # A transposed view (spatial axes swapped) of a larger array with a step.
+    n, c, h, w = shape
+    base = rng.standard_normal((n, c, w, 2 * h))
+    return base[:, :, :, ::2].swapaxes(2, 3)
+
+
+def _torch_conv(x, w, b, go, cfg):
+    xt = torch.tensor(np.asarray(x, np.float64), requires_grad=True)
+    wt = torch.tensor(np.asarray(w, np.float64), requires_grad=True)
+    bt = torch.tensor(np.asarray(b, np.float64), requires_grad=True)
+    y = F.conv2d(xt, wt, bt, stride=cfg["stride"], padding=cfg["padding"], dilation=cfg["dilation"],
+                 groups=cfg["groups"])
+    if go is None:
+        return y.detach().numpy(), None
+    y.backward(torch.tensor(go))
+    return y.detach().numpy(), (xt.grad.numpy(), wt.grad.numpy(), bt.grad.numpy())
+
+
+def _out_shape(cfg):
+    x = torch.zeros(cfg["N"], cfg["C"], cfg["H"], cfg["W"])
+    w = torch.zeros(cfg["Cout"], cfg["C"] // cfg["groups"], *cfg["k"])
+    return tuple(F.conv2d(x, w, stride=cfg["stride"], padding=cfg["padding"], dilation=cfg["dilation"],
+                          groups=cfg["groups"]).shape)
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=_cfg_id)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv2d_forward_backward(cfg, dtype, isa, rng):
+    x = _make_x(rng, (cfg["N"], cfg["C"], cfg["H"], cfg["W"]), cfg["noncontig"]).astype(dtype)
+    w = rng.standard_normal((cfg["Cout"], cfg["C"] // cfg["groups"], *cfg["k"])).astype(dtype)
+    b = rng.standard_normal(cfg["Cout"]).astype(dtype)
+    go = rng.standard_normal(_out_shape(cfg))
+    kw = dict(stride=cfg["stride"], padding=cfg["padding"], dilation=cfg["dilation"], groups=cfg["groups"])
+    ref_y, (ref_gx, ref_gw, ref_gb) = _torch_conv(x, w, b, go, cfg)
+    y = ops.conv2d(x, w, b, **kw)
+    assert y.dtype == dtype and y.flags.c_contiguous
+    assert_close(y, ref_y, dtype)
+    gx, gw, gb = ops.conv2d_backward(go.astype(dtype), x, w, **kw)
+    assert gx.dtype == gw.dtype == gb.dtype == dtype
+    assert_close(gx, ref_gx, dtype)
+    assert_close(gw, ref_gw, dtype)
+    assert_close(gb, ref_gb, dtype)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_conv2d_threads_and_batch_split(threads, rng):
+    """Batch split over threads (even and uneven) and per-image threading agree with torch."""
+    old = nnkernels.get_num_threads()
+    nnkernels.set_num_threads(threads)
+    try:
+        for n in (1, 2, 3, 6):
+            cfg = dict(N=n, C=4, H=11, W=10, Cout=5, k=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1),
+                       groups=1, noncontig=False)
+            x = rng.standard_normal((n, 4, 11, 10))
+            w = rng.standard_normal((5, 4, 3, 3))
+            b = rng.standard_normal(5)
+            go = rng.standard_normal((n, 5, 11, 10))
+            ref_y, (rgx, rgw, rgb) = _torch_conv(x, w, b, go, cfg)
+            y = ops.conv2d(x, w, b, padding=1)
+            assert_close(y, ref_y, np.float64)
+            assert np.array_equal(y, ops.conv2d(x, w, b, padding=1))  # deterministic
+            gx, gw, gb = ops.conv2d_backward(go, x, w, padding=1)
+            assert_close(gx, rgx, np.float64)
+            assert_close(gw, rgw, np.float64)
+            assert_close(gb, rgb, np.float64)
+    finally:
+        nnkernels.set_num_threads(old)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv2d_unbatched_torch_tensors_and_out(dtype, rng):
+    x = torch.tensor(rng.standard_normal((3, 9, 8)).astype(dtype))
+    w = torch.tensor(rng.standard_normal((4, 3, 3, 2)).astype(dtype))
+    y = ops.conv2d(x, w, None, stride=(2, 1), padding=(1, 0))
+    ref = F.conv2d(x.double(), w.double(), None, stride=(2, 1), padding=(1, 0)).numpy()
+    assert y.shape == ref.shape
+    assert_close(y, ref, dtype)
+    out = np.empty(ref.shape, dtype)
+    assert ops.conv2d(x, w, stride=(2, 1), padding=(1, 0), out=out) is out
+    assert_close(out, ref, dtype)
+    xt = x.detach().double().clone().requires_grad_()
+    wt = w.detach().double().clone().requires_grad_()
+    go = rng.standard_normal(ref.shape)
+    F.conv2d(xt, wt, stride=(2, 1), padding=(1, 0)).backward(torch.tensor(go))
+    gx, gw, gb = ops.conv2d_backward(go.astype(dtype), x, w, stride=(2, 1), padding=(1, 0))
+    assert gx.shape == (3, 9, 8)
+    assert_close(gx, xt.grad.numpy(), dtype)
+    assert_close(gw, wt.grad.numpy(), dtype)
+    assert_close(gb, go.sum(axis=(1, 2)), dtype)
+
+
+def test_conv2d_zero_sizes(rng):
+    w = rng.standard_normal((4, 3, 3, 3))
+    y = ops.conv2d(np.zeros((0, 3, 5, 5)), w, padding=1)
+    assert y.shape == (0, 4, 5, 5)
+    gx, gw, gb = ops.conv2d_backward(np.zeros((0, 4, 5, 5)), np.zeros((0, 3, 5, 5)), w, padding=1)
+    assert gx.shape == (0, 3, 5, 5) and np.all(gw == 0) and np.all(gb == 0)
+    b = rng.standard_normal(4)
+    y = ops.conv2d(np.zeros((2, 0, 5, 5)), np.zeros((4, 0, 3, 3)), b)
+    assert y.shape == (2, 4, 3, 3)
+    assert np.array_equal(y, np.broadcast_to(b[:, None, None], (2, 4, 3, 3)))
+
+
+def test_conv2d_reference_kernel(rng):
+    x = rng.standard_normal((2, 4, 7, 6))
+    w = rng.standard_normal((6, 2, 3, 2))
+    b = rng.standard_normal(6)
+    ref = F.conv2d(torch.tensor(x), torch.tensor(w), torch.tensor(b), stride=(2, 1), padding=(1, 2),
+                   dilation=(1, 2), groups=2).numpy()
+    assert_close(nnkernels._C.conv2d_ref(x, w, b, (2, 1), (1, 2), (1, 2), 2), ref, np.float64)
+
+
+def test_conv2d_nan_inf_propagate():
+    x = np.ones((1, 1, 4, 4))
+    x[0, 0, 1, 1] = np.nan
+    w = np.ones((1, 1, 2, 2))
+    y = ops.conv2d(x, w)
+    ref = F.conv2d(torch.tensor(x), torch.tensor(w)).numpy()
+    assert np.array_equal(np.isnan(y), np.isnan(ref))
+
+
+def test_conv2d_errors():
+    x = np.zeros((2, 4, 8, 8))
+    w = np.zeros((6, 4, 3, 3))
+    with pytest.raises(TypeError):
+        ops.conv2d(x.astype(np.int32), w)
+    with pytest.raises(TypeError):
+        ops.conv2d(x.astype(np.float32), w)
+    with pytest.raises(ValueError, match="input channels"):
+        ops.conv2d(x, np.zeros((6, 3, 3, 3)))
+    with pytest.raises(ValueError, match="groups"):
+        ops.conv2d(x, np.zeros((6, 1, 3, 3)), groups=3)
+    with pytest.raises(ValueError, match="groups"):
+        ops.conv2d(x, np.zeros((5, 2, 3, 3)), groups=2)
+    with pytest.raises(ValueError, match="larger"):
+        ops.conv2d(x, np.zeros((6, 4, 9, 3)))
+    with pytest.raises(ValueError, match="larger"):
+        ops.conv2d(x, np.zeros((6, 4, 3, 3)), dilation=4)
+    with pytest.raises(ValueError, match="stride"):
+        ops.conv2d(x, w, stride=0)
+    with pytest.raises(ValueError, match="dilation"):
+        ops.conv2d(x, w, dilation=(1, 0))
+    with pytest.raises(ValueError, match="padding"):
+        ops.conv2d(x, w, padding=-1)
+    with pytest.raises(ValueError, match="same"):
+        ops.conv2d(x, w, padding="same", stride=2)
+    with pytest.raises(ValueError, match="padding"):
+        ops.conv2d(x, w, padding="full")
+    with pytest.raises(ValueError, match="bias"):
+        ops.conv2d(x, w, np.zeros(5))
+    with pytest.raises(ValueError, match="x"):
+        ops.conv2d(np.zeros((4, 8)), w)
+    with pytest.raises(ValueError, match="weight"):
+        ops.conv2d(x, np.zeros((6, 4, 3)))
+    with pytest.raises(ValueError, match="grad_out"):
+        ops.conv2d_backward(np.zeros((2, 6, 5, 5)), x, w)
+    with pytest.raises(ValueError):
+        ops.conv2d(x, w, out=np.zeros((2, 6, 5, 5)))
+
+
+TRANSPOSED = [
+    dict(N=2, C=4, H=5, W=6, Cout=6, k=(3, 3), stride=(2, 2), padding=(1, 1), output_padding=(1, 1), dilation=(1, 1), groups=1),
+    dict(N=1, C=4, H=4, W=3, Cout=2, k=(4, 2), stride=(3, 1), padding=(2, 0), output_padding=(2, 0), dilation=(1, 2), groups=2),
+    dict(N=3, C=3, H=6, W=5, Cout=3, k=(5, 3), stride=(1, 2), padding=(0, 2), output_padding=(1, 1), dilation=(2, 3), groups=3),
+    dict(N=1, C=5, H=7, W=7, Cout=3, k=(1, 1), stride=(1, 1), padding=(0, 0), output_padding=(0, 0), dilation=(1, 1), groups=1),
+]
+
+
+@pytest.mark.parametrize("cfg", TRANSPOSED, ids=lambda c: "N{N}C{C}o{Cout}k{k}s{stride}g{groups}".format(**c).replace(" ", ""))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv_transpose2d(cfg, dtype, isa, rng):
+    x = rng.standard_normal((cfg["N"], cfg["C"], cfg["H"], cfg["W"])).astype(dtype)
+    w = rng.standard_normal((cfg["C"], cfg["Cout"] // cfg["groups"], *cfg["k"])).astype(dtype)
+    b = rng.standard_normal(cfg["Cout"]).astype(dtype)
+    kw = dict(stride=cfg["stride"], padding=cfg["padding"], output_padding=cfg["output_padding"],
+              groups=cfg["groups"], dilation=cfg["dilation"])
+    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    wt = torch.tensor(w, dtype=torch.float64, requires_grad=True)
+    bt = torch.tensor(b, dtype=torch.float64, requires_grad=True)
+    yt = F.conv_transpose2d(xt, wt, bt, **kw)
+    go = rng.standard_normal(tuple(yt.shape))
+    yt.backward(torch.tensor(go))
+    y = ops.conv_transpose2d(x, w, b, **kw)
+    assert_close(y, yt.detach().numpy(), dtype)
+    gx, gw, gb = ops.conv_transpose2d_backward(go.astype(dtype), x, w, **kw)
+    assert_close(gx, xt.grad.numpy(), dtype)
+    assert_close(gw, wt.grad.numpy(), dtype)
+    assert_close(gb, bt.grad.numpy(), dtype)
+
+
+def test_conv_transpose2d_unbatched_and_errors(rng):
+    x = rng.standard_normal((4, 3, 5))
+    w = rng.standard_normal((4, 2, 3, 3))
+    ref = F.conv_transpose2d(torch.tensor(x), torch.tensor(w), stride=2).numpy()
+    assert_close(ops.conv_transpose2d(x, w, stride=2), ref, np.float64)
+    with pytest.raises(ValueError, match="output_padding"):
+        ops.conv_transpose2d(x, w, stride=2, output_padding=2)
+    with pytest.raises(ValueError, match="input channels"):
+        ops.conv_transpose2d(x, rng.standard_normal((3, 2, 3, 3)))
+    with pytest.raises(ValueError, match="stride"):
+        ops.conv_transpose2d(x, w, stride=0)
+    with pytest.raises(TypeError):
+        ops.conv_transpose2d(x.astype(np.float32), w)
+
+
+UNFOLD = [
+    dict(k=(3, 3), dilation=(1, 1), padding=(1, 1), stride=(1, 1)),
+    dict(k=(2, 5), dilation=(2, 1), padding=(0, 2), stride=(3, 2)),
+    dict(k=(1, 1), dilation=(1, 1), padding=(0, 0), stride=(1, 1)),
+    dict(k=(4, 3), dilation=(1, 3), padding=(3, 0), stride=(1, 3)),
+]
+
+
+@pytest.mark.parametrize("cfg", UNFOLD, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_im2col_col2im(cfg, dtype, rng):
+    x = rng.standard_normal((2, 3, 9, 10)).astype(dtype)[:, :, :, ::-1]
+    kw = dict(dilation=cfg["dilation"], padding=cfg["padding"], stride=cfg["stride"])
+    ref = F.unfold(torch.tensor(x.copy()), cfg["k"], **kw).numpy()
+    cols = ops.im2col(x, cfg["k"], **kw)
+    assert cols.dtype == dtype
+    assert np.array_equal(cols, ref)
+    c = rng.standard_normal(ref.shape).astype(dtype)
+    ref_fold = F.fold(torch.tensor(c, dtype=torch.float64), (9, 10), cfg["k"], **kw).numpy()
+    assert_close(ops.col2im(c, (9, 10), cfg["k"], **kw), ref_fold, dtype)
+    # unbatched
+    assert np.array_equal(ops.im2col(x[0], cfg["k"], **kw), ref[0])
+    assert_close(ops.col2im(c[0], (9, 10), cfg["k"], **kw), ref_fold[0], dtype)
+
+
+def test_im2col_col2im_errors():
+    with pytest.raises(ValueError):
+        ops.im2col(np.zeros((1, 2, 3, 3)), 5)
+    with pytest.raises(ValueError):
+        ops.im2col(np.zeros((1, 2, 3, 3)), 0)
+    with pytest.raises(ValueError):
+        ops.col2im(np.zeros((1, 8, 5)), (3, 3), 2)  # 5 blocks, (3, 3) with k 2 gives 4
+    with pytest.raises(ValueError):
+        ops.col2im(np.zeros((1, 7, 4)), (3, 3), 2)
+    with pytest.raises(TypeError):
+        ops.im2col(np.zeros((1, 2, 3, 3), np.int64), 2)
