@@ -5,11 +5,13 @@
 #include <cstdint>
 
 #include "cpu/loss/loss.h"
+#include "cpu/simd/vec_avx2.h"
 
 namespace nnk::cpu::avx2 {
 
 constexpr int kVecBytes = 32;
 
+#include "cpu/simd/vec_math.inl"
 #include "cpu/loss/loss_kernels.inl"
 
 }  // namespace nnk::cpu::avx2

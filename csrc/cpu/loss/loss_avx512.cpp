@@ -5,11 +5,13 @@
 #include <cstdint>
 
 #include "cpu/loss/loss.h"
+#include "cpu/simd/vec_avx512.h"
 
 namespace nnk::cpu::avx512 {
 
 constexpr int kVecBytes = 64;
 
+#include "cpu/simd/vec_math.inl"
 #include "cpu/loss/loss_kernels.inl"
 
 }  // namespace nnk::cpu::avx512

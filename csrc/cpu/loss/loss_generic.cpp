@@ -5,11 +5,13 @@
 #include <cstdint>
 
 #include "cpu/loss/loss.h"
+#include "cpu/simd/vec_generic.h"
 
 namespace nnk::cpu::generic {
 
 constexpr int kVecBytes = 16;
 
+#include "cpu/simd/vec_math.inl"
 #include "cpu/loss/loss_kernels.inl"
 
 }  // namespace nnk::cpu::generic

@@ -7,7 +7,7 @@
 // compiler turns each block into vector instructions without reassociating anything
 // (no -ffast-math). The lanes are combined by a fixed pairwise tree, so a chunk's sum
 // depends only on its data. Transcendentals go through exp_block / log1p_block, one block
-// at a time: the seam where vector exp/log replace the libm calls.
+// at a time, on the ISA's vector exp / log (vec_math.inl).
 //
 // Variants in this file (one per loss, each with _none, _sum and _bwd):
 //   1. mse:  one pass; d = x - y in T, d*d widened to double per lane.
@@ -21,20 +21,36 @@ constexpr int kSumLanes = 4 * kVecBytes / 8;
 template <typename T>
 constexpr int kMaxLanes = 4 * kVecBytes / int(sizeof(T));
 
-inline float xexp(float v) { return ::expf(v); }
-inline double xexp(double v) { return ::exp(v); }
-inline float xlog1p(float v) { return ::log1pf(v); }
-inline double xlog1p(double v) { return ::log1p(v); }
 inline float xabs(float v) { return __builtin_fabsf(v); }
 inline double xabs(double v) { return __builtin_fabs(v); }
 
+// e^v over a block with the ISA's vector exp (vec_math.inl), tail by partial loads.
 template <typename T>
 inline void exp_block(T* v, int n) {
-  for (int j = 0; j < n; ++j) v[j] = xexp(v[j]);
+  using V = Vec<T>;
+  int i = 0;
+  for (; i + V::L <= n; i += V::L) V::store(v + i, vexp<V>(V::load(v + i)));
+  if (i < n) V::storen(v + i, vexp<V>(V::loadn(v + i, n - i)), n - i);
 }
+
+// log1p(u) for u >= 0 (here u = e^-|x| in [0, 1]): w = 1 + u, log1p(u) = log(w) u / (w - 1)
+// (the rounding of 1 + u cancels out; Goldberg's trick), and u itself where w rounds to 1.
+template <typename T>
+inline typename Vec<T>::reg vlog1p_nonneg(typename Vec<T>::reg u) {
+  using V = Vec<T>;
+  const auto one = V::set1(T(1));
+  const auto w = V::add(one, u);
+  const auto d = V::sub(w, one);
+  const auto r = V::div(V::mul(vlog<V>(w), u), d);
+  return V::select(V::eq(d, V::zero()), u, r);
+}
+
 template <typename T>
 inline void log1p_block(T* v, int n) {
-  for (int j = 0; j < n; ++j) v[j] = xlog1p(v[j]);
+  using V = Vec<T>;
+  int i = 0;
+  for (; i + V::L <= n; i += V::L) V::store(v + i, vlog1p_nonneg<T>(V::load(v + i)));
+  if (i < n) V::storen(v + i, vlog1p_nonneg<T>(V::loadn(v + i, n - i)), n - i);
 }
 
 // Fixed pairwise tree over the lanes (kSumLanes is a power of two).
