@@ -1,0 +1,282 @@
+"""nnkernels benchmark: nnkernels against numpy and torch, with the machine's own peaks.
+
+    python bench/run.py                       # quick default suite (< ~2 minutes)
+    python bench/run.py --family gemm --plot gemm.png
+    python bench/run.py --full --threads 1 --json out.json
+
+Columns are described in bench/README.md. numpy is measured twice: in this process, with
+OpenBLAS as the machine sets it up (OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE as found), and in
+a subprocess whose environment lacks those two variables (OpenBLAS picks its best kernel
+for the CPU). This process never changes those variables.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+import numpy as np  # noqa: E402
+
+import cases as C  # noqa: E402
+import common  # noqa: E402
+
+LIBS = ("nnk", "numpy", "numpy_best", "torch")
+OPENBLAS_TUNING_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+# ---------------------------------------------------------------------------------------
+# numpy worker (subprocess): measures the numpy callable of each spec read from stdin
+# ---------------------------------------------------------------------------------------
+
+
+def numpy_worker(target):
+    specs = json.load(sys.stdin)
+    results = []
+    for spec in specs:
+        case = C.build(spec)
+        try:
+            fn = case.numpy()
+            results.append(None if fn is None else common.measure(fn, target).as_dict())
+        except Exception as e:  # report, keep going
+            results.append({"error": f"{type(e).__name__}: {e}"})
+        case.release()
+    json.dump({"openblas": common.openblas_info(), "results": results}, sys.stdout)
+
+
+def run_numpy_best(specs, threads, target):
+    """Measure the numpy side of `specs` in a subprocess without the OpenBLAS tuning vars."""
+    env = dict(os.environ)
+    for v in OPENBLAS_TUNING_VARS:
+        env.pop(v, None)
+    env["OPENBLAS_NUM_THREADS"] = str(threads)
+    env["OMP_NUM_THREADS"] = str(threads)
+    cmd = [sys.executable, os.path.abspath(__file__), "--numpy-worker", "--target", str(target)]
+    p = subprocess.run(cmd, input=json.dumps(specs), capture_output=True, text=True, env=env,
+                       timeout=900)
+    if p.returncode != 0:
+        raise RuntimeError(f"numpy worker failed ({p.returncode}): {p.stderr[-2000:]}")
+    return json.loads(p.stdout)
+
+
+# ---------------------------------------------------------------------------------------
+# Main suite
+# ---------------------------------------------------------------------------------------
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--family", action="append", choices=C.FAMILIES,
+                    help="run only this family (repeatable); default: all")
+    ap.add_argument("--full", action="store_true", help="larger shape sets")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="threads for nnkernels, torch and numpy (default: nnkernels' default)")
+    ap.add_argument("--dtype", choices=("float32", "float64"), default=None,
+                    help="run every case in this dtype (default: float32, plus float64 GEMM)")
+    ap.add_argument("--json", metavar="PATH", help="write all results to this JSON file")
+    ap.add_argument("--plot", metavar="PATH", help="PNG of GEMM GFLOP/s against size")
+    ap.add_argument("--target", type=float, default=0.3,
+                    help="seconds spent measuring each library on each case (default 0.3)")
+    ap.add_argument("--no-numpy-best", action="store_true",
+                    help="skip the subprocess measuring numpy with OpenBLAS's best kernel")
+    ap.add_argument("--numpy-worker", action="store_true", help=argparse.SUPPRESS)
+    return ap.parse_args(argv)
+
+
+def safe_measure(fn, target):
+    try:
+        return common.measure(fn, target), None
+    except Exception as e:
+        return None, f"{type(e).__name__}: {e}"
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.numpy_worker:
+        numpy_worker(args.target)
+        return 0
+    t_start = time.perf_counter()
+
+    import torch
+
+    import nnkernels
+
+    families = args.family or list(C.FAMILIES)
+    T = args.threads or nnkernels.get_num_threads()
+    if T < 1:
+        raise SystemExit("--threads must be >= 1")
+    nnkernels.set_num_threads(T)
+    torch.set_num_threads(T)
+    ob = common.openblas_info()
+    np_note = "OpenBLAS default"
+    if ob["threads"] is not None and ob["threads"] != T:
+        np_note = common.set_numpy_threads(T)
+        ob = common.openblas_info()
+    cfg = nnkernels.config()
+    isa = cfg["isa"]
+
+    suite = C.suite(families, full=args.full, dtype=args.dtype)
+    meta = {
+        "command": " ".join([os.path.basename(sys.executable), "bench/run.py"] +
+                            (sys.argv[1:] if argv is None else list(argv))),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": common.machine_info(),
+        "nnkernels": cfg["version"], "isa": isa, "isas": cfg["isas"], "threads": T,
+        "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+        "openblas_inprocess": ob, "numpy_threads_note": np_note,
+        "env": {v: os.environ.get(v) for v in OPENBLAS_TUNING_VARS},
+    }
+    m = meta["machine"]
+    print(f"nnkernels {cfg['version']}  isa={isa}  threads={T}  |  {m['cpu']}, "
+          f"{m['cpus_usable']} usable cpus  |  numpy {np.__version__}  torch {torch.__version__}")
+    print(f"numpy in-process: OpenBLAS core {ob['corename']}, {ob['threads']} threads "
+          f"({np_note}); env " + ", ".join(f"{k}={v}" for k, v in meta["env"].items()))
+
+    # Machine peaks (the references for the %peak column).
+    dts = sorted({c.dtype for c in suite if c.metric == "flop"})
+    peaks = {dt: common.peak_flops(dt, isa, T) for dt in dts}
+    bw_large = common.copy_bandwidth(128 << 20, T)
+    meta["peak_flops"] = peaks
+    meta["copy_bandwidth_128MiB"] = bw_large
+    print("measured peak: " + ", ".join(f"{dt} FMA {p / 1e9:.0f} GFLOP/s" for dt, p in peaks.items())
+          + f"; copy {bw_large / 1e9:.1f} GB/s (128 MiB, {T} threads, read+write)")
+
+    # numpy with OpenBLAS's best kernel, in a subprocess, for the BLAS cases.
+    best = {}
+    blas_cases = [c for c in suite if c.blas]
+    if blas_cases and not args.no_numpy_best:
+        try:
+            r = run_numpy_best([c.spec for c in blas_cases], T, args.target)
+            meta["openblas_subprocess"] = r["openblas"]
+            print(f"numpy* subprocess (OPENBLAS_CORETYPE/L2_SIZE unset): OpenBLAS core "
+                  f"{r['openblas']['corename']}, {r['openblas']['threads']} threads")
+            for c, res in zip(blas_cases, r["results"]):
+                best[id(c)] = res
+        except Exception as e:
+            print(f"numpy* subprocess failed: {e}")
+            meta["openblas_subprocess_error"] = str(e)
+    print()
+
+    table = common.Table([
+        ("family", 6, "<"), ("case", 22, "<"), ("shape", 22, "<"), ("dt", 3, "<"),
+        ("nnk", 9, ">"), ("nnk med", 9, ">"), ("numpy", 9, ">"), ("numpy*", 9, ">"),
+        ("torch", 9, ">"), ("np/nnk", 7, ">"), ("np*/nnk", 7, ">"), ("tch/nnk", 7, ">"),
+        ("nnk rate", 13, ">"), ("%peak", 5, ">")])
+    table.header()
+    records = []
+    for case in suite:
+        rec = {"family": case.family, "case": case.name, "shape": case.shape,
+               "dtype": case.dtype, "metric": case.metric, "amount": case.amount,
+               "results": {}, "errors": {}}
+        head = [case.family, case.name, case.shape, C._short(case.dtype)]
+        try:
+            fn = case.nnk()
+        except C.Missing as e:
+            rec["skipped"] = f"op missing: {e}"
+            records.append(rec)
+            table.row(head + [f"skipped: op missing ({e})"])
+            continue
+        timings = {}
+        timings["nnk"], err = safe_measure(fn, args.target)
+        if err:
+            rec["errors"]["nnk"] = err
+        for lib, get in (("numpy", case.numpy), ("torch", case.torch)):
+            try:
+                f = get()
+            except Exception as e:
+                f, rec["errors"][lib] = None, f"{type(e).__name__}: {e}"
+            if f is not None:
+                timings[lib], err = safe_measure(f, args.target)
+                if err:
+                    rec["errors"][lib] = err
+        res = best.get(id(case))
+        if res and "min_s" in res:
+            timings["numpy_best"] = res
+        elif res and "error" in res:
+            rec["errors"]["numpy_best"] = res["error"]
+        case.release()
+
+        tmin = {}
+        for lib, t in timings.items():
+            if t is None:
+                continue
+            d = t if isinstance(t, dict) else t.as_dict()
+            rec["results"][lib] = d
+            tmin[lib] = d["min_s"]
+        tn = tmin.get("nnk")
+        ratios = {lib: (tmin[lib] / tn if tn and lib in tmin else None) for lib in LIBS[1:]}
+        rec["ratio_peer_over_nnk"] = ratios
+        rate = frac = None
+        unit = {"flop": "GFLOP/s", "bytes": "GB/s", "call": ""}[case.metric]
+        if tn and case.metric == "flop":
+            rate = case.amount / tn
+            frac = rate / peaks[case.dtype]
+        elif tn and case.metric == "bytes":
+            rate = case.amount / tn
+            bw = common.copy_bandwidth(case.amount / 2, T)
+            rec["copy_bandwidth_same_size"] = bw
+            frac = rate / bw
+        rec["rates"] = {lib: case.amount / t for lib, t in tmin.items()} if case.metric != "call" else {}
+        rec["nnk_rate"], rec["fraction_of_peak"] = rate, frac
+        records.append(rec)
+        nmed = rec["results"].get("nnk", {}).get("median_s")
+        table.row(head + [common.fmt_time(tn), common.fmt_time(nmed),
+                          common.fmt_time(tmin.get("numpy")), common.fmt_time(tmin.get("numpy_best")),
+                          common.fmt_time(tmin.get("torch")), common.fmt_ratio(ratios["numpy"]),
+                          common.fmt_ratio(ratios["numpy_best"]), common.fmt_ratio(ratios["torch"]),
+                          common.fmt_rate(rate, unit) if unit else "-", common.fmt_frac(frac)])
+        for lib, e in rec["errors"].items():
+            print(f"    {lib}: {e}")
+
+    elapsed = time.perf_counter() - t_start
+    print(f"\nratios are peer time / nnkernels time (> 1: nnkernels faster); times are the "
+          f"best of the repeats. Total {elapsed:.0f} s.")
+    meta["elapsed_s"] = elapsed
+    if args.json:
+        common.write_json(args.json, {"meta": meta, "cases": records})
+        print(f"wrote {args.json}")
+    if args.plot:
+        plot(records, peaks, args.plot, args.dtype or "float32")
+    return 0
+
+
+def plot(records, peaks, path, dtype):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sq = [r for r in records if r["family"] == "gemm" and r["metric"] == "flop"
+          and r["dtype"] == dtype and r["case"].startswith("n=") and r.get("rates")]
+    if not sq:
+        print("--plot: no square GEMM results to plot")
+        return
+    sq.sort(key=lambda r: int(r["case"][2:]))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    names = {"nnk": "nnkernels", "numpy": "numpy (machine's OpenBLAS setting)",
+             "numpy_best": "numpy (OpenBLAS best kernel)", "torch": "torch"}
+    for lib in LIBS:
+        pts = [(int(r["case"][2:]), r["rates"][lib] / 1e9) for r in sq if lib in r["rates"]]
+        if pts:
+            ax.plot(*zip(*pts), marker="o", label=names[lib])
+    if dtype in peaks:
+        ax.axhline(peaks[dtype] / 1e9, color="k", ls="--", lw=1, label="measured FMA peak")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("n (square GEMM n x n x n)")
+    ax.set_ylabel("GFLOP/s")
+    ax.set_title(f"{dtype} GEMM")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
