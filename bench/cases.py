@@ -7,6 +7,7 @@ alike); ops without ``out=`` are measured with fresh allocation (for every libra
 """
 
 import functools
+import math
 import operator
 
 import numpy as np
@@ -162,7 +163,7 @@ class Linear(Case):
 
     def make_data(self, rng):
         return {"x": _randn(rng, (self.batch, self.fin), self.dtype),
-                "w": _randn(rng, (self.fout, self.fin), self.dtype) / np.sqrt(self.fin),
+                "w": _randn(rng, (self.fout, self.fin), self.dtype) * (1.0 / math.sqrt(self.fin)),
                 "b": _randn(rng, (self.fout,), self.dtype)}
 
     def nnk(self):
@@ -199,7 +200,7 @@ class LinearBackward(Case):
 
     def make_data(self, rng):
         return {"x": _randn(rng, (self.batch, self.fin), self.dtype),
-                "w": _randn(rng, (self.fout, self.fin), self.dtype) / np.sqrt(self.fin),
+                "w": _randn(rng, (self.fout, self.fin), self.dtype) * (1.0 / math.sqrt(self.fin)),
                 "b": _randn(rng, (self.fout,), self.dtype),
                 "go": _randn(rng, (self.batch, self.fout), self.dtype)}
 
