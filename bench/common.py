@@ -77,20 +77,56 @@ def measure(fn, target=0.3, min_repeat=3, max_repeat=15):
 # ---------------------------------------------------------------------------------------
 
 
-def peak_flops(dtype, isa, threads, seconds=0.1, tries=3):
-    """FLOP/s of nnkernels' FMA loop for kernel set ``isa`` on ``threads`` threads, the best
-    of ``tries`` runs of ``seconds`` each (the machine is shared: best = least disturbed)."""
+def peak_flops(dtype, isa, threads, budget=0.4, window=0.002):
+    """FLOP/s of nnkernels' FMA loop for kernel set ``isa`` on ``threads`` threads: the best
+    of many short runs of ``window`` seconds within about ``budget`` seconds. Short windows
+    make the probe robust on a shared machine: one of them usually runs undisturbed, and a
+    disturbed run can only under-estimate (every counted FMA was executed)."""
     from nnkernels import _C
-    return max(_C.peak_flops(str(dtype), isa, int(threads), float(seconds)) for _ in range(tries))
+    best = 0.0
+    t_end = time.perf_counter() + budget
+    while True:
+        best = max(best, _C.peak_flops(str(dtype), isa, int(threads), float(window)))
+        if time.perf_counter() >= t_end:
+            return best
+
+
+def physical_cores():
+    """Distinct physical cores among the CPUs this process may run on (Linux sysfs), or None."""
+    try:
+        cpus = os.sched_getaffinity(0)
+        cores = set()
+        for c in cpus:
+            base = f"/sys/devices/system/cpu/cpu{c}/topology/"
+            with open(base + "core_id") as f1, open(base + "physical_package_id") as f2:
+                cores.add((f2.read().strip(), f1.read().strip()))
+        return len(cores) or None
+    except (OSError, AttributeError):
+        return None
+
+
+def peak_reference(dtype, isa, threads):
+    """The FMA peak used as 100%: the T-thread probe, or T x the 1-thread probe when the T
+    threads fit on distinct physical cores and that is higher (on a busy machine T cores are
+    rarely free at once, while one core often is; an FMA loop scales linearly over physical
+    cores, up to the all-core clock being a little lower). Returns a dict with both probes,
+    the reference and how it was chosen."""
+    pt = peak_flops(dtype, isa, threads)
+    p1 = pt if threads == 1 else peak_flops(dtype, isa, 1)
+    ref, how = pt, f"{threads}-thread probe"
+    cores = physical_cores()
+    if threads > 1 and cores is not None and cores >= threads and threads * p1 > pt:
+        ref, how = threads * p1, f"{threads} x 1-thread probe"
+    return {"threads": pt, "one_thread": p1, "reference": ref, "how": how}
 
 
 _BW_CACHE = {}
 
 
-def copy_bandwidth(nbytes, threads, tries=5, min_time=0.02):
+def copy_bandwidth(nbytes, threads, tries=20, min_time=0.004):
     """Copy bandwidth in bytes/s, counting read + write (2 * nbytes per copy): numpy copies
     of an ``nbytes`` array into a preallocated destination, split over ``threads`` Python
-    threads (np.copyto releases the GIL), best of ``tries``. Cached per (nbytes, threads)."""
+    threads (np.copyto releases the GIL), best of ``tries`` short runs. Cached per (nbytes, threads)."""
     key = (int(nbytes), int(threads))
     if key in _BW_CACHE:
         return _BW_CACHE[key]

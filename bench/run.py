@@ -140,13 +140,17 @@ def main(argv=None):
 
     # Machine peaks (the references for the %peak column).
     dts = sorted({c.dtype for c in suite if c.metric == "flop"})
-    peaks = {dt: common.peak_flops(dt, isa, T, tries=5) for dt in dts}
     meta["loadavg_start"] = os.getloadavg()
+    probes = {dt: common.peak_reference(dt, isa, T) for dt in dts}
+    peaks = {dt: p["reference"] for dt, p in probes.items()}
     bw_large = common.copy_bandwidth(128 << 20, T)
     meta["peak_flops"] = peaks
+    meta["peak_probes"] = probes
     meta["copy_bandwidth_128MiB"] = bw_large
-    print("measured peak: " + ", ".join(f"{dt} FMA {p / 1e9:.0f} GFLOP/s" for dt, p in peaks.items())
-          + f"; copy {bw_large / 1e9:.1f} GB/s (128 MiB, {T} threads, read+write)")
+    for dt, p in probes.items():
+        print(f"measured {isa} FMA peak {dt}: {p['reference'] / 1e9:.0f} GFLOP/s ({p['how']}; "
+              f"probes: {T} threads {p['threads'] / 1e9:.0f}, 1 thread {p['one_thread'] / 1e9:.0f})")
+    print(f"measured copy bandwidth: {bw_large / 1e9:.1f} GB/s (128 MiB, {T} threads, read+write)")
 
     # numpy with OpenBLAS's best kernel, in a subprocess, for the BLAS cases.
     best = {}
@@ -238,7 +242,8 @@ def main(argv=None):
     # Probe the peak again: on a shared machine the best of both is the least disturbed.
     # Rows above used the first probe; the JSON keeps both.
     meta["loadavg_end"] = os.getloadavg()
-    meta["peak_flops_end"] = {dt: common.peak_flops(dt, isa, T, tries=5) for dt in dts}
+    meta["peak_probes_end"] = {dt: common.peak_reference(dt, isa, T) for dt in dts}
+    meta["peak_flops_end"] = {dt: p["reference"] for dt, p in meta["peak_probes_end"].items()}
     late = {dt: p for dt, p in meta["peak_flops_end"].items() if p > 1.05 * peaks[dt]}
     if late:
         print("note: the peak probed after the suite is higher (" + ", ".join(
