@@ -36,32 +36,59 @@ OPENBLAS_TUNING_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 
 def numpy_worker(target):
-    specs = json.load(sys.stdin)
-    results = []
-    for spec in specs:
-        case = C.build(spec)
+    """Line protocol: writes OpenBLAS info as the first line, then for each spec line read
+    from stdin one result line (a Timing dict, {"error": ...} or null); exits at EOF."""
+    out = sys.stdout
+    out.write(json.dumps(common.openblas_info()) + "\n")
+    out.flush()
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        case = C.build(json.loads(line))
         try:
             fn = case.numpy()
-            results.append(None if fn is None else common.measure(fn, target).as_dict())
+            res = None if fn is None else common.measure(fn, target).as_dict()
         except Exception as e:  # report, keep going
-            results.append({"error": f"{type(e).__name__}: {e}"})
+            res = {"error": f"{type(e).__name__}: {e}"}
         case.release()
-    json.dump({"openblas": common.openblas_info(), "results": results}, sys.stdout)
+        out.write(json.dumps(res) + "\n")
+        out.flush()
 
 
-def run_numpy_best(specs, threads, target):
-    """Measure the numpy side of `specs` in a subprocess without the OpenBLAS tuning vars."""
-    env = dict(os.environ)
-    for v in OPENBLAS_TUNING_VARS:
-        env.pop(v, None)
-    env["OPENBLAS_NUM_THREADS"] = str(threads)
-    env["OMP_NUM_THREADS"] = str(threads)
-    cmd = [sys.executable, os.path.abspath(__file__), "--numpy-worker", "--target", str(target)]
-    p = subprocess.run(cmd, input=json.dumps(specs), capture_output=True, text=True, env=env,
-                       timeout=900)
-    if p.returncode != 0:
-        raise RuntimeError(f"numpy worker failed ({p.returncode}): {p.stderr[-2000:]}")
-    return json.loads(p.stdout)
+class NumpyBest:
+    """numpy in a persistent subprocess whose environment lacks the OpenBLAS tuning
+    variables (so OpenBLAS picks its best kernel). Each case is measured there right after
+    the in-process libraries, so all of a case's numbers come from the same moment."""
+
+    def __init__(self, threads, target):
+        env = dict(os.environ)
+        for v in OPENBLAS_TUNING_VARS:
+            env.pop(v, None)
+        env["OPENBLAS_NUM_THREADS"] = str(threads)
+        env["OMP_NUM_THREADS"] = str(threads)
+        cmd = [sys.executable, os.path.abspath(__file__), "--numpy-worker", "--target", str(target)]
+        self.p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, env=env)
+        self.info = json.loads(self._readline())
+
+    def _readline(self):
+        line = self.p.stdout.readline()
+        if not line:
+            err = self.p.stderr.read()[-2000:]
+            raise RuntimeError(f"numpy worker exited ({self.p.wait()}): {err}")
+        return line
+
+    def measure(self, spec):
+        self.p.stdin.write(json.dumps(spec) + "\n")
+        self.p.stdin.flush()
+        return json.loads(self._readline())
+
+    def close(self):
+        try:
+            self.p.stdin.close()
+            self.p.wait(timeout=30)
+        except Exception:
+            self.p.kill()
 
 
 # ---------------------------------------------------------------------------------------
@@ -83,17 +110,23 @@ def parse_args(argv):
     ap.add_argument("--plot", metavar="PATH", help="PNG of GEMM GFLOP/s against size")
     ap.add_argument("--target", type=float, default=0.3,
                     help="seconds spent measuring each library on each case (default 0.3)")
+    ap.add_argument("--pause", type=float, default=0.1,
+                    help="idle seconds after each library's measurement, so that threads a "
+                         "library leaves spinning (OpenBLAS spins ~0.07 s after a call) do not "
+                         "slow the next one (default 0.1)")
     ap.add_argument("--no-numpy-best", action="store_true",
                     help="skip the subprocess measuring numpy with OpenBLAS's best kernel")
     ap.add_argument("--numpy-worker", action="store_true", help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
 
-def safe_measure(fn, target):
+def safe_measure(fn, target, pause):
     try:
         return common.measure(fn, target), None
     except Exception as e:
         return None, f"{type(e).__name__}: {e}"
+    finally:
+        time.sleep(pause)
 
 
 def main(argv=None):
@@ -153,19 +186,17 @@ def main(argv=None):
     print(f"measured copy bandwidth: {bw_large / 1e9:.1f} GB/s (128 MiB, {T} threads, read+write)")
 
     # numpy with OpenBLAS's best kernel, in a subprocess, for the BLAS cases.
-    best = {}
-    blas_cases = [c for c in suite if c.blas]
-    if blas_cases and not args.no_numpy_best:
+    worker = None
+    if any(c.blas for c in suite) and not args.no_numpy_best:
         try:
-            r = run_numpy_best([c.spec for c in blas_cases], T, args.target)
-            meta["openblas_subprocess"] = r["openblas"]
+            worker = NumpyBest(T, args.target)
+            meta["openblas_subprocess"] = worker.info
             print(f"numpy* subprocess (OPENBLAS_CORETYPE/L2_SIZE unset): OpenBLAS core "
-                  f"{r['openblas']['corename']}, {r['openblas']['threads']} threads")
-            for c, res in zip(blas_cases, r["results"]):
-                best[id(c)] = res
+                  f"{worker.info['corename']}, {worker.info['threads']} threads")
         except Exception as e:
             print(f"numpy* subprocess failed: {e}")
             meta["openblas_subprocess_error"] = str(e)
+            worker = None
     print()
 
     table = common.Table([
@@ -188,7 +219,7 @@ def main(argv=None):
             table.row(head + [f"skipped: op missing ({e})"])
             continue
         timings = {}
-        timings["nnk"], err = safe_measure(fn, args.target)
+        timings["nnk"], err = safe_measure(fn, args.target, args.pause)
         if err:
             rec["errors"]["nnk"] = err
         for lib, get in (("numpy", case.numpy), ("torch", case.torch)):
@@ -197,10 +228,18 @@ def main(argv=None):
             except Exception as e:
                 f, rec["errors"][lib] = None, f"{type(e).__name__}: {e}"
             if f is not None:
-                timings[lib], err = safe_measure(f, args.target)
+                timings[lib], err = safe_measure(f, args.target, args.pause)
                 if err:
                     rec["errors"][lib] = err
-        res = best.get(id(case))
+        res = None
+        if worker is not None and case.blas:
+            try:
+                res = worker.measure(case.spec)
+                time.sleep(args.pause)
+            except Exception as e:
+                res = {"error": str(e)}
+                worker.close()
+                worker = None
         if res and "min_s" in res:
             timings["numpy_best"] = res
         elif res and "error" in res:
@@ -239,6 +278,8 @@ def main(argv=None):
         for lib, e in rec["errors"].items():
             print(f"    {lib}: {e}")
 
+    if worker is not None:
+        worker.close()
     # Probe the peak again: on a shared machine the best of both is the least disturbed.
     # Rows above used the first probe; the JSON keeps both.
     meta["loadavg_end"] = os.getloadavg()
