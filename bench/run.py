@@ -138,7 +138,11 @@ def main(argv=None):
 
     import torch
 
-    import nnkernels
+    try:
+        import nnkernels
+    except ImportError:  # a source checkout built with tools/dev_build.sh, not installed
+        sys.path.insert(0, os.path.join(os.path.dirname(HERE), "python"))
+        import nnkernels
 
     families = args.family or list(C.FAMILIES)
     T = args.threads or nnkernels.get_num_threads()
@@ -200,7 +204,7 @@ def main(argv=None):
     print()
 
     table = common.Table([
-        ("family", 6, "<"), ("case", 22, "<"), ("shape", 22, "<"), ("dt", 3, "<"),
+        ("family", 6, "<"), ("case", 22, "<"), ("shape", 25, "<"), ("dt", 3, "<"),
         ("nnk", 9, ">"), ("nnk med", 9, ">"), ("numpy", 9, ">"), ("numpy*", 9, ">"),
         ("torch", 9, ">"), ("np/nnk", 7, ">"), ("np*/nnk", 7, ">"), ("tch/nnk", 7, ">"),
         ("nnk rate", 13, ">"), ("%peak", 5, ">")])
