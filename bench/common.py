@@ -1,0 +1,305 @@
+"""Shared pieces of the nnkernels benchmark: timer, peak probes, OpenBLAS info, table, JSON.
+
+Nothing here imports torch or nnkernels at module level, so the numpy-only worker
+subprocess (run.py --numpy-worker) can use it without loading them.
+"""
+
+import ctypes
+import gc
+import json
+import math
+import os
+import platform
+import statistics
+import threading
+import time
+
+import numpy as np
+
+# ---------------------------------------------------------------------------------------
+# Timer
+# ---------------------------------------------------------------------------------------
+
+
+class Timing:
+    """Per-call seconds of one measured callable: ``min`` and ``median`` over ``repeat``
+    runs of ``number`` back-to-back calls each."""
+
+    __slots__ = ("min", "median", "repeat", "number")
+
+    def __init__(self, times, number):
+        self.min = min(times)
+        self.median = statistics.median(times)
+        self.repeat = len(times)
+        self.number = number
+
+    def as_dict(self):
+        return {"min_s": self.min, "median_s": self.median, "repeat": self.repeat,
+                "number": self.number}
+
+
+def measure(fn, target=0.3, min_repeat=3, max_repeat=15):
+    """Time ``fn()`` (no arguments): one warm-up call, an estimate, then ``repeat`` runs of
+    ``number`` calls, both chosen so the whole measurement takes about ``target`` seconds
+    (at least ``min_repeat`` single calls for slow cases). The garbage collector is off
+    while timing. Returns a :class:`Timing`."""
+    clock = time.perf_counter
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        fn()  # warm-up: first-touch page faults, thread wake-up, lazy initialisation
+        t0 = clock()
+        fn()
+        est = clock() - t0
+        if est < 1e-3:  # refine the estimate of short calls with a small batch
+            k = max(2, int(2e-3 / max(est, 1e-7)))
+            t0 = clock()
+            for _ in range(k):
+                fn()
+            est = (clock() - t0) / k
+        est = max(est, 1e-8)
+        repeat = int(min(max_repeat, max(min_repeat, target / est)))
+        number = max(1, int(target / (repeat * est)))
+        times = []
+        for _ in range(repeat):
+            t0 = clock()
+            for _ in range(number):
+                fn()
+            times.append((clock() - t0) / number)
+        return Timing(times, number)
+    finally:
+        if was:
+            gc.enable()
+
+
+# ---------------------------------------------------------------------------------------
+# Machine probes
+# ---------------------------------------------------------------------------------------
+
+
+def peak_flops(dtype, isa, threads, budget=0.4, window=0.002):
+    """FLOP/s of nnkernels' FMA loop for kernel set ``isa`` on ``threads`` threads: the best
+    of many short runs of ``window`` seconds within about ``budget`` seconds. Short windows
+    make the probe robust on a shared machine: one of them usually runs undisturbed, and a
+    disturbed run can only under-estimate (every counted FMA was executed)."""
+    from nnkernels import _C
+    best = 0.0
+    t_end = time.perf_counter() + budget
+    while True:
+        best = max(best, _C.peak_flops(str(dtype), isa, int(threads), float(window)))
+        if time.perf_counter() >= t_end:
+            return best
+
+
+def physical_cores():
+    """Distinct physical cores among the CPUs this process may run on (Linux sysfs), or None."""
+    try:
+        cpus = os.sched_getaffinity(0)
+        cores = set()
+        for c in cpus:
+            base = f"/sys/devices/system/cpu/cpu{c}/topology/"
+            with open(base + "core_id") as f1, open(base + "physical_package_id") as f2:
+                cores.add((f2.read().strip(), f1.read().strip()))
+        return len(cores) or None
+    except (OSError, AttributeError):
+        return None
+
+
+def peak_reference(dtype, isa, threads):
+    """The FMA peak used as 100%: the T-thread probe, or T x the 1-thread probe when the T
+    threads fit on distinct physical cores and that is higher (on a busy machine T cores are
+    rarely free at once, while one core often is; an FMA loop scales linearly over physical
+    cores, up to the all-core clock being a little lower). Returns a dict with both probes,
+    the reference and how it was chosen."""
+    pt = peak_flops(dtype, isa, threads)
+    p1 = pt if threads == 1 else peak_flops(dtype, isa, 1)
+    ref, how = pt, f"{threads}-thread probe"
+    cores = physical_cores()
+    if threads > 1 and cores is not None and cores >= threads and threads * p1 > pt:
+        ref, how = threads * p1, f"{threads} x 1-thread probe"
+    return {"threads": pt, "one_thread": p1, "reference": ref, "how": how}
+
+
+_BW_CACHE = {}
+
+
+def copy_bandwidth(nbytes, threads, tries=20, min_time=0.004):
+    """Copy bandwidth in bytes/s, counting read + write (2 * nbytes per copy): numpy copies
+    of an ``nbytes`` array into a preallocated destination, split over ``threads`` Python
+    threads (np.copyto releases the GIL), best of ``tries`` short runs. Cached per (nbytes, threads)."""
+    key = (int(nbytes), int(threads))
+    if key in _BW_CACHE:
+        return _BW_CACHE[key]
+    n = max(1, int(nbytes) // 8)
+    src = np.ones(n, dtype=np.float64)
+    dst = np.zeros_like(src)
+    T = max(1, int(threads))
+    bounds = [(n * i // T, n * (i + 1) // T) for i in range(T)]
+    # Copies per timed run so one run lasts >= min_time (amortises thread start-up).
+    t0 = time.perf_counter()
+    np.copyto(dst, src)
+    one = max(time.perf_counter() - t0, 1e-7) / T
+    reps = max(1, int(min_time / one))
+
+    def run_once():
+        barrier = threading.Barrier(T + 1)
+
+        def work(lo, hi):
+            d, s = dst[lo:hi], src[lo:hi]
+            barrier.wait()
+            for _ in range(reps):
+                np.copyto(d, s)
+
+        ths = [threading.Thread(target=work, args=b) for b in bounds]
+        for t in ths:
+            t.start()
+        barrier.wait()
+        t0 = time.perf_counter()
+        for t in ths:
+            t.join()
+        return (time.perf_counter() - t0) / reps
+
+    best = min(run_once() for _ in range(tries))
+    bw = 2.0 * n * 8 / best
+    _BW_CACHE[key] = bw
+    return bw
+
+
+# ---------------------------------------------------------------------------------------
+# OpenBLAS (numpy's BLAS) introspection through ctypes
+# ---------------------------------------------------------------------------------------
+
+
+def _openblas_lib():
+    """The OpenBLAS library this process has loaded (found in /proc/self/maps), or None."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if "openblas" in line.lower() and ".so" in line}
+    except OSError:
+        return None
+    for p in sorted(paths):
+        try:
+            return ctypes.CDLL(p)
+        except OSError:
+            continue
+    return None
+
+
+def _openblas_fn(lib, stem):
+    for name in (f"scipy_openblas_{stem}64_", f"scipy_openblas_{stem}", f"openblas_{stem}64_",
+                 f"openblas_{stem}"):
+        f = getattr(lib, name, None)
+        if f is not None:
+            return f
+    return None
+
+
+def openblas_info():
+    """{'corename': OpenBLAS's kernel family in use, 'threads': its thread count} (None
+    values where unknown). numpy must be imported (it is, by this module)."""
+    info = {"corename": None, "threads": None}
+    lib = _openblas_lib()
+    if lib is None:
+        return info
+    f = _openblas_fn(lib, "get_corename")
+    if f is not None:
+        f.restype = ctypes.c_char_p
+        info["corename"] = f().decode()
+    g = _openblas_fn(lib, "get_num_threads")
+    if g is not None:
+        g.restype = ctypes.c_int
+        info["threads"] = int(g())
+    return info
+
+
+def set_numpy_threads(n):
+    """Limit numpy's BLAS to ``n`` threads in this process. Uses threadpoolctl when installed,
+    otherwise OpenBLAS's own set_num_threads through ctypes. Returns a note saying how (or
+    that it could not)."""
+    try:
+        import threadpoolctl
+    except ImportError:
+        threadpoolctl = None
+    if threadpoolctl is not None:
+        global _TPC_LIMIT
+        _TPC_LIMIT = threadpoolctl.threadpool_limits(limits=int(n), user_api="blas")
+        return "threadpoolctl"
+    lib = _openblas_lib()
+    f = _openblas_fn(lib, "set_num_threads") if lib is not None else None
+    if f is None:
+        return "not set (threadpoolctl not installed, OpenBLAS not found)"
+    f.argtypes = [ctypes.c_int]
+    f(int(n))
+    return "OpenBLAS set_num_threads via ctypes (threadpoolctl not installed)"
+
+
+_TPC_LIMIT = None
+
+
+def machine_info():
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"cpu": cpu, "machine": platform.machine(), "python": platform.python_version(),
+            "numpy": np.__version__, "cpus_usable": len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity") else os.cpu_count()}
+
+
+# ---------------------------------------------------------------------------------------
+# Formatting and output
+# ---------------------------------------------------------------------------------------
+
+
+def fmt_time(s):
+    if s is None or not math.isfinite(s):
+        return "-"
+    if s < 1e-3:
+        return f"{s * 1e6:.2f}us"
+    if s < 1.0:
+        return f"{s * 1e3:.3f}ms"
+    return f"{s:.3f}s"
+
+
+def fmt_ratio(r):
+    return "-" if r is None else f"{r:.2f}x"
+
+
+def fmt_rate(r, unit):
+    return "-" if r is None else f"{r / 1e9:.1f} {unit}"
+
+
+def fmt_frac(f):
+    return "-" if f is None else f"{100 * f:.0f}%"
+
+
+class Table:
+    """Fixed-width table printed row by row (so progress shows while the suite runs)."""
+
+    def __init__(self, columns, file=None):
+        self.columns = columns  # list of (title, width, align) with align '<' or '>'
+        self.file = file
+
+    def _line(self, cells):
+        out = []
+        for (title, width, align), c in zip(self.columns, cells):
+            out.append(f"{c:{align}{width}}")
+        return "  ".join(out).rstrip()
+
+    def header(self):
+        print(self._line([c[0] for c in self.columns]), file=self.file, flush=True)
+        print("-" * len(self._line([c[0] for c in self.columns])), file=self.file, flush=True)
+
+    def row(self, cells):
+        print(self._line([str(c) for c in cells]), file=self.file, flush=True)
+
+
+def write_json(path, data):
+    with open(path, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=False, default=str)
+        f.write("\n")
