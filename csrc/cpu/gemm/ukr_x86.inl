@@ -1,8 +1,8 @@
 // Register-blocked x86 micro-kernel template (the contract is in ukr.h).
-// Included inside an ISA namespace (nnk::cpu::avx2 / nnk::cpu::avx512) after that
-// namespace defines the vector traits V:
-//   V::T, V::reg, V::L (lanes), zero(), set1(x), load(p), loadn(p, lanes), storen(p, x, lanes),
-//   fmadd(a, b, c), mul(a, b), add(a, b), relu(x) (NaN-propagating max(0, x)).
+// Included inside an ISA namespace (nnk::cpu::avx2 / nnk::cpu::avx512) after that ISA's
+// vector traits (cpu/simd/vec_<isa>.h): V = Vec<float> or Vec<double>, using
+//   T, reg, L (lanes), zero(), set1, load, loadn(p, lanes), store, storen(p, x, lanes),
+//   fmadd, mul, add, max(a, b) (b when either is NaN: max(0, x) is a NaN-propagating relu).
 // MR rows x NV vectors (NR = NV * L). acc[MR][NV] lives in registers: every loop over
 // i / v is unrolled at compile time, so no accumulator index is ever a runtime value.
 // The numbered variants in this template:
@@ -99,7 +99,7 @@ static inline void ukr_body(index_t kc, const typename V::T* __restrict a, index
       R x = V::mul(acc[i][v], valpha);
       if (read_c) x = V::fmadd(vbeta, FullN ? V::load(ci + v * L) : V::loadn(ci + v * L, lanes[v]), x);
       x = V::add(x, V::add(bm, bn[v]));
-      if (relu) x = V::relu(x);
+      if (relu) x = V::max(V::zero(), x);
       if (FullN) V::store(ci + v * L, x); else V::storen(ci + v * L, x, lanes[v]);
     }
   }
