@@ -316,3 +316,25 @@ def test_errors(rng):
         ops.rnn_backward(out[:1], None, x, h0, w_ih, w_hh, out)
     with pytest.raises(ValueError, match="output"):
         ops.rnn_backward(None, None, x, h0, w_ih, w_hh, out[:1])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_one_bias_and_strided_backward(rng, kind):
+    """b_ih alone (b_hh None) equals b_hh = 0; backward takes torch tensors and strided
+    gradients."""
+    T, B, I, H = 3, 2, 5, 6
+    dtype = np.float64
+    _, w, b = make_module(kind, I, H, True, dtype)
+    x = rng.standard_normal((T, B, I))
+    h0 = rng.standard_normal((B, H))
+    go = rng.standard_normal((B, T, 2 * H)).transpose(1, 0, 2)[:, :, 1::2]
+    zero = np.zeros_like(b[1])
+    a = run_ours(kind, x, h0, h0, w, [b[0], None], go, h0, h0, True)
+    r = run_ours(kind, x, h0, h0, w, [b[0], zero], np.ascontiguousarray(go), h0, h0, True)
+    assert_close(a[0], r[0], dtype)
+    tw = [torch.from_numpy(v) for v in w]
+    c = run_ours(kind, torch.from_numpy(x), torch.from_numpy(h0), torch.from_numpy(h0), tw,
+                 [torch.from_numpy(b[0]), torch.from_numpy(zero)], torch.from_numpy(go), h0, h0, True)
+    for ga, gr, gc in zip(a[3], r[3], c[3]):
+        assert_close(ga, gr, dtype)
+        assert_close(gc, gr, dtype)
