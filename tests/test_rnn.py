@@ -338,3 +338,19 @@ def test_one_bias_and_strided_backward(rng, kind):
     for ga, gr, gc in zip(a[3], r[3], c[3]):
         assert_close(ga, gr, dtype)
         assert_close(gc, gr, dtype)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("T,B,I,H", [(3, 0, 4, 5), (3, 2, 4, 0)])
+def test_zero_sizes(rng, kind, T, B, I, H):
+    G = GATES[kind]
+    w = [rng.standard_normal((G * H, I)), rng.standard_normal((G * H, H))]
+    b = [rng.standard_normal(G * H), rng.standard_normal(G * H)]
+    x = rng.standard_normal((T, B, I))
+    h0 = rng.standard_normal((B, H))
+    out, h_n, c_n, grads = run_ours(kind, x, h0, h0, w, b, np.ones((T, B, H)), h0, h0, True)
+    assert out.shape == (T, B, H) and h_n.shape == (B, H)
+    assert [g.shape for g in grads[-4:]] == [(G * H, I), (G * H, H), (G * H,), (G * H,)]
+    assert grads[0].shape == (T, B, I) and not grads[0].any()
+    for g in grads[-4:]:
+        assert not g.any()

@@ -240,7 +240,7 @@ void backward_t(const RnnWeights& w, const RnnGrads& gr, const RnnSaved& sv) {
         T* d = D + row * GH;
         const T* hb = out + row * H;
         if (!is_lstm && !is_gru) {
-          if (relu) for (index_t j = 0; j < H; ++j) d[j] = hb[j] > T(0) ? dhb[j] : T(0);
+          if (relu) for (index_t j = 0; j < H; ++j) d[j] = hb[j] <= T(0) ? T(0) : dhb[j];  // NaN passes, as torch
           else for (index_t j = 0; j < H; ++j) d[j] = dhb[j] * (T(1) - hb[j] * hb[j]);
         } else if (is_lstm) {
           const T* g = gates + row * GH;
