@@ -240,8 +240,15 @@ void backward_t(const RnnWeights& w, const RnnGrads& gr, const RnnSaved& sv) {
         T* d = D + row * GH;
         const T* hb = out + row * H;
         if (!is_lstm && !is_gru) {
-          if (relu) for (index_t j = 0; j < H; ++j) d[j] = hb[j] <= T(0) ? T(0) : dhb[j];  // NaN passes, as torch
-          else for (index_t j = 0; j < H; ++j) d[j] = dhb[j] * (T(1) - hb[j] * hb[j]);
+          if (relu) {  // branch-free select (vectorises); NaN outputs pass dh, as torch
+            for (index_t j = 0; j < H; ++j) {
+              const T v = dhb[j];
+              d[j] = hb[j] <= T(0) ? T(0) : v;
+            }
+          }
+          else {
+            for (index_t j = 0; j < H; ++j) d[j] = dhb[j] * (T(1) - hb[j] * hb[j]);
+          }
         } else if (is_lstm) {
           const T* g = gates + row * GH;
           const T* gi = g; const T* gf = g + H; const T* gg = g + 2 * H; const T* go = g + 3 * H;
