@@ -1,0 +1,359 @@
+// RNN / LSTM / GRU forward and backpropagation through time (maths and plan: rnn.h).
+//
+// Per step, one parallel region over row blocks of the batch: each block runs its GEMM
+// rows (packed W_hh, shared read-only) and then its own gate maths, so there is one
+// barrier per step. Nonlinearities go through act_forward_contig (vectorised per ISA);
+// the remaining elementwise maths are plain loops the compiler vectorises.
+#include "cpu/rnn/rnn.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <new>
+
+#include "core/cpu_features.h"
+#include "core/errors.h"
+#include "core/mempool.h"
+#include "core/parallel.h"
+#include "cpu/act/act.h"
+#include "cpu/gemm/gemm.h"
+
+namespace nnk {
+
+namespace {
+
+constexpr index_t kMinRowsPerBlock = 8;  // batch rows per thread in a step's region
+
+// Owning pool buffer of n elements of T.
+template <typename T>
+struct Buf {
+  T* p = nullptr;
+  explicit Buf(index_t n) {
+    if (n > 0) p = static_cast<T*>(pool_alloc(size_t(n) * sizeof(T)));
+  }
+  ~Buf() { if (p) pool_free(p); }
+  Buf(const Buf&) = delete;
+  Buf& operator=(const Buf&) = delete;
+};
+
+// body(b0, b1) over row blocks of [0, B), one per thread; a single block runs here,
+// outside any parallel region, so the GEMM inside may use every thread itself.
+template <class F>
+void over_rows(index_t B, F&& body) {
+  const index_t parts = std::min<index_t>(get_num_threads(), B / kMinRowsPerBlock);
+  if (parts <= 1) {
+    body(index_t(0), B);
+    return;
+  }
+  parallel_run(parts, [&](index_t c) { body(B * c / parts, B * (c + 1) / parts); });
+}
+
+template <typename T>
+struct Ctx {
+  const RnnWeights& w;
+  DType dt;
+  index_t Tn, B, I, H, G, GH;
+  Isa isa;
+  explicit Ctx(const RnnWeights& w_)
+      : w(w_), dt(w_.dtype), Tn(w_.T), B(w_.B), I(w_.I), H(w_.H), G(rnn_gates(w_.kind)),
+        GH(rnn_gates(w_.kind) * w_.H), isa(current_isa()) {}
+  const T* bih() const { return static_cast<const T*>(w.b_ih); }
+  const T* bhh() const { return static_cast<const T*>(w.b_hh); }
+};
+
+template <typename T>
+void copy_rows(T* dst, const T* src, index_t n) {
+  if (dst && dst != src && n > 0) std::memcpy(dst, src, size_t(n) * sizeof(T));
+}
+
+// ---------------------------------------------------------------------------------------
+// Gate maths of one batch row (pre-activations in, activations and new state out).
+
+// LSTM: g (4H) holds i f g o pre-activations, replaced by their activations;
+// c1 = f c0 + i g; h1 = o tanh(c1). c1 may alias c0.
+template <typename T>
+void lstm_row(Isa isa, index_t H, T* g, T* h1, T* c1, const T* c0) {
+  act_forward_contig<T>(isa, g, g, 2 * H, Act::sigmoid, T(0));
+  act_forward_contig<T>(isa, g + 2 * H, g + 2 * H, H, Act::tanh, T(0));
+  act_forward_contig<T>(isa, g + 3 * H, g + 3 * H, H, Act::sigmoid, T(0));
+  const T* gi = g; const T* gf = g + H; const T* gg = g + 2 * H;
+  for (index_t j = 0; j < H; ++j) c1[j] = gf[j] * c0[j] + gi[j] * gg[j];
+  act_forward_contig<T>(isa, h1, c1, H, Act::tanh, T(0));
+  const T* go = g + 3 * H;
+  for (index_t j = 0; j < H; ++j) h1[j] *= go[j];
+}
+
+// GRU: g (3H) holds the input-side pre-activations x W_ih^T + b_ih, s (3H) the hidden side
+// h W_hh^T + b_hh; g becomes r z n; h1 = (1 - z) n + z h0; hn (or null) gets s's n block.
+template <typename T>
+void gru_row(Isa isa, index_t H, T* g, const T* s, T* h1, const T* h0, T* hn) {
+  for (index_t j = 0; j < 2 * H; ++j) g[j] += s[j];
+  act_forward_contig<T>(isa, g, g, 2 * H, Act::sigmoid, T(0));
+  const T* r = g; const T* z = g + H; T* n = g + 2 * H; const T* sn = s + 2 * H;
+  for (index_t j = 0; j < H; ++j) n[j] += r[j] * sn[j];
+  act_forward_contig<T>(isa, n, n, H, Act::tanh, T(0));
+  for (index_t j = 0; j < H; ++j) h1[j] = n[j] + z[j] * (h0[j] - n[j]);
+  if (hn) copy_rows(hn, sn, H);
+}
+
+// ---------------------------------------------------------------------------------------
+// Forward
+
+template <typename T>
+void forward_t(const RnnWeights& w, T* out, T* h_n, T* c_n, const T* x, const T* h0,
+               const T* c0, T* gates, T* extra) {
+  Ctx<T> C(w);
+  const index_t Tn = C.Tn, B = C.B, H = C.H, GH = C.GH;
+  if (Tn == 0 || B == 0 || H == 0) {
+    copy_rows(h_n, h0, B * H);
+    if (w.kind == RnnKind::lstm) copy_rows(c_n, c0, B * H);
+    return;
+  }
+  const bool is_rnn = w.kind == RnnKind::rnn_tanh || w.kind == RnnKind::rnn_relu;
+  const bool is_lstm = w.kind == RnnKind::lstm, is_gru = w.kind == RnnKind::gru;
+  Buf<T> gates_ws(is_rnn || gates ? 0 : checked_mul(Tn * B, GH, "rnn: gates"));
+  T* P = is_rnn ? out : (gates ? gates : gates_ws.p);  // (T, B, GH) step inputs
+
+  // P = X W_ih^T + b_ih for every step: one GEMM.
+  {
+    GemmArgs g;
+    g.dtype = C.dt;
+    g.M = Tn * B; g.N = GH; g.K = C.I;
+    g.a = x; g.rs_a = C.I; g.cs_a = 1;
+    g.b = w.w_ih; g.rs_b = w.cs_wih; g.cs_b = w.rs_wih;
+    g.c = P; g.rs_c = GH;
+    g.bias_n = w.b_ih;
+    gemm(g);
+  }
+  // W_hh^T (H x GH) packed once when it is used more than once.
+  PackedMatrix pw;
+  const bool packed = Tn > 1;
+  if (packed) pw = pack_b(C.dt, H, GH, w.w_hh, w.cs_whh, w.rs_whh);
+  Buf<T> scratch(is_gru ? B * GH : 0);  // GRU: hidden-side pre-activations of one step
+  const Act act = w.kind == RnnKind::rnn_relu ? Act::relu : (is_rnn ? Act::tanh : Act::none);
+
+  for (index_t t = 0; t < Tn; ++t) {
+    const T* hp = t == 0 ? h0 : out + (t - 1) * B * H;
+    T* Pt = P + t * B * GH;
+    T* ht = out + t * B * H;
+    over_rows(B, [&](index_t b0, index_t b1) {
+      GemmArgs g;
+      g.dtype = C.dt;
+      g.M = b1 - b0; g.N = GH; g.K = H;
+      g.a = hp + b0 * H; g.rs_a = H; g.cs_a = 1;
+      if (packed) g.packed_b = &pw;
+      else { g.b = w.w_hh; g.rs_b = w.cs_whh; g.cs_b = w.rs_whh; }
+      g.bias_n = w.b_hh;
+      if (is_gru) {
+        g.c = scratch.p + b0 * GH; g.rs_c = GH;
+      } else {
+        g.c = Pt + b0 * GH; g.rs_c = GH; g.beta = 1.0; g.act = act;
+      }
+      gemm(g);
+      if (is_lstm) {
+        for (index_t b = b0; b < b1; ++b) {
+          const T* cp = t == 0 ? c0 + b * H : (extra ? extra + ((t - 1) * B + b) * H : c_n + b * H);
+          T* c1 = extra ? extra + (t * B + b) * H : c_n + b * H;
+          lstm_row(C.isa, H, Pt + b * GH, ht + b * H, c1, cp);
+        }
+      } else if (is_gru) {
+        for (index_t b = b0; b < b1; ++b)
+          gru_row(C.isa, H, Pt + b * GH, scratch.p + b * GH, ht + b * H, hp + b * H,
+                  extra ? extra + (t * B + b) * H : nullptr);
+      }
+    });
+  }
+  copy_rows(h_n, out + (Tn - 1) * B * H, B * H);
+  if (is_lstm && extra) copy_rows(c_n, extra + (Tn - 1) * B * H, B * H);
+}
+
+// ---------------------------------------------------------------------------------------
+// Backward
+
+// db (GH) = column sums of D (rows x GH): ones (1 x rows) @ D on the GEMM engine.
+template <typename T>
+void col_sums(DType dt, T* db, const T* D, index_t rows, index_t GH) {
+  static const T one = T(1);
+  GemmArgs s;
+  s.dtype = dt;
+  s.M = 1; s.N = GH; s.K = rows;
+  s.a = &one; s.rs_a = 0; s.cs_a = 0;
+  s.b = D; s.rs_b = GH; s.cs_b = 1;
+  s.c = db; s.rs_c = GH;
+  gemm(s);
+}
+
+template <typename T>
+void backward_t(const RnnWeights& w, const RnnGrads& gr, const RnnSaved& sv) {
+  Ctx<T> C(w);
+  const index_t Tn = C.Tn, B = C.B, I = C.I, H = C.H, GH = C.GH;
+  T* dx = static_cast<T*>(gr.dx);
+  T* dh = static_cast<T*>(gr.dh0);  // carries dh_t through the loop; ends as dh0
+  T* dc = static_cast<T*>(gr.dc0);  // LSTM: carries dc_t; ends as dc0
+  T* dw_ih = static_cast<T*>(gr.dw_ih);
+  T* dw_hh = static_cast<T*>(gr.dw_hh);
+  T* db_ih = static_cast<T*>(gr.db_ih);
+  T* db_hh = static_cast<T*>(gr.db_hh);
+  const T* dout = static_cast<const T*>(sv.dout);
+  const T* x = static_cast<const T*>(sv.x);
+  const T* h0 = static_cast<const T*>(sv.h0);
+  const T* c0 = static_cast<const T*>(sv.c0);
+  const T* out = static_cast<const T*>(sv.out);
+  const T* gates = static_cast<const T*>(sv.gates);
+  const T* extra = static_cast<const T*>(sv.extra);
+  const bool is_lstm = w.kind == RnnKind::lstm, is_gru = w.kind == RnnKind::gru;
+  const bool relu = w.kind == RnnKind::rnn_relu;
+
+  auto zero = [](T* p, index_t n) { if (p && n > 0) std::memset(p, 0, size_t(n) * sizeof(T)); };
+  if (sv.dh_n) copy_rows(dh, static_cast<const T*>(sv.dh_n), B * H); else zero(dh, B * H);
+  if (is_lstm) {
+    if (sv.dc_n) copy_rows(dc, static_cast<const T*>(sv.dc_n), B * H); else zero(dc, B * H);
+  }
+  if (Tn == 0 || B == 0 || H == 0) {
+    zero(dx, Tn * B * I);
+    zero(dw_ih, GH * I);
+    zero(dw_hh, GH * H);
+    zero(db_ih, GH);
+    zero(db_hh, GH);
+    return;
+  }
+  const index_t TB = Tn * B;
+  Buf<T> Dbuf(checked_mul(TB, GH, "rnn_backward: workspace"));
+  Buf<T> Dhbuf(is_gru ? TB * GH : 0);
+  T* D = Dbuf.p;                    // gradients of the input-side pre-activations
+  T* Dh = is_gru ? Dhbuf.p : D;     // and of the hidden-side ones (differ for GRU only)
+  Buf<T> tanh_c(is_lstm ? B * H : 0);
+
+  PackedMatrix pw;  // W_hh as the (GH x H) B operand of dh_{t-1} = D_h[t] W_hh
+  const bool packed = Tn > 1;
+  if (packed) pw = pack_b(C.dt, GH, H, w.w_hh, w.rs_whh, w.cs_whh);
+
+  for (index_t t = Tn - 1; t >= 0; --t) {
+    over_rows(B, [&](index_t b0, index_t b1) {
+      for (index_t b = b0; b < b1; ++b) {
+        T* dhb = dh + b * H;
+        if (dout) {
+          const T* go = dout + (t * B + b) * H;
+          for (index_t j = 0; j < H; ++j) dhb[j] += go[j];
+        }
+        const index_t row = t * B + b;
+        T* d = D + row * GH;
+        const T* hb = out + row * H;
+        if (!is_lstm && !is_gru) {
+          if (relu) {  // branch-free select (vectorises); NaN outputs pass dh, as torch
+            for (index_t j = 0; j < H; ++j) {
+              const T v = dhb[j];
+              d[j] = hb[j] <= T(0) ? T(0) : v;
+            }
+          }
+          else {
+            for (index_t j = 0; j < H; ++j) d[j] = dhb[j] * (T(1) - hb[j] * hb[j]);
+          }
+        } else if (is_lstm) {
+          const T* g = gates + row * GH;
+          const T* gi = g; const T* gf = g + H; const T* gg = g + 2 * H; const T* go = g + 3 * H;
+          const T* cb = extra + row * H;
+          const T* cp = t == 0 ? c0 + b * H : extra + (row - B) * H;
+          T* tc = tanh_c.p + b * H;
+          T* dcb = dc + b * H;
+          act_forward_contig<T>(C.isa, tc, cb, H, Act::tanh, T(0));
+          T* di = d; T* df = d + H; T* dg = d + 2 * H; T* dov = d + 3 * H;
+          for (index_t j = 0; j < H; ++j) {
+            const T dcj = dcb[j] + dhb[j] * go[j] * (T(1) - tc[j] * tc[j]);
+            dov[j] = dhb[j] * tc[j] * go[j] * (T(1) - go[j]);
+            di[j] = dcj * gg[j] * gi[j] * (T(1) - gi[j]);
+            df[j] = dcj * cp[j] * gf[j] * (T(1) - gf[j]);
+            dg[j] = dcj * gi[j] * (T(1) - gg[j] * gg[j]);
+            dcb[j] = dcj * gf[j];
+          }
+        } else {
+          const T* g = gates + row * GH;
+          const T* r = g; const T* z = g + H; const T* n = g + 2 * H;
+          const T* hn = extra + row * H;
+          const T* hp = t == 0 ? h0 + b * H : out + (row - B) * H;
+          T* dhh = Dh + row * GH;
+          for (index_t j = 0; j < H; ++j) {
+            const T dan = dhb[j] * (T(1) - z[j]) * (T(1) - n[j] * n[j]);
+            const T dar = dan * hn[j] * r[j] * (T(1) - r[j]);
+            const T daz = dhb[j] * (hp[j] - n[j]) * z[j] * (T(1) - z[j]);
+            d[j] = dar; d[H + j] = daz; d[2 * H + j] = dan;
+            dhh[j] = dar; dhh[H + j] = daz; dhh[2 * H + j] = dan * r[j];
+            dhb[j] *= z[j];
+          }
+        }
+      }
+      // dh_{t-1} (rows b0..b1) = D_h[t] W_hh (+ the direct GRU term already in dh).
+      GemmArgs g;
+      g.dtype = C.dt;
+      g.M = b1 - b0; g.N = H; g.K = GH;
+      g.a = Dh + (t * B + b0) * GH; g.rs_a = GH; g.cs_a = 1;
+      if (packed) g.packed_b = &pw;
+      else { g.b = w.w_hh; g.rs_b = w.rs_whh; g.cs_b = w.cs_whh; }
+      g.c = dh + b0 * H; g.rs_c = H;
+      g.beta = is_gru ? 1.0 : 0.0;
+      gemm(g);
+    });
+  }
+
+  // Weight, bias and input gradients: one GEMM each over all T*B rows.
+  {
+    GemmArgs g;  // dX (TB x I) = D (TB x GH) W_ih (GH x I)
+    g.dtype = C.dt;
+    g.M = TB; g.N = I; g.K = GH;
+    g.a = D; g.rs_a = GH; g.cs_a = 1;
+    g.b = w.w_ih; g.rs_b = w.rs_wih; g.cs_b = w.cs_wih;
+    g.c = dx; g.rs_c = I;
+    gemm(g);
+  }
+  {
+    GemmArgs g;  // dW_ih (GH x I) = D^T (GH x TB) X (TB x I)
+    g.dtype = C.dt;
+    g.M = GH; g.N = I; g.K = TB;
+    g.a = D; g.rs_a = 1; g.cs_a = GH;
+    g.b = x; g.rs_b = I; g.cs_b = 1;
+    g.c = dw_ih; g.rs_c = I;
+    gemm(g);
+  }
+  {
+    GemmArgs g;  // dW_hh (GH x H) = D_h[0]^T h0 + D_h[1..]^T out[0..T-2]
+    g.dtype = C.dt;
+    g.M = GH; g.N = H; g.K = B;
+    g.a = Dh; g.rs_a = 1; g.cs_a = GH;
+    g.b = h0; g.rs_b = H; g.cs_b = 1;
+    g.c = dw_hh; g.rs_c = H;
+    gemm(g);
+    if (Tn > 1) {
+      g.K = (Tn - 1) * B;
+      g.a = Dh + B * GH;
+      g.b = out;
+      g.beta = 1.0;
+      gemm(g);
+    }
+  }
+  if (db_ih) col_sums(C.dt, db_ih, D, TB, GH);
+  if (db_hh) {
+    if (is_gru || !db_ih) col_sums(C.dt, db_hh, Dh, TB, GH);
+    else copy_rows(db_hh, db_ih, GH);
+  }
+}
+
+}  // namespace
+
+void rnn_forward(const RnnWeights& w, void* out, void* h_n, void* c_n, const void* x,
+                 const void* h0, const void* c0, void* gates, void* extra) {
+  if (w.dtype == DType::f32)
+    forward_t<float>(w, static_cast<float*>(out), static_cast<float*>(h_n), static_cast<float*>(c_n),
+                     static_cast<const float*>(x), static_cast<const float*>(h0),
+                     static_cast<const float*>(c0), static_cast<float*>(gates), static_cast<float*>(extra));
+  else
+    forward_t<double>(w, static_cast<double*>(out), static_cast<double*>(h_n), static_cast<double*>(c_n),
+                      static_cast<const double*>(x), static_cast<const double*>(h0),
+                      static_cast<const double*>(c0), static_cast<double*>(gates), static_cast<double*>(extra));
+}
+
+void rnn_backward(const RnnWeights& w, const RnnGrads& g, const RnnSaved& s) {
+  if (w.dtype == DType::f32) backward_t<float>(w, g, s);
+  else backward_t<double>(w, g, s);
+}
+
+}  // namespace nnk
