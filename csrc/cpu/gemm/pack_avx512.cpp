@@ -100,21 +100,29 @@ static void pack_transpose(typename V::T* __restrict dst, const typename V::T* s
 }
 
 // Unit-stride pack: source line p (k index) holds n contiguous values at s + p * ps; they
-// go to the panels of width W: dst[(j / W) * kc * W + p * W + j % W], zero-padded. Each
-// source line is read once front to back (walking one panel down all kc lines instead
-// would touch a new page per line: TLB-bound).
+// go to the panels of width W: dst[(j / W) * kc * W + p * W + j % W], zero-padded.
+// Lines are taken kLineBlock at a time and, within a block, panel by panel: the reads are
+// kLineBlock streams and each panel receives one contiguous run of kLineBlock * W values.
+// (Walking one panel down all kc lines touches a new page per line: TLB-bound; one line
+// across all panels scatters single rows into pages 64 KiB apart: also slow. Measured on a
+// 2048 x 2048 float32 B: 14.6 GB/s line by line, 35+ GB/s blocked.)
+constexpr index_t kLineBlock = 16;
+
 template <class V>
 static void pack_lines(typename V::T* __restrict dst, const typename V::T* s, index_t ps, index_t n,
                        index_t kc, index_t W) {
   constexpr int L = V::L;
-  for (index_t p = 0; p < kc; ++p) {
-    const typename V::T* sp = s + p * ps;
+  for (index_t p0 = 0; p0 < kc; p0 += kLineBlock) {
+    const index_t pe = std::min(kc, p0 + kLineBlock);
     for (index_t j0 = 0; j0 < n; j0 += W) {
-      typename V::T* d = dst + j0 * kc + p * W;
-      for (index_t l0 = 0; l0 < W; l0 += L) {
-        const int nl = int(std::min<index_t>(L, W - l0));
-        const int valid = int(std::clamp<index_t>(n - j0 - l0, 0, nl));
-        V::storen(d + l0, valid ? V::loadn(sp + j0 + l0, valid) : V::zero(), nl);
+      typename V::T* d = dst + j0 * kc;
+      for (index_t p = p0; p < pe; ++p) {
+        const typename V::T* sp = s + p * ps + j0;
+        for (index_t l0 = 0; l0 < W; l0 += L) {
+          const int nl = int(std::min<index_t>(L, W - l0));
+          const int valid = int(std::clamp<index_t>(n - j0 - l0, 0, nl));
+          V::storen(d + p * W + l0, valid ? V::loadn(sp + l0, valid) : V::zero(), nl);
+        }
       }
     }
   }
