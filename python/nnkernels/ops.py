@@ -18,6 +18,8 @@ __all__ = [
     "softmax_backward", "log_softmax_backward",
     "conv2d", "conv2d_backward", "conv_transpose2d", "conv_transpose2d_backward",
     "im2col", "col2im", "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "scaled_dot_product_attention", "scaled_dot_product_attention_backward",
+    "layer_norm", "layer_norm_backward", "embedding", "embedding_backward", "dropout",
 ]
 
 # ---------------------------------------------------------------------------------------
@@ -283,6 +285,38 @@ def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding
 # ---------------------------------------------------------------------------------------
 # Attention, layer norm, embedding, dropout
 # ---------------------------------------------------------------------------------------
+
+
+def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False, scale=None,
+                                 enable_gqa=False, *, return_lse=False):
+    """``F.scaled_dot_product_attention`` (no dropout), FlashAttention style: the L x S
+    score matrix is never stored.
+
+    q: (..., L, E), k: (..., S, E), v: (..., S, Ev); the batch dims broadcast (k and v must
+    share theirs). enable_gqa: the head dim (-3) of k and v may divide q's (query head h
+    uses key/value head h // (Hq // Hkv); K and V are indexed, never copied).
+    attn_mask: bool (True takes part) or float of q's dtype (added to the scores),
+    broadcastable to (..., L, S); not with ``is_causal``. is_causal: query i sees keys
+    j <= i (top-left aligned, as torch). scale: default 1 / sqrt(E).
+    Returns out (..., L, Ev), or (out, lse) with lse (..., L) the log-sum-exp of the scaled,
+    masked scores. A row whose keys are all masked out gives 0 and lse -inf.
+    """
+    return _C.scaled_dot_product_attention(q, k, v, attn_mask, bool(is_causal),
+                                           None if scale is None else float(scale),
+                                           bool(enable_gqa), bool(return_lse))
+
+
+def scaled_dot_product_attention_backward(grad_out, q, k, v, out, lse, attn_mask=None,
+                                          is_causal=False, scale=None, enable_gqa=False):
+    """Gradients of ``scaled_dot_product_attention`` -> (dq, dk, dv), shaped as q, k, v.
+
+    out, lse: the forward's results (``return_lse=True``); grad_out: out's shape. P is
+    recomputed from lse (FlashAttention-2): no L x S buffer; deterministic.
+    """
+    return _C.scaled_dot_product_attention_backward(
+        grad_out, q, k, v, out, lse, attn_mask, bool(is_causal),
+        None if scale is None else float(scale), bool(enable_gqa))
+
 
 # ---------------------------------------------------------------------------------------
 # Optimizer steps (in place)
