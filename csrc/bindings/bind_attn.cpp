@@ -13,6 +13,7 @@
 #include "bindings/common.h"
 #include "core/cpu_features.h"
 #include "cpu/attention/attention.h"
+#include "cpu/norm/norm.h"
 
 namespace nnk::bind {
 
@@ -286,6 +287,190 @@ py::tuple py_sdpa_bwd(py::handle go, py::handle q, py::handle k, py::handle v, p
   return py::make_tuple(dq.arr, dk.arr, dv.arr);
 }
 
+// ---- layer norm ---------------------------------------------------------------------
+
+// Rows R and normalised size D of x for normalized_shape ns; checks the trailing dims.
+void ln_dims(const Tensor& x, const std::vector<index_t>& ns, const char* op, index_t& R,
+             index_t& D, std::vector<index_t>& lead) {
+  const int k = int(ns.size());
+  bool ok = k >= 1 && k <= x.ndim();
+  for (int i = 0; ok && i < k; ++i)
+    if (x.shape[size_t(x.ndim() - k + i)] != ns[size_t(i)]) ok = false;
+  if (!ok)
+    throw ValueError(std::string(op) + ": x " + shape_str(x) + " must end with normalized_shape " +
+                     shape_str(ns));
+  lead.assign(x.shape.begin(), x.shape.end() - k);
+  R = 1;
+  for (index_t s : lead) R *= s;
+  D = 1;
+  for (index_t s : ns) D *= s;
+}
+
+bool affine_param(py::handle h, const char* name, const Tensor& x, const std::vector<index_t>& ns,
+                  const char* op, Tensor& t) {
+  if (h.is_none()) return false;
+  t = as_float(h, name);
+  check_same_dtype(x, "x", t, name);
+  if (t.shape != ns)
+    throw ValueError(std::string(op) + ": " + name + " " + shape_str(t) +
+                     " must have normalized_shape " + shape_str(ns));
+  t = contiguous(t);
+  return true;
+}
+
+py::object py_layer_norm(py::handle xo, const std::vector<index_t>& ns, py::handle wo,
+                         py::handle bo, double eps, bool return_stats, bool oracle) {
+  Tensor x = as_float(xo, "x");
+  index_t R, D;
+  std::vector<index_t> lead;
+  ln_dims(x, ns, "layer_norm", R, D, lead);
+  Tensor w, b;
+  const bool hw = affine_param(wo, "weight", x, ns, "layer_norm", w);
+  const bool hb = affine_param(bo, "bias", x, ns, "layer_norm", b);
+  x = contiguous(x);
+  Tensor y = empty(x.dtype, x.shape), mean = empty(x.dtype, lead), rstd = empty(x.dtype, lead);
+  {
+    py::gil_scoped_release nogil;
+    if (x.dtype == DType::f32) {
+      auto f = oracle ? ref::layer_norm_fwd<float> : nullptr;
+      if (f) f(y.data<float>(), mean.data<float>(), rstd.data<float>(), x.data<float>(),
+               hw ? w.data<float>() : nullptr, hb ? b.data<float>() : nullptr, R, D, float(eps));
+      else layer_norm_fwd<float>(current_isa(), y.data<float>(), mean.data<float>(), rstd.data<float>(),
+                                 x.data<float>(), hw ? w.data<float>() : nullptr,
+                                 hb ? b.data<float>() : nullptr, R, D, float(eps));
+    } else {
+      auto f = oracle ? ref::layer_norm_fwd<double> : nullptr;
+      if (f) f(y.data<double>(), mean.data<double>(), rstd.data<double>(), x.data<double>(),
+               hw ? w.data<double>() : nullptr, hb ? b.data<double>() : nullptr, R, D, eps);
+      else layer_norm_fwd<double>(current_isa(), y.data<double>(), mean.data<double>(),
+                                  rstd.data<double>(), x.data<double>(),
+                                  hw ? w.data<double>() : nullptr, hb ? b.data<double>() : nullptr,
+                                  R, D, eps);
+    }
+  }
+  if (return_stats) return py::make_tuple(y.arr, mean.arr, rstd.arr);
+  return y.arr;
+}
+
+py::tuple py_layer_norm_bwd(py::handle go, py::handle xo, const std::vector<index_t>& ns,
+                            py::handle meano, py::handle rstdo, py::handle wo, py::handle bo) {
+  const char* op = "layer_norm_backward";
+  Tensor x = as_float(xo, "x");
+  Tensor g = as_float(go, "grad_out");
+  check_same_dtype(x, "x", g, "grad_out");
+  if (g.shape != x.shape)
+    throw ValueError(std::string(op) + ": grad_out " + shape_str(g) + " must have x's shape " +
+                     shape_str(x));
+  index_t R, D;
+  std::vector<index_t> lead;
+  ln_dims(x, ns, op, R, D, lead);
+  Tensor mean = as_float(meano, "mean"), rstd = as_float(rstdo, "rstd");
+  check_same_dtype(x, "x", mean, "mean");
+  check_same_dtype(x, "x", rstd, "rstd");
+  if (mean.shape != lead || rstd.shape != lead)
+    throw ValueError(std::string(op) + ": mean " + shape_str(mean) + " and rstd " +
+                     shape_str(rstd) + " must have shape " + shape_str(lead));
+  Tensor w, b;
+  const bool hw = affine_param(wo, "weight", x, ns, op, w);
+  const bool hb = affine_param(bo, "bias", x, ns, op, b);
+  x = contiguous(x);
+  g = contiguous(g);
+  mean = contiguous(mean);
+  rstd = contiguous(rstd);
+  Tensor dx = empty(x.dtype, x.shape);
+  Tensor dw = hw ? empty(x.dtype, ns) : Tensor(), db = hb ? empty(x.dtype, ns) : Tensor();
+  {
+    py::gil_scoped_release nogil;
+    if (x.dtype == DType::f32)
+      layer_norm_bwd<float>(current_isa(), dx.data<float>(), hw ? dw.data<float>() : nullptr,
+                            hb ? db.data<float>() : nullptr, g.data<float>(), x.data<float>(),
+                            mean.data<float>(), rstd.data<float>(), hw ? w.data<float>() : nullptr, R, D);
+    else
+      layer_norm_bwd<double>(current_isa(), dx.data<double>(), hw ? dw.data<double>() : nullptr,
+                             hb ? db.data<double>() : nullptr, g.data<double>(), x.data<double>(),
+                             mean.data<double>(), rstd.data<double>(),
+                             hw ? w.data<double>() : nullptr, R, D);
+  }
+  return py::make_tuple(dx.arr, hw ? py::object(dw.arr) : py::none(),
+                        hb ? py::object(db.arr) : py::none());
+}
+
+// ---- embedding --------------------------------------------------------------------------
+
+void check_indices(const Tensor& idx, index_t V, const char* op) {
+  const int32_t* i32 = idx.arr.itemsize() == 4 ? idx.data<int32_t>() : nullptr;
+  const int64_t* i64 = i32 ? nullptr : idx.data<int64_t>();
+  index_t bad;
+  {
+    py::gil_scoped_release nogil;
+    bad = embedding_check(i32, i64, idx.numel(), V);
+  }
+  if (bad >= 0) {
+    const index_t v = i32 ? index_t(i32[bad]) : index_t(i64[bad]);
+    throw IndexError(std::string(op) + ": index " + std::to_string(v) + " at flat position " +
+                     std::to_string(bad) + " is out of range for num_embeddings " + std::to_string(V));
+  }
+}
+
+py::object py_embedding(py::handle io, py::handle wo) {
+  Tensor idx = contiguous(as_index(io, "indices"));
+  Tensor w = as_float(wo, "weight");
+  check_rank(w, "weight", {2});
+  w = contiguous(w);
+  const index_t V = w.size(0), D = w.size(1);
+  check_indices(idx, V, "embedding");
+  std::vector<index_t> os = idx.shape;
+  os.push_back(D);
+  Tensor out = empty(w.dtype, os);
+  const int32_t* i32 = idx.arr.itemsize() == 4 ? idx.data<int32_t>() : nullptr;
+  const int64_t* i64 = i32 ? nullptr : idx.data<int64_t>();
+  {
+    py::gil_scoped_release nogil;
+    if (w.dtype == DType::f32) embedding_fwd<float>(out.data<float>(), w.data<float>(), i32, i64, idx.numel(), D);
+    else embedding_fwd<double>(out.data<double>(), w.data<double>(), i32, i64, idx.numel(), D);
+  }
+  return out.arr;
+}
+
+py::object py_embedding_bwd(py::handle go, py::handle io, index_t V) {
+  Tensor idx = contiguous(as_index(io, "indices"));
+  Tensor g = as_float(go, "grad_out");
+  if (V < 0) throw ValueError("embedding_backward: num_embeddings must be >= 0, got " + std::to_string(V));
+  if (g.ndim() != idx.ndim() + 1 ||
+      !std::equal(idx.shape.begin(), idx.shape.end(), g.shape.begin()))
+    throw ValueError("embedding_backward: grad_out " + shape_str(g) + " must have shape indices " +
+                     shape_str(idx) + " + (D,)");
+  g = contiguous(g);
+  const index_t D = g.size(-1);
+  check_indices(idx, V, "embedding_backward");
+  Tensor dw = empty(g.dtype, {V, D});
+  const int32_t* i32 = idx.arr.itemsize() == 4 ? idx.data<int32_t>() : nullptr;
+  const int64_t* i64 = i32 ? nullptr : idx.data<int64_t>();
+  {
+    py::gil_scoped_release nogil;
+    if (g.dtype == DType::f32) embedding_bwd<float>(dw.data<float>(), g.data<float>(), i32, i64, idx.numel(), V, D);
+    else embedding_bwd<double>(dw.data<double>(), g.data<double>(), i32, i64, idx.numel(), V, D);
+  }
+  return dw.arr;
+}
+
+// ---- dropout ----------------------------------------------------------------------------
+
+py::tuple py_dropout(py::handle xo, double p, uint64_t seed) {
+  if (!(p >= 0.0 && p <= 1.0))
+    throw ValueError("dropout: p must be in [0, 1], got " + std::to_string(p));
+  Tensor x = contiguous(as_float(xo, "x"));
+  Tensor y = empty(x.dtype, x.shape);
+  py::array_t<bool> mask(std::vector<py::ssize_t>(x.shape.begin(), x.shape.end()));
+  uint8_t* mp = reinterpret_cast<uint8_t*>(mask.mutable_data());
+  {
+    py::gil_scoped_release nogil;
+    if (x.dtype == DType::f32) dropout_fwd<float>(y.data<float>(), mp, x.data<float>(), x.numel(), p, seed);
+    else dropout_fwd<double>(y.data<double>(), mp, x.data<double>(), x.numel(), p, seed);
+  }
+  return py::make_tuple(y.arr, mask);
+}
+
 }  // namespace
 
 void bind_attn(py::module_& m) {
@@ -305,6 +490,24 @@ void bind_attn(py::module_& m) {
   m.def("scaled_dot_product_attention_backward", &py_sdpa_bwd, py::arg("grad_out"), py::arg("q"),
         py::arg("k"), py::arg("v"), py::arg("out"), py::arg("lse"), py::arg("attn_mask"),
         py::arg("is_causal"), py::arg("scale"), py::arg("enable_gqa"));
+
+  m.def("layer_norm",
+        [](py::handle x, const std::vector<index_t>& ns, py::handle w, py::handle b, double eps,
+           bool return_stats) { return py_layer_norm(x, ns, w, b, eps, return_stats, false); },
+        py::arg("x"), py::arg("normalized_shape"), py::arg("weight"), py::arg("bias"),
+        py::arg("eps"), py::arg("return_stats"));
+  // Internal: the reference kernel (the oracle in tests); returns (y, mean, rstd).
+  m.def("layer_norm_ref",
+        [](py::handle x, const std::vector<index_t>& ns, py::handle w, py::handle b, double eps) {
+          return py_layer_norm(x, ns, w, b, eps, true, true);
+        });
+  m.def("layer_norm_backward", &py_layer_norm_bwd, py::arg("grad_out"), py::arg("x"),
+        py::arg("normalized_shape"), py::arg("mean"), py::arg("rstd"), py::arg("weight"),
+        py::arg("bias"));
+  m.def("embedding", &py_embedding, py::arg("indices"), py::arg("weight"));
+  m.def("embedding_backward", &py_embedding_bwd, py::arg("grad_out"), py::arg("indices"),
+        py::arg("num_embeddings"));
+  m.def("dropout", &py_dropout, py::arg("x"), py::arg("p"), py::arg("seed"));
 }
 
 }  // namespace nnk::bind

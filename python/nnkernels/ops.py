@@ -318,6 +318,62 @@ def scaled_dot_product_attention_backward(grad_out, q, k, v, out, lse, attn_mask
         None if scale is None else float(scale), bool(enable_gqa))
 
 
+def _norm_shape(normalized_shape):
+    if isinstance(normalized_shape, int):
+        return [int(normalized_shape)]
+    return [int(s) for s in normalized_shape]
+
+
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, return_stats=False):
+    """``F.layer_norm``: normalise over the trailing dims ``normalized_shape`` (D values):
+    ``y = (x - mean) * rstd * weight + bias``, ``rstd = 1 / sqrt(var + eps)`` (biased var).
+
+    x: (..., *normalized_shape); weight, bias: normalized_shape or None. Returns y (x's
+    shape), or (y, mean, rstd) with mean and rstd of shape x.shape[:-len(normalized_shape)].
+    """
+    return _C.layer_norm(x, _norm_shape(normalized_shape), weight, bias, float(eps),
+                         bool(return_stats))
+
+
+def layer_norm_backward(grad_out, x, normalized_shape, mean, rstd, weight=None, bias=None):
+    """Gradients of ``layer_norm`` -> (dx, dweight or None, dbias or None).
+
+    mean, rstd: the forward's statistics (``return_stats=True``). dweight is computed when
+    weight is given, dbias when bias is given (bias's values are not read).
+    """
+    return _C.layer_norm_backward(grad_out, x, _norm_shape(normalized_shape), mean, rstd,
+                                  weight, bias)
+
+
+def embedding(indices, weight):
+    """``F.embedding``: ``weight[indices]``.
+
+    indices: int32/int64, any shape, values in [0, V) (IndexError otherwise, before anything
+    is written); weight: (V, D). Returns indices.shape + (D,).
+    """
+    return _C.embedding(indices, weight)
+
+
+def embedding_backward(grad_out, indices, num_embeddings):
+    """Gradient of ``embedding`` with respect to weight: (num_embeddings, D), the rows of
+    grad_out (indices.shape + (D,)) summed per index (duplicates accumulate, in order)."""
+    return _C.embedding_backward(grad_out, indices, int(num_embeddings))
+
+
+def dropout(x, p=0.5, *, seed=None):
+    """``F.dropout`` in training mode -> (y, mask): ``y = x * mask / (1 - p)``, mask bool.
+
+    Each element is kept with probability 1 - p, decided by Philox 4x32-10 keyed by ``seed``
+    with the element's flat index as counter: the same seed gives the same mask whatever the
+    thread count. seed: an int (taken mod 2**64), or None for a fresh one (os.urandom).
+    p outside [0, 1]: ValueError.
+    """
+    if seed is None:
+        import os
+        seed = int.from_bytes(os.urandom(8), "little")
+    return _C.dropout(x, float(p), int(seed) % (1 << 64))
+
+
 # ---------------------------------------------------------------------------------------
 # Optimizer steps (in place)
 # ---------------------------------------------------------------------------------------
