@@ -73,19 +73,62 @@ class Arena {
   std::vector<T*> parts_;
 };
 
+// Packed operand blocks of one source (one batch element's K, V, Q or dO), kept across the
+// tasks of a chunk: a block is packed the first time it is asked for, until the owner (the
+// source's offsets) changes. Holding every block of a source costs O(S E) per thread; past
+// kMaxCacheBytes it holds one block and packs on every call.
+constexpr index_t kMaxCacheBytes = index_t(16) << 20;
+
+template <typename T>
+class PackCache {
+ public:
+  PackCache(index_t nblocks, index_t block_elems)
+      : elems_(std::max<index_t>(block_elems, 1)),
+        all_(nblocks * elems_ * index_t(sizeof(T)) <= kMaxCacheBytes),
+        buf_(size_t(all_ ? nblocks * elems_ : elems_)),
+        valid_(size_t(all_ ? nblocks : 0), 0) {}
+  template <class F>
+  const T* get(index_t owner0, index_t owner1, index_t blk, F pack) {
+    if (!all_) {
+      pack(buf_.data());
+      return buf_.data();
+    }
+    if (owner0 != o0_ || owner1 != o1_) {
+      o0_ = owner0;
+      o1_ = owner1;
+      std::fill(valid_.begin(), valid_.end(), 0);
+    }
+    T* dst = buf_.data() + blk * elems_;
+    if (!valid_[size_t(blk)]) {
+      pack(dst);
+      valid_[size_t(blk)] = 1;
+    }
+    return dst;
+  }
+
+ private:
+  index_t elems_;
+  bool all_;
+  std::vector<T> buf_;
+  std::vector<char> valid_;
+  index_t o0_ = -1, o1_ = -1;
+};
+
 // Products of packed operands on the micro-kernel (contract in ukr.h).
 template <typename T>
 struct Mm {
   const GemmKernel<T>& g;
-  // C (m x n, row stride ldc) := alpha Ap Bp + beta C; Ap packed m x k (pa), Bp k x n (pb).
+  // C (m x n, row stride ldc) := alpha Ap Bp + beta C; Ap packed m x k (pa), Bp k x n (pb),
+  // or the first k rows of a B packed with kb_pack >= k rows.
   void operator()(index_t m, index_t n, index_t k, const T* ap, const T* bp, T* c, index_t ldc,
-                  T alpha, T beta) const {
+                  T alpha, T beta, index_t kb_pack = -1) const {
+    if (kb_pack < 0) kb_pack = k;
     UkrEpilogue<T> ep;
     ep.alpha = alpha;
     ep.beta = beta;
     ep.act_tile = g.act_tile;
     for (index_t j = 0; j < n; j += g.NR) {  // jr: one B micro-panel stays in L1
-      const T* b = bp + j * k;
+      const T* b = bp + j * kb_pack;
       const index_t nr = std::min(g.NR, n - j);
       for (index_t i = 0; i < m; i += g.MR)  // ir: A micro-panels from L2
         g.ukr(k, ap + i * k, 1, g.MR, b, g.NR, c + i * ldc + j, ldc, std::min(g.MR, m - i), nr, ep);
@@ -143,7 +186,7 @@ void fwd_impl(Isa isa, const AttnParams& p, T* out, T* lse) {
   const Mm<T> mm{g};
   const index_t L = p.L, S = p.S, E = p.E, Ev = p.Ev, MR = g.MR, NR = g.NR;
   const index_t BM = query_block(MR), BN = kKeyBlockFwd;
-  const index_t nqb = ceil_div(L, BM);
+  const index_t nqb = ceil_div(L, BM), nkb = ceil_div(S, BN);
   const index_t ntask = p.NB * nqb;
   if (ntask == 0) return;
   const index_t nchunks = std::min<index_t>(get_num_threads(), ntask);
@@ -154,10 +197,11 @@ void fwd_impl(Isa isa, const AttnParams& p, T* out, T* lse) {
   const T ninf = -std::numeric_limits<T>::infinity();
 
   parallel_run(nchunks, [&](index_t c) {
-    // 0 Qp, 1 Kp, 2 Vp, 3 S, 4 Pp, 5 O, 6 m, 7 l, 8 corr
-    Arena<T> ws({BM * E, E * BN, BN * round_up(Ev, NR), BM * BN, BM * BN, BM * Ev, BM, BM, BM});
-    T *Qp = ws[0], *Kp = ws[1], *Vp = ws[2], *Sb = ws[3], *Pp = ws[4], *O = ws[5];
-    T *mrow = ws[6], *lrow = ws[7], *corr = ws[8];
+    // 0 Qp, 1 S, 2 Pp, 3 O, 4 m, 5 l, 6 corr
+    Arena<T> ws({BM * E, BM * BN, BM * BN, BM * Ev, BM, BM, BM});
+    T *Qp = ws[0], *Sb = ws[1], *Pp = ws[2], *O = ws[3];
+    T *mrow = ws[4], *lrow = ws[5], *corr = ws[6];
+    PackCache<T> kc(nkb, E * BN), vc(nkb, BN * round_up(Ev, NR));
     for (index_t t = c; t < ntask; t += nchunks) {
       const index_t b = t / nqb, i0 = (t % nqb) * BM, m = std::min(BM, L - i0);
       mm.pa(Qp, q + p.off_q[b] + i0 * p.rs_q, p.rs_q, p.cs_q, m, E);
@@ -166,9 +210,11 @@ void fwd_impl(Isa isa, const AttnParams& p, T* out, T* lse) {
       std::fill(lrow, lrow + m, T(0));
       const index_t kend = p.causal ? std::min(S, i0 + m) : S;
       for (index_t j0 = 0; j0 < kend; j0 += BN) {
-        const index_t n = std::min(BN, kend - j0);
-        // S = scale Q K^T: B[e][j] = K[j0 + j][e]
-        mm.pb(Kp, k + p.off_k[b] + j0 * p.rs_k, p.cs_k, p.rs_k, E, n);
+        const index_t n = std::min(BN, kend - j0), nf = std::min(BN, S - j0), jb = j0 / BN;
+        // S = scale Q K^T: B[e][j] = K[j0 + j][e] (whole blocks packed, nf columns)
+        const T* Kp = kc.get(p.off_k[b], 0, jb, [&](T* dst) {
+          mm.pb(dst, k + p.off_k[b] + j0 * p.rs_k, p.cs_k, p.rs_k, E, nf);
+        });
         mm(m, n, E, Qp, Kp, Sb, BN, scale, T(0));
         apply_mask(p, b, Sb, BN, i0, m, j0, n);
         tk.softmax_tile(Sb, BN, m, n, mrow, lrow, corr);
@@ -179,8 +225,10 @@ void fwd_impl(Isa isa, const AttnParams& p, T* out, T* lse) {
         }
         // O += P V
         mm.pa(Pp, Sb, BN, 1, m, n);
-        mm.pb(Vp, v + p.off_v[b] + j0 * p.rs_v, p.rs_v, p.cs_v, n, Ev);
-        mm(m, Ev, n, Pp, Vp, O, Ev, T(1), T(1));
+        const T* Vp = vc.get(p.off_v[b], 0, jb, [&](T* dst) {
+          mm.pb(dst, v + p.off_v[b] + j0 * p.rs_v, p.rs_v, p.cs_v, nf, Ev);
+        });
+        mm(m, Ev, n, Pp, Vp, O, Ev, T(1), T(1), nf);
       }
       for (index_t i = 0; i < m; ++i) {
         T* dst = out + (b * L + i0 + i) * Ev;
@@ -225,17 +273,18 @@ void bwd_impl(Isa isa, const AttnParams& p, const T* dout, const T* out, const T
 
   const index_t rE = round_up(E, NR), rEv = round_up(Ev, NR), rBN = round_up(BN, MR);
 
+  const index_t nqb = ceil_div(L, BM), nkb = ceil_div(S, BN);
+
   // a. dK, dV: tasks (kv group, key block)
-  const index_t nkb = ceil_div(S, BN);
   const index_t ntask_a = kvg.n * nkb;
   if (ntask_a > 0) {
     const index_t nchunks = std::min(NT, ntask_a);
     parallel_run(nchunks, [&](index_t c) {
-      // 0 Kp, 1 Vp, 2 Qp, 3 dOp, 4 S, 5 dP, 6 PTp, 7 dOb, 8 dSTp, 9 Qb
-      Arena<T> ws({E * BN, Ev * BN, BM * E, BM * Ev, BM * BN, BM * BN, rBN * BM, BM * rEv,
-                   rBN * BM, BM * rE});
-      T *Kp = ws[0], *Vp = ws[1], *Qp = ws[2], *dOp = ws[3], *Sb = ws[4], *dP = ws[5];
-      T *PTp = ws[6], *dOb = ws[7], *dSTp = ws[8], *Qb = ws[9];
+      // 0 Kp, 1 Vp, 2 S, 3 dP, 4 PTp, 5 dSTp
+      Arena<T> ws({E * BN, Ev * BN, BM * BN, BM * BN, rBN * BM, rBN * BM});
+      T *Kp = ws[0], *Vp = ws[1], *Sb = ws[2], *dP = ws[3], *PTp = ws[4], *dSTp = ws[5];
+      // per query block of the current b: Q and dO as A operands and as B operands
+      PackCache<T> qa(nqb, BM * E), da(nqb, BM * Ev), db(nqb, BM * rEv), qbc(nqb, BM * rE);
       for (index_t t = c; t < ntask_a; t += nchunks) {
         const index_t gi = t / nkb, j0 = (t % nkb) * BN, n = std::min(BN, S - j0);
         T* dkb = dk + (gi * S + j0) * E;
@@ -252,20 +301,21 @@ void bwd_impl(Isa isa, const AttnParams& p, const T* dout, const T* out, const T
           const index_t b = kvg.items[si];
           for (index_t i0 = i_first; i0 < L; i0 += BM) {
             const index_t m = std::min(BM, L - i0);
+            const index_t ib = i0 / BM;
             const T* qb = q + p.off_q[b] + i0 * p.rs_q;
             const T* dob = dout + (b * L + i0) * Ev;
-            mm.pa(Qp, qb, p.rs_q, p.cs_q, m, E);
+            const T* Qp = qa.get(b, 0, ib, [&](T* d) { mm.pa(d, qb, p.rs_q, p.cs_q, m, E); });
             mm(m, n, E, Qp, Kp, Sb, BN, scale, T(0));           // S = scale Q K^T (+ masks)
             apply_mask(p, b, Sb, BN, i0, m, j0, n);
             tk.p_tile(Sb, BN, m, n, lse + b * L + i0);          // P = exp(S - lse)
-            mm.pa(dOp, dob, Ev, 1, m, Ev);
+            const T* dOp = da.get(b, 0, ib, [&](T* d) { mm.pa(d, dob, Ev, 1, m, Ev); });
             mm(m, n, Ev, dOp, Vp, dP, BN, T(1), T(0));          // dP = dO V^T
             mm.pa(PTp, Sb, 1, BN, n, m);
-            mm.pb(dOb, dob, Ev, 1, m, Ev);
+            const T* dOb = db.get(b, 0, ib, [&](T* d) { mm.pb(d, dob, Ev, 1, m, Ev); });
             mm(n, Ev, m, PTp, dOb, dvb, Ev, T(1), T(1));        // dV += P^T dO
             tk.ds_tile(dP, BN, Sb, BN, m, n, D + b * L + i0);   // dS = P o (dP - D)
             mm.pa(dSTp, dP, 1, BN, n, m);
-            mm.pb(Qb, qb, p.rs_q, p.cs_q, m, E);
+            const T* Qb = qbc.get(b, 0, ib, [&](T* d) { mm.pb(d, qb, p.rs_q, p.cs_q, m, E); });
             mm(n, E, m, dSTp, Qb, dkb, E, scale, T(1));         // dK += scale dS^T Q
           }
         }
@@ -274,15 +324,15 @@ void bwd_impl(Isa isa, const AttnParams& p, const T* dout, const T* out, const T
   }
 
   // b. dQ: tasks (q group, query block)
-  const index_t nqb = ceil_div(L, BM);
   const index_t ntask_b = qg.n * nqb;
   if (ntask_b > 0) {
     const index_t nchunks = std::min(NT, ntask_b);
     parallel_run(nchunks, [&](index_t c) {
-      // 0 Qp, 1 dOp, 2 Kp, 3 Vp, 4 S, 5 dP, 6 dSp, 7 Kb
-      Arena<T> ws({BM * E, BM * Ev, E * BN, Ev * BN, BM * BN, BM * BN, BM * BN, BN * rE});
-      T *Qp = ws[0], *dOp = ws[1], *Kp = ws[2], *Vp = ws[3], *Sb = ws[4], *dP = ws[5];
-      T *dSp = ws[6], *Kb = ws[7];
+      // 0 Qp, 1 dOp, 2 S, 3 dP, 4 dSp
+      Arena<T> ws({BM * E, BM * Ev, BM * BN, BM * BN, BM * BN});
+      T *Qp = ws[0], *dOp = ws[1], *Sb = ws[2], *dP = ws[3], *dSp = ws[4];
+      // per key block of the current K, V: K^T, V^T and K as B operands
+      PackCache<T> ktc(nkb, E * BN), vtc(nkb, Ev * BN), kbc(nkb, BN * rE);
       for (index_t t = c; t < ntask_b; t += nchunks) {
         const index_t gi = t / nqb, i0 = (t % nqb) * BM, m = std::min(BM, L - i0);
         T* dqb = dq + (gi * L + i0) * E;
@@ -293,18 +343,21 @@ void bwd_impl(Isa isa, const AttnParams& p, const T* dout, const T* out, const T
           mm.pa(Qp, q + p.off_q[b] + i0 * p.rs_q, p.rs_q, p.cs_q, m, E);
           mm.pa(dOp, dout + (b * L + i0) * Ev, Ev, 1, m, Ev);
           for (index_t j0 = 0; j0 < kend; j0 += BN) {
-            const index_t n = std::min(BN, kend - j0);
-            const T* kb = k + p.off_k[b] + j0 * p.rs_k;
-            mm.pb(Kp, kb, p.cs_k, p.rs_k, E, n);
+            const index_t n = std::min(BN, kend - j0), nf = std::min(BN, S - j0), jb = j0 / BN;
+            const index_t ok = p.off_k[b], ov = p.off_v[b];
+            const T* kb = k + ok + j0 * p.rs_k;
+            const T* Kp = ktc.get(ok, ov, jb, [&](T* d) { mm.pb(d, kb, p.cs_k, p.rs_k, E, nf); });
             mm(m, n, E, Qp, Kp, Sb, BN, scale, T(0));
             apply_mask(p, b, Sb, BN, i0, m, j0, n);
             tk.p_tile(Sb, BN, m, n, lse + b * L + i0);
-            mm.pb(Vp, v + p.off_v[b] + j0 * p.rs_v, p.cs_v, p.rs_v, Ev, n);
+            const T* Vp = vtc.get(ok, ov, jb, [&](T* d) {
+              mm.pb(d, v + ov + j0 * p.rs_v, p.cs_v, p.rs_v, Ev, nf);
+            });
             mm(m, n, Ev, dOp, Vp, dP, BN, T(1), T(0));
             tk.ds_tile(dP, BN, Sb, BN, m, n, D + b * L + i0);
             mm.pa(dSp, dP, BN, 1, m, n);
-            mm.pb(Kb, kb, p.rs_k, p.cs_k, n, E);
-            mm(m, E, n, dSp, Kb, dqb, E, scale, T(1));         // dQ += scale dS K
+            const T* Kb = kbc.get(ok, ov, jb, [&](T* d) { mm.pb(d, kb, p.rs_k, p.cs_k, nf, E); });
+            mm(m, E, n, dSp, Kb, dqb, E, scale, T(1), nf);     // dQ += scale dS K
           }
         }
       }
