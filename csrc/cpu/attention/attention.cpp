@@ -16,7 +16,10 @@
 //         S, P, dP, dS, dQ += scale dS K.
 //      D = rowsum(dO o O) is computed first. Each gradient block has exactly one owner task
 //      and a fixed order of accumulation: deterministic and independent of the thread count.
-// Tasks are dealt round-robin to min(threads, tasks) chunks (balances causal work).
+// Tasks are dealt round-robin to min(threads, tasks) chunks (balances causal work). Packed
+// blocks of K, V (forward, dQ pass) and of Q, dO (dK/dV pass) are kept per chunk while
+// consecutive tasks use the same batch element (PackCache), so each is packed about once
+// per thread instead of once per task.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
