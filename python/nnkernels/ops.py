@@ -18,6 +18,8 @@ __all__ = [
     "softmax_backward", "log_softmax_backward",
     "conv2d", "conv2d_backward", "conv_transpose2d", "conv_transpose2d_backward",
     "im2col", "col2im", "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "scaled_dot_product_attention", "scaled_dot_product_attention_backward",
+    "layer_norm", "layer_norm_backward", "embedding", "embedding_backward", "dropout",
 ]
 
 # ---------------------------------------------------------------------------------------
@@ -453,6 +455,94 @@ def gru_backward(grad_output, grad_h_n, x, h0, w_ih, w_hh, output, cache, *, bia
 # ---------------------------------------------------------------------------------------
 # Attention, layer norm, embedding, dropout
 # ---------------------------------------------------------------------------------------
+
+
+def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False, scale=None,
+                                 enable_gqa=False, *, return_lse=False):
+    """``F.scaled_dot_product_attention`` (no dropout), FlashAttention style: the L x S
+    score matrix is never stored.
+
+    q: (..., L, E), k: (..., S, E), v: (..., S, Ev); the batch dims broadcast (k and v must
+    share theirs). enable_gqa: the head dim (-3) of k and v may divide q's (query head h
+    uses key/value head h // (Hq // Hkv); K and V are indexed, never copied).
+    attn_mask: bool (True takes part) or float of q's dtype (added to the scores),
+    broadcastable to (..., L, S); not with ``is_causal``. is_causal: query i sees keys
+    j <= i (top-left aligned, as torch). scale: default 1 / sqrt(E).
+    Returns out (..., L, Ev), or (out, lse) with lse (..., L) the log-sum-exp of the scaled,
+    masked scores. A row whose keys are all masked out gives 0 and lse -inf.
+    """
+    return _C.scaled_dot_product_attention(q, k, v, attn_mask, bool(is_causal),
+                                           None if scale is None else float(scale),
+                                           bool(enable_gqa), bool(return_lse))
+
+
+def scaled_dot_product_attention_backward(grad_out, q, k, v, out, lse, attn_mask=None,
+                                          is_causal=False, scale=None, enable_gqa=False):
+    """Gradients of ``scaled_dot_product_attention`` -> (dq, dk, dv), shaped as q, k, v.
+
+    out, lse: the forward's results (``return_lse=True``); grad_out: out's shape. P is
+    recomputed from lse (FlashAttention-2): no L x S buffer; deterministic.
+    """
+    return _C.scaled_dot_product_attention_backward(
+        grad_out, q, k, v, out, lse, attn_mask, bool(is_causal),
+        None if scale is None else float(scale), bool(enable_gqa))
+
+
+def _norm_shape(normalized_shape):
+    if isinstance(normalized_shape, int):
+        return [int(normalized_shape)]
+    return [int(s) for s in normalized_shape]
+
+
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, return_stats=False):
+    """``F.layer_norm``: normalise over the trailing dims ``normalized_shape`` (D values):
+    ``y = (x - mean) * rstd * weight + bias``, ``rstd = 1 / sqrt(var + eps)`` (biased var).
+
+    x: (..., *normalized_shape); weight, bias: normalized_shape or None. Returns y (x's
+    shape), or (y, mean, rstd) with mean and rstd of shape x.shape[:-len(normalized_shape)].
+    """
+    return _C.layer_norm(x, _norm_shape(normalized_shape), weight, bias, float(eps),
+                         bool(return_stats))
+
+
+def layer_norm_backward(grad_out, x, normalized_shape, mean, rstd, weight=None, bias=None):
+    """Gradients of ``layer_norm`` -> (dx, dweight or None, dbias or None).
+
+    mean, rstd: the forward's statistics (``return_stats=True``). dweight is computed when
+    weight is given, dbias when bias is given (bias's values are not read).
+    """
+    return _C.layer_norm_backward(grad_out, x, _norm_shape(normalized_shape), mean, rstd,
+                                  weight, bias)
+
+
+def embedding(indices, weight):
+    """``F.embedding``: ``weight[indices]``.
+
+    indices: int32/int64, any shape, values in [0, V) (IndexError otherwise, before anything
+    is written); weight: (V, D). Returns indices.shape + (D,).
+    """
+    return _C.embedding(indices, weight)
+
+
+def embedding_backward(grad_out, indices, num_embeddings):
+    """Gradient of ``embedding`` with respect to weight: (num_embeddings, D), the rows of
+    grad_out (indices.shape + (D,)) summed per index (duplicates accumulate, in order)."""
+    return _C.embedding_backward(grad_out, indices, int(num_embeddings))
+
+
+def dropout(x, p=0.5, *, seed=None):
+    """``F.dropout`` in training mode -> (y, mask): ``y = x * mask / (1 - p)``, mask bool.
+
+    Each element is kept with probability 1 - p, decided by Philox 4x32-10 keyed by ``seed``
+    with the element's flat index as counter: the same seed gives the same mask whatever the
+    thread count. seed: an int (taken mod 2**64), or None for a fresh one (os.urandom).
+    p outside [0, 1]: ValueError.
+    """
+    if seed is None:
+        import os
+        seed = int.from_bytes(os.urandom(8), "little")
+    return _C.dropout(x, float(p), int(seed) % (1 << 64))
+
 
 # ---------------------------------------------------------------------------------------
 # Optimizer steps (in place)

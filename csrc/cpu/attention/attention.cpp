@@ -1,0 +1,393 @@
+// Scaled dot-product attention drivers (maths in attention.h).
+//
+//   1. Forward (FlashAttention): one task per (output batch element b, block of BM queries).
+//      The query block is packed once as the GEMM A operand; for each block of BN keys:
+//      S = scale Q K^T on the micro-kernel (K^T packed as B straight from K's strides),
+//      masks applied on the tile, online softmax (attn_kernels.inl: running max m and sum l,
+//      P = exp(S - m), O rows rescaled by exp(m_old - m)), P packed as A and O += P V on the
+//      micro-kernel. At the end O / l and lse = m + log l are stored. Causal: key blocks
+//      past the block's last query are never touched. Extra memory: O(BM (E + Ev + BN))
+//      per thread, whatever L and S.
+//   2. Backward (FlashAttention-2), two passes, P recomputed from lse, no L x S buffer:
+//      a. dK, dV: one task per (kv batch element, block of BN keys); loops over the output
+//         batch elements of its group and the query blocks: S, P, dP = dO V^T,
+//         dV += P^T dO, dS = P o (dP - D), dK += scale dS^T Q.
+//      b. dQ: one task per (q batch element, block of BM queries); loops over key blocks:
+//         S, P, dP, dS, dQ += scale dS K.
+//      D = rowsum(dO o O) is computed first. Each gradient block has exactly one owner task
+//      and a fixed order of accumulation: deterministic and independent of the thread count.
+// Tasks are dealt round-robin to min(threads, tasks) chunks (balances causal work). Packed
+// blocks of K, V (forward, dQ pass) and of Q, dO (dK/dV pass) are kept per chunk while
+// consecutive tasks use the same batch element (PackCache), so each is packed about once
+// per thread instead of once per task.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <new>
+#include <vector>
+
+#include "core/parallel.h"
+#include "cpu/attention/attention.h"
+#include "cpu/attention/attn_isa.h"
+#include "cpu/gemm/ukr.h"
+
+namespace nnk {
+
+namespace {
+
+constexpr index_t kQueryBlock = 64;     // rows per query block (rounded up to a multiple of MR)
+constexpr index_t kKeyBlockFwd = 256;   // keys per block in the forward (a multiple of every NR)
+constexpr index_t kKeyBlockBwd = 128;   // keys per block in the backward (more tasks for pass a)
+
+template <typename T>
+const AttnIsaKernels<T>& tiles(Isa isa) {
+#if defined(NNK_X86)
+  if (isa == Isa::avx512) return cpu::avx512::attn_kernels(T());
+  if (isa == Isa::avx2) return cpu::avx2::attn_kernels(T());
+#endif
+  return cpu::generic::attn_kernels(T());
+}
+
+// One 64-byte aligned block carved into sub-buffers (per chunk of work).
+template <typename T>
+class Arena {
+ public:
+  explicit Arena(const std::vector<index_t>& sizes) {
+    index_t total = 0;
+    for (index_t s : sizes) total += round_up(std::max<index_t>(s, 1), 16);
+    base_ = static_cast<T*>(std::aligned_alloc(64, size_t(round_up(total * index_t(sizeof(T)), 64))));
+    if (!base_) throw std::bad_alloc();
+    T* p = base_;
+    for (index_t s : sizes) {
+      parts_.push_back(p);
+      p += round_up(std::max<index_t>(s, 1), 16);
+    }
+  }
+  ~Arena() { std::free(base_); }
+  Arena(const Arena&) = delete;
+  Arena& operator=(const Arena&) = delete;
+  T* operator[](size_t i) const { return parts_[i]; }
+
+ private:
+  T* base_ = nullptr;
+  std::vector<T*> parts_;
+};
+
+// Packed operand blocks of one source (one batch element's K, V, Q or dO), kept across the
+// tasks of a chunk: a block is packed the first time it is asked for, until the owner (the
+// source's offsets) changes. Holding every block of a source costs O(S E) per thread; past
+// kMaxCacheBytes it holds one block and packs on every call.
+constexpr index_t kMaxCacheBytes = index_t(16) << 20;
+
+template <typename T>
+class PackCache {
+ public:
+  PackCache(index_t nblocks, index_t block_elems)
+      : elems_(std::max<index_t>(block_elems, 1)),
+        all_(nblocks * elems_ * index_t(sizeof(T)) <= kMaxCacheBytes),
+        buf_(size_t(all_ ? nblocks * elems_ : elems_)),
+        valid_(size_t(all_ ? nblocks : 0), 0) {}
+  template <class F>
+  const T* get(index_t owner0, index_t owner1, index_t blk, F pack) {
+    if (!all_) {
+      pack(buf_.data());
+      return buf_.data();
+    }
+    if (owner0 != o0_ || owner1 != o1_) {
+      o0_ = owner0;
+      o1_ = owner1;
+      std::fill(valid_.begin(), valid_.end(), 0);
+    }
+    T* dst = buf_.data() + blk * elems_;
+    if (!valid_[size_t(blk)]) {
+      pack(dst);
+      valid_[size_t(blk)] = 1;
+    }
+    return dst;
+  }
+
+ private:
+  index_t elems_;
+  bool all_;
+  std::vector<T> buf_;
+  std::vector<char> valid_;
+  index_t o0_ = -1, o1_ = -1;
+};
+
+// Products of packed operands on the micro-kernel (contract in ukr.h).
+template <typename T>
+struct Mm {
+  const GemmKernel<T>& g;
+  // C (m x n, row stride ldc) := alpha Ap Bp + beta C; Ap packed m x k (pa), Bp k x n (pb),
+  // or the first k rows of a B packed with kb_pack >= k rows.
+  void operator()(index_t m, index_t n, index_t k, const T* ap, const T* bp, T* c, index_t ldc,
+                  T alpha, T beta, index_t kb_pack = -1) const {
+    if (kb_pack < 0) kb_pack = k;
+    UkrEpilogue<T> ep;
+    ep.alpha = alpha;
+    ep.beta = beta;
+    ep.act_tile = g.act_tile;
+    for (index_t j = 0; j < n; j += g.NR) {  // jr: one B micro-panel stays in L1
+      const T* b = bp + j * kb_pack;
+      const index_t nr = std::min(g.NR, n - j);
+      for (index_t i = 0; i < m; i += g.MR)  // ir: A micro-panels from L2
+        g.ukr(k, ap + i * k, 1, g.MR, b, g.NR, c + i * ldc + j, ldc, std::min(g.MR, m - i), nr, ep);
+    }
+  }
+  // A operand: rows x cols of src (strides rs, cs) -> MR-row panels.
+  void pa(T* dst, const T* src, index_t rs, index_t cs, index_t rows, index_t cols) const {
+    g.pack_a(dst, src, rs, cs, rows, cols, g.MR);
+  }
+  // B operand: rows x cols of src (strides rs, cs) -> NR-column panels.
+  void pb(T* dst, const T* src, index_t rs, index_t cs, index_t rows, index_t cols) const {
+    g.pack_b(dst, src, rs, cs, rows, cols, g.NR);
+  }
+};
+
+// Masks of the tile s (m x n) of queries i0.., keys j0.. for output batch element b.
+template <typename T>
+void apply_mask(const AttnParams& p, index_t b, T* s, index_t lds, index_t i0, index_t m,
+                index_t j0, index_t n) {
+  const T ninf = -std::numeric_limits<T>::infinity();
+  if (p.mask_kind == AttnMask::boolean) {
+    const uint8_t* mk = static_cast<const uint8_t*>(p.mask) + p.off_mask[b];
+    for (index_t i = 0; i < m; ++i) {
+      const uint8_t* row = mk + (i0 + i) * p.rs_mask + j0 * p.cs_mask;
+      T* sr = s + i * lds;
+      for (index_t j = 0; j < n; ++j)
+        if (!row[j * p.cs_mask]) sr[j] = ninf;
+    }
+  } else if (p.mask_kind == AttnMask::additive) {
+    const T* mk = static_cast<const T*>(p.mask) + p.off_mask[b];
+    for (index_t i = 0; i < m; ++i) {
+      const T* row = mk + (i0 + i) * p.rs_mask + j0 * p.cs_mask;
+      T* sr = s + i * lds;
+      if (p.cs_mask == 1) {
+        for (index_t j = 0; j < n; ++j) sr[j] += row[j];
+      } else {
+        for (index_t j = 0; j < n; ++j) sr[j] += row[j * p.cs_mask];
+      }
+    }
+  }
+  if (p.causal && j0 + n - 1 > i0) {  // query i sees keys j <= i
+    for (index_t i = 0; i < m; ++i) {
+      T* sr = s + i * lds;
+      for (index_t j = std::max<index_t>(0, i0 + i + 1 - j0); j < n; ++j) sr[j] = ninf;
+    }
+  }
+}
+
+index_t query_block(index_t MR) { return round_up(kQueryBlock, MR); }
+
+template <typename T>
+void fwd_impl(Isa isa, const AttnParams& p, T* out, T* lse) {
+  const GemmKernel<T>& g = gemm_kernel<T>(isa);
+  const AttnIsaKernels<T>& tk = tiles<T>(isa);
+  const Mm<T> mm{g};
+  const index_t L = p.L, S = p.S, E = p.E, Ev = p.Ev, MR = g.MR, NR = g.NR;
+  const index_t BM = query_block(MR), BN = kKeyBlockFwd;
+  const index_t nqb = ceil_div(L, BM), nkb = ceil_div(S, BN);
+  const index_t ntask = p.NB * nqb;
+  if (ntask == 0) return;
+  const index_t nchunks = std::min<index_t>(get_num_threads(), ntask);
+  const T* q = static_cast<const T*>(p.q);
+  const T* k = static_cast<const T*>(p.k);
+  const T* v = static_cast<const T*>(p.v);
+  const T scale = T(p.scale);
+  const T ninf = -std::numeric_limits<T>::infinity();
+
+  parallel_run(nchunks, [&](index_t c) {
+    // 0 Qp, 1 S, 2 Pp, 3 O, 4 m, 5 l, 6 corr
+    Arena<T> ws({BM * E, BM * BN, BM * BN, BM * Ev, BM, BM, BM});
+    T *Qp = ws[0], *Sb = ws[1], *Pp = ws[2], *O = ws[3];
+    T *mrow = ws[4], *lrow = ws[5], *corr = ws[6];
+    PackCache<T> kc(nkb, E * BN), vc(nkb, BN * round_up(Ev, NR));
+    for (index_t t = c; t < ntask; t += nchunks) {
+      const index_t b = t / nqb, i0 = (t % nqb) * BM, m = std::min(BM, L - i0);
+      mm.pa(Qp, q + p.off_q[b] + i0 * p.rs_q, p.rs_q, p.cs_q, m, E);
+      std::fill(O, O + m * Ev, T(0));
+      std::fill(mrow, mrow + m, ninf);
+      std::fill(lrow, lrow + m, T(0));
+      const index_t kend = p.causal ? std::min(S, i0 + m) : S;
+      for (index_t j0 = 0; j0 < kend; j0 += BN) {
+        const index_t n = std::min(BN, kend - j0), nf = std::min(BN, S - j0), jb = j0 / BN;
+        // S = scale Q K^T: B[e][j] = K[j0 + j][e] (whole blocks packed, nf columns)
+        const T* Kp = kc.get(p.off_k[b], 0, jb, [&](T* dst) {
+          mm.pb(dst, k + p.off_k[b] + j0 * p.rs_k, p.cs_k, p.rs_k, E, nf);
+        });
+        mm(m, n, E, Qp, Kp, Sb, BN, scale, T(0));
+        apply_mask(p, b, Sb, BN, i0, m, j0, n);
+        tk.softmax_tile(Sb, BN, m, n, mrow, lrow, corr);
+        for (index_t i = 0; i < m; ++i) {
+          if (corr[i] == T(1)) continue;
+          T* o = O + i * Ev;
+          for (index_t e = 0; e < Ev; ++e) o[e] *= corr[i];
+        }
+        // O += P V
+        mm.pa(Pp, Sb, BN, 1, m, n);
+        const T* Vp = vc.get(p.off_v[b], 0, jb, [&](T* dst) {
+          mm.pb(dst, v + p.off_v[b] + j0 * p.rs_v, p.rs_v, p.cs_v, nf, Ev);
+        });
+        mm(m, Ev, n, Pp, Vp, O, Ev, T(1), T(1), nf);
+      }
+      for (index_t i = 0; i < m; ++i) {
+        T* dst = out + (b * L + i0 + i) * Ev;
+        const T l = lrow[i];
+        if (l == T(0)) {
+          std::fill(dst, dst + Ev, T(0));
+          if (lse) lse[b * L + i0 + i] = ninf;
+          continue;
+        }
+        const T inv = T(1) / l;
+        for (index_t e = 0; e < Ev; ++e) dst[e] = O[i * Ev + e] * inv;
+        if (lse) lse[b * L + i0 + i] = mrow[i] + std::log(l);
+      }
+    }
+  });
+}
+
+template <typename T>
+void bwd_impl(Isa isa, const AttnParams& p, const T* dout, const T* out, const T* lse,
+              const AttnGroups& qg, const AttnGroups& kvg, T* dq, T* dk, T* dv) {
+  const GemmKernel<T>& g = gemm_kernel<T>(isa);
+  const AttnIsaKernels<T>& tk = tiles<T>(isa);
+  const Mm<T> mm{g};
+  const index_t L = p.L, S = p.S, E = p.E, Ev = p.Ev, MR = g.MR, NR = g.NR;
+  const index_t BM = query_block(MR), BN = kKeyBlockBwd;
+  const T* q = static_cast<const T*>(p.q);
+  const T* k = static_cast<const T*>(p.k);
+  const T* v = static_cast<const T*>(p.v);
+  const T scale = T(p.scale);
+  const index_t NT = get_num_threads();
+
+  // D_i = sum_e dO[i, e] O[i, e]
+  std::vector<T> Dv(size_t(p.NB * L));
+  T* D = Dv.data();
+  parallel_for(p.NB * L, std::max<index_t>(1, 4096 / std::max<index_t>(Ev, 1)), [&](index_t r0, index_t r1) {
+    for (index_t r = r0; r < r1; ++r) {
+      T acc = 0;
+      for (index_t e = 0; e < Ev; ++e) acc += dout[r * Ev + e] * out[r * Ev + e];
+      D[r] = acc;
+    }
+  });
+
+  const index_t rE = round_up(E, NR), rEv = round_up(Ev, NR), rBN = round_up(BN, MR);
+
+  const index_t nqb = ceil_div(L, BM), nkb = ceil_div(S, BN);
+
+  // a. dK, dV: tasks (kv group, key block)
+  const index_t ntask_a = kvg.n * nkb;
+  if (ntask_a > 0) {
+    const index_t nchunks = std::min(NT, ntask_a);
+    parallel_run(nchunks, [&](index_t c) {
+      // 0 Kp, 1 Vp, 2 S, 3 dP, 4 PTp, 5 dSTp
+      Arena<T> ws({E * BN, Ev * BN, BM * BN, BM * BN, rBN * BM, rBN * BM});
+      T *Kp = ws[0], *Vp = ws[1], *Sb = ws[2], *dP = ws[3], *PTp = ws[4], *dSTp = ws[5];
+      // per query block of the current b: Q and dO as A operands and as B operands
+      PackCache<T> qa(nqb, BM * E), da(nqb, BM * Ev), db(nqb, BM * rEv), qbc(nqb, BM * rE);
+      for (index_t t = c; t < ntask_a; t += nchunks) {
+        const index_t gi = t / nkb, j0 = (t % nkb) * BN, n = std::min(BN, S - j0);
+        T* dkb = dk + (gi * S + j0) * E;
+        T* dvb = dv + (gi * S + j0) * Ev;
+        std::fill(dkb, dkb + n * E, T(0));
+        std::fill(dvb, dvb + n * Ev, T(0));
+        const index_t s0 = kvg.start[gi], s1 = kvg.start[gi + 1];
+        if (s0 == s1) continue;
+        const index_t b0 = kvg.items[s0];
+        mm.pb(Kp, k + p.off_k[b0] + j0 * p.rs_k, p.cs_k, p.rs_k, E, n);  // K^T
+        mm.pb(Vp, v + p.off_v[b0] + j0 * p.rs_v, p.cs_v, p.rs_v, Ev, n);  // V^T
+        const index_t i_first = p.causal ? (j0 / BM) * BM : 0;
+        for (index_t si = s0; si < s1; ++si) {
+          const index_t b = kvg.items[si];
+          for (index_t i0 = i_first; i0 < L; i0 += BM) {
+            const index_t m = std::min(BM, L - i0);
+            const index_t ib = i0 / BM;
+            const T* qb = q + p.off_q[b] + i0 * p.rs_q;
+            const T* dob = dout + (b * L + i0) * Ev;
+            const T* Qp = qa.get(b, 0, ib, [&](T* d) { mm.pa(d, qb, p.rs_q, p.cs_q, m, E); });
+            mm(m, n, E, Qp, Kp, Sb, BN, scale, T(0));           // S = scale Q K^T (+ masks)
+            apply_mask(p, b, Sb, BN, i0, m, j0, n);
+            tk.p_tile(Sb, BN, m, n, lse + b * L + i0);          // P = exp(S - lse)
+            const T* dOp = da.get(b, 0, ib, [&](T* d) { mm.pa(d, dob, Ev, 1, m, Ev); });
+            mm(m, n, Ev, dOp, Vp, dP, BN, T(1), T(0));          // dP = dO V^T
+            mm.pa(PTp, Sb, 1, BN, n, m);
+            const T* dOb = db.get(b, 0, ib, [&](T* d) { mm.pb(d, dob, Ev, 1, m, Ev); });
+            mm(n, Ev, m, PTp, dOb, dvb, Ev, T(1), T(1));        // dV += P^T dO
+            tk.ds_tile(dP, BN, Sb, BN, m, n, D + b * L + i0);   // dS = P o (dP - D)
+            mm.pa(dSTp, dP, 1, BN, n, m);
+            const T* Qb = qbc.get(b, 0, ib, [&](T* d) { mm.pb(d, qb, p.rs_q, p.cs_q, m, E); });
+            mm(n, E, m, dSTp, Qb, dkb, E, scale, T(1));         // dK += scale dS^T Q
+          }
+        }
+      }
+    });
+  }
+
+  // b. dQ: tasks (q group, query block)
+  const index_t ntask_b = qg.n * nqb;
+  if (ntask_b > 0) {
+    const index_t nchunks = std::min(NT, ntask_b);
+    parallel_run(nchunks, [&](index_t c) {
+      // 0 Qp, 1 dOp, 2 S, 3 dP, 4 dSp
+      Arena<T> ws({BM * E, BM * Ev, BM * BN, BM * BN, BM * BN});
+      T *Qp = ws[0], *dOp = ws[1], *Sb = ws[2], *dP = ws[3], *dSp = ws[4];
+      // per key block of the current K, V: K^T, V^T and K as B operands
+      PackCache<T> ktc(nkb, E * BN), vtc(nkb, Ev * BN), kbc(nkb, BN * rE);
+      for (index_t t = c; t < ntask_b; t += nchunks) {
+        const index_t gi = t / nqb, i0 = (t % nqb) * BM, m = std::min(BM, L - i0);
+        T* dqb = dq + (gi * L + i0) * E;
+        std::fill(dqb, dqb + m * E, T(0));
+        const index_t kend = p.causal ? std::min(S, i0 + m) : S;
+        for (index_t si = qg.start[gi]; si < qg.start[gi + 1]; ++si) {
+          const index_t b = qg.items[si];
+          mm.pa(Qp, q + p.off_q[b] + i0 * p.rs_q, p.rs_q, p.cs_q, m, E);
+          mm.pa(dOp, dout + (b * L + i0) * Ev, Ev, 1, m, Ev);
+          for (index_t j0 = 0; j0 < kend; j0 += BN) {
+            const index_t n = std::min(BN, kend - j0), nf = std::min(BN, S - j0), jb = j0 / BN;
+            const index_t ok = p.off_k[b], ov = p.off_v[b];
+            const T* kb = k + ok + j0 * p.rs_k;
+            const T* Kp = ktc.get(ok, ov, jb, [&](T* d) { mm.pb(d, kb, p.cs_k, p.rs_k, E, nf); });
+            mm(m, n, E, Qp, Kp, Sb, BN, scale, T(0));
+            apply_mask(p, b, Sb, BN, i0, m, j0, n);
+            tk.p_tile(Sb, BN, m, n, lse + b * L + i0);
+            const T* Vp = vtc.get(ok, ov, jb, [&](T* d) {
+              mm.pb(d, v + ov + j0 * p.rs_v, p.cs_v, p.rs_v, Ev, nf);
+            });
+            mm(m, n, Ev, dOp, Vp, dP, BN, T(1), T(0));
+            tk.ds_tile(dP, BN, Sb, BN, m, n, D + b * L + i0);
+            mm.pa(dSp, dP, BN, 1, m, n);
+            const T* Kb = kbc.get(ok, ov, jb, [&](T* d) { mm.pb(d, kb, p.rs_k, p.cs_k, nf, E); });
+            mm(m, E, n, dSp, Kb, dqb, E, scale, T(1), nf);     // dQ += scale dS K
+          }
+        }
+      }
+    });
+  }
+}
+
+}  // namespace
+
+void attention_fwd(Isa isa, const AttnParams& p, void* out, void* lse) {
+  if (p.dtype == DType::f32)
+    fwd_impl<float>(isa, p, static_cast<float*>(out), static_cast<float*>(lse));
+  else
+    fwd_impl<double>(isa, p, static_cast<double*>(out), static_cast<double*>(lse));
+}
+
+void attention_bwd(Isa isa, const AttnParams& p, const void* dout, const void* out,
+                   const void* lse, const AttnGroups& q_groups, const AttnGroups& kv_groups,
+                   void* dq, void* dk, void* dv) {
+  if (p.dtype == DType::f32)
+    bwd_impl<float>(isa, p, static_cast<const float*>(dout), static_cast<const float*>(out),
+                    static_cast<const float*>(lse), q_groups, kv_groups, static_cast<float*>(dq),
+                    static_cast<float*>(dk), static_cast<float*>(dv));
+  else
+    bwd_impl<double>(isa, p, static_cast<const double*>(dout), static_cast<const double*>(out),
+                     static_cast<const double*>(lse), q_groups, kv_groups,
+                     static_cast<double*>(dq), static_cast<double*>(dk), static_cast<double*>(dv));
+}
+
+}  // namespace nnk

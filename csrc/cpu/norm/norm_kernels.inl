@@ -1,0 +1,92 @@
+// Layer norm row kernels of one ISA over Vec<T> (maths in norm.h). Included INSIDE
+// nnk::cpu::<isa> by norm_<isa>.cpp (ODR rule). Tails of D % L by masked loads/stores.
+
+template <typename T>
+struct NormImpl {
+  using V = Vec<T>;
+  using R = typename V::reg;
+  static constexpr int L = V::L;
+
+  static inline R ld(const T* p, index_t n) { return n >= L ? V::load(p) : V::loadn(p, n); }
+  static inline void st(T* p, R x, index_t n) {
+    if (n >= L) V::store(p, x); else V::storen(p, x, n);
+  }
+
+  static void ln_fwd(T* y, T* mean, T* rstd, const T* x, const T* w, const T* b, index_t rows,
+                     index_t D, T eps) {
+    for (index_t r = 0; r < rows; ++r) {
+      const T* xr = x + r * D;
+      T* yr = y + r * D;
+      R s0 = V::zero(), s1 = V::zero();
+      index_t d = 0;
+      for (; d + 2 * L <= D; d += 2 * L) {
+        s0 = V::add(s0, V::load(xr + d));
+        s1 = V::add(s1, V::load(xr + d + L));
+      }
+      for (; d < D; d += L) s0 = V::add(s0, ld(xr + d, D - d));
+      const T mu = V::hsum(V::add(s0, s1)) / T(D);
+      const R vm = V::set1(mu);
+      s0 = V::zero();
+      s1 = V::zero();
+      for (d = 0; d + 2 * L <= D; d += 2 * L) {
+        const R c0 = V::sub(V::load(xr + d), vm), c1 = V::sub(V::load(xr + d + L), vm);
+        s0 = V::fmadd(c0, c0, s0);
+        s1 = V::fmadd(c1, c1, s1);
+      }
+      for (; d < D; d += L) {
+        const index_t n = D - d;
+        const R c = n >= L ? V::sub(V::load(xr + d), vm) : V::sub(V::loadn(xr + d, n, mu), vm);
+        s0 = V::fmadd(c, c, s0);
+      }
+      const T var = V::hsum(V::add(s0, s1)) / T(D);
+      const T rs = T(1) / std::sqrt(var + eps);
+      if (mean) mean[r] = mu;
+      if (rstd) rstd[r] = rs;
+      const R vr = V::set1(rs);
+      for (d = 0; d < D; d += L) {
+        const index_t n = D - d;
+        R h = V::mul(V::sub(ld(xr + d, n), vm), vr);
+        if (w) h = V::mul(h, ld(w + d, n));
+        if (b) h = V::add(h, ld(b + d, n));
+        st(yr + d, h, n);
+      }
+    }
+  }
+
+  static void ln_bwd(T* dx, T* dw_acc, T* db_acc, const T* g, const T* x, const T* mean,
+                     const T* rstd, const T* w, index_t rows, index_t D) {
+    for (index_t r = 0; r < rows; ++r) {
+      const T* xr = x + r * D;
+      const T* gr = g + r * D;
+      T* dxr = dx + r * D;
+      const R vm = V::set1(mean[r]), vr = V::set1(rstd[r]);
+      R a1 = V::zero(), a2 = V::zero();
+      for (index_t d = 0; d < D; d += L) {
+        const index_t n = D - d;
+        const R xh = V::mul(V::sub(ld(xr + d, n), vm), vr);
+        const R gv = ld(gr + d, n);
+        const R gw = w ? V::mul(gv, ld(w + d, n)) : gv;
+        a1 = V::add(a1, gw);
+        a2 = V::fmadd(gw, xh, a2);
+        if (dw_acc) st(dw_acc + d, V::fmadd(gv, V::mul(V::sub(ld(xr + d, n), vm), vr), ld(dw_acc + d, n)), n);
+        if (db_acc) st(db_acc + d, V::add(ld(db_acc + d, n), gv), n);
+      }
+      const R m1 = V::set1(V::hsum(a1) / T(D)), m2 = V::set1(V::hsum(a2) / T(D));
+      for (index_t d = 0; d < D; d += L) {
+        const index_t n = D - d;
+        const R xh = V::mul(V::sub(ld(xr + d, n), vm), vr);
+        const R gv = ld(gr + d, n);
+        const R gw = w ? V::mul(gv, ld(w + d, n)) : gv;
+        st(dxr + d, V::mul(vr, V::sub(V::sub(gw, m1), V::mul(xh, m2))), n);
+      }
+    }
+  }
+
+  static const NormIsaKernels<T>& table() {
+    static const NormIsaKernels<T> k = {ln_fwd, ln_bwd};
+    return k;
+  }
+};
+
+const NormIsaKernels<float>& norm_kernels(float) { return NormImpl<float>::table(); }
+const NormIsaKernels<double>& norm_kernels(double) { return NormImpl<double>::table(); }
