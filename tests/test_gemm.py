@@ -4,7 +4,7 @@ reference loop) against torch, on every kernel set this CPU runs.
 References are computed by torch in float64 from the same (float32 or float64) inputs,
 i.e. the exact answer up to float64 rounding, so float32 results are held to TOL[float32]
 of the truth, not of another float32 implementation. Shapes are chosen from the block
-sizes of each ISA's kernel (csrc/cpu/gemm/blocksizes.cpp): one below, at and one above
+sizes of each ISA's kernel (read from the kernels' table, csrc/cpu/gemm/blocksizes.cpp): one below, at and one above
 MR, NR, MC, KC and NC, with the other two dimensions small so every case stays cheap.
 """
 
@@ -21,15 +21,12 @@ from nnkernels import _C, ops
 
 from conftest import DTYPES, assert_close
 
-# (MR, NR, MC, KC, NC) per ISA and dtype, as in csrc/cpu/gemm/blocksizes.cpp.
-BLOCKS = {
-    ("avx512", np.float32): (14, 32, 448, 256, 4096),
-    ("avx512", np.float64): (14, 16, 224, 256, 2048),
-    ("avx2", np.float32): (6, 16, 144, 256, 4080),
-    ("avx2", np.float64): (6, 8, 72, 256, 4080),
-    ("generic", np.float32): (6, 8, 144, 256, 2048),
-    ("generic", np.float64): (4, 4, 96, 256, 2048),
-}
+
+def blocks(isa, dtype):
+    """(MR, NR, MC, KC, NC) of this ISA's kernel for dtype (csrc/cpu/gemm/blocksizes.cpp)."""
+    d = _C.gemm_block_sizes(isa, np.dtype(dtype).name)
+    return d["MR"], d["NR"], d["MC"], d["KC"], d["NC"]
+
 
 LAYOUTS = ["c", "f", "swap", "step", "neg", "mixed"]
 
@@ -115,7 +112,7 @@ def threads():
 
 def edge_shapes(isa, dtype, dim):
     """(M, N, K) cases one off the `dim` block size of this ISA's kernel."""
-    MR, NR, MC, KC, NC = BLOCKS[(isa, dtype)]
+    MR, NR, MC, KC, NC = blocks(isa, dtype)
     # Small partner sizes read A/B in place (direct paths); the "wide" ones (more than
     # 4 micro-panels) force packing of the other operand.
     wide_m, wide_n = 4 * MR + 1, 4 * NR + 1
@@ -138,19 +135,19 @@ def edge_shapes(isa, dtype, dim):
 # ---------------------------------------------------------------------------------------
 
 
-def test_block_table_matches_kernels():
-    # The shapes below are only meaningful if BLOCKS agrees with the kernels: a pre-packed
-    # B reports its panel width (NR) and the packed K block (KC).
+def test_block_sizes_are_consistent():
+    # The shapes below come from the kernels' own block table; check it is sane.
     for isa in nnkernels.config()["isas"]:
-        if (isa, np.float32) not in BLOCKS:
-            continue
-        nnkernels.set_isa(isa)
-        try:
-            for dt in DTYPES:
-                p = _C.pack_b(np.zeros((3, 5), dt))
-                assert p.isa == isa and p.shape == (3, 5)
-        finally:
-            nnkernels.set_isa(nnkernels.config()["isas"][0])
+        for dt in DTYPES:
+            MR, NR, MC, KC, NC = blocks(isa, dt)
+            assert min(MR, NR, MC, KC, NC) >= 1
+            assert MC % MR == 0 and NC % NR == 0, (isa, dt, MR, NR, MC, NC)
+            p = _C.pack_b(np.zeros((3, 5), dt))
+            assert p.shape == (3, 5)
+    with pytest.raises(ValueError):
+        _C.gemm_block_sizes("bogus", "float32")
+    with pytest.raises(TypeError):
+        _C.gemm_block_sizes("generic", "int32")
 
 
 @pytest.mark.parametrize("dim", ["mr", "nr", "kc", "mc", "nc"])
@@ -318,7 +315,7 @@ def test_gemm_ref(dtype, rng):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_pack_b(isa, dtype, rng):
-    MR, NR, MC, KC, NC = BLOCKS[(isa, dtype)]
+    MR, NR, MC, KC, NC = blocks(isa, dtype)
     for M, N, K in [(1, 1, 1), (3, NR + 1, KC + 1), (4 * MR + 3, 3 * NR - 1, 2 * KC + 3),
                     (MC + 1, 5, 7), (5, 0, 3), (0, 4, 3)]:
         for lb in ("c", "swap", "neg"):
@@ -337,7 +334,7 @@ def test_pack_b(isa, dtype, rng):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_pack_a(isa, dtype, rng):
-    MR, NR, MC, KC, NC = BLOCKS[(isa, dtype)]
+    MR, NR, MC, KC, NC = blocks(isa, dtype)
     for M, N, K in [(1, 1, 1), (MR + 1, 3, KC + 1), (4 * MR + 3, 4 * NR + 5, 2 * KC + 3),
                     (MC + 1, 5, 7), (0, 4, 3), (5, 0, 3)]:
         for la in ("c", "swap", "step"):
@@ -427,7 +424,7 @@ def test_matmul_shapes(dtype, sa, sb, rng):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_matmul_isas(isa, dtype, rng):
-    MR, NR, MC, KC, NC = BLOCKS[(isa, dtype)]
+    MR, NR, MC, KC, NC = blocks(isa, dtype)
     for sa, sb in [((3, MR + 1, KC + 1), (KC + 1, NR - 1)),
                    ((2, 1, 4 * MR + 1, 17), (3, 17, 4 * NR + 1)),
                    ((5, 2, 9), (1, 9, 2 * NR + 1))]:
@@ -476,7 +473,7 @@ def ref_linear(x, w, bias, activation):
 @pytest.mark.parametrize("activation", [None, "relu"])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_linear_block_edges(isa, dtype, activation, rng):
-    MR, NR, MC, KC, NC = BLOCKS[(isa, dtype)]
+    MR, NR, MC, KC, NC = blocks(isa, dtype)
     cases = [(1, 1, 1), (MR - 1, NR + 1, 3), (MR + 1, NR - 1, KC + 1), (4 * MR + 1, 4 * NR + 1, KC - 1),
              (MC + 1, 3, 2 * KC + 1), (2, 2 * NR + 3, KC), (13, 0, 5), (0, 7, 5), (5, 7, 0)]
     for M, N, K in cases:
@@ -547,7 +544,7 @@ def ref_linear_backward(go, x, w):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_linear_backward(isa, dtype, rng):
-    MR, NR, MC, KC, NC = BLOCKS[(isa, dtype)]
+    MR, NR, MC, KC, NC = blocks(isa, dtype)
     for xs, out_f in [((1,), 1), ((7,), 5), ((3, 5, 11), 13), ((KC + 1, MR + 1), NR - 1),
                       ((4 * MR + 1, KC - 1), 4 * NR + 1), ((0, 9), 7), ((2, 0, 9), 7),
                       ((6, 0), 4), ((6, 9), 0)]:
