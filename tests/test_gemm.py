@@ -633,6 +633,23 @@ def test_out_errors_leave_out_untouched(dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_out_untouched_on_input_errors(dtype, rng):
+    # A valid out= and a bad input: the error comes before anything is written.
+    a, b = rand(rng, (3, 4), dtype), rand(rng, (4, 5), dtype)
+    other = np.float64 if dtype == np.float32 else np.float32
+    out = np.full((3, 5), 7.0, dtype)
+    for exc, fn in [(ValueError, lambda: ops.gemm(a, b, rand(rng, (2, 5), dtype), out=out)),
+                    (TypeError, lambda: ops.gemm(a, b.astype(other), out=out)),
+                    (TypeError, lambda: ops.gemm(a, b, b[:, :1].astype(np.int32), out=out)),
+                    (ValueError, lambda: ops.linear(a, rand(rng, (5, 4), dtype), rand(rng, (4,), dtype), out=out)),
+                    (ValueError, lambda: ops.linear(a, rand(rng, (5, 4), dtype), activation="swish", out=out)),
+                    (ValueError, lambda: ops.matmul(a, rand(rng, (3, 5), dtype), out=out))]:
+        with pytest.raises(exc):
+            fn()
+        assert (out == 7.0).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_out_overlap_views(dtype, rng):
     buf = rand(rng, (40,), dtype)
     a = buf[:12].reshape(3, 4)
@@ -671,7 +688,6 @@ BAD_DTYPES = [np.int32, np.int64, np.float16, np.bool_, np.complex64, np.uint8]
 @pytest.mark.parametrize("bad", BAD_DTYPES)
 def test_dtype_errors_name_the_argument(bad):
     f = np.ones((3, 3), np.float32)
-    v = np.ones(3, np.float32)
     z = np.ones((3, 3), bad)
     zv = np.ones(3, bad)
     dname = np.dtype(bad).name
@@ -688,7 +704,6 @@ def test_dtype_errors_name_the_argument(bad):
             fn()
         msg = str(ei.value)
         assert arg in msg and dname in msg, msg
-    del v
 
 
 def test_mixed_float_dtypes():
