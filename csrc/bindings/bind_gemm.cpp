@@ -4,6 +4,7 @@
 
 #include "bindings/common.h"
 #include "cpu/gemm/gemm.h"
+#include "cpu/gemm/ukr.h"
 
 namespace nnk::bind {
 
@@ -304,6 +305,22 @@ void bind_gemm(py::module_& m) {
     }
     return out.arr;
   });
+  // Internal: block sizes of one ISA's kernel for one dtype (tests pick shapes one off
+  // each). isa: a name from isas(); dtype: "float32" or "float64".
+  m.def("gemm_block_sizes", [](const std::string& isa_s, const std::string& dtype) {
+    const Isa* found = nullptr;
+    for (const Isa& i : supported_isas())
+      if (isa_s == isa_name(i)) found = &i;
+    if (!found) throw ValueError("gemm_block_sizes: unknown or unsupported kernel set '" + isa_s + "'");
+    auto dict = [](const auto& k) {
+      py::dict d;
+      d["MR"] = k.MR; d["NR"] = k.NR; d["MC"] = k.MC; d["KC"] = k.KC; d["NC"] = k.NC;
+      return d;
+    };
+    if (dtype == "float32") return dict(gemm_kernel<float>(*found));
+    if (dtype == "float64") return dict(gemm_kernel<double>(*found));
+    throw TypeError("gemm_block_sizes: dtype must be 'float32' or 'float64', got '" + dtype + "'");
+  }, py::arg("isa"), py::arg("dtype"));
   // Internal: the reference triple loop (the oracle in tests).
   m.def("gemm_ref", [](py::handle a_, py::handle b_) {
     Tensor a = as_float(a_, "a"), b = as_float(b_, "b");
