@@ -320,16 +320,17 @@ class Sequential(Module):
     def __init__(self, *modules):
         super().__init__()
         if len(modules) == 1 and isinstance(modules[0], (dict, OrderedDict)):
-            for name, m in modules[0].items():
-                self.add_module(str(name), m)
+            items = [(str(k), m) for k, m in modules[0].items()]
         else:
-            for i, m in enumerate(modules):
-                self.add_module(str(i), m)
-        for name, m in self._modules.items():
+            items = [(str(i), m) for i, m in enumerate(modules)]
+        for name, m in items:
             if not isinstance(m, Module):
                 raise TypeError(f"Sequential: entry {name!r} is not a Module ({type(m).__name__})")
+            self.add_module(name, m)
 
     def append(self, module):
+        if not isinstance(module, Module):
+            raise TypeError(f"Sequential: {type(module).__name__} is not a Module")
         self.add_module(str(len(self._modules)), module)
         return self
 
