@@ -7,7 +7,7 @@
 
 Writes examples/out/gan.png (real vs generated ring samples, the losses, generated digits).
 
-    PYTHONPATH=python python examples/gan.py [--steps 3000] [--digit-steps 3000] [--out DIR]
+    PYTHONPATH=python python examples/gan.py [--steps 4000] [--digit-steps 3000] [--out DIR]
 """
 
 import os
@@ -85,13 +85,13 @@ def train_digits(args, rng):
     x = np.concatenate([xtr, xte]).reshape(-1, 1, 8, 8) * 2 - 1  # all 1797 images, in [-1, 1]
     zdim = 32
     G = nn.Sequential(
-        nn.Linear(zdim, 128 * 2 * 2), nn.ReLU(), nn.Unflatten(1, (128, 2, 2)),
-        nn.ConvTranspose2d(128, 64, 4, stride=2, padding=1), nn.ReLU(),   # 64 x 4 x 4
-        nn.ConvTranspose2d(64, 1, 4, stride=2, padding=1), nn.Tanh())     # 1 x 8 x 8
+        nn.Linear(zdim, 64 * 2 * 2), nn.ReLU(), nn.Unflatten(1, (64, 2, 2)),
+        nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1), nn.ReLU(),    # 32 x 4 x 4
+        nn.ConvTranspose2d(32, 1, 4, stride=2, padding=1), nn.Tanh())     # 1 x 8 x 8
     D = nn.Sequential(
-        nn.Conv2d(1, 64, 3, stride=2, padding=1), nn.LeakyReLU(0.2),      # 64 x 4 x 4
-        nn.Conv2d(64, 128, 3, stride=2, padding=1), nn.LeakyReLU(0.2),    # 128 x 2 x 2
-        nn.Flatten(), nn.Linear(512, 1))
+        nn.Conv2d(1, 32, 3, stride=2, padding=1), nn.LeakyReLU(0.2),      # 32 x 4 x 4
+        nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.LeakyReLU(0.2),     # 64 x 2 x 2
+        nn.Flatten(), nn.Linear(256, 1))
     print(G)
     opt_g = optim.Adam(G.parameters(), lr=5e-4, betas=(0.5, 0.999))
     opt_d = optim.Adam(D.parameters(), lr=5e-4, betas=(0.5, 0.999))
@@ -121,6 +121,8 @@ def plot(path, ring_samples, ring_hist, real_ring, digits, digit_hist, covered):
     ax[0].legend(loc="upper right")
     ax[0].set_title(f"8 Gaussians: {covered}/8 modes covered")
     for a, h, title in ((ax[1], ring_hist, "ring GAN losses"), (ax[2], digit_hist, "digits GAN losses")):
+        if len(h) == 0:
+            continue
         w = max(1, len(h) // 100)
         for i, name in enumerate(("discriminator", "generator")):
             a.plot(np.convolve(h[:, i], np.ones(w) / w, "valid"), label=name)
@@ -140,7 +142,7 @@ def plot(path, ring_samples, ring_hist, real_ring, digits, digit_hist, covered):
 
 
 def main():
-    args = parse_args(__doc__.splitlines()[0], steps=3000,
+    args = parse_args(__doc__.splitlines()[0], steps=4000,
                       extra=[(("--digit-steps",), dict(type=int, default=3000,
                                                        help="training steps of the digits GAN (default 3000)"))])
     nn.manual_seed(args.seed)
