@@ -155,7 +155,6 @@ class MultiheadAttention(Module):
         elif not self.batch_first:
             g = g.transpose(1, 0, 2)
         b, l, e = q_in.shape
-        s = k_in.shape[1]
         gm = self.out_proj.backward(g)                       # (B, L, E)
         dq, dk, dv = ops.scaled_dot_product_attention_backward(
             self._heads(gm, b, l), q, k, v, out, lse, attn_mask=mask, is_causal=causal)
