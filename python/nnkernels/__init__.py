@@ -11,7 +11,9 @@ __all__ = [
     "__version__",
     "config",
     "get_num_threads",
+    "nn",
     "ops",
+    "optim",
     "set_flush_denormal",
     "set_isa",
     "set_num_threads",
@@ -83,3 +85,4 @@ def _apply_env():
 _apply_env()
 
 from . import ops  # noqa: E402
+from . import nn, optim  # noqa: E402

@@ -1,0 +1,106 @@
+"""Shared by the examples: the 8x8 digits of scikit-learn (shipped inside the package, no
+download), a fixed train/test split, minibatches, the output folder and plots."""
+
+import argparse
+import os
+import time
+
+import numpy as np
+
+
+def parse_args(description, epochs=None, steps=None, extra=None):
+    p = argparse.ArgumentParser(description=description)
+    if epochs is not None:
+        p.add_argument("--epochs", type=int, default=epochs, help=f"training epochs (default {epochs})")
+    if steps is not None:
+        p.add_argument("--steps", type=int, default=steps, help=f"training steps (default {steps})")
+    p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "out"),
+                   help="folder for the PNG (default examples/out/)")
+    p.add_argument("--seed", type=int, default=0)
+    for args, kw in (extra or []):
+        p.add_argument(*args, **kw)
+    a = p.parse_args()
+    os.makedirs(a.out, exist_ok=True)
+    return a
+
+
+def load_digits_split(seed=0, test_fraction=0.25, dtype=np.float32):
+    """(x_train, y_train, x_test, y_test): pixels scaled to [0, 1], shape (N, 64); a
+    stratified split fixed by ``seed``."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    x = (d.data / 16.0).astype(dtype)
+    y = d.target.astype(np.int64)
+    xtr, xte, ytr, yte = train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=y)
+    return xtr, ytr, xte, yte
+
+
+def batches(n, batch_size, rng):
+    perm = rng.permutation(n)
+    for i in range(0, n, batch_size):
+        yield perm[i:i + batch_size]
+
+
+def random_shift(x, rng):
+    """Shift each (N, 1, 8, 8) image by -1, 0 or +1 pixel in each direction (zero fill)."""
+    n = len(x)
+    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    dy, dx = rng.integers(0, 3, n), rng.integers(0, 3, n)
+    rows = (dy[:, None] + np.arange(8))[:, :, None]
+    cols = (dx[:, None] + np.arange(8))[:, None, :]
+    return padded[np.arange(n)[:, None, None], 0, rows, cols][:, None]
+
+
+def predict(model, x, batch_size=512):
+    model.eval()
+    out = np.concatenate([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+    model.train()
+    return out
+
+
+class Timer:
+    def __init__(self):
+        self.t0 = time.perf_counter()
+
+    def __str__(self):
+        return f"{time.perf_counter() - self.t0:.1f}s"
+
+
+def plot_curves_and_confusion(path, losses, accs, y_true, y_pred, title):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.zeros((10, 10), dtype=np.int64)
+    np.add.at(cm, (y_true, y_pred), 1)
+    fig, ax = plt.subplots(1, 3, figsize=(15, 4.5))
+    losses = np.asarray(losses)
+    ax[0].plot(losses, alpha=0.3, lw=0.8, label="per step")
+    w = max(1, len(losses) // 50)
+    if len(losses) >= w:
+        ax[0].plot(np.arange(w - 1, len(losses)), np.convolve(losses, np.ones(w) / w, "valid"),
+                   label=f"mean of {w}")
+    ax[0].legend()
+    ax[0].set_yscale("log")
+    ax[0].set_xlabel("step")
+    ax[0].set_ylabel("training loss")
+    ax[1].plot(np.arange(1, len(accs) + 1), np.asarray(accs) * 100, marker="o")
+    ax[1].set_xlabel("epoch")
+    ax[1].set_ylabel("test accuracy (%)")
+    im = ax[2].imshow(cm, cmap="Blues")
+    for i in range(10):
+        for j in range(10):
+            if cm[i, j]:
+                ax[2].text(j, i, cm[i, j], ha="center", va="center",
+                           color="white" if cm[i, j] > cm.max() / 2 else "black", fontsize=8)
+    ax[2].set_xticks(range(10))
+    ax[2].set_yticks(range(10))
+    ax[2].set_xlabel("predicted")
+    ax[2].set_ylabel("true")
+    fig.colorbar(im, ax=ax[2])
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
