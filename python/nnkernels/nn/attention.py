@@ -12,7 +12,6 @@ import numpy as np
 
 from .. import ops
 from . import module as _module
-from ._pending import require_op
 from .activation import GELU, ReLU
 from .dropout import Dropout
 from .linear import Linear
@@ -107,7 +106,6 @@ class MultiheadAttention(Module):
 
     def forward(self, query, key, value, key_padding_mask=None, need_weights=False, attn_mask=None,
                 average_attn_weights=True, is_causal=False):
-        require_op("MultiheadAttention", "scaled_dot_product_attention", "scaled_dot_product_attention_backward")
         if need_weights:
             raise NotImplementedError("MultiheadAttention: need_weights=True is not supported "
                                       "(the fused attention never forms the weights)")

@@ -4,7 +4,6 @@ import numpy as np
 
 from .. import ops
 from . import module as _module
-from ._pending import require_op
 from .module import Module
 
 __all__ = ["Dropout"]
@@ -28,7 +27,6 @@ class Dropout(Module):
         if not self.training or self.p == 0.0:
             self._keep(False)
             return x
-        require_op("Dropout", "dropout")
         seed = int(_module._generator().integers(0, 2**63 - 1))
         y, mask = ops.dropout(x, self.p, seed=seed)
         self._keep(mask)

@@ -1,5 +1,5 @@
 """Layers over the ops of the attention/normalisation family (layer_norm, embedding,
-dropout, scaled_dot_product_attention): skipped while this build lacks those ops."""
+dropout, scaled_dot_product_attention) against torch."""
 
 import numpy as np
 import pytest
@@ -8,12 +8,8 @@ import torch
 from conftest import DTYPES, assert_close
 from test_nn import TORCH_DTYPE, check_layer
 
-from nnkernels import nn, ops
+from nnkernels import nn
 
-NEEDED = ["layer_norm", "layer_norm_backward", "embedding", "embedding_backward", "dropout",
-          "scaled_dot_product_attention", "scaled_dot_product_attention_backward"]
-pytestmark = pytest.mark.skipif(not all(hasattr(ops, n) for n in NEEDED),
-                                reason="the attention/layer_norm/embedding/dropout ops are not in this build")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
