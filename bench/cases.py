@@ -346,7 +346,549 @@ class Mse(Case):
         return functools.partial(torch.nn.functional.mse_loss, a, b)
 
 
-KINDS = {c.kind: c for c in (Gemm, Overhead, Linear, LinearBackward, Act, CrossEntropy, Mse)}
+# ---------------------------------------------------------------------------------------
+# Convolution and pooling (issue 3)
+# ---------------------------------------------------------------------------------------
+
+
+def _conv_out(h, k, stride, padding):
+    return (h + 2 * padding - (k - 1) - 1) // stride + 1
+
+
+def _conv_shape(n, c, h, cout, k, stride, padding, groups):
+    txt = f"{n}x{c}x{h}x{h}" + ("" if groups == c == cout else f" Co{cout}") + f" k{k}"
+    if stride != 1:
+        txt += f" s{stride}"
+    if padding:
+        txt += f" p{padding}"
+    if groups != 1 and groups != c:
+        txt += f" g{groups}"
+    return txt
+
+
+class _Conv(Case):
+    """conv2d on x (N, C, H, H), weight (Cout, C/groups, k, k), bias (Cout,), square stride
+    and padding. FLOPs of the forward: 2 * N * Cout * Ho * Wo * (C/groups) * k * k."""
+
+    family = "conv"
+
+    def __init__(self, n, c, h, cout, k, stride=1, padding=0, groups=1, dtype="float32"):
+        super().__init__(n=n, c=c, h=h, cout=cout, k=k, stride=stride, padding=padding,
+                         groups=groups, dtype=dtype)
+        self.n, self.c, self.h, self.cout, self.k = n, c, h, cout, k
+        self.stride, self.padding, self.groups = stride, padding, groups
+        self.ho = _conv_out(h, k, stride, padding)
+        self.depthwise = groups > 1 and groups == c == cout
+        self.shape = _conv_shape(n, c, h, cout, k, stride, padding, groups)
+        self.fwd_flop = 2.0 * n * cout * self.ho * self.ho * (c // groups) * k * k
+
+    def materialised_bytes(self):
+        """The column matrix an im2col + GEMM convolution would build for the whole batch:
+        (C * k * k) x (Ho * Wo) per image (all groups together)."""
+        return float(self.n * self.c * self.k * self.k * self.ho * self.ho *
+                     np.dtype(self.dtype).itemsize)
+
+    def make_data(self, rng):
+        fan_in = (self.c // self.groups) * self.k * self.k
+        return {"x": _randn(rng, (self.n, self.c, self.h, self.h), self.dtype),
+                "w": _randn(rng, (self.cout, self.c // self.groups, self.k, self.k), self.dtype)
+                * (1.0 / math.sqrt(fan_in)),
+                "b": _randn(rng, (self.cout,), self.dtype),
+                "go": _randn(rng, (self.n, self.cout, self.ho, self.ho), self.dtype)}
+
+    def _args(self):
+        return (self.stride, self.padding, 1, self.groups)
+
+
+class ConvForward(_Conv):
+    """conv2d(x, w, b) vs F.conv2d (fresh result for both; no numpy peer)."""
+
+    kind = "conv_fwd"
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.name = "fwd depthwise" if self.depthwise else "fwd"
+        self.amount = self.fwd_flop
+
+    def nnk(self):
+        d = self.data
+        return functools.partial(_op("conv2d"), d["x"], d["w"], d["b"], *self._args())
+
+    def torch(self):
+        torch = _torch()
+        d = self.data
+        x, w, b = (torch.from_numpy(d[k]) for k in ("x", "w", "b"))
+        return functools.partial(torch.nn.functional.conv2d, x, w, b, *self._args())
+
+
+class ConvForwardBackward(_Conv):
+    """conv2d forward, then all three gradients: conv2d + conv2d_backward vs F.conv2d and
+    torch.autograd.grad w.r.t. (x, w, b) (the graph is rebuilt every call). FLOPs: 3 x the
+    forward's (forward, grad_x and grad_w are one GEMM-sized product each)."""
+
+    kind = "conv_fwd_bwd"
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.name = "fwd+bwd depthwise" if self.depthwise else "fwd+bwd"
+        self.amount = 3.0 * self.fwd_flop
+
+    def nnk(self):
+        conv, back = _op("conv2d"), _op("conv2d_backward")
+        d = self.data
+        x, w, b, go = d["x"], d["w"], d["b"], d["go"]
+        args = self._args()
+
+        def f():
+            conv(x, w, b, *args)
+            return back(go, x, w, *args)
+        return f
+
+    def torch(self):
+        torch = _torch()
+        F = torch.nn.functional
+        d = self.data
+        x, w, b = (torch.from_numpy(d[k].copy()).requires_grad_() for k in ("x", "w", "b"))
+        go = torch.from_numpy(d["go"])
+        args = self._args()
+
+        def f():
+            y = F.conv2d(x, w, b, *args)
+            return torch.autograd.grad(y, (x, w, b), go)
+        return f
+
+
+class MaxPool(Case):
+    """max_pool2d(x, k) (stride k) on (N, C, H, W); bytes = read x + write the result."""
+
+    kind = "max_pool"
+    family = "conv"
+    metric = "bytes"
+
+    def __init__(self, n, c, h, k=2, dtype="float32"):
+        super().__init__(n=n, c=c, h=h, k=k, dtype=dtype)
+        self.n, self.c, self.h, self.k = n, c, h, k
+        self.name = f"max_pool2d {k}x{k}"
+        self.shape = f"{n}x{c}x{h}x{h}"
+        ho = h // k
+        self.amount = float((n * c * h * h + n * c * ho * ho) * np.dtype(dtype).itemsize)
+
+    def make_data(self, rng):
+        return {"x": _randn(rng, (self.n, self.c, self.h, self.h), self.dtype)}
+
+    def nnk(self):
+        return functools.partial(_op("max_pool2d"), self.data["x"], self.k)
+
+    def numpy(self):
+        x, k = self.data["x"], self.k
+        ho = self.h // k
+        xs = x[:, :, :ho * k, :ho * k].reshape(self.n, self.c, ho, k, ho, k)
+        return lambda: xs.max(axis=(3, 5))
+
+    def torch(self):
+        torch = _torch()
+        return functools.partial(torch.nn.functional.max_pool2d, torch.from_numpy(self.data["x"]),
+                                 self.k)
+
+
+# ---------------------------------------------------------------------------------------
+# Recurrent networks (issue 4)
+# ---------------------------------------------------------------------------------------
+
+_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+
+def _rnn_data(rng, mode, t, b, i, h, dtype, seq=True):
+    g = _GATES[mode]
+    s = 1.0 / math.sqrt(h)
+    d = {"x": _randn(rng, (t, b, i) if seq else (b, i), dtype),
+         "h0": _randn(rng, (b, h), dtype),
+         "w_ih": _randn(rng, (g * h, i), dtype) * s, "w_hh": _randn(rng, (g * h, h), dtype) * s,
+         "b_ih": _randn(rng, (g * h,), dtype) * s, "b_hh": _randn(rng, (g * h,), dtype) * s}
+    if seq:
+        d["go"] = _randn(rng, (t, b, h), dtype)
+    if mode == "lstm":
+        d["c0"] = _randn(rng, (b, h), dtype)
+    return d
+
+
+def _torch_module(torch, cls, d, i, h):
+    """torch.nn.<cls>(i, h) (one layer) holding the case's weights."""
+    mod = getattr(torch.nn, cls)(i, h, dtype=torch.from_numpy(d["w_ih"]).dtype)
+    sfx = "" if cls.endswith("Cell") else "_l0"
+    with torch.no_grad():
+        for name in ("w_ih", "w_hh", "b_ih", "b_hh"):
+            kind, part = name.split("_")
+            getattr(mod, f"{'weight' if kind == 'w' else 'bias'}_{part}{sfx}").copy_(
+                torch.from_numpy(d[name]))
+    return mod
+
+
+class RnnCell(Case):
+    """rnn_cell (tanh) one step vs nn.RNNCell (under no_grad) and numpy's
+    tanh(x W_ih^T + b_ih + h W_hh^T + b_hh). FLOPs: 2 * B * (I + H) * H."""
+
+    kind = "rnn_cell"
+    family = "rnn"
+    blas = True
+
+    def __init__(self, b, i, h, dtype="float32"):
+        super().__init__(b=b, i=i, h=h, dtype=dtype)
+        self.b, self.i, self.h = b, i, h
+        self.name = "rnn_cell step"
+        self.shape = f"B{b} I{i} H{h}"
+        self.amount = 2.0 * b * (i + h) * h
+
+    def make_data(self, rng):
+        return _rnn_data(rng, "rnn", 1, self.b, self.i, self.h, self.dtype, seq=False)
+
+    def nnk(self):
+        d = self.data
+        return functools.partial(_op("rnn_cell"), d["x"], d["h0"], d["w_ih"], d["w_hh"],
+                                 d["b_ih"], d["b_hh"])
+
+    def numpy(self):
+        d = self.data
+        x, h, wi, wh, bi, bh = (d[k] for k in ("x", "h0", "w_ih", "w_hh", "b_ih", "b_hh"))
+        return lambda: np.tanh(x @ wi.T + bi + h @ wh.T + bh)
+
+    def torch(self):
+        torch = _torch()
+        d = self.data
+        mod = _torch_module(torch, "RNNCell", d, self.i, self.h)
+        x, h = torch.from_numpy(d["x"]), torch.from_numpy(d["h0"])
+
+        def f():
+            with torch.no_grad():
+                return mod(x, h)
+        return f
+
+
+class RnnSeq(Case):
+    """One-layer rnn (tanh) / lstm / gru over T steps of x (T, B, I), initial state given, vs
+    nn.RNN / nn.LSTM / nn.GRU. Forward: torch under no_grad. Forward + backward: the
+    forward (with return_cache=True for lstm / gru) then rnn_backward / lstm_backward /
+    gru_backward for a gradient of the output (none on the final state), against torch
+    autograd w.r.t. x, the initial state(s) and the four parameters (graph rebuilt every
+    call). FLOPs of the forward: 2 * T * B * (I + H) * G * H (G = 1, 4, 3); forward +
+    backward: 3 x that (grad of x and h, and of both weights, are one such product each).
+    numpy peer (rnn forward only): one GEMM for the input projection, then a loop of
+    h = tanh(xp_t + h W_hh^T)."""
+
+    kind = "rnn_seq"
+    family = "rnn"
+
+    def __init__(self, mode, t, b, i, h, backward=False, dtype="float32"):
+        super().__init__(mode=mode, t=t, b=b, i=i, h=h, backward=backward, dtype=dtype)
+        self.mode, self.t, self.b, self.i, self.h, self.backward = mode, t, b, i, h, backward
+        self.name = f"{mode} {'fwd+bwd' if backward else 'fwd'}"
+        self.shape = f"T{t} B{b} I{i} H{h}"
+        fwd = 2.0 * t * b * (i + h) * _GATES[mode] * h
+        self.amount = 3.0 * fwd if backward else fwd
+        self.blas = mode == "rnn" and not backward
+
+    def make_data(self, rng):
+        return _rnn_data(rng, self.mode, self.t, self.b, self.i, self.h, self.dtype)
+
+    def nnk(self):
+        d = self.data
+        x, h0, wi, wh, bi, bh, go = (d[k] for k in ("x", "h0", "w_ih", "w_hh", "b_ih", "b_hh", "go"))
+        c0 = d.get("c0")
+        if self.mode == "rnn":
+            fwd = _op("rnn")
+            if not self.backward:
+                return functools.partial(fwd, x, h0, wi, wh, bi, bh)
+            back = _op("rnn_backward")
+
+            def f():
+                out, _ = fwd(x, h0, wi, wh, bi, bh)
+                return back(go, None, x, h0, wi, wh, out)
+            return f
+        if self.mode == "lstm":
+            fwd = _op("lstm")
+            if not self.backward:
+                return functools.partial(fwd, x, h0, c0, wi, wh, bi, bh)
+            back = _op("lstm_backward")
+
+            def f():
+                out, _, _, cache = fwd(x, h0, c0, wi, wh, bi, bh, return_cache=True)
+                return back(go, None, None, x, h0, c0, wi, wh, out, cache)
+            return f
+        fwd = _op("gru")
+        if not self.backward:
+            return functools.partial(fwd, x, h0, wi, wh, bi, bh)
+        back = _op("gru_backward")
+
+        def f():
+            out, _, cache = fwd(x, h0, wi, wh, bi, bh, return_cache=True)
+            return back(go, None, x, h0, wi, wh, out, cache)
+        return f
+
+    def numpy(self):
+        if self.mode != "rnn" or self.backward:
+            return None
+        d = self.data
+        x, h0, wi, wh, bi, bh = (d[k] for k in ("x", "h0", "w_ih", "w_hh", "b_ih", "b_hh"))
+        whT = wh.T
+
+        def f():
+            xp = (x.reshape(-1, self.i) @ wi.T + (bi + bh)).reshape(self.t, self.b, self.h)
+            out = np.empty_like(xp)
+            h = h0
+            for t in range(self.t):
+                h = np.tanh(xp[t] + h @ whT, out=out[t])
+            return out, h
+        return f
+
+    def torch(self):
+        torch = _torch()
+        d = self.data
+        mod = _torch_module(torch, {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}[self.mode], d,
+                            self.i, self.h)
+        grad = self.backward
+        x = torch.from_numpy(d["x"].copy()).requires_grad_(grad)
+        h0 = torch.from_numpy(d["h0"][None].copy()).requires_grad_(grad)
+        states = [h0]
+        if self.mode == "lstm":
+            states.append(torch.from_numpy(d["c0"][None].copy()).requires_grad_(grad))
+        hx = tuple(states) if self.mode == "lstm" else h0
+        if not grad:
+            def f():
+                with torch.no_grad():
+                    return mod(x, hx)
+            return f
+        go = torch.from_numpy(d["go"])
+        inputs = (x, *states, *mod.parameters())
+
+        def f():
+            out, _ = mod(x, hx)
+            return torch.autograd.grad(out, inputs, go)
+        return f
+
+
+# ---------------------------------------------------------------------------------------
+# Attention and layer norm (issue 5)
+# ---------------------------------------------------------------------------------------
+
+# numpy's naive attention materialises B*H*L*S scores (several times for the backward):
+# above this many bytes of scores it is not run (numpy_max; the memory case allows 2 x).
+NUMPY_ATTENTION_MAX_SCORES = 256 << 20
+
+
+class Attention(Case):
+    """scaled_dot_product_attention on q, k, v (B, H, L, E) (S = L), optionally causal, vs
+    torch F.scaled_dot_product_attention and a naive numpy softmax(Q K^T * scale) V.
+    Forward + backward: the forward (return_lse=True) then
+    scaled_dot_product_attention_backward, against torch autograd w.r.t. q, k, v (graph
+    rebuilt every call) and the naive numpy backward (dV = P^T dO, dP = dO V^T, dS = P (dP -
+    rowsum(dO O)), dQ = dS K scale, dK = dS^T Q scale). FLOPs: 4 * B * H * E * pairs for the
+    forward (Q K^T and P V), pairs = L * S, or L (L + 1) / 2 when causal (the masked half
+    is work nobody has to do); forward + backward: 3 x that (the backward's four products
+    dV, dP, dQ, dK; recomputing S is not counted)."""
+
+    kind = "attention"
+    family = "attention"
+
+    def __init__(self, b, h, l, e, causal=False, backward=False, dtype="float32",
+                 numpy_max=NUMPY_ATTENTION_MAX_SCORES):
+        super().__init__(b=b, h=h, l=l, e=e, causal=causal, backward=backward, dtype=dtype,
+                         numpy_max=numpy_max)
+        self.b, self.h, self.l, self.e = b, h, l, e
+        self.numpy_max = numpy_max
+        self.causal, self.backward = causal, backward
+        self.name = ("fwd+bwd" if backward else "fwd") + (" causal" if causal else "")
+        self.shape = f"B{b} H{h} L{l} E{e}"
+        pairs = l * (l + 1) / 2 if causal else float(l * l)
+        fwd = 4.0 * b * h * e * pairs
+        self.amount = 3.0 * fwd if backward else fwd
+        self.blas = self._numpy_ok()
+
+    def materialised_bytes(self):
+        """The B*H x L x S score matrix a non-flash attention stores."""
+        return float(self.b * self.h * self.l * self.l * np.dtype(self.dtype).itemsize)
+
+    def _numpy_ok(self):
+        return self.materialised_bytes() <= self.numpy_max
+
+    def make_data(self, rng):
+        shp = (self.b, self.h, self.l, self.e)
+        d = {k: _randn(rng, shp, self.dtype) for k in ("q", "k", "v")}
+        if self.backward:
+            d["go"] = _randn(rng, shp, self.dtype)
+        return d
+
+    def nnk(self):
+        d = self.data
+        q, k, v = d["q"], d["k"], d["v"]
+        fwd = _op("scaled_dot_product_attention")
+        if not self.backward:
+            return functools.partial(fwd, q, k, v, is_causal=self.causal)
+        back = _op("scaled_dot_product_attention_backward")
+        go, causal = d["go"], self.causal
+
+        def f():
+            o, lse = fwd(q, k, v, is_causal=causal, return_lse=True)
+            return back(go, q, k, v, o, lse, is_causal=causal)
+        return f
+
+    def numpy(self):
+        if not self._numpy_ok():
+            return None
+        d = self.data
+        q, k, v = d["q"], d["k"], d["v"]
+        scale = np.dtype(self.dtype).type(1.0 / math.sqrt(self.e))
+        kT = k.swapaxes(-1, -2)
+        masked = ~np.tri(self.l, dtype=bool) if self.causal else None
+
+        def probs():
+            s = (q @ kT) * scale
+            if masked is not None:
+                s[..., masked] = -np.inf
+            s -= s.max(-1, keepdims=True)
+            np.exp(s, out=s)
+            s /= s.sum(-1, keepdims=True)
+            return s
+
+        if not self.backward:
+            return lambda: probs() @ v
+        go = d["go"]
+
+        def f():
+            p = probs()
+            o = p @ v
+            dv = p.swapaxes(-1, -2) @ go
+            dp = go @ v.swapaxes(-1, -2)
+            ds = p * (dp - (go * o).sum(-1, keepdims=True))
+            dq = (ds @ k) * scale
+            dk = (ds.swapaxes(-1, -2) @ q) * scale
+            return dq, dk, dv
+        return f
+
+    def torch(self):
+        torch = _torch()
+        sdpa = torch.nn.functional.scaled_dot_product_attention
+        d = self.data
+        causal = self.causal
+        if not self.backward:
+            q, k, v = (torch.from_numpy(d[n]) for n in ("q", "k", "v"))
+            return functools.partial(sdpa, q, k, v, is_causal=causal)
+        q, k, v = (torch.from_numpy(d[n].copy()).requires_grad_() for n in ("q", "k", "v"))
+        go = torch.from_numpy(d["go"])
+
+        def f():
+            o = sdpa(q, k, v, is_causal=causal)
+            return torch.autograd.grad(o, (q, k, v), go)
+        return f
+
+
+class LayerNorm(Case):
+    """layer_norm over the last dim of x (R, D) with weight and bias, vs F.layer_norm and
+    numpy. Forward bytes: read x + write y (+ weight, bias). Backward: layer_norm_backward
+    from the forward's mean and rstd vs torch autograd on a graph built once (only the
+    backward is timed) and numpy's formula; bytes: read dy, x, mean, rstd, weight, write
+    dx, dweight, dbias."""
+
+    kind = "layer_norm"
+    family = "norm"
+    metric = "bytes"
+
+    def __init__(self, rows, d, backward=False, dtype="float32"):
+        super().__init__(rows=rows, d=d, backward=backward, dtype=dtype)
+        self.rows, self.d, self.backward = rows, d, backward
+        self.name = "layer_norm " + ("bwd" if backward else "fwd")
+        self.shape = f"{rows}x{d}"
+        isz = np.dtype(dtype).itemsize
+        if backward:
+            self.amount = float((3 * rows * d + 2 * rows + 3 * d) * isz)
+        else:
+            self.amount = float((2 * rows * d + 2 * d) * isz)
+
+    def make_data(self, rng):
+        return {"x": _randn(rng, (self.rows, self.d), self.dtype) + 3.0,
+                "w": _randn(rng, (self.d,), self.dtype),
+                "b": _randn(rng, (self.d,), self.dtype),
+                "go": _randn(rng, (self.rows, self.d), self.dtype)}
+
+    def nnk(self):
+        d = self.data
+        x, w, b = d["x"], d["w"], d["b"]
+        ln = _op("layer_norm")
+        if not self.backward:
+            return functools.partial(ln, x, self.d, w, b)
+        _, mean, rstd = ln(x, self.d, w, b, return_stats=True)
+        return functools.partial(_op("layer_norm_backward"), d["go"], x, self.d, mean, rstd, w, b)
+
+    def numpy(self):
+        d = self.data
+        x, w, b, dy = d["x"], d["w"], d["b"], d["go"]
+        eps = 1e-5
+        if not self.backward:
+            def f():
+                m = x.mean(-1, keepdims=True)
+                v = x.var(-1, keepdims=True)
+                return (x - m) / np.sqrt(v + eps) * w + b
+            return f
+        mean = x.mean(-1, keepdims=True)
+        rstd = 1 / np.sqrt(x.var(-1, keepdims=True) + eps)
+
+        def f():
+            xhat = (x - mean) * rstd
+            g = dy * w
+            dx = rstd * (g - g.mean(-1, keepdims=True) - xhat * (g * xhat).mean(-1, keepdims=True))
+            return dx, (dy * xhat).sum(0), dy.sum(0)
+        return f
+
+    def torch(self):
+        torch = _torch()
+        F = torch.nn.functional
+        d = self.data
+        if not self.backward:
+            x, w, b = (torch.from_numpy(d[k]) for k in ("x", "w", "b"))
+            return functools.partial(F.layer_norm, x, (self.d,), w, b)
+        x, w, b = (torch.from_numpy(d[k].copy()).requires_grad_() for k in ("x", "w", "b"))
+        go = torch.from_numpy(d["go"])
+        y = F.layer_norm(x, (self.d,), w, b)
+        return lambda: torch.autograd.grad(y, (x, w, b), go, retain_graph=True)
+
+
+# ---------------------------------------------------------------------------------------
+# Peak extra memory of one call (measured by run.py in a fresh subprocess per library)
+# ---------------------------------------------------------------------------------------
+
+
+class PeakMemory(Case):
+    """Peak extra memory of one call of another case's callable (``of``: its spec) in a
+    fresh subprocess per library: after a warm-up call of a small instance (``warm``: its
+    spec; loads code, starts thread pools) the data is made, the peak RSS is reset, the call
+    runs, and extra = peak RSS growth - the bytes of the returned result(s). ``amount``:
+    the bytes of the matrix a materialising implementation would build (``ref``); the
+    %peak column is nnkernels' extra / that."""
+
+    kind = "memory"
+    metric = "memory"
+
+    def __init__(self, of, warm, libs=("nnk", "torch"), dtype="float32"):
+        super().__init__(of=of, warm=warm, libs=list(libs), dtype=dtype)
+        self.inner = build(of)
+        self.of, self.warm, self.libs = of, warm, tuple(libs)
+        self.family = self.inner.family
+        self.name = f"peak mem {self.inner.name}"
+        self.shape = self.inner.shape
+        self.amount = self.inner.materialised_bytes()
+        self.ref_name = "LxS" if isinstance(self.inner, Attention) else "cols"
+
+    def nnk(self):
+        """Only checks that the op exists (the measurement runs in a subprocess)."""
+        ops = _ops()
+        name = {"conv_fwd": "conv2d", "attention": "scaled_dot_product_attention"}[self.of[0]]
+        if getattr(ops, name, None) is None:
+            raise Missing(name)
+        return None
+
+
+KINDS = {c.kind: c for c in (Gemm, Overhead, Linear, LinearBackward, Act, CrossEntropy, Mse,
+                             ConvForward, ConvForwardBackward, MaxPool, RnnCell, RnnSeq,
+                             Attention, LayerNorm, PeakMemory)}
 
 
 def build(spec):
@@ -354,7 +896,20 @@ def build(spec):
     return KINDS[kind](**kw)
 
 
-FAMILIES = ("gemm", "linear", "act", "loss")
+FAMILIES = ("gemm", "linear", "act", "loss", "conv", "rnn", "attention", "norm")
+
+# Issue 3's conv2d shapes: (N, C, H=W, Cout, k, stride, padding, groups).
+CONV_SHAPES = [(32, 3, 32, 32, 3, 1, 1, 1), (16, 64, 56, 64, 3, 1, 1, 1), (16, 128, 28, 128, 3, 1, 1, 1),
+               (16, 256, 14, 256, 3, 1, 1, 1), (16, 64, 56, 256, 1, 1, 0, 1), (8, 3, 224, 64, 7, 2, 3, 1),
+               (16, 128, 56, 128, 3, 1, 1, 128)]
+# Issue 4's RNN shapes (batch, input, hidden) and sequence length.
+RNN_CELL_SHAPES = [(1, 128, 128), (32, 256, 256), (64, 512, 512), (256, 1024, 1024)]
+RNN_SEQ_SHAPES = [(32, 256, 256), (64, 512, 512)]
+RNN_T = 100
+# Issue 5's attention shapes (B, H, L, E, causal).
+ATTN_SHAPES = [(8, 8, 128, 64, False), (4, 8, 512, 64, False), (2, 8, 1024, 64, False),
+               (1, 8, 4096, 64, False), (1, 16, 2048, 128, False), (2, 8, 1024, 64, True),
+               (1, 1, 4096, 64, False)]
 
 
 def suite(families, full=False, dtype=None):
@@ -383,4 +938,36 @@ def suite(families, full=False, dtype=None):
         cases += [CrossEntropy(4096, 1000, dt), Mse(4 * 1024 * 1024, dt)]
         if full:
             cases += [CrossEntropy(256, 32000, dt), Mse(16 * 1024 * 1024, dt)]
+    if "conv" in families:
+        quick = CONV_SHAPES[1]
+        for sh in (CONV_SHAPES if full else [quick]):
+            cases.append(ConvForward(*sh, dtype=dt))
+        for sh in (CONV_SHAPES if full else [quick]):
+            if sh[4] == 3:
+                cases.append(ConvForwardBackward(*sh, dtype=dt))
+        n, c, h, cout, k, st, p, g = quick
+        cases.append(PeakMemory(["conv_fwd", dict(n=n, c=c, h=h, cout=cout, k=k, stride=st, padding=p,
+                                                  groups=g, dtype=dt)],
+                                ["conv_fwd", dict(n=1, c=c, h=8, cout=cout, k=k, stride=st, padding=p,
+                                                  groups=g, dtype=dt)], dtype=dt))
+        cases.append(MaxPool(16, 64, 56, 2, dtype=dt))
+    if "rnn" in families:
+        cases += [RnnCell(*s, dtype=dt) for s in (RNN_CELL_SHAPES if full else RNN_CELL_SHAPES[1:2])]
+        for s in (RNN_SEQ_SHAPES if full else RNN_SEQ_SHAPES[:1]):
+            for mode in ("rnn", "lstm", "gru"):
+                cases += [RnnSeq(mode, RNN_T, *s, backward=bw, dtype=dt) for bw in (False, True)]
+    if "attention" in families:
+        for b, h, l, e, causal in (ATTN_SHAPES if full else ATTN_SHAPES[1:2]):
+            cases += [Attention(b, h, l, e, causal, bw, dtype=dt) for bw in (False, True)]
+        # Peak extra memory of the forward at a long sequence (issue 5's target shape with
+        # --full; numpy only where its L x S scores fit in 2 x NUMPY_ATTENTION_MAX_SCORES).
+        lm = 8192 if full else 4096
+        nmax = 2 * NUMPY_ATTENTION_MAX_SCORES
+        big = Attention(1, 8, lm, 64, dtype=dt).materialised_bytes() > nmax
+        libs = ("nnk", "torch") if big else ("nnk", "numpy", "torch")
+        cases.append(PeakMemory(["attention", dict(b=1, h=8, l=lm, e=64, dtype=dt, numpy_max=nmax)],
+                                ["attention", dict(b=1, h=8, l=64, e=64, dtype=dt)], libs=libs, dtype=dt))
+    if "norm" in families:
+        for s in ([(4096, 768), (8192, 1024)] if full else [(4096, 768)]):
+            cases += [LayerNorm(*s, backward=bw, dtype=dt) for bw in (False, True)]
     return cases

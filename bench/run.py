@@ -91,6 +91,65 @@ class NumpyBest:
             self.p.kill()
 
 
+def import_nnkernels():
+    try:
+        import nnkernels
+    except ImportError:  # a source checkout built with tools/dev_build.sh, not installed
+        sys.path.insert(0, os.path.join(os.path.dirname(HERE), "python"))
+        import nnkernels
+    return nnkernels
+
+
+# ---------------------------------------------------------------------------------------
+# Peak-memory worker (subprocess): one library, one call, in a fresh process
+# ---------------------------------------------------------------------------------------
+
+
+def mem_worker(job, threads):
+    """job: {"of": spec, "warm": spec, "lib": "nnk" | "numpy" | "torch"}. Imports only what
+    the library needs, runs the warm-up case once (code loaded, thread pool started), makes
+    the data, resets the peak RSS, runs one call and prints one JSON line: rss_growth,
+    result_bytes, extra = rss_growth - result_bytes, base_rss, how."""
+    job = json.loads(job)
+    lib = job["lib"]
+    if lib == "nnk":
+        nnk = import_nnkernels()
+        if threads:
+            nnk.set_num_threads(threads)
+    elif lib == "torch":
+        import torch
+        if threads:
+            torch.set_num_threads(threads)
+    elif threads:
+        common.set_numpy_threads(threads)
+    warm = C.build(job["warm"])
+    r = getattr(warm, lib)()()
+    del r
+    warm.release()
+    case = C.build(job["of"])
+    fn = getattr(case, lib)()
+    if fn is None:
+        print(json.dumps(None))
+        return
+    with common.PeakRss() as p:
+        r = fn()
+    nb = common.result_nbytes(r)
+    print(json.dumps({"rss_growth": p.growth, "result_bytes": nb,
+                      "extra": None if p.growth is None else p.growth - nb,
+                      "base_rss": p.base, "how": p.how}))
+
+
+def measure_memory(case, lib, threads):
+    """Runs mem_worker for one library of a PeakMemory case; returns its dict or raises."""
+    job = json.dumps({"of": case.of, "warm": case.warm, "lib": lib})
+    cmd = [sys.executable, os.path.abspath(__file__), "--mem-worker", job, "--threads", str(threads)]
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    if p.returncode != 0:
+        raise RuntimeError(f"memory worker exited {p.returncode}: {p.stderr.strip()[-500:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
 # ---------------------------------------------------------------------------------------
 # Main suite
 # ---------------------------------------------------------------------------------------
@@ -117,6 +176,7 @@ def parse_args(argv):
     ap.add_argument("--no-numpy-best", action="store_true",
                     help="skip the subprocess measuring numpy with OpenBLAS's best kernel")
     ap.add_argument("--numpy-worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--mem-worker", metavar="JOB", help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
 
@@ -134,15 +194,14 @@ def main(argv=None):
     if args.numpy_worker:
         numpy_worker(args.target)
         return 0
+    if args.mem_worker:
+        mem_worker(args.mem_worker, args.threads)
+        return 0
     t_start = time.perf_counter()
 
     import torch
 
-    try:
-        import nnkernels
-    except ImportError:  # a source checkout built with tools/dev_build.sh, not installed
-        sys.path.insert(0, os.path.join(os.path.dirname(HERE), "python"))
-        import nnkernels
+    nnkernels = import_nnkernels()
 
     families = args.family or list(C.FAMILIES)
     T = args.threads or nnkernels.get_num_threads()
@@ -204,7 +263,7 @@ def main(argv=None):
     print()
 
     table = common.Table([
-        ("family", 6, "<"), ("case", 22, "<"), ("shape", 25, "<"), ("dt", 3, "<"),
+        ("family", 9, "<"), ("case", 22, "<"), ("shape", 25, "<"), ("dt", 3, "<"),
         ("nnk", 9, ">"), ("nnk med", 9, ">"), ("numpy", 9, ">"), ("numpy*", 9, ">"),
         ("torch", 9, ">"), ("np/nnk", 7, ">"), ("np*/nnk", 7, ">"), ("tch/nnk", 7, ">"),
         ("nnk rate", 13, ">"), ("%peak", 5, ">")])
@@ -221,6 +280,12 @@ def main(argv=None):
             rec["skipped"] = f"op missing: {e}"
             records.append(rec)
             table.row(head + [f"skipped: op missing ({e})"])
+            continue
+        if case.metric == "memory":
+            table.row(head + memory_case(case, rec, T))
+            records.append(rec)
+            for lib, e in rec["errors"].items():
+                print(f"    {lib}: {e}")
             continue
         timings = {}
         timings["nnk"], err = safe_measure(fn, args.target, args.pause)
@@ -307,6 +372,36 @@ def main(argv=None):
         best_peaks = {dt: max(p, meta["peak_flops_end"].get(dt, 0.0)) for dt, p in peaks.items()}
         plot(records, best_peaks, args.plot, args.dtype or "float32")
     return 0
+
+
+def memory_case(case, rec, T):
+    """Measures a PeakMemory case (one subprocess per library); fills rec; returns the
+    table cells after the head: extra bytes in the time columns, peer / nnk ratios, the
+    materialised matrix in the rate column and nnk's extra / it in %peak."""
+    extra = {}
+    for lib in case.libs:
+        try:
+            res = measure_memory(case, lib, T)
+        except Exception as e:
+            rec["errors"][lib] = f"{type(e).__name__}: {e}"
+            continue
+        if res is None:
+            continue
+        rec["results"][lib] = res
+        if res.get("extra") is not None:
+            extra[lib] = max(0, res["extra"])
+    rec["reference_bytes"] = case.amount
+    xn = extra.get("nnk")
+    # Ratios only when nnkernels' extra is at least 1 MiB (below that they are noise).
+    ok = xn is not None and xn >= (1 << 20)
+    ratios = {lib: (extra[lib] / xn if ok and lib in extra else None) for lib in LIBS[1:]}
+    rec["ratio_peer_over_nnk"] = ratios
+    frac = None if xn is None else xn / case.amount
+    rec["fraction_of_peak"] = frac
+    fb = common.fmt_bytes
+    return [fb(xn), "-", fb(extra.get("numpy")), "-", fb(extra.get("torch")),
+            common.fmt_ratio(ratios["numpy"]), "-", common.fmt_ratio(ratios["torch"]),
+            f"{case.ref_name} {fb(case.amount)}", common.fmt_frac(frac)]
 
 
 def plot(records, peaks, path, dtype):
