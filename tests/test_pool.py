@@ -126,3 +126,19 @@ def test_pool_errors():
         ops.max_pool2d_backward(y, i[:, :, :2], x.shape)
     with pytest.raises(ValueError):
         ops.avg_pool2d_backward(np.zeros((2, 3, 2, 2)), x.shape, 2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("W", [2, 3, 17, 32, 33, 34, 63, 66])
+def test_max_pool_2x2_fast_path(isa, rng, dtype, W):
+    """The vectorised 2x2 / stride-2 row kernel: tails, ties, NaN and -inf, indices exact."""
+    x = rng.standard_normal((2, 3, 5, W)).astype(dtype)
+    x[0, 0, 0, :4] = 1.0                # ties: the first maximum wins
+    x[0, 1, 1, 1] = np.nan              # NaN wins its window
+    x[1, 2, 2:4, 0:2] = -np.inf         # a window of -inf keeps its first position
+    x[1, 0, 0, 0] = np.nan
+    x[1, 0, 1, 1] = np.nan              # a later NaN replaces an earlier one
+    y, idx = ops.max_pool2d(x, 2, return_indices=True)
+    ty, tidx = torch.nn.functional.max_pool2d(torch.from_numpy(x), 2, return_indices=True)
+    np.testing.assert_array_equal(y, ty.numpy())
+    np.testing.assert_array_equal(idx, tidx.numpy())

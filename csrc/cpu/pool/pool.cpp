@@ -2,7 +2,8 @@
 // split, so results are reproducible). Within a plane, each output row first finds its
 // in-range window rows; the columns of the window are precomputed once per call (the
 // clipped range [c0, c1) of every ow), so the inner loops carry no bounds tests. The
-// common non-overlapping 2x2 / stride-2 max pool has its own loop over pairs of rows.
+// common non-overlapping 2x2 / stride-2 max pool has its own loop over pairs of rows
+// (vectorised for AVX-512 in pool_avx512.cpp, branch-free scalar otherwise).
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -10,6 +11,7 @@
 #include <limits>
 #include <vector>
 
+#include "core/cpu_features.h"
 #include "core/parallel.h"
 #include "cpu/pool/pool.h"
 
@@ -39,22 +41,33 @@ void max_fwd(const PoolGeom& g, T* y, int64_t* idx, const T* x) {
                   g.dh == 1 && g.dw == 1 && 2 * g.Ho <= g.H && 2 * g.Wo <= g.W;
   const auto rows = max_spans(g.Ho, g.H, g.kh, g.sh, g.ph, g.dh);
   const auto cols = max_spans(g.Wo, g.W, g.kw, g.sw, g.pw, g.dw);
+  const bool use_avx512 = current_isa() == Isa::avx512;
   parallel_for(g.planes, plane_grain(HW), [&](index_t q0, index_t q1) {
     for (index_t q = q0; q < q1; ++q) {
       const T* xp = x + q * HW;
       T* yp = y + q * L;
       int64_t* ip = idx ? idx + q * L : nullptr;
+#if defined(NNK_X86)
+      if (k2 && use_avx512) {
+        for (index_t oh = 0; oh < g.Ho; ++oh)
+          cpu::avx512::max_pool2x2_row(xp + 2 * oh * g.W, xp + (2 * oh + 1) * g.W, yp + oh * g.Wo,
+                                       ip ? ip + oh * g.Wo : nullptr, g.Wo, 2 * oh * g.W, g.W);
+        continue;
+      }
+#endif
       if (k2) {
         for (index_t oh = 0; oh < g.Ho; ++oh) {
           const T* r0 = xp + 2 * oh * g.W;
           const T* r1 = r0 + g.W;
           T* yr = yp + oh * g.Wo;
           for (index_t ow = 0; ow < g.Wo; ++ow) {
+            // Branch-free (random data makes the compare branches unpredictable); the
+            // same rule as torch: a later tap wins when greater or NaN.
             const T a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];
             T m = a; index_t k = 0;
-            if (b > m || std::isnan(b)) { m = b; k = 1; }
-            if (c > m || std::isnan(c)) { m = c; k = 2; }
-            if (d > m || std::isnan(d)) { m = d; k = 3; }
+            const bool tb = (b > m) | (b != b); m = tb ? b : m; k = tb ? 1 : k;
+            const bool tc = (c > m) | (c != c); m = tc ? c : m; k = tc ? 2 : k;
+            const bool td = (d > m) | (d != d); m = td ? d : m; k = td ? 3 : k;
             yr[ow] = m;
             if (ip) ip[oh * g.Wo + ow] = (2 * oh + (k >> 1)) * g.W + 2 * ow + (k & 1);
           }

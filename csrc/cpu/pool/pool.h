@@ -28,6 +28,15 @@ bool max_pool2d_backward(DType dt, const PoolGeom& g, void* dx, const void* dy, 
 void avg_pool2d_forward(DType dt, const PoolGeom& g, void* y, const void* x, bool count_include_pad);
 void avg_pool2d_backward(DType dt, const PoolGeom& g, void* dx, const void* dy, bool count_include_pad);
 
+// One output row of the 2x2 / stride-2 max pool: r0, r1 the two input rows, y and idx
+// (may be null) Wo outputs; base = flat index of r0[0] within the plane, W the row length.
+namespace cpu::avx512 {
+void max_pool2x2_row(const float* r0, const float* r1, float* y, int64_t* idx, index_t Wo,
+                     int64_t base, int64_t W);
+void max_pool2x2_row(const double* r0, const double* r1, double* y, int64_t* idx, index_t Wo,
+                     int64_t base, int64_t W);
+}  // namespace cpu::avx512
+
 namespace ref {
 void max_pool2d_forward(DType dt, const PoolGeom& g, void* y, int64_t* idx, const void* x);
 void avg_pool2d_forward(DType dt, const PoolGeom& g, void* y, const void* x, bool count_include_pad);
