@@ -886,9 +886,121 @@ class PeakMemory(Case):
         return None
 
 
+def _train_models(kind, dtype):
+    """The example models of issue 6 (examples/*.py), built twice with the same weights:
+    (nnkernels model, torch model, nnkernels input, torch input, targets)."""
+    torch = _torch()
+    from nnkernels import nn
+    rng = np.random.default_rng(0)
+    tdt = {"float32": torch.float32, "float64": torch.float64}[dtype]
+    npdt = np.dtype(dtype).type
+    if kind == "mlp":
+        ours = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
+                             nn.Linear(256, 10))
+        ref = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 256),
+                                  torch.nn.ReLU(), torch.nn.Linear(256, 10))
+        x = rng.standard_normal((64, 64)).astype(npdt)
+    elif kind == "cnn":
+        ours = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                             nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                             nn.Flatten(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10))
+        ref = torch.nn.Sequential(torch.nn.Conv2d(1, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+                                  torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+                                  torch.nn.Flatten(), torch.nn.Linear(256, 128), torch.nn.ReLU(),
+                                  torch.nn.Linear(128, 10))
+        x = rng.standard_normal((64, 1, 8, 8)).astype(npdt)
+    else:
+        raise ValueError(kind)
+    ref = ref.to(tdt)
+    if dtype == "float64":
+        ours.double()
+    ours.load_state_dict({k: v.detach().numpy() for k, v in ref.state_dict().items()})
+    y = rng.integers(0, 10, 64)
+    return ours, ref, x, torch.from_numpy(x), y
+
+
+class TrainStep(Case):
+    """One training step (forward, cross-entropy, backward, Adam step) of an example model,
+    against the identical torch model (issue 6)."""
+
+    kind = "train_step"
+    family = "train"
+    metric = "call"
+
+    def __init__(self, model, dtype="float32"):
+        super().__init__(model=model, dtype=dtype)
+        self.model = model
+        self.name = f"{model} step"
+        self.shape = {"mlp": "64-256-256-10, batch 64", "cnn": "examples/cnn.py model, 8x8, batch 64"}[model]
+        self.amount = 1.0
+
+    def make_data(self, rng):
+        ours, ref, x, tx, y = _train_models(self.model, self.dtype)
+        return {"ours": ours, "ref": ref, "x": x, "tx": tx, "y": y}
+
+    def nnk(self):
+        from nnkernels import nn, optim
+        d = self.data
+        model, loss = d["ours"], nn.CrossEntropyLoss()
+        opt = optim.Adam(model.parameters(), lr=1e-3)
+        x, y = d["x"], d["y"]
+
+        def step():
+            opt.zero_grad()
+            loss(model(x), y)
+            model.backward(loss.backward())
+            opt.step()
+        return step
+
+    def torch(self):
+        torch = _torch()
+        d = self.data
+        model = d["ref"]
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        x, y = d["tx"], torch.from_numpy(d["y"])
+
+        def step():
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+        return step
+
+
+class AdamStep(Case):
+    """adam_step_ over n parameters vs torch.optim.Adam's step (single tensor, foreach off
+    and on are torch's choice); bytes: read p, g, m, v and write p, m, v."""
+
+    kind = "adam_step"
+    family = "train"
+    metric = "bytes"
+
+    def __init__(self, n, dtype="float32"):
+        super().__init__(n=n, dtype=dtype)
+        self.n = n
+        self.name = "adam_step_"
+        self.shape = f"{n} params"
+        self.amount = 7.0 * n * np.dtype(dtype).itemsize
+
+    def make_data(self, rng):
+        p = _randn(rng, (self.n,), self.dtype)
+        return {"p": p, "g": _randn(rng, (self.n,), self.dtype), "m": np.zeros_like(p), "v": np.zeros_like(p)}
+
+    def nnk(self):
+        d = self.data
+        return functools.partial(_op("adam_step_"), d["p"], d["g"], d["m"], d["v"], step=3, lr=1e-3)
+
+    def torch(self):
+        torch = _torch()
+        d = self.data
+        p = torch.nn.Parameter(torch.from_numpy(d["p"].copy()))
+        p.grad = torch.from_numpy(d["g"].copy())
+        opt = torch.optim.Adam([p], lr=1e-3)
+        return opt.step
+
+
 KINDS = {c.kind: c for c in (Gemm, Overhead, Linear, LinearBackward, Act, CrossEntropy, Mse,
                              ConvForward, ConvForwardBackward, MaxPool, RnnCell, RnnSeq,
-                             Attention, LayerNorm, PeakMemory)}
+                             Attention, LayerNorm, PeakMemory, TrainStep, AdamStep)}
 
 
 def build(spec):
@@ -896,7 +1008,7 @@ def build(spec):
     return KINDS[kind](**kw)
 
 
-FAMILIES = ("gemm", "linear", "act", "loss", "conv", "rnn", "attention", "norm")
+FAMILIES = ("gemm", "linear", "act", "loss", "conv", "rnn", "attention", "norm", "train")
 
 # Issue 3's conv2d shapes: (N, C, H=W, Cout, k, stride, padding, groups).
 CONV_SHAPES = [(32, 3, 32, 32, 3, 1, 1, 1), (16, 64, 56, 64, 3, 1, 1, 1), (16, 128, 28, 128, 3, 1, 1, 1),
@@ -970,4 +1082,6 @@ def suite(families, full=False, dtype=None):
     if "norm" in families:
         for s in ([(4096, 768), (8192, 1024)] if full else [(4096, 768)]):
             cases += [LayerNorm(*s, backward=bw, dtype=dt) for bw in (False, True)]
+    if "train" in families:
+        cases += [TrainStep("mlp", dt), TrainStep("cnn", dt), AdamStep(10 * 1000 * 1000, dt)]
     return cases
