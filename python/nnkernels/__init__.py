@@ -10,6 +10,7 @@ __version__ = _C.__version__
 __all__ = [
     "__version__",
     "config",
+    "cuda",
     "get_num_threads",
     "ops",
     "set_flush_denormal",
@@ -83,3 +84,4 @@ def _apply_env():
 _apply_env()
 
 from . import ops  # noqa: E402
+from . import cuda  # noqa: E402
