@@ -1,5 +1,6 @@
 #include "bindings/common.h"
 
+#include "bindings/cuda_array.h"
 #include "core/mempool.h"
 
 #include <cstdint>
@@ -36,16 +37,20 @@ std::string shape_str(const std::vector<index_t>& s) {
 // device inputs are mixed: ValueError. DLPack producers count when __dlpack_device__ names a
 // CUDA device (kDLCUDA = 2, kDLCUDAManaged = 13).
 static void reject_cuda(py::handle obj, const char* name) {
-  bool cuda = py::hasattr(obj, "__cuda_array_interface__");
-  if (!cuda && py::hasattr(obj, "__dlpack_device__")) {
+  const int ic = is_cuda_attr(obj);  // torch tensors: a fast C-level property
+  if (ic == 0) return;
+  // __dlpack_device__ first: cheap for host tensors (torch CPU), whose
+  // __cuda_array_interface__ property raises.
+  int type = 0;
+  if (py::hasattr(obj, "__dlpack_device__")) {
     try {
       py::tuple dev = obj.attr("__dlpack_device__")();
-      const int type = dev[0].cast<int>();
-      cuda = type == 2 || type == 13;
+      type = dev[0].cast<int>();
     } catch (py::error_already_set&) {
     } catch (py::cast_error&) {
     }
   }
+  const bool cuda = type != 0 ? (type == 2 || type == 13) : py::hasattr(obj, "__cuda_array_interface__");
   if (!cuda) return;
 #if defined(NNK_WITH_CUDA)
   throw ValueError(std::string(name) +

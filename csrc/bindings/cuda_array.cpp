@@ -209,11 +209,30 @@ DeviceBuffer::~DeviceBuffer() {
 #endif
 }
 
+int is_cuda_attr(py::handle obj) {
+  PyObject* v = PyObject_GetAttrString(obj.ptr(), "is_cuda");
+  if (!v) {
+    PyErr_Clear();
+    return -1;
+  }
+  const int r = v == Py_True ? 1 : v == Py_False ? 0 : -1;
+  Py_DECREF(v);
+  return r;
+}
+
 bool is_device_like(py::handle obj) {
   if (py::isinstance<py::array>(obj)) return false;
   if (py::isinstance<DeviceArray>(obj)) return true;
-  if (py::hasattr(obj, "__cuda_array_interface__")) return true;
-  return is_cuda_type(dlpack_device(obj).first);
+  // torch tensors answer through a C-level bool property, much faster than the protocols.
+  const int ic = is_cuda_attr(obj);
+  if (ic >= 0) return ic == 1;
+  // __dlpack_device__ first: for host tensors (torch CPU) it answers quickly, while their
+  // __cuda_array_interface__ property raises (costly). Objects without DLPack: the CAI.
+  if (py::hasattr(obj, "__dlpack_device__")) {
+    const int type = dlpack_device(obj).first;
+    if (type != 0) return is_cuda_type(type);
+  }
+  return py::hasattr(obj, "__cuda_array_interface__");
 }
 
 DevTensor as_device(py::handle obj, const char* name) {

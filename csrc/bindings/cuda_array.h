@@ -81,6 +81,8 @@ struct DevTensor {
 // Whether obj is a CUDA array (DeviceArray, __cuda_array_interface__, or __dlpack_device__
 // naming a CUDA device). numpy arrays return false at once.
 bool is_device_like(py::handle obj);
+// obj.is_cuda when it is a bool (torch tensors): 1 / 0; -1 when absent or not a bool.
+int is_cuda_attr(py::handle obj);
 // The device view of obj; TypeError (dtype, naming `name`), ValueError (host array: mixing
 // host and device inputs; bad strides or protocol fields). No CUDA call.
 DevTensor as_device(py::handle obj, const char* name);
