@@ -34,14 +34,16 @@ class FakeCAI:
 class FakeDLPack:
     """A DLPack producer on a CUDA device, handing out the capsule of another object."""
 
-    def __init__(self, source, device=(2, 0)):
-        self.source, self.device = source, device
+    def __init__(self, source, device=(2, 0), max_version=None):
+        self.source, self.device, self.max_version = source, device, max_version
 
     def __dlpack_device__(self):
         return self.device
 
     def __dlpack__(self, stream=None, max_version=None, **kw):
-        return self.source.__dlpack__(max_version=max_version)
+        if self.max_version is None:
+            return self.source.__dlpack__()
+        return self.source.__dlpack__(max_version=self.max_version)
 
 
 def f32(*shape):
@@ -123,6 +125,13 @@ def test_cai_missing_keys():
         _C._cuda_parse(NoData(), "x")
 
 
+def test_is_cuda_property_decides():
+    class HostTensorLike(FakeCAI):
+        is_cuda = False
+    assert not _C._cuda_is_device(HostTensorLike((2,)))
+    assert _C._cuda_is_device(FakeCAI((2,)))
+
+
 def test_host_array_in_device_parse_is_mixing():
     with pytest.raises(ValueError, match="host"):
         _C._cuda_parse(np.zeros(3, np.float32), "b")
@@ -151,10 +160,13 @@ def test_dlpack_round_trip(max_version):
     v = _C._cuda_view(0x3000, [4, 6], "float32", 0, True)
     cap = v.__dlpack__(max_version=max_version)
     assert type(cap).__name__ == "PyCapsule"
-    d = _C._cuda_parse(FakeDLPack(v), "q")
+    assert ("versioned" in repr(cap)) == (max_version is not None)
+    del cap  # an unconsumed capsule frees its export context
+    d = _C._cuda_parse(FakeDLPack(v, max_version=max_version), "q")
     assert d["ptr"] == 0x3000 and d["shape"] == (4, 6) and d["strides"] == (6, 1)
     assert d["dtype"] == "float32" and d["device"] == 0
-    del cap  # an unconsumed capsule frees its export context
+    # The versioned capsule carries the read-only flag.
+    assert d["readonly"] == (max_version is not None)
 
 
 def test_dlpack_export_checks():
