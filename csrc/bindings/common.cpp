@@ -1,5 +1,6 @@
 #include "bindings/common.h"
 
+#include "bindings/cuda_array.h"
 #include "core/mempool.h"
 
 #include <cstdint>
@@ -31,10 +32,35 @@ std::string shape_str(const std::vector<index_t>& s) {
   return os.str();
 }
 
+// A CUDA array reaching a host binding: without CUDA support a RuntimeError saying so; with
+// it, the call's first argument was a host array (or the op has no CUDA kernel), so host and
+// device inputs are mixed: ValueError. DLPack producers count when __dlpack_device__ names a
+// CUDA device (kDLCUDA = 2, kDLCUDAManaged = 13).
 static void reject_cuda(py::handle obj, const char* name) {
-  if (py::hasattr(obj, "__cuda_array_interface__"))
-    throw std::runtime_error(std::string(name) +
-                             ": is a CUDA array, but this build of nnkernels has no CUDA support");
+  const int ic = is_cuda_attr(obj);  // torch tensors: a fast C-level property
+  if (ic == 0) return;
+  // __dlpack_device__ first: cheap for host tensors (torch CPU), whose
+  // __cuda_array_interface__ property raises.
+  int type = 0;
+  if (py::hasattr(obj, "__dlpack_device__")) {
+    try {
+      py::tuple dev = obj.attr("__dlpack_device__")();
+      type = dev[0].cast<int>();
+    } catch (py::error_already_set&) {
+    } catch (py::cast_error&) {
+    }
+  }
+  const bool cuda = type != 0 ? (type == 2 || type == 13) : py::hasattr(obj, "__cuda_array_interface__");
+  if (!cuda) return;
+#if defined(NNK_WITH_CUDA)
+  throw ValueError(std::string(name) +
+                   ": is a CUDA array while this call runs on the host (its first array argument "
+                   "is a host array, or the op has no CUDA kernel); mixing host and device inputs "
+                   "in one call is not supported");
+#else
+  throw std::runtime_error(std::string(name) +
+                           ": is a CUDA array, but this build of nnkernels has no CUDA support");
+#endif
 }
 
 static Tensor wrap(py::array arr) {

@@ -11,6 +11,7 @@ void bind_conv(py::module_& m);
 void bind_rnn(py::module_& m);
 void bind_attn(py::module_& m);
 void bind_optim(py::module_& m);
+void bind_cuda(py::module_& m);
 }  // namespace nnk::bind
 
 PYBIND11_MODULE(_C, m) {
@@ -25,4 +26,5 @@ PYBIND11_MODULE(_C, m) {
   nnk::bind::bind_rnn(m);
   nnk::bind::bind_attn(m);
   nnk::bind::bind_optim(m);
+  nnk::bind::bind_cuda(m);  // last: its overloads go in front of the CPU ones
 }

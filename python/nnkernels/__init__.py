@@ -10,6 +10,7 @@ __version__ = _C.__version__
 __all__ = [
     "__version__",
     "config",
+    "cuda",
     "get_num_threads",
     "nn",
     "ops",
@@ -86,3 +87,4 @@ _apply_env()
 
 from . import ops  # noqa: E402
 from . import nn, optim  # noqa: E402
+from . import cuda  # noqa: E402

@@ -1,0 +1,119 @@
+"""Short GPU benchmark of nnkernels' CUDA kernels against torch (cuBLAS, cuDNN, SDPA).
+
+Run by bench/gpu_check.sh on a machine with an NVIDIA GPU; prints a table and writes JSON.
+Times are medians over `--reps` runs bracketed by CUDA events on the legacy default stream
+(where both torch and nnkernels queue their kernels), after warm-up. TF32 is disabled in
+torch for every case (cuBLAS / cuDNN then compute in true float32, as nnkernels does).
+"""
+
+import argparse
+import json
+import math
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import nnkernels
+from nnkernels import ops
+
+
+def timed(fn, reps):
+    for _ in range(2):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b))
+    return float(np.median(times))
+
+
+def rel(ours, ref):
+    o = torch.from_dlpack(ours) if not isinstance(ours, torch.Tensor) else ours
+    o, r = o.double(), ref.double()
+    return float((o - r).norm() / max(r.norm().item(), 1e-300))
+
+
+def cases(quick):
+    g = torch.Generator(device="cuda").manual_seed(0)
+    rn = lambda *s: torch.randn(*s, device="cuda", generator=g, dtype=torch.float32)
+    out = []
+
+    n = 2048 if quick else 4096
+    a, b = rn(n, n), rn(n, n)
+    out.append((f"gemm f32 n={n} (no TF32)", 2 * n ** 3,
+                lambda: ops.matmul(a, b), lambda: torch.matmul(a, b)))
+
+    for causal in (False, True):
+        q, k, v = rn(4, 16, 2048, 64), rn(4, 16, 2048, 64), rn(4, 16, 2048, 64)
+        flops = 4 * 4 * 16 * 2048 * 2048 * 64 // (2 if causal else 1)
+        out.append((f"flash attn fwd f32 (4,16,2048,64){' causal' if causal else ''}", flops,
+                    lambda q=q, k=k, v=v, c=causal: ops.scaled_dot_product_attention(q, k, v, is_causal=c),
+                    lambda q=q, k=k, v=v, c=causal: F.scaled_dot_product_attention(q, k, v, is_causal=c)))
+
+    x = rn(8192, 4096)
+    out.append(("softmax f32 (8192, 4096)", None, lambda: ops.softmax(x), lambda: torch.softmax(x, -1)))
+
+    xc, wc, bc = rn(16, 64, 56, 56), rn(64, 64, 3, 3), rn(64)
+    out.append(("conv2d fwd f32 (16,64,56x56,64,k3 p1)", 2 * 16 * 64 * 56 * 56 * 64 * 9,
+                lambda: ops.conv2d(xc, wc, bc, padding=1), lambda: F.conv2d(xc, wc, bc, padding=1)))
+
+    xl, wl, bl = rn(8192, 1024), rn(1024), rn(1024)
+    out.append(("layer_norm f32 (8192, 1024)", None,
+                lambda: ops.layer_norm(xl, (1024,), wl, bl), lambda: F.layer_norm(xl, (1024,), wl, bl)))
+
+    xw, ww, bw = rn(4096, 1024), rn(4096, 1024), rn(4096)
+    out.append(("linear+gelu f32 (4096,1024)->4096", 2 * 4096 * 1024 * 4096,
+                lambda: ops.linear(xw, ww, bw, activation="gelu"),
+                lambda: F.gelu(F.linear(xw, ww, bw))))
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, "
+          f"nnkernels {nnkernels.__version__}, config cuda: {nnkernels.config()['cuda']}")
+    rows = []
+    for name, flops, ours, ref in cases(args.quick):
+        row = dict(case=name)
+        try:
+            err = rel(ours(), ref())
+            t0 = time.time()
+            t_ours = timed(ours, args.reps)
+            t_ref = timed(ref, args.reps)
+            row.update(ours_ms=t_ours, torch_ms=t_ref, ratio=t_ref / t_ours, rel_err=err,
+                       ours_tflops=flops / t_ours / 1e9 if flops else None, secs=time.time() - t0)
+        except Exception as e:  # report and go on: one broken kernel must not hide the rest
+            row.update(error=f"{type(e).__name__}: {e}")
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    print()
+    print(f"| case | nnkernels ms | torch ms | torch/nnk (>1: we are faster) | nnk TFLOP/s | rel err |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['case']} | ERROR | | | | {r['error'][:80]} |")
+            continue
+        tf = f"{r['ours_tflops']:.1f}" if r["ours_tflops"] else ""
+        print(f"| {r['case']} | {r['ours_ms']:.3f} | {r['torch_ms']:.3f} | {r['ratio']:.2f} | {tf} | {r['rel_err']:.1e} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(device=torch.cuda.get_device_name(), torch=torch.__version__, rows=rows), f, indent=1)
+    return 0 if all("error" not in r and math.isfinite(r["rel_err"]) for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,575 @@
+// The CUDA overloads of the ops, and nnkernels.cuda's helpers (DeviceArray: cuda_array.cpp).
+//
+// Routing: each op below is registered as an extra overload of the CPU binding of the same
+// name, placed first (py::prepend) and taking a DevArg as first argument. pybind11 tries it
+// first; DevArg's caster accepts only CUDA arrays (a numpy array fails at once), so host
+// calls fall through to the CPU binding at the cost of one failed type check. A host array
+// among later arguments of a CUDA call -> ValueError; a CUDA array among later arguments of
+// a host call -> ValueError (common.cpp). Ops with no CUDA kernel reach the CPU binding and
+// raise that ValueError too.
+//
+// Order inside each op: parse every argument (no CUDA call), check dtypes / shapes / values
+// exactly as the CPU binding does, then dev_prepare (device, streams), allocate, launch.
+// Kernels are queued asynchronously on the legacy default stream; the GIL is released
+// around the launches.
+#include <algorithm>
+#include <array>
+#include <cmath>
+
+#include "bindings/cuda_array.h"
+#if defined(NNK_WITH_CUDA)
+#include "cuda/api.h"
+#include "cuda/launch.h"
+#endif
+
+namespace nnk::bind {
+
+#if defined(NNK_WITH_CUDA)
+namespace {
+
+namespace cu = nnk::cuda;
+
+[[noreturn]] void not_on_cuda(const std::string& what) {
+  PyErr_SetString(PyExc_NotImplementedError, (what + " is not implemented on CUDA yet").c_str());
+  throw py::error_already_set();
+}
+
+void same_dtype(const DevTensor& a, const char* an, const DevTensor& b, const char* bn) {
+  if (a.dtype != b.dtype)
+    throw TypeError(std::string(bn) + ": dtype " + dtype_name(b.dtype) + " does not match " + an +
+                    "'s dtype " + dtype_name(a.dtype));
+}
+void rank(const DevTensor& t, const char* name, std::initializer_list<int> ranks) {
+  for (int r : ranks)
+    if (t.ndim() == r) return;
+  throw ValueError(std::string(name) + ": unexpected rank, got shape " + shape_str(t.shape));
+}
+void same_shape(const DevTensor& a, const char* an, const DevTensor& b, const char* bn) {
+  if (a.shape != b.shape)
+    throw ValueError(std::string(bn) + ": shape " + shape_str(b.shape) + " does not match " + an +
+                     "'s shape " + shape_str(a.shape));
+}
+DevTensor out_or_new(DevTensor o, DType dt, const std::vector<index_t>& shape) {
+  return o.ptr || (o.owner && o.numel() == 0) ? o : dev_empty(dt, shape);
+}
+
+cu::Act parse_act(py::handle h) {
+  if (h.is_none()) return cu::Act::none;
+  if (!py::isinstance<py::str>(h)) throw ValueError("activation: expected a string or None");
+  const std::string s = h.cast<std::string>();
+  if (s == "relu") return cu::Act::relu;
+  if (s == "gelu") return cu::Act::gelu;
+  if (s == "gelu_tanh") return cu::Act::gelu_tanh;
+  if (s == "tanh") return cu::Act::tanh;
+  if (s == "sigmoid") return cu::Act::sigmoid;
+  throw ValueError("activation: unknown activation '" + s +
+                   "' (expected None, 'relu', 'gelu', 'gelu_tanh', 'tanh' or 'sigmoid')");
+}
+cu::Act gelu_kind(const std::string& approximate) {
+  if (approximate == "none") return cu::Act::gelu;
+  if (approximate == "tanh") return cu::Act::gelu_tanh;
+  throw ValueError("gelu: approximate must be 'none' or 'tanh', got '" + approximate + "'");
+}
+
+// ---- matrix products ----
+py::object cu_gemm(DevArg a_, py::handle b_, py::handle c_, bool ta, bool tb, double alpha,
+                   double beta, py::handle out_) {
+  DevTensor a = as_device(a_.h, "a"), b = as_device(b_, "b");
+  same_dtype(a, "a", b, "b");
+  rank(a, "a", {2});
+  rank(b, "b", {2});
+  const index_t M = ta ? a.shape[1] : a.shape[0], K = ta ? a.shape[0] : a.shape[1];
+  const index_t Kb = tb ? b.shape[1] : b.shape[0], N = tb ? b.shape[0] : b.shape[1];
+  if (K != Kb)
+    throw ValueError("gemm: a " + shape_str(a.shape) + " and b " + shape_str(b.shape) + " cannot be multiplied");
+  DevTensor c;
+  const bool use_c = !c_.is_none() && beta != 0.0;
+  if (!c_.is_none()) {
+    c = as_device(c_, "c");
+    same_dtype(a, "a", c, "c");
+    rank(c, "c", {0, 1, 2});
+    const index_t cm = c.ndim() == 2 ? c.shape[0] : 1, cn = c.ndim() >= 1 ? c.shape[c.ndim() - 1] : 1;
+    if ((cm != 1 && cm != M) || (cn != 1 && cn != N))
+      throw ValueError("gemm: c " + shape_str(c.shape) + " does not broadcast to " + shape_str({M, N}));
+  }
+  DevTensor out = dev_output_check(out_, a.dtype, {M, N}, {&a, &b, c_.is_none() ? nullptr : &c});
+  dev_prepare({&a, &b, c_.is_none() ? nullptr : &c});
+  out = out_or_new(out, a.dtype, {M, N});
+  cu::GemmParams g;
+  g.dtype = a.dtype; g.M = M; g.N = N; g.K = K;
+  g.a = a.ptr; g.rs_a = ta ? a.strides[1] : a.strides[0]; g.cs_a = ta ? a.strides[0] : a.strides[1];
+  g.b = b.ptr; g.rs_b = tb ? b.strides[1] : b.strides[0]; g.cs_b = tb ? b.strides[0] : b.strides[1];
+  g.c = out.ptr; g.rs_c = N;
+  g.alpha = alpha;
+  if (use_c) {
+    g.c_in = c.ptr; g.beta = beta;
+    const int cd = c.ndim();
+    g.rs_cin = (cd == 2 && c.shape[0] != 1) ? c.strides[0] : 0;
+    g.cs_cin = (cd >= 1 && c.shape[cd - 1] != 1) ? c.strides[cd - 1] : 0;
+  }
+  {
+    py::gil_scoped_release nogil;
+    cu::gemm(g);
+  }
+  return out.owner;
+}
+
+// 2-D @ 2-D, or batched with equal batch dims (one side may be 2-D). Other forms:
+// NotImplementedError.
+py::object cu_matmul(DevArg a_, py::handle b_, py::handle out_) {
+  DevTensor a = as_device(a_.h, "a"), b = as_device(b_, "b");
+  same_dtype(a, "a", b, "b");
+  if (a.ndim() < 2 || b.ndim() < 2) not_on_cuda("matmul with 1-D operands");
+  const int an = a.ndim(), bn = b.ndim();
+  const index_t M = a.shape[an - 2], K = a.shape[an - 1], Kb = b.shape[bn - 2], N = b.shape[bn - 1];
+  if (K != Kb)
+    throw ValueError("matmul: a " + shape_str(a.shape) + " and b " + shape_str(b.shape) + " cannot be multiplied");
+  std::vector<index_t> ab(a.shape.begin(), a.shape.end() - 2), bb(b.shape.begin(), b.shape.end() - 2);
+  if (!ab.empty() && !bb.empty() && ab != bb) not_on_cuda("matmul with broadcast batch dims");
+  std::vector<index_t> oshape = ab.empty() ? bb : ab;
+  index_t batch = 1;
+  for (index_t s : oshape) batch *= s;
+  oshape.push_back(M);
+  oshape.push_back(N);
+  DevTensor out = dev_output_check(out_, a.dtype, oshape, {&a, &b});
+  dev_prepare({&a, &b});
+  // Batched operands are made contiguous so one batch stride covers the batch dims.
+  if (an > 2) a = dev_contiguous(a);
+  if (bn > 2) b = dev_contiguous(b);
+  out = out_or_new(out, a.dtype, oshape);
+  cu::GemmParams g;
+  g.dtype = a.dtype; g.M = M; g.N = N; g.K = K; g.batch = batch;
+  g.a = a.ptr; g.rs_a = a.strides[an - 2]; g.cs_a = a.strides[an - 1]; g.batch_a = an > 2 ? M * K : 0;
+  g.b = b.ptr; g.rs_b = b.strides[bn - 2]; g.cs_b = b.strides[bn - 1]; g.batch_b = bn > 2 ? K * N : 0;
+  g.c = out.ptr; g.rs_c = N; g.batch_c = M * N;
+  {
+    py::gil_scoped_release nogil;
+    cu::gemm(g);
+  }
+  return out.owner;
+}
+
+py::object cu_linear(DevArg x_, py::handle w_, py::handle b_, py::handle act_, py::handle out_) {
+  DevTensor x = as_device(x_.h, "x"), w = as_device(w_, "weight");
+  same_dtype(x, "x", w, "weight");
+  rank(w, "weight", {2});
+  if (x.ndim() < 1) throw ValueError("linear: x must have at least 1 dimension");
+  const index_t I = x.shape[x.ndim() - 1], O = w.shape[0];
+  if (w.shape[1] != I)
+    throw ValueError("linear: x " + shape_str(x.shape) + " and weight " + shape_str(w.shape) + " do not match");
+  DevTensor bias;
+  if (!b_.is_none()) {
+    bias = as_device(b_, "bias");
+    same_dtype(x, "x", bias, "bias");
+    if (bias.shape != std::vector<index_t>{O})
+      throw ValueError("linear: bias " + shape_str(bias.shape) + " does not match weight " + shape_str(w.shape));
+  }
+  const cu::Act act = parse_act(act_);
+  std::vector<index_t> oshape(x.shape.begin(), x.shape.end() - 1);
+  oshape.push_back(O);
+  DevTensor out = dev_output_check(out_, x.dtype, oshape, {&x, &w, b_.is_none() ? nullptr : &bias});
+  dev_prepare({&x, &w, b_.is_none() ? nullptr : &bias});
+  x = dev_contiguous(x);
+  if (!b_.is_none()) bias = dev_contiguous(bias);
+  out = out_or_new(out, x.dtype, oshape);
+  cu::GemmParams g;
+  g.dtype = x.dtype; g.M = x.numel() / (I ? I : 1); g.N = O; g.K = I;
+  if (I == 0) { g.M = 1; for (size_t d = 0; d + 1 < x.shape.size(); ++d) g.M *= x.shape[d]; }
+  g.a = x.ptr; g.rs_a = I; g.cs_a = 1;
+  g.b = w.ptr; g.rs_b = w.strides[1]; g.cs_b = w.strides[0];  // B = weight^T
+  g.c = out.ptr; g.rs_c = O;
+  g.bias = b_.is_none() ? nullptr : bias.ptr;
+  g.act = act;
+  {
+    py::gil_scoped_release nogil;
+    cu::gemm(g);
+  }
+  return out.owner;
+}
+
+// ---- activations, softmax ----
+py::object cu_act(DevArg x_, cu::Act act, double param) {
+  DevTensor x = as_device(x_.h, "x");
+  dev_prepare({&x});
+  x = dev_contiguous(x);
+  DevTensor y = dev_empty(x.dtype, x.shape);
+  {
+    py::gil_scoped_release nogil;
+    cu::act_forward(x.dtype, y.ptr, x.ptr, x.numel(), act, param);
+  }
+  return y.owner;
+}
+
+py::object cu_act_bwd(DevArg g_, py::handle v_, const char* vname, cu::Act act, double param) {
+  DevTensor g = as_device(g_.h, "grad"), v = as_device(v_, vname);
+  same_dtype(g, "grad", v, vname);
+  same_shape(g, "grad", v, vname);
+  dev_prepare({&g, &v});
+  g = dev_contiguous(g);
+  v = dev_contiguous(v);
+  DevTensor dx = dev_empty(g.dtype, g.shape);
+  {
+    py::gil_scoped_release nogil;
+    cu::act_backward(g.dtype, dx.ptr, g.ptr, v.ptr, g.numel(), act, param);
+  }
+  return dx.owner;
+}
+
+void split_axis(const DevTensor& x, int64_t axis, const char* op, index_t& outer, index_t& C, index_t& inner) {
+  const int nd = x.ndim();
+  const int64_t lim = nd == 0 ? 1 : nd;
+  if (axis < -lim || axis >= lim)
+    throw ValueError(std::string(op) + ": axis " + std::to_string(axis) + " is out of range for shape " +
+                     shape_str(x.shape));
+  if (nd == 0) { outer = C = inner = 1; return; }
+  const int a = int(axis < 0 ? axis + nd : axis);
+  outer = inner = 1;
+  for (int d = 0; d < a; ++d) outer *= x.shape[d];
+  C = x.shape[a];
+  for (int d = a + 1; d < nd; ++d) inner *= x.shape[d];
+}
+
+py::object cu_softmax(DevArg x_, int64_t axis, bool log) {
+  const char* op = log ? "log_softmax" : "softmax";
+  DevTensor x = as_device(x_.h, "x");
+  index_t outer, C, inner;
+  split_axis(x, axis, op, outer, C, inner);
+  dev_prepare({&x});
+  x = dev_contiguous(x);
+  DevTensor y = dev_empty(x.dtype, x.shape);
+  {
+    py::gil_scoped_release nogil;
+    cu::softmax(x.dtype, y.ptr, x.ptr, outer, C, inner, log);
+  }
+  return y.owner;
+}
+
+py::object cu_softmax_bwd(DevArg g_, py::handle y_, int64_t axis, bool log) {
+  const char* op = log ? "log_softmax_backward" : "softmax_backward";
+  DevTensor g = as_device(g_.h, "grad"), y = as_device(y_, "y");
+  same_dtype(g, "grad", y, "y");
+  same_shape(g, "grad", y, "y");
+  index_t outer, C, inner;
+  split_axis(y, axis, op, outer, C, inner);
+  dev_prepare({&g, &y});
+  g = dev_contiguous(g);
+  y = dev_contiguous(y);
+  DevTensor dx = dev_empty(g.dtype, g.shape);
+  {
+    py::gil_scoped_release nogil;
+    cu::softmax_backward(g.dtype, dx.ptr, g.ptr, y.ptr, outer, C, inner, log);
+  }
+  return dx.owner;
+}
+
+// ---- layer norm ----
+index_t norm_rows(const DevTensor& x, const std::vector<index_t>& ns, index_t& D) {
+  const int k = int(ns.size());
+  if (k == 0 || x.ndim() < k ||
+      !std::equal(ns.begin(), ns.end(), x.shape.end() - k))
+    throw ValueError("layer_norm: normalized_shape " + shape_str(ns) + " does not match the trailing dims of x " +
+                     shape_str(x.shape));
+  D = 1;
+  for (index_t s : ns) D *= s;
+  index_t rows = 1;
+  for (int d = 0; d < x.ndim() - k; ++d) rows *= x.shape[d];
+  return rows;
+}
+
+py::object cu_layer_norm(DevArg x_, const std::vector<index_t>& ns, py::handle w_, py::handle b_,
+                         double eps, bool return_stats) {
+  DevTensor x = as_device(x_.h, "x"), w, b;
+  index_t D;
+  const index_t rows = norm_rows(x, ns, D);
+  if (!w_.is_none()) {
+    w = as_device(w_, "weight");
+    same_dtype(x, "x", w, "weight");
+    if (w.shape != ns) throw ValueError("layer_norm: weight " + shape_str(w.shape) + " does not match normalized_shape " + shape_str(ns));
+  }
+  if (!b_.is_none()) {
+    b = as_device(b_, "bias");
+    same_dtype(x, "x", b, "bias");
+    if (b.shape != ns) throw ValueError("layer_norm: bias " + shape_str(b.shape) + " does not match normalized_shape " + shape_str(ns));
+  }
+  dev_prepare({&x, w_.is_none() ? nullptr : &w, b_.is_none() ? nullptr : &b});
+  x = dev_contiguous(x);
+  if (!w_.is_none()) w = dev_contiguous(w);
+  if (!b_.is_none()) b = dev_contiguous(b);
+  std::vector<index_t> sshape(x.shape.begin(), x.shape.end() - ns.size());
+  DevTensor y = dev_empty(x.dtype, x.shape), mean = dev_empty(x.dtype, sshape), rstd = dev_empty(x.dtype, sshape);
+  {
+    py::gil_scoped_release nogil;
+    cu::layer_norm(x.dtype, y.ptr, mean.ptr, rstd.ptr, x.ptr, w_.is_none() ? nullptr : w.ptr,
+                   b_.is_none() ? nullptr : b.ptr, rows, D, eps);
+  }
+  if (return_stats) return py::make_tuple(y.owner, mean.owner, rstd.owner);
+  return y.owner;
+}
+
+py::object cu_layer_norm_bwd(DevArg g_, py::handle x_, const std::vector<index_t>& ns, py::handle mean_,
+                             py::handle rstd_, py::handle w_, py::handle b_) {
+  DevTensor g = as_device(g_.h, "grad_out"), x = as_device(x_, "x");
+  DevTensor mean = as_device(mean_, "mean"), rstd = as_device(rstd_, "rstd"), w;
+  same_dtype(x, "x", g, "grad_out");
+  same_shape(x, "x", g, "grad_out");
+  same_dtype(x, "x", mean, "mean");
+  same_dtype(x, "x", rstd, "rstd");
+  index_t D;
+  const index_t rows = norm_rows(x, ns, D);
+  const std::vector<index_t> sshape(x.shape.begin(), x.shape.end() - ns.size());
+  if (mean.shape != sshape || rstd.shape != sshape)
+    throw ValueError("layer_norm_backward: mean / rstd must have shape " + shape_str(sshape));
+  if (!w_.is_none()) {
+    w = as_device(w_, "weight");
+    same_dtype(x, "x", w, "weight");
+    if (w.shape != ns) throw ValueError("layer_norm_backward: weight " + shape_str(w.shape) + " does not match normalized_shape");
+  }
+  if (!b_.is_none()) {
+    DevTensor b = as_device(b_, "bias");
+    if (b.shape != ns) throw ValueError("layer_norm_backward: bias " + shape_str(b.shape) + " does not match normalized_shape");
+  }
+  dev_prepare({&g, &x, &mean, &rstd, w_.is_none() ? nullptr : &w});
+  g = dev_contiguous(g); x = dev_contiguous(x); mean = dev_contiguous(mean); rstd = dev_contiguous(rstd);
+  if (!w_.is_none()) w = dev_contiguous(w);
+  DevTensor dx = dev_empty(x.dtype, x.shape), dw, db;
+  if (!w_.is_none()) dw = dev_empty(x.dtype, ns);
+  if (!b_.is_none()) db = dev_empty(x.dtype, ns);
+  {
+    py::gil_scoped_release nogil;
+    cu::layer_norm_backward(x.dtype, dx.ptr, dw.ptr, db.ptr, g.ptr, x.ptr, mean.ptr, rstd.ptr,
+                            w_.is_none() ? nullptr : w.ptr, rows, D);
+  }
+  return py::make_tuple(dx.owner, w_.is_none() ? py::object(py::none()) : dw.owner,
+                        b_.is_none() ? py::object(py::none()) : db.owner);
+}
+
+// ---- optimizers ----
+DevTensor state(py::handle h, const char* name, const DevTensor* like) {
+  DevTensor t = as_device(h, name);
+  if (like) {
+    same_dtype(*like, "param", t, name);
+    if (t.shape != like->shape)
+      throw ValueError(std::string(name) + ": shape " + shape_str(t.shape) + " does not match param's " + shape_str(like->shape));
+  }
+  if (!t.is_contiguous()) throw ValueError(std::string(name) + ": must be C-contiguous (updated in place)");
+  if (t.readonly) throw ValueError(std::string(name) + ": is read-only");
+  return t;
+}
+
+void cu_sgd(DevArg p_, py::handle g_, py::handle buf_, double lr, double momentum, double dampening,
+            double weight_decay, bool nesterov, index_t step) {
+  DevTensor p = state(p_.h, "param", nullptr), g = as_device(g_, "grad"), buf;
+  same_dtype(p, "param", g, "grad");
+  if (g.shape != p.shape)
+    throw ValueError("sgd_step_: grad " + shape_str(g.shape) + " does not match param " + shape_str(p.shape));
+  if (step < 1) throw ValueError("sgd_step_: step must be >= 1, got " + std::to_string(step));
+  if (nesterov && (momentum <= 0.0 || dampening != 0.0))
+    throw ValueError("sgd_step_: nesterov needs momentum > 0 and dampening == 0");
+  if (momentum != 0.0) {
+    if (buf_.is_none()) throw ValueError("sgd_step_: momentum_buffer is required when momentum != 0");
+    buf = state(buf_, "momentum_buffer", &p);
+    if (buf.ptr == p.ptr && p.numel()) throw ValueError("param and momentum_buffer overlap in memory");
+  }
+  dev_prepare({&p, &g, momentum != 0.0 ? &buf : nullptr});
+  g = dev_contiguous(g);
+  py::gil_scoped_release nogil;
+  cu::sgd_step(p.dtype, p.ptr, g.ptr, buf.ptr, p.numel(), lr, momentum, dampening, weight_decay,
+               nesterov, step <= 1);
+}
+
+void cu_adam(DevArg p_, py::handle g_, py::handle m_, py::handle v_, index_t step, double lr,
+             double beta1, double beta2, double eps, double weight_decay, bool decoupled) {
+  DevTensor p = state(p_.h, "param", nullptr), g = as_device(g_, "grad");
+  same_dtype(p, "param", g, "grad");
+  if (g.shape != p.shape)
+    throw ValueError("adam_step_: grad " + shape_str(g.shape) + " does not match param " + shape_str(p.shape));
+  DevTensor m = state(m_, "exp_avg", &p), v = state(v_, "exp_avg_sq", &p);
+  if (step < 1) throw ValueError("adam_step_: step must be >= 1, got " + std::to_string(step));
+  if (p.numel() && (m.ptr == p.ptr || v.ptr == p.ptr || m.ptr == v.ptr))
+    throw ValueError("adam_step_: param, exp_avg and exp_avg_sq must not overlap in memory");
+  dev_prepare({&p, &g, &m, &v});
+  g = dev_contiguous(g);
+  py::gil_scoped_release nogil;
+  cu::adam_step(p.dtype, p.ptr, g.ptr, m.ptr, v.ptr, p.numel(), lr, beta1, beta2, eps, weight_decay,
+                decoupled, step);
+}
+
+// ---- conv2d forward: im2col + batched GEMM per group ----
+std::array<index_t, 2> pair_arg(py::handle h, const char* name) {
+  if (py::isinstance<py::int_>(h)) { const index_t v = h.cast<index_t>(); return {v, v}; }
+  if (py::isinstance<py::tuple>(h) || py::isinstance<py::list>(h)) {
+    py::sequence s = py::reinterpret_borrow<py::sequence>(h);
+    if (py::len(s) == 2) return {s[0].cast<index_t>(), s[1].cast<index_t>()};
+  }
+  throw ValueError(std::string("conv2d: ") + name + " must be an int or a pair of ints");
+}
+
+py::object cu_conv2d(DevArg x_, py::handle w_, py::handle b_, py::handle stride_, py::handle padding_,
+                     py::handle dilation_, int64_t groups, py::handle out_) {
+  DevTensor x = as_device(x_.h, "x"), w = as_device(w_, "weight"), bias;
+  same_dtype(x, "x", w, "weight");
+  rank(x, "x", {3, 4});
+  rank(w, "weight", {4});
+  const bool unbatched = x.ndim() == 3;
+  const index_t N = unbatched ? 1 : x.shape[0], C = x.shape[x.ndim() - 3];
+  const index_t H = x.shape[x.ndim() - 2], W = x.shape[x.ndim() - 1];
+  const index_t O = w.shape[0], KH = w.shape[2], KW = w.shape[3];
+  if (groups < 1) throw ValueError("conv2d: groups must be >= 1");
+  if (C % groups || O % groups || w.shape[1] != C / groups)
+    throw ValueError("conv2d: x " + shape_str(x.shape) + ", weight " + shape_str(w.shape) + " and groups " +
+                     std::to_string(groups) + " do not match");
+  const auto st = pair_arg(stride_, "stride"), dl = pair_arg(dilation_, "dilation");
+  if (st[0] < 1 || st[1] < 1 || dl[0] < 1 || dl[1] < 1)
+    throw ValueError("conv2d: stride and dilation must be >= 1");
+  std::array<index_t, 2> pd{0, 0};
+  bool same = false;
+  if (py::isinstance<py::str>(padding_)) {
+    const std::string p = padding_.cast<std::string>();
+    if (p == "same") {
+      if (st[0] != 1 || st[1] != 1) throw ValueError("conv2d: padding='same' needs stride 1");
+      same = true;
+      pd = {dl[0] * (KH - 1) / 2, dl[1] * (KW - 1) / 2};
+    } else if (p != "valid") {
+      throw ValueError("conv2d: padding must be an int, a pair, 'same' or 'valid'");
+    }
+  } else {
+    pd = pair_arg(padding_, "padding");
+    if (pd[0] < 0 || pd[1] < 0) throw ValueError("conv2d: padding must be >= 0");
+  }
+  const index_t OH = same ? H : (H + 2 * pd[0] - dl[0] * (KH - 1) - 1) / st[0] + 1;
+  const index_t OW = same ? W : (W + 2 * pd[1] - dl[1] * (KW - 1) - 1) / st[1] + 1;
+  if (OH <= 0 || OW <= 0 || H + 2 * pd[0] < dl[0] * (KH - 1) + 1 || W + 2 * pd[1] < dl[1] * (KW - 1) + 1)
+    throw ValueError("conv2d: the kernel is larger than the padded input " + shape_str(x.shape));
+  if (!b_.is_none()) {
+    bias = as_device(b_, "bias");
+    same_dtype(x, "x", bias, "bias");
+    if (bias.shape != std::vector<index_t>{O}) throw ValueError("conv2d: bias " + shape_str(bias.shape) + " must have shape (" + std::to_string(O) + ",)");
+  }
+  std::vector<index_t> oshape = unbatched ? std::vector<index_t>{O, OH, OW} : std::vector<index_t>{N, O, OH, OW};
+  DevTensor out = dev_output_check(out_, x.dtype, oshape, {&x, &w, b_.is_none() ? nullptr : &bias});
+  dev_prepare({&x, &w, b_.is_none() ? nullptr : &bias});
+  x = dev_contiguous(x);
+  w = dev_contiguous(w);
+  if (!b_.is_none()) bias = dev_contiguous(bias);
+  out = out_or_new(out, x.dtype, oshape);
+  const index_t G = groups, Cg = C / G, Og = O / G, KK = KH * KW, P = OH * OW;
+  DevTensor cols = dev_empty(x.dtype, {N, C * KK, P});
+  const index_t item = dtype_size(x.dtype);
+  {
+    py::gil_scoped_release nogil;
+    cu::im2col(x.dtype, cols.ptr, x.ptr, N, C, H, W, KH, KW, pd[0], pd[1], st[0], st[1], dl[0], dl[1], OH, OW);
+    for (index_t g = 0; g < G; ++g) {
+      cu::GemmParams p;
+      p.dtype = x.dtype; p.M = Og; p.N = P; p.K = Cg * KK; p.batch = N;
+      p.a = static_cast<const char*>(w.ptr) + g * Og * Cg * KK * item; p.rs_a = Cg * KK; p.cs_a = 1;
+      p.b = static_cast<const char*>(cols.ptr) + g * Cg * KK * P * item; p.rs_b = P; p.cs_b = 1;
+      p.batch_b = C * KK * P;
+      p.c = static_cast<char*>(out.ptr) + g * Og * P * item; p.rs_c = P; p.batch_c = O * P;
+      if (!b_.is_none()) { p.bias = static_cast<const char*>(bias.ptr) + g * Og * item; p.bias_per_row = true; }
+      cu::gemm(p);
+    }
+  }
+  return out.owner;
+}
+
+// ---- attention forward ----
+py::object cu_sdpa(DevArg q_, py::handle k_, py::handle v_, py::handle mask, bool causal,
+                   py::handle scale_, bool gqa, bool return_lse) {
+  DevTensor q = as_device(q_.h, "q"), k = as_device(k_, "k"), v = as_device(v_, "v");
+  same_dtype(q, "q", k, "k");
+  same_dtype(q, "q", v, "v");
+  if (q.ndim() < 2 || k.ndim() < 2 || v.ndim() < 2)
+    throw ValueError("scaled_dot_product_attention: q, k and v need at least 2 dimensions");
+  if (!mask.is_none() && causal)
+    throw ValueError("scaled_dot_product_attention: attn_mask and is_causal=True cannot be combined");
+  const int nd = q.ndim();
+  const index_t L = q.shape[nd - 2], E = q.shape[nd - 1];
+  const index_t S = k.shape[k.ndim() - 2], Ek = k.shape[k.ndim() - 1], Ev = v.shape[v.ndim() - 1];
+  if (Ek != E) throw ValueError("scaled_dot_product_attention: q " + shape_str(q.shape) + " and k " + shape_str(k.shape) + " have different head dims");
+  if (v.shape[v.ndim() - 2] != S) throw ValueError("scaled_dot_product_attention: k " + shape_str(k.shape) + " and v " + shape_str(v.shape) + " have different lengths");
+  std::vector<index_t> qb(q.shape.begin(), q.shape.end() - 2), kb(k.shape.begin(), k.shape.end() - 2),
+      vb(v.shape.begin(), v.shape.end() - 2);
+  if (kb != vb) throw ValueError("scaled_dot_product_attention: k and v batch dims differ");
+  if (!mask.is_none()) not_on_cuda("scaled_dot_product_attention with attn_mask");
+  if (qb != kb) not_on_cuda("scaled_dot_product_attention with broadcast batch dims or GQA");
+  (void)gqa;
+  if (E > 128 || Ev > 128) not_on_cuda("scaled_dot_product_attention with head dims > 128");
+  const double scale = scale_.is_none() ? 1.0 / std::sqrt(double(E)) : scale_.cast<double>();
+  index_t BH = 1;
+  for (index_t s : qb) BH *= s;
+  std::vector<index_t> oshape = qb, lshape = qb;
+  oshape.push_back(L);
+  oshape.push_back(Ev);
+  lshape.push_back(L);
+  dev_prepare({&q, &k, &v});
+  q = dev_contiguous(q); k = dev_contiguous(k); v = dev_contiguous(v);
+  DevTensor out = dev_empty(q.dtype, oshape), lse = dev_empty(q.dtype, lshape);
+  {
+    py::gil_scoped_release nogil;
+    cu::flash_attention_forward(q.dtype, out.ptr, lse.ptr, q.ptr, k.ptr, v.ptr, BH, L, S, E, Ev, scale, causal);
+  }
+  if (return_lse) return py::make_tuple(out.owner, lse.owner);
+  return out.owner;
+}
+
+void bind_cuda_ops(py::module_& m) {
+  const auto pre = py::prepend();
+  m.def("gemm", &cu_gemm, pre);
+  m.def("matmul", &cu_matmul, pre);
+  m.def("linear", &cu_linear, pre);
+  m.def("relu", [](DevArg x) { return cu_act(x, cu::Act::relu, 0.0); }, pre);
+  m.def("leaky_relu", [](DevArg x, double s) { return cu_act(x, cu::Act::leaky_relu, s); }, pre);
+  m.def("sigmoid", [](DevArg x) { return cu_act(x, cu::Act::sigmoid, 0.0); }, pre);
+  m.def("tanh", [](DevArg x) { return cu_act(x, cu::Act::tanh, 0.0); }, pre);
+  m.def("gelu", [](DevArg x, const std::string& a) { return cu_act(x, gelu_kind(a), 0.0); }, pre);
+  m.def("relu_backward", [](DevArg g, py::handle x) { return cu_act_bwd(g, x, "x", cu::Act::relu, 0.0); }, pre);
+  m.def("leaky_relu_backward", [](DevArg g, py::handle x, double s) {
+    return cu_act_bwd(g, x, "x", cu::Act::leaky_relu, s); }, pre);
+  m.def("sigmoid_backward", [](DevArg g, py::handle y) { return cu_act_bwd(g, y, "y", cu::Act::sigmoid, 0.0); }, pre);
+  m.def("tanh_backward", [](DevArg g, py::handle y) { return cu_act_bwd(g, y, "y", cu::Act::tanh, 0.0); }, pre);
+  m.def("gelu_backward", [](DevArg g, py::handle x, const std::string& a) {
+    return cu_act_bwd(g, x, "x", gelu_kind(a), 0.0); }, pre);
+  m.def("softmax", [](DevArg x, int64_t axis) { return cu_softmax(x, axis, false); }, pre);
+  m.def("log_softmax", [](DevArg x, int64_t axis) { return cu_softmax(x, axis, true); }, pre);
+  m.def("softmax_backward", [](DevArg g, py::handle y, int64_t axis) { return cu_softmax_bwd(g, y, axis, false); }, pre);
+  m.def("log_softmax_backward", [](DevArg g, py::handle y, int64_t axis) { return cu_softmax_bwd(g, y, axis, true); }, pre);
+  m.def("layer_norm", &cu_layer_norm, pre);
+  m.def("layer_norm_backward", &cu_layer_norm_bwd, pre);
+  m.def("sgd_step_", &cu_sgd, pre);
+  m.def("adam_step_", &cu_adam, pre);
+  m.def("conv2d", &cu_conv2d, pre);
+  m.def("scaled_dot_product_attention", &cu_sdpa, pre);
+}
+
+}  // namespace
+#endif  // NNK_WITH_CUDA
+
+void bind_cuda(py::module_& m) {
+  bind_cuda_array(m);
+#if defined(NNK_WITH_CUDA)
+  bind_cuda_ops(m);
+  // Internal (tests): the launch-shape arithmetic of launch.h.
+  m.def("_cuda_launch", [](const std::string& kind, const std::string& dtype, std::vector<index_t> a) {
+    const DType dt = dtype == "float64" ? DType::f64 : DType::f32;
+    auto need = [&](size_t n) {
+      if (a.size() != n) throw ValueError("_cuda_launch: " + kind + " takes " + std::to_string(n) + " sizes");
+    };
+    cu::Launch l;
+    if (kind == "gemm") { need(3); l = cu::gemm_launch(dt, a[0], a[1], a[2]); }
+    else if (kind == "elementwise") { need(1); l = cu::elementwise_launch(a[0]); }
+    else if (kind == "rows") { need(1); l = cu::rows_launch(a[0]); }
+    else if (kind == "norm") { need(1); l = cu::norm_launch(a[0]); }
+    else if (kind == "attention") { need(2); l = cu::attn_launch(dt, a[0], a[1]); }
+    else if (kind == "attention_key_tiles") {
+      need(4);
+      return py::cast(cu::attn_key_tiles(dt, a[0], a[1], a[2], a[3] != 0));
+    } else throw ValueError("_cuda_launch: unknown kind " + kind);
+    py::dict d;
+    d["grid"] = py::make_tuple(l.grid_x, l.grid_y, l.grid_z);
+    d["block"] = l.block;
+    return py::object(d);
+  });
+#endif
+}
+
+}  // namespace nnk::bind

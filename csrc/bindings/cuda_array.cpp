@@ -1,0 +1,584 @@
+#include "bindings/cuda_array.h"
+
+#include <algorithm>
+#include <cstring>
+#include <sstream>
+
+#if defined(NNK_WITH_CUDA)
+#include "cuda/api.h"
+#endif
+
+namespace nnk::bind {
+
+namespace {
+
+[[noreturn]] void no_cuda() {
+  throw std::runtime_error("nnkernels was built without CUDA support");
+}
+
+index_t prod(const std::vector<index_t>& s) {
+  index_t n = 1;
+  for (index_t v : s) n *= v;
+  return n;
+}
+
+bool contiguous_strides(const std::vector<index_t>& shape, const std::vector<index_t>& strides) {
+  index_t expect = 1;
+  for (int d = int(shape.size()) - 1; d >= 0; --d) {
+    if (shape[d] != 1 && strides[d] != expect) return prod(shape) == 0;
+    expect *= shape[d];
+  }
+  return true;
+}
+
+std::vector<index_t> c_strides(const std::vector<index_t>& shape) {
+  std::vector<index_t> st(shape.size());
+  index_t s = 1;
+  for (int d = int(shape.size()) - 1; d >= 0; --d) {
+    st[d] = s;
+    s *= shape[d];
+  }
+  return st;
+}
+
+std::string type_name(py::handle obj) {
+  return std::string(py::str(py::type::of(obj).attr("__name__")));
+}
+
+[[noreturn]] void mixed(const char* name) {
+  throw ValueError(std::string(name) +
+                   ": is a host array while other inputs are CUDA arrays; mixing host and "
+                   "device inputs in one call is not supported (use nnkernels.cuda.asarray)");
+}
+
+// Element strides from byte strides; ValueError unless each is a multiple of the item size.
+std::vector<index_t> elem_strides(const std::vector<index_t>& bytes, index_t item, const char* name) {
+  std::vector<index_t> st;
+  for (index_t b : bytes) {
+    if (b % item != 0)
+      throw ValueError(std::string(name) + ": strides " + shape_str(bytes) +
+                       " (bytes) are not multiples of the item size " + std::to_string(item));
+    st.push_back(b / item);
+  }
+  return st;
+}
+
+// ---- __cuda_array_interface__ ----
+DevTensor from_cai(py::handle obj, const char* name) {
+  py::object iface = obj.attr("__cuda_array_interface__");
+  if (!py::isinstance<py::dict>(iface))
+    throw ValueError(std::string(name) + ": __cuda_array_interface__ is not a dict");
+  py::dict d = py::reinterpret_borrow<py::dict>(iface);
+  for (const char* key : {"shape", "typestr", "data"})
+    if (!d.contains(key))
+      throw ValueError(std::string(name) + ": __cuda_array_interface__ has no '" + key + "'");
+  DevTensor t;
+  t.owner = py::reinterpret_borrow<py::object>(obj);
+  // typestr first: a wrong dtype is a TypeError naming the argument, as on the CPU.
+  py::object ts = d["typestr"];
+  const std::string typestr = py::isinstance<py::str>(ts) ? ts.cast<std::string>() : std::string("?");
+  const bool le = typestr.size() == 3 && (typestr[0] == '<' || typestr[0] == '=' || typestr[0] == '|');
+  if (le && typestr.substr(1) == "f4") t.dtype = DType::f32;
+  else if (le && typestr.substr(1) == "f8") t.dtype = DType::f64;
+  else
+    throw TypeError(std::string(name) + ": expected float32 or float64, got typestr '" + typestr + "'");
+  const index_t item = dtype_size(t.dtype);
+  py::object shp = d["shape"];
+  if (!py::isinstance<py::tuple>(shp) && !py::isinstance<py::list>(shp))
+    throw ValueError(std::string(name) + ": __cuda_array_interface__ shape is not a tuple");
+  for (py::handle s : shp) {
+    const index_t v = s.cast<index_t>();
+    if (v < 0) throw ValueError(std::string(name) + ": negative dimension in shape");
+    t.shape.push_back(v);
+  }
+  if (t.shape.size() > 8) throw ValueError(std::string(name) + ": more than 8 dimensions");
+  py::object data = d["data"];
+  if (!py::isinstance<py::tuple>(data) || py::len(data) != 2)
+    throw ValueError(std::string(name) + ": __cuda_array_interface__ data must be (pointer, read_only)");
+  py::tuple dt = py::reinterpret_borrow<py::tuple>(data);
+  t.ptr = reinterpret_cast<void*>(dt[0].cast<uintptr_t>());
+  t.readonly = dt[1].cast<bool>();
+  if (d.contains("mask") && !d["mask"].is_none())
+    throw ValueError(std::string(name) + ": masked CUDA arrays are not supported");
+  if (d.contains("strides") && !d["strides"].is_none()) {
+    std::vector<index_t> bs;
+    for (py::handle s : d["strides"]) bs.push_back(s.cast<index_t>());
+    if (bs.size() != t.shape.size())
+      throw ValueError(std::string(name) + ": strides " + shape_str(bs) + " do not match shape " +
+                       shape_str(t.shape));
+    t.strides = elem_strides(bs, item, name);
+  } else {
+    t.strides = c_strides(t.shape);
+  }
+  if (d.contains("stream") && !d["stream"].is_none()) {
+    const uintptr_t s = d["stream"].cast<uintptr_t>();
+    if (s == 0)
+      throw ValueError(std::string(name) + ": __cuda_array_interface__ stream 0 is disallowed by the protocol");
+    t.stream = s;
+  }
+  if (t.ptr == nullptr && prod(t.shape) != 0)
+    throw ValueError(std::string(name) + ": null data pointer");
+  return t;
+}
+
+// ---- DLPack import ----
+template <typename M>
+void delete_managed(PyObject* cap, const char* used_name) {
+  void* p = PyCapsule_GetPointer(cap, used_name);
+  if (!p) { PyErr_Clear(); return; }
+  M* m = static_cast<M*>(p);
+  if (m->deleter) m->deleter(m);
+}
+
+DevTensor from_dltensor(const DLTensor& dl, const char* name) {
+  if (dl.device.device_type != kDLCUDA && dl.device.device_type != kDLCUDAManaged)
+    mixed(name);
+  DevTensor t;
+  if (dl.dtype.code != kDLFloat || dl.dtype.lanes != 1 || (dl.dtype.bits != 32 && dl.dtype.bits != 64))
+    throw TypeError(std::string(name) + ": expected float32 or float64, got DLPack dtype (code " +
+                    std::to_string(dl.dtype.code) + ", bits " + std::to_string(dl.dtype.bits) +
+                    ", lanes " + std::to_string(dl.dtype.lanes) + ")");
+  t.dtype = dl.dtype.bits == 32 ? DType::f32 : DType::f64;
+  if (dl.ndim < 0 || dl.ndim > 8) throw ValueError(std::string(name) + ": more than 8 dimensions");
+  for (int i = 0; i < dl.ndim; ++i) {
+    if (dl.shape[i] < 0) throw ValueError(std::string(name) + ": negative dimension in shape");
+    t.shape.push_back(dl.shape[i]);
+  }
+  if (dl.strides) t.strides.assign(dl.strides, dl.strides + dl.ndim);
+  else t.strides = c_strides(t.shape);
+  if (dl.byte_offset % uint64_t(dtype_size(t.dtype)) != 0)
+    throw ValueError(std::string(name) + ": DLPack byte_offset is not a multiple of the item size");
+  t.ptr = static_cast<char*>(dl.data) + dl.byte_offset;
+  t.device = dl.device.device_id;
+  return t;
+}
+
+DevTensor from_capsule(py::object cap, const char* name) {
+  PyObject* c = cap.ptr();
+  if (PyCapsule_IsValid(c, "dltensor_versioned")) {
+    auto* m = static_cast<DLManagedTensorVersioned*>(PyCapsule_GetPointer(c, "dltensor_versioned"));
+    if (m->version.major > 1)
+      throw ValueError(std::string(name) + ": unsupported DLPack major version " +
+                       std::to_string(m->version.major));
+    DevTensor t = from_dltensor(m->dl_tensor, name);  // throws before we claim the capsule
+    t.readonly = (m->flags & kDLFlagReadOnly) != 0;
+    PyCapsule_SetName(c, "used_dltensor_versioned");
+    t.owner = py::reinterpret_steal<py::object>(PyCapsule_New(m, "nnk_dltensor_versioned", [](PyObject* o) {
+      delete_managed<DLManagedTensorVersioned>(o, "nnk_dltensor_versioned");
+    }));
+    if (!t.owner) throw py::error_already_set();
+    return t;
+  }
+  if (PyCapsule_IsValid(c, "dltensor")) {
+    auto* m = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(c, "dltensor"));
+    DevTensor t = from_dltensor(m->dl_tensor, name);
+    PyCapsule_SetName(c, "used_dltensor");
+    t.owner = py::reinterpret_steal<py::object>(PyCapsule_New(m, "nnk_dltensor", [](PyObject* o) {
+      delete_managed<DLManagedTensor>(o, "nnk_dltensor");
+    }));
+    if (!t.owner) throw py::error_already_set();
+    return t;
+  }
+  throw ValueError(std::string(name) + ": __dlpack__ did not return a DLPack capsule");
+}
+
+// (device_type, device_id) from __dlpack_device__, or (0, 0) when obj has none / it fails.
+std::pair<int, int> dlpack_device(py::handle obj) {
+  if (!py::hasattr(obj, "__dlpack_device__")) return {0, 0};
+  try {
+    py::tuple t = obj.attr("__dlpack_device__")();
+    return {t[0].cast<int>(), t[1].cast<int>()};
+  } catch (py::error_already_set&) {
+    return {0, 0};
+  } catch (py::cast_error&) {
+    return {0, 0};
+  }
+}
+
+bool is_cuda_type(int t) { return t == kDLCUDA || t == kDLCUDAManaged; }
+
+}  // namespace
+
+index_t DeviceArray::numel() const { return prod(shape); }
+index_t DevTensor::numel() const { return prod(shape); }
+bool DevTensor::is_contiguous() const { return contiguous_strides(shape, strides); }
+
+DeviceBuffer::~DeviceBuffer() {
+#if defined(NNK_WITH_CUDA)
+  if (owned) nnk::cuda::device_free(ptr);
+#endif
+}
+
+int is_cuda_attr(py::handle obj) {
+  PyObject* v = PyObject_GetAttrString(obj.ptr(), "is_cuda");
+  if (!v) {
+    PyErr_Clear();
+    return -1;
+  }
+  const int r = v == Py_True ? 1 : v == Py_False ? 0 : -1;
+  Py_DECREF(v);
+  return r;
+}
+
+bool is_device_like(py::handle obj) {
+  if (py::isinstance<py::array>(obj)) return false;
+  if (py::isinstance<DeviceArray>(obj)) return true;
+  // torch tensors answer through a C-level bool property, much faster than the protocols.
+  const int ic = is_cuda_attr(obj);
+  if (ic >= 0) return ic == 1;
+  // __dlpack_device__ first: for host tensors (torch CPU) it answers quickly, while their
+  // __cuda_array_interface__ property raises (costly). Objects without DLPack: the CAI.
+  if (py::hasattr(obj, "__dlpack_device__")) {
+    const int type = dlpack_device(obj).first;
+    if (type != 0) return is_cuda_type(type);
+  }
+  return py::hasattr(obj, "__cuda_array_interface__");
+}
+
+DevTensor as_device(py::handle obj, const char* name) {
+  if (py::isinstance<py::array>(obj)) mixed(name);
+  if (py::isinstance<DeviceArray>(obj)) {
+    const DeviceArray& a = obj.cast<const DeviceArray&>();
+    DevTensor t;
+    t.owner = py::reinterpret_borrow<py::object>(obj);
+    t.ptr = a.ptr;
+    t.dtype = a.dtype;
+    t.shape = a.shape;
+    t.strides = a.strides;
+    t.device = a.device;
+    t.readonly = a.readonly;
+    return t;
+  }
+  if (py::hasattr(obj, "__cuda_array_interface__")) return from_cai(obj, name);
+  const auto dev = dlpack_device(obj);
+  if (is_cuda_type(dev.first) && py::hasattr(obj, "__dlpack__")) {
+    // stream=1: we queue our work on the legacy default stream.
+    py::object cap = obj.attr("__dlpack__")(py::arg("stream") = 1);
+    return from_capsule(cap, name);
+  }
+  mixed(name);
+}
+
+void require_cuda() {
+#if defined(NNK_WITH_CUDA)
+  if (nnk::cuda::device_count() == 0)
+    throw std::runtime_error("no usable CUDA device (no GPU or no CUDA driver on this machine)");
+#else
+  no_cuda();
+#endif
+}
+
+namespace {
+
+py::object make_device_array(DType dt, const std::vector<index_t>& shape, DevTensor& view) {
+  index_t bytes = dtype_size(dt);
+  for (index_t s : shape) {
+    if (s < 0) throw ValueError("negative dimension in output shape " + shape_str(shape));
+    bytes = checked_mul(bytes, s, "output");
+  }
+#if defined(NNK_WITH_CUDA)
+  require_cuda();
+  DeviceArray a;
+  a.buf = std::make_shared<DeviceBuffer>();
+  a.buf->ptr = nnk::cuda::device_malloc(size_t(bytes));
+  a.buf->owned = true;
+  a.ptr = a.buf->ptr;
+  a.dtype = dt;
+  a.shape = shape;
+  a.strides = c_strides(shape);
+  a.device = nnk::cuda::current_device();
+  view.ptr = a.ptr;
+  view.dtype = dt;
+  view.shape = a.shape;
+  view.strides = a.strides;
+  view.device = a.device;
+  py::object o = py::cast(std::move(a));
+  view.owner = o;
+  return o;
+#else
+  (void)view;
+  no_cuda();
+#endif
+}
+
+// Byte range [lo, hi) spanned by t (empty when numel == 0).
+void extent(const DevTensor& t, intptr_t& lo, intptr_t& hi) {
+  const index_t item = dtype_size(t.dtype);
+  lo = hi = reinterpret_cast<intptr_t>(t.ptr);
+  if (t.numel() == 0) return;
+  for (int d = 0; d < t.ndim(); ++d) {
+    const intptr_t span = intptr_t((t.shape[d] - 1) * t.strides[d] * item);
+    if (span < 0) lo += span; else hi += span;
+  }
+  hi += item;
+}
+
+}  // namespace
+
+DevTensor dev_empty(DType dt, const std::vector<index_t>& shape) {
+  DevTensor t;
+  make_device_array(dt, shape, t);
+  return t;
+}
+
+DevTensor dev_contiguous(const DevTensor& t) {
+  if (t.is_contiguous()) return t;
+  DevTensor c = dev_empty(t.dtype, t.shape);
+#if defined(NNK_WITH_CUDA)
+  nnk::cuda::strided_copy(t.dtype, c.ptr, t.ptr, t.ndim(), t.shape.data(), t.strides.data());
+#endif
+  return c;
+}
+
+DevTensor dev_output_check(py::handle out, DType dt, const std::vector<index_t>& shape,
+                           std::initializer_list<const DevTensor*> inputs) {
+  DevTensor t;
+  if (out.is_none()) return t;  // ptr == nullptr: allocate after the checks
+  if (!is_device_like(out))
+    throw ValueError("out: expected a CUDA array (the inputs are CUDA arrays), got " + type_name(out));
+  t = as_device(out, "out");
+  if (t.dtype != dt)
+    throw ValueError(std::string("out: expected dtype ") + dtype_name(dt) + ", got " + dtype_name(t.dtype));
+  if (t.shape != shape)
+    throw ValueError("out: expected shape " + shape_str(shape) + ", got " + shape_str(t.shape));
+  if (!t.is_contiguous()) throw ValueError("out: must be C-contiguous");
+  if (t.readonly) throw ValueError("out: is read-only");
+  intptr_t lo, hi;
+  extent(t, lo, hi);
+  for (const DevTensor* in : inputs) {
+    if (!in || !in->ptr) continue;
+    intptr_t l2, h2;
+    extent(*in, l2, h2);
+    if (lo < hi && l2 < h2 && lo < h2 && l2 < hi)
+      throw ValueError("out: overlaps an input; nnkernels does not compute in place");
+  }
+  return t;
+}
+
+void dev_prepare(std::initializer_list<const DevTensor*> inputs) {
+  require_cuda();
+#if defined(NNK_WITH_CUDA)
+  const int cur = nnk::cuda::current_device();
+  for (const DevTensor* t : inputs) {
+    if (!t) continue;
+    if (t->device >= 0 && t->device != cur)
+      throw ValueError("CUDA array on device " + std::to_string(t->device) +
+                       ", but nnkernels runs on the current device " + std::to_string(cur));
+    if (t->stream > 1) nnk::cuda::wait_stream(t->stream);
+  }
+#else
+  (void)inputs;
+#endif
+}
+
+// ---- DeviceArray Python type ----
+namespace {
+
+struct ExportCtx {
+  std::shared_ptr<DeviceBuffer> buf;
+  std::vector<int64_t> shape, strides;
+};
+
+template <typename M>
+void fill_dl(M* m, const DeviceArray& a, ExportCtx* ctx) {
+  ctx->buf = a.buf;
+  ctx->shape.assign(a.shape.begin(), a.shape.end());
+  ctx->strides.assign(a.strides.begin(), a.strides.end());
+  m->manager_ctx = ctx;
+  DLTensor& t = m->dl_tensor;
+  t.data = a.ptr;
+  t.device = {kDLCUDA, a.device};
+  t.ndim = int32_t(a.shape.size());
+  t.dtype = {kDLFloat, uint8_t(a.dtype == DType::f32 ? 32 : 64), 1};
+  t.shape = ctx->shape.data();
+  t.strides = ctx->strides.data();
+  t.byte_offset = 0;
+}
+
+// Deleters may run on any thread, without the GIL: ExportCtx holds no Python object.
+void del_legacy(DLManagedTensor* m) {
+  delete static_cast<ExportCtx*>(m->manager_ctx);
+  delete m;
+}
+void del_versioned(DLManagedTensorVersioned* m) {
+  delete static_cast<ExportCtx*>(m->manager_ctx);
+  delete m;
+}
+
+py::object to_dlpack(const DeviceArray& a, py::handle stream, py::handle max_version,
+                     py::handle dl_device, py::handle copy) {
+  if (!dl_device.is_none()) {
+    py::tuple dd = py::reinterpret_borrow<py::tuple>(dl_device);
+    if (dd[0].cast<int>() != kDLCUDA || dd[1].cast<int>() != a.device)
+      throw py::buffer_error("DeviceArray.__dlpack__: cannot export to another device");
+  }
+  if (!copy.is_none() && copy.cast<bool>())
+    throw py::buffer_error("DeviceArray.__dlpack__: copy=True is not supported");
+  if (!stream.is_none()) {
+    const intptr_t s = stream.cast<intptr_t>();
+    if (s == 0 || s < -1) throw ValueError("DeviceArray.__dlpack__: invalid stream " + std::to_string(s));
+#if defined(NNK_WITH_CUDA)
+    if (s > 1) nnk::cuda::stream_wait_default(uintptr_t(s));
+#endif
+  }
+  bool versioned = false;
+  if (!max_version.is_none()) {
+    py::tuple mv = py::reinterpret_borrow<py::tuple>(max_version);
+    versioned = mv[0].cast<int>() >= 1;
+  }
+  auto* ctx = new ExportCtx;
+  if (versioned) {
+    auto* m = new DLManagedTensorVersioned{};
+    m->version = {1, 0};
+    m->flags = a.readonly ? kDLFlagReadOnly : 0;
+    m->deleter = del_versioned;
+    fill_dl(m, a, ctx);
+    PyObject* cap = PyCapsule_New(m, "dltensor_versioned", [](PyObject* o) {
+      if (PyCapsule_IsValid(o, "dltensor_versioned")) {
+        auto* mm = static_cast<DLManagedTensorVersioned*>(PyCapsule_GetPointer(o, "dltensor_versioned"));
+        mm->deleter(mm);
+      }
+    });
+    if (!cap) { del_versioned(m); throw py::error_already_set(); }
+    return py::reinterpret_steal<py::object>(cap);
+  }
+  auto* m = new DLManagedTensor{};
+  m->deleter = del_legacy;
+  fill_dl(m, a, ctx);
+  PyObject* cap = PyCapsule_New(m, "dltensor", [](PyObject* o) {
+    if (PyCapsule_IsValid(o, "dltensor")) {
+      auto* mm = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(o, "dltensor"));
+      mm->deleter(mm);
+    }
+  });
+  if (!cap) { del_legacy(m); throw py::error_already_set(); }
+  return py::reinterpret_steal<py::object>(cap);
+}
+
+py::tuple shape_tuple(const std::vector<index_t>& s) {
+  py::tuple t(s.size());
+  for (size_t i = 0; i < s.size(); ++i) t[i] = py::int_(s[i]);
+  return t;
+}
+
+py::dtype np_dtype(DType dt) { return dt == DType::f32 ? py::dtype::of<float>() : py::dtype::of<double>(); }
+
+py::object asarray(py::handle obj) {
+  if (py::isinstance<DeviceArray>(obj)) return py::reinterpret_borrow<py::object>(obj);
+  if (is_device_like(obj))
+    throw ValueError("nnkernels.cuda.asarray: already a CUDA array; pass it to the ops directly");
+  Tensor h = contiguous(as_float(obj, "host_array"));
+  DevTensor d;
+  py::object res = make_device_array(h.dtype, h.shape, d);
+#if defined(NNK_WITH_CUDA)
+  nnk::cuda::copy_h2d(d.ptr, h.ptr, size_t(h.numel() * dtype_size(h.dtype)));
+#endif
+  return res;
+}
+
+}  // namespace
+
+void bind_cuda_array(py::module_& m) {
+  py::class_<DeviceArray>(m, "DeviceArray",
+                          "A float32 / float64 array in CUDA device memory, returned by the ops "
+                          "when given CUDA arrays. Exposes __cuda_array_interface__ (v3) and "
+                          "DLPack, so torch.as_tensor / torch.from_dlpack / cupy.asarray wrap it "
+                          "without a copy; .numpy() copies it to the host.")
+      .def_property_readonly("shape", [](const DeviceArray& a) { return shape_tuple(a.shape); })
+      .def_property_readonly("dtype", [](const DeviceArray& a) { return np_dtype(a.dtype); })
+      .def_property_readonly("ndim", [](const DeviceArray& a) { return a.shape.size(); })
+      .def_property_readonly("size", [](const DeviceArray& a) { return a.numel(); })
+      .def_property_readonly("nbytes", [](const DeviceArray& a) { return a.numel() * dtype_size(a.dtype); })
+      .def_property_readonly("device", [](const DeviceArray& a) { return a.device; })
+      .def_property_readonly("__cuda_array_interface__", [](const DeviceArray& a) {
+        py::dict d;
+        d["shape"] = shape_tuple(a.shape);
+        d["typestr"] = a.dtype == DType::f32 ? "<f4" : "<f8";
+        d["data"] = py::make_tuple(py::int_(reinterpret_cast<uintptr_t>(a.ptr)), a.readonly);
+        if (contiguous_strides(a.shape, a.strides)) {
+          d["strides"] = py::none();
+        } else {
+          std::vector<index_t> bs;
+          for (index_t s : a.strides) bs.push_back(s * dtype_size(a.dtype));
+          d["strides"] = shape_tuple(bs);
+        }
+        d["version"] = 3;
+        d["stream"] = 1;  // our kernels run on the legacy default stream
+        return d;
+      })
+      .def("__dlpack__", &to_dlpack, py::kw_only(), py::arg("stream") = py::none(),
+           py::arg("max_version") = py::none(), py::arg("dl_device") = py::none(),
+           py::arg("copy") = py::none())
+      .def("__dlpack_device__", [](const DeviceArray& a) { return py::make_tuple(kDLCUDA, a.device); })
+      .def("__len__", [](const DeviceArray& a) {
+        if (a.shape.empty()) throw py::type_error("len() of a 0-d DeviceArray");
+        return a.shape[0];
+      })
+      .def("__array__", [](const DeviceArray&, py::args, py::kwargs) -> py::object {
+        throw TypeError("DeviceArray lives in CUDA device memory; use .numpy() to copy it to the host");
+      })
+      .def("__repr__", [](const DeviceArray& a) {
+        return "DeviceArray(shape=" + shape_str(a.shape) + ", dtype=" + dtype_name(a.dtype) +
+               ", device=cuda:" + std::to_string(a.device) + ")";
+      })
+      .def("numpy", [](const DeviceArray& a) {
+        Tensor h = empty(a.dtype, a.shape);
+#if defined(NNK_WITH_CUDA)
+        if (!contiguous_strides(a.shape, a.strides)) {
+          DevTensor v;
+          v.ptr = a.ptr; v.dtype = a.dtype; v.shape = a.shape; v.strides = a.strides;
+          DevTensor c = dev_contiguous(v);
+          nnk::cuda::copy_d2h(h.ptr, c.ptr, size_t(a.numel() * dtype_size(a.dtype)));
+        } else {
+          nnk::cuda::copy_d2h(h.ptr, a.ptr, size_t(a.numel() * dtype_size(a.dtype)));
+        }
+#else
+        no_cuda();
+#endif
+        return h.arr;
+      }, "Copy to a new host numpy array (waits for the kernels writing it).");
+
+  m.def("cuda_asarray", &asarray);
+  m.def("cuda_synchronize", [] {
+#if defined(NNK_WITH_CUDA)
+    require_cuda();
+    nnk::cuda::synchronize();
+#else
+    no_cuda();
+#endif
+  });
+  // Internal (tests): parse a CUDA array argument without touching the GPU.
+  m.def("_cuda_parse", [](py::handle obj, const char* name) {
+    DevTensor t = as_device(obj, name);
+    py::dict d;
+    d["ptr"] = py::int_(reinterpret_cast<uintptr_t>(t.ptr));
+    d["shape"] = shape_tuple(t.shape);
+    d["strides"] = shape_tuple(t.strides);
+    d["dtype"] = dtype_name(t.dtype);
+    d["device"] = t.device;
+    d["stream"] = py::int_(t.stream);
+    d["readonly"] = t.readonly;
+    d["contiguous"] = t.is_contiguous();
+    return d;
+  });
+  m.def("_cuda_is_device", [](py::handle obj) { return is_device_like(obj); });
+  // Internal (tests): a DeviceArray viewing memory it does not own (never dereferenced by
+  // the tests on machines without a GPU).
+  m.def("_cuda_view", [](uintptr_t ptr, std::vector<index_t> shape, const std::string& dtype,
+                         int device, bool readonly) {
+    DeviceArray a;
+    a.buf = std::make_shared<DeviceBuffer>();
+    a.buf->ptr = reinterpret_cast<void*>(ptr);
+    a.ptr = a.buf->ptr;
+    if (dtype == "float32") a.dtype = DType::f32;
+    else if (dtype == "float64") a.dtype = DType::f64;
+    else throw ValueError("dtype: float32 or float64");
+    a.strides = c_strides(shape);
+    a.shape = std::move(shape);
+    a.device = device;
+    a.readonly = readonly;
+    return a;
+  });
+}
+
+}  // namespace nnk::bind

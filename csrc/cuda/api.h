@@ -1,0 +1,95 @@
+// Host-side entry points of the CUDA part (implemented in csrc/cuda/*.cu). Plain C++: the
+// bindings include this without the CUDA headers. Pointers are device pointers; sizes and
+// strides are int64 element counts; every function checks each CUDA call and throws
+// std::runtime_error (naming the call, file, line and CUDA's message) on failure. Kernels
+// are queued on the legacy default stream (stream 0), asynchronously.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "core/types.h"
+
+namespace nnk::cuda {
+
+// Activation codes; the same numbering as nnk::Act (cpu/act/act.h).
+enum class Act : int { none = 0, relu, leaky_relu, gelu, gelu_tanh, tanh, sigmoid };
+
+// ---- runtime (runtime.cu) ----
+int device_count();                 // 0 without a driver or GPU (never throws)
+int current_device();
+// Stream-ordered allocation from the device's default memory pool (cudaMallocAsync on
+// stream 0; the pool keeps freed blocks for reuse). bytes == 0 gives nullptr.
+void* device_malloc(size_t bytes);
+void device_free(void* p) noexcept;  // errors (e.g. at interpreter exit) are ignored
+void copy_h2d(void* dst, const void* src, size_t bytes);
+void copy_d2h(void* dst, const void* src, size_t bytes);
+void synchronize();
+// Make stream 0 wait for work queued so far on `stream` (a cudaStream_t as an integer, as
+// in __cuda_array_interface__: 1 legacy default, 2 per-thread default).
+void wait_stream(uintptr_t stream);
+// Make `stream` wait for the work queued so far on stream 0 (DLPack export).
+void stream_wait_default(uintptr_t stream);
+// dst (C-contiguous) = src (any element strides), ndim <= 8.
+void strided_copy(DType dt, void* dst, const void* src, int ndim, const index_t* shape,
+                  const index_t* strides);
+void fill_zero(void* dst, size_t bytes);
+
+// ---- GEMM (gemm.cu) ----
+// C[b][m, n] = act(alpha * sum_k A[b][m, k] B[b][k, n] + beta * Cin[m, n] + bias), per batch
+// b < batch with A[b] = a + b * batch_a (likewise B, C; Cin is shared). Cin is read only when
+// beta != 0. bias: length N (per column) or, with bias_per_row, length M.
+struct GemmParams {
+  DType dtype = DType::f32;
+  index_t M = 0, N = 0, K = 0, batch = 1;
+  const void* a = nullptr; index_t rs_a = 0, cs_a = 0, batch_a = 0;
+  const void* b = nullptr; index_t rs_b = 0, cs_b = 0, batch_b = 0;
+  void* c = nullptr; index_t rs_c = 0, batch_c = 0;  // unit column stride
+  const void* c_in = nullptr; index_t rs_cin = 0, cs_cin = 0;
+  const void* bias = nullptr; bool bias_per_row = false;
+  double alpha = 1.0, beta = 0.0;
+  Act act = Act::none;
+};
+void gemm(const GemmParams& p);
+
+// ---- elementwise activations, softmax (act.cu) ----
+// y = act(x), n contiguous elements; param: the leaky-ReLU slope.
+void act_forward(DType dt, void* y, const void* x, index_t n, Act act, double param);
+// dx = grad * act'(v); v is x (relu, leaky_relu, gelu*) or the forward's y (sigmoid, tanh).
+void act_backward(DType dt, void* dx, const void* grad, const void* v, index_t n, Act act,
+                  double param);
+// Softmax over the middle dim of a contiguous (outer, C, inner) array.
+void softmax(DType dt, void* y, const void* x, index_t outer, index_t C, index_t inner, bool log);
+void softmax_backward(DType dt, void* dx, const void* grad, const void* y, index_t outer,
+                      index_t C, index_t inner, bool log);
+
+// ---- layer norm (norm.cu) ----
+// rows x D contiguous; w, b may be null; mean and rstd (length rows) are written.
+void layer_norm(DType dt, void* y, void* mean, void* rstd, const void* x, const void* w,
+                const void* b, index_t rows, index_t D, double eps);
+// dx (rows x D); dw, db (length D, may be null) reduced per column in a fixed order.
+void layer_norm_backward(DType dt, void* dx, void* dw, void* db, const void* grad,
+                         const void* x, const void* mean, const void* rstd, const void* w,
+                         index_t rows, index_t D);
+
+// ---- optimizer steps (optim.cu), in place, n contiguous elements ----
+void sgd_step(DType dt, void* param, const void* grad, void* buf, index_t n, double lr,
+              double momentum, double dampening, double weight_decay, bool nesterov,
+              bool first_step);
+void adam_step(DType dt, void* param, const void* grad, void* m, void* v, index_t n, double lr,
+               double beta1, double beta2, double eps, double weight_decay, bool decoupled,
+               int64_t step);
+
+// ---- convolution (conv.cu) ----
+// cols (N, C * KH * KW, OH * OW) from x (N, C, H, W), both contiguous (F.unfold layout).
+void im2col(DType dt, void* cols, const void* x, index_t N, index_t C, index_t H, index_t W,
+            index_t KH, index_t KW, index_t ph, index_t pw, index_t sh, index_t sw, index_t dh,
+            index_t dw, index_t OH, index_t OW);
+
+// ---- attention (attention.cu) ----
+// q (BH, L, E), k (BH, S, E), v (BH, S, Ev), out (BH, L, Ev), lse (BH, L); contiguous;
+// E, Ev <= kAttnMaxDim.
+void flash_attention_forward(DType dt, void* out, void* lse, const void* q, const void* k,
+                             const void* v, index_t BH, index_t L, index_t S, index_t E,
+                             index_t Ev, double scale, bool causal);
+
+}  // namespace nnk::cuda

@@ -1,0 +1,165 @@
+// Tiled GEMM with shared-memory double buffering and a fused epilogue.
+//
+//   C[b][m, n] = act(alpha * sum_k A[b][m, k] * B[b][k, n] + beta * Cin[m, n] + bias)
+//
+// Each block computes a BM x BN tile of C (GemmTile<T> in launch.h), walking K in steps of
+// BK. The A tile is stored transposed (As[k][m]) and the B tile as Bs[k][n], so the inner
+// loop reads a TM-vector of A and a TN-vector of B from shared memory and does TM * TN FMAs
+// into registers. Two shared buffers: while the block computes on one, the next K-step is
+// read from global memory into registers and stored into the other, so one __syncthreads
+// per K-step suffices. Loads read any strides (transposes cost nothing extra); the mapping
+// of threads to elements follows the unit-stride dimension so global reads coalesce.
+// The epilogue applies alpha, beta * Cin (broadcast strides), bias and the activation once,
+// as the tile is written. Accumulation in T (as cuBLAS without TF32).
+#include <cuda_runtime.h>
+
+#include "cuda/api.h"
+#include "cuda/cuda_check.h"
+#include "cuda/device.cuh"
+#include "cuda/launch.h"
+
+namespace nnk::cuda {
+
+namespace {
+
+template <typename T>
+struct GemmArgsT {
+  index_t M, N, K;
+  const T* a; index_t rs_a, cs_a, batch_a;
+  const T* b; index_t rs_b, cs_b, batch_b;
+  T* c; index_t rs_c, batch_c;
+  const T* c_in; index_t rs_cin, cs_cin;
+  const T* bias; bool bias_per_row;
+  T alpha, beta;
+  Act act;
+};
+
+template <typename T>
+__global__ void __launch_bounds__((GemmTile<T>::BM / GemmTile<T>::TM) * (GemmTile<T>::BN / GemmTile<T>::TN))
+gemm_kernel(GemmArgsT<T> p) {
+  constexpr int BM = GemmTile<T>::BM, BN = GemmTile<T>::BN, BK = GemmTile<T>::BK;
+  constexpr int TM = GemmTile<T>::TM, TN = GemmTile<T>::TN;
+  constexpr int NT = (BM / TM) * (BN / TN);
+  constexpr int A_PER = BM * BK / NT, B_PER = BN * BK / NT;  // elements each thread loads
+  static_assert(BM * BK % NT == 0 && BN * BK % NT == 0, "tile / thread mismatch");
+
+  __shared__ T As[2][BK][BM];
+  __shared__ T Bs[2][BK][BN];
+
+  const int tid = threadIdx.x;
+  const int tx = tid % (BN / TN), ty = tid / (BN / TN);
+  const index_t m0 = index_t(blockIdx.y) * BM, n0 = index_t(blockIdx.x) * BN;
+  const T* A = p.a + index_t(blockIdx.z) * p.batch_a;
+  const T* B = p.b + index_t(blockIdx.z) * p.batch_b;
+  T* C = p.c + index_t(blockIdx.z) * p.batch_c;
+
+  // Thread -> element maps: along k when A is row-major (cs_a == 1), else along m.
+  const bool a_kfast = p.cs_a == 1;
+  const bool b_nfast = p.cs_b == 1 || p.rs_b != 1;
+  T ra[A_PER], rb[B_PER];
+
+  auto load = [&](index_t k0) {
+#pragma unroll
+    for (int i = 0; i < A_PER; ++i) {
+      const int e = tid + i * NT;
+      const int mm = a_kfast ? e / BK : e % BM, kk = a_kfast ? e % BK : e / BM;
+      const index_t m = m0 + mm, k = k0 + kk;
+      ra[i] = (m < p.M && k < p.K) ? A[m * p.rs_a + k * p.cs_a] : T(0);
+    }
+#pragma unroll
+    for (int i = 0; i < B_PER; ++i) {
+      const int e = tid + i * NT;
+      const int nn = b_nfast ? e % BN : e / BK, kk = b_nfast ? e / BN : e % BK;
+      const index_t n = n0 + nn, k = k0 + kk;
+      rb[i] = (n < p.N && k < p.K) ? B[k * p.rs_b + n * p.cs_b] : T(0);
+    }
+  };
+  auto store = [&](int buf) {
+#pragma unroll
+    for (int i = 0; i < A_PER; ++i) {
+      const int e = tid + i * NT;
+      const int mm = a_kfast ? e / BK : e % BM, kk = a_kfast ? e % BK : e / BM;
+      As[buf][kk][mm] = ra[i];
+    }
+#pragma unroll
+    for (int i = 0; i < B_PER; ++i) {
+      const int e = tid + i * NT;
+      const int nn = b_nfast ? e % BN : e / BK, kk = b_nfast ? e / BN : e % BK;
+      Bs[buf][kk][nn] = rb[i];
+    }
+  };
+
+  T acc[TM][TN];
+#pragma unroll
+  for (int i = 0; i < TM; ++i)
+#pragma unroll
+    for (int j = 0; j < TN; ++j) acc[i][j] = T(0);
+
+  const index_t ksteps = (p.K + BK - 1) / BK;
+  if (ksteps > 0) {
+    load(0);
+    store(0);
+  }
+  __syncthreads();
+  for (index_t s = 0; s < ksteps; ++s) {
+    const int cur = int(s & 1);
+    if (s + 1 < ksteps) load((s + 1) * BK);  // global -> registers, overlapping the FMAs
+#pragma unroll
+    for (int kk = 0; kk < BK; ++kk) {
+      T av[TM], bv[TN];
+      // Rows ty + i * (BM / TM), columns tx + j * (BN / TN): neighbouring threads read
+      // neighbouring words (no bank conflicts) and writes of C coalesce.
+#pragma unroll
+      for (int i = 0; i < TM; ++i) av[i] = As[cur][kk][ty + i * (BM / TM)];
+#pragma unroll
+      for (int j = 0; j < TN; ++j) bv[j] = Bs[cur][kk][tx + j * (BN / TN)];
+#pragma unroll
+      for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) acc[i][j] = fma(av[i], bv[j], acc[i][j]);
+    }
+    if (s + 1 < ksteps) store(cur ^ 1);  // the other buffer: nobody reads it this step
+    __syncthreads();
+  }
+
+#pragma unroll
+  for (int i = 0; i < TM; ++i) {
+    const index_t m = m0 + ty + i * (BM / TM);
+    if (m >= p.M) continue;
+#pragma unroll
+    for (int j = 0; j < TN; ++j) {
+      const index_t n = n0 + tx + j * (BN / TN);
+      if (n >= p.N) continue;
+      T v = p.alpha * acc[i][j];
+      if (p.beta != T(0)) v += p.beta * p.c_in[m * p.rs_cin + n * p.cs_cin];
+      if (p.bias) v += p.bias[p.bias_per_row ? m : n];
+      C[m * p.rs_c + n] = dev::act_apply(p.act, v, T(0));
+    }
+  }
+}
+
+template <typename T>
+void launch(const GemmParams& g) {
+  GemmArgsT<T> p;
+  p.M = g.M; p.N = g.N; p.K = g.K;
+  p.a = static_cast<const T*>(g.a); p.rs_a = g.rs_a; p.cs_a = g.cs_a; p.batch_a = g.batch_a;
+  p.b = static_cast<const T*>(g.b); p.rs_b = g.rs_b; p.cs_b = g.cs_b; p.batch_b = g.batch_b;
+  p.c = static_cast<T*>(g.c); p.rs_c = g.rs_c; p.batch_c = g.batch_c;
+  p.c_in = static_cast<const T*>(g.c_in); p.rs_cin = g.rs_cin; p.cs_cin = g.cs_cin;
+  p.bias = static_cast<const T*>(g.bias); p.bias_per_row = g.bias_per_row;
+  p.alpha = T(g.alpha); p.beta = g.c_in ? T(g.beta) : T(0);
+  p.act = g.act;
+  const Launch l = gemm_launch(g.dtype, g.M, g.N, g.batch);
+  gemm_kernel<T><<<dim3(unsigned(l.grid_x), unsigned(l.grid_y), unsigned(l.grid_z)), l.block>>>(p);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace
+
+void gemm(const GemmParams& g) {
+  if (g.M == 0 || g.N == 0 || g.batch == 0) return;
+  if (g.dtype == DType::f32) launch<float>(g);
+  else launch<double>(g);
+}
+
+}  // namespace nnk::cuda

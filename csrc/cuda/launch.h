@@ -1,0 +1,108 @@
+// Launch-shape arithmetic of the CUDA kernels: tile sizes, block sizes and grid sizes.
+// Plain C++ (no CUDA headers), shared by the .cu files and the bindings, so it is unit-tested
+// on machines without a GPU (through _C._cuda_launch). Grid dimensions y and z are limited
+// to 65535 by CUDA; every function here checks that and throws ValueError past it.
+#pragma once
+#include <cstddef>
+#include <string>
+
+#include "core/errors.h"
+#include "core/types.h"
+
+namespace nnk::cuda {
+
+struct Launch {
+  index_t grid_x = 1, grid_y = 1, grid_z = 1;
+  int block = 1;       // threads per block (1-D blocks)
+  size_t smem = 0;     // dynamic shared memory in bytes
+};
+
+// GEMM tile shapes: BM x BN outputs per block of (BM / TM) * (BN / TN) threads, K in steps
+// of BK, each thread a TM x TN register tile. float: 128 x 128 x 8 (256 threads, 8 x 8 per
+// thread); double: 64 x 64 x 8 (256 threads, 4 x 4 per thread: half the registers per value).
+template <typename T> struct GemmTile;
+template <> struct GemmTile<float> {
+  static constexpr int BM = 128, BN = 128, BK = 8, TM = 8, TN = 8;
+};
+template <> struct GemmTile<double> {
+  static constexpr int BM = 64, BN = 64, BK = 8, TM = 4, TN = 4;
+};
+
+inline void check_grid_yz(index_t y, index_t z, const char* what) {
+  if (y > 65535 || z > 65535)
+    throw ValueError(std::string(what) + ": too large for one CUDA launch (grid y/z > 65535)");
+}
+
+// One block per BM x BN output tile; grid z runs over the batch.
+inline Launch gemm_launch(DType dt, index_t M, index_t N, index_t batch) {
+  Launch l;
+  const int bm = dt == DType::f32 ? GemmTile<float>::BM : GemmTile<double>::BM;
+  const int bn = dt == DType::f32 ? GemmTile<float>::BN : GemmTile<double>::BN;
+  const int tm = dt == DType::f32 ? GemmTile<float>::TM : GemmTile<double>::TM;
+  const int tn = dt == DType::f32 ? GemmTile<float>::TN : GemmTile<double>::TN;
+  l.grid_x = ceil_div(N, bn);
+  l.grid_y = ceil_div(M, bm);
+  l.grid_z = batch;
+  l.block = (bm / tm) * (bn / tn);
+  check_grid_yz(l.grid_y, l.grid_z, "gemm");
+  return l;
+}
+
+// Elementwise kernels: 256 threads and a grid-stride loop; at most 2^20 blocks (the loop
+// covers the rest), at least one.
+constexpr int kEltBlock = 256;
+inline Launch elementwise_launch(index_t n) {
+  Launch l;
+  l.block = kEltBlock;
+  index_t g = ceil_div(n, kEltBlock);
+  l.grid_x = g < 1 ? 1 : (g > (index_t(1) << 20) ? (index_t(1) << 20) : g);
+  return l;
+}
+
+// Row kernels (softmax family): one warp per row, 8 warps per block.
+constexpr int kRowWarps = 8;
+inline Launch rows_launch(index_t rows) {
+  Launch l;
+  l.block = 32 * kRowWarps;
+  l.grid_x = rows < 1 ? 1 : ceil_div(rows, kRowWarps);
+  return l;
+}
+
+// Layer norm: one block of 256 threads per row (block reductions); grid x = rows.
+constexpr int kNormBlock = 256;
+inline Launch norm_launch(index_t rows) {
+  Launch l;
+  l.block = kNormBlock;
+  l.grid_x = rows < 1 ? 1 : rows;
+  return l;
+}
+
+// Flash attention forward: 4 threads (a "quad") per query row, kAttnRows query rows per
+// block; K/V tiles of attn_bc(dt) keys in static shared memory; head dims up to
+// kAttnMaxDim. grid x: query tiles, grid y: batch * heads.
+constexpr int kAttnRows = 32;
+constexpr int kAttnMaxDim = 128;
+inline int attn_bc(DType dt) { return dt == DType::f32 ? 32 : 16; }
+inline Launch attn_launch(DType dt, index_t BH, index_t L) {
+  (void)dt;
+  Launch l;
+  l.block = 4 * kAttnRows;
+  l.grid_x = ceil_div(L, kAttnRows);
+  l.grid_y = BH;
+  check_grid_yz(l.grid_y, 1, "scaled_dot_product_attention");
+  return l;
+}
+// Number of key tiles a query tile visits: all of them, or with causal masking only those
+// holding a key j <= the tile's last query row (block skipping).
+inline index_t attn_key_tiles(DType dt, index_t L, index_t S, index_t q_tile, bool causal) {
+  const index_t bc = attn_bc(dt);
+  index_t kv_end = S;
+  if (causal) {
+    index_t last_q = (q_tile + 1) * kAttnRows;
+    if (last_q > L) last_q = L;
+    if (last_q < kv_end) kv_end = last_q;
+  }
+  return ceil_div(kv_end, bc);
+}
+
+}  // namespace nnk::cuda

@@ -1,0 +1,140 @@
+// Device memory, copies, stream ordering and the strided-copy kernel (making device inputs
+// C-contiguous before the kernels that want them so).
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "cuda/api.h"
+#include "cuda/cuda_check.h"
+#include "cuda/launch.h"
+
+namespace nnk::cuda {
+
+int device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+
+int current_device() {
+  int d = 0;
+  CUDA_CHECK(cudaGetDevice(&d));
+  return d;
+}
+
+namespace {
+// The default pool of the current device keeps freed blocks (release threshold: no limit),
+// so steady-state allocations cost no cudaMalloc. Set once per device.
+void setup_pool() {
+  static int done_for = -1;
+  int dev = current_device();
+  if (done_for == dev) return;
+  cudaMemPool_t pool;
+  CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, dev));
+  uint64_t threshold = UINT64_MAX;
+  CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold));
+  done_for = dev;
+}
+}  // namespace
+
+void* device_malloc(size_t bytes) {
+  if (bytes == 0) return nullptr;
+  setup_pool();
+  void* p = nullptr;
+  CUDA_CHECK(cudaMallocAsync(&p, bytes, 0));
+  return p;
+}
+
+void device_free(void* p) noexcept {
+  if (!p) return;
+  if (cudaFreeAsync(p, 0) != cudaSuccess) cudaGetLastError();
+}
+
+void copy_h2d(void* dst, const void* src, size_t bytes) {
+  if (bytes) CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
+}
+
+void copy_d2h(void* dst, const void* src, size_t bytes) {
+  if (bytes) CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
+}
+
+void synchronize() { CUDA_CHECK(cudaDeviceSynchronize()); }
+
+void wait_stream(uintptr_t stream) {
+  if (stream == 0 || stream == 1) return;  // already the legacy default stream
+  cudaStream_t s = stream == 2 ? cudaStreamPerThread : reinterpret_cast<cudaStream_t>(stream);
+  cudaEvent_t ev;
+  CUDA_CHECK(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
+  cudaError_t e1 = cudaEventRecord(ev, s);
+  cudaError_t e2 = e1 == cudaSuccess ? cudaStreamWaitEvent(0, ev, 0) : e1;
+  CUDA_CHECK(cudaEventDestroy(ev));
+  CUDA_CHECK(e2);
+}
+
+void stream_wait_default(uintptr_t stream) {
+  if (stream == 0 || stream == 1) return;
+  cudaStream_t s = stream == 2 ? cudaStreamPerThread : reinterpret_cast<cudaStream_t>(stream);
+  cudaEvent_t ev;
+  CUDA_CHECK(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
+  cudaError_t e1 = cudaEventRecord(ev, 0);
+  cudaError_t e2 = e1 == cudaSuccess ? cudaStreamWaitEvent(s, ev, 0) : e1;
+  CUDA_CHECK(cudaEventDestroy(ev));
+  CUDA_CHECK(e2);
+}
+
+void fill_zero(void* dst, size_t bytes) {
+  if (bytes) CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, 0));
+}
+
+namespace {
+
+constexpr int kMaxDims = 8;
+struct Dims {
+  int ndim;
+  index_t shape[kMaxDims];
+  index_t strides[kMaxDims];
+};
+
+template <typename T>
+__global__ void strided_copy_kernel(T* __restrict__ dst, const T* __restrict__ src, index_t n,
+                                    Dims d) {
+  for (index_t i = blockIdx.x * index_t(blockDim.x) + threadIdx.x; i < n;
+       i += index_t(gridDim.x) * blockDim.x) {
+    index_t rem = i, off = 0;
+    for (int k = d.ndim - 1; k >= 0; --k) {
+      const index_t c = rem % d.shape[k];
+      rem /= d.shape[k];
+      off += c * d.strides[k];
+    }
+    dst[i] = src[off];
+  }
+}
+
+}  // namespace
+
+void strided_copy(DType dt, void* dst, const void* src, int ndim, const index_t* shape,
+                  const index_t* strides) {
+  if (ndim > kMaxDims) throw ValueError("CUDA arrays of more than 8 dimensions are not supported");
+  Dims d;
+  d.ndim = ndim;
+  index_t n = 1;
+  for (int k = 0; k < ndim; ++k) {
+    d.shape[k] = shape[k];
+    d.strides[k] = strides[k];
+    n *= shape[k];
+  }
+  if (n == 0) return;
+  const Launch l = elementwise_launch(n);
+  if (dt == DType::f32)
+    strided_copy_kernel<float><<<unsigned(l.grid_x), l.block>>>(
+        static_cast<float*>(dst), static_cast<const float*>(src), n, d);
+  else
+    strided_copy_kernel<double><<<unsigned(l.grid_x), l.block>>>(
+        static_cast<double*>(dst), static_cast<const double*>(src), n, d);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace nnk::cuda

@@ -1,0 +1,512 @@
+"""CUDA part: host-side logic everywhere (protocol parsing, argument checks, error types,
+launch arithmetic, config), GPU numerics only where a GPU is usable.
+
+The fake CUDA arrays below carry made-up device pointers that are never dereferenced: on a
+machine without a GPU every call stops at an argument check or at the first CUDA call
+(RuntimeError); the tests that would reach a kernel are skipped where a GPU exists.
+"""
+
+import numpy as np
+import pytest
+
+import nnkernels
+from nnkernels import _C, ops
+
+CUDA = nnkernels.config()["cuda"]
+BUILT = CUDA["built"]
+AVAILABLE = CUDA["available"]
+
+needs_built = pytest.mark.skipif(not BUILT, reason="nnkernels was built without CUDA")
+needs_gpu = pytest.mark.skipif(not AVAILABLE, reason="no usable CUDA GPU (config()['cuda']['available'] is False)")
+no_gpu = pytest.mark.skipif(AVAILABLE, reason="would launch a kernel on the fake pointer: only without a GPU")
+
+FAKE_PTR = 0x7F0000001000
+
+
+class FakeCAI:
+    """An object exposing a hand-made __cuda_array_interface__ (version 3)."""
+
+    def __init__(self, shape, typestr="<f4", strides=None, ptr=FAKE_PTR, readonly=False, **extra):
+        self.__cuda_array_interface__ = dict(shape=tuple(shape), typestr=typestr, strides=strides,
+                                             data=(ptr, readonly), version=3, **extra)
+
+
+class FakeDLPack:
+    """A DLPack producer on a CUDA device, handing out the capsule of another object."""
+
+    def __init__(self, source, device=(2, 0), max_version=None):
+        self.source, self.device, self.max_version = source, device, max_version
+
+    def __dlpack_device__(self):
+        return self.device
+
+    def __dlpack__(self, stream=None, max_version=None, **kw):
+        if self.max_version is None:
+            return self.source.__dlpack__()
+        return self.source.__dlpack__(max_version=self.max_version)
+
+
+def f32(*shape):
+    return FakeCAI(shape, "<f4")
+
+
+# ---------------------------------------------------------------------------------------
+# config and module surface
+# ---------------------------------------------------------------------------------------
+
+
+def test_config_cuda_truthful():
+    assert set(CUDA) == {"built", "available", "devices"}
+    assert isinstance(CUDA["built"], bool) and isinstance(CUDA["available"], bool)
+    # The CUDA overloads and the launch-math binding exist exactly when the part was built.
+    assert BUILT == hasattr(_C, "_cuda_launch")
+    assert AVAILABLE == (len(CUDA["devices"]) > 0)
+    if not BUILT:
+        assert not AVAILABLE
+    assert nnkernels.cuda.is_available() == AVAILABLE
+    assert nnkernels.cuda.device_count() == len(CUDA["devices"])
+
+
+def test_host_calls_unchanged(rng):
+    import torch
+    x = rng.standard_normal((5, 7)).astype(np.float32)
+    assert isinstance(ops.relu(x), np.ndarray)
+    assert isinstance(ops.softmax(torch.from_numpy(x)), np.ndarray)
+    assert not _C._cuda_is_device(x)
+    assert not _C._cuda_is_device(torch.from_numpy(x))
+    assert not _C._cuda_is_device(3.0)
+
+
+# ---------------------------------------------------------------------------------------
+# __cuda_array_interface__ parsing
+# ---------------------------------------------------------------------------------------
+
+
+def test_cai_parse_contiguous():
+    d = _C._cuda_parse(FakeCAI((3, 4), "<f8", ptr=0x1000), "x")
+    assert d["ptr"] == 0x1000 and d["shape"] == (3, 4) and d["strides"] == (4, 1)
+    assert d["dtype"] == "float64" and d["contiguous"] and not d["readonly"]
+    assert d["device"] == -1 and d["stream"] == 0
+
+
+def test_cai_parse_strides_stream_readonly():
+    # A transposed (4, 3) view of a (3, 4) float32 array: byte strides (4, 16).
+    d = _C._cuda_parse(FakeCAI((4, 3), "<f4", strides=(4, 16), readonly=True, stream=7), "w")
+    assert d["strides"] == (1, 4) and not d["contiguous"] and d["readonly"] and d["stream"] == 7
+    d = _C._cuda_parse(FakeCAI((2, 0, 3), "<f4", ptr=0), "x")  # empty: a null pointer is fine
+    assert d["shape"] == (2, 0, 3)
+    assert _C._cuda_parse(FakeCAI((), "<f4"), "x")["shape"] == ()
+
+
+@pytest.mark.parametrize("typestr", ["<i4", "<f2", "|b1", ">f4", "<c8", "f4"])
+def test_cai_bad_dtype_is_typeerror_naming_argument(typestr):
+    with pytest.raises(TypeError, match="weight"):
+        _C._cuda_parse(FakeCAI((2, 2), typestr), "weight")
+
+
+@pytest.mark.parametrize("bad", [
+    dict(strides=(6, 4)),                          # not a multiple of the item size
+    dict(strides=(16,)),                           # rank mismatch
+    dict(mask=FAKE_PTR),                           # masked arrays
+    dict(stream=0),                                # disallowed by the protocol
+    dict(ptr=0),                                   # null pointer with data
+    dict(shape=(2, -1)),                           # negative dimension
+])
+def test_cai_bad_fields_are_valueerror(bad):
+    shape = bad.pop("shape", (2, 3))
+    with pytest.raises(ValueError, match="x"):
+        _C._cuda_parse(FakeCAI(shape, "<f4", **bad), "x")
+
+
+def test_cai_missing_keys():
+    class NoData:
+        __cuda_array_interface__ = dict(shape=(2,), typestr="<f4", version=3)
+    with pytest.raises(ValueError, match="data"):
+        _C._cuda_parse(NoData(), "x")
+
+
+def test_is_cuda_property_decides():
+    class HostTensorLike(FakeCAI):
+        is_cuda = False
+    assert not _C._cuda_is_device(HostTensorLike((2,)))
+    assert _C._cuda_is_device(FakeCAI((2,)))
+
+
+def test_host_array_in_device_parse_is_mixing():
+    with pytest.raises(ValueError, match="host"):
+        _C._cuda_parse(np.zeros(3, np.float32), "b")
+
+
+# ---------------------------------------------------------------------------------------
+# DeviceArray protocols (a non-owning test view; nothing is dereferenced)
+# ---------------------------------------------------------------------------------------
+
+
+def test_device_array_interfaces():
+    v = _C._cuda_view(0x2000, [3, 5], "float64", 0, False)
+    assert isinstance(v, nnkernels.cuda.DeviceArray)
+    assert v.shape == (3, 5) and v.dtype == np.float64 and v.ndim == 2 and v.size == 15
+    assert v.nbytes == 120 and len(v) == 3 and "float64" in repr(v)
+    cai = v.__cuda_array_interface__
+    assert cai == dict(shape=(3, 5), typestr="<f8", data=(0x2000, False), strides=None,
+                       version=3, stream=1)
+    assert v.__dlpack_device__() == (2, 0)
+    with pytest.raises(TypeError, match="numpy"):
+        np.asarray(v)
+
+
+@pytest.mark.parametrize("max_version", [None, (1, 0)])
+def test_dlpack_round_trip(max_version):
+    v = _C._cuda_view(0x3000, [4, 6], "float32", 0, True)
+    cap = v.__dlpack__(max_version=max_version)
+    assert type(cap).__name__ == "PyCapsule"
+    assert ("versioned" in repr(cap)) == (max_version is not None)
+    del cap  # an unconsumed capsule frees its export context
+    d = _C._cuda_parse(FakeDLPack(v, max_version=max_version), "q")
+    assert d["ptr"] == 0x3000 and d["shape"] == (4, 6) and d["strides"] == (6, 1)
+    assert d["dtype"] == "float32" and d["device"] == 0
+    # The versioned capsule carries the read-only flag.
+    assert d["readonly"] == (max_version is not None)
+
+
+def test_dlpack_export_checks():
+    v = _C._cuda_view(0x3000, [2], "float32", 0, False)
+    with pytest.raises(BufferError):
+        v.__dlpack__(dl_device=(1, 0))
+    with pytest.raises(BufferError):
+        v.__dlpack__(copy=True)
+
+
+def test_dlpack_non_cuda_capsule_is_mixing():
+    # __dlpack_device__ claims CUDA, but the capsule holds a CPU tensor.
+    with pytest.raises(ValueError, match="host"):
+        _C._cuda_parse(FakeDLPack(np.zeros(3, np.float32)), "x")
+    # A DLPack producer on the CPU is a host array.
+    assert not _C._cuda_is_device(FakeDLPack(np.zeros(3), device=(1, 0)))
+    assert _C._cuda_is_device(FakeDLPack(np.zeros(3), device=(2, 0)))
+
+
+# ---------------------------------------------------------------------------------------
+# Routing and argument checks of the CUDA overloads (before any CUDA call)
+# ---------------------------------------------------------------------------------------
+
+
+@needs_built
+def test_routing_errors_before_cuda():
+    with pytest.raises(TypeError, match="x"):
+        ops.relu(FakeCAI((3,), "<i4"))
+    with pytest.raises(ValueError, match="cannot be multiplied"):
+        ops.gemm(f32(3, 4), f32(5, 6))
+    with pytest.raises(TypeError, match="b"):
+        ops.gemm(f32(3, 4), FakeCAI((4, 2), "<f8"))
+    with pytest.raises(ValueError, match="host"):
+        ops.gemm(f32(3, 4), np.ones((4, 2), np.float32))      # device first, host second
+    with pytest.raises(ValueError, match="host"):
+        ops.gemm(np.ones((3, 4), np.float32), f32(4, 2))      # host first, device second
+    with pytest.raises(ValueError, match="axis"):
+        ops.softmax(f32(3, 4), axis=2)
+    with pytest.raises(ValueError, match="activation"):
+        ops.linear(f32(3, 4), f32(5, 4), activation="swish")
+    with pytest.raises(ValueError, match="do not match"):
+        ops.linear(f32(3, 4), f32(5, 3))
+    with pytest.raises(ValueError, match="groups"):
+        ops.conv2d(f32(1, 4, 8, 8), f32(6, 3, 3, 3), groups=2)
+    with pytest.raises(ValueError, match="same"):
+        ops.conv2d(f32(1, 3, 8, 8), f32(6, 3, 3, 3), stride=2, padding="same")
+    with pytest.raises(ValueError, match="head dims"):
+        ops.scaled_dot_product_attention(f32(2, 5, 8), f32(2, 7, 4), f32(2, 7, 4))
+    with pytest.raises(ValueError, match="step"):
+        ops.adam_step_(f32(4), f32(4), f32(4), f32(4), step=0)
+    with pytest.raises(ValueError, match="read-only"):
+        ops.sgd_step_(FakeCAI((4,), readonly=True), f32(4), lr=0.1)
+    with pytest.raises(ValueError, match="momentum_buffer"):
+        ops.sgd_step_(f32(4), f32(4), lr=0.1, momentum=0.9)
+    with pytest.raises(ValueError, match="normalized_shape"):
+        ops.layer_norm(f32(3, 4), (5,))
+    with pytest.raises(ValueError, match="does not match"):
+        ops.relu_backward(f32(3), f32(4))
+    with pytest.raises(ValueError, match="out"):
+        ops.gemm(f32(3, 4), f32(4, 2), out=f32(3, 3))
+    with pytest.raises(ValueError, match="overlaps"):
+        ops.gemm(f32(3, 4), f32(4, 2), out=FakeCAI((3, 2), ptr=FAKE_PTR))
+    with pytest.raises(NotImplementedError):
+        ops.scaled_dot_product_attention(f32(2, 5, 8), f32(2, 7, 8), f32(2, 7, 8),
+                                         attn_mask=FakeCAI((5, 7), "<f4"))
+    # An op without a CUDA kernel reaches the host binding: ValueError, not a crash.
+    with pytest.raises(ValueError, match="CUDA array"):
+        ops.max_pool2d(f32(1, 1, 4, 4), 2)
+
+
+@needs_built
+@no_gpu
+def test_no_driver_is_runtimeerror():
+    with pytest.raises(RuntimeError, match="CUDA"):
+        ops.relu(f32(3))
+    with pytest.raises(RuntimeError, match="CUDA"):
+        nnkernels.cuda.asarray(np.ones(3))
+    with pytest.raises(RuntimeError, match="CUDA"):
+        nnkernels.cuda.synchronize()
+    with pytest.raises(RuntimeError):
+        _C._cuda_view(0x1000, [2], "float32", 0, False).numpy()
+
+
+@pytest.mark.skipif(BUILT, reason="only for builds without CUDA")
+def test_cuda_input_without_cuda_build():
+    with pytest.raises(RuntimeError, match="no CUDA support"):
+        ops.relu(f32(3))
+    with pytest.raises(RuntimeError, match="no CUDA support"):
+        ops.relu(FakeDLPack(np.zeros(3), device=(2, 0)))
+    with pytest.raises(RuntimeError, match="without CUDA"):
+        nnkernels.cuda.asarray(np.ones(3))
+
+
+# ---------------------------------------------------------------------------------------
+# Launch-shape arithmetic (launch.h)
+# ---------------------------------------------------------------------------------------
+
+
+@needs_built
+def test_launch_math():
+    L = _C._cuda_launch
+    assert L("gemm", "float32", [4096, 4096, 1]) == dict(grid=(32, 32, 1), block=256)
+    assert L("gemm", "float32", [129, 1, 3]) == dict(grid=(1, 2, 3), block=256)
+    assert L("gemm", "float64", [4096, 100, 1]) == dict(grid=(2, 64, 1), block=256)
+    with pytest.raises(ValueError, match="grid"):
+        L("gemm", "float32", [128 * 70000, 8, 1])
+    assert L("elementwise", "float32", [0])["grid"][0] == 1
+    assert L("elementwise", "float32", [257])["grid"][0] == 2
+    assert L("elementwise", "float32", [1 << 40])["grid"][0] == 1 << 20
+    assert L("rows", "float32", [17]) == dict(grid=(3, 1, 1), block=256)
+    assert L("norm", "float64", [5]) == dict(grid=(5, 1, 1), block=256)
+    assert L("attention", "float32", [64, 2048]) == dict(grid=(64, 64, 1), block=128)
+    kt = lambda dt, Lq, S, t, c: L("attention_key_tiles", dt, [Lq, S, t, int(c)])
+    assert kt("float32", 2048, 2048, 0, False) == 64
+    assert kt("float32", 2048, 2048, 0, True) == 1        # causal block skipping
+    assert kt("float32", 2048, 2048, 63, True) == 64
+    assert kt("float64", 2048, 2048, 0, True) == 2        # 16-key tiles for float64
+    assert kt("float32", 10, 1000, 0, True) == 1
+    assert kt("float32", 100, 0, 0, False) == 0
+
+
+# ---------------------------------------------------------------------------------------
+# GPU numerics: against torch on the GPU and against our CPU path
+# ---------------------------------------------------------------------------------------
+
+if AVAILABLE:
+    import torch
+    import torch.nn.functional as F
+
+GPU_TOL = {np.float32: 1e-5, np.float64: 1e-12}
+
+
+def close(ours, ref, dtype, factor=1.0):
+    ours = ours.numpy() if isinstance(ours, nnkernels.cuda.DeviceArray) else np.asarray(ours)
+    ref = ref.detach().cpu().numpy() if hasattr(ref, "detach") else np.asarray(ref)
+    assert ours.shape == tuple(ref.shape), (ours.shape, ref.shape)
+    num = np.linalg.norm(ours.astype(np.float64) - ref.astype(np.float64))
+    den = max(np.linalg.norm(ref.astype(np.float64)), 1e-300)
+    assert num / den <= factor * GPU_TOL[np.dtype(dtype).type], f"relative error {num / den:.3e}"
+
+
+def tcuda(a):
+    return torch.from_numpy(np.ascontiguousarray(a)).cuda()
+
+
+@pytest.fixture
+def no_tf32():
+    if AVAILABLE:
+        old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        yield
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+    else:
+        yield
+
+
+DT = [np.float32, np.float64]
+
+
+@needs_gpu
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DT)
+def test_gpu_asarray_numpy_dlpack(rng, dtype):
+    x = rng.standard_normal((7, 5)).astype(dtype)
+    d = nnkernels.cuda.asarray(x)
+    assert isinstance(d, nnkernels.cuda.DeviceArray) and d.shape == x.shape and d.dtype == dtype
+    np.testing.assert_array_equal(d.numpy(), x)
+    t = torch.from_dlpack(d)
+    assert t.is_cuda and t.data_ptr() == d.__cuda_array_interface__["data"][0]
+    t2 = torch.as_tensor(d, device="cuda")
+    assert t2.data_ptr() == t.data_ptr()
+    np.testing.assert_array_equal(t.cpu().numpy(), x)
+    # torch CUDA tensors in, DeviceArray out, no host round trip.
+    y = ops.relu(tcuda(x))
+    assert isinstance(y, nnkernels.cuda.DeviceArray)
+    np.testing.assert_array_equal(y.numpy(), np.maximum(x, 0))
+    with pytest.raises(ValueError, match="host"):
+        ops.gemm(d, np.ones((5, 2), dtype))
+
+
+@needs_gpu
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DT)
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (129, 67, 257), (300, 513, 33), (64, 64, 0)])
+def test_gpu_gemm(rng, dtype, m, n, k, no_tf32):
+    a = rng.standard_normal((m, k)).astype(dtype)
+    b = rng.standard_normal((n, k)).astype(dtype)  # used transposed
+    c = rng.standard_normal((1, n)).astype(dtype)
+    ours = ops.gemm(tcuda(a), tcuda(b), tcuda(c), trans_b=True, alpha=0.5, beta=2.0)
+    ref = torch.addmm(tcuda(c), tcuda(a), tcuda(b).T, alpha=0.5, beta=2.0)
+    close(ours, ref, dtype, factor=max(1, k) ** 0.5)
+    close(ours, ops.gemm(a, b, c, trans_b=True, alpha=0.5, beta=2.0), dtype, factor=max(1, k) ** 0.5)
+    # A non-contiguous (transposed torch view) first operand.
+    at = tcuda(a.T.copy()).T
+    close(ops.matmul(at, tcuda(b.T.copy())), tcuda(a) @ tcuda(b).T, dtype, factor=max(1, k) ** 0.5)
+
+
+@needs_gpu
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DT)
+@pytest.mark.parametrize("act", [None, "relu", "gelu", "gelu_tanh", "tanh", "sigmoid"])
+def test_gpu_linear(rng, dtype, act, no_tf32):
+    x = rng.standard_normal((3, 37, 65)).astype(dtype)
+    w = rng.standard_normal((29, 65)).astype(dtype)
+    b = rng.standard_normal(29).astype(dtype)
+    ours = ops.linear(tcuda(x), tcuda(w), tcuda(b), activation=act)
+    ref = F.linear(tcuda(x), tcuda(w), tcuda(b))
+    ref = {None: lambda t: t, "relu": F.relu, "gelu": F.gelu, "tanh": torch.tanh,
+           "sigmoid": torch.sigmoid, "gelu_tanh": lambda t: F.gelu(t, approximate="tanh")}[act](ref)
+    close(ours, ref, dtype, factor=8)
+
+
+@needs_gpu
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DT)
+def test_gpu_matmul_batched(rng, dtype, no_tf32):
+    a = rng.standard_normal((4, 33, 17)).astype(dtype)
+    b = rng.standard_normal((4, 17, 45)).astype(dtype)
+    close(ops.matmul(tcuda(a), tcuda(b)), tcuda(a) @ tcuda(b), dtype, factor=4)
+    b2 = rng.standard_normal((17, 45)).astype(dtype)
+    close(ops.matmul(tcuda(a), tcuda(b2)), tcuda(a) @ tcuda(b2), dtype, factor=4)
+
+
+@needs_gpu
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DT)
+def test_gpu_activations(rng, dtype):
+    x = (rng.standard_normal((33, 71)) * 3).astype(dtype)
+    g = rng.standard_normal((33, 71)).astype(dtype)
+    tx = tcuda(x).requires_grad_(False)
+    cases = [
+        ("relu", ops.relu, F.relu, ops.relu_backward, "x"),
+        ("sigmoid", ops.sigmoid, torch.sigmoid, ops.sigmoid_backward, "y"),
+        ("tanh", ops.tanh, torch.tanh, ops.tanh_backward, "y"),
+        ("gelu", ops.gelu, F.gelu, ops.gelu_backward, "x"),
+    ]
+    for name, fwd, tf, bwd, v in cases:
+        y = fwd(tx)
+        close(y, tf(tx), dtype, factor=4)
+        close(y, fwd(x), dtype, factor=4)
+        t = tx.clone().requires_grad_(True)
+        out = tf(t)
+        out.backward(tcuda(g))
+        dx = bwd(tcuda(g), tx if v == "x" else out.detach())
+        close(dx, t.grad, dtype, factor=8)
+    close(ops.leaky_relu(tx, 0.2), F.leaky_relu(tx, 0.2), dtype)
+    close(ops.gelu(tx, approximate="tanh"), F.gelu(tx, approximate="tanh"), dtype, factor=4)
+
+
+@needs_gpu
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DT)
+@pytest.mark.parametrize("axis", [-1, 0, 1])
+def test_gpu_softmax(rng, dtype, axis):
+    x = (rng.standard_normal((9, 1000, 3)) * 4).astype(dtype)
+    g = rng.standard_normal(x.shape).astype(dtype)
+    for log, fwd, bwd, tf in [(False, ops.softmax, ops.softmax_backward, torch.softmax),
+                              (True, ops.log_softmax, ops.log_softmax_backward, torch.log_softmax)]:
+        y = fwd(tcuda(x), axis=axis)
+        close(y, tf(tcuda(x), axis), dtype, factor=4)
+        close(y, fwd(x, axis=axis), dtype, factor=4)
+        t = tcuda(x).requires_grad_(True)
+        out = tf(t, axis)
+        out.backward(tcuda(g))
+        close(bwd(tcuda(g), out.detach(), axis=axis), t.grad, dtype, factor=8)
+
+
+@needs_gpu
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DT)
+def test_gpu_layer_norm(rng, dtype):
+    x = rng.standard_normal((6, 7, 300)).astype(dtype)
+    w = rng.standard_normal(300).astype(dtype)
+    b = rng.standard_normal(300).astype(dtype)
+    g = rng.standard_normal(x.shape).astype(dtype)
+    y, mean, rstd = ops.layer_norm(tcuda(x), (300,), tcuda(w), tcuda(b), return_stats=True)
+    tx, tw, tb = (tcuda(a).requires_grad_(True) for a in (x, w, b))
+    ref = F.layer_norm(tx, (300,), tw, tb)
+    close(y, ref, dtype, factor=4)
+    ref.backward(tcuda(g))
+    dx, dw, db = ops.layer_norm_backward(tcuda(g), tcuda(x), (300,), mean, rstd, tcuda(w), tcuda(b))
+    close(dx, tx.grad, dtype, factor=8)
+    close(dw, tw.grad, dtype, factor=8)
+    close(db, tb.grad, dtype, factor=8)
+
+
+@needs_gpu
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DT)
+def test_gpu_optimizers(rng, dtype):
+    p0 = rng.standard_normal(1001).astype(dtype)
+    grads = [rng.standard_normal(1001).astype(dtype) for _ in range(3)]
+    for kind in ["sgd", "adam", "adamw"]:
+        p = nnkernels.cuda.asarray(p0)
+        s1 = nnkernels.cuda.asarray(np.zeros_like(p0))
+        s2 = nnkernels.cuda.asarray(np.zeros_like(p0))
+        tp = torch.nn.Parameter(tcuda(p0))
+        opt = {"sgd": lambda: torch.optim.SGD([tp], lr=0.1, momentum=0.9, weight_decay=0.01, nesterov=True),
+               "adam": lambda: torch.optim.Adam([tp], lr=0.01, weight_decay=0.01),
+               "adamw": lambda: torch.optim.AdamW([tp], lr=0.01, weight_decay=0.1)}[kind]()
+        for step, gr in enumerate(grads, 1):
+            tp.grad = tcuda(gr)
+            opt.step()
+            if kind == "sgd":
+                ops.sgd_step_(p, tcuda(gr), s1, lr=0.1, momentum=0.9, weight_decay=0.01, nesterov=True, step=step)
+            else:
+                ops.adam_step_(p, tcuda(gr), s1, s2, step=step, lr=0.01,
+                               weight_decay=0.01 if kind == "adam" else 0.1, decoupled=kind == "adamw")
+        close(p, tp, dtype, factor=10)
+
+
+@needs_gpu
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DT)
+@pytest.mark.parametrize("cfg", [dict(stride=1, padding=1), dict(stride=2, padding=0, dilation=2),
+                                 dict(padding="same", groups=2), dict(padding="valid")])
+def test_gpu_conv2d(rng, dtype, cfg, no_tf32):
+    groups = cfg.get("groups", 1)
+    x = rng.standard_normal((3, 4, 13, 11)).astype(dtype)
+    w = rng.standard_normal((6, 4 // groups, 3, 3)).astype(dtype)
+    b = rng.standard_normal(6).astype(dtype)
+    ours = ops.conv2d(tcuda(x), tcuda(w), tcuda(b), **cfg)
+    close(ours, F.conv2d(tcuda(x), tcuda(w), tcuda(b), **cfg), dtype, factor=8)
+    close(ours, ops.conv2d(x, w, b, **cfg), dtype, factor=8)
+
+
+@needs_gpu
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DT)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("L,S,E,Ev", [(1, 1, 8, 8), (77, 77, 64, 64), (50, 130, 40, 24), (130, 33, 128, 128)])
+def test_gpu_flash_attention(rng, dtype, causal, L, S, E, Ev):
+    q = rng.standard_normal((2, 3, L, E)).astype(dtype)
+    k = rng.standard_normal((2, 3, S, E)).astype(dtype)
+    v = rng.standard_normal((2, 3, S, Ev)).astype(dtype)
+    out, lse = ops.scaled_dot_product_attention(tcuda(q), tcuda(k), tcuda(v), is_causal=causal,
+                                                return_lse=True)
+    ref = F.scaled_dot_product_attention(tcuda(q), tcuda(k), tcuda(v), is_causal=causal)
+    close(out, ref, dtype, factor=8)
+    cpu_out, cpu_lse = ops.scaled_dot_product_attention(q, k, v, is_causal=causal, return_lse=True)
+    close(out, cpu_out, dtype, factor=8)
+    close(lse, cpu_lse, dtype, factor=8)
