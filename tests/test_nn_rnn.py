@@ -109,7 +109,7 @@ def test_against_torch(kind, num_layers, batch_first, bias, with_state, dtype, r
     t = _prepare(m, t, dtype)
     x = rng.standard_normal((B, T, I) if batch_first else (T, B, I)).astype(dtype)
     s0 = _states(kind, (num_layers, B, H), rng, dtype) if with_state else None
-    _compare(kind, m, t, x, s0, rng, dtype, factor=1.0 if dtype == np.float64 else 8.0)
+    _compare(kind, m, t, x, s0, rng, dtype, factor=1.0 if dtype == np.float64 else 2.0)
 
 
 @pytest.mark.parametrize("kind", KINDS)
