@@ -18,11 +18,14 @@ pytest.importorskip("matplotlib", reason="the examples need matplotlib (pip inst
 CASES = [
     ("mlp.py", ["--epochs", "1"], "mlp.png"),
     ("cnn.py", ["--epochs", "1"], "cnn.png"),
+    ("rnn.py", ["--epochs", "1"], "rnn.png"),
+    ("rnn.py", ["--epochs", "1", "--cell", "gru"], "rnn.png"),
+    ("transformer.py", ["--epochs", "1"], "transformer.png"),
     ("gan.py", ["--steps", "20", "--digit-steps", "5"], "gan.png"),
 ]
 
 
-@pytest.mark.parametrize("script,args,png", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("script,args,png", CASES, ids=[" ".join([c[0], *c[1]]) for c in CASES])
 def test_example_runs(script, args, png, tmp_path):
     if not (EXAMPLES / script).exists():
         pytest.skip(f"{script} not written yet")

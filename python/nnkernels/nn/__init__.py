@@ -1,10 +1,5 @@
 """Layers over :mod:`nnkernels.ops` with torch's names, arguments, defaults, initialisation
 and state-dict keys, and an explicit ``backward`` (no autograd).
-
-Dropout, LayerNorm, Embedding, MultiheadAttention and TransformerEncoderLayer are written
-against API.md's signatures of their ops and raise NotImplementedError on use while the
-build lacks those ops. RNN, LSTM and GRU are pending (their backward ops' signatures are
-the implementer's).
 """
 
 from .attention import MultiheadAttention, TransformerEncoderLayer
@@ -17,6 +12,7 @@ from .loss import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from .module import Module, ModuleList, Parameter, Sequential, manual_seed
 from .norm import LayerNorm
 from .pool import AvgPool2d, MaxPool2d
+from .rnn import GRU, LSTM, RNN
 
 __all__ = [
     "Module", "Parameter", "Sequential", "ModuleList", "manual_seed",
@@ -26,4 +22,5 @@ __all__ = [
     "MaxPool2d", "AvgPool2d",
     "MSELoss", "CrossEntropyLoss", "BCEWithLogitsLoss",
     "Dropout", "LayerNorm", "Embedding", "MultiheadAttention", "TransformerEncoderLayer",
+    "RNN", "LSTM", "GRU",
 ]
