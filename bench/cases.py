@@ -886,6 +886,41 @@ class PeakMemory(Case):
         return None
 
 
+def _TorchRowReader(torch):
+    """torch twin of examples/rnn.py's RowReader (same parameter names)."""
+    class RowReader(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = torch.nn.LSTM(8, 96, batch_first=True)
+            self.head = torch.nn.Linear(96, 10)
+
+        def forward(self, x):
+            out, _ = self.rnn(x.reshape(-1, 8, 8))
+            return self.head(out[:, -1])
+    return RowReader()
+
+
+def _TorchRowTransformer(torch):
+    """torch twin of examples/transformer.py's RowTransformer, dropout 0."""
+    class RowTransformer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Linear(8, 64)
+            self.pos = torch.nn.Parameter(torch.zeros(8, 64))
+            self.layers = torch.nn.ModuleList([
+                torch.nn.TransformerEncoderLayer(64, 4, 128, dropout=0.0, batch_first=True, norm_first=True)
+                for _ in range(2)])
+            self.norm = torch.nn.LayerNorm(64)
+            self.head = torch.nn.Linear(64, 10)
+
+        def forward(self, x):
+            h = self.embed(x.reshape(-1, 8, 8)) + self.pos
+            for layer in self.layers:
+                h = layer(h)
+            return self.head(self.norm(h).mean(dim=1))
+    return RowTransformer()
+
+
 def _train_models(kind, dtype):
     """The example models of issue 6 (examples/*.py), built twice with the same weights:
     (nnkernels model, torch model, nnkernels input, torch input, targets)."""
@@ -909,6 +944,20 @@ def _train_models(kind, dtype):
                                   torch.nn.Flatten(), torch.nn.Linear(256, 128), torch.nn.ReLU(),
                                   torch.nn.Linear(128, 10))
         x = rng.standard_normal((64, 1, 8, 8)).astype(npdt)
+    elif kind in ("rnn", "transformer"):
+        import importlib.util
+        import os
+        import sys
+        exdir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples")
+        if exdir not in sys.path:
+            sys.path.insert(0, exdir)  # the examples import their shared _digits helper
+        path = os.path.join(exdir, f"{kind}.py")
+        spec = importlib.util.spec_from_file_location(f"nnk_example_{kind}", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        ours = mod.RowReader() if kind == "rnn" else mod.RowTransformer(dropout=0.0)
+        ref = _TorchRowReader(torch) if kind == "rnn" else _TorchRowTransformer(torch)
+        x = rng.standard_normal((64, 64)).astype(npdt)
     else:
         raise ValueError(kind)
     ref = ref.to(tdt)
@@ -931,7 +980,9 @@ class TrainStep(Case):
         super().__init__(model=model, dtype=dtype)
         self.model = model
         self.name = f"{model} step"
-        self.shape = {"mlp": "64-256-256-10, batch 64", "cnn": "examples/cnn.py model, 8x8, batch 64"}[model]
+        self.shape = {"mlp": "64-256-256-10, batch 64", "cnn": "examples/cnn.py model, 8x8, batch 64",
+                      "rnn": "examples/rnn.py LSTM 96, T=8, batch 64",
+                      "transformer": "examples/transformer.py, 8 tokens, batch 64"}[model]
         self.amount = 1.0
 
     def make_data(self, rng):
@@ -1083,5 +1134,6 @@ def suite(families, full=False, dtype=None):
         for s in ([(4096, 768), (8192, 1024)] if full else [(4096, 768)]):
             cases += [LayerNorm(*s, backward=bw, dtype=dt) for bw in (False, True)]
     if "train" in families:
-        cases += [TrainStep("mlp", dt), TrainStep("cnn", dt), AdamStep(10 * 1000 * 1000, dt)]
+        cases += [TrainStep(m, dt) for m in ("mlp", "cnn", "rnn", "transformer")]
+        cases += [AdamStep(10 * 1000 * 1000, dt)]
     return cases
