@@ -1,5 +1,6 @@
 // gather_pack / scatter_add (contract: gather.h), included inside one ISA namespace by
-// gather{,_avx2,_avx512}.cpp; the inner loops vectorise to that ISA's width.
+// gather{,_avx2,_avx512}.cpp (the AVX-512 build defines NNK_GATHER_OWN_ENTRY and routes
+// full panels to its own gather-instruction loops).
 
 template <typename T>
 void gather_pack_t(T* __restrict dst, const T* __restrict base, const int32_t* __restrict rows, index_t kc,
@@ -26,6 +27,7 @@ void scatter_add_t(T* base, const int32_t* __restrict rows, index_t kc, const in
   }
 }
 
+#ifndef NNK_GATHER_OWN_ENTRY
 void gather_pack(DType dt, void* dst, const void* base, const int32_t* rows, index_t kc, const int32_t* cols,
                  index_t nc, index_t NR) {
   if (dt == DType::f32)
@@ -41,3 +43,4 @@ void scatter_add(DType dt, void* base, const int32_t* rows, index_t kc, const in
   else
     scatter_add_t(static_cast<double*>(base), rows, kc, cols, nc, static_cast<const double*>(src), ld);
 }
+#endif  // NNK_GATHER_OWN_ENTRY
