@@ -381,33 +381,45 @@ void forward_small(const ConvGeom& g, T* y, const T* x, const T* w, const T* bia
   }
 }
 
+// dY as one (Cout x N*L) matrix (row o: image 0's plane o, image 1's, ...), so that a
+// chunk of images is a column block of it.
 template <typename T>
-void backward_data_small(const ConvGeom& g, T* dx, const T* dy, const T* w) {
+std::unique_ptr<T, FreeDel> transpose_dy(const ConvGeom& g, const T* dy) {
+  const index_t L = g.L(), NL = g.N * L;
+  auto buf = alloc_buf<T>(g.Cout * NL);
+  T* b = buf.get();
+  parallel_for(g.Cout, 1, [&](index_t o0, index_t o1) {
+    for (index_t o = o0; o < o1; ++o)
+      for (index_t n = 0; n < g.N; ++n)
+        std::memcpy(b + o * NL + n * L, dy + (n * g.Cout + o) * L, size_t(L) * sizeof(T));
+  });
+  return buf;
+}
+
+// dyt: dY as (Cout x N*L) (transpose_dy).
+template <typename T>
+void backward_data_small(const ConvGeom& g, T* dx, const T* dyt, const T* w) {
   const SmallGeom s = small_geom(g);
   const index_t L = g.L(), Kg = g.Kg(), Coutg = g.Coutg(), Cg = g.Cg(), HW = g.H * g.W, khw = g.kh * g.kw;
+  const index_t NL = g.N * L;
   auto xp = alloc_buf<T>(s.nb * g.C * s.HpWp);
   auto cb = alloc_buf<T>(Kg * s.nb * L);
-  std::vector<int32_t> taps(static_cast<size_t>(Kg)), pix(static_cast<size_t>(s.nb * L)), orow(static_cast<size_t>(Coutg)), dpix(static_cast<size_t>(s.nb * L));
+  std::vector<int32_t> taps(static_cast<size_t>(Kg)), pix(static_cast<size_t>(s.nb * L));
   tap_table(g, s, taps.data());
   pixel_table(g, s.nb, g.C * s.HpWp, g.sh, g.sw, s.Wp, pix.data());
-  for (index_t o = 0; o < Coutg; ++o) orow[size_t(o)] = int32_t(o * L);
-  pixel_table(g, s.nb, g.Cout * L, 1, 1, g.Wo, dpix.data());
-  const GatherFn fn = gather_fn();
   const ScatterFn sc = scatter_fn();
   for (index_t n0 = 0; n0 < g.N; n0 += s.nb) {
     const index_t nb = std::min(s.nb, g.N - n0), cols = nb * L;
     T* xpb = xp.get();
     std::memset(xpb, 0, size_t(nb * g.C * s.HpWp) * sizeof(T));
     for (index_t gr = 0; gr < g.groups; ++gr) {
-      GatherB ctx{dtype_of<T>::value, fn, dy + (n0 * g.Cout + gr * Coutg) * L, orow.data(), dpix.data()};
-      VirtualB vb{pack_gather, &ctx};
       GemmArgs a;
       a.dtype = dtype_of<T>::value;
       a.M = Kg; a.N = cols; a.K = Coutg;
       a.a = w + gr * Coutg * Kg; a.rs_a = 1; a.cs_a = Kg;
+      a.b = dyt + gr * Coutg * NL + n0 * L; a.rs_b = NL; a.cs_b = 1;
       a.c = cb.get(); a.rs_c = cols; a.cs_c = 1;
       a.beta = 0.0;
-      a.virtual_b = &vb;
       gemm(a);
       // col2im: unit u = c * nb + n scatters channel c of image n (disjoint planes).
       T* base = xpb + gr * Cg * s.HpWp;
@@ -515,7 +527,7 @@ void backward_data_t(const ConvGeom& g, T* dx, const T* dy, const T* w) {
     return;
   }
   if (use_small(g)) {
-    backward_data_small(g, dx, dy, w);
+    backward_data_small(g, dx, transpose_dy(g, dy).get(), w);
     return;
   }
   const index_t lc_max = std::max<index_t>(std::min<index_t>(L, 64), std::min<index_t>(L, kColsChunkElems / std::max<index_t>(Kg, 1)));
@@ -573,14 +585,8 @@ void backward_weight_t(const ConvGeom& g, T* dw, const T* dy, const T* x) {
   const T* dyt = dy;
   std::unique_ptr<T, FreeDel> buf;
   if (g.N > 1 && L > 0) {
-    buf = alloc_buf<T>(g.Cout * NL);
-    T* b = buf.get();
-    parallel_for(g.Cout, 1, [&](index_t o0, index_t o1) {
-      for (index_t o = o0; o < o1; ++o)
-        for (index_t n = 0; n < g.N; ++n)
-          std::memcpy(b + o * NL + n * L, dy + (n * g.Cout + o) * L, size_t(L) * sizeof(T));
-    });
-    dyt = b;
+    buf = transpose_dy(g, dy);
+    dyt = buf.get();
   }
   if (L > 0 && use_small(g)) {
     backward_weight_small(g, dw, dyt, NL, x);
@@ -651,7 +657,33 @@ void col2im_t(const ConvGeom& g, T* x, const T* cols) {
   });
 }
 
+// The three gradients together; the small-image path shares dY's (Cout x N*L) copy.
+template <typename T>
+void backward_all_t(const ConvGeom& g, T* dx, T* dw, T* db, const T* dy, const T* x, const T* w) {
+  if (!use_small(g) || g.Kg() == 0) {
+    if (dx) backward_data_t(g, dx, dy, w);
+    if (dw) backward_weight_t(g, dw, dy, x);
+    if (db) backward_bias_t(g, db, dy);
+    return;
+  }
+  const index_t NL = g.N * g.L();
+  auto dyt = transpose_dy(g, dy);
+  if (dx) backward_data_small(g, dx, dyt.get(), w);
+  if (dw) backward_weight_small(g, dw, dyt.get(), NL, x);
+  if (db) backward_bias_t(g, db, dy);
+}
+
 }  // namespace
+
+void conv2d_backward(DType dt, const ConvGeom& g, void* dx, void* dw, void* db, const void* dy, const void* x,
+                     const void* w) {
+  if (dt == DType::f32)
+    backward_all_t<float>(g, static_cast<float*>(dx), static_cast<float*>(dw), static_cast<float*>(db),
+                          static_cast<const float*>(dy), static_cast<const float*>(x), static_cast<const float*>(w));
+  else
+    backward_all_t<double>(g, static_cast<double*>(dx), static_cast<double*>(dw), static_cast<double*>(db),
+                           static_cast<const double*>(dy), static_cast<const double*>(x), static_cast<const double*>(w));
+}
 
 void conv2d_forward(DType dt, const ConvGeom& g, void* y, const void* x, const void* w, const void* bias) {
   if (dt == DType::f32)

@@ -31,6 +31,13 @@ void gather_pack_f32(float* dst, const float* base, const int32_t* rows, index_t
     const __m512i i1 = _mm512_maskz_loadu_epi32(m1, cols + j0 + 16);
     float* d = dst + (j0 / 32) * kc * 32;
     const __m512 z = _mm512_setzero_ps();
+    if (m1 == 0) {  // one half of the panel is padding
+      for (index_t p = 0; p < kc; ++p, d += 32) {
+        _mm512_storeu_ps(d, _mm512_mask_i32gather_ps(z, m0, i0, base + rows[p], 4));
+        _mm512_storeu_ps(d + 16, z);
+      }
+      continue;
+    }
     for (index_t p = 0; p < kc; ++p, d += 32) {
       const float* s = base + rows[p];
       _mm512_storeu_ps(d, _mm512_mask_i32gather_ps(z, m0, i0, s, 4));
