@@ -331,15 +331,17 @@ void pad_images(const ConvGeom& g, const SmallGeom& s, T* xp, const T* x, index_
       T* d = xp + q * s.HpWp;
       const index_t s0 = std::min(std::max<index_t>(g.pl, 0), s.Wp);
       const index_t s1 = std::max(s0, std::min(g.pl + g.W, s.Wp));
+      // Plain loops: the rows are short (small images), library calls would dominate.
       for (index_t r = 0; r < s.Hp; ++r, d += s.Wp) {
         const index_t ih = r - g.pt;
         if (ih < 0 || ih >= g.H) {
-          std::memset(d, 0, size_t(s.Wp) * sizeof(T));
+          for (index_t t = 0; t < s.Wp; ++t) d[t] = T(0);
           continue;
         }
-        if (s0 > 0) std::memset(d, 0, size_t(s0) * sizeof(T));
-        if (s1 > s0) std::memcpy(d + s0, src + ih * g.W + (s0 - g.pl), size_t(s1 - s0) * sizeof(T));
-        if (s.Wp > s1) std::memset(d + s1, 0, size_t(s.Wp - s1) * sizeof(T));
+        const T* sr = src + ih * g.W + (s0 - g.pl);
+        for (index_t t = 0; t < s0; ++t) d[t] = T(0);
+        for (index_t t = s0; t < s1; ++t) d[t] = sr[t - s0];
+        for (index_t t = s1; t < s.Wp; ++t) d[t] = T(0);
       }
     }
   });
