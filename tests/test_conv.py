@@ -297,3 +297,69 @@ def test_im2col_col2im_errors():
         ops.col2im(np.zeros((1, 7, 4)), (3, 3), 2)
     with pytest.raises(TypeError):
         ops.im2col(np.zeros((1, 2, 3, 3), np.int64), 2)
+
+
+# Small images (output plane <= 256 pixels, batch >= 2): the batch (or a chunk of images) is
+# one GEMM over all output pixels, packed by table gathers from a zero-padded copy.
+SMALL = [
+    dict(N=64, C=1, H=8, W=8, Cout=32, k=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1, noncontig=False),
+    dict(N=5, C=32, H=4, W=4, Cout=64, k=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1, noncontig=False),
+    dict(N=3, C=6, H=9, W=7, Cout=4, k=(3, 2), stride=(2, 3), padding=(2, 1), dilation=(2, 1), groups=2, noncontig=True),
+    dict(N=2, C=4, H=5, W=6, Cout=6, k=(2, 3), stride=(1, 2), padding=(0, 3), dilation=(3, 2), groups=2, noncontig=False),
+    dict(N=4, C=3, H=3, W=3, Cout=5, k=(3, 3), stride=(1, 1), padding=(3, 3), dilation=(1, 1), groups=1, noncontig=False),
+    dict(N=3, C=5, H=6, W=6, Cout=7, k=(1, 1), stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1, noncontig=False),
+    dict(N=2, C=2, H=16, W=16, Cout=3, k=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1, noncontig=False),  # L = 256
+    dict(N=2, C=2, H=17, W=16, Cout=3, k=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1, noncontig=False),  # L = 272: per image
+    # Kg * L near 2^18 per image: chunks of 3 images (7 = 3 + 3 + 1; backward-weight accumulates over chunks).
+    dict(N=7, C=130, H=16, W=16, Cout=3, k=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1, noncontig=False),
+]
+
+
+@pytest.mark.parametrize("cfg", SMALL, ids=_cfg_id)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv2d_small_images(cfg, dtype, isa, rng):
+    x = _make_x(rng, (cfg["N"], cfg["C"], cfg["H"], cfg["W"]), cfg["noncontig"]).astype(dtype)
+    w = rng.standard_normal((cfg["Cout"], cfg["C"] // cfg["groups"], *cfg["k"])).astype(dtype)
+    b = rng.standard_normal(cfg["Cout"]).astype(dtype)
+    go = rng.standard_normal(_out_shape(cfg))
+    kw = dict(stride=cfg["stride"], padding=cfg["padding"], dilation=cfg["dilation"], groups=cfg["groups"])
+    ref_y, (ref_gx, ref_gw, ref_gb) = _torch_conv(x, w, b, go, cfg)
+    assert_close(ops.conv2d(x, w, b, **kw), ref_y, dtype)
+    gx, gw, gb = ops.conv2d_backward(go.astype(dtype), x, w, **kw)
+    assert_close(gx, ref_gx, dtype)
+    assert_close(gw, ref_gw, dtype)
+    assert_close(gb, ref_gb, dtype)
+    # conv_transpose2d runs backward-data of the same geometry.
+    if cfg["padding"] != "same":
+        yt = ops.conv_transpose2d(go.astype(dtype), w, None, stride=cfg["stride"], padding=cfg["padding"],
+                                  groups=cfg["groups"], dilation=cfg["dilation"],
+                                  output_padding=tuple(int(v) for v in np.subtract(
+                                      (cfg["H"], cfg["W"]), _transposed_size(cfg))))
+        assert_close(yt, ref_gx, dtype)
+
+
+def _transposed_size(cfg):
+    out = _out_shape(cfg)[2:]
+    return tuple((o - 1) * s - 2 * p + d * (k - 1) + 1
+                 for o, s, p, d, k in zip(out, cfg["stride"], cfg["padding"], cfg["dilation"], cfg["k"]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv2d_small_images_threads_bitwise(dtype, rng):
+    """The small-image path gives the same bits for 1, 2 and 3 threads."""
+    x = rng.standard_normal((9, 12, 5, 6)).astype(dtype)
+    w = rng.standard_normal((10, 6, 3, 3)).astype(dtype)
+    b = rng.standard_normal(10).astype(dtype)
+    go = rng.standard_normal((9, 10, 5, 6)).astype(dtype)
+    old = nnkernels.get_num_threads()
+    res = []
+    try:
+        for t in (1, 2, 3):
+            nnkernels.set_num_threads(t)
+            res.append((ops.conv2d(x, w, b, padding=1, groups=2),) +
+                       tuple(ops.conv2d_backward(go, x, w, padding=1, groups=2)))
+    finally:
+        nnkernels.set_num_threads(old)
+    for r in res[1:]:
+        for a, e in zip(r, res[0]):
+            assert np.array_equal(a, e)

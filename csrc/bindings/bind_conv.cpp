@@ -179,9 +179,7 @@ py::tuple py_conv2d_backward(py::handle go_, py::handle x_, py::handle w_, py::h
   Tensor gb = empty(x.dtype, {g.Cout});
   {
     py::gil_scoped_release nogil;
-    conv2d_backward_data(x.dtype, g, gx.ptr, go.ptr, w.ptr);
-    conv2d_backward_weight(x.dtype, g, gw.ptr, go.ptr, x.ptr);
-    conv2d_backward_bias(x.dtype, g, gb.ptr, go.ptr);
+    conv2d_backward(x.dtype, g, gx.ptr, gw.ptr, gb.ptr, go.ptr, x.ptr, w.ptr);
   }
   return py::make_tuple(gx.arr, gw.arr, gb.arr);
 }

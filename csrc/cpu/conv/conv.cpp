@@ -16,6 +16,7 @@
 #include "cpu/conv/conv.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -27,6 +28,7 @@
 #include "core/parallel.h"
 #include "core/cpu_features.h"
 #include "cpu/conv/depthwise.h"
+#include "cpu/conv/gather.h"
 #include "cpu/gemm/gemm.h"
 
 namespace nnk {
@@ -228,12 +230,272 @@ void depthwise(DType dt, const ConvGeom& g, void* y, const void* x, const void* 
   parallel_for(planes, grain, [&](index_t q0, index_t q1) { fn(dt, g, y, x, w, bias, q0, q1); });
 }
 
+
+// ---------------------------------------------------------------------------------------
+// Small images: a chunk of images (the whole batch when it fits) is one GEMM whose columns
+// are all the chunk's output pixels (n, oh, ow), so that the per-GEMM costs (packing set-up,
+// thread start, partial micro-panels when L < NR) are paid once per chunk, not per image.
+// The images are first copied into a zero-padded buffer xp (N, C, Hp, Wp) in which every
+// patch element is at xp[tap(c, i, j) + pix(n, oh, ow)] with
+//   tap = c*Hp*Wp + i*dh*Wp + j*dw,   pix = n*C*Hp*Wp + oh*sh*Wp + ow*sw,
+// so packing (forward: rows = taps, columns = pixels; backward-weight: transposed) and
+// col2im are branch-free table lookups (gather.h). The forward writes (Cout, nb*L) and
+// copies it to NCHW; backward-data computes cols = W^T dY for the chunk (dY read through
+// the same kind of table) and scatter-adds them into a padded dx, then crops.
+// ---------------------------------------------------------------------------------------
+
+constexpr index_t kSmallL = 256;                     // output pixels per image for the path
+constexpr index_t kChunkElems = index_t(1) << 20;    // bound on each per-chunk buffer
+constexpr index_t kMaxImageElems = index_t(1) << 24; // per-image bound (int32 tables)
+
+struct SmallGeom {
+  index_t Hp, Wp, HpWp;
+  index_t nb;  // images per chunk
+};
+
+SmallGeom small_geom(const ConvGeom& g) {
+  SmallGeom s;
+  s.Hp = (g.Ho - 1) * g.sh + (g.kh - 1) * g.dh + 1;
+  s.Wp = (g.Wo - 1) * g.sw + (g.kw - 1) * g.dw + 1;
+  s.HpWp = s.Hp * s.Wp;
+  const index_t L = g.L();
+  const index_t per = std::max({g.C * s.HpWp, g.Cout * L, g.Kg() * L, index_t(1)});
+  s.nb = std::max<index_t>(1, std::min<index_t>(g.N, kChunkElems / per));
+  return s;
+}
+
+bool use_small(const ConvGeom& g) {
+  if (g.N < 2 || g.L() == 0 || g.L() > kSmallL || g.Cout == 0 || g.C == 0) return false;
+  const index_t Hp = (g.Ho - 1) * g.sh + (g.kh - 1) * g.dh + 1, Wp = (g.Wo - 1) * g.sw + (g.kw - 1) * g.dw + 1;
+  if (Hp > kMaxImageElems || Wp > kMaxImageElems) return false;
+  const double img = double(Hp) * double(Wp) * double(g.C);
+  return img <= double(kMaxImageElems) && double(g.Cout) * double(g.L()) <= double(kMaxImageElems) &&
+         double(g.Kg()) * double(g.L()) <= double(kMaxImageElems);
+}
+
+using GatherFn = void (*)(DType, void*, const void*, const int32_t*, index_t, const int32_t*, index_t, index_t);
+using ScatterFn = void (*)(DType, void*, const int32_t*, index_t, const int32_t*, index_t, const void*, index_t);
+
+GatherFn gather_fn() {
+#if defined(NNK_X86)
+  if (current_isa() == Isa::avx512) return cpu::avx512::gather_pack;
+  if (current_isa() == Isa::avx2) return cpu::avx2::gather_pack;
+#endif
+  return cpu::generic::gather_pack;
+}
+ScatterFn scatter_fn() {
+#if defined(NNK_X86)
+  if (current_isa() == Isa::avx512) return cpu::avx512::scatter_add;
+  if (current_isa() == Isa::avx2) return cpu::avx2::scatter_add;
+#endif
+  return cpu::generic::scatter_add;
+}
+
+// Virtual B that is a table gather: B[p, j] = base[rows[p] + cols[j]].
+struct GatherB {
+  DType dt;
+  GatherFn fn;
+  const void* base;
+  const int32_t* rows;
+  const int32_t* cols;
+};
+
+void pack_gather(const void* vctx, void* dst, index_t p0, index_t kc, index_t j0, index_t nc, index_t NR) {
+  const auto& c = *static_cast<const GatherB*>(vctx);
+  c.fn(c.dt, dst, c.base, c.rows + p0, kc, c.cols + j0, nc, NR);
+}
+
+// Tables: taps (Kg entries, within a group: channel c < Cg) and pixels (nb*L entries,
+// image n relative to the chunk) over a plane of Hp x Wp and an image of `img` elements.
+void tap_table(const ConvGeom& g, const SmallGeom& s, int32_t* t) {
+  index_t p = 0;
+  for (index_t c = 0; c < g.Cg(); ++c)
+    for (index_t i = 0; i < g.kh; ++i)
+      for (index_t j = 0; j < g.kw; ++j) t[p++] = int32_t(c * s.HpWp + i * g.dh * s.Wp + j * g.dw);
+}
+void pixel_table(const ConvGeom& g, index_t nb, index_t img, index_t row_step, index_t col_step, index_t Wrow,
+                 int32_t* t) {
+  index_t q = 0;
+  for (index_t n = 0; n < nb; ++n)
+    for (index_t oh = 0; oh < g.Ho; ++oh)
+      for (index_t ow = 0; ow < g.Wo; ++ow) t[q++] = int32_t(n * img + oh * row_step * Wrow + ow * col_step);
+}
+
+// xp (nb, C, Hp, Wp) = zero-padded copy of images n0 .. n0 + nb of x (N, C, H, W).
+template <typename T>
+void pad_images(const ConvGeom& g, const SmallGeom& s, T* xp, const T* x, index_t n0, index_t nb) {
+  const index_t HW = g.H * g.W;
+  parallel_for(nb * g.C, std::max<index_t>(1, 16384 / s.HpWp), [&](index_t q0, index_t q1) {
+    for (index_t q = q0; q < q1; ++q) {
+      const T* src = x + (n0 * g.C + q) * HW;
+      T* d = xp + q * s.HpWp;
+      const index_t s0 = std::min(std::max<index_t>(g.pl, 0), s.Wp);
+      const index_t s1 = std::max(s0, std::min(g.pl + g.W, s.Wp));
+      // Plain loops: the rows are short (small images), library calls would dominate.
+      for (index_t r = 0; r < s.Hp; ++r, d += s.Wp) {
+        const index_t ih = r - g.pt;
+        if (ih < 0 || ih >= g.H) {
+          for (index_t t = 0; t < s.Wp; ++t) d[t] = T(0);
+          continue;
+        }
+        const T* sr = src + ih * g.W + (s0 - g.pl);
+        for (index_t t = 0; t < s0; ++t) d[t] = T(0);
+        for (index_t t = s0; t < s1; ++t) d[t] = sr[t - s0];
+        for (index_t t = s1; t < s.Wp; ++t) d[t] = T(0);
+      }
+    }
+  });
+}
+
+template <typename T>
+void forward_small(const ConvGeom& g, T* y, const T* x, const T* w, const T* bias) {
+  const SmallGeom s = small_geom(g);
+  const index_t L = g.L(), Kg = g.Kg(), Coutg = g.Coutg(), Cg = g.Cg();
+  auto xp = alloc_buf<T>(s.nb * g.C * s.HpWp);
+  auto yb = alloc_buf<T>(g.Cout * s.nb * L);
+  std::vector<int32_t> taps(static_cast<size_t>(Kg)), pix(static_cast<size_t>(s.nb * L));
+  tap_table(g, s, taps.data());
+  pixel_table(g, s.nb, g.C * s.HpWp, g.sh, g.sw, s.Wp, pix.data());
+  const GatherFn fn = gather_fn();
+  for (index_t n0 = 0; n0 < g.N; n0 += s.nb) {
+    const index_t nb = std::min(s.nb, g.N - n0), cols = nb * L;
+    pad_images(g, s, xp.get(), x, n0, nb);
+    for (index_t gr = 0; gr < g.groups; ++gr) {
+      GatherB ctx{dtype_of<T>::value, fn, xp.get() + gr * Cg * s.HpWp, taps.data(), pix.data()};
+      VirtualB vb{pack_gather, &ctx};
+      GemmArgs a;
+      a.dtype = dtype_of<T>::value;
+      a.M = Coutg; a.N = cols; a.K = Kg;
+      a.a = w + gr * Coutg * Kg; a.rs_a = Kg; a.cs_a = 1;
+      a.c = yb.get() + gr * Coutg * cols; a.rs_c = cols; a.cs_c = 1;
+      a.beta = 0.0;
+      a.bias_m = bias ? bias + gr * Coutg : nullptr;
+      a.virtual_b = &vb;
+      gemm(a);
+    }
+    const T* src = yb.get();
+    parallel_for(nb * g.Cout, std::max<index_t>(1, 4096 / L), [&](index_t q0, index_t q1) {
+      for (index_t q = q0; q < q1; ++q) {  // q = n * Cout + o
+        const index_t n = q / g.Cout, o = q - n * g.Cout;
+        std::memcpy(y + (n0 * g.Cout + q) * L, src + o * cols + n * L, size_t(L) * sizeof(T));
+      }
+    });
+  }
+}
+
+// dY as one (Cout x N*L) matrix (row o: image 0's plane o, image 1's, ...), so that a
+// chunk of images is a column block of it.
+template <typename T>
+std::unique_ptr<T, FreeDel> transpose_dy(const ConvGeom& g, const T* dy) {
+  const index_t L = g.L(), NL = g.N * L;
+  auto buf = alloc_buf<T>(g.Cout * NL);
+  T* b = buf.get();
+  parallel_for(g.Cout, 1, [&](index_t o0, index_t o1) {
+    for (index_t o = o0; o < o1; ++o)
+      for (index_t n = 0; n < g.N; ++n)
+        std::memcpy(b + o * NL + n * L, dy + (n * g.Cout + o) * L, size_t(L) * sizeof(T));
+  });
+  return buf;
+}
+
+// dyt: dY as (Cout x N*L) (transpose_dy).
+template <typename T>
+void backward_data_small(const ConvGeom& g, T* dx, const T* dyt, const T* w) {
+  const SmallGeom s = small_geom(g);
+  const index_t L = g.L(), Kg = g.Kg(), Coutg = g.Coutg(), Cg = g.Cg(), HW = g.H * g.W, khw = g.kh * g.kw;
+  const index_t NL = g.N * L;
+  auto xp = alloc_buf<T>(s.nb * g.C * s.HpWp);
+  auto cb = alloc_buf<T>(Kg * s.nb * L);
+  std::vector<int32_t> taps(static_cast<size_t>(Kg)), pix(static_cast<size_t>(s.nb * L));
+  tap_table(g, s, taps.data());
+  pixel_table(g, s.nb, g.C * s.HpWp, g.sh, g.sw, s.Wp, pix.data());
+  const ScatterFn sc = scatter_fn();
+  for (index_t n0 = 0; n0 < g.N; n0 += s.nb) {
+    const index_t nb = std::min(s.nb, g.N - n0), cols = nb * L;
+    T* xpb = xp.get();
+    std::memset(xpb, 0, size_t(nb * g.C * s.HpWp) * sizeof(T));
+    for (index_t gr = 0; gr < g.groups; ++gr) {
+      GemmArgs a;
+      a.dtype = dtype_of<T>::value;
+      a.M = Kg; a.N = cols; a.K = Coutg;
+      a.a = w + gr * Coutg * Kg; a.rs_a = 1; a.cs_a = Kg;
+      a.b = dyt + gr * Coutg * NL + n0 * L; a.rs_b = NL; a.cs_b = 1;
+      a.c = cb.get(); a.rs_c = cols; a.cs_c = 1;
+      a.beta = 0.0;
+      gemm(a);
+      // col2im: unit u = c * nb + n scatters channel c of image n (disjoint planes).
+      T* base = xpb + gr * Cg * s.HpWp;
+      const T* cbp = cb.get();
+      parallel_for(Cg * nb, std::max<index_t>(1, 2048 / (khw * L)), [&](index_t u0, index_t u1) {
+        while (u0 < u1) {
+          const index_t c = u0 / nb, n = u0 - c * nb, ne = std::min(nb, n + (u1 - u0));
+          sc(dtype_of<T>::value, base, taps.data() + c * khw, khw, pix.data() + n * L, (ne - n) * L,
+             cbp + c * khw * cols + n * L, cols);
+          u0 += ne - n;
+        }
+      });
+    }
+    // Crop the padded gradient into dx.
+    parallel_for(nb * g.C, std::max<index_t>(1, 16384 / std::max<index_t>(HW, 1)), [&](index_t q0, index_t q1) {
+      for (index_t q = q0; q < q1; ++q) {
+        T* d = dx + (n0 * g.C + q) * HW;
+        const T* src = xpb + q * s.HpWp;
+        for (index_t h = 0; h < g.H; ++h) {
+          const index_t r = h + g.pt;
+          T* dr = d + h * g.W;
+          if (r < 0 || r >= s.Hp) {
+            std::memset(dr, 0, size_t(g.W) * sizeof(T));
+            continue;
+          }
+          for (index_t ww = 0; ww < g.W; ++ww) {
+            const index_t c = ww + g.pl;
+            dr[ww] = (c >= 0 && c < s.Wp) ? src[r * s.Wp + c] : T(0);
+          }
+        }
+      }
+    });
+  }
+}
+
+// dW_g += dY_g (Coutg x nb*L, rows of dyt) @ cols_g^T, chunk by chunk (beta = 1 after the first).
+template <typename T>
+void backward_weight_small(const ConvGeom& g, T* dw, const T* dyt, index_t NL, const T* x) {
+  const SmallGeom s = small_geom(g);
+  const index_t L = g.L(), Kg = g.Kg(), Coutg = g.Coutg(), Cg = g.Cg();
+  auto xp = alloc_buf<T>(s.nb * g.C * s.HpWp);
+  std::vector<int32_t> taps(static_cast<size_t>(Kg)), pix(static_cast<size_t>(s.nb * L));
+  tap_table(g, s, taps.data());
+  pixel_table(g, s.nb, g.C * s.HpWp, g.sh, g.sw, s.Wp, pix.data());
+  const GatherFn fn = gather_fn();
+  for (index_t n0 = 0; n0 < g.N; n0 += s.nb) {
+    const index_t nb = std::min(s.nb, g.N - n0);
+    pad_images(g, s, xp.get(), x, n0, nb);
+    for (index_t gr = 0; gr < g.groups; ++gr) {
+      // B (nb*L x Kg): rows are pixels, columns taps.
+      GatherB ctx{dtype_of<T>::value, fn, xp.get() + gr * Cg * s.HpWp, pix.data(), taps.data()};
+      VirtualB vb{pack_gather, &ctx};
+      GemmArgs a;
+      a.dtype = dtype_of<T>::value;
+      a.M = Coutg; a.N = Kg; a.K = nb * L;
+      a.a = dyt + gr * Coutg * NL + n0 * L; a.rs_a = NL; a.cs_a = 1;
+      a.c = dw + gr * Coutg * Kg; a.rs_c = Kg; a.cs_c = 1;
+      a.beta = n0 == 0 ? 0.0 : 1.0;
+      a.virtual_b = &vb;
+      gemm(a);
+    }
+  }
+}
+
 template <typename T>
 void forward_t(const ConvGeom& g, T* y, const T* x, const T* w, const T* bias) {
   const index_t L = g.L(), Kg = g.Kg(), Coutg = g.Coutg(), Cg = g.Cg(), HW = g.H * g.W;
   if (g.N == 0 || L == 0 || g.Cout == 0) return;
   if (is_depthwise(g)) {
     depthwise(dtype_of<T>::value, g, y, x, w, bias);
+    return;
+  }
+  if (use_small(g)) {
+    forward_small(g, y, x, w, bias);
     return;
   }
   const bool pw = is_pointwise(g);
@@ -264,6 +526,10 @@ void backward_data_t(const ConvGeom& g, T* dx, const T* dy, const T* w) {
   const bool pw = is_pointwise(g);
   if (L == 0 || g.Cout == 0) {
     std::memset(dx, 0, size_t(g.N * g.C * HW) * sizeof(T));
+    return;
+  }
+  if (use_small(g)) {
+    backward_data_small(g, dx, transpose_dy(g, dy).get(), w);
     return;
   }
   const index_t lc_max = std::max<index_t>(std::min<index_t>(L, 64), std::min<index_t>(L, kColsChunkElems / std::max<index_t>(Kg, 1)));
@@ -321,14 +587,12 @@ void backward_weight_t(const ConvGeom& g, T* dw, const T* dy, const T* x) {
   const T* dyt = dy;
   std::unique_ptr<T, FreeDel> buf;
   if (g.N > 1 && L > 0) {
-    buf = alloc_buf<T>(g.Cout * NL);
-    T* b = buf.get();
-    parallel_for(g.Cout, 1, [&](index_t o0, index_t o1) {
-      for (index_t o = o0; o < o1; ++o)
-        for (index_t n = 0; n < g.N; ++n)
-          std::memcpy(b + o * NL + n * L, dy + (n * g.Cout + o) * L, size_t(L) * sizeof(T));
-    });
-    dyt = b;
+    buf = transpose_dy(g, dy);
+    dyt = buf.get();
+  }
+  if (L > 0 && use_small(g)) {
+    backward_weight_small(g, dw, dyt, NL, x);
+    return;
   }
   const bool pw = is_pointwise(g) && g.N == 1;
   for (index_t gr = 0; gr < g.groups; ++gr) {
@@ -395,7 +659,33 @@ void col2im_t(const ConvGeom& g, T* x, const T* cols) {
   });
 }
 
+// The three gradients together; the small-image path shares dY's (Cout x N*L) copy.
+template <typename T>
+void backward_all_t(const ConvGeom& g, T* dx, T* dw, T* db, const T* dy, const T* x, const T* w) {
+  if (!use_small(g) || g.Kg() == 0) {
+    if (dx) backward_data_t(g, dx, dy, w);
+    if (dw) backward_weight_t(g, dw, dy, x);
+    if (db) backward_bias_t(g, db, dy);
+    return;
+  }
+  const index_t NL = g.N * g.L();
+  auto dyt = transpose_dy(g, dy);
+  if (dx) backward_data_small(g, dx, dyt.get(), w);
+  if (dw) backward_weight_small(g, dw, dyt.get(), NL, x);
+  if (db) backward_bias_t(g, db, dy);
+}
+
 }  // namespace
+
+void conv2d_backward(DType dt, const ConvGeom& g, void* dx, void* dw, void* db, const void* dy, const void* x,
+                     const void* w) {
+  if (dt == DType::f32)
+    backward_all_t<float>(g, static_cast<float*>(dx), static_cast<float*>(dw), static_cast<float*>(db),
+                          static_cast<const float*>(dy), static_cast<const float*>(x), static_cast<const float*>(w));
+  else
+    backward_all_t<double>(g, static_cast<double*>(dx), static_cast<double*>(dw), static_cast<double*>(db),
+                           static_cast<const double*>(dy), static_cast<const double*>(x), static_cast<const double*>(w));
+}
 
 void conv2d_forward(DType dt, const ConvGeom& g, void* y, const void* x, const void* w, const void* bias) {
   if (dt == DType::f32)

@@ -45,6 +45,10 @@ void conv2d_backward_data(DType dt, const ConvGeom& g, void* dx, const void* dy,
 void conv2d_backward_weight(DType dt, const ConvGeom& g, void* dw, const void* dy, const void* x);
 // db (Cout) = sum of dy over n, oh, ow.
 void conv2d_backward_bias(DType dt, const ConvGeom& g, void* db, const void* dy);
+// The three above at once (dx, dw, db each may be null: not computed); results equal to
+// separate calls, with work shared between them.
+void conv2d_backward(DType dt, const ConvGeom& g, void* dx, void* dw, void* db, const void* dy, const void* x,
+                     const void* w);
 
 // Transposed convolution with the geometry g of the convolution it transposes: x is g's
 // output side (N, Cout, Ho, Wo), y its input side (N, C, H, W), w (Cout, C/groups, kh, kw);
