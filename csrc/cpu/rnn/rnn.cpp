@@ -90,11 +90,23 @@ template <typename T>
 struct ColBlock {
   const GemmKernel<T>* kr;
   index_t M, K;
-  const T* a; index_t lda;
+  const T* a;                              // A packed (pack_a_all): per K block of KC,
+                                           // panels of MR rows, round_up(M, MR) rows
   const PackedMatrix* pm;                  // pre-packed gate block, or null
   const T* w; index_t rs_w, cs_w;          // else: W^T of this gate, (K x H) strides
   T* buf;                                  // packing buffer: min(K, KC) * round_up(j1 - j0, NR)
 };
+
+// A (M x K, rows lda apart, unit column stride) into micro-panels, K blocks of KC
+// (the layout of PackedMatrix): dst holds round_up(M, MR) * K elements.
+template <typename T>
+void pack_a_all(const GemmKernel<T>& kr, index_t KC, T* dst, const T* a, index_t lda, index_t M, index_t K) {
+  const index_t Mp = round_up(M, kr.MR);
+  for (index_t pc = 0; pc < K; pc += KC) {
+    const index_t kc = std::min(KC, K - pc);
+    kr.pack_a(dst + pc * Mp, a + pc, lda, 1, M, kc, kr.MR);
+  }
+}
 
 template <typename T>
 void col_block(const ColBlock<T>& P, index_t j0, index_t j1, T* c, index_t ldc, T beta,
@@ -102,7 +114,7 @@ void col_block(const ColBlock<T>& P, index_t j0, index_t j1, T* c, index_t ldc, 
   const GemmKernel<T>& kr = *P.kr;
   const index_t MR = kr.MR, NR = kr.NR;
   const index_t KC = P.pm ? P.pm->kc : kr.KC;
-  const index_t nc = j1 - j0, K = P.K;
+  const index_t nc = j1 - j0, K = P.K, Mp = round_up(P.M, MR);
   const T* pdata = P.pm ? static_cast<const T*>(P.pm->data.get()) : nullptr;
   index_t pc = 0;
   do {
@@ -115,6 +127,7 @@ void col_block(const ColBlock<T>& P, index_t j0, index_t j1, T* c, index_t ldc, 
       if (kc > 0) kr.pack_b(P.buf, P.w + pc * P.rs_w + j0 * P.cs_w, P.rs_w, P.cs_w, kc, nc, NR);
       bp = P.buf;
     }
+    const T* ap = P.a + pc * Mp;
     UkrEpilogue<T> ep;
     ep.beta = first ? beta : T(1);
     ep.act = last ? act : Act::none;
@@ -124,7 +137,7 @@ void col_block(const ColBlock<T>& P, index_t j0, index_t j1, T* c, index_t ldc, 
       ep.bias_n = (first && bias) ? bias + j0 + jr : nullptr;
       for (index_t ir = 0; ir < P.M; ir += MR) {
         const index_t mr = std::min(MR, P.M - ir);
-        kr.ukr(kc, P.a + ir * P.lda + pc, P.lda, 1, bp + (jr / NR) * kc * NR, NR,
+        kr.ukr(kc, ap + (ir / MR) * kc * MR, 1, MR, bp + (jr / NR) * kc * NR, NR,
                c + ir * ldc + j0 + jr, ldc, mr, nr, ep);
       }
     }
@@ -181,7 +194,10 @@ void forward_t(const RnnWeights& w, T* out, T* h_n, T* c_n, const T* x, const T*
       std::min<index_t>(get_num_threads(), panels), index_t(step_flops / kMinStepFlopsPerThread)));
   const index_t max_cols = ceil_div(panels, parts) * NR;
   const index_t buf_elems = fused_input ? std::min(KC, std::max<index_t>(std::max(I, H), 1)) * max_cols : 0;
-  Buf<T> packbuf(buf_elems * parts);
+  const index_t Bp = round_up(B, kr.MR);
+  const index_t a_elems = Bp * (H + (fused_input ? I : 0));  // packed h_{t-1} (and x)
+  const index_t part_elems = round_up(buf_elems + a_elems, 16);
+  Buf<T> packbuf(part_elems * parts);
   const T* bih = C.bih();
   const T* bhh = C.bhh();
 
@@ -192,15 +208,19 @@ void forward_t(const RnnWeights& w, T* out, T* h_n, T* c_n, const T* x, const T*
     auto body = [&](index_t part) {
       const index_t j0 = panels * part / parts * NR, j1 = std::min(H, panels * (part + 1) / parts * NR);
       if (j0 >= j1) return;
-      T* buf = packbuf.p ? packbuf.p + part * buf_elems : nullptr;
+      T* buf = packbuf.p + part * part_elems;
+      T* ah = buf + buf_elems;  // h_{t-1} packed, then x (cell)
+      T* ax = ah + Bp * H;
+      pack_a_all(kr, pw.empty() ? KC : pw[0].kc, ah, hp, H, B, H);
+      if (fused_input) pack_a_all(kr, KC, ax, x, I, B, I);
       for (index_t gi = 0; gi < G; ++gi) {
         const index_t off = gi * H;
         if (fused_input) {  // Pt = x W_ih^T + b_ih (this gate's columns)
-          ColBlock<T> in{&kr, B, I, x, I, nullptr,
+          ColBlock<T> in{&kr, B, I, ax, nullptr,
                          static_cast<const T*>(w.w_ih) + off * w.rs_wih, w.cs_wih, w.rs_wih, buf};
           col_block(in, j0, j1, Pt + off, GH, T(0), bih ? bih + off : nullptr, Act::none);
         }
-        ColBlock<T> rec{&kr, B, H, hp, H, fused_input ? nullptr : &pw[gi],
+        ColBlock<T> rec{&kr, B, H, ah, fused_input ? nullptr : &pw[gi],
                         static_cast<const T*>(w.w_hh) + off * w.rs_whh, w.cs_whh, w.rs_whh, buf};
         if (is_gru && gi == 2)
           col_block(rec, j0, j1, scratch.p, H, T(0), bhh ? bhh + off : nullptr, Act::none);
