@@ -1,9 +1,10 @@
 // RNN / LSTM / GRU forward and backpropagation through time (maths and plan: rnn.h).
 //
-// Per step, one parallel region over row blocks of the batch: each block runs its GEMM
-// rows (packed W_hh, shared read-only) and then its own gate maths, so there is one
-// barrier per step. Nonlinearities go through act_forward_contig (vectorised per ISA);
-// the remaining elementwise maths are plain loops the compiler vectorises.
+// Forward steps: one parallel region per step, threads split the hidden units (columns
+// of every gate) and call the GEMM micro-kernel directly (col_block), then run the gate
+// maths of their own columns (rnn_kernels.inl, vectorised per ISA): no barrier inside a
+// step. Backward steps: one region over row blocks of the batch (elementwise pass, then
+// the rows' part of dh_{t-1} = D_h[t] W_hh); the elementwise loops are plain loops.
 #include "cpu/rnn/rnn.h"
 
 #include <algorithm>
