@@ -354,3 +354,28 @@ def test_zero_sizes(rng, kind, T, B, I, H):
     assert grads[0].shape == (T, B, I) and not grads[0].any()
     for g in grads[-4:]:
         assert not g.any()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("T", [1, 3])
+def test_thread_split_bitwise(rng, kind, T):
+    """Steps large enough to split the hidden units over two threads (best ISA): results
+    are bitwise equal to one thread's, and match torch."""
+    B, I, H = 19, 23, 250  # RNN step: 2 B H H = 2.4 MFLOP: two parts of >= 1 MFLOP
+    _, w, b = make_module(kind, I, H, True, np.float32)
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    h0 = rng.standard_normal((B, H)).astype(np.float32)
+    go = rng.standard_normal((T, B, H)).astype(np.float32)
+    n = nnkernels.get_num_threads()
+    res = []
+    try:
+        for nt in (1, 2):
+            nnkernels.set_num_threads(nt)
+            res.append(run_ours(kind, x, h0, h0, w, b, go, h0, h0, True))
+    finally:
+        nnkernels.set_num_threads(n)
+    np.testing.assert_array_equal(res[0][0], res[1][0])
+    np.testing.assert_array_equal(res[0][1], res[1][1])
+    for a, c in zip(res[0][3], res[1][3]):
+        np.testing.assert_array_equal(a, c)
+    check_sequence(kind, rng, np.float32, T, B, I, H, True, True, factor=16)

@@ -1,15 +1,17 @@
 // RNN / LSTM / GRU forward and backpropagation through time (maths and plan: rnn.h).
 //
-// Per step, one parallel region over row blocks of the batch: each block runs its GEMM
-// rows (packed W_hh, shared read-only) and then its own gate maths, so there is one
-// barrier per step. Nonlinearities go through act_forward_contig (vectorised per ISA);
-// the remaining elementwise maths are plain loops the compiler vectorises.
+// Forward steps: one parallel region per step, threads split the hidden units (columns
+// of every gate) and call the GEMM micro-kernel directly (col_block), then run the gate
+// maths of their own columns (rnn_kernels.inl, vectorised per ISA): no barrier inside a
+// step. Backward steps: one region over row blocks of the batch (elementwise pass, then
+// the rows' part of dh_{t-1} = D_h[t] W_hh); the elementwise loops are plain loops.
 #include "cpu/rnn/rnn.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <new>
+#include <vector>
 
 #include "core/cpu_features.h"
 #include "core/errors.h"
@@ -17,12 +19,15 @@
 #include "core/parallel.h"
 #include "cpu/act/act.h"
 #include "cpu/gemm/gemm.h"
+#include "cpu/gemm/ukr.h"
+#include "cpu/rnn/rnn_isa.h"
 
 namespace nnk {
 
 namespace {
 
-constexpr index_t kMinRowsPerBlock = 8;  // batch rows per thread in a step's region
+constexpr index_t kMinRowsPerBlock = 8;  // batch rows per thread in a backward step's region
+constexpr double kMinStepFlopsPerThread = 1e6;  // forward step: below this, one thread
 
 // Owning pool buffer of n elements of T.
 template <typename T>
@@ -66,34 +71,79 @@ void copy_rows(T* dst, const T* src, index_t n) {
   if (dst && dst != src && n > 0) std::memcpy(dst, src, size_t(n) * sizeof(T));
 }
 
-// ---------------------------------------------------------------------------------------
-// Gate maths of one batch row (pre-activations in, activations and new state out).
-
-// LSTM: g (4H) holds i f g o pre-activations, replaced by their activations;
-// c1 = f c0 + i g; h1 = o tanh(c1). c1 may alias c0.
 template <typename T>
-void lstm_row(Isa isa, index_t H, T* g, T* h1, T* c1, const T* c0) {
-  act_forward_contig<T>(isa, g, g, 2 * H, Act::sigmoid, T(0));
-  act_forward_contig<T>(isa, g + 2 * H, g + 2 * H, H, Act::tanh, T(0));
-  act_forward_contig<T>(isa, g + 3 * H, g + 3 * H, H, Act::sigmoid, T(0));
-  const T* gi = g; const T* gf = g + H; const T* gg = g + 2 * H;
-  for (index_t j = 0; j < H; ++j) c1[j] = gf[j] * c0[j] + gi[j] * gg[j];
-  act_forward_contig<T>(isa, h1, c1, H, Act::tanh, T(0));
-  const T* go = g + 3 * H;
-  for (index_t j = 0; j < H; ++j) h1[j] *= go[j];
+const RnnIsaKernels<T>& rnn_isa_kernels(Isa isa) {
+  if (isa == Isa::avx512) return cpu::avx512::rnn_kernels(T());
+  if (isa == Isa::avx2) return cpu::avx2::rnn_kernels(T());
+  return cpu::generic::rnn_kernels(T());
 }
 
-// GRU: g (3H) holds the input-side pre-activations x W_ih^T + b_ih, s (3H) the hidden side
-// h W_hh^T + b_hh; g becomes r z n; h1 = (1 - z) n + z h0; hn (or null) gets s's n block.
+// ---------------------------------------------------------------------------------------
+// One thread's share of a step: C[0:M, j0:j1) of one gate block, straight on the
+// micro-kernel.
+//   C := act(beta C + A Bg + bias)  with A (M x K, rows lda apart, unit column stride)
+//   and Bg the K x H block of one gate of W^T. Bg comes pre-packed (PackedMatrix of that
+//   gate, panels of NR columns from column 0; j0 is a multiple of NR) or, when `pm` is
+//   null, is packed here from W^T rows (element strides rs, cs) into `buf`.
+// Every element is computed by the same micro-kernel calls with the same K blocks
+// whatever j0 / j1 are, so thread splits are bitwise reproducible.
 template <typename T>
-void gru_row(Isa isa, index_t H, T* g, const T* s, T* h1, const T* h0, T* hn) {
-  for (index_t j = 0; j < 2 * H; ++j) g[j] += s[j];
-  act_forward_contig<T>(isa, g, g, 2 * H, Act::sigmoid, T(0));
-  const T* r = g; const T* z = g + H; T* n = g + 2 * H; const T* sn = s + 2 * H;
-  for (index_t j = 0; j < H; ++j) n[j] += r[j] * sn[j];
-  act_forward_contig<T>(isa, n, n, H, Act::tanh, T(0));
-  for (index_t j = 0; j < H; ++j) h1[j] = n[j] + z[j] * (h0[j] - n[j]);
-  if (hn) copy_rows(hn, sn, H);
+struct ColBlock {
+  const GemmKernel<T>* kr;
+  index_t M, K;
+  const T* a;                              // A packed (pack_a_all): per K block of KC,
+                                           // panels of MR rows, round_up(M, MR) rows
+  const PackedMatrix* pm;                  // pre-packed gate block, or null
+  const T* w; index_t rs_w, cs_w;          // else: W^T of this gate, (K x H) strides
+  T* buf;                                  // packing buffer: min(K, KC) * round_up(j1 - j0, NR)
+};
+
+// A (M x K, rows lda apart, unit column stride) into micro-panels, K blocks of KC
+// (the layout of PackedMatrix): dst holds round_up(M, MR) * K elements.
+template <typename T>
+void pack_a_all(const GemmKernel<T>& kr, index_t KC, T* dst, const T* a, index_t lda, index_t M, index_t K) {
+  const index_t Mp = round_up(M, kr.MR);
+  for (index_t pc = 0; pc < K; pc += KC) {
+    const index_t kc = std::min(KC, K - pc);
+    kr.pack_a(dst + pc * Mp, a + pc, lda, 1, M, kc, kr.MR);
+  }
+}
+
+template <typename T>
+void col_block(const ColBlock<T>& P, index_t j0, index_t j1, T* c, index_t ldc, T beta,
+               const T* bias, Act act) {
+  const GemmKernel<T>& kr = *P.kr;
+  const index_t MR = kr.MR, NR = kr.NR;
+  const index_t KC = P.pm ? P.pm->kc : kr.KC;
+  const index_t nc = j1 - j0, K = P.K, Mp = round_up(P.M, MR);
+  const T* pdata = P.pm ? static_cast<const T*>(P.pm->data.get()) : nullptr;
+  index_t pc = 0;
+  do {
+    const index_t kc = std::min(KC, K - pc);
+    const bool first = pc == 0, last = pc + kc >= K;
+    const T* bp;
+    if (P.pm) {
+      bp = pdata + pc * P.pm->padded + (j0 / NR) * kc * NR;
+    } else {
+      if (kc > 0) kr.pack_b(P.buf, P.w + pc * P.rs_w + j0 * P.cs_w, P.rs_w, P.cs_w, kc, nc, NR);
+      bp = P.buf;
+    }
+    const T* ap = P.a + pc * Mp;
+    UkrEpilogue<T> ep;
+    ep.beta = first ? beta : T(1);
+    ep.act = last ? act : Act::none;
+    ep.act_tile = kr.act_tile;
+    for (index_t jr = 0; jr < nc; jr += NR) {
+      const index_t nr = std::min(NR, nc - jr);
+      ep.bias_n = (first && bias) ? bias + j0 + jr : nullptr;
+      for (index_t ir = 0; ir < P.M; ir += MR) {
+        const index_t mr = std::min(MR, P.M - ir);
+        kr.ukr(kc, ap + (ir / MR) * kc * MR, 1, MR, bp + (jr / NR) * kc * NR, NR,
+               c + ir * ldc + j0 + jr, ldc, mr, nr, ep);
+      }
+    }
+    pc += kc;
+  } while (pc < K);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -103,7 +153,7 @@ template <typename T>
 void forward_t(const RnnWeights& w, T* out, T* h_n, T* c_n, const T* x, const T* h0,
                const T* c0, T* gates, T* extra) {
   Ctx<T> C(w);
-  const index_t Tn = C.Tn, B = C.B, H = C.H, GH = C.GH;
+  const index_t Tn = C.Tn, B = C.B, I = C.I, H = C.H, G = C.G, GH = C.GH;
   if (Tn == 0 || B == 0 || H == 0) {
     copy_rows(h_n, h0, B * H);
     if (w.kind == RnnKind::lstm) copy_rows(c_n, c0, B * H);
@@ -111,57 +161,94 @@ void forward_t(const RnnWeights& w, T* out, T* h_n, T* c_n, const T* x, const T*
   }
   const bool is_rnn = w.kind == RnnKind::rnn_tanh || w.kind == RnnKind::rnn_relu;
   const bool is_lstm = w.kind == RnnKind::lstm, is_gru = w.kind == RnnKind::gru;
+  const GemmKernel<T>& kr = gemm_kernel<T>(C.isa);
+  const RnnIsaKernels<T>& rk = rnn_isa_kernels<T>(C.isa);
+  const index_t NR = kr.NR, KC = kr.KC;
   Buf<T> gates_ws(is_rnn || gates ? 0 : checked_mul(Tn * B, GH, "rnn: gates"));
   T* P = is_rnn ? out : (gates ? gates : gates_ws.p);  // (T, B, GH) step inputs
+  const bool fused_input = Tn == 1;  // a cell: the input projection runs in the step region
 
   // P = X W_ih^T + b_ih for every step: one GEMM.
-  {
+  if (!fused_input) {
     GemmArgs g;
     g.dtype = C.dt;
-    g.M = Tn * B; g.N = GH; g.K = C.I;
-    g.a = x; g.rs_a = C.I; g.cs_a = 1;
+    g.M = Tn * B; g.N = GH; g.K = I;
+    g.a = x; g.rs_a = I; g.cs_a = 1;
     g.b = w.w_ih; g.rs_b = w.cs_wih; g.cs_b = w.rs_wih;
     g.c = P; g.rs_c = GH;
     g.bias_n = w.b_ih;
     gemm(g);
   }
-  // W_hh^T (H x GH) packed once when it is used more than once.
-  PackedMatrix pw;
-  const bool packed = Tn > 1;
-  if (packed) pw = pack_b(C.dt, H, GH, w.w_hh, w.cs_whh, w.rs_whh);
-  Buf<T> scratch(is_gru ? B * GH : 0);  // GRU: hidden-side pre-activations of one step
+  // W_hh^T per gate (H x H each) packed once when it is used more than once.
+  std::vector<PackedMatrix> pw;
+  if (!fused_input)
+    for (index_t gi = 0; gi < G; ++gi)
+      pw.push_back(pack_b(C.dt, H, H, static_cast<const T*>(w.w_hh) + gi * H * w.rs_whh, w.cs_whh, w.rs_whh));
+  Buf<T> scratch(is_gru ? B * H : 0);  // GRU: hidden side of the n gate of one step
   const Act act = w.kind == RnnKind::rnn_relu ? Act::relu : (is_rnn ? Act::tanh : Act::none);
+
+  // Threads split the hidden units (NR-wide panels, the same for every gate); each runs
+  // its columns of every gate for all batch rows, then their gate maths.
+  const index_t panels = ceil_div(H, NR);
+  const double step_flops = 2.0 * double(B) * double(GH) * double(H + (fused_input ? I : 0));
+  const index_t parts = std::max<index_t>(1, std::min<index_t>(
+      std::min<index_t>(get_num_threads(), panels), index_t(step_flops / kMinStepFlopsPerThread)));
+  const index_t max_cols = ceil_div(panels, parts) * NR;
+  const index_t buf_elems = fused_input ? std::min(KC, std::max<index_t>(std::max(I, H), 1)) * max_cols : 0;
+  const index_t Bp = round_up(B, kr.MR);
+  const index_t a_elems = Bp * (H + (fused_input ? I : 0));  // packed h_{t-1} (and x)
+  const index_t part_elems = round_up(buf_elems + a_elems, 16);
+  Buf<T> packbuf(part_elems * parts);
+  const T* bih = C.bih();
+  const T* bhh = C.bhh();
 
   for (index_t t = 0; t < Tn; ++t) {
     const T* hp = t == 0 ? h0 : out + (t - 1) * B * H;
     T* Pt = P + t * B * GH;
     T* ht = out + t * B * H;
-    over_rows(B, [&](index_t b0, index_t b1) {
-      GemmArgs g;
-      g.dtype = C.dt;
-      g.M = b1 - b0; g.N = GH; g.K = H;
-      g.a = hp + b0 * H; g.rs_a = H; g.cs_a = 1;
-      if (packed) g.packed_b = &pw;
-      else { g.b = w.w_hh; g.rs_b = w.cs_whh; g.cs_b = w.rs_whh; }
-      g.bias_n = w.b_hh;
-      if (is_gru) {
-        g.c = scratch.p + b0 * GH; g.rs_c = GH;
-      } else {
-        g.c = Pt + b0 * GH; g.rs_c = GH; g.beta = 1.0; g.act = act;
+    auto body = [&](index_t part) {
+      const index_t j0 = panels * part / parts * NR, j1 = std::min(H, panels * (part + 1) / parts * NR);
+      if (j0 >= j1) return;
+      T* buf = packbuf.p + part * part_elems;
+      T* ah = buf + buf_elems;  // h_{t-1} packed, then x (cell)
+      T* ax = ah + Bp * H;
+      pack_a_all(kr, pw.empty() ? KC : pw[0].kc, ah, hp, H, B, H);
+      if (fused_input) pack_a_all(kr, KC, ax, x, I, B, I);
+      for (index_t gi = 0; gi < G; ++gi) {
+        const index_t off = gi * H;
+        if (fused_input) {  // Pt = x W_ih^T + b_ih (this gate's columns)
+          ColBlock<T> in{&kr, B, I, ax, nullptr,
+                         static_cast<const T*>(w.w_ih) + off * w.rs_wih, w.cs_wih, w.rs_wih, buf};
+          col_block(in, j0, j1, Pt + off, GH, T(0), bih ? bih + off : nullptr, Act::none);
+        }
+        ColBlock<T> rec{&kr, B, H, ah, fused_input ? nullptr : &pw[gi],
+                        static_cast<const T*>(w.w_hh) + off * w.rs_whh, w.cs_whh, w.rs_whh, buf};
+        if (is_gru && gi == 2)
+          col_block(rec, j0, j1, scratch.p, H, T(0), bhh ? bhh + off : nullptr, Act::none);
+        else if (is_rnn)
+          col_block(rec, j0, j1, Pt, GH, T(1), bhh, act);
+        else
+          col_block(rec, j0, j1, Pt + off, GH, T(1), bhh ? bhh + off : nullptr, Act::none);
       }
-      gemm(g);
+      const index_t n = j1 - j0;
       if (is_lstm) {
-        for (index_t b = b0; b < b1; ++b) {
+        for (index_t b = 0; b < B; ++b) {
           const T* cp = t == 0 ? c0 + b * H : (extra ? extra + ((t - 1) * B + b) * H : c_n + b * H);
           T* c1 = extra ? extra + (t * B + b) * H : c_n + b * H;
-          lstm_row(C.isa, H, Pt + b * GH, ht + b * H, c1, cp);
+          T* g = Pt + b * GH + j0;
+          rk.lstm(g, g + H, g + 2 * H, g + 3 * H, cp + j0, c1 + j0, ht + b * H + j0, n);
         }
       } else if (is_gru) {
-        for (index_t b = b0; b < b1; ++b)
-          gru_row(C.isa, H, Pt + b * GH, scratch.p + b * GH, ht + b * H, hp + b * H,
-                  extra ? extra + (t * B + b) * H : nullptr);
+        for (index_t b = 0; b < B; ++b) {
+          T* g = Pt + b * GH + j0;
+          const T* s = scratch.p + b * H + j0;
+          rk.gru(g, g + H, g + 2 * H, s, hp + b * H + j0, ht + b * H + j0, n);
+          if (extra) copy_rows(extra + (t * B + b) * H + j0, s, n);
+        }
       }
-    });
+    };
+    if (parts == 1) body(0);
+    else parallel_run(parts, body);
   }
   copy_rows(h_n, out + (Tn - 1) * B * H, B * H);
   if (is_lstm && extra) copy_rows(c_n, extra + (Tn - 1) * B * H, B * H);

@@ -10,12 +10,15 @@
 //         n = tanh(x W_in^T + b_in + r (h W_hn^T + b_hn));  h' = (1 - z) n + z h
 //
 // Forward: P = X W_ih^T + b_ih for all T steps is one GEMM (M = T*B) into the step buffer
-// (RNN: the output itself); step t is one GEMM of h_{t-1} with W_hh^T packed once for the
-// sequence, accumulating onto P[t] (beta = 1) with b_hh as its column bias (GRU: into a
-// B x 3H scratch, because b_hn sits inside r * (...)); RNN applies act in the GEMM
-// epilogue, so h' is written once; LSTM / GRU apply the gate maths in one elementwise pass.
-// Each step runs as one parallel region over row blocks of the batch (GEMM rows and the
-// gate maths of those rows together); with one block the GEMM threads itself.
+// (RNN: the output itself); W_hh^T is packed once per gate block (H x H) for the sequence.
+// Step t is one parallel region in which each thread owns NR-wide panels of hidden units,
+// the same for every gate: it packs h_{t-1} (all B rows), runs the micro-kernel on its
+// columns of each gate, accumulating onto P[t] (beta = 1) with b_hh as the column bias
+// (GRU n gate: into a B x H scratch, because b_hn sits inside r * (...)), then applies the
+// gate maths (per-ISA vector kernels, rnn_kernels.inl) to those columns. RNN applies act in
+// the micro-kernel epilogue, so h' is written once. A cell (T = 1) also runs its input
+// projection inside the same region (each thread packs only its own weight columns).
+// Every element is computed the same way whatever the split: bitwise reproducible.
 //
 // Backward: per step only the sequential work: the elementwise pass that turns dh (and
 // dc) into the pre-activation gradients D[t] (B x GH), then dh_{t-1} = D[t] W_hh (one
