@@ -7,9 +7,10 @@
 //       for f32), which costs little: 2 B vectors per 14 FMA cycles is ~9 B/cycle from L2.
 //       Measured on Zen 5, one thread, n = 1024, B pre-packed: KC 256 -> 228-238 GFLOP/s,
 //       384 -> 238-241, 512 -> 245, 768 -> 242-244 (noisy machine: +-3%). f64 keeps 256.
-//   MC: the A block MC x KC stays in L2: MC * KC * f <= ~0.9 L2, a multiple of MR:
-//       448 * 512 * 4 = 896 KiB (f32); 224 * 256 * 8 = 448 KiB (f64). MC 224 / 336 measured
-//       no better for f32.
+//   MC: the A block MC x KC stays in L2 together with the B micro-panel and C tiles, a
+//       multiple of MR: 224 * 512 * 4 = 448 KiB (f32); 224 * 256 * 8 = 448 KiB (f64).
+//       Measured (f32, 2 threads, quiet machine, n = 1024 / 2048): MC 224 -> 475 / 466
+//       GFLOP/s, 336 -> 464 / 462, 448 (896 KiB, nearly all of L2) -> 456 / 464.
 //   NC: the B block KC x NC sits in L3 (shared by the cores): 4096 * 256 * 4 = 4 MiB per thread.
 // AVX2 keeps the Haswell-class BLIS shapes (6x16 / 6x8) with the same rules for 32 KiB L1.
 // The generic kernels use small tiles the compiler can keep in 16 SSE registers.
@@ -38,7 +39,7 @@ const GemmKernel<float>& gemm_kernel<float>(Isa isa) {
 #if defined(NNK_X86)
   static const GemmKernel<float> avx2 = {cpu::avx2::sgemm_ukr_6x16, 6, 16, 144, 256, 4080, act_tile_avx2<float>,
                                           cpu::generic::pack_a<float>, cpu::generic::pack_b<float>};
-  static const GemmKernel<float> avx512 = {cpu::avx512::sgemm_ukr_14x32, 14, 32, 448, 512, 4096, act_tile_avx512<float>,
+  static const GemmKernel<float> avx512 = {cpu::avx512::sgemm_ukr_14x32, 14, 32, 224, 512, 4096, act_tile_avx512<float>,
                                             cpu::avx512::pack_a<float>, cpu::avx512::pack_b<float>};
   if (isa == Isa::avx512) return avx512;
   if (isa == Isa::avx2) return avx2;
