@@ -5,10 +5,12 @@
 //   KC: long enough to amortise the C tile update (one load + store of MR x NR per KC
 //       FMAs per element). The B micro-panel KC x NR then outgrows L1 (512 * 32 * 4 = 64 KiB
 //       for f32), which costs little: 2 B vectors per 14 FMA cycles is ~9 B/cycle from L2.
+//       f64 (2 threads, quiet, n = 1024 / 2048): MC x KC 224 x 256 -> 206 / 200 GFLOP/s,
+//       112 x 512 -> 209 / 212, 168 x 384 -> 208 / 212, 224 x 512 -> 211 / 218.
 //       Measured on Zen 5, one thread, n = 1024, B pre-packed: KC 256 -> 228-238 GFLOP/s,
-//       384 -> 238-241, 512 -> 245, 768 -> 242-244 (noisy machine: +-3%). f64 keeps 256.
+//       384 -> 238-241, 512 -> 245, 768 -> 242-244 (noisy machine: +-3%).
 //   MC: the A block MC x KC stays in L2 together with the B micro-panel and C tiles, a
-//       multiple of MR: 224 * 512 * 4 = 448 KiB (f32); 224 * 256 * 8 = 448 KiB (f64).
+//       multiple of MR: 224 * 512 * 4 = 448 KiB (f32); 224 * 512 * 8 = 896 KiB (f64).
 //       Measured (f32, 2 threads, quiet machine, n = 1024 / 2048): MC 224 -> 475 / 466
 //       GFLOP/s, 336 -> 464 / 462, 448 (896 KiB, nearly all of L2) -> 456 / 464.
 //   NC: the B block KC x NC sits in L3 (shared by the cores): 4096 * 256 * 4 = 4 MiB per thread.
@@ -54,7 +56,7 @@ const GemmKernel<double>& gemm_kernel<double>(Isa isa) {
 #if defined(NNK_X86)
   static const GemmKernel<double> avx2 = {cpu::avx2::dgemm_ukr_6x8, 6, 8, 72, 256, 4080, act_tile_avx2<double>,
                                            cpu::generic::pack_a<double>, cpu::generic::pack_b<double>};
-  static const GemmKernel<double> avx512 = {cpu::avx512::dgemm_ukr_14x16, 14, 16, 224, 256, 2048, act_tile_avx512<double>,
+  static const GemmKernel<double> avx512 = {cpu::avx512::dgemm_ukr_14x16, 14, 16, 224, 512, 2048, act_tile_avx512<double>,
                                              cpu::avx512::pack_a<double>, cpu::avx512::pack_b<double>};
   if (isa == Isa::avx512) return avx512;
   if (isa == Isa::avx2) return avx2;
