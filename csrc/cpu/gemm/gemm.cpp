@@ -31,7 +31,8 @@ namespace {
 
 constexpr index_t kDirectBRows = 4;     // direct B when a thread's rows <= 4 * MR
 constexpr index_t kDirectAPanels = 4;   // direct A when a thread's columns <= 4 * NR
-constexpr double kMinFlopsPerThread = 4e6;  // below this a second thread costs more than it gives
+constexpr double kMinFlopsPerThread = 8e6;  // below this a second thread costs more than it gives
+                                            // (waking a worker costs ~40-50 us on the VMs measured)
 constexpr double kPackCostPerElem = 8.0;    // packing one element ~ this many FMA lanes (grid choice)
 
 // 64-byte aligned per-thread scratch, grown on demand and kept for the thread's life.
