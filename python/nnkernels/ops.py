@@ -34,7 +34,7 @@ def gemm(a, b, c=None, *, trans_a=False, trans_b=False, alpha=1.0, beta=1.0, out
     c: broadcastable to (M, N), or None. With ``beta == 0`` or ``c`` None, c is not read.
     Returns (M, N).
     """
-    return _C.gemm(a, b, c, bool(trans_a), bool(trans_b), float(alpha), float(beta), out)
+    return _C.gemm(a, b, c, trans_a, trans_b, alpha, beta, out)
 
 
 def matmul(a, b, *, out=None):
