@@ -1,11 +1,12 @@
 // One persistent thread pool with static partitioning.
 //
-// parallel_run(nchunks, fn) calls fn(chunk) once for every chunk in [0, nchunks); chunk c
-// runs on pool thread c % T. The split of the work into chunks is decided by the caller
-// from get_num_threads() only, so results are bitwise reproducible for a given thread
-// count: when the pool is busy (another Python thread is inside a kernel) or the call is
-// nested, the same chunks run one after another on the calling thread.
-// Workers sleep on a condition variable between jobs; they never spin.
+// parallel_run(nchunks, fn) calls fn(chunk) once for every chunk in [0, nchunks); the pool's
+// threads (the caller included) claim chunks one at a time until none are left. The split
+// of the work into chunks is decided by the caller from get_num_threads() only, and a
+// chunk computes the same thing whichever thread runs it, so results are bitwise
+// reproducible for a given thread count: when the pool is busy (another Python thread is
+// inside a kernel) or the call is nested, the same chunks run one after another on the
+// calling thread. Workers sleep on a condition variable between jobs; they never spin.
 #pragma once
 #include <algorithm>
 #include <cstdint>
