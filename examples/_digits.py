@@ -68,6 +68,43 @@ class Timer:
         return f"{time.perf_counter() - self.t0:.1f}s"
 
 
+def fit_classifier(model, opt, data, *, epochs, rng, batch_size, decay_at, decay, augment=None):
+    """Minibatch training with cross-entropy: the learning rate is multiplied by `decay` once,
+    after the fraction `decay_at` of the epochs; test accuracy after every epoch. Prints
+    progress; returns (per-step losses, per-epoch test accuracies)."""
+    from nnkernels import nn
+
+    xtr, ytr, xte, yte = data
+    loss_fn = nn.CrossEntropyLoss()
+    losses, accs, timer = [], [], Timer()
+    for epoch in range(1, epochs + 1):
+        if epoch == int(epochs * decay_at) + 1:
+            for group in opt.param_groups:
+                group["lr"] *= decay
+        for idx in batches(len(xtr), batch_size, rng):
+            x = xtr[idx] if augment is None else augment(xtr[idx], rng)
+            loss = loss_fn(model(x), ytr[idx])
+            opt.zero_grad()
+            model.backward(loss_fn.backward())
+            opt.step()
+            losses.append(loss)
+        accs.append(float((predict(model, xte) == yte).mean()))
+        if epoch % 5 == 0 or epoch in (1, epochs):
+            print(f"epoch {epoch:3d}  loss {np.mean(losses[-len(xtr) // batch_size:]):.4f}  "
+                  f"test accuracy {accs[-1] * 100:.2f}%  [{timer}]", flush=True)
+    return losses, accs
+
+
+def report(model, data, losses, accs, out_dir, name, title):
+    """Final test accuracy, printed and plotted (loss curve, accuracy, confusion matrix)."""
+    _, _, xte, yte = data
+    pred = predict(model, xte)
+    acc = float((pred == yte).mean())
+    path = os.path.join(out_dir, f"{name}.png")
+    plot_curves_and_confusion(path, losses, accs, yte, pred, f"{title}: test accuracy {acc * 100:.2f}%")
+    print(f"final test accuracy: {acc * 100:.2f}% ({int((pred == yte).sum())}/{len(yte)})  wrote {path}")
+
+
 def plot_curves_and_confusion(path, losses, accs, y_true, y_pred, title):
     import matplotlib
     matplotlib.use("Agg")

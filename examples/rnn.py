@@ -6,11 +6,9 @@ curve, test accuracy per epoch, confusion matrix).
     PYTHONPATH=python python examples/rnn.py [--epochs 40] [--cell lstm|gru] [--out DIR]
 """
 
-import os
-
 import numpy as np
 
-from _digits import Timer, batches, load_digits_split, parse_args, plot_curves_and_confusion, predict
+from _digits import fit_classifier, load_digits_split, parse_args, report
 
 from nnkernels import nn, optim
 
@@ -49,28 +47,11 @@ def main():
     xtr, ytr, xte, yte = load_digits_split(args.seed)
     model = RowReader(cell=args.cell)
     print(model)
-    loss_fn = nn.CrossEntropyLoss()
     opt = optim.Adam(model.parameters(), lr=3e-3)
-    losses, accs, timer = [], [], Timer()
-    for epoch in range(1, args.epochs + 1):
-        if epoch == int(args.epochs * 0.7) + 1:
-            opt.param_groups[0]["lr"] *= 0.2
-        for idx in batches(len(xtr), 32, rng):
-            loss = loss_fn(model(xtr[idx]), ytr[idx])
-            opt.zero_grad()
-            model.backward(loss_fn.backward())
-            opt.step()
-            losses.append(loss)
-        accs.append(float((predict(model, xte) == yte).mean()))
-        if epoch % 5 == 0 or epoch in (1, args.epochs):
-            print(f"epoch {epoch:3d}  loss {np.mean(losses[-len(xtr) // 32:]):.4f}  "
-                  f"test accuracy {accs[-1] * 100:.2f}%  [{timer}]", flush=True)
-    pred = predict(model, xte)
-    acc = float((pred == yte).mean())
-    path = os.path.join(args.out, "rnn.png")
-    plot_curves_and_confusion(path, losses, accs, yte, pred,
-                              f"{args.cell.upper()} reading 8x8 digits row by row: test accuracy {acc * 100:.2f}%")
-    print(f"final test accuracy: {acc * 100:.2f}% ({int((pred == yte).sum())}/{len(yte)})  wrote {path}")
+    data = (xtr, ytr, xte, yte)
+    losses, accs = fit_classifier(model, opt, data, epochs=args.epochs, rng=rng, batch_size=32,
+                                  decay_at=0.7, decay=0.2)
+    report(model, data, losses, accs, args.out, "rnn", f"{args.cell.upper()} reading 8x8 digits row by row")
 
 
 if __name__ == "__main__":
