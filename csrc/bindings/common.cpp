@@ -207,16 +207,18 @@ Tensor output(py::handle out, DType dt, const std::vector<index_t>& shape,
     throw ValueError("out: expected shape " + shape_str(shape) + ", got " + shape_str(t));
   if (!(arr.flags() & py::array::c_style)) throw ValueError("out: must be C-contiguous");
   if (!arr.writeable()) throw ValueError("out: is read-only");
-  intptr_t lo, hi;
-  extent(t, lo, hi);
   for (const Tensor* in : inputs) {
-    if (!in || !in->arr) continue;
-    intptr_t l2, h2;
-    extent(*in, l2, h2);
-    if (lo < hi && l2 < h2 && lo < h2 && l2 < hi)
+    if (in && in->arr && overlaps(t, *in))
       throw ValueError("out: overlaps an input; nnkernels does not compute in place");
   }
   return t;
+}
+
+bool overlaps(const Tensor& a, const Tensor& b) {
+  intptr_t lo, hi, l2, h2;
+  extent(a, lo, hi);
+  extent(b, l2, h2);
+  return lo < hi && l2 < h2 && lo < h2 && l2 < hi;
 }
 
 void register_errors(py::module_& m) {

@@ -55,6 +55,10 @@ Tensor empty(DType dt, const std::vector<index_t>& shape);
 Tensor output(py::handle out, DType dt, const std::vector<index_t>& shape,
               std::initializer_list<const Tensor*> inputs);
 
+// Whether the byte ranges spanned by a and b intersect (conservative for interleaved views;
+// false when either is empty). The rule `output()` applies to `out=`.
+bool overlaps(const Tensor& a, const Tensor& b);
+
 // Python float for scalar results.
 inline py::object to_py(const Tensor& t) { return t.arr; }
 

@@ -20,28 +20,21 @@
 
 namespace nnk {
 
-template <typename T>
-static void act_tile_generic(T* c, index_t ldc, index_t m, index_t n, Act act, T p) {
-  for (index_t i = 0; i < m; ++i) act_forward_contig<T>(Isa::generic, c + i * ldc, c + i * ldc, n, act, p);
-}
-template <typename T>
-static void act_tile_avx2(T* c, index_t ldc, index_t m, index_t n, Act act, T p) {
-  for (index_t i = 0; i < m; ++i) act_forward_contig<T>(Isa::avx2, c + i * ldc, c + i * ldc, n, act, p);
-}
-template <typename T>
-static void act_tile_avx512(T* c, index_t ldc, index_t m, index_t n, Act act, T p) {
-  for (index_t i = 0; i < m; ++i) act_forward_contig<T>(Isa::avx512, c + i * ldc, c + i * ldc, n, act, p);
+// The epilogue's activation for tiles of one ISA: its vectorised activation, row by row.
+template <typename T, Isa I>
+static void act_tile(T* c, index_t ldc, index_t m, index_t n, Act act, T p) {
+  for (index_t i = 0; i < m; ++i) act_forward_contig<T>(I, c + i * ldc, c + i * ldc, n, act, p);
 }
 
 template <>
 const GemmKernel<float>& gemm_kernel<float>(Isa isa) {
   //                                         ukr                      MR  NR   MC   KC    NC
-  static const GemmKernel<float> generic = {cpu::generic::sgemm_ukr_6x8, 6, 8, 144, 256, 2048, act_tile_generic<float>,
+  static const GemmKernel<float> generic = {cpu::generic::sgemm_ukr_6x8, 6, 8, 144, 256, 2048, act_tile<float, Isa::generic>,
                                              cpu::generic::pack_a<float>, cpu::generic::pack_b<float>};
 #if defined(NNK_X86)
-  static const GemmKernel<float> avx2 = {cpu::avx2::sgemm_ukr_6x16, 6, 16, 144, 256, 4080, act_tile_avx2<float>,
+  static const GemmKernel<float> avx2 = {cpu::avx2::sgemm_ukr_6x16, 6, 16, 144, 256, 4080, act_tile<float, Isa::avx2>,
                                           cpu::generic::pack_a<float>, cpu::generic::pack_b<float>};
-  static const GemmKernel<float> avx512 = {cpu::avx512::sgemm_ukr_14x32, 14, 32, 224, 512, 4096, act_tile_avx512<float>,
+  static const GemmKernel<float> avx512 = {cpu::avx512::sgemm_ukr_14x32, 14, 32, 224, 512, 4096, act_tile<float, Isa::avx512>,
                                             cpu::avx512::pack_a<float>, cpu::avx512::pack_b<float>};
   if (isa == Isa::avx512) return avx512;
   if (isa == Isa::avx2) return avx2;
@@ -51,12 +44,12 @@ const GemmKernel<float>& gemm_kernel<float>(Isa isa) {
 
 template <>
 const GemmKernel<double>& gemm_kernel<double>(Isa isa) {
-  static const GemmKernel<double> generic = {cpu::generic::dgemm_ukr_4x4, 4, 4, 96, 256, 2048, act_tile_generic<double>,
+  static const GemmKernel<double> generic = {cpu::generic::dgemm_ukr_4x4, 4, 4, 96, 256, 2048, act_tile<double, Isa::generic>,
                                               cpu::generic::pack_a<double>, cpu::generic::pack_b<double>};
 #if defined(NNK_X86)
-  static const GemmKernel<double> avx2 = {cpu::avx2::dgemm_ukr_6x8, 6, 8, 72, 256, 4080, act_tile_avx2<double>,
+  static const GemmKernel<double> avx2 = {cpu::avx2::dgemm_ukr_6x8, 6, 8, 72, 256, 4080, act_tile<double, Isa::avx2>,
                                            cpu::generic::pack_a<double>, cpu::generic::pack_b<double>};
-  static const GemmKernel<double> avx512 = {cpu::avx512::dgemm_ukr_14x16, 14, 16, 224, 512, 2048, act_tile_avx512<double>,
+  static const GemmKernel<double> avx512 = {cpu::avx512::dgemm_ukr_14x16, 14, 16, 224, 512, 2048, act_tile<double, Isa::avx512>,
                                              cpu::avx512::pack_a<double>, cpu::avx512::pack_b<double>};
   if (isa == Isa::avx512) return avx512;
   if (isa == Isa::avx2) return avx2;
