@@ -1,6 +1,7 @@
 #include "core/parallel.h"
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <mutex>
@@ -50,6 +51,49 @@ struct DenormalGuard {
 
 thread_local bool t_in_region = false;
 
+inline void cpu_relax() {
+#if defined(NNK_X86)
+  _mm_pause();
+#elif defined(NNK_ARM64)
+  asm volatile("yield" ::: "memory");
+#endif
+}
+
+// How long an idle worker keeps polling for the next job before it sleeps, and how long a
+// caller polls for the workers' last chunks before it sleeps. Waking a sleeping thread
+// costs 10-50 us on the VMs measured, as much as a whole RNN step or a 256^3 GEMM: ops
+// issued back to back (an RNN's steps, a training step's layers) find the worker awake.
+// NNKERNELS_SPIN_US overrides it (0: always sleep at once).
+int64_t spin_ns() {
+  static const int64_t ns = [] {
+    const char* e = std::getenv("NNKERNELS_SPIN_US");
+    if (e && *e) {
+      char* end = nullptr;
+      long v = std::strtol(e, &end, 10);
+      if (end && *end == '\0' && v >= 0 && v <= 1000000) return int64_t(v) * 1000;
+    }
+    return int64_t(200) * 1000;
+  }();
+  return ns;
+}
+
+// Polls until done() or spin_ns() has passed; returns done().
+template <class Done>
+bool spin_until(Done&& done) {
+  const int64_t limit = spin_ns();
+  if (limit <= 0) return done();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (;;) {
+    for (int i = 0; i < 32; ++i) {
+      if (done()) return true;
+      cpu_relax();
+    }
+    if (std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0)
+            .count() > limit)
+      return done();
+  }
+}
+
 void run_chunks_inline(index_t nchunks, detail::ChunkFn fn, void* ctx) {
   DenormalGuard g;
   bool was = t_in_region;
@@ -70,7 +114,7 @@ class Pool {
   ~Pool() {
     {
       std::lock_guard<std::mutex> lk(m_);
-      stop_ = true;
+      stop_.store(true);
     }
     cv_start_.notify_all();
     for (auto& t : workers_) t.join();
@@ -78,22 +122,24 @@ class Pool {
 
   // Caller holds busy_.
   void run(index_t nchunks, detail::ChunkFn fn, void* ctx) {
+    // A worker that picked up the previous job late may still be leaving it: the job's
+    // counters are reset only when no worker holds them (polled first: the worker is
+    // usually a few instructions from leaving).
+    spin_until([this] { return active_.load(std::memory_order_acquire) == 0; });
     {
       std::unique_lock<std::mutex> lk(m_);
-      // A worker that picked up the previous job late may still be leaving it: the job's
-      // counters are reset only when no worker holds them.
-      cv_done_.wait(lk, [this] { return active_ == 0; });
+      cv_done_.wait(lk, [this] { return active_.load(std::memory_order_relaxed) == 0; });
       fn_ = fn;
       ctx_ = ctx;
       nchunks_ = nchunks;
       next_.store(0, std::memory_order_relaxed);
       done_.store(0, std::memory_order_relaxed);
-      ++generation_;
+      generation_.store(generation_.load(std::memory_order_relaxed) + 1, std::memory_order_release);
     }
     cv_start_.notify_all();
     claim_and_run(fn, ctx, nchunks);
     // Chunks claimed by a worker may still be running.
-    if (done_.load(std::memory_order_acquire) != nchunks) {
+    if (!spin_until([&] { return done_.load(std::memory_order_acquire) == nchunks; })) {
       std::unique_lock<std::mutex> lk(m_);
       cv_done_.wait(lk, [&] { return done_.load(std::memory_order_acquire) == nchunks; });
     }
@@ -123,11 +169,15 @@ class Pool {
       detail::ChunkFn fn;
       void* ctx;
       index_t nchunks;
+      // Poll for the next job for a while (no lock), then sleep.
+      spin_until([&] {
+        return generation_.load(std::memory_order_acquire) != seen || stop_.load(std::memory_order_relaxed);
+      });
       {
         std::unique_lock<std::mutex> lk(m_);
-        cv_start_.wait(lk, [&] { return stop_ || generation_ != seen; });
-        if (stop_) return;
-        seen = generation_;
+        cv_start_.wait(lk, [&] { return stop_.load(std::memory_order_relaxed) || generation_.load(std::memory_order_relaxed) != seen; });
+        if (stop_.load(std::memory_order_relaxed)) return;
+        seen = generation_.load(std::memory_order_relaxed);
         fn = fn_;
         ctx = ctx_;
         nchunks = nchunks_;
@@ -146,14 +196,15 @@ class Pool {
   std::vector<std::thread> workers_;
   std::mutex m_;
   std::condition_variable cv_start_, cv_done_;
-  uint64_t generation_ = 0;
-  bool stop_ = false;
+  std::atomic<uint64_t> generation_{0};  // written under m_; polled without it by idle workers
+  std::atomic<bool> stop_{false};
   detail::ChunkFn fn_ = nullptr;  // the current job, written under m_ while active_ == 0
   void* ctx_ = nullptr;
   index_t nchunks_ = 0;
   std::atomic<index_t> next_{0};  // next chunk to claim
   std::atomic<index_t> done_{0};  // chunks finished
-  int active_ = 0;                // workers between picking up the job and leaving it (under m_)
+  std::atomic<int> active_{0};    // workers between picking up the job and leaving it
+                                  // (changed under m_)
 };
 
 std::mutex g_pool_mutex;       // guards g_pool and g_nthreads

@@ -6,7 +6,8 @@
 // chunk computes the same thing whichever thread runs it, so results are bitwise
 // reproducible for a given thread count: when the pool is busy (another Python thread is
 // inside a kernel) or the call is nested, the same chunks run one after another on the
-// calling thread. Workers sleep on a condition variable between jobs; they never spin.
+// calling thread. Between jobs a worker polls for the next one for a bounded time
+// (NNKERNELS_SPIN_US, default 200 us), then sleeps on a condition variable.
 #pragma once
 #include <algorithm>
 #include <cstdint>

@@ -3,8 +3,9 @@
 // Forward steps: one parallel region per step, threads split the hidden units (columns
 // of every gate) and call the GEMM micro-kernel directly (col_block), then run the gate
 // maths of their own columns (rnn_kernels.inl, vectorised per ISA): no barrier inside a
-// step. Backward steps: one region over row blocks of the batch (elementwise pass, then
-// the rows' part of dh_{t-1} = D_h[t] W_hh); the elementwise loops are plain loops.
+// step. Backward steps: the same split of the hidden units; a thread finishes dh_t of its
+// units (its columns of D_h[t+1] W_hh, on the micro-kernel) and runs the step's
+// elementwise pass on them (vectorised per ISA). One region, so one barrier, per step.
 #include "cpu/rnn/rnn.h"
 
 #include <algorithm>
@@ -17,7 +18,6 @@
 #include "core/errors.h"
 #include "core/mempool.h"
 #include "core/parallel.h"
-#include "cpu/act/act.h"
 #include "cpu/gemm/gemm.h"
 #include "cpu/gemm/ukr.h"
 #include "cpu/rnn/rnn_isa.h"
@@ -26,7 +26,6 @@ namespace nnk {
 
 namespace {
 
-constexpr index_t kMinRowsPerBlock = 8;  // batch rows per thread in a backward step's region
 constexpr double kMinStepFlopsPerThread = 1e6;  // forward step: below this, one thread
 
 // Owning pool buffer of n elements of T.
@@ -40,18 +39,6 @@ struct Buf {
   Buf(const Buf&) = delete;
   Buf& operator=(const Buf&) = delete;
 };
-
-// body(b0, b1) over row blocks of [0, B), one per thread; a single block runs here,
-// outside any parallel region, so the GEMM inside may use every thread itself.
-template <class F>
-void over_rows(index_t B, F&& body) {
-  const index_t parts = std::min<index_t>(get_num_threads(), B / kMinRowsPerBlock);
-  if (parts <= 1) {
-    body(index_t(0), B);
-    return;
-  }
-  parallel_run(parts, [&](index_t c) { body(B * c / parts, B * (c + 1) / parts); });
-}
 
 template <typename T>
 struct Ctx {
@@ -309,77 +296,77 @@ void backward_t(const RnnWeights& w, const RnnGrads& gr, const RnnSaved& sv) {
   Buf<T> Dhbuf(is_gru ? TB * GH : 0);
   T* D = Dbuf.p;                    // gradients of the input-side pre-activations
   T* Dh = is_gru ? Dhbuf.p : D;     // and of the hidden-side ones (differ for GRU only)
-  Buf<T> tanh_c(is_lstm ? B * H : 0);
 
   PackedMatrix pw;  // W_hh as the (GH x H) B operand of dh_{t-1} = D_h[t] W_hh
   const bool packed = Tn > 1;
   if (packed) pw = pack_b(C.dt, GH, H, w.w_hh, w.rs_whh, w.cs_whh);
+  const GemmKernel<T>& kr = gemm_kernel<T>(C.isa);
+  const RnnIsaKernels<T>& rk = rnn_isa_kernels<T>(C.isa);
+  const index_t NR = kr.NR;
+
+  // One region per step; threads split the hidden units (NR-wide panels, as the forward).
+  // A thread first finishes dh_t for its units, dh_t = D_h[t+1] W_hh[:, units] (+ the
+  // direct GRU term it left there) + dout_t, then runs the step's elementwise pass on
+  // those units, which needs nothing from other units. The region's end is the step's
+  // only barrier: the next step's product reads every unit of D_h[t].
+  const index_t panels = ceil_div(H, NR);
+  const double step_flops = 2.0 * double(B) * double(GH) * double(H);
+  const index_t parts = std::max<index_t>(1, std::min<index_t>(
+      std::min<index_t>(get_num_threads(), panels), index_t(step_flops / kMinStepFlopsPerThread)));
+  const index_t Bp = round_up(B, kr.MR);
+  const index_t part_elems = round_up(packed ? Bp * GH : 0, 16);
+  Buf<T> packbuf(part_elems * parts);
 
   for (index_t t = Tn - 1; t >= 0; --t) {
-    over_rows(B, [&](index_t b0, index_t b1) {
-      for (index_t b = b0; b < b1; ++b) {
-        T* dhb = dh + b * H;
+    auto body = [&](index_t part) {
+      const index_t j0 = panels * part / parts * NR, j1 = std::min(H, panels * (part + 1) / parts * NR);
+      if (j0 >= j1) return;
+      const index_t n = j1 - j0;
+      if (t < Tn - 1) {  // dh_t[:, j0:j1] = D_h[t+1] W_hh[:, j0:j1] (+ dh_t z for GRU)
+        T* ah = packbuf.p + part * part_elems;
+        pack_a_all(kr, pw.kc, ah, Dh + (t + 1) * B * GH, GH, B, GH);
+        ColBlock<T> blk{&kr, B, GH, ah, &pw, nullptr, 0, 0, nullptr};
+        col_block(blk, j0, j1, dh, H, is_gru ? T(1) : T(0), static_cast<const T*>(nullptr), Act::none);
+      }
+      for (index_t b = 0; b < B; ++b) {
+        T* dhb = dh + b * H + j0;
         if (dout) {
-          const T* go = dout + (t * B + b) * H;
-          for (index_t j = 0; j < H; ++j) dhb[j] += go[j];
+          const T* go = dout + (t * B + b) * H + j0;
+          for (index_t j = 0; j < n; ++j) dhb[j] += go[j];
         }
         const index_t row = t * B + b;
-        T* d = D + row * GH;
-        const T* hb = out + row * H;
+        T* d = D + row * GH + j0;
+        const T* hb = out + row * H + j0;
         if (!is_lstm && !is_gru) {
-          if (relu) {  // branch-free select (vectorises); NaN outputs pass dh, as torch
-            for (index_t j = 0; j < H; ++j) {
-              const T v = dhb[j];
-              d[j] = hb[j] <= T(0) ? T(0) : v;
-            }
-          }
-          else {
-            for (index_t j = 0; j < H; ++j) d[j] = dhb[j] * (T(1) - hb[j] * hb[j]);
-          }
+          rk.rnn_bwd(d, dhb, hb, relu, n);
         } else if (is_lstm) {
-          const T* g = gates + row * GH;
-          const T* gi = g; const T* gf = g + H; const T* gg = g + 2 * H; const T* go = g + 3 * H;
-          const T* cb = extra + row * H;
-          const T* cp = t == 0 ? c0 + b * H : extra + (row - B) * H;
-          T* tc = tanh_c.p + b * H;
-          T* dcb = dc + b * H;
-          act_forward_contig<T>(C.isa, tc, cb, H, Act::tanh, T(0));
-          T* di = d; T* df = d + H; T* dg = d + 2 * H; T* dov = d + 3 * H;
-          for (index_t j = 0; j < H; ++j) {
-            const T dcj = dcb[j] + dhb[j] * go[j] * (T(1) - tc[j] * tc[j]);
-            dov[j] = dhb[j] * tc[j] * go[j] * (T(1) - go[j]);
-            di[j] = dcj * gg[j] * gi[j] * (T(1) - gi[j]);
-            df[j] = dcj * cp[j] * gf[j] * (T(1) - gf[j]);
-            dg[j] = dcj * gi[j] * (T(1) - gg[j] * gg[j]);
-            dcb[j] = dcj * gf[j];
-          }
+          const T* g = gates + row * GH + j0;
+          const T* cb = extra + row * H + j0;
+          const T* cp = (t == 0 ? c0 + b * H : extra + (row - B) * H) + j0;
+          rk.lstm_bwd(d, d + H, d + 2 * H, d + 3 * H, dc + b * H + j0, dhb, g, g + H, g + 2 * H,
+                      g + 3 * H, cb, cp, n);
         } else {
-          const T* g = gates + row * GH;
-          const T* r = g; const T* z = g + H; const T* n = g + 2 * H;
-          const T* hn = extra + row * H;
-          const T* hp = t == 0 ? h0 + b * H : out + (row - B) * H;
-          T* dhh = Dh + row * GH;
-          for (index_t j = 0; j < H; ++j) {
-            const T dan = dhb[j] * (T(1) - z[j]) * (T(1) - n[j] * n[j]);
-            const T dar = dan * hn[j] * r[j] * (T(1) - r[j]);
-            const T daz = dhb[j] * (hp[j] - n[j]) * z[j] * (T(1) - z[j]);
-            d[j] = dar; d[H + j] = daz; d[2 * H + j] = dan;
-            dhh[j] = dar; dhh[H + j] = daz; dhh[2 * H + j] = dan * r[j];
-            dhb[j] *= z[j];
-          }
+          const T* g = gates + row * GH + j0;
+          const T* hn = extra + row * H + j0;
+          const T* hp = (t == 0 ? h0 + b * H : out + (row - B) * H) + j0;
+          T* dhh = Dh + row * GH + j0;
+          rk.gru_bwd(d, d + H, d + 2 * H, dhh, dhh + H, dhh + 2 * H, dhb, g, g + H, g + 2 * H, hn, hp, n);
         }
       }
-      // dh_{t-1} (rows b0..b1) = D_h[t] W_hh (+ the direct GRU term already in dh).
-      GemmArgs g;
-      g.dtype = C.dt;
-      g.M = b1 - b0; g.N = H; g.K = GH;
-      g.a = Dh + (t * B + b0) * GH; g.rs_a = GH; g.cs_a = 1;
-      if (packed) g.packed_b = &pw;
-      else { g.b = w.w_hh; g.rs_b = w.rs_whh; g.cs_b = w.cs_whh; }
-      g.c = dh + b0 * H; g.rs_c = H;
-      g.beta = is_gru ? 1.0 : 0.0;
-      gemm(g);
-    });
+    };
+    if (parts == 1) body(0);
+    else parallel_run(parts, body);
+  }
+  {  // dh_0 := D_h[0] W_hh (+ dh_0 z for GRU): one GEMM on every thread.
+    GemmArgs g;
+    g.dtype = C.dt;
+    g.M = B; g.N = H; g.K = GH;
+    g.a = Dh; g.rs_a = GH; g.cs_a = 1;
+    if (packed) g.packed_b = &pw;
+    else { g.b = w.w_hh; g.rs_b = w.rs_whh; g.cs_b = w.cs_whh; }
+    g.c = dh; g.rs_c = H;
+    g.beta = is_gru ? 1.0 : 0.0;
+    gemm(g);
   }
 
   // Weight, bias and input gradients: one GEMM each over all T*B rows.
