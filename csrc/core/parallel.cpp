@@ -77,6 +77,8 @@ int64_t spin_ns() {
   return ns;
 }
 
+constexpr int64_t kSpinPauseOnlyNs = 20000;
+
 // Polls until done() or spin_ns() has passed; returns done().
 template <class Done>
 bool spin_until(Done&& done) {
@@ -88,9 +90,12 @@ bool spin_until(Done&& done) {
       if (done()) return true;
       cpu_relax();
     }
-    if (std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0)
-            .count() > limit)
-      return done();
+    const int64_t el =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
+    if (el > limit) return done();
+    // Past the first stretch, let other runnable threads of this core go first: on a
+    // loaded machine the thread we wait for may be queued behind us.
+    if (el > kSpinPauseOnlyNs) std::this_thread::yield();
   }
 }
 

@@ -31,8 +31,11 @@ namespace {
 
 constexpr index_t kDirectBRows = 4;     // direct B when a thread's rows <= 4 * MR
 constexpr index_t kDirectAPanels = 4;   // direct A when a thread's columns <= 4 * NR
-constexpr double kMinFlopsPerThread = 8e6;  // below this a second thread costs more than it gives
-                                            // (waking a worker costs ~40-50 us on the VMs measured)
+constexpr double kMinFlopsPerThread = 5e5;  // below this a second thread costs more than it gives
+                                            // (measured with the worker awake, parallel.cpp:
+                                            // n = 96 5.8 vs 9.2 us, n = 128 12 vs 21 us; 2.5e5
+                                            // slowed n = 64)
+constexpr double kBatchedSplitFlops = 5.12e8;  // batched: below this per product, one product per thread
 constexpr double kPackCostPerElem = 8.0;    // packing one element ~ this many FMA lanes (grid choice)
 
 // 64-byte aligned per-thread scratch, grown on demand and kept for the thread's life.
@@ -283,7 +286,7 @@ void gemm_batched(const GemmArgs& g, const BatchSpec& bs) {
     gemm(s);
   };
   const double flops = 2.0 * double(g.M) * double(g.N) * double(std::max<index_t>(g.K, 1));
-  if (nb > 1 && flops < 64 * kMinFlopsPerThread) {
+  if (nb > 1 && flops < kBatchedSplitFlops) {
     // Many small products: one matrix per thread (nested regions run inline).
     parallel_for(nb, 1, [&](index_t b0, index_t b1) {
       for (index_t b = b0; b < b1; ++b) one(b);
