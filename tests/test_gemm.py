@@ -117,7 +117,10 @@ def edge_shapes(isa, dtype, dim):
     # 4 micro-panels) force packing of the other operand.
     wide_m, wide_n = 4 * MR + 1, 4 * NR + 1
     if dim == "mr":
-        return [(m, n, 9) for m in (MR - 1, MR, MR + 1, 2 * MR + 1) for n in (5, wide_n)]
+        # Also M around multiples of 8: the engine switches to an 8-row variant of the
+        # kernel where that pads M much less (AVX-512: M = 15, 17, 32, 33, 64).
+        ms = (MR - 1, MR, MR + 1, 2 * MR + 1, 7, 8, 9, 17, 32, 33, 64)
+        return [(m, n, k) for m in ms for n in (5, wide_n) for k in (9, KC + 3)]
     if dim == "nr":
         return [(m, n, 9) for n in (NR - 1, NR, NR + 1, 2 * NR - 1) for m in (3, wide_m)]
     if dim == "kc":
@@ -475,7 +478,8 @@ def ref_linear(x, w, bias, activation):
 def test_linear_block_edges(isa, dtype, activation, rng):
     MR, NR, MC, KC, NC = blocks(isa, dtype)
     cases = [(1, 1, 1), (MR - 1, NR + 1, 3), (MR + 1, NR - 1, KC + 1), (4 * MR + 1, 4 * NR + 1, KC - 1),
-             (MC + 1, 3, 2 * KC + 1), (2, 2 * NR + 3, KC), (13, 0, 5), (0, 7, 5), (5, 7, 0)]
+             (MC + 1, 3, 2 * KC + 1), (2, 2 * NR + 3, KC), (13, 0, 5), (0, 7, 5), (5, 7, 0),
+             (32, 4 * NR + 1, KC + 1), (64, NR + 3, 9)]  # 8-row tiles on AVX-512
     for M, N, K in cases:
         x, w, bias = rand(rng, (M, K), dtype), rand(rng, (N, K), dtype), rand(rng, (N,), dtype)
         got = ops.linear(x, w, bias, activation=activation)

@@ -217,7 +217,7 @@ void gemm_t(const GemmArgs& g0) {
                T(s.alpha), T(s.beta),
                static_cast<const T*>(s.bias_m), static_cast<const T*>(s.bias_n),
                s.act, T(s.act_param), s.packed_a, s.packed_b, s.virtual_b,
-               &gemm_kernel<T>(isa)};
+               &gemm_kernel_for<T>(isa, s.M, s.packed_a ? s.packed_a->r : 0)};
   const index_t MR = P.kr->MR, NR = P.kr->NR;
   int tm, tn;
   choose_grid(P.M, P.N, P.K, MR, NR, get_num_threads(), tm, tn);

@@ -49,6 +49,12 @@ struct GemmKernel {
 template <typename T>
 const GemmKernel<T>& gemm_kernel(Isa isa);
 
+// The kernel of `isa` for a problem of M rows: the default one, or a variant with fewer
+// rows (same NR, KC, NC and packing) when that pads M much less (M = 32 on AVX-512: 32
+// rows of 8-row tiles against 42 of 14-row ones). Pre-packed A fixes MR: pass its r.
+template <typename T>
+const GemmKernel<T>& gemm_kernel_for(Isa isa, index_t M, index_t packed_mr = 0);
+
 namespace cpu {
 namespace generic {
 void sgemm_ukr_6x8(index_t, const float*, index_t, index_t, const float*, index_t, float*, index_t, index_t, index_t, const UkrEpilogue<float>&);
@@ -61,6 +67,8 @@ void dgemm_ukr_6x8(index_t, const double*, index_t, index_t, const double*, inde
 namespace avx512 {
 void sgemm_ukr_14x32(index_t, const float*, index_t, index_t, const float*, index_t, float*, index_t, index_t, index_t, const UkrEpilogue<float>&);
 void dgemm_ukr_14x16(index_t, const double*, index_t, index_t, const double*, index_t, double*, index_t, index_t, index_t, const UkrEpilogue<double>&);
+void sgemm_ukr_8x32(index_t, const float*, index_t, index_t, const float*, index_t, float*, index_t, index_t, index_t, const UkrEpilogue<float>&);
+void dgemm_ukr_8x16(index_t, const double*, index_t, index_t, const double*, index_t, double*, index_t, index_t, index_t, const UkrEpilogue<double>&);
 }  // namespace avx512
 }  // namespace cpu
 

@@ -148,7 +148,7 @@ void forward_t(const RnnWeights& w, T* out, T* h_n, T* c_n, const T* x, const T*
   }
   const bool is_rnn = w.kind == RnnKind::rnn_tanh || w.kind == RnnKind::rnn_relu;
   const bool is_lstm = w.kind == RnnKind::lstm, is_gru = w.kind == RnnKind::gru;
-  const GemmKernel<T>& kr = gemm_kernel<T>(C.isa);
+  const GemmKernel<T>& kr = gemm_kernel_for<T>(C.isa, C.B);  // the tile that pads the batch least
   const RnnIsaKernels<T>& rk = rnn_isa_kernels<T>(C.isa);
   const index_t NR = kr.NR, KC = kr.KC;
   Buf<T> gates_ws(is_rnn || gates ? 0 : checked_mul(Tn * B, GH, "rnn: gates"));
@@ -300,7 +300,7 @@ void backward_t(const RnnWeights& w, const RnnGrads& gr, const RnnSaved& sv) {
   PackedMatrix pw;  // W_hh as the (GH x H) B operand of dh_{t-1} = D_h[t] W_hh
   const bool packed = Tn > 1;
   if (packed) pw = pack_b(C.dt, GH, H, w.w_hh, w.rs_whh, w.cs_whh);
-  const GemmKernel<T>& kr = gemm_kernel<T>(C.isa);
+  const GemmKernel<T>& kr = gemm_kernel_for<T>(C.isa, C.B);  // the tile that pads the batch least
   const RnnIsaKernels<T>& rk = rnn_isa_kernels<T>(C.isa);
   const index_t NR = kr.NR;
 
