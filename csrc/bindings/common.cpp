@@ -70,12 +70,14 @@ static Tensor wrap(py::array arr) {
   for (py::ssize_t d = 0; d < arr.ndim(); ++d)
     if (arr.strides(d) % item != 0) aligned = false;
   if (!aligned) arr = py::array::ensure(arr, py::array::c_style);
-  t.arr = arr;
   t.ptr = const_cast<void*>(arr.data());
-  for (py::ssize_t d = 0; d < arr.ndim(); ++d) {
-    t.shape.push_back(arr.shape(d));
-    t.strides.push_back(arr.strides(d) / item);
-  }
+  const py::ssize_t nd = arr.ndim();
+  const py::ssize_t* sh = arr.shape();
+  const py::ssize_t* st = arr.strides();
+  t.shape.assign(sh, sh + nd);  // one allocation each (the call overhead is mostly these)
+  t.strides.resize(size_t(nd));
+  for (py::ssize_t d = 0; d < nd; ++d) t.strides[size_t(d)] = st[d] / item;
+  t.arr = std::move(arr);
   return t;
 }
 

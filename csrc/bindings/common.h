@@ -19,7 +19,9 @@ namespace py = pybind11;
 
 // A strided view of a numpy array; `arr` keeps the memory alive.
 struct Tensor {
-  py::array arr;
+  // Null until set (py::array's own default constructor would allocate a 0-size array:
+  // ~0.1 us for every Tensor of every call).
+  py::array arr = py::reinterpret_steal<py::array>(py::handle());
   DType dtype = DType::f32;
   void* ptr = nullptr;
   std::vector<index_t> shape;    // sizes
