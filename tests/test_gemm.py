@@ -881,3 +881,34 @@ def test_many_python_threads(isa, dtype, rng):
     for t in ts:
         t.join()
     assert not errors, errors
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gemm_dot_path(isa, dtype, rng):
+    """A side of at most 4 with A rows and B columns contiguous along K (x @ W.T, W @ x.T):
+    the engine's dot-product path, with every epilogue term, across vector-length tails."""
+    for M, N in ((1, 1), (1, 37), (2, 100), (3, 4), (4, 65), (5, 3), (37, 1), (130, 4), (4, 4)):
+        for K in (1, 7, 16, 17, 300):
+            a = rand(rng, (M, K), dtype)
+            w = rand(rng, (N, K), dtype)
+            check(ops.gemm(a, w, trans_b=True), ref_addmm(a, w, trans_b=True), dtype)
+            c = rand(rng, (M, N), dtype)
+            got = ops.gemm(a, w, c, trans_b=True, alpha=-1.5, beta=0.25)
+            # (x4: with one or two outputs, alpha AB + beta c may cancel)
+            check(got, ref_addmm(a, w, c, trans_b=True, alpha=-1.5, beta=0.25), dtype, 4)
+            bias = rand(rng, (N,), dtype)
+            pre = ops.linear(a, w, bias)
+            check(pre, ref_linear(a, w, bias, None), dtype)
+            # the fused activation is the elementwise op's, applied to the same values (gelu
+            # far in its tail amplifies the pre-activation's rounding ~50x, so it is not
+            # compared with the exact product here; test_act.py checks gelu itself)
+            check(ops.linear(a, w, bias, activation="relu"), F.relu(T(pre)).numpy(), dtype)
+            check(ops.linear(a, w, bias, activation="gelu"), ops.gelu(pre), dtype)
+    # non-finite values propagate through the dot and the epilogue
+    a = rand(rng, (2, 33), dtype)
+    w = rand(rng, (5, 33), dtype)
+    a[0, 3] = np.nan
+    a[1, 4] = np.inf
+    assert_nonfinite_match(ops.gemm(a, w, trans_b=True), ref_addmm(a, w, trans_b=True), dtype)
+    got = ops.linear(a, w, activation="relu")
+    assert np.isnan(got[0]).all()

@@ -46,7 +46,8 @@ def params_of(m, bias):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("B,I,H,bias,state", [(1, 5, 13, True, True), (7, 33, 33, False, True),
-                                              (3, 16, 32, True, False)])
+                                              (3, 16, 32, True, False), (2, 40, 17, False, True),
+                                              (4, 1, 70, True, True), (5, 19, 3, True, True)])
 def test_cell_forward(isa, rng, dtype, kind, B, I, H, bias, state):
     m, (w_ih, w_hh), (b_ih, b_hh) = make_module(kind, I, H, bias, dtype, cell=True)
     x = rng.standard_normal((B, I)).astype(dtype)
@@ -154,6 +155,7 @@ def check_sequence(kind, rng, dtype, T, B, I, H, bias, state, factor=8):
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("T,B,I,H,bias,state", [
     (1, 1, 5, 13, True, True),
+    (1, 3, 8, 21, False, False),
     (6, 5, 9, 33, False, True),
     (4, 3, 16, 13, True, False),
 ])

@@ -32,12 +32,15 @@ template <>
 const GemmKernel<float>& gemm_kernel<float>(Isa isa) {
   //                                         ukr                      MR  NR   MC   KC    NC
   static const GemmKernel<float> generic = {cpu::generic::sgemm_ukr_6x8, 6, 8, 144, 256, 2048, act_tile<float, Isa::generic>,
-                                             cpu::generic::pack_a<float>, cpu::generic::pack_b<float>};
+                                             cpu::generic::pack_a<float>, cpu::generic::pack_b<float>,
+                                            cpu::generic::sdot_kernel};
 #if defined(NNK_X86)
   static const GemmKernel<float> avx2 = {cpu::avx2::sgemm_ukr_6x16, 6, 16, 144, 256, 4080, act_tile<float, Isa::avx2>,
-                                          cpu::generic::pack_a<float>, cpu::generic::pack_b<float>};
+                                          cpu::generic::pack_a<float>, cpu::generic::pack_b<float>,
+                                            cpu::avx2::sdot_kernel};
   static const GemmKernel<float> avx512 = {cpu::avx512::sgemm_ukr_14x32, 14, 32, 224, 512, 4096, act_tile<float, Isa::avx512>,
-                                            cpu::avx512::pack_a<float>, cpu::avx512::pack_b<float>};
+                                            cpu::avx512::pack_a<float>, cpu::avx512::pack_b<float>,
+                                            cpu::avx512::sdot_kernel};
   if (isa == Isa::avx512) return avx512;
   if (isa == Isa::avx2) return avx2;
 #endif
@@ -47,12 +50,15 @@ const GemmKernel<float>& gemm_kernel<float>(Isa isa) {
 template <>
 const GemmKernel<double>& gemm_kernel<double>(Isa isa) {
   static const GemmKernel<double> generic = {cpu::generic::dgemm_ukr_4x4, 4, 4, 96, 256, 2048, act_tile<double, Isa::generic>,
-                                              cpu::generic::pack_a<double>, cpu::generic::pack_b<double>};
+                                              cpu::generic::pack_a<double>, cpu::generic::pack_b<double>,
+                                            cpu::generic::ddot_kernel};
 #if defined(NNK_X86)
   static const GemmKernel<double> avx2 = {cpu::avx2::dgemm_ukr_6x8, 6, 8, 72, 256, 4080, act_tile<double, Isa::avx2>,
-                                           cpu::generic::pack_a<double>, cpu::generic::pack_b<double>};
+                                           cpu::generic::pack_a<double>, cpu::generic::pack_b<double>,
+                                            cpu::avx2::ddot_kernel};
   static const GemmKernel<double> avx512 = {cpu::avx512::dgemm_ukr_14x16, 14, 16, 224, 512, 2048, act_tile<double, Isa::avx512>,
-                                             cpu::avx512::pack_a<double>, cpu::avx512::pack_b<double>};
+                                             cpu::avx512::pack_a<double>, cpu::avx512::pack_b<double>,
+                                            cpu::avx512::ddot_kernel};
   if (isa == Isa::avx512) return avx512;
   if (isa == Isa::avx2) return avx2;
 #endif
@@ -77,7 +83,8 @@ const GemmKernel<float>& gemm_kernel_for<float>(Isa isa, index_t M, index_t pack
   if (isa == Isa::avx512) {
     static const GemmKernel<float> avx512_8 = {cpu::avx512::sgemm_ukr_8x32, 8, 32, 224, 512, 4096,
                                                act_tile<float, Isa::avx512>, cpu::avx512::pack_a<float>,
-                                               cpu::avx512::pack_b<float>};
+                                               cpu::avx512::pack_b<float>,
+                                            cpu::avx512::sdot_kernel};
     return pick(gemm_kernel<float>(isa), avx512_8, M, packed_mr);
   }
 #endif
@@ -91,7 +98,8 @@ const GemmKernel<double>& gemm_kernel_for<double>(Isa isa, index_t M, index_t pa
   if (isa == Isa::avx512) {
     static const GemmKernel<double> avx512_8 = {cpu::avx512::dgemm_ukr_8x16, 8, 16, 224, 512, 2048,
                                                 act_tile<double, Isa::avx512>, cpu::avx512::pack_a<double>,
-                                                cpu::avx512::pack_b<double>};
+                                                cpu::avx512::pack_b<double>,
+                                            cpu::avx512::ddot_kernel};
     return pick(gemm_kernel<double>(isa), avx512_8, M, packed_mr);
   }
 #endif

@@ -152,6 +152,55 @@ void run_block(const Problem<T>& P, index_t m0, index_t m1, index_t n0, index_t 
   }
 }
 
+// Products with a side of at most kDotMaxSide whose A rows and B columns are contiguous
+// along K (x @ W^T with W in torch's (out, in) layout, at batch 1..4; or W @ x^T): one dot
+// product per output straight from the operands (dot.inl). Packing such a B would cost as
+// much as the product, and a 14 x 32 tile would compute mostly padding. B with unit column
+// stride (x @ W) keeps the direct-B path, which streams B rows just as well.
+constexpr index_t kDotMaxSide = 4;
+
+template <typename T>
+bool dot_path(const Problem<T>& P) {
+  if (P.pa || P.pb || P.vb || P.cs_a != 1 || P.rs_b != 1 || P.K < 1) return false;
+  if (P.cs_b == 1 && P.N > 1) return false;
+  const bool tall = P.M > kDotMaxSide;  // then N is the tiny side
+  if (tall && P.N > kDotMaxSide) return false;
+  const GemmKernel<T>& kr = *P.kr;
+  const index_t L = tall ? P.M : P.N;  // the long side, split between threads in fours
+  const double flops = 2.0 * double(P.M) * double(P.N) * double(P.K);
+  const index_t blocks = ceil_div(L, kDotMaxSide);
+  const index_t parts = std::max<index_t>(1, std::min<index_t>(
+      std::min<index_t>(get_num_threads(), blocks), index_t(flops / kMinFlopsPerThread)));
+  auto body = [&](index_t part) {
+    const index_t l0 = blocks * part / parts * kDotMaxSide;
+    const index_t l1 = std::min(L, blocks * (part + 1) / parts * kDotMaxSide);
+    const index_t i0 = tall ? l0 : 0, i1 = tall ? l1 : P.M;
+    const index_t j0 = tall ? 0 : l0, j1 = tall ? P.N : l1;
+    T tile[kDotMaxSide * kDotMaxSide];
+    for (index_t i = i0; i < i1; i += kDotMaxSide) {
+      const index_t mb = std::min(kDotMaxSide, i1 - i);
+      for (index_t j = j0; j < j1; j += kDotMaxSide) {
+        const index_t nb = std::min(kDotMaxSide, j1 - j);
+        kr.dot(P.K, P.a + i * P.rs_a, P.rs_a, mb, P.b + j * P.cs_b, P.cs_b, nb, tile, kDotMaxSide);
+        for (index_t ii = 0; ii < mb; ++ii) {
+          T* c = P.c + (i + ii) * P.rs_c + j;
+          for (index_t jj = 0; jj < nb; ++jj) {
+            T v = P.alpha * tile[ii * kDotMaxSide + jj];
+            if (P.beta != T(0)) v += P.beta * c[jj];
+            if (P.bias_m) v += P.bias_m[i + ii];
+            if (P.bias_n) v += P.bias_n[j + jj];
+            c[jj] = v;
+          }
+        }
+      }
+    }
+    if (P.act != Act::none && i0 < i1 && j0 < j1)
+      kr.act_tile(P.c + i0 * P.rs_c + j0, P.rs_c, i1 - i0, j1 - j0, P.act, P.act_param);
+  };
+  parallel_run(parts, body);  // one part: inline, under the denormal setting
+  return true;
+}
+
 // Thread grid tm x tn (tm * tn <= T) for an M x N x K problem.
 void choose_grid(index_t M, index_t N, index_t K, index_t MR, index_t NR, int T, int& tm, int& tn) {
   tm = tn = 1;
@@ -218,6 +267,7 @@ void gemm_t(const GemmArgs& g0) {
                static_cast<const T*>(s.bias_m), static_cast<const T*>(s.bias_n),
                s.act, T(s.act_param), s.packed_a, s.packed_b, s.virtual_b,
                &gemm_kernel_for<T>(isa, s.M, s.packed_a ? s.packed_a->r : 0)};
+  if (dot_path(P)) return;
   const index_t MR = P.kr->MR, NR = P.kr->NR;
   int tm, tn;
   choose_grid(P.M, P.N, P.K, MR, NR, get_num_threads(), tm, tn);

@@ -36,6 +36,12 @@ using UkrFn = void (*)(index_t kc, const T* a, index_t rs_a, index_t cs_a, const
                        index_t ldb, T* c, index_t ldc, index_t m, index_t n,
                        const UkrEpilogue<T>& ep);
 
+// out[i * ldo + j] = sum_k a[i * lda + k] * b[j * ldb + k] for i < m <= 4, j < n <= 4
+// (dot.inl: products with a tiny side whose operands are contiguous along K).
+template <typename T>
+using DotFn = void (*)(index_t K, const T* a, index_t lda, index_t m, const T* b, index_t ldb,
+                       index_t n, T* out, index_t ldo);
+
 // One ISA's kernel for one dtype and the block sizes that go with it.
 template <typename T>
 struct GemmKernel {
@@ -44,6 +50,7 @@ struct GemmKernel {
   index_t MC, KC, NC;  // cache blocks: A block MC x KC in L2, B panel KC x NR in L1, B block KC x NC in L3
   ActTileFn<T> act_tile;
   PackFn<T> pack_a, pack_b;
+  DotFn<T> dot;
 };
 
 template <typename T>
@@ -57,14 +64,20 @@ const GemmKernel<T>& gemm_kernel_for(Isa isa, index_t M, index_t packed_mr = 0);
 
 namespace cpu {
 namespace generic {
+void sdot_kernel(index_t, const float*, index_t, index_t, const float*, index_t, index_t, float*, index_t);
+void ddot_kernel(index_t, const double*, index_t, index_t, const double*, index_t, index_t, double*, index_t);
 void sgemm_ukr_6x8(index_t, const float*, index_t, index_t, const float*, index_t, float*, index_t, index_t, index_t, const UkrEpilogue<float>&);
 void dgemm_ukr_4x4(index_t, const double*, index_t, index_t, const double*, index_t, double*, index_t, index_t, index_t, const UkrEpilogue<double>&);
 }  // namespace generic
 namespace avx2 {
+void sdot_kernel(index_t, const float*, index_t, index_t, const float*, index_t, index_t, float*, index_t);
+void ddot_kernel(index_t, const double*, index_t, index_t, const double*, index_t, index_t, double*, index_t);
 void sgemm_ukr_6x16(index_t, const float*, index_t, index_t, const float*, index_t, float*, index_t, index_t, index_t, const UkrEpilogue<float>&);
 void dgemm_ukr_6x8(index_t, const double*, index_t, index_t, const double*, index_t, double*, index_t, index_t, index_t, const UkrEpilogue<double>&);
 }  // namespace avx2
 namespace avx512 {
+void sdot_kernel(index_t, const float*, index_t, index_t, const float*, index_t, index_t, float*, index_t);
+void ddot_kernel(index_t, const double*, index_t, index_t, const double*, index_t, index_t, double*, index_t);
 void sgemm_ukr_14x32(index_t, const float*, index_t, index_t, const float*, index_t, float*, index_t, index_t, index_t, const UkrEpilogue<float>&);
 void dgemm_ukr_14x16(index_t, const double*, index_t, index_t, const double*, index_t, double*, index_t, index_t, index_t, const UkrEpilogue<double>&);
 void sgemm_ukr_8x32(index_t, const float*, index_t, index_t, const float*, index_t, float*, index_t, index_t, index_t, const UkrEpilogue<float>&);

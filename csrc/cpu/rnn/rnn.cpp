@@ -27,6 +27,7 @@ namespace nnk {
 namespace {
 
 constexpr double kMinStepFlopsPerThread = 1e6;  // forward step: below this, one thread
+constexpr index_t kSmallCellBatch = 4;          // cells up to this batch: GEMM dot path
 
 // Owning pool buffer of n elements of T.
 template <typename T>
@@ -153,6 +154,63 @@ void forward_t(const RnnWeights& w, T* out, T* h_n, T* c_n, const T* x, const T*
   const index_t NR = kr.NR, KC = kr.KC;
   Buf<T> gates_ws(is_rnn || gates ? 0 : checked_mul(Tn * B, GH, "rnn: gates"));
   T* P = is_rnn ? out : (gates ? gates : gates_ws.p);  // (T, B, GH) step inputs
+  if (Tn == 1 && B <= kSmallCellBatch) {
+    // A cell at batch 1..4: both products on the GEMM engine's dot path (weights read in
+    // place; packing them would cost more than the product), then the gate maths.
+    GemmArgs g;
+    g.dtype = C.dt;
+    g.M = B; g.K = I;
+    g.a = x; g.rs_a = I; g.cs_a = 1;
+    g.bias_n = w.b_ih;
+    if (is_gru) {  // r, z: both sides summed into P; n: input side in P, hidden side apart
+      g.N = GH;
+      g.b = w.w_ih; g.rs_b = w.cs_wih; g.cs_b = w.rs_wih;
+      g.c = P; g.rs_c = GH;
+      gemm(g);
+    }
+    GemmArgs h = g;
+    h.K = H;
+    h.a = h0; h.rs_a = H;
+    h.b = w.w_hh; h.rs_b = w.cs_whh; h.cs_b = w.rs_whh;
+    h.bias_n = w.b_hh;
+    if (is_gru) {
+      Buf<T> s(B * H);
+      h.N = 2 * H; h.beta = 1.0;
+      gemm(h);
+      h.N = H; h.beta = 0.0;
+      h.b = static_cast<const T*>(w.w_hh) + 2 * H * w.rs_whh;
+      h.bias_n = w.b_hh ? static_cast<const T*>(w.b_hh) + 2 * H : nullptr;
+      h.c = s.p; h.rs_c = H;
+      gemm(h);
+      parallel_run(1, [&](index_t) {  // inline, under the denormal setting
+        for (index_t b = 0; b < B; ++b) {
+          T* gt = P + b * GH;
+          rk.gru(gt, gt + H, gt + 2 * H, s.p + b * H, h0 + b * H, out + b * H, H);
+          if (extra) copy_rows(extra + b * H, s.p + b * H, H);
+        }
+      });
+    } else {
+      g.N = GH;
+      g.b = w.w_ih; g.rs_b = w.cs_wih; g.cs_b = w.rs_wih;
+      g.c = P; g.rs_c = GH;
+      gemm(g);
+      h.N = GH; h.beta = 1.0;
+      h.c = P; h.rs_c = GH;
+      if (is_rnn) h.act = w.kind == RnnKind::rnn_relu ? Act::relu : Act::tanh;
+      gemm(h);
+      if (is_lstm)
+        parallel_run(1, [&](index_t) {  // inline, under the denormal setting
+          for (index_t b = 0; b < B; ++b) {
+            T* gt = P + b * GH;
+            T* c1 = extra ? extra + b * H : c_n + b * H;
+            rk.lstm(gt, gt + H, gt + 2 * H, gt + 3 * H, c0 + b * H, c1, out + b * H, H);
+          }
+        });
+    }
+    copy_rows(h_n, out, B * H);
+    if (is_lstm && extra) copy_rows(c_n, extra, B * H);
+    return;
+  }
   const bool fused_input = Tn == 1;  // a cell: the input projection runs in the step region
 
   // P = X W_ih^T + b_ih for every step: one GEMM.
@@ -234,8 +292,7 @@ void forward_t(const RnnWeights& w, T* out, T* h_n, T* c_n, const T* x, const T*
         }
       }
     };
-    if (parts == 1) body(0);
-    else parallel_run(parts, body);
+    parallel_run(parts, body);  // one part: inline, under the denormal setting
   }
   copy_rows(h_n, out + (Tn - 1) * B * H, B * H);
   if (is_lstm && extra) copy_rows(c_n, extra + (Tn - 1) * B * H, B * H);
@@ -354,8 +411,7 @@ void backward_t(const RnnWeights& w, const RnnGrads& gr, const RnnSaved& sv) {
         }
       }
     };
-    if (parts == 1) body(0);
-    else parallel_run(parts, body);
+    parallel_run(parts, body);  // one part: inline, under the denormal setting
   }
   {  // dh_0 := D_h[0] W_hh (+ dh_0 z for GRU): one GEMM on every thread.
     GemmArgs g;
