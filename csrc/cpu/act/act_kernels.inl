@@ -8,7 +8,8 @@
 //   leaky_relu  y = x > 0 ? x : a x                  dx = x > 0 ? g : a g
 //   sigmoid     y = 1 / (1 + e^-x)                   dx = g (1 - y) y
 //   tanh        y = tanh x                           dx = g (1 - y^2)
-//   gelu        y = x/2 (1 + erf(x / sqrt 2))        dx = g (Phi(x) + x phi(x)), phi(x) = e^{-x^2/2} / sqrt(2 pi)
+//   gelu        y = x Phi(x) = x/2 + |x|/2 erf(|x| / sqrt 2)  (verf_gauss: one rational function, no exp)
+//               dx = g (Phi(x) + x phi(x)), phi(x) = e^{-x^2/2} / sqrt(2 pi)
 //   gelu_tanh   y = x/2 (1 + tanh u) = x s, s = sigmoid(2u), u = b (x + k x^3), b = sqrt(2/pi),
 //               k = 0.044715 (the sigmoid form does not cancel for x << 0)
 //               dx = g (s + x s (1 - s) 2 b (1 + 3 k x^2))
@@ -44,9 +45,11 @@ struct ActImpl {
     if (i < n) V::storen(y + i, f(V::loadn(a + i, n - i), V::loadn(b + i, n - i)), n - i);
   }
 
+  // x Phi(x) = x/2 + |x|/2 erf(|x| / sqrt 2): no sign handling, exact 0 for x << 0.
   static inline R gelu(R x) {
-    const R h = V::mul(V::set1(T(0.5)), x);
-    return V::fmadd(h, verf<V>(V::mul(x, V::set1(T(0.70710678118654752440)))), h);
+    const R ax = V::abs(x);
+    const R half = V::set1(T(0.5));
+    return V::fmadd(V::mul(half, ax), verf_gauss<V>(ax), V::mul(half, x));
   }
   // 1/2 (1 + tanh u) = sigmoid(2u): no cancellation for x << 0, where 1 + tanh u ~ 0.
   static inline R gelu_tanh_sig(R x) {
@@ -99,8 +102,8 @@ struct ActImpl {
       case Act::gelu:
         map2(dx, g, v, n, [](R gg, R x) {
           const R half = V::set1(T(0.5));
-          const R cdf = V::fmadd(half, verf<V>(V::mul(x, V::set1(T(0.70710678118654752440)))), half);
-          const R pdf = V::mul(vexp<V>(V::mul(V::set1(T(-0.5)), V::mul(x, x))),
+          const R cdf = V::fmadd(half, V::copysign(verf_gauss<V>(V::abs(x)), x), half);
+          const R pdf = V::mul(vexpm<V>(V::mul(V::set1(T(-0.5)), V::mul(x, x))),
                                V::set1(T(0.39894228040143267794)));  // 1 / sqrt(2 pi)
           return V::mul(gg, V::fmadd(x, pdf, cdf));
         });
