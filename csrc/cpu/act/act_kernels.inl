@@ -8,7 +8,7 @@
 //   leaky_relu  y = x > 0 ? x : a x                  dx = x > 0 ? g : a g
 //   sigmoid     y = 1 / (1 + e^-x)                   dx = g (1 - y) y
 //   tanh        y = tanh x                           dx = g (1 - y^2)
-//   gelu        y = x Phi(x) = x/2 + |x|/2 erf(|x| / sqrt 2)  (verf_gauss: one rational function, no exp)
+//   gelu        y = x Phi(x) = x/2 (1 + erf(x / sqrt 2))  (vgelu: float by one rational function)
 //               dx = g (Phi(x) + x phi(x)), phi(x) = e^{-x^2/2} / sqrt(2 pi)
 //   gelu_tanh   y = x/2 (1 + tanh u) = x s, s = sigmoid(2u), u = b (x + k x^3), b = sqrt(2/pi),
 //               k = 0.044715 (the sigmoid form does not cancel for x << 0)
@@ -45,12 +45,6 @@ struct ActImpl {
     if (i < n) V::storen(y + i, f(V::loadn(a + i, n - i), V::loadn(b + i, n - i)), n - i);
   }
 
-  // x Phi(x) = x/2 + |x|/2 erf(|x| / sqrt 2): no sign handling, exact 0 for x << 0.
-  static inline R gelu(R x) {
-    const R ax = V::abs(x);
-    const R half = V::set1(T(0.5));
-    return V::fmadd(V::mul(half, ax), verf_gauss<V>(ax), V::mul(half, x));
-  }
   // 1/2 (1 + tanh u) = sigmoid(2u): no cancellation for x << 0, where 1 + tanh u ~ 0.
   static inline R gelu_tanh_sig(R x) {
     const R x3 = V::mul(V::mul(x, x), x);
@@ -74,7 +68,7 @@ struct ActImpl {
       }
       case Act::sigmoid: map1(y, x, n, [](R v) { return vsigmoid<V>(v); }); break;
       case Act::tanh: map1(y, x, n, [](R v) { return vtanh<V>(v); }); break;
-      case Act::gelu: map1(y, x, n, [](R v) { return gelu(v); }); break;
+      case Act::gelu: map1(y, x, n, [](R v) { return vgelu<V>(v); }); break;
       case Act::gelu_tanh: map1(y, x, n, [](R v) { return gelu_tanh(v); }); break;
     }
   }
@@ -101,8 +95,7 @@ struct ActImpl {
         break;
       case Act::gelu:
         map2(dx, g, v, n, [](R gg, R x) {
-          const R half = V::set1(T(0.5));
-          const R cdf = V::fmadd(half, V::copysign(verf_gauss<V>(V::abs(x)), x), half);
+          const R cdf = vgauss_cdf<V>(x);
           const R pdf = V::mul(vexpm<V>(V::mul(V::set1(T(-0.5)), V::mul(x, x))),
                                V::set1(T(0.39894228040143267794)));  // 1 / sqrt(2 pi)
           return V::mul(gg, V::fmadd(x, pdf, cdf));

@@ -21,17 +21,16 @@
 //                fitted on [0.875, 4] (float) / [0.875, 2.75] and [2.75, 6] (double), |x|
 //                clamped to the end of the fit, where erf rounds to 1. Absolute error
 //                ~1 ulp of 1 (what 0.5 x (1 + erf) in gelu needs), relative near 0.
-//   verf_gauss(a): erf(a / sqrt 2) for a = |x| >= 0, the odd part of the normal CDF:
-//                Phi(x) = (1 + sign(x) verf_gauss(|x|)) / 2, gelu(x) = x/2 + |x|/2 verf_gauss(|x|).
-//                NaN gives 1 (the callers carry the NaN of x).
-//                float: one rational function a P(a^2) / Q(a^2) (degrees 6 and 5 in a^2,
-//                minimax for the absolute error on [0, 5.6]: 5.6e-9, 0.6 ulp of 1 with the
-//                coefficients rounded to float), at most 1; exactly 1 from a = 5.55 on, where
-//                erf(a / sqrt 2) rounds to 1 (so gelu(x) = 0 exactly for x <= -5.55). No exp,
-//                no branch. Absolute error < 6.2 * 2^-24 over all float32 a, from the
-//                float rounding of the two Horner chains (exhaustive check against erf in
-//                double); gelu x >= 0: < 3 ulp; gelu x < 0: < 2.9 * 2^-24 |x|.
-//                double: verf(a / sqrt 2).
+//   vgelu(x) = x Phi(x), vgauss_cdf(x) = Phi(x) = (1 + erf(x / sqrt 2)) / 2.
+//                float: erf(a / sqrt 2) = 2 a P(a^2) / Q(a^2), a = |x|, one rational function
+//                (degrees 6 and 5 in a^2, minimax for the absolute error on [0, 5.6]: 5.6e-9,
+//                0.6 * 2^-24 with the coefficients rounded to float); gelu = x/2 + x^2 P/Q
+//                capped at relu(x), and relu(x) from |x| = 5.55 on, where erf(a / sqrt 2)
+//                rounds to 1 (so gelu(x) = 0 exactly for x <= -5.55). No exp, no branch.
+//                Errors over all float32 x (exhaustive against double): erf part < 6.2 * 2^-24
+//                absolute (the float rounding of the two Horner chains); gelu x >= 0 < 3 ulp,
+//                x < 0 < 3 * 2^-24 |x| (absolute; x/2 (1 + erf) cancels there, as in torch).
+//                double: verf.
 // Polynomial coefficients (highest degree first) were fitted in 40-50 digit arithmetic
 // (mpmath; interpolation at Chebyshev nodes, or linear-programming minimax) and checked
 // on dense grids in the target dtype.
@@ -60,11 +59,11 @@ struct MathConst<float> {
       1.614824310e-02f, -3.299060091e-02f, 6.469225883e-02f, -1.211887673e-01f,
       2.155524790e-01f};
   static constexpr float erf_split = 4.0f, erf_max = 4.0f;
-  // verf_gauss: erf(a / sqrt 2) ~ a P(a^2) / Q(a^2) on [0, 5.6].
+  // vgauss_ratio: erf(a / sqrt 2) / (2 a) ~ P(a^2) / Q(a^2) on [0, 5.6].
   static constexpr float gauss_p[7] = {
-      -1.6662397858653712e-10f, 1.1207724120234313e-07f, 1.732755258782545e-05f,
-      3.3664570559624766e-04f, 9.61302137532817e-03f, 6.477360507252067e-02f,
-      7.97884592102824e-01f};
+      -0.5f * 1.6662397858653712e-10f, 0.5f * 1.1207724120234313e-07f, 0.5f * 1.732755258782545e-05f,
+      0.5f * 3.3664570559624766e-04f, 0.5f * 9.61302137532817e-03f, 0.5f * 6.477360507252067e-02f,
+      0.5f * 7.97884592102824e-01f};
   static constexpr float gauss_q[6] = {
       2.085778201639414e-06f, 8.222998137523379e-05f, 1.9283710051957155e-03f,
       2.835567246367234e-02f, 2.478486238988662e-01f, 1.0f};
@@ -216,18 +215,46 @@ static inline typename V::reg verf(typename V::reg x) {
   return V::select(V::lt(a, V::set1(T(0.875))), small, big);
 }
 
+// float: erf(a / sqrt 2) / (2 a) ~ P(s) / Q(s) for s = a^2, a < gauss_cut.
 template <class V>
-static inline typename V::reg verf_gauss(typename V::reg a) {
+static inline typename V::reg vgauss_ratio(typename V::reg s) {
+  using K = MathConst<float>;
+  return V::mul(vpoly<V>(K::gauss_p, s), V::rcp(vpoly<V>(K::gauss_q, s)));
+}
+
+// Phi(x) = (1 + erf(x / sqrt 2)) / 2, the standard normal CDF (gelu's backward).
+template <class V>
+static inline typename V::reg vgauss_cdf(typename V::reg x) {
   using T = typename V::T;
-  using K = MathConst<T>;
   using R = typename V::reg;
+  const R half = V::set1(T(0.5));
   if constexpr (sizeof(T) == 4) {
-    // Lanes with a >= gauss_cut (or NaN) take 1 from the select: whatever the rational gives
-    // there (inf * 0 = NaN for a = inf) is discarded.
-    const R s = V::mul(a, a);
-    const R v = V::mul(V::mul(a, vpoly<V>(K::gauss_p, s)), V::rcp(vpoly<V>(K::gauss_q, s)));
-    return V::select(V::lt(a, V::set1(K::gauss_cut)), V::min(V::set1(T(1)), v), V::set1(T(1)));
+    // Lanes with |x| >= gauss_cut (or NaN) take 1/2 from the select: whatever the rational
+    // gives there (inf * 0 = NaN for |x| = inf) is discarded.
+    const R a = V::abs(x);
+    const R e = V::min(half, V::mul(a, vgauss_ratio<V>(V::mul(a, a))));  // erf(a / sqrt 2) / 2
+    return V::add(half, V::copysign(V::select(V::lt(a, V::set1(MathConst<T>::gauss_cut)), e, half), x));
   } else {
-    return verf<V>(V::mul(a, V::set1(T(0.70710678118654752440))));
+    return V::fmadd(half, verf<V>(V::mul(x, V::set1(T(0.70710678118654752440)))), half);
+  }
+}
+
+// gelu(x) = x Phi(x).
+template <class V>
+static inline typename V::reg vgelu(typename V::reg x) {
+  using T = typename V::T;
+  using R = typename V::reg;
+  const R half = V::set1(T(0.5));
+  if constexpr (sizeof(T) == 4) {
+    // x/2 + |x|/2 erf(|x| / sqrt 2) = x/2 + x^2 P/Q, at most relu(x) (so exactly 0 or x once
+    // erf rounds to 1, and never of the wrong sign); relu(x) itself from |x| = gauss_cut on.
+    // relu(x) as x - min(0, x): NaN for x = -inf (-inf * 0, as torch) and for NaN.
+    const R relu = V::sub(x, V::min(V::zero(), x));
+    const R s = V::mul(x, x);
+    const R y = V::min(V::fmadd(s, vgauss_ratio<V>(s), V::mul(half, x)), relu);
+    return V::select(V::lt(V::abs(x), V::set1(MathConst<T>::gauss_cut)), y, relu);
+  } else {
+    const R h = V::mul(half, x);
+    return V::fmadd(h, verf<V>(V::mul(x, V::set1(T(0.70710678118654752440)))), h);
   }
 }
