@@ -101,12 +101,7 @@ struct ActImpl {
         map2(dx, g, v, n, [one](R gg, R y) { return V::mul(gg, V::fnmadd(y, y, one)); });
         break;
       case Act::gelu:
-        map2(dx, g, v, n, [](R gg, R x) {
-          const R cdf = vgauss_cdf<V>(x);
-          const R pdf = V::mul(vexpm<V>(V::mul(V::set1(T(-0.5)), V::mul(x, x))),
-                               V::set1(T(0.39894228040143267794)));  // 1 / sqrt(2 pi)
-          return V::mul(gg, V::fmadd(x, pdf, cdf));
-        });
+        map2(dx, g, v, n, [](R gg, R x) { return V::mul(gg, vgelu_grad<V>(x)); });
         break;
       case Act::gelu_tanh:
         map2(dx, g, v, n, [one](R gg, R x) {
