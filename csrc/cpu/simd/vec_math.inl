@@ -8,15 +8,16 @@
 //                gradual underflow and overflow round once; AVX-512: vscalef).
 //                x clamped to [lo, hi] just past the float/double range: e^-inf = 0,
 //                e^+inf = inf; NaN propagates. vexpm(x): the same for x <= 0 (no upper clamp).
+//                float: < 1.1 ulp over all float32 x (exhaustive; 0.9 with FMA).
 //   vlog(x):     x = 2^e m, m in [sqrt(1/2), sqrt(2)); log m = 2 atanh(s), s = (m-1)/(m+1),
 //                by its series in s^2 (|s| < 0.172); denormals rescaled first.
 //                log 0 = -inf, log(x < 0) = NaN, log inf = inf.
 //   vsigmoid(x): e = e^-|x| in (0, 1], r = 1 / (1 + e) (rcp: the divisor is in [1, 2]);
 //                x >= 0: r, x < 0: e r (no cancellation either side); sigmoid(-inf) = 0,
-//                sigmoid(+inf) = 1.
+//                sigmoid(+inf) = 1. float: < 2.8 ulp (exhaustive).
 //   vtanh(x):    |x| < 0.625: x + x z P(z), z = x^2 (P fitted at Chebyshev nodes of z,
 //                degree 5 float / 11 double, < 1 ulp); else sign(x) (1 - 2 e / (1 + e)),
-//                e = e^{-2|x|} in (0, 0.29].
+//                e = e^{-2|x|} in (0, 0.29]. float: < 1.4 ulp (exhaustive).
 //   verf(x):     |x| < 0.875: x P(x^2); else sign(x) (1 - e^{-x^2} G(|x|)) with G = erfcx
 //                fitted on [0.875, 4] (float) / [0.875, 2.75] and [2.75, 6] (double), |x|
 //                clamped to the end of the fit, where erf rounds to 1. Absolute error
@@ -62,9 +63,9 @@ struct MathConst<float> {
   static constexpr float erf_split = 4.0f, erf_max = 4.0f;
   // vgauss_ratio: erf(a / sqrt 2) / (2 a) ~ P(a^2) / Q(a^2) on [0, 5.6].
   static constexpr float gauss_p[7] = {
-      -0.5f * 1.6662397858653712e-10f, 0.5f * 1.1207724120234313e-07f, 0.5f * 1.732755258782545e-05f,
-      0.5f * 3.3664570559624766e-04f, 0.5f * 9.61302137532817e-03f, 0.5f * 6.477360507252067e-02f,
-      0.5f * 7.97884592102824e-01f};
+      -8.331198925e-11f, 5.603861908e-08f, 8.663776498e-06f,
+      1.683228475e-04f, 4.806510638e-03f, 3.238680214e-02f,
+      3.989422917e-01f};
   static constexpr float gauss_q[6] = {
       2.085778201639414e-06f, 8.222998137523379e-05f, 1.9283710051957155e-03f,
       2.835567246367234e-02f, 2.478486238988662e-01f, 1.0f};
