@@ -278,6 +278,56 @@ class Act(Case):
         return functools.partial(_ACTS[self.op][1](torch), torch.from_numpy(self.data["x"]))
 
 
+# name -> (what the backward op takes besides grad: "x" or "y" = the forward's output,
+#          torch's autograd kernel for it (what loss.backward() runs))
+_ACT_BWD = {
+    "relu": ("x", lambda torch: lambda g, x: torch.ops.aten.threshold_backward(g, x, 0)),
+    "sigmoid": ("y", lambda torch: torch.ops.aten.sigmoid_backward),
+    "tanh": ("y", lambda torch: torch.ops.aten.tanh_backward),
+    "gelu": ("x", lambda torch: torch.ops.aten.gelu_backward),
+    "softmax": ("y", lambda torch: lambda g, y: torch.ops.aten._softmax_backward_data(g, y, -1, y.dtype)),
+    "log_softmax": ("y", lambda torch: lambda g, y: torch.ops.aten._log_softmax_backward_data(g, y, -1, y.dtype)),
+}
+
+
+class ActBackward(Case):
+    """The backward of an activation / softmax on (rows, cols), fresh result: nnkernels'
+    <op>_backward(grad, x or y) vs the aten kernel torch's autograd runs for it. Bytes that
+    must move = read grad + read x (or y) + write dx."""
+
+    kind = "act_backward"
+    family = "act"
+    metric = "bytes"
+
+    def __init__(self, op, rows, cols, dtype="float32"):
+        super().__init__(op=op, rows=rows, cols=cols, dtype=dtype)
+        self.op, self.rows, self.cols = op, rows, cols
+        self.name = f"{op}_backward"
+        self.shape = f"{rows}x{cols}"
+        self.amount = 3.0 * rows * cols * np.dtype(dtype).itemsize
+
+    def make_data(self, rng):
+        x = _randn(rng, (self.rows, self.cols), self.dtype)
+        g = _randn(rng, (self.rows, self.cols), self.dtype)
+        v = x
+        if _ACT_BWD[self.op][0] == "y":
+            v = _op(self.op)(x, axis=-1) if "softmax" in self.op else _op(self.op)(x)
+        return {"g": g, "v": v}
+
+    def nnk(self):
+        f = _op(f"{self.op}_backward")
+        d = self.data
+        if "softmax" in self.op:
+            return functools.partial(f, d["g"], d["v"], -1)
+        return functools.partial(f, d["g"], d["v"])
+
+    def torch(self):
+        torch = _torch()
+        d = self.data
+        return functools.partial(_ACT_BWD[self.op][1](torch), torch.from_numpy(d["g"]),
+                                 torch.from_numpy(d["v"]))
+
+
 class CrossEntropy(Case):
     """cross_entropy(logits (N, C), target (N,) int64), mean; bytes = read logits + targets."""
 
@@ -1049,7 +1099,7 @@ class AdamStep(Case):
         return opt.step
 
 
-KINDS = {c.kind: c for c in (Gemm, Overhead, Linear, LinearBackward, Act, CrossEntropy, Mse,
+KINDS = {c.kind: c for c in (Gemm, Overhead, Linear, LinearBackward, Act, ActBackward, CrossEntropy, Mse,
                              ConvForward, ConvForwardBackward, MaxPool, RnnCell, RnnSeq,
                              Attention, LayerNorm, PeakMemory, TrainStep, AdamStep)}
 
@@ -1097,6 +1147,7 @@ def suite(families, full=False, dtype=None):
         shapes = [(4096, 1024)] + ([(1024, 1024), (16384, 1024), (65536, 64)] if full else [])
         for s in shapes:
             cases += [Act(op, *s, dtype=dt) for op in _ACTS]
+            cases += [ActBackward(op, *s, dtype=dt) for op in _ACT_BWD]
     if "loss" in families:
         cases += [CrossEntropy(4096, 1000, dt), Mse(4 * 1024 * 1024, dt)]
         if full:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 import nnkernels
 from nnkernels import ops
-from conftest import DTYPES, TOL, assert_close, rel_err
+from conftest import ACT_ULP, DTYPES, TOL, assert_close, rel_err
 
 # Sizes around every vector width (4, 2, 8, 16 lanes), primes, and one above the threading
 # threshold (2 x 16384 elements).
@@ -105,6 +105,59 @@ def test_elementwise_reference_kernel(rng, name):
         assert_close(nnkernels._C.act_ref(x, *act), y, dtype)
         v = x if saved == "x" else y
         assert_close(nnkernels._C.act_backward_ref(g, v, *act), bwd(g, v), dtype)
+
+
+def f32_grid(hi, n):
+    """About n float32 values in [0, hi], evenly spaced in bit pattern (so every binade down
+    to the denormals is sampled as densely as its neighbours)."""
+    top = np.float32(hi).view(np.uint32)
+    return np.unique(np.linspace(0, top, n).astype(np.uint32)).view(np.float32)
+
+
+def ulps(ours, ref, dtype):
+    """|ours - ref| in ulps of ref (the dtype's ulp; the denormal spacing below the normals)."""
+    fi = np.finfo(dtype)
+    e = np.floor(np.log2(np.maximum(np.abs(ref), fi.tiny)))
+    return np.abs(np.asarray(ours, np.float64) - ref) / 2.0 ** (e - (fi.nmant))
+
+
+def test_elementwise_accuracy_grid(isa):
+    """Max error of sigmoid, tanh, gelu (and gelu's derivative) over dense grids against
+    high-precision references: float32 on 2 x 2^20 values in [-20, 20] against torch in
+    float64; float64 on 3400 values against mpmath at 40 digits. Bounds: conftest.ACT_ULP."""
+    b = ACT_ULP[np.float32]
+    pos = f32_grid(20.0, 1 << 20)
+    x = np.concatenate([-pos[::-1], pos])
+    xd = torch.from_numpy(x.astype(np.float64))
+    for name, f, tf in [("sigmoid", ops.sigmoid, torch.sigmoid), ("tanh", ops.tanh, torch.tanh)]:
+        assert ulps(f(x), tf(xd).numpy(), np.float32).max() <= b[name], name
+    y, r = ops.gelu(x).astype(np.float64), F.gelu(xd).numpy()
+    assert ulps(y[x >= 0], r[x >= 0], np.float32).max() <= b["gelu_pos"]
+    # x/2 (1 + erf(x / sqrt 2)) cancels for x < 0: absolute error against 2^-24 |x|
+    # (or the denormal spacing, where the result is denormal).
+    neg = x < 0
+    err = np.abs(y - r)[neg] / np.maximum(np.abs(x[neg]) * 2.0**-24, 2.0**-149)
+    assert err.max() <= b["gelu_neg"]
+    assert np.all(y[neg] <= 0) and np.all(y[x <= -5.55] == 0)  # never the wrong sign; 0 once erf rounds to -1
+    xt = xd.clone().requires_grad_(True)
+    F.gelu(xt).backward(torch.ones_like(xt))
+    dx = ops.gelu_backward(np.ones_like(x), x)
+    assert np.abs(dx - xt.grad.numpy()).max() / 2.0**-24 <= b["gelu_grad"]
+
+    import mpmath as mp
+    b = ACT_ULP[np.float64]
+    xs = np.concatenate([np.linspace(-30, 30, 3001), np.geomspace(1e-8, 1, 200), -np.geomspace(1e-8, 1, 200)])
+    with mp.workdps(40):
+        v = [mp.mpf(float(t)) for t in xs]
+        ref = {"sigmoid": np.array([float(1 / (1 + mp.exp(-t))) for t in v]),
+               "tanh": np.array([float(mp.tanh(t)) for t in v]),
+               "gelu": np.array([float(t / 2 * mp.erfc(-t / mp.sqrt(2))) for t in v])}
+    for name, f in [("sigmoid", ops.sigmoid), ("tanh", ops.tanh)]:
+        assert ulps(f(xs), ref[name], np.float64).max() <= b[name], name
+    y = ops.gelu(xs)
+    assert ulps(y[xs >= 0], ref["gelu"][xs >= 0], np.float64).max() <= b["gelu_pos"]
+    neg = xs < 0
+    assert (np.abs(y - ref["gelu"])[neg] / (np.abs(xs[neg]) * 2.0**-53)).max() <= b["gelu_neg"]
 
 
 @pytest.mark.parametrize("name", list(ACTS))

@@ -1,6 +1,9 @@
 // Threaded drivers of the activation / softmax family: pick the ISA's kernel table
 // (act_isa.h) and split the work with parallel_for. The kernels are in act_kernels.inl.
-//   Elementwise: contiguous ranges of at least kGrain elements per thread.
+//   Elementwise: one thread below 2 kGrain elements; else up to kChunksPerThread chunks per
+//   thread of at least kGrain elements (boundaries on multiples of 16 elements, so a vector
+//   never straddles two chunks), claimed one at a time by the pool's threads: a thread
+//   slowed by other work on its core takes fewer.
 //   Softmax, inner == 1: whole rows per thread. inner > 1: (outer index, block of kColBlock
 //   columns) work items, so threads never share a column.
 // Every element's value is independent of the split, so any thread count gives the same bits.
@@ -16,6 +19,20 @@ namespace {
 
 constexpr index_t kGrain = 16384;    // elements per thread at least (~64-128 KiB of input)
 constexpr index_t kColBlock = 64;    // columns of inner per softmax work item (multiple of every L)
+constexpr index_t kChunksPerThread = 4;
+
+// f(begin, end) over [0, n) in the elementwise chunks described above.
+template <class F>
+void elementwise_chunks(index_t n, F&& f) {
+  const index_t T = get_num_threads();
+  if (T == 1 || n < 2 * kGrain) {
+    if (n > 0) f(index_t(0), n);
+    return;
+  }
+  const index_t nch = std::min(n / kGrain, T * kChunksPerThread);
+  auto edge = [&](index_t c) { return c == nch ? n : (n * c / nch) & ~index_t(15); };
+  parallel_run(nch, [&](index_t c) { f(edge(c), edge(c + 1)); });
+}
 
 template <typename T>
 const ActIsaKernels<T>& kernels(Isa isa) {
@@ -36,13 +53,13 @@ void act_forward_contig(Isa isa, T* y, const T* x, index_t n, Act act, T param) 
 template <typename T>
 void act_forward(Isa isa, T* y, const T* x, index_t n, Act act, T param) {
   const auto& k = kernels<T>(isa);
-  parallel_for(n, kGrain, [&](index_t b, index_t e) { k.fwd(y + b, x + b, e - b, act, param); });
+  elementwise_chunks(n, [&](index_t b, index_t e) { k.fwd(y + b, x + b, e - b, act, param); });
 }
 
 template <typename T>
 void act_backward(Isa isa, T* dx, const T* g, const T* v, index_t n, Act act, T param) {
   const auto& k = kernels<T>(isa);
-  parallel_for(n, kGrain, [&](index_t b, index_t e) { k.bwd(dx + b, g + b, v + b, e - b, act, param); });
+  elementwise_chunks(n, [&](index_t b, index_t e) { k.bwd(dx + b, g + b, v + b, e - b, act, param); });
 }
 
 template <typename T>

@@ -8,15 +8,20 @@
 //   leaky_relu  y = x > 0 ? x : a x                  dx = x > 0 ? g : a g
 //   sigmoid     y = 1 / (1 + e^-x)                   dx = g (1 - y) y
 //   tanh        y = tanh x                           dx = g (1 - y^2)
-//   gelu        y = x/2 (1 + erf(x / sqrt 2))        dx = g (Phi(x) + x phi(x)), phi(x) = e^{-x^2/2} / sqrt(2 pi)
+//   gelu        y = x Phi(x) = x/2 (1 + erf(x / sqrt 2))  (vgelu: float by one rational function)
+//               dx = g (Phi(x) + x phi(x)), phi(x) = e^{-x^2/2} / sqrt(2 pi)
 //   gelu_tanh   y = x/2 (1 + tanh u) = x s, s = sigmoid(2u), u = b (x + k x^3), b = sqrt(2/pi),
 //               k = 0.044715 (the sigmoid form does not cancel for x << 0)
 //               dx = g (s + x s (1 - s) 2 b (1 + 3 k x^2))
 // Softmax along D of x viewed as (outer, D, inner):
 //   y = e^{x - m} / S, log_softmax y = (x - m) - log S, m = max x, S = sum e^{x - m}.
-//   1. rows (inner == 1): pass 1 reads the row once in blocks of kBlock vectors, keeping a
-//      running max and sum per lane (the sum is rescaled by e^{m_old - m_new} once per
-//      block); the lanes are merged at the end. Pass 2 writes y. Two passes over memory.
+//   1a. softmax rows (inner == 1) of up to kRowCacheBytes: pass 1 the max M, pass 2
+//      y = e^{x - M} (stored) and S = sum y, pass 3 y *= 1/S while the row is in cache: one
+//      exp per element.
+//   1b. longer rows and log_softmax: pass 1 reads the row once in blocks of kBlock vectors,
+//      keeping a running max and sum per lane (the sum is rescaled by e^{m_old - m_new} once
+//      per block); the lanes are merged at the end. Pass 2 writes y. Two passes over memory
+//      (softmax: two exps per element; log_softmax: one).
 //   2. cols (inner > 1): the same online max/sum along D, vectorised across inner (each
 //      lane is one column), blocks of kBlock steps of D.
 //   The running max starts at the lowest finite value, so -inf entries add e^-inf = 0; a
@@ -30,6 +35,9 @@ struct ActImpl {
   using R = typename V::reg;
   static constexpr int L = V::L;
   static constexpr index_t kBlock = 8;  // vectors (rows) or steps of D (cols) per rescale
+  // Softmax rows up to this size take variant 1a: the row written in pass 2 is still in L2
+  // (1-2 MiB per core on the target machines) when pass 3 rescales it.
+  static constexpr index_t kRowCacheBytes = 256 * 1024;
 
   template <class F>
   static inline void map1(T* y, const T* x, index_t n, F f) {
@@ -44,10 +52,6 @@ struct ActImpl {
     if (i < n) V::storen(y + i, f(V::loadn(a + i, n - i), V::loadn(b + i, n - i)), n - i);
   }
 
-  static inline R gelu(R x) {
-    const R h = V::mul(V::set1(T(0.5)), x);
-    return V::fmadd(h, verf<V>(V::mul(x, V::set1(T(0.70710678118654752440)))), h);
-  }
   // 1/2 (1 + tanh u) = sigmoid(2u): no cancellation for x << 0, where 1 + tanh u ~ 0.
   static inline R gelu_tanh_sig(R x) {
     const R x3 = V::mul(V::mul(x, x), x);
@@ -71,7 +75,7 @@ struct ActImpl {
       }
       case Act::sigmoid: map1(y, x, n, [](R v) { return vsigmoid<V>(v); }); break;
       case Act::tanh: map1(y, x, n, [](R v) { return vtanh<V>(v); }); break;
-      case Act::gelu: map1(y, x, n, [](R v) { return gelu(v); }); break;
+      case Act::gelu: map1(y, x, n, [](R v) { return vgelu<V>(v); }); break;
       case Act::gelu_tanh: map1(y, x, n, [](R v) { return gelu_tanh(v); }); break;
     }
   }
@@ -97,13 +101,7 @@ struct ActImpl {
         map2(dx, g, v, n, [one](R gg, R y) { return V::mul(gg, V::fnmadd(y, y, one)); });
         break;
       case Act::gelu:
-        map2(dx, g, v, n, [](R gg, R x) {
-          const R half = V::set1(T(0.5));
-          const R cdf = V::fmadd(half, verf<V>(V::mul(x, V::set1(T(0.70710678118654752440)))), half);
-          const R pdf = V::mul(vexp<V>(V::mul(V::set1(T(-0.5)), V::mul(x, x))),
-                               V::set1(T(0.39894228040143267794)));  // 1 / sqrt(2 pi)
-          return V::mul(gg, V::fmadd(x, pdf, cdf));
-        });
+        map2(dx, g, v, n, [](R gg, R x) { return V::mul(gg, vgelu_grad<V>(x)); });
         break;
       case Act::gelu_tanh:
         map2(dx, g, v, n, [one](R gg, R x) {
@@ -123,7 +121,37 @@ struct ActImpl {
     return tmp[0];
   }
 
+  // Softmax of a row that stays in cache (variant 1a): max; y = e^{x - M} and its sum; y *= 1/S.
+  static void softmax_row_cached(T* y, const T* x, index_t D) {
+    const T ninf = -std::numeric_limits<T>::infinity();
+    R m = V::set1(-std::numeric_limits<T>::max());
+    index_t j = 0;
+    for (; j + L <= D; j += L) m = V::max(m, V::load(x + j));
+    if (j < D) m = V::max(m, V::loadn(x + j, D - j, ninf));
+    const R Mv = V::set1(V::hmax(m));
+    R s = V::zero();
+    const index_t BE = kBlock * L;
+    for (index_t j0 = 0; j0 < D; j0 += BE) {
+      const index_t j1 = j0 + BE < D ? j0 + BE : D;
+      R bs = V::zero();  // the block's own sum, added once: shorter rounding chains in s
+      for (j = j0; j + L <= j1; j += L) {
+        const R e = vexp<V>(V::sub(V::load(x + j), Mv));
+        V::store(y + j, e);
+        bs = V::add(bs, e);
+      }
+      if (j < j1) {
+        const R e = vexp<V>(V::sub(V::loadn(x + j, j1 - j, ninf), Mv));
+        V::storen(y + j, e, j1 - j);
+        bs = V::add(bs, e);
+      }
+      s = V::add(s, bs);
+    }
+    const R inv = V::set1(T(1) / V::hsum(s));
+    map1(y, y, D, [inv](R v) { return V::mul(v, inv); });
+  }
+
   static void softmax_row(T* y, const T* x, index_t D, bool log) {
+    if (!log && D * index_t(sizeof(T)) <= kRowCacheBytes) return softmax_row_cached(y, x, D);
     const T lowest = -std::numeric_limits<T>::max();
     const T ninf = -std::numeric_limits<T>::infinity();
     R m = V::set1(lowest), s = V::zero();

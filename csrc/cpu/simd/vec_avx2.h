@@ -54,6 +54,12 @@ struct Vec<float> {
     const reg t = add(n, set1(12583039.0f));  // 0x1.8p23 + 127: low mantissa bits = n + 127
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(t), 23));
   }
+  // x 2^n in two steps (2^n1 2^n2, n1 + n2 = n, each factor normal): one rounding.
+  static inline reg scale2n(reg x, reg n) {
+    const reg n1 = round(mul(n, set1(T(0.5))));
+    return mul(mul(x, pow2n(n1)), pow2n(sub(n, n1)));
+  }
+  static inline reg rcp(reg x) { return div(set1(T(1)), x); }
   static inline reg exponent(reg x) {
     const __m256i e = _mm256_srli_epi32(_mm256_castps_si256(x), 23);
     return _mm256_cvtepi32_ps(_mm256_and_si256(e, _mm256_set1_epi32(0xff)));
@@ -120,6 +126,12 @@ struct Vec<double> {
     const reg t = add(n, set1(6755399441056767.0));  // 0x1.8p52 + 1023
     return _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_castpd_si256(t), 52));
   }
+  // x 2^n in two steps (2^n1 2^n2, n1 + n2 = n, each factor normal): one rounding.
+  static inline reg scale2n(reg x, reg n) {
+    const reg n1 = round(mul(n, set1(T(0.5))));
+    return mul(mul(x, pow2n(n1)), pow2n(sub(n, n1)));
+  }
+  static inline reg rcp(reg x) { return div(set1(T(1)), x); }
   static inline reg exponent(reg x) {
     // The 11-bit field as a double without an int64 conversion: OR it into 2^52's mantissa.
     const __m256i e = _mm256_srli_epi64(_mm256_castpd_si256(x), 52);

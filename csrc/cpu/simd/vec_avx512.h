@@ -50,6 +50,11 @@ struct Vec<float> {
     const reg t = add(n, set1(12583039.0f));  // 0x1.8p23 + 127: low mantissa bits = n + 127
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_castps_si512(t), 23));
   }
+  static inline reg scale2n(reg x, reg n) { return _mm512_scalef_ps(x, n); }
+  static inline reg rcp(reg x) {
+    const reg r = _mm512_rcp14_ps(x);  // relative error < 2^-14
+    return fmadd(r, fnmadd(x, r, set1(1.0f)), r);  // one Newton step: < 2^-23
+  }
   static inline reg exponent(reg x) {
     const __m512i e = _mm512_srli_epi32(_mm512_castps_si512(x), 23);
     return _mm512_cvtepi32_ps(_mm512_and_si512(e, _mm512_set1_epi32(0xff)));
@@ -99,6 +104,8 @@ struct Vec<double> {
     const reg t = add(n, set1(6755399441056767.0));  // 0x1.8p52 + 1023
     return _mm512_castsi512_pd(_mm512_slli_epi64(_mm512_castpd_si512(t), 52));
   }
+  static inline reg scale2n(reg x, reg n) { return _mm512_scalef_pd(x, n); }
+  static inline reg rcp(reg x) { return div(set1(1.0), x); }
   static inline reg exponent(reg x) {
     const __m512i e = _mm512_srli_epi64(_mm512_castpd_si512(x), 52);
     return _mm512_cvtepi64_pd(_mm512_and_si512(e, _mm512_set1_epi64(0x7ff)));

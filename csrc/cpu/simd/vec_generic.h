@@ -11,6 +11,10 @@
 //   lt, gt, eq (ordered: false with NaN), isnan -> mask; mask_or; select(m, t, f) = m ? t : f
 //   round(x): to nearest even (|x| < 2^22 for float in the generic version)
 //   pow2n(n): 2^n for an integer-valued n with a normal result (|n| <= bias - 1)
+//   scale2n(x, n): x 2^n for an integer-valued n, |n| <= 2 (bias - 1), rounded once (gradual
+//   underflow, overflow to inf; NaN n gives NaN)
+//   rcp(x): 1 / x, relative error < 2^-23 (float) for finite normal x with a normal 1/x
+//   (AVX-512 float: rcp14 + one Newton step; elsewhere a division)
 //   exponent(x): the biased exponent field as a value; mantissa(x): x with its exponent
 //   field set to the bias (a value in [1, 2) for normal x)
 //   hsum(x), hmax(x): across lanes, in a fixed order
@@ -113,6 +117,12 @@ struct Vec {
     // NaN lanes give 0 (the callers' other factor carries the NaN).
     return map(n, [](T v) { return v == v ? from_bits(U(int64_t(v) + int64_t(B::bias)) << B::mant) : T(0); });
   }
+  // x 2^n in two steps (2^n1 2^n2, n1 + n2 = n, each factor normal): one rounding.
+  static inline reg scale2n(reg x, reg n) {
+    const reg n1 = round(mul(n, set1(T(0.5))));
+    return mul(mul(x, pow2n(n1)), pow2n(sub(n, n1)));
+  }
+  static inline reg rcp(reg x) { return div(set1(T(1)), x); }
   static inline reg exponent(reg x) {
     return map(x, [](T v) { return T((bits(v) >> B::mant) & B::exp_mask); });
   }
