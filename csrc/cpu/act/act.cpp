@@ -25,8 +25,8 @@ constexpr index_t kChunksPerThread = 4;
 template <class F>
 void elementwise_chunks(index_t n, F&& f) {
   const index_t T = get_num_threads();
-  if (T == 1 || n < 2 * kGrain) {
-    if (n > 0) f(index_t(0), n);
+  if (T == 1 || n < 2 * kGrain) {  // one part (inline, under the denormal setting)
+    if (n > 0) parallel_run(1, [&](index_t) { f(index_t(0), n); });
     return;
   }
   const index_t nch = std::min(n / kGrain, T * kChunksPerThread);
