@@ -353,3 +353,31 @@ def test_flush_denormal_with_threads(threads):
     finally:
         nnkernels.set_flush_denormal(False)
     assert np.all(ops.gemm(a, b) == exact)
+
+
+SPIN_PROBE = """
+import hashlib, numpy as np, nnkernels
+from nnkernels import ops
+nnkernels.set_num_threads(2)
+rng = np.random.default_rng(7)
+a = rng.standard_normal((300, 200)).astype(np.float32)
+b = rng.standard_normal((200, 170)).astype(np.float32)
+x = rng.standard_normal((20, 16, 40)).astype(np.float32)
+w_ih = rng.standard_normal((4 * 64, 40)).astype(np.float32) * 0.1
+w_hh = rng.standard_normal((4 * 64, 64)).astype(np.float32) * 0.1
+h = hashlib.sha256()
+for _ in range(3):  # back to back (workers awake) and after a pause (asleep)
+    h.update(ops.gemm(a, b).tobytes())
+    out, hn, cn = ops.lstm(x, None, None, w_ih, w_hh)
+    h.update(out.tobytes())
+    import time; time.sleep(0.01)
+print(h.hexdigest())
+"""
+
+
+@pytest.mark.parametrize("spin", ["0", "1", "200", "100000", "bogus", "-5"])
+def test_spin_setting_does_not_change_results(spin):
+    """NNKERNELS_SPIN_US only changes how idle threads wait: any value (invalid ones fall
+    back to the default) gives the bits of the default, with workers awake or asleep."""
+    ref = run_python(SPIN_PROBE)
+    assert run_python(SPIN_PROBE, {"NNKERNELS_SPIN_US": spin}) == ref
