@@ -77,34 +77,31 @@ const GemmKernel<T>& pick(const GemmKernel<T>& big, const GemmKernel<T>& small, 
 }
 }  // namespace
 
-template <>
-const GemmKernel<float>& gemm_kernel_for<float>(Isa isa, index_t M, index_t packed_mr) {
 #if defined(NNK_X86)
-  if (isa == Isa::avx512) {
-    static const GemmKernel<float> avx512_8 = {cpu::avx512::sgemm_ukr_8x32, 8, 32, 224, 512, 4096,
-                                               act_tile<float, Isa::avx512>, cpu::avx512::pack_a<float>,
-                                               cpu::avx512::pack_b<float>,
-                                            cpu::avx512::sdot_kernel};
-    return pick(gemm_kernel<float>(isa), avx512_8, M, packed_mr);
-  }
-#endif
-  (void)M; (void)packed_mr;
-  return gemm_kernel<float>(isa);
+template <typename T> const GemmKernel<T>& avx512_8rows();
+template <>
+const GemmKernel<float>& avx512_8rows<float>() {
+  static const GemmKernel<float> k = {cpu::avx512::sgemm_ukr_8x32, 8, 32, 224, 512, 4096, act_tile<float, Isa::avx512>,
+                                      cpu::avx512::pack_a<float>, cpu::avx512::pack_b<float>, cpu::avx512::sdot_kernel};
+  return k;
 }
+template <>
+const GemmKernel<double>& avx512_8rows<double>() {
+  static const GemmKernel<double> k = {cpu::avx512::dgemm_ukr_8x16, 8, 16, 224, 512, 2048, act_tile<double, Isa::avx512>,
+                                       cpu::avx512::pack_a<double>, cpu::avx512::pack_b<double>, cpu::avx512::ddot_kernel};
+  return k;
+}
+#endif
 
-template <>
-const GemmKernel<double>& gemm_kernel_for<double>(Isa isa, index_t M, index_t packed_mr) {
+template <typename T>
+const GemmKernel<T>& gemm_kernel_for(Isa isa, index_t M, index_t packed_mr) {
 #if defined(NNK_X86)
-  if (isa == Isa::avx512) {
-    static const GemmKernel<double> avx512_8 = {cpu::avx512::dgemm_ukr_8x16, 8, 16, 224, 512, 2048,
-                                                act_tile<double, Isa::avx512>, cpu::avx512::pack_a<double>,
-                                                cpu::avx512::pack_b<double>,
-                                            cpu::avx512::ddot_kernel};
-    return pick(gemm_kernel<double>(isa), avx512_8, M, packed_mr);
-  }
+  if (isa == Isa::avx512) return pick(gemm_kernel<T>(isa), avx512_8rows<T>(), M, packed_mr);
 #endif
   (void)M; (void)packed_mr;
-  return gemm_kernel<double>(isa);
+  return gemm_kernel<T>(isa);
 }
+template const GemmKernel<float>& gemm_kernel_for<float>(Isa, index_t, index_t);
+template const GemmKernel<double>& gemm_kernel_for<double>(Isa, index_t, index_t);
 
 }  // namespace nnk

@@ -72,3 +72,12 @@ static void dot_kernel(index_t K, const typename V::T* a, index_t lda, index_t m
     default: dot_rows<V, 1>(K, a, lda, b, ldb, n, out, ldo); break;
   }
 }
+
+void sdot_kernel(index_t K, const float* a, index_t lda, index_t m, const float* b, index_t ldb,
+                 index_t n, float* out, index_t ldo) {
+  dot_kernel<Vec<float>>(K, a, lda, m, b, ldb, n, out, ldo);
+}
+void ddot_kernel(index_t K, const double* a, index_t lda, index_t m, const double* b, index_t ldb,
+                 index_t n, double* out, index_t ldo) {
+  dot_kernel<Vec<double>>(K, a, lda, m, b, ldb, n, out, ldo);
+}
