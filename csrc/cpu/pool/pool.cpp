@@ -41,7 +41,7 @@ void max_fwd(const PoolGeom& g, T* y, int64_t* idx, const T* x) {
                   g.dh == 1 && g.dw == 1 && 2 * g.Ho <= g.H && 2 * g.Wo <= g.W;
   const auto rows = max_spans(g.Ho, g.H, g.kh, g.sh, g.ph, g.dh);
   const auto cols = max_spans(g.Wo, g.W, g.kw, g.sw, g.pw, g.dw);
-  const bool use_avx512 = current_isa() == Isa::avx512;
+  [[maybe_unused]] const bool use_avx512 = current_isa() == Isa::avx512;
   parallel_for(g.planes, plane_grain(HW), [&](index_t q0, index_t q1) {
     for (index_t q = q0; q < q1; ++q) {
       const T* xp = x + q * HW;
