@@ -29,6 +29,7 @@
 #include "core/cpu_features.h"
 #include "cpu/conv/depthwise.h"
 #include "cpu/conv/gather.h"
+#include "cpu/conv/shift_pack.h"
 #include "cpu/gemm/gemm.h"
 
 namespace nnk {
@@ -157,6 +158,43 @@ void pack_fwd(const void* vctx, void* vdst, index_t p0, index_t kc, index_t j0, 
     walk_row(g, p, j0, nc, s);
     if (tail) std::memset(dst + (nc / NR) * pstride + (p - p0) * NR + tail, 0, size_t(NR - tail) * sizeof(T));
   }
+}
+
+// Stride-1 virtual B of the forward through the vectorised packer (shift_pack.h): one
+// plane per channel of the group, taps (i, j) shifted by (i*dh - pt, j*dw - pl).
+struct ShiftTables {
+  std::vector<index_t> toff, dy, dx;
+  ShiftPack sp;
+  ShiftPackFn fn;
+};
+
+ShiftPackFn shift_pack_fn() {
+#if defined(NNK_X86)
+  if (current_isa() == Isa::avx512) return cpu::avx512::shift_pack;
+  if (current_isa() == Isa::avx2) return cpu::avx2::shift_pack;
+#endif
+  return cpu::generic::shift_pack;
+}
+
+void shift_tables(const ConvGeom& g, ShiftTables& t) {
+  const index_t khw = g.kh * g.kw;
+  t.toff.assign(size_t(khw), 0);
+  t.dy.resize(size_t(khw));
+  t.dx.resize(size_t(khw));
+  for (index_t i = 0; i < g.kh; ++i)
+    for (index_t j = 0; j < g.kw; ++j) {
+      t.dy[size_t(i * g.kw + j)] = i * g.dh - g.pt;
+      t.dx[size_t(i * g.kw + j)] = j * g.dw - g.pl;
+    }
+  t.sp = ShiftPack{nullptr, g.H * g.W, khw, t.toff.data(), t.dy.data(), t.dx.data(), g.H, g.W, g.Ho, g.Wo};
+  t.fn = shift_pack_fn();
+}
+
+struct ShiftCtx { DType dt; ShiftPackFn fn; ShiftPack sp; };
+
+void pack_shift(const void* vctx, void* dst, index_t p0, index_t kc, index_t j0, index_t nc, index_t NR) {
+  const auto& c = *static_cast<const ShiftCtx*>(vctx);
+  c.fn(c.dt, c.sp, dst, p0, kc, j0, nc, NR);
 }
 
 // Virtual B of the backward-weight: cols^T over the whole batch, (N*L x Kg): row q = (n, l).
@@ -499,6 +537,9 @@ void forward_t(const ConvGeom& g, T* y, const T* x, const T* w, const T* bias) {
     return;
   }
   const bool pw = is_pointwise(g);
+  const bool shift = !pw && g.sh == 1 && g.sw == 1;
+  ShiftTables st;
+  if (shift) shift_tables(g, st);
   const double flops = 2.0 * double(g.Cout) * double(L) * double(std::max<index_t>(Kg, 1));
   for_images(g, flops, [&](index_t n) {
     for (index_t gr = 0; gr < g.groups; ++gr) {
@@ -512,8 +553,11 @@ void forward_t(const ConvGeom& g, T* y, const T* x, const T* w, const T* bias) {
       const T* xg = x + (n * g.C + gr * Cg) * HW;
       FwdPackCtx<T> ctx{&g, xg};
       VirtualB vb{pack_fwd<T>, &ctx};
+      ShiftCtx sctx{dtype_of<T>::value, st.fn, st.sp};
+      sctx.sp.base = xg;
+      VirtualB vbs{pack_shift, &sctx};
       if (pw) { a.b = xg; a.rs_b = HW; a.cs_b = 1; }
-      else a.virtual_b = &vb;
+      else a.virtual_b = shift ? &vbs : &vb;
       gemm(a);
     }
   });

@@ -13,7 +13,8 @@
 //   3. direct A (small-matrix path): few column panels (<= kDirectAPanels): A read in place
 //      with its own strides, no packing;
 //   4. pre-packed A or B (PackedMatrix): weights packed once and reused across calls;
-//   5. virtual B (VirtualB): B exists only as a packing routine (im2col in convolution).
+//   5. virtual B (VirtualB): B exists only as a packing routine (im2col in convolution);
+//      when a thread's rows are one MC block, each micro-panel is packed just before use.
 #include "cpu/gemm/gemm.h"
 
 #include <algorithm>
@@ -33,6 +34,7 @@ constexpr index_t kDirectBRows = 4;     // direct B when a thread's rows <= 4 * 
 constexpr index_t kDirectAPanels = 4;   // direct A when a thread's columns <= 4 * NR
 constexpr double kMinFlopsPerThread = 8e6;  // below this a second thread costs more than it gives
                                             // (waking a worker costs ~40-50 us on the VMs measured)
+constexpr index_t kVbPanelBytes = 40 * 1024;  // a virtual B micro-panel packed just before use stays in L1 (48 KiB)
 constexpr double kPackCostPerElem = 8.0;    // packing one element ~ this many FMA lanes (grid choice)
 
 // 64-byte aligned per-thread scratch, grown on demand and kept for the thread's life.
@@ -78,10 +80,17 @@ void run_block(const Problem<T>& P, index_t m0, index_t m1, index_t n0, index_t 
   const index_t K = P.K;
   const bool direct_b = !P.pb && !P.vb && P.cs_b == 1 && (m1 - m0) <= kDirectBRows * MR;
   const bool direct_a = !P.pa && (n1 - n0) <= kDirectAPanels * NR;
+  // Virtual B whose block of rows is one MC block: each B micro-panel is packed right
+  // before the micro-kernels that use it (it stays in L1/L2, the B block never goes to
+  // memory), with a K block short enough for the panel to fit in L1.
+  const bool vb_panels = P.vb && (m1 - m0) <= MC;
+  const index_t KCb = vb_panels && !P.pa ? std::min(KC, std::max<index_t>(MR, kVbPanelBytes / index_t(sizeof(T) * NR))) : KC;
+  // K blocks of equal length (K = 576 as 288 + 288, not 512 + 64); fixed by a pre-packed layout.
+  const index_t kcb = (P.pa || P.pb) ? KCb : ceil_div(std::max<index_t>(K, 1), ceil_div(std::max<index_t>(K, 1), KCb));
   T* buf_a = (P.pa || direct_a) ? nullptr
-      : static_cast<T*>(t_buf_a.get(sizeof(T) * size_t(round_up(std::min(MC, m1 - m0), MR) * std::min(KC, std::max<index_t>(K, 1)))));
+      : static_cast<T*>(t_buf_a.get(sizeof(T) * size_t(round_up(std::min(MC, m1 - m0), MR) * std::min(kcb, std::max<index_t>(K, 1)))));
   T* buf_b = (P.pb || direct_b) ? nullptr
-      : static_cast<T*>(t_buf_b.get(sizeof(T) * size_t(round_up(std::min(NC, n1 - n0), NR) * std::min(KC, std::max<index_t>(K, 1)))));
+      : static_cast<T*>(t_buf_b.get(sizeof(T) * size_t((vb_panels ? NR : round_up(std::min(NC, n1 - n0), NR)) * std::min(kcb, std::max<index_t>(K, 1)))));
   const T* pa_data = P.pa ? static_cast<const T*>(P.pa->data.get()) : nullptr;
   const T* pb_data = P.pb ? static_cast<const T*>(P.pb->data.get()) : nullptr;
 
@@ -89,7 +98,7 @@ void run_block(const Problem<T>& P, index_t m0, index_t m1, index_t n0, index_t 
     const index_t nc = std::min(NC, n1 - jc);
     index_t pc = 0;
     do {  // loop 4: K by KC (runs once with kc = 0 when K == 0: epilogue only)
-      const index_t kc = std::min(KC, K - pc);
+      const index_t kc = std::min(kcb, K - pc);
       const bool first = pc == 0, last = pc + kc >= K;
       const T* bp;
       index_t ldb, b_panel;
@@ -102,10 +111,10 @@ void run_block(const Problem<T>& P, index_t m0, index_t m1, index_t n0, index_t 
         ldb = P.rs_b;
         b_panel = NR;
       } else if (P.vb) {
-        P.vb->pack(P.vb->ctx, buf_b, pc, kc, jc, nc, NR);
+        if (!vb_panels) P.vb->pack(P.vb->ctx, buf_b, pc, kc, jc, nc, NR);
         bp = buf_b;
         ldb = NR;
-        b_panel = kc * NR;
+        b_panel = vb_panels ? 0 : kc * NR;
       } else {
         kr.pack_b(buf_b, P.b + pc * P.rs_b + jc * P.cs_b, P.rs_b, P.cs_b, kc, nc, NR);
         bp = buf_b;
@@ -135,6 +144,7 @@ void run_block(const Problem<T>& P, index_t m0, index_t m1, index_t n0, index_t 
         }
         for (index_t jr = 0; jr < nc; jr += NR) {  // loop 2: B micro-panels (in L1) by NR
           const index_t nr = std::min(NR, nc - jr);
+          if (vb_panels) P.vb->pack(P.vb->ctx, buf_b, pc, kc, jc + jr, nr, NR);
           ep.bias_n = (first && P.bias_n) ? P.bias_n + jc + jr : nullptr;
           for (index_t ir = 0; ir < mc; ir += MR) {  // loop 1: A micro-panels by MR
             const index_t mr = std::min(MR, mc - ir);

@@ -8,9 +8,10 @@
 // The numbered variants in this template:
 //   1. packed A (rs_a = 1, cs_a = MR): one broadcast load per row per k.
 //   2. strided A (small-matrix path): row pointers clamped to row m - 1 so no row past m is read.
+//   Packed A tails of at most MR/2 (MR/4) rows run the body with fewer rows (AS: panel stride).
 //   Either with full-width B loads (n == NR) or masked B loads (n < NR, unpacked B safe).
 
-template <class V, int MR, int NV, bool PackedA, bool FullN>
+template <class V, int MR, int NV, bool PackedA, bool FullN, int AS = MR>
 static inline void ukr_body(index_t kc, const typename V::T* __restrict a, index_t rs_a,
                             index_t cs_a, const typename V::T* __restrict b, index_t ldb,
                             typename V::T* __restrict c, index_t ldc, index_t m, index_t n,
@@ -55,7 +56,7 @@ static inline void ukr_body(index_t kc, const typename V::T* __restrict a, index
 #pragma GCC unroll 8
         for (int v = 0; v < NV; ++v) acc[i][v] = V::fmadd(ai, bv[v], acc[i][v]);
       }
-      a += MR;
+      a += AS;
       b += ldb;
     }
   } else {
@@ -112,6 +113,20 @@ static void ukr_entry(index_t kc, const typename V::T* a, index_t rs_a, index_t 
                       index_t m, index_t n, const UkrEpilogue<typename V::T>& ep) {
   constexpr index_t NR = index_t(NV) * V::L;
   const bool packed = rs_a == 1 && cs_a == MR;
+  // A packed tail panel of m <= MR/2 or <= MR/4 rows runs a kernel of that many rows (on the
+  // same panel layout): M = 64 with MR = 14 is 4 full tiles and one of 8 rows, which would
+  // otherwise cost as much as a full one.
+  constexpr int MR2 = (MR / 2 + 1) & ~1, MR4 = (MR / 4 + 1) & ~1;
+  if (packed && m <= MR4 && MR4 < MR2) {
+    if (n == NR) ukr_body<V, MR4, NV, true, true, MR>(kc, a, rs_a, cs_a, b, ldb, c, ldc, m, n, ep);
+    else ukr_body<V, MR4, NV, true, false, MR>(kc, a, rs_a, cs_a, b, ldb, c, ldc, m, n, ep);
+    return;
+  }
+  if (packed && m <= MR2 && MR2 < MR) {
+    if (n == NR) ukr_body<V, MR2, NV, true, true, MR>(kc, a, rs_a, cs_a, b, ldb, c, ldc, m, n, ep);
+    else ukr_body<V, MR2, NV, true, false, MR>(kc, a, rs_a, cs_a, b, ldb, c, ldc, m, n, ep);
+    return;
+  }
   if (n == NR) {
     if (packed) ukr_body<V, MR, NV, true, true>(kc, a, rs_a, cs_a, b, ldb, c, ldc, m, n, ep);
     else ukr_body<V, MR, NV, false, true>(kc, a, rs_a, cs_a, b, ldb, c, ldc, m, n, ep);

@@ -1,0 +1,134 @@
+// shift_pack (contract: shift_pack.h), included inside one ISA namespace by
+// shift_pack{,_avx2,_avx512}.cpp, each of which first defines the vector traits
+// VF (float) and VD (double): L lanes, type msk, mask(bits), zero(), load(m, p) (lanes of
+// m read p[lane], the others are zero), load_merge(r, m, p) (the others keep r), store(p, r).
+
+namespace {
+
+constexpr int kMaxSeg = 4;  // output-row segments met by one vector (more: lane-by-lane panel)
+
+struct Entry {
+  index_t off;    // offset of the vector's lane 0 from the channel's base
+  uint32_t mask;  // lanes read
+};
+
+// Per-panel table: for tap t and vector v, cnt[t * nvec + v] entries at ent[(t * nvec + v) * kMaxSeg].
+struct PanelTable {
+  std::vector<Entry> ent;
+  std::vector<int> cnt;
+  int max_cnt = 0;
+};
+
+// Fills the table for the panel of columns [j0, j0 + nr); false if a vector meets more
+// than kMaxSeg segments.
+inline bool build_table(const ShiftPack& s, index_t j0, index_t nr, int L, index_t nvec, PanelTable& tb) {
+  tb.ent.assign(size_t(s.ntaps * nvec * kMaxSeg), Entry{0, 0});
+  tb.cnt.assign(size_t(s.ntaps * nvec), 0);
+  tb.max_cnt = 0;
+  index_t oh = j0 / s.Wo, ow = j0 - oh * s.Wo;
+  for (index_t q0 = 0; q0 < nr;) {  // segment: lanes [q0, q0 + len) are pixels (oh, ow ..)
+    const index_t len = std::min(s.Wo - ow, nr - q0);
+    for (index_t t = 0; t < s.ntaps; ++t) {
+      const index_t ih = oh + s.dy[t], iw0 = ow + s.dx[t];
+      if (ih < 0 || ih >= s.Hs) continue;
+      const index_t lo = q0 + std::max<index_t>(0, -iw0), hi = q0 + std::min(len, s.Ws - iw0);
+      for (index_t v = 0; v < nvec; ++v) {
+        const index_t a = std::max(lo, v * L), b = std::min(hi, (v + 1) * L);
+        if (a >= b) continue;
+        int& c = tb.cnt[size_t(t * nvec + v)];
+        Entry* e = &tb.ent[size_t((t * nvec + v) * kMaxSeg)];
+        const index_t off = s.toff[t] + ih * s.Ws + iw0 - q0 + v * L;
+        const uint32_t mask = ((1u << (b - v * L)) - 1u) & ~((1u << (a - v * L)) - 1u);
+        if (c > 0 && e[c - 1].off == off) {  // the next input row continues the run (Wo == Ws)
+          e[c - 1].mask |= mask;
+          continue;
+        }
+        if (c == kMaxSeg) return false;
+        e[c++] = Entry{off, mask};
+        tb.max_cnt = std::max(tb.max_cnt, c);
+      }
+    }
+    q0 += len;
+    ow = 0;
+    ++oh;
+  }
+  return true;
+}
+
+// Lane by lane (panels with too many segments per vector).
+template <typename T>
+void pack_panel_lanes(const ShiftPack& s, T* d, index_t p0, index_t kc, index_t j0, index_t nr, index_t NR) {
+  const T* base = static_cast<const T*>(s.base);
+  for (index_t p = p0; p < p0 + kc; ++p, d += NR) {
+    const index_t c = p / s.ntaps, t = p - c * s.ntaps;
+    const T* plane = base + c * s.cstride + s.toff[t];
+    for (index_t q = 0; q < NR; ++q) {
+      T v = T(0);
+      if (q < nr) {
+        const index_t l = j0 + q, oh = l / s.Wo, ow = l - oh * s.Wo;
+        const index_t ih = oh + s.dy[t], iw = ow + s.dx[t];
+        if (ih >= 0 && ih < s.Hs && iw >= 0 && iw < s.Ws) v = plane[ih * s.Ws + iw];
+      }
+      d[q] = v;
+    }
+  }
+}
+
+// Rows of tap t for channels c0 .. c1 (row p = c * ntaps + t goes to d + (p - p0) * NR):
+// two vectors (NR = 2L), E entries each (unused entries have an empty mask).
+template <class V, int E, typename T>
+inline void pack_tap2(const T* base, index_t cstride, const Entry* e0, const Entry* e1, T* d, index_t dstep,
+                      index_t c0, index_t c1) {
+  typename V::msk m0[E], m1[E];
+  index_t o0[E], o1[E];
+  for (int k = 0; k < E; ++k) {
+    m0[k] = V::mask(e0[k].mask); o0[k] = e0[k].off;
+    m1[k] = V::mask(e1[k].mask); o1[k] = e1[k].off;
+  }
+  const T* s = base + c0 * cstride;
+  for (index_t c = c0; c < c1; ++c, s += cstride, d += dstep) {
+    typename V::reg r0 = V::load(m0[0], s + o0[0]);
+    typename V::reg r1 = V::load(m1[0], s + o1[0]);
+    for (int k = 1; k < E; ++k) {
+      r0 = V::load_merge(r0, m0[k], s + o0[k]);
+      r1 = V::load_merge(r1, m1[k], s + o1[k]);
+    }
+    V::store(d, r0);
+    V::store(d + V::L, r1);
+  }
+}
+
+template <class V, typename T>
+void shift_pack_t(const ShiftPack& s, T* dst, index_t p0, index_t kc, index_t j0, index_t nc, index_t NR) {
+  constexpr int L = V::L;
+  thread_local PanelTable tb;
+  const T* base = static_cast<const T*>(s.base);
+  const index_t nt = s.ntaps;
+  for (index_t jp = 0; jp < nc; jp += NR) {
+    const index_t nr = std::min(NR, nc - jp);
+    T* d = dst + (jp / NR) * kc * NR;
+    if (NR != 2 * L || !build_table(s, j0 + jp, nr, L, 2, tb) || tb.max_cnt > 2) {
+      pack_panel_lanes(s, d, p0, kc, j0 + jp, nr, NR);
+      continue;
+    }
+    const Entry* ent = tb.ent.data();
+    for (index_t t = 0; t < nt; ++t) {
+      // Channels whose row of tap t lies in [p0, p0 + kc).
+      const index_t c0 = p0 <= t ? 0 : ceil_div(p0 - t, nt);
+      const index_t c1 = p0 + kc <= t ? 0 : ceil_div(p0 + kc - t, nt);
+      if (c0 >= c1) continue;
+      T* dt = d + (c0 * nt + t - p0) * NR;
+      const Entry* e0 = ent + (t * 2) * kMaxSeg;
+      const Entry* e1 = e0 + kMaxSeg;
+      if (tb.max_cnt <= 1) pack_tap2<V, 1>(base, s.cstride, e0, e1, dt, nt * NR, c0, c1);
+      else pack_tap2<V, 2>(base, s.cstride, e0, e1, dt, nt * NR, c0, c1);
+    }
+  }
+}
+
+}  // namespace
+
+void shift_pack(DType dt, const ShiftPack& s, void* dst, index_t p0, index_t kc, index_t j0, index_t nc, index_t NR) {
+  if (dt == DType::f32) shift_pack_t<VF>(s, static_cast<float*>(dst), p0, kc, j0, nc, NR);
+  else shift_pack_t<VD>(s, static_cast<double*>(dst), p0, kc, j0, nc, NR);
+}
