@@ -563,6 +563,57 @@ void forward_t(const ConvGeom& g, T* y, const T* x, const T* w, const T* bias) {
   });
 }
 
+// Stride-1 backward-data as a forward convolution of dY through the shift packer:
+//   dx[n, gr*Cg + c, ih, iw] = sum_{o < Coutg, i, j} w[gr*Coutg + o, c, i, j]
+//                                  * dy[n, gr*Coutg + o, ih + pt - i*dh, iw + pl - j*dw]
+// (dy zero outside its Ho x Wo plane). Per image and group, dX_g (Cg x H*W) = Wt_g B with
+// Wt_g[c, o*khw + t] = w[gr*Coutg + o, c, t] (a transposed copy of the weight, made once)
+// and B's row (o, t) the plane dy[o] shifted by (pt - i*dh, pl - j*dw): no column matrix,
+// no col2im.
+template <typename T>
+void backward_data_shift(const ConvGeom& g, T* dx, const T* dy, const T* w) {
+  const index_t khw = g.kh * g.kw, Cg = g.Cg(), Coutg = g.Coutg(), HW = g.H * g.W, L = g.L(), Kt = Coutg * khw;
+  auto wt = alloc_buf<T>(checked_mul(g.C, Kt, "conv2d_backward"));
+  T* wtp = wt.get();
+  for (index_t gr = 0; gr < g.groups; ++gr)
+    for (index_t c = 0; c < Cg; ++c)
+      for (index_t o = 0; o < Coutg; ++o)
+        for (index_t t = 0; t < khw; ++t)
+          wtp[(gr * Cg + c) * Kt + o * khw + t] = w[((gr * Coutg + o) * Cg + c) * khw + t];
+  std::vector<index_t> toff(size_t(khw), 0), sdy(size_t(khw), 0), sdx(size_t(khw), 0);
+  for (index_t i = 0; i < g.kh; ++i)
+    for (index_t j = 0; j < g.kw; ++j) {
+      sdy[size_t(i * g.kw + j)] = g.pt - i * g.dh;
+      sdx[size_t(i * g.kw + j)] = g.pl - j * g.dw;
+    }
+  const ShiftPack sp{nullptr, L, khw, toff.data(), sdy.data(), sdx.data(), g.Ho, g.Wo, g.H, g.W};
+  const ShiftPackFn fn = shift_pack_fn();
+  const double flops = 2.0 * double(g.C) * double(HW) * double(Kt);
+  for_images(g, flops, [&](index_t n) {
+    for (index_t gr = 0; gr < g.groups; ++gr) {
+      GemmArgs a;
+      a.dtype = dtype_of<T>::value;
+      a.M = Cg; a.N = HW; a.K = Kt;
+      a.a = wtp + gr * Cg * Kt; a.rs_a = Kt; a.cs_a = 1;
+      a.c = dx + (n * g.C + gr * Cg) * HW; a.rs_c = HW; a.cs_c = 1;
+      a.beta = 0.0;
+      ShiftCtx sctx{dtype_of<T>::value, fn, sp};
+      sctx.sp.base = dy + (n * g.Cout + gr * Coutg) * L;
+      VirtualB vb{pack_shift, &sctx};
+      a.virtual_b = &vb;
+      gemm(a);
+    }
+  });
+}
+
+// The shift packer's paths (stride 1; outputs at least kShiftMinWo wide, so that a panel's
+// vectors meet few output rows).
+constexpr index_t kShiftMinWo = 8;
+bool use_shift(const ConvGeom& g) {
+  return g.sh == 1 && g.sw == 1 && !is_pointwise(g) && !is_depthwise(g) && g.Wo >= kShiftMinWo &&
+         g.W >= kShiftMinWo;
+}
+
 template <typename T>
 void backward_data_t(const ConvGeom& g, T* dx, const T* dy, const T* w) {
   const index_t L = g.L(), Kg = g.Kg(), Coutg = g.Coutg(), Cg = g.Cg(), HW = g.H * g.W;
@@ -570,6 +621,10 @@ void backward_data_t(const ConvGeom& g, T* dx, const T* dy, const T* w) {
   const bool pw = is_pointwise(g);
   if (L == 0 || g.Cout == 0) {
     std::memset(dx, 0, size_t(g.N * g.C * HW) * sizeof(T));
+    return;
+  }
+  if (use_shift(g)) {
+    backward_data_shift(g, dx, dy, w);
     return;
   }
   if (use_small(g)) {
@@ -714,7 +769,8 @@ void backward_all_t(const ConvGeom& g, T* dx, T* dw, T* db, const T* dy, const T
   }
   const index_t NL = g.N * g.L();
   auto dyt = transpose_dy(g, dy);
-  if (dx) backward_data_small(g, dx, dyt.get(), w);
+  if (dx && use_shift(g)) backward_data_shift(g, dx, dy, w);
+  else if (dx) backward_data_small(g, dx, dyt.get(), w);
   if (dw) backward_weight_small(g, dw, dyt.get(), NL, x);
   if (db) backward_bias_t(g, db, dy);
 }
