@@ -168,6 +168,14 @@ struct ShiftTables {
   ShiftPackFn fn;
 };
 
+ShiftPackFn shift_pack_trans_fn() {
+#if defined(NNK_X86)
+  if (current_isa() == Isa::avx512) return cpu::avx512::shift_pack_trans;
+  if (current_isa() == Isa::avx2) return cpu::avx2::shift_pack_trans;
+#endif
+  return cpu::generic::shift_pack_trans;
+}
+
 ShiftPackFn shift_pack_fn() {
 #if defined(NNK_X86)
   if (current_isa() == Isa::avx512) return cpu::avx512::shift_pack;
@@ -677,11 +685,60 @@ void backward_data_t(const ConvGeom& g, T* dx, const T* dy, const T* w) {
   }
 }
 
+// Stride-1 backward-weight through the transposed shift packer:
+//   dW_g (Coutg x Kg) = sum_n dY_g[n] (Coutg x L) @ B_n^T   (B_n: the forward's virtual B of image n)
+// one GEMM per image and group accumulating into dW (beta = 1 after the first image). With
+// several threads and images, thread t takes the images [N t / T, N (t+1) / T) into its
+// own partial sum (thread 0's is dW), and the partials are added in thread order.
+template <typename T>
+void backward_weight_shift(const ConvGeom& g, T* dw, const T* dy, const T* x) {
+  const index_t L = g.L(), Kg = g.Kg(), Coutg = g.Coutg(), Cg = g.Cg(), HW = g.H * g.W;
+  const index_t DW = g.Cout * Kg;
+  ShiftTables st;
+  shift_tables(g, st);
+  st.fn = shift_pack_trans_fn();
+  auto images = [&](T* acc, index_t n0, index_t n1) {
+    for (index_t n = n0; n < n1; ++n)
+      for (index_t gr = 0; gr < g.groups; ++gr) {
+        GemmArgs a;
+        a.dtype = dtype_of<T>::value;
+        a.M = Coutg; a.N = Kg; a.K = L;
+        a.a = dy + (n * g.Cout + gr * Coutg) * L; a.rs_a = L; a.cs_a = 1;
+        a.c = acc + gr * Coutg * Kg; a.rs_c = Kg; a.cs_c = 1;
+        a.beta = n == n0 ? 0.0 : 1.0;
+        ShiftCtx sctx{dtype_of<T>::value, st.fn, st.sp};
+        sctx.sp.base = x + (n * g.C + gr * Cg) * HW;
+        VirtualB vb{pack_shift, &sctx};
+        a.virtual_b = &vb;
+        gemm(a);
+      }
+  };
+  const index_t nt = std::min<index_t>(get_num_threads(), g.N);
+  if (nt <= 1) {
+    images(dw, 0, g.N);
+    return;
+  }
+  auto part = alloc_buf<T>(checked_mul(nt - 1, DW, "conv2d_backward"));
+  parallel_run(nt, [&](index_t t) {
+    images(t == 0 ? dw : part.get() + (t - 1) * DW, g.N * t / nt, g.N * (t + 1) / nt);
+  });
+  parallel_for(DW, 4096, [&](index_t i0, index_t i1) {
+    for (index_t t = 1; t < nt; ++t) {
+      const T* pp = part.get() + (t - 1) * DW;
+      for (index_t i = i0; i < i1; ++i) dw[i] += pp[i];
+    }
+  });
+}
+
 template <typename T>
 void backward_weight_t(const ConvGeom& g, T* dw, const T* dy, const T* x) {
   const index_t L = g.L(), Kg = g.Kg(), Coutg = g.Coutg(), Cg = g.Cg(), HW = g.H * g.W;
   if (g.Cout == 0 || Kg == 0) return;
   const index_t NL = checked_mul(g.N, L, "conv2d_backward");
+  if (L > 0 && g.N > 0 && use_shift(g)) {
+    backward_weight_shift(g, dw, dy, x);
+    return;
+  }
   // dy as one (Cout x N*L) matrix, so that the whole batch is one GEMM with K = N*L.
   const T* dyt = dy;
   std::unique_ptr<T, FreeDel> buf;
@@ -761,7 +818,7 @@ void col2im_t(const ConvGeom& g, T* x, const T* cols) {
 // The three gradients together; the small-image path shares dY's (Cout x N*L) copy.
 template <typename T>
 void backward_all_t(const ConvGeom& g, T* dx, T* dw, T* db, const T* dy, const T* x, const T* w) {
-  if (!use_small(g) || g.Kg() == 0) {
+  if (!use_small(g) || g.Kg() == 0 || use_shift(g)) {
     if (dx) backward_data_t(g, dx, dy, w);
     if (dw) backward_weight_t(g, dw, dy, x);
     if (db) backward_bias_t(g, db, dy);
@@ -769,8 +826,7 @@ void backward_all_t(const ConvGeom& g, T* dx, T* dw, T* db, const T* dy, const T
   }
   const index_t NL = g.N * g.L();
   auto dyt = transpose_dy(g, dy);
-  if (dx && use_shift(g)) backward_data_shift(g, dx, dy, w);
-  else if (dx) backward_data_small(g, dx, dyt.get(), w);
+  if (dx) backward_data_small(g, dx, dyt.get(), w);
   if (dw) backward_weight_small(g, dw, dyt.get(), NL, x);
   if (db) backward_bias_t(g, db, dy);
 }

@@ -25,6 +25,10 @@ struct Lanes {
     return load_merge(r, m, p);
   }
   static void store(T* p, const reg& r) { for (int i = 0; i < N; ++i) p[i] = r.v[i]; }
+  static void transpose(const T* s, index_t lds, T* d, index_t ldd) {
+    for (int i = 0; i < N; ++i)
+      for (int j = 0; j < N; ++j) d[i * ldd + j] = s[j * lds + i];
+  }
 };
 using VF = Lanes<float, 4>;  // NR = 8
 using VD = Lanes<double, 2>; // NR = 4

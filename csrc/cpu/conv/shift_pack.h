@@ -9,7 +9,9 @@
 // dx = j*dw - pl); a strided one is this over its stride phases (conv.cpp).
 //
 // shift_pack writes rows p0 .. p0 + kc, columns j0 .. j0 + nc into dst[panel][p][NR]
-// (panels of NR columns, zero-padded), like a VirtualB packer (gemm.h).
+// (panels of NR columns, zero-padded), like a VirtualB packer (gemm.h). shift_pack_trans
+// does the same for B^T (L x Kg: rows are pixels q, columns rows p of B), the virtual B of
+// the backward-weight; it packs blocks of B as above and transposes them in registers.
 // Method: for one panel, the NR output pixels fall into a few output-row segments; for a
 // given tap each segment reads one contiguous run of one input row, clipped at the plane's
 // edges. So, per panel, every (tap, vector of lanes) gets a short list of (offset, lane
@@ -37,12 +39,14 @@ struct ShiftPack {
   index_t Ho = 0, Wo = 0;              // output grid (L = Ho * Wo)
 };
 
-using ShiftPackFn = void (*)(DType, const ShiftPack&, void*, index_t, index_t, index_t, index_t, index_t);
+using ShiftPackFn = void (*)(DType, const ShiftPack&, void*, index_t, index_t, index_t, index_t, index_t);  // either
 
 namespace cpu {
 #define NNK_SHIFT_PACK_DECL                                                                         \
   void shift_pack(DType dt, const ShiftPack& s, void* dst, index_t p0, index_t kc, index_t j0, index_t nc, \
-                  index_t NR);
+                  index_t NR);                                                                     \
+  void shift_pack_trans(DType dt, const ShiftPack& s, void* dst, index_t q0, index_t kc, index_t j0,          \
+                        index_t nc, index_t NR);
 namespace generic { NNK_SHIFT_PACK_DECL }
 namespace avx2 { NNK_SHIFT_PACK_DECL }
 namespace avx512 { NNK_SHIFT_PACK_DECL }

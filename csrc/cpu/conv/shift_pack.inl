@@ -1,7 +1,8 @@
 // shift_pack (contract: shift_pack.h), included inside one ISA namespace by
 // shift_pack{,_avx2,_avx512}.cpp, each of which first defines the vector traits
 // VF (float) and VD (double): L lanes, type msk, mask(bits), zero(), load(m, p) (lanes of
-// m read p[lane], the others are zero), load_merge(r, m, p) (the others keep r), store(p, r).
+// m read p[lane], the others are zero), load_merge(r, m, p) (the others keep r), store(p, r),
+// transpose(src, lds, dst, ldd) (an L x L block: dst[i * ldd + j] = src[j * lds + i]).
 
 namespace {
 
@@ -126,7 +127,51 @@ void shift_pack_t(const ShiftPack& s, T* dst, index_t p0, index_t kc, index_t j0
   }
 }
 
+// B^T: rows q0 .. q0 + kc of the (L x Kg) transpose into panels of NR columns. Per panel
+// and block of 2L pixels: the forward packer writes the panel's NR rows of B for those
+// pixels into tmp (NR x 2L), then L x L transposes move them to the rows of B^T.
+template <class V, typename T>
+void shift_pack_trans_t(const ShiftPack& s, T* dst, index_t q0, index_t kc, index_t j0, index_t nc, index_t NR) {
+  constexpr int L = V::L;
+  constexpr index_t QB = 2 * L;
+  thread_local std::vector<T> tmp, part;
+  tmp.resize(size_t(NR * QB));
+  part.resize(size_t(QB * NR));
+  if (NR % L != 0) {  // no square blocks: element by element
+    for (index_t jp = 0; jp < nc; jp += NR) {
+      const index_t nr = std::min(NR, nc - jp);
+      T* d = dst + (jp / NR) * kc * NR;
+      for (index_t qb = 0; qb < kc; qb += QB) {
+        const index_t nq = std::min(QB, kc - qb);
+        shift_pack_t<V>(s, tmp.data(), j0 + jp, nr, q0 + qb, nq, QB);
+        for (index_t q = 0; q < nq; ++q)
+          for (index_t j = 0; j < NR; ++j) d[(qb + q) * NR + j] = j < nr ? tmp[size_t(j * QB + q)] : T(0);
+      }
+    }
+    return;
+  }
+  for (index_t jp = 0; jp < nc; jp += NR) {
+    const index_t nr = std::min(NR, nc - jp);
+    T* d = dst + (jp / NR) * kc * NR;
+    if (nr < NR) std::fill(tmp.begin() + nr * QB, tmp.end(), T(0));
+    for (index_t qb = 0; qb < kc; qb += QB) {
+      const index_t nq = std::min(QB, kc - qb);
+      shift_pack_t<V>(s, tmp.data(), j0 + jp, nr, q0 + qb, nq, QB);
+      T* out = nq == QB ? d + qb * NR : part.data();  // a partial block goes through part
+      for (index_t jb = 0; jb < NR; jb += L)
+        for (index_t qq = 0; qq < QB; qq += L) V::transpose(tmp.data() + jb * QB + qq, QB, out + qq * NR + jb, NR);
+      if (nq < QB) std::copy(part.begin(), part.begin() + nq * NR, d + qb * NR);
+    }
+  }
+}
+
 }  // namespace
+
+void shift_pack_trans(DType dt, const ShiftPack& s, void* dst, index_t q0, index_t kc, index_t j0, index_t nc,
+                      index_t NR) {
+  if (dt == DType::f32) shift_pack_trans_t<VF>(s, static_cast<float*>(dst), q0, kc, j0, nc, NR);
+  else shift_pack_trans_t<VD>(s, static_cast<double*>(dst), q0, kc, j0, nc, NR);
+}
 
 void shift_pack(DType dt, const ShiftPack& s, void* dst, index_t p0, index_t kc, index_t j0, index_t nc, index_t NR) {
   if (dt == DType::f32) shift_pack_t<VF>(s, static_cast<float*>(dst), p0, kc, j0, nc, NR);

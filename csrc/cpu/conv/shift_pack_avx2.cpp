@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "cpu/conv/shift_pack.h"
+#include "cpu/simd/transpose_avx2.h"
 
 namespace nnk::cpu::avx2 {
 
@@ -23,6 +24,12 @@ struct VF {
     return _mm256_blendv_ps(r, _mm256_maskload_ps(p, m), _mm256_castsi256_ps(m));
   }
   static void store(float* p, reg r) { _mm256_storeu_ps(p, r); }
+  static void transpose(const float* s, index_t lds, float* d, index_t ldd) {
+    __m256 r[8];
+    for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(s + i * lds);
+    transpose8(r);
+    for (int i = 0; i < 8; ++i) _mm256_storeu_ps(d + i * ldd, r[i]);
+  }
 };
 struct VD {
   static constexpr int L = 4;
@@ -37,6 +44,12 @@ struct VD {
     return _mm256_blendv_pd(r, _mm256_maskload_pd(p, m), _mm256_castsi256_pd(m));
   }
   static void store(double* p, reg r) { _mm256_storeu_pd(p, r); }
+  static void transpose(const double* s, index_t lds, double* d, index_t ldd) {
+    __m256d r[4];
+    for (int i = 0; i < 4; ++i) r[i] = _mm256_loadu_pd(s + i * lds);
+    transpose4(r);
+    for (int i = 0; i < 4; ++i) _mm256_storeu_pd(d + i * ldd, r[i]);
+  }
 };
 
 #include "cpu/conv/shift_pack.inl"
