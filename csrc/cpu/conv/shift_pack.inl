@@ -13,17 +13,20 @@ struct Entry {
   uint32_t mask;  // lanes read
 };
 
-// Per-panel table: for tap t and vector v, cnt[t * nvec + v] entries at ent[(t * nvec + v) * kMaxSeg].
+// Per-panel table: for tap t and vector v, cnt[t * nvec + v] entries at ent[(t * nvec + v) * kMaxSeg]
+// (entries past the count have an empty mask). ok: usable by pack_panel's vector path.
 struct PanelTable {
   std::vector<Entry> ent;
   std::vector<int> cnt;
   int max_cnt = 0;
+  bool ok = false;
 };
 
 // Fills the table for the panel of columns [j0, j0 + nr); false if a vector meets more
 // than kMaxSeg segments.
 inline bool build_table(const ShiftPack& s, index_t j0, index_t nr, int L, index_t nvec, PanelTable& tb) {
-  tb.ent.assign(size_t(s.ntaps * nvec * kMaxSeg), Entry{0, 0});
+  tb.ent.resize(size_t(s.ntaps * nvec * kMaxSeg));
+  for (index_t i = 0; i < s.ntaps * nvec; ++i) tb.ent[size_t(i * kMaxSeg)] = tb.ent[size_t(i * kMaxSeg + 1)] = Entry{0, 0};
   tb.cnt.assign(size_t(s.ntaps * nvec), 0);
   tb.max_cnt = 0;
   index_t oh = j0 / s.Wo, ow = j0 - oh * s.Wo;
@@ -99,64 +102,89 @@ inline void pack_tap2(const T* base, index_t cstride, const Entry* e0, const Ent
   }
 }
 
+template <class V>
+void make_table(const ShiftPack& s, index_t j0, index_t nr, index_t NR, PanelTable& tb) {
+  tb.ok = NR == 2 * V::L && build_table(s, j0, nr, V::L, 2, tb) && tb.max_cnt <= 2;
+}
+
+// Rows p0 .. p0 + kc of the panel of columns [j0, j0 + nr) into d (kc x NR), with its table.
 template <class V, typename T>
-void shift_pack_t(const ShiftPack& s, T* dst, index_t p0, index_t kc, index_t j0, index_t nc, index_t NR) {
-  constexpr int L = V::L;
-  thread_local PanelTable tb;
+void pack_panel(const ShiftPack& s, const PanelTable& tb, T* d, index_t p0, index_t kc, index_t j0, index_t nr,
+                index_t NR) {
+  if (!tb.ok) {
+    pack_panel_lanes(s, d, p0, kc, j0, nr, NR);
+    return;
+  }
   const T* base = static_cast<const T*>(s.base);
   const index_t nt = s.ntaps;
+  const Entry* ent = tb.ent.data();
+  for (index_t t = 0; t < nt; ++t) {
+    // Channels whose row of tap t lies in [p0, p0 + kc).
+    const index_t c0 = p0 <= t ? 0 : ceil_div(p0 - t, nt);
+    const index_t c1 = p0 + kc <= t ? 0 : ceil_div(p0 + kc - t, nt);
+    if (c0 >= c1) continue;
+    T* dt = d + (c0 * nt + t - p0) * NR;
+    const Entry* e0 = ent + (t * 2) * kMaxSeg;
+    const Entry* e1 = e0 + kMaxSeg;
+    if (tb.max_cnt <= 1) pack_tap2<V, 1>(base, s.cstride, e0, e1, dt, nt * NR, c0, c1);
+    else pack_tap2<V, 2>(base, s.cstride, e0, e1, dt, nt * NR, c0, c1);
+  }
+}
+
+template <class V, typename T>
+void shift_pack_t(const ShiftPack& s, T* dst, index_t p0, index_t kc, index_t j0, index_t nc, index_t NR) {
+  thread_local PanelTable tb;
   for (index_t jp = 0; jp < nc; jp += NR) {
     const index_t nr = std::min(NR, nc - jp);
-    T* d = dst + (jp / NR) * kc * NR;
-    if (NR != 2 * L || !build_table(s, j0 + jp, nr, L, 2, tb) || tb.max_cnt > 2) {
-      pack_panel_lanes(s, d, p0, kc, j0 + jp, nr, NR);
-      continue;
-    }
-    const Entry* ent = tb.ent.data();
-    for (index_t t = 0; t < nt; ++t) {
-      // Channels whose row of tap t lies in [p0, p0 + kc).
-      const index_t c0 = p0 <= t ? 0 : ceil_div(p0 - t, nt);
-      const index_t c1 = p0 + kc <= t ? 0 : ceil_div(p0 + kc - t, nt);
-      if (c0 >= c1) continue;
-      T* dt = d + (c0 * nt + t - p0) * NR;
-      const Entry* e0 = ent + (t * 2) * kMaxSeg;
-      const Entry* e1 = e0 + kMaxSeg;
-      if (tb.max_cnt <= 1) pack_tap2<V, 1>(base, s.cstride, e0, e1, dt, nt * NR, c0, c1);
-      else pack_tap2<V, 2>(base, s.cstride, e0, e1, dt, nt * NR, c0, c1);
-    }
+    make_table<V>(s, j0 + jp, nr, NR, tb);
+    pack_panel<V>(s, tb, dst + (jp / NR) * kc * NR, p0, kc, j0 + jp, nr, NR);
   }
 }
 
 // B^T: rows q0 .. q0 + kc of the (L x Kg) transpose into panels of NR columns. Per panel
 // and block of 2L pixels: the forward packer writes the panel's NR rows of B for those
-// pixels into tmp (NR x 2L), then L x L transposes move them to the rows of B^T.
+// pixels into tmp (NR x 2L), then L x L transposes move them to the rows of B^T. The GEMM
+// asks for the panels of one block of rows one after another, so the pixel blocks' tables
+// are kept (per thread) while the geometry and the rows asked for stay the same.
 template <class V, typename T>
 void shift_pack_trans_t(const ShiftPack& s, T* dst, index_t q0, index_t kc, index_t j0, index_t nc, index_t NR) {
   constexpr int L = V::L;
   constexpr index_t QB = 2 * L;
+  struct Cache {
+    std::vector<index_t> key;
+    std::vector<PanelTable> tabs;
+    std::vector<char> built;
+  };
+  thread_local Cache cache;
+  thread_local std::vector<index_t> key;
   thread_local std::vector<T> tmp, part;
+  key.assign({q0, kc, NR, s.ntaps, s.cstride, s.Hs, s.Ws, s.Ho, s.Wo});
+  for (index_t t = 0; t < s.ntaps; ++t) key.insert(key.end(), {s.toff[t], s.dy[t], s.dx[t]});
+  const index_t nblk = ceil_div(kc, QB);
+  if (key != cache.key) {
+    cache.key = key;
+    if (index_t(cache.tabs.size()) < nblk) cache.tabs.resize(size_t(nblk));
+    cache.built.assign(size_t(nblk), 0);
+  }
   tmp.resize(size_t(NR * QB));
   part.resize(size_t(QB * NR));
-  if (NR % L != 0) {  // no square blocks: element by element
-    for (index_t jp = 0; jp < nc; jp += NR) {
-      const index_t nr = std::min(NR, nc - jp);
-      T* d = dst + (jp / NR) * kc * NR;
-      for (index_t qb = 0; qb < kc; qb += QB) {
-        const index_t nq = std::min(QB, kc - qb);
-        shift_pack_t<V>(s, tmp.data(), j0 + jp, nr, q0 + qb, nq, QB);
-        for (index_t q = 0; q < nq; ++q)
-          for (index_t j = 0; j < NR; ++j) d[(qb + q) * NR + j] = j < nr ? tmp[size_t(j * QB + q)] : T(0);
-      }
-    }
-    return;
-  }
   for (index_t jp = 0; jp < nc; jp += NR) {
     const index_t nr = std::min(NR, nc - jp);
     T* d = dst + (jp / NR) * kc * NR;
     if (nr < NR) std::fill(tmp.begin() + nr * QB, tmp.end(), T(0));
     for (index_t qb = 0; qb < kc; qb += QB) {
       const index_t nq = std::min(QB, kc - qb);
-      shift_pack_t<V>(s, tmp.data(), j0 + jp, nr, q0 + qb, nq, QB);
+      PanelTable& tb = cache.tabs[size_t(qb / QB)];
+      if (!cache.built[size_t(qb / QB)]) {
+        make_table<V>(s, q0 + qb, nq, QB, tb);
+        cache.built[size_t(qb / QB)] = 1;
+      }
+      pack_panel<V>(s, tb, tmp.data(), j0 + jp, nr, q0 + qb, nq, QB);
+      if (NR % L != 0) {  // no square blocks: element by element
+        for (index_t q = 0; q < nq; ++q)
+          for (index_t j = 0; j < NR; ++j) d[(qb + q) * NR + j] = tmp[size_t(j * QB + q)];
+        continue;
+      }
       T* out = nq == QB ? d + qb * NR : part.data();  // a partial block goes through part
       for (index_t jb = 0; jb < NR; jb += L)
         for (index_t qq = 0; qq < QB; qq += L) V::transpose(tmp.data() + jb * QB + qq, QB, out + qq * NR + jb, NR);
