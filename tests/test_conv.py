@@ -365,12 +365,12 @@ def test_conv2d_small_images_threads_bitwise(dtype, rng):
             assert np.array_equal(a, e)
 
 
-# Stride-1 convolutions through the vectorised shift packer (forward, backward-data as a
-# forward convolution of dY, backward-weight through its transposed form): output widths
+# Convolutions through the vectorised shift packer (forward, backward-data as a forward
+# convolution of dY, backward-weight through its transposed form): output widths
 # that are not multiples of the vector length, narrower than a panel (several output rows
 # per vector, up to the lane-by-lane fallback), padding wider than the image, dilation,
-# groups, "valid" outputs (Wo != W), batches of 1 and many (images split over threads),
-# channel counts on both sides of the backward-data choice (Cg against Coutg).
+# groups, "valid" outputs (Wo != W), strides (stride phases), batches of 1 and many (images
+# split over threads), channel counts on both sides of the backward-data choice.
 SHIFT = [
     dict(N=2, C=16, H=13, W=37, Cout=12, k=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1, noncontig=False),
     dict(N=3, C=9, H=12, W=17, Cout=9, k=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1, noncontig=True),
@@ -385,6 +385,11 @@ SHIFT = [
     # Wo = 9 against an input row of 11: a 16-lane vector meets 3 output rows (lane by lane).
     dict(N=1, C=8, H=12, W=11, Cout=8, k=(3, 3), stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1, noncontig=False),
     dict(N=2, C=24, H=16, W=12, Cout=9, k=(5, 5), stride=(1, 1), padding=(1, 2), dilation=(1, 1), groups=3, noncontig=True),
+    # Strided: the image split into its stride phases (odd sizes: phases of unequal extent).
+    dict(N=2, C=3, H=37, W=41, Cout=10, k=(7, 7), stride=(2, 2), padding=(3, 3), dilation=(1, 1), groups=1, noncontig=False),
+    dict(N=1, C=5, H=30, W=41, Cout=7, k=(3, 2), stride=(3, 2), padding=(2, 1), dilation=(2, 3), groups=1, noncontig=True),
+    dict(N=1, C=4, H=20, W=19, Cout=6, k=(1, 1), stride=(2, 2), padding=(0, 0), dilation=(1, 1), groups=1, noncontig=False),
+    dict(N=3, C=6, H=33, W=35, Cout=8, k=(4, 4), stride=(2, 2), padding=(1, 1), dilation=(1, 1), groups=2, noncontig=False),
 ]
 
 

@@ -160,12 +160,18 @@ void pack_fwd(const void* vctx, void* vdst, index_t p0, index_t kc, index_t j0, 
   }
 }
 
-// Stride-1 virtual B of the forward through the vectorised packer (shift_pack.h): one
-// plane per channel of the group, taps (i, j) shifted by (i*dh - pt, j*dw - pl).
+// Virtual B of the forward through the vectorised packer (shift_pack.h). Stride 1: one
+// plane per channel of the group, taps (i, j) shifted by (i*dh - pt, j*dw - pl). Stride
+// (sh, sw) > 1: the image is first split into its sh*sw stride phases,
+//   xs[c][a][b][u][v] = x[c, u*sh + a, v*sw + b]   (Hs x Ws = ceil(H/sh) x ceil(W/sw), zero past the image)
+// and tap (i, j) reads phase (a, b) shifted by (qy, qx), where i*dh - pt = qy*sh + a and
+// j*dw - pl = qx*sw + b (floor division): ih = oh*sh + i*dh - pt = (oh + qy)*sh + a.
 struct ShiftTables {
   std::vector<index_t> toff, dy, dx;
   ShiftPack sp;
   ShiftPackFn fn;
+  bool phased = false;
+  index_t Hs = 0, Ws = 0, cstride = 0;  // phase planes (phased) or the image planes
 };
 
 ShiftPackFn shift_pack_trans_fn() {
@@ -184,18 +190,52 @@ ShiftPackFn shift_pack_fn() {
   return cpu::generic::shift_pack;
 }
 
+inline index_t floor_div(index_t a, index_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
 void shift_tables(const ConvGeom& g, ShiftTables& t) {
   const index_t khw = g.kh * g.kw;
-  t.toff.assign(size_t(khw), 0);
+  t.phased = g.sh > 1 || g.sw > 1;
+  t.Hs = ceil_div(g.H, g.sh);
+  t.Ws = ceil_div(g.W, g.sw);
+  const index_t plane = t.Hs * t.Ws;
+  t.cstride = g.sh * g.sw * plane;
+  t.toff.resize(size_t(khw));
   t.dy.resize(size_t(khw));
   t.dx.resize(size_t(khw));
   for (index_t i = 0; i < g.kh; ++i)
     for (index_t j = 0; j < g.kw; ++j) {
-      t.dy[size_t(i * g.kw + j)] = i * g.dh - g.pt;
-      t.dx[size_t(i * g.kw + j)] = j * g.dw - g.pl;
+      const index_t ey = i * g.dh - g.pt, ex = j * g.dw - g.pl;
+      const index_t qy = floor_div(ey, g.sh), qx = floor_div(ex, g.sw);
+      const index_t a = ey - qy * g.sh, b = ex - qx * g.sw;
+      t.toff[size_t(i * g.kw + j)] = (a * g.sw + b) * plane;
+      t.dy[size_t(i * g.kw + j)] = qy;
+      t.dx[size_t(i * g.kw + j)] = qx;
     }
-  t.sp = ShiftPack{nullptr, g.H * g.W, khw, t.toff.data(), t.dy.data(), t.dx.data(), g.H, g.W, g.Ho, g.Wo};
+  t.sp = ShiftPack{nullptr, t.cstride, khw, t.toff.data(), t.dy.data(), t.dx.data(), t.Hs, t.Ws, g.Ho, g.Wo};
   t.fn = shift_pack_fn();
+}
+
+// xs (C planes of sh*sw phases, t's layout) from one image x (C, H, W).
+template <typename T>
+void split_phases(const ConvGeom& g, const ShiftTables& t, T* xs, const T* x) {
+  const index_t plane = t.Hs * t.Ws;
+  for (index_t c = 0; c < g.C; ++c)
+    for (index_t a = 0; a < g.sh; ++a)
+      for (index_t b = 0; b < g.sw; ++b) {
+        T* d = xs + c * t.cstride + (a * g.sw + b) * plane;
+        const T* src = x + c * g.H * g.W;
+        for (index_t u = 0; u < t.Hs; ++u, d += t.Ws) {
+          const index_t ih = u * g.sh + a;
+          if (ih >= g.H) {
+            std::fill(d, d + t.Ws, T(0));
+            continue;
+          }
+          const T* r = src + ih * g.W + b;
+          const index_t nv = b < g.W ? ceil_div(g.W - b, g.sw) : 0;
+          for (index_t v = 0; v < nv; ++v) d[v] = r[v * g.sw];
+          std::fill(d + nv, d + t.Ws, T(0));
+        }
+      }
 }
 
 struct ShiftCtx { DType dt; ShiftPackFn fn; ShiftPack sp; };
@@ -265,13 +305,10 @@ void for_images(const ConvGeom& g, double flops_per_image, F&& f) {
 
 bool is_depthwise(const ConvGeom& g) { return g.groups == g.C && g.C > 1; }
 
-// The shift packer's paths (stride 1; outputs at least kShiftMinWo wide, so that a panel's
-// vectors meet few output rows).
+// The shift packer's paths (any stride, through the stride phases when > 1; outputs at
+// least kShiftMinWo wide, so that a panel's vectors meet few output rows).
 constexpr index_t kShiftMinWo = 8;
-bool use_shift(const ConvGeom& g) {
-  return g.sh == 1 && g.sw == 1 && !is_pointwise(g) && !is_depthwise(g) && g.Wo >= kShiftMinWo &&
-         g.W >= kShiftMinWo;
-}
+bool use_shift(const ConvGeom& g) { return !is_pointwise(g) && !is_depthwise(g) && g.Wo >= kShiftMinWo; }
 
 void depthwise(DType dt, const ConvGeom& g, void* y, const void* x, const void* w, const void* bias) {
   auto fn = cpu::generic::depthwise_forward;
@@ -336,7 +373,9 @@ bool use_small(const ConvGeom& g) {
 constexpr index_t kShiftMinL = 128;
 bool shift_fwd(const ConvGeom& g) { return use_shift(g) && (g.L() >= kShiftMinL || !use_small(g)); }
 bool shift_weight(const ConvGeom& g) { return shift_fwd(g); }
-bool shift_data(const ConvGeom& g) { return shift_fwd(g) && g.Cg() >= 8 && 4 * g.Cg() >= g.Coutg(); }
+bool shift_data(const ConvGeom& g) {
+  return shift_fwd(g) && g.sh == 1 && g.sw == 1 && g.W >= kShiftMinWo && g.Cg() >= 8 && 4 * g.Cg() >= g.Coutg();
+}
 
 using GatherFn = void (*)(DType, void*, const void*, const int32_t*, index_t, const int32_t*, index_t, index_t);
 using ScatterFn = void (*)(DType, void*, const int32_t*, index_t, const int32_t*, index_t, const void*, index_t);
@@ -569,6 +608,11 @@ void forward_t(const ConvGeom& g, T* y, const T* x, const T* w, const T* bias) {
   if (shift) shift_tables(g, st);
   const double flops = 2.0 * double(g.Cout) * double(L) * double(std::max<index_t>(Kg, 1));
   for_images(g, flops, [&](index_t n) {
+    std::unique_ptr<T, FreeDel> xs;  // the image's stride phases
+    if (shift && st.phased) {
+      xs = alloc_buf<T>(checked_mul(g.C, st.cstride, "conv2d"));
+      split_phases(g, st, xs.get(), x + n * g.C * HW);
+    }
     for (index_t gr = 0; gr < g.groups; ++gr) {
       GemmArgs a;
       a.dtype = dtype_of<T>::value;
@@ -581,7 +625,7 @@ void forward_t(const ConvGeom& g, T* y, const T* x, const T* w, const T* bias) {
       FwdPackCtx<T> ctx{&g, xg};
       VirtualB vb{pack_fwd<T>, &ctx};
       ShiftCtx sctx{dtype_of<T>::value, st.fn, st.sp};
-      sctx.sp.base = xg;
+      sctx.sp.base = xs ? xs.get() + gr * Cg * st.cstride : xg;
       VirtualB vbs{pack_shift, &sctx};
       if (pw) { a.b = xg; a.rs_b = HW; a.cs_b = 1; }
       else a.virtual_b = shift ? &vbs : &vb;
@@ -696,7 +740,7 @@ void backward_data_t(const ConvGeom& g, T* dx, const T* dy, const T* w) {
   }
 }
 
-// Stride-1 backward-weight through the transposed shift packer:
+// Backward-weight through the transposed shift packer (strided: over each image's phases):
 //   dW_g (Coutg x Kg) = sum_n dY_g[n] (Coutg x L) @ B_n^T   (B_n: the forward's virtual B of image n)
 // one GEMM per image and group accumulating into dW (beta = 1 after the first image). With
 // several threads and images, thread t takes the images [N t / T, N (t+1) / T) into its
@@ -709,7 +753,10 @@ void backward_weight_shift(const ConvGeom& g, T* dw, const T* dy, const T* x) {
   shift_tables(g, st);
   st.fn = shift_pack_trans_fn();
   auto images = [&](T* acc, index_t n0, index_t n1) {
-    for (index_t n = n0; n < n1; ++n)
+    std::unique_ptr<T, FreeDel> xs;  // the image's stride phases
+    if (st.phased) xs = alloc_buf<T>(checked_mul(g.C, st.cstride, "conv2d_backward"));
+    for (index_t n = n0; n < n1; ++n) {
+      if (xs) split_phases(g, st, xs.get(), x + n * g.C * HW);
       for (index_t gr = 0; gr < g.groups; ++gr) {
         GemmArgs a;
         a.dtype = dtype_of<T>::value;
@@ -718,11 +765,12 @@ void backward_weight_shift(const ConvGeom& g, T* dw, const T* dy, const T* x) {
         a.c = acc + gr * Coutg * Kg; a.rs_c = Kg; a.cs_c = 1;
         a.beta = n == n0 ? 0.0 : 1.0;
         ShiftCtx sctx{dtype_of<T>::value, st.fn, st.sp};
-        sctx.sp.base = x + (n * g.C + gr * Cg) * HW;
+        sctx.sp.base = xs ? xs.get() + gr * Cg * st.cstride : x + (n * g.C + gr * Cg) * HW;
         VirtualB vb{pack_shift, &sctx};
         a.virtual_b = &vb;
         gemm(a);
       }
+    }
   };
   const index_t nt = std::min<index_t>(get_num_threads(), g.N);
   if (nt <= 1) {
