@@ -626,7 +626,7 @@ void forward_t(const ConvGeom& g, T* y, const T* x, const T* w, const T* bias) {
       VirtualB vb{pack_fwd<T>, &ctx};
       ShiftCtx sctx{dtype_of<T>::value, st.fn, st.sp};
       sctx.sp.base = xs ? xs.get() + gr * Cg * st.cstride : xg;
-      VirtualB vbs{pack_shift, &sctx};
+      VirtualB vbs{pack_shift, &sctx, true};
       if (pw) { a.b = xg; a.rs_b = HW; a.cs_b = 1; }
       else a.virtual_b = shift ? &vbs : &vb;
       gemm(a);
@@ -670,7 +670,7 @@ void backward_data_shift(const ConvGeom& g, T* dx, const T* dy, const T* w) {
       a.beta = 0.0;
       ShiftCtx sctx{dtype_of<T>::value, fn, sp};
       sctx.sp.base = dy + (n * g.Cout + gr * Coutg) * L;
-      VirtualB vb{pack_shift, &sctx};
+      VirtualB vb{pack_shift, &sctx, true};
       a.virtual_b = &vb;
       gemm(a);
     }
@@ -766,7 +766,7 @@ void backward_weight_shift(const ConvGeom& g, T* dw, const T* dy, const T* x) {
         a.beta = n == n0 ? 0.0 : 1.0;
         ShiftCtx sctx{dtype_of<T>::value, st.fn, st.sp};
         sctx.sp.base = xs ? xs.get() + gr * Cg * st.cstride : x + (n * g.C + gr * Cg) * HW;
-        VirtualB vb{pack_shift, &sctx};
+        VirtualB vb{pack_shift, &sctx, true};
         a.virtual_b = &vb;
         gemm(a);
       }

@@ -14,7 +14,8 @@
 //      with its own strides, no packing;
 //   4. pre-packed A or B (PackedMatrix): weights packed once and reused across calls;
 //   5. virtual B (VirtualB): B exists only as a packing routine (im2col in convolution);
-//      when a thread's rows are one MC block, each micro-panel is packed just before use.
+//      with per_panel and a thread's rows in one MC block, each micro-panel is packed just
+//      before use.
 #include "cpu/gemm/gemm.h"
 
 #include <algorithm>
@@ -80,10 +81,10 @@ void run_block(const Problem<T>& P, index_t m0, index_t m1, index_t n0, index_t 
   const index_t K = P.K;
   const bool direct_b = !P.pb && !P.vb && P.cs_b == 1 && (m1 - m0) <= kDirectBRows * MR;
   const bool direct_a = !P.pa && (n1 - n0) <= kDirectAPanels * NR;
-  // Virtual B whose block of rows is one MC block: each B micro-panel is packed right
+  // Virtual B (per_panel) whose block of rows is one MC block: each B micro-panel is packed right
   // before the micro-kernels that use it (it stays in L1/L2, the B block never goes to
   // memory), with a K block short enough for the panel to fit in L1.
-  const bool vb_panels = P.vb && (m1 - m0) <= MC;
+  const bool vb_panels = P.vb && P.vb->per_panel && (m1 - m0) <= MC;
   const index_t KCb = vb_panels && !P.pa ? std::min(KC, std::max<index_t>(MR, kVbPanelBytes / index_t(sizeof(T) * NR))) : KC;
   // K blocks of equal length (K = 576 as 288 + 288, not 512 + 64); fixed by a pre-packed layout.
   const index_t kcb = (P.pa || P.pb) ? KCb : ceil_div(std::max<index_t>(K, 1), ceil_div(std::max<index_t>(K, 1), KCb));

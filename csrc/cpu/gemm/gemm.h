@@ -36,10 +36,14 @@ struct PackedMatrix {
 // pack(ctx, dst, p0, kc, j0, nc, NR) writes rows p0..p0+kc, columns j0..j0+nc of the
 // virtual K x N matrix into dst[panel][p][NR] (panels of NR columns, zero-padded).
 // Called concurrently from several threads with disjoint destinations.
+// per_panel: the packer's set-up per call is small, so when a thread's rows of C are one MC
+// block the driver packs each micro-panel (nc <= NR) just before the micro-kernels use it,
+// while it is in L1, instead of the whole KC x NC block first.
 struct VirtualB {
   void (*pack)(const void* ctx, void* dst, index_t p0, index_t kc, index_t j0, index_t nc,
                index_t NR) = nullptr;
   const void* ctx = nullptr;
+  bool per_panel = false;
 };
 
 struct GemmArgs {
