@@ -36,6 +36,7 @@ constexpr index_t kDirectAPanels = 4;   // direct A when a thread's columns <= 4
 constexpr double kMinFlopsPerThread = 8e6;  // below this a second thread costs more than it gives
                                             // (waking a worker costs ~40-50 us on the VMs measured)
 constexpr index_t kVbPanelBytes = 40 * 1024;  // a virtual B micro-panel packed just before use stays in L1 (48 KiB)
+constexpr index_t kVbABytes = 512 * 1024;     // ... while the A block it meets stays in L2 (1 MiB)
 constexpr double kPackCostPerElem = 8.0;    // packing one element ~ this many FMA lanes (grid choice)
 
 // 64-byte aligned per-thread scratch, grown on demand and kept for the thread's life.
@@ -76,16 +77,19 @@ struct Problem {
 template <typename T>
 void run_block(const Problem<T>& P, index_t m0, index_t m1, index_t n0, index_t n1) {
   const GemmKernel<T>& kr = *P.kr;
-  const index_t MR = kr.MR, NR = kr.NR, MC = kr.MC, NC = kr.NC;
+  const index_t MR = kr.MR, NR = kr.NR, NC = kr.NC;
   const index_t KC = P.pa ? P.pa->kc : (P.pb ? P.pb->kc : kr.KC);
   const index_t K = P.K;
   const bool direct_b = !P.pb && !P.vb && P.cs_b == 1 && (m1 - m0) <= kDirectBRows * MR;
   const bool direct_a = !P.pa && (n1 - n0) <= kDirectAPanels * NR;
-  // Virtual B (per_panel) whose block of rows is one MC block: each B micro-panel is packed right
-  // before the micro-kernels that use it (it stays in L1/L2, the B block never goes to
-  // memory), with a K block short enough for the panel to fit in L1.
-  const bool vb_panels = P.vb && P.vb->per_panel && (m1 - m0) <= MC;
-  const index_t KCb = vb_panels && !P.pa ? std::min(KC, std::max<index_t>(MR, kVbPanelBytes / index_t(sizeof(T) * NR))) : KC;
+  // Virtual B (per_panel): when the thread's rows of A fit in L2 as one block (with a K block
+  // short enough for a B micro-panel to fit in L1), each B micro-panel is packed right
+  // before the micro-kernels that use it: it stays in L1, the B block never goes to memory.
+  const index_t KCv = std::min(KC, std::max<index_t>(MR, kVbPanelBytes / index_t(sizeof(T) * NR)));
+  const bool vb_panels = P.vb && P.vb->per_panel && !P.pa &&
+                         round_up(m1 - m0, MR) * KCv * index_t(sizeof(T)) <= kVbABytes;
+  const index_t MC = vb_panels ? round_up(m1 - m0, MR) : kr.MC;
+  const index_t KCb = vb_panels ? KCv : KC;
   // K blocks of equal length (K = 576 as 288 + 288, not 512 + 64); fixed by a pre-packed layout.
   const index_t kcb = (P.pa || P.pb) ? KCb : ceil_div(std::max<index_t>(K, 1), ceil_div(std::max<index_t>(K, 1), KCb));
   T* buf_a = (P.pa || direct_a) ? nullptr
