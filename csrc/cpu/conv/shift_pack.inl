@@ -141,6 +141,21 @@ void shift_pack_t(const ShiftPack& s, T* dst, index_t p0, index_t kc, index_t j0
   }
 }
 
+// Prefetches the first line each vector of rows p0 .. p0 + n (the panel the GEMM asks for
+// next: the same pixels, the next channels) reads; the channels are a plane apart, a
+// stride the hardware prefetchers do not follow. Rows past the matrix only prefetch.
+template <typename T>
+inline void prefetch_rows_t(const ShiftPack& s, const PanelTable& tb, index_t p0, index_t n) {
+  const char* base = static_cast<const char*>(s.base);
+  for (index_t p = p0; p < p0 + n; ++p) {
+    const index_t c = p / s.ntaps, t = p - c * s.ntaps;
+    const Entry* e = tb.ent.data() + (t * 2) * kMaxSeg;
+    const index_t o = c * s.cstride;
+    __builtin_prefetch(base + (o + e[0].off) * index_t(sizeof(T)));
+    __builtin_prefetch(base + (o + e[kMaxSeg].off) * index_t(sizeof(T)));
+  }
+}
+
 // B^T: rows q0 .. q0 + kc of the (L x Kg) transpose into panels of NR columns. Per panel
 // and block of 2L pixels: the forward packer writes the panel's NR rows of B for those
 // pixels into tmp (NR x 2L), then L x L transposes move them to the rows of B^T. The GEMM
@@ -179,6 +194,7 @@ void shift_pack_trans_t(const ShiftPack& s, T* dst, index_t q0, index_t kc, inde
         make_table<V>(s, q0 + qb, nq, QB, tb);
         cache.built[size_t(qb / QB)] = 1;
       }
+      if (tb.ok) prefetch_rows_t<T>(s, tb, j0 + jp + NR, NR);
       pack_panel<V>(s, tb, tmp.data(), j0 + jp, nr, q0 + qb, nq, QB);
       if (NR % L != 0) {  // no square blocks: element by element
         for (index_t q = 0; q < nq; ++q)
