@@ -81,7 +81,9 @@ void run_block(const Problem<T>& P, index_t m0, index_t m1, index_t n0, index_t 
   const index_t KC = P.pa ? P.pa->kc : (P.pb ? P.pb->kc : kr.KC);
   const index_t K = P.K;
   const bool direct_b = !P.pb && !P.vb && P.cs_b == 1 && (m1 - m0) <= kDirectBRows * MR;
-  const bool direct_a = !P.pa && (n1 - n0) <= kDirectAPanels * NR;
+  // (A per-panel virtual B keeps A packed: its K is long and the strided A loads of the
+  // direct path cost more than packing A once per K block.)
+  const bool direct_a = !P.pa && !(P.vb && P.vb->per_panel) && (n1 - n0) <= kDirectAPanels * NR;
   // Virtual B (per_panel): when the thread's rows of A fit in L2 as one block (with a K block
   // short enough for a B micro-panel to fit in L1), each B micro-panel is packed right
   // before the micro-kernels that use it: it stays in L1, the B block never goes to memory.
