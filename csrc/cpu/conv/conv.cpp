@@ -9,6 +9,12 @@
 // columns), the backward-weight's transposed packer (the row becomes a panel column), and
 // col2im (scatter-add, padding runs skipped).
 //
+// Paths, chosen per direction (shift_fwd / shift_data / shift_weight): the shift packer
+// (shift_pack.h: masked vector loads, per-panel tables; strided convolutions over the
+// image's stride phases), the small-image path (batched images, table gathers, gather.h),
+// pointwise (plain GEMM), depthwise (depthwise.h), and the walk_row packers above for
+// what remains (outputs narrower than 8 pixels; strided backward-data).
+//
 // Threads: when the batch is large enough to split evenly over the threads, whole images
 // run one per thread (the nested GEMMs run inline, single-threaded); otherwise images run
 // one after another with the GEMM and col2im threaded inside. Either way the summation
