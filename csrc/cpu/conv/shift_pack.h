@@ -19,8 +19,8 @@
 // share one entry); then, tap by tap, the rows of all channels are 1-2 masked vector loads
 // per vector (merged) and one store, with the offsets and masks held in registers.
 // Masked-off lanes may point outside the plane: masked loads do not touch them (AVX-512 /
-// AVX2 fault suppression; the generic build reads lane by lane). Panels whose vectors
-// meet more than kMaxSeg segments (very narrow outputs) are packed lane by lane.
+// AVX2 fault suppression; the generic build reads lane by lane). Panels in which a vector
+// needs more than two runs (outputs much narrower than a vector) are packed lane by lane.
 #pragma once
 #include <cstdint>
 

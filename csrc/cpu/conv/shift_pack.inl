@@ -6,7 +6,7 @@
 
 namespace {
 
-constexpr int kMaxSeg = 4;  // output-row segments met by one vector (more: lane-by-lane panel)
+constexpr int kMaxSeg = 2;  // (offset, mask) entries per vector: runs it meets (more: lane-by-lane panel)
 
 struct Entry {
   index_t off;    // offset of the vector's lane 0 from the channel's base
@@ -26,7 +26,7 @@ struct PanelTable {
 // than kMaxSeg segments.
 inline bool build_table(const ShiftPack& s, index_t j0, index_t nr, int L, index_t nvec, PanelTable& tb) {
   tb.ent.resize(size_t(s.ntaps * nvec * kMaxSeg));
-  for (index_t i = 0; i < s.ntaps * nvec; ++i) tb.ent[size_t(i * kMaxSeg)] = tb.ent[size_t(i * kMaxSeg + 1)] = Entry{0, 0};
+  std::fill(tb.ent.begin(), tb.ent.end(), Entry{0, 0});
   tb.cnt.assign(size_t(s.ntaps * nvec), 0);
   tb.max_cnt = 0;
   index_t oh = j0 / s.Wo, ow = j0 - oh * s.Wo;
@@ -104,7 +104,7 @@ inline void pack_tap2(const T* base, index_t cstride, const Entry* e0, const Ent
 
 template <class V>
 void make_table(const ShiftPack& s, index_t j0, index_t nr, index_t NR, PanelTable& tb) {
-  tb.ok = NR == 2 * V::L && build_table(s, j0, nr, V::L, 2, tb) && tb.max_cnt <= 2;
+  tb.ok = NR == 2 * V::L && build_table(s, j0, nr, V::L, 2, tb);
 }
 
 // Rows p0 .. p0 + kc of the panel of columns [j0, j0 + nr) into d (kc x NR), with its table.
