@@ -612,6 +612,12 @@ void forward_t(const ConvGeom& g, T* y, const T* x, const T* w, const T* bias) {
   const bool shift = shift_fwd(g);
   ShiftTables st;
   if (shift) shift_tables(g, st);
+  // The shift path packs the weight once for all images (in its K blocks).
+  std::vector<PackedMatrix> wp;
+  if (shift)
+    for (index_t gr = 0; gr < g.groups; ++gr)
+      wp.push_back(pack_a(dtype_of<T>::value, Coutg, Kg, w + gr * Coutg * Kg, Kg, 1,
+                          gemm_virtual_b_kc(dtype_of<T>::value, Kg)));
   const double flops = 2.0 * double(g.Cout) * double(L) * double(std::max<index_t>(Kg, 1));
   for_images(g, flops, [&](index_t n) {
     std::unique_ptr<T, FreeDel> xs;  // the image's stride phases
@@ -635,6 +641,7 @@ void forward_t(const ConvGeom& g, T* y, const T* x, const T* w, const T* bias) {
       VirtualB vbs{pack_shift, &sctx, true};
       if (pw) { a.b = xg; a.rs_b = HW; a.cs_b = 1; }
       else a.virtual_b = shift ? &vbs : &vb;
+      if (shift) a.packed_a = &wp[size_t(gr)];
       gemm(a);
     }
   });
@@ -665,6 +672,9 @@ void backward_data_shift(const ConvGeom& g, T* dx, const T* dy, const T* w) {
     }
   const ShiftPack sp{nullptr, L, khw, toff.data(), sdy.data(), sdx.data(), g.Ho, g.Wo, g.H, g.W};
   const ShiftPackFn fn = shift_pack_fn();
+  std::vector<PackedMatrix> wp;  // Wt packed once for all images
+  for (index_t gr = 0; gr < g.groups; ++gr)
+    wp.push_back(pack_a(dtype_of<T>::value, Cg, Kt, wtp + gr * Cg * Kt, Kt, 1, gemm_virtual_b_kc(dtype_of<T>::value, Kt)));
   const double flops = 2.0 * double(g.C) * double(HW) * double(Kt);
   for_images(g, flops, [&](index_t n) {
     for (index_t gr = 0; gr < g.groups; ++gr) {
@@ -674,6 +684,7 @@ void backward_data_shift(const ConvGeom& g, T* dx, const T* dy, const T* w) {
       a.a = wtp + gr * Cg * Kt; a.rs_a = Kt; a.cs_a = 1;
       a.c = dx + (n * g.C + gr * Cg) * HW; a.rs_c = HW; a.cs_c = 1;
       a.beta = 0.0;
+      a.packed_a = &wp[size_t(gr)];
       ShiftCtx sctx{dtype_of<T>::value, fn, sp};
       sctx.sp.base = dy + (n * g.Cout + gr * Coutg) * L;
       VirtualB vb{pack_shift, &sctx, true};

@@ -87,8 +87,9 @@ void run_block(const Problem<T>& P, index_t m0, index_t m1, index_t n0, index_t 
   // Virtual B (per_panel): when the thread's rows of A fit in L2 as one block (with a K block
   // short enough for a B micro-panel to fit in L1), each B micro-panel is packed right
   // before the micro-kernels that use it: it stays in L1, the B block never goes to memory.
-  const index_t KCv = std::min(KC, std::max<index_t>(MR, kVbPanelBytes / index_t(sizeof(T) * NR)));
-  const bool vb_panels = P.vb && P.vb->per_panel && !P.pa &&
+  // A pre-packed A fixes the K block (gemm_virtual_b_kc gives the one to pack with).
+  const index_t KCv = P.pa ? KC : std::min(KC, std::max<index_t>(MR, kVbPanelBytes / index_t(sizeof(T) * NR)));
+  const bool vb_panels = P.vb && P.vb->per_panel &&
                          round_up(m1 - m0, MR) * KCv * index_t(sizeof(T)) <= kVbABytes;
   const index_t MC = vb_panels ? round_up(m1 - m0, MR) : kr.MC;
   const index_t KCb = vb_panels ? KCv : KC;
@@ -245,7 +246,7 @@ void gemm_t(const GemmArgs& g0) {
 }
 
 template <typename T>
-PackedMatrix pack_t(bool is_a, index_t rows, index_t cols, const T* src, index_t rs, index_t cs) {
+PackedMatrix pack_t(bool is_a, index_t rows, index_t cols, const T* src, index_t rs, index_t cs, index_t kc) {
   Isa isa = current_isa();
   const GemmKernel<T>& kr = gemm_kernel<T>(isa);
   PackedMatrix pm;
@@ -255,7 +256,7 @@ PackedMatrix pack_t(bool is_a, index_t rows, index_t cols, const T* src, index_t
   pm.rows = rows;
   pm.cols = cols;
   pm.r = is_a ? kr.MR : kr.NR;
-  pm.kc = kr.KC;
+  pm.kc = kc > 0 ? kc : kr.KC;
   const index_t wide = is_a ? rows : cols;  // M for A, N for B
   const index_t K = is_a ? cols : rows;
   pm.padded = round_up(wide, pm.r);
@@ -310,14 +311,23 @@ void gemm_batched(const GemmArgs& g, const BatchSpec& bs) {
   }
 }
 
-PackedMatrix pack_a(DType dt, index_t M, index_t K, const void* a, index_t rs, index_t cs) {
-  if (dt == DType::f32) return pack_t<float>(true, M, K, static_cast<const float*>(a), rs, cs);
-  return pack_t<double>(true, M, K, static_cast<const double*>(a), rs, cs);
+PackedMatrix pack_a(DType dt, index_t M, index_t K, const void* a, index_t rs, index_t cs, index_t kc) {
+  if (dt == DType::f32) return pack_t<float>(true, M, K, static_cast<const float*>(a), rs, cs, kc);
+  return pack_t<double>(true, M, K, static_cast<const double*>(a), rs, cs, kc);
 }
 
 PackedMatrix pack_b(DType dt, index_t K, index_t N, const void* b, index_t rs, index_t cs) {
-  if (dt == DType::f32) return pack_t<float>(false, K, N, static_cast<const float*>(b), rs, cs);
-  return pack_t<double>(false, K, N, static_cast<const double*>(b), rs, cs);
+  if (dt == DType::f32) return pack_t<float>(false, K, N, static_cast<const float*>(b), rs, cs, 0);
+  return pack_t<double>(false, K, N, static_cast<const double*>(b), rs, cs, 0);
 }
+
+template <typename T>
+index_t vb_kc(index_t K) {
+  const GemmKernel<T>& kr = gemm_kernel<T>(current_isa());
+  const index_t KCv = std::min(kr.KC, std::max<index_t>(kr.MR, kVbPanelBytes / index_t(sizeof(T) * kr.NR)));
+  return ceil_div(std::max<index_t>(K, 1), ceil_div(std::max<index_t>(K, 1), KCv));
+}
+
+index_t gemm_virtual_b_kc(DType dt, index_t K) { return dt == DType::f32 ? vb_kc<float>(K) : vb_kc<double>(K); }
 
 }  // namespace nnk
