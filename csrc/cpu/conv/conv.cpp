@@ -296,14 +296,16 @@ bool is_pointwise(const ConvGeom& g) {
          g.Ho == g.H && g.Wo == g.W;
 }
 
-// Runs f(n) for every image: one image per thread when that splits evenly, else in order.
+// Runs f(n) for every image: images spread over the threads when that splits evenly, else
+// in order. Spread: one image per chunk of the pool, so that a worker that wakes late (a
+// busy machine) still finds images to take rather than leaving them all to the caller.
 template <class F>
 void for_images(const ConvGeom& g, double flops_per_image, F&& f) {
   const index_t T = get_num_threads();
   const bool batch_par = g.N >= T && T > 1 &&
       (g.N % T == 0 || g.N >= 4 * T || flops_per_image < kMinImageFlops);
   if (batch_par) {
-    parallel_for(g.N, 1, [&](index_t b, index_t e) { for (index_t n = b; n < e; ++n) f(n); });
+    parallel_run(g.N, [&](index_t n) { f(n); });
   } else {
     for (index_t n = 0; n < g.N; ++n) f(n);
   }
@@ -757,11 +759,14 @@ void backward_data_t(const ConvGeom& g, T* dx, const T* dy, const T* w) {
   }
 }
 
+constexpr index_t kWeightPartsPerThread = 2;  // partial sums per thread (a late worker still finds one)
+
 // Backward-weight through the transposed shift packer (strided: over each image's phases):
 //   dW_g (Coutg x Kg) = sum_n dY_g[n] (Coutg x L) @ B_n^T   (B_n: the forward's virtual B of image n)
 // one GEMM per image and group accumulating into dW (beta = 1 after the first image). With
-// several threads and images, thread t takes the images [N t / T, N (t+1) / T) into its
-// own partial sum (thread 0's is dW), and the partials are added in thread order.
+// T > 1 threads, the images are cut into P = min(2T, N) parts, part t = [N t / P, N (t+1) / P)
+// summed into its own partial (part 0's is dW), and the partials are added in part order
+// (the parts depend on T only: bitwise reproducible).
 template <typename T>
 void backward_weight_shift(const ConvGeom& g, T* dw, const T* dy, const T* x) {
   const index_t L = g.L(), Kg = g.Kg(), Coutg = g.Coutg(), Cg = g.Cg(), HW = g.H * g.W;
@@ -789,7 +794,8 @@ void backward_weight_shift(const ConvGeom& g, T* dw, const T* dy, const T* x) {
       }
     }
   };
-  const index_t nt = std::min<index_t>(get_num_threads(), g.N);
+  const index_t threads = get_num_threads();
+  const index_t nt = threads <= 1 ? 1 : std::min<index_t>(kWeightPartsPerThread * threads, g.N);
   if (nt <= 1) {
     images(dw, 0, g.N);
     return;
