@@ -370,7 +370,8 @@ def test_conv2d_small_images_threads_bitwise(dtype, rng):
 # that are not multiples of the vector length, narrower than a panel (several output rows
 # per vector, up to the lane-by-lane fallback), padding wider than the image, dilation,
 # groups, "valid" outputs (Wo != W), strides (stride phases), batches of 1 and many (images
-# split over threads), channel counts on both sides of the backward-data choice.
+# split over threads, images batched into one GEMM), channel counts on both sides of the
+# backward-data choice.
 SHIFT = [
     dict(N=2, C=16, H=13, W=37, Cout=12, k=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1, noncontig=False),
     dict(N=3, C=9, H=12, W=17, Cout=9, k=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1, noncontig=True),
@@ -390,6 +391,11 @@ SHIFT = [
     dict(N=1, C=5, H=30, W=41, Cout=7, k=(3, 2), stride=(3, 2), padding=(2, 1), dilation=(2, 3), groups=1, noncontig=True),
     dict(N=1, C=4, H=20, W=19, Cout=6, k=(1, 1), stride=(2, 2), padding=(0, 0), dilation=(1, 1), groups=1, noncontig=False),
     dict(N=3, C=6, H=33, W=35, Cout=8, k=(4, 4), stride=(2, 2), padding=(1, 1), dilation=(1, 1), groups=2, noncontig=False),
+    # Small planes, batch split evenly: several images side by side in one GEMM (panels
+    # straddle images), strided and grouped too.
+    dict(N=6, C=10, H=12, W=13, Cout=7, k=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1, noncontig=False),
+    dict(N=4, C=3, H=29, W=31, Cout=5, k=(5, 5), stride=(2, 2), padding=(2, 2), dilation=(1, 1), groups=1, noncontig=True),
+    dict(N=4, C=16, H=11, W=14, Cout=12, k=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=2, noncontig=False),
 ]
 
 

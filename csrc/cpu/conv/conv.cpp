@@ -598,6 +598,44 @@ void backward_weight_small(const ConvGeom& g, T* dw, const T* dyt, index_t NL, c
   }
 }
 
+// Shift path, small output planes: nb images side by side in one GEMM (columns n*L + l,
+// ShiftPack::istride), so that the last, partial micro-panel of each plane (L = 14*14 =
+// 6 panels of 32 and 4 columns) is paid once per nb images; the GEMM writes a (rows x nb*L)
+// buffer that is then copied out. nb divides each thread's even share of the batch (the
+// threads take whole chunks), reaches kBatchCols columns if it can, and keeps the buffer
+// under kBatchElems elements; 1 when the planes are large or the batch does not split evenly.
+constexpr index_t kBatchCols = 1024;
+constexpr index_t kBatchElems = index_t(1) << 20;
+index_t shift_batch(const ConvGeom& g, index_t cols, index_t rows) {
+  const index_t T = get_num_threads();
+  if (cols >= kBatchCols || g.N < 2 || (T > 1 && g.N % T != 0)) return 1;
+  const index_t share = T > 1 ? g.N / T : g.N;
+  index_t best = 1;
+  for (index_t nb = 2; nb <= share; ++nb) {
+    if (share % nb) continue;
+    if (double(rows) * double(nb) * double(cols) > double(kBatchElems)) break;
+    best = nb;
+    if (nb * cols >= kBatchCols) break;
+  }
+  return best;
+}
+
+// Runs chunk(i) for the N / nb chunks of images: over the threads (one chunk per pool
+// chunk; each thread's share is whole chunks) or in order with one thread.
+template <class F>
+void for_chunks(index_t nchunks, F&& chunk) {
+  if (get_num_threads() > 1) parallel_run(nchunks, [&](index_t i) { chunk(i); });
+  else for (index_t i = 0; i < nchunks; ++i) chunk(i);
+}
+
+// out[n0 + i, r, :] = buf[r, i*P : (i+1)*P] for i < nb, r < rows (buf: rows x nb*P).
+template <typename T>
+void scatter_images(T* out, const T* buf, index_t n0, index_t nb, index_t rows, index_t P) {
+  for (index_t i = 0; i < nb; ++i)
+    for (index_t r = 0; r < rows; ++r)
+      std::memcpy(out + ((n0 + i) * rows + r) * P, buf + r * nb * P + i * P, size_t(P) * sizeof(T));
+}
+
 template <typename T>
 void forward_t(const ConvGeom& g, T* y, const T* x, const T* w, const T* bias) {
   const index_t L = g.L(), Kg = g.Kg(), Coutg = g.Coutg(), Cg = g.Cg(), HW = g.H * g.W;
@@ -620,6 +658,38 @@ void forward_t(const ConvGeom& g, T* y, const T* x, const T* w, const T* bias) {
     for (index_t gr = 0; gr < g.groups; ++gr)
       wp.push_back(pack_a(dtype_of<T>::value, Coutg, Kg, w + gr * Coutg * Kg, Kg, 1,
                           gemm_virtual_b_kc(dtype_of<T>::value, Kg)));
+  const index_t nb = shift ? shift_batch(g, L, g.Cout) : 1;
+  if (nb > 1) {
+    const index_t cs = st.phased ? st.cstride : HW, is = g.C * cs;  // channel / image strides of the input
+    for_chunks(g.N / nb, [&](index_t ci) {
+      const index_t n0 = ci * nb, cols = nb * L;
+      auto yb = alloc_buf<T>(g.Cout * cols);
+      std::unique_ptr<T, FreeDel> xs;  // the images' stride phases
+      const T* xin = x + n0 * g.C * HW;
+      if (st.phased) {
+        xs = alloc_buf<T>(checked_mul(nb, is, "conv2d"));
+        for (index_t i = 0; i < nb; ++i) split_phases(g, st, xs.get() + i * is, x + (n0 + i) * g.C * HW);
+        xin = xs.get();
+      }
+      for (index_t gr = 0; gr < g.groups; ++gr) {
+        GemmArgs a;
+        a.dtype = dtype_of<T>::value;
+        a.M = Coutg; a.N = cols; a.K = Kg;
+        a.packed_a = &wp[size_t(gr)];
+        a.c = yb.get() + gr * Coutg * cols; a.rs_c = cols; a.cs_c = 1;
+        a.beta = 0.0;
+        a.bias_m = bias ? bias + gr * Coutg : nullptr;
+        ShiftCtx sctx{dtype_of<T>::value, st.fn, st.sp};
+        sctx.sp.base = xin + gr * Cg * cs;
+        sctx.sp.istride = is;
+        VirtualB vbs{pack_shift, &sctx, true};
+        a.virtual_b = &vbs;
+        gemm(a);
+      }
+      scatter_images(y, yb.get(), n0, nb, g.Cout, L);
+    });
+    return;
+  }
   const double flops = 2.0 * double(g.Cout) * double(L) * double(std::max<index_t>(Kg, 1));
   for_images(g, flops, [&](index_t n) {
     std::unique_ptr<T, FreeDel> xs;  // the image's stride phases
@@ -677,6 +747,29 @@ void backward_data_shift(const ConvGeom& g, T* dx, const T* dy, const T* w) {
   std::vector<PackedMatrix> wp;  // Wt packed once for all images
   for (index_t gr = 0; gr < g.groups; ++gr)
     wp.push_back(pack_a(dtype_of<T>::value, Cg, Kt, wtp + gr * Cg * Kt, Kt, 1, gemm_virtual_b_kc(dtype_of<T>::value, Kt)));
+  const index_t nb = shift_batch(g, HW, g.C);
+  if (nb > 1) {
+    for_chunks(g.N / nb, [&](index_t ci) {
+      const index_t n0 = ci * nb, cols = nb * HW;
+      auto xb = alloc_buf<T>(g.C * cols);
+      for (index_t gr = 0; gr < g.groups; ++gr) {
+        GemmArgs a;
+        a.dtype = dtype_of<T>::value;
+        a.M = Cg; a.N = cols; a.K = Kt;
+        a.packed_a = &wp[size_t(gr)];
+        a.c = xb.get() + gr * Cg * cols; a.rs_c = cols; a.cs_c = 1;
+        a.beta = 0.0;
+        ShiftCtx sctx{dtype_of<T>::value, fn, sp};
+        sctx.sp.base = dy + (n0 * g.Cout + gr * Coutg) * L;
+        sctx.sp.istride = g.Cout * L;
+        VirtualB vb{pack_shift, &sctx, true};
+        a.virtual_b = &vb;
+        gemm(a);
+      }
+      scatter_images(dx, xb.get(), n0, nb, g.C, HW);
+    });
+    return;
+  }
   const double flops = 2.0 * double(g.C) * double(HW) * double(Kt);
   for_images(g, flops, [&](index_t n) {
     for (index_t gr = 0; gr < g.groups; ++gr) {

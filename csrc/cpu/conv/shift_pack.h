@@ -37,6 +37,8 @@ struct ShiftPack {
   const index_t* dx = nullptr;         // per tap
   index_t Hs = 0, Ws = 0;              // plane
   index_t Ho = 0, Wo = 0;              // output grid (L = Ho * Wo)
+  index_t istride = 0;                 // several images side by side: column l = n * L + (oh * Wo + ow)
+                                       // reads image n's planes, istride elements further on
 };
 
 using ShiftPackFn = void (*)(DType, const ShiftPack&, void*, index_t, index_t, index_t, index_t, index_t);  // either

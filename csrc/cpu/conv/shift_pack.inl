@@ -24,25 +24,26 @@ struct PanelTable {
 
 // Fills the table for the panel of columns [j0, j0 + nr); false if a vector meets more
 // than kMaxSeg segments.
-inline bool build_table(const ShiftPack& s, index_t j0, index_t nr, int L, index_t nvec, PanelTable& tb) {
+inline bool build_table(const ShiftPack& s, index_t j0, index_t nr, int VL, index_t nvec, PanelTable& tb) {
   tb.ent.resize(size_t(s.ntaps * nvec * kMaxSeg));
   std::fill(tb.ent.begin(), tb.ent.end(), Entry{0, 0});
   tb.cnt.assign(size_t(s.ntaps * nvec), 0);
   tb.max_cnt = 0;
-  index_t oh = j0 / s.Wo, ow = j0 - oh * s.Wo;
-  for (index_t q0 = 0; q0 < nr;) {  // segment: lanes [q0, q0 + len) are pixels (oh, ow ..)
+  const index_t L = s.Ho * s.Wo;
+  index_t n = j0 / L, oh = (j0 - n * L) / s.Wo, ow = j0 - n * L - oh * s.Wo;
+  for (index_t q0 = 0; q0 < nr;) {  // segment: lanes [q0, q0 + len) are pixels (n, oh, ow ..)
     const index_t len = std::min(s.Wo - ow, nr - q0);
     for (index_t t = 0; t < s.ntaps; ++t) {
       const index_t ih = oh + s.dy[t], iw0 = ow + s.dx[t];
       if (ih < 0 || ih >= s.Hs) continue;
       const index_t lo = q0 + std::max<index_t>(0, -iw0), hi = q0 + std::min(len, s.Ws - iw0);
       for (index_t v = 0; v < nvec; ++v) {
-        const index_t a = std::max(lo, v * L), b = std::min(hi, (v + 1) * L);
+        const index_t a = std::max(lo, v * VL), b = std::min(hi, (v + 1) * VL);
         if (a >= b) continue;
         int& c = tb.cnt[size_t(t * nvec + v)];
         Entry* e = &tb.ent[size_t((t * nvec + v) * kMaxSeg)];
-        const index_t off = s.toff[t] + ih * s.Ws + iw0 - q0 + v * L;
-        const uint32_t mask = ((1u << (b - v * L)) - 1u) & ~((1u << (a - v * L)) - 1u);
+        const index_t off = n * s.istride + s.toff[t] + ih * s.Ws + iw0 - q0 + v * VL;
+        const uint32_t mask = ((1u << (b - v * VL)) - 1u) & ~((1u << (a - v * VL)) - 1u);
         if (c > 0 && e[c - 1].off == off) {  // the next input row continues the run (Wo == Ws)
           e[c - 1].mask |= mask;
           continue;
@@ -54,7 +55,10 @@ inline bool build_table(const ShiftPack& s, index_t j0, index_t nr, int L, index
     }
     q0 += len;
     ow = 0;
-    ++oh;
+    if (++oh == s.Ho) {
+      oh = 0;
+      ++n;
+    }
   }
   return true;
 }
@@ -69,9 +73,9 @@ void pack_panel_lanes(const ShiftPack& s, T* d, index_t p0, index_t kc, index_t 
     for (index_t q = 0; q < NR; ++q) {
       T v = T(0);
       if (q < nr) {
-        const index_t l = j0 + q, oh = l / s.Wo, ow = l - oh * s.Wo;
+        const index_t L = s.Ho * s.Wo, n = (j0 + q) / L, l = j0 + q - n * L, oh = l / s.Wo, ow = l - oh * s.Wo;
         const index_t ih = oh + s.dy[t], iw = ow + s.dx[t];
-        if (ih >= 0 && ih < s.Hs && iw >= 0 && iw < s.Ws) v = plane[ih * s.Ws + iw];
+        if (ih >= 0 && ih < s.Hs && iw >= 0 && iw < s.Ws) v = plane[n * s.istride + ih * s.Ws + iw];
       }
       d[q] = v;
     }
