@@ -14,8 +14,8 @@
 //      with its own strides, no packing;
 //   4. pre-packed A or B (PackedMatrix): weights packed once and reused across calls;
 //   5. virtual B (VirtualB): B exists only as a packing routine (im2col in convolution);
-//      with per_panel and a thread's rows in one MC block, each micro-panel is packed just
-//      before use.
+//      with per_panel, when a thread's block of A fits in L2 (kVbABytes), each micro-panel is
+//      packed just before the micro-kernels use it, in K blocks that keep it in L1.
 #include "cpu/gemm/gemm.h"
 
 #include <algorithm>
