@@ -605,7 +605,7 @@ void backward_weight_small(const ConvGeom& g, T* dw, const T* dyt, index_t NL, c
 // threads take whole chunks), reaches kBatchCols columns if it can, and keeps the buffer
 // under kBatchElems elements; 1 when the planes are large or the batch does not split evenly.
 constexpr index_t kBatchCols = 1024;
-constexpr index_t kBatchElems = index_t(1) << 20;
+constexpr index_t kBatchElems = index_t(1) << 18;  // ~1 MiB (f32): keeps the forward's extra memory low
 index_t shift_batch(const ConvGeom& g, index_t cols, index_t rows) {
   const index_t T = get_num_threads();
   if (cols >= kBatchCols || g.N < 2 || (T > 1 && g.N % T != 0)) return 1;
