@@ -1157,8 +1157,7 @@ def suite(families, full=False, dtype=None):
         for sh in (CONV_SHAPES if full else [quick]):
             cases.append(ConvForward(*sh, dtype=dt))
         for sh in (CONV_SHAPES if full else [quick]):
-            if sh[4] == 3:
-                cases.append(ConvForwardBackward(*sh, dtype=dt))
+            cases.append(ConvForwardBackward(*sh, dtype=dt))
         n, c, h, cout, k, st, p, g = quick
         cases.append(PeakMemory(["conv_fwd", dict(n=n, c=c, h=h, cout=cout, k=k, stride=st, padding=p,
                                                   groups=g, dtype=dt)],

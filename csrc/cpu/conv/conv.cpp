@@ -9,6 +9,12 @@
 // columns), the backward-weight's transposed packer (the row becomes a panel column), and
 // col2im (scatter-add, padding runs skipped).
 //
+// Paths, chosen per direction (shift_fwd / shift_data / shift_weight): the shift packer
+// (shift_pack.h: masked vector loads, per-panel tables; strided convolutions over the
+// image's stride phases), the small-image path (batched images, table gathers, gather.h),
+// pointwise (plain GEMM), depthwise (depthwise.h), and the walk_row packers above for
+// what remains (outputs narrower than 8 pixels; strided backward-data).
+//
 // Threads: when the batch is large enough to split evenly over the threads, whole images
 // run one per thread (the nested GEMMs run inline, single-threaded); otherwise images run
 // one after another with the GEMM and col2im threaded inside. Either way the summation
@@ -29,6 +35,7 @@
 #include "core/cpu_features.h"
 #include "cpu/conv/depthwise.h"
 #include "cpu/conv/gather.h"
+#include "cpu/conv/shift_pack.h"
 #include "cpu/gemm/gemm.h"
 
 namespace nnk {
@@ -159,6 +166,91 @@ void pack_fwd(const void* vctx, void* vdst, index_t p0, index_t kc, index_t j0, 
   }
 }
 
+// Virtual B of the forward through the vectorised packer (shift_pack.h). Stride 1: one
+// plane per channel of the group, taps (i, j) shifted by (i*dh - pt, j*dw - pl). Stride
+// (sh, sw) > 1: the image is first split into its sh*sw stride phases,
+//   xs[c][a][b][u][v] = x[c, u*sh + a, v*sw + b]   (Hs x Ws = ceil(H/sh) x ceil(W/sw), zero past the image)
+// and tap (i, j) reads phase (a, b) shifted by (qy, qx), where i*dh - pt = qy*sh + a and
+// j*dw - pl = qx*sw + b (floor division): ih = oh*sh + i*dh - pt = (oh + qy)*sh + a.
+struct ShiftTables {
+  std::vector<index_t> toff, dy, dx;
+  ShiftPack sp;
+  ShiftPackFn fn;
+  bool phased = false;
+  index_t Hs = 0, Ws = 0, cstride = 0;  // phase planes (phased) or the image planes
+};
+
+ShiftPackFn shift_pack_trans_fn() {
+#if defined(NNK_X86)
+  if (current_isa() == Isa::avx512) return cpu::avx512::shift_pack_trans;
+  if (current_isa() == Isa::avx2) return cpu::avx2::shift_pack_trans;
+#endif
+  return cpu::generic::shift_pack_trans;
+}
+
+ShiftPackFn shift_pack_fn() {
+#if defined(NNK_X86)
+  if (current_isa() == Isa::avx512) return cpu::avx512::shift_pack;
+  if (current_isa() == Isa::avx2) return cpu::avx2::shift_pack;
+#endif
+  return cpu::generic::shift_pack;
+}
+
+inline index_t floor_div(index_t a, index_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+void shift_tables(const ConvGeom& g, ShiftTables& t) {
+  const index_t khw = g.kh * g.kw;
+  t.phased = g.sh > 1 || g.sw > 1;
+  t.Hs = ceil_div(g.H, g.sh);
+  t.Ws = ceil_div(g.W, g.sw);
+  const index_t plane = t.Hs * t.Ws;
+  t.cstride = g.sh * g.sw * plane;
+  t.toff.resize(size_t(khw));
+  t.dy.resize(size_t(khw));
+  t.dx.resize(size_t(khw));
+  for (index_t i = 0; i < g.kh; ++i)
+    for (index_t j = 0; j < g.kw; ++j) {
+      const index_t ey = i * g.dh - g.pt, ex = j * g.dw - g.pl;
+      const index_t qy = floor_div(ey, g.sh), qx = floor_div(ex, g.sw);
+      const index_t a = ey - qy * g.sh, b = ex - qx * g.sw;
+      t.toff[size_t(i * g.kw + j)] = (a * g.sw + b) * plane;
+      t.dy[size_t(i * g.kw + j)] = qy;
+      t.dx[size_t(i * g.kw + j)] = qx;
+    }
+  t.sp = ShiftPack{nullptr, t.cstride, khw, t.toff.data(), t.dy.data(), t.dx.data(), t.Hs, t.Ws, g.Ho, g.Wo};
+  t.fn = shift_pack_fn();
+}
+
+// xs (C planes of sh*sw phases, t's layout) from one image x (C, H, W).
+template <typename T>
+void split_phases(const ConvGeom& g, const ShiftTables& t, T* xs, const T* x) {
+  const index_t plane = t.Hs * t.Ws;
+  for (index_t c = 0; c < g.C; ++c)
+    for (index_t a = 0; a < g.sh; ++a)
+      for (index_t b = 0; b < g.sw; ++b) {
+        T* d = xs + c * t.cstride + (a * g.sw + b) * plane;
+        const T* src = x + c * g.H * g.W;
+        for (index_t u = 0; u < t.Hs; ++u, d += t.Ws) {
+          const index_t ih = u * g.sh + a;
+          if (ih >= g.H) {
+            std::fill(d, d + t.Ws, T(0));
+            continue;
+          }
+          const T* r = src + ih * g.W + b;
+          const index_t nv = b < g.W ? ceil_div(g.W - b, g.sw) : 0;
+          for (index_t v = 0; v < nv; ++v) d[v] = r[v * g.sw];
+          std::fill(d + nv, d + t.Ws, T(0));
+        }
+      }
+}
+
+struct ShiftCtx { DType dt; ShiftPackFn fn; ShiftPack sp; };
+
+void pack_shift(const void* vctx, void* dst, index_t p0, index_t kc, index_t j0, index_t nc, index_t NR) {
+  const auto& c = *static_cast<const ShiftCtx*>(vctx);
+  c.fn(c.dt, c.sp, dst, p0, kc, j0, nc, NR);
+}
+
 // Virtual B of the backward-weight: cols^T over the whole batch, (N*L x Kg): row q = (n, l).
 template <typename T>
 struct WtPackCtx { const ConvGeom* g; const T* x; };  // x: image 0's group plane
@@ -204,20 +296,27 @@ bool is_pointwise(const ConvGeom& g) {
          g.Ho == g.H && g.Wo == g.W;
 }
 
-// Runs f(n) for every image: one image per thread when that splits evenly, else in order.
+// Runs f(n) for every image: images spread over the threads when that splits evenly, else
+// in order. Spread: one image per chunk of the pool, so that a worker that wakes late (a
+// busy machine) still finds images to take rather than leaving them all to the caller.
 template <class F>
 void for_images(const ConvGeom& g, double flops_per_image, F&& f) {
   const index_t T = get_num_threads();
   const bool batch_par = g.N >= T && T > 1 &&
       (g.N % T == 0 || g.N >= 4 * T || flops_per_image < kMinImageFlops);
   if (batch_par) {
-    parallel_for(g.N, 1, [&](index_t b, index_t e) { for (index_t n = b; n < e; ++n) f(n); });
+    parallel_run(g.N, [&](index_t n) { f(n); });
   } else {
     for (index_t n = 0; n < g.N; ++n) f(n);
   }
 }
 
 bool is_depthwise(const ConvGeom& g) { return g.groups == g.C && g.C > 1; }
+
+// The shift packer's paths (any stride, through the stride phases when > 1; outputs at
+// least kShiftMinWo wide, so that a panel's vectors meet few output rows).
+constexpr index_t kShiftMinWo = 8;
+bool use_shift(const ConvGeom& g) { return !is_pointwise(g) && !is_depthwise(g) && g.Wo >= kShiftMinWo; }
 
 void depthwise(DType dt, const ConvGeom& g, void* y, const void* x, const void* w, const void* bias) {
   auto fn = cpu::generic::depthwise_forward;
@@ -271,6 +370,19 @@ bool use_small(const ConvGeom& g) {
   const double img = double(Hp) * double(Wp) * double(g.C);
   return img <= double(kMaxImageElems) && double(g.Cout) * double(g.L()) <= double(kMaxImageElems) &&
          double(g.Kg()) * double(g.L()) <= double(kMaxImageElems);
+}
+
+// Which path: the shift packer is preferred to the small-image path (batched images) from
+// kShiftMinL output pixels per image (4 panels of 32; measured on 16 x 64 x 14 x 14 -> 64:
+// 200 against 150 GFLOP/s forward). Backward-data by the shift packer packs Coutg*kh*kw
+// rows per pixel for Cg rows of output; the column-matrix route (GEMM + col2im) moves
+// Cg*kh*kw rows per pixel instead and wins when Cg is much smaller than Coutg (measured:
+// C = 3 -> Cout = 32 on 32 x 32 images: 44 against 118 GFLOP/s).
+constexpr index_t kShiftMinL = 128;
+bool shift_fwd(const ConvGeom& g) { return use_shift(g) && (g.L() >= kShiftMinL || !use_small(g)); }
+bool shift_weight(const ConvGeom& g) { return shift_fwd(g); }
+bool shift_data(const ConvGeom& g) {
+  return shift_fwd(g) && g.sh == 1 && g.sw == 1 && g.W >= kShiftMinWo && g.Cg() >= 8 && 4 * g.Cg() >= g.Coutg();
 }
 
 using GatherFn = void (*)(DType, void*, const void*, const int32_t*, index_t, const int32_t*, index_t, index_t);
@@ -486,6 +598,44 @@ void backward_weight_small(const ConvGeom& g, T* dw, const T* dyt, index_t NL, c
   }
 }
 
+// Shift path, small output planes: nb images side by side in one GEMM (columns n*L + l,
+// ShiftPack::istride), so that the last, partial micro-panel of each plane (L = 14*14 =
+// 6 panels of 32 and 4 columns) is paid once per nb images; the GEMM writes a (rows x nb*L)
+// buffer that is then copied out. nb divides each thread's even share of the batch (the
+// threads take whole chunks), reaches kBatchCols columns if it can, and keeps the buffer
+// under kBatchElems elements; 1 when the planes are large or the batch does not split evenly.
+constexpr index_t kBatchCols = 1024;
+constexpr index_t kBatchElems = index_t(1) << 18;  // ~1 MiB (f32): keeps the forward's extra memory low
+index_t shift_batch(const ConvGeom& g, index_t cols, index_t rows) {
+  const index_t T = get_num_threads();
+  if (cols >= kBatchCols || g.N < 2 || (T > 1 && g.N % T != 0)) return 1;
+  const index_t share = T > 1 ? g.N / T : g.N;
+  index_t best = 1;
+  for (index_t nb = 2; nb <= share; ++nb) {
+    if (share % nb) continue;
+    if (double(rows) * double(nb) * double(cols) > double(kBatchElems)) break;
+    best = nb;
+    if (nb * cols >= kBatchCols) break;
+  }
+  return best;
+}
+
+// Runs chunk(i) for the N / nb chunks of images: over the threads (one chunk per pool
+// chunk; each thread's share is whole chunks) or in order with one thread.
+template <class F>
+void for_chunks(index_t nchunks, F&& chunk) {
+  if (get_num_threads() > 1) parallel_run(nchunks, [&](index_t i) { chunk(i); });
+  else for (index_t i = 0; i < nchunks; ++i) chunk(i);
+}
+
+// out[n0 + i, r, :] = buf[r, i*P : (i+1)*P] for i < nb, r < rows (buf: rows x nb*P).
+template <typename T>
+void scatter_images(T* out, const T* buf, index_t n0, index_t nb, index_t rows, index_t P) {
+  for (index_t i = 0; i < nb; ++i)
+    for (index_t r = 0; r < rows; ++r)
+      std::memcpy(out + ((n0 + i) * rows + r) * P, buf + r * nb * P + i * P, size_t(P) * sizeof(T));
+}
+
 template <typename T>
 void forward_t(const ConvGeom& g, T* y, const T* x, const T* w, const T* bias) {
   const index_t L = g.L(), Kg = g.Kg(), Coutg = g.Coutg(), Cg = g.Cg(), HW = g.H * g.W;
@@ -494,13 +644,59 @@ void forward_t(const ConvGeom& g, T* y, const T* x, const T* w, const T* bias) {
     depthwise(dtype_of<T>::value, g, y, x, w, bias);
     return;
   }
-  if (use_small(g)) {
+  if (use_small(g) && !shift_fwd(g)) {
     forward_small(g, y, x, w, bias);
     return;
   }
   const bool pw = is_pointwise(g);
+  const bool shift = shift_fwd(g);
+  ShiftTables st;
+  if (shift) shift_tables(g, st);
+  // The shift path packs the weight once for all images (in its K blocks).
+  std::vector<PackedMatrix> wp;
+  if (shift)
+    for (index_t gr = 0; gr < g.groups; ++gr)
+      wp.push_back(pack_a(dtype_of<T>::value, Coutg, Kg, w + gr * Coutg * Kg, Kg, 1,
+                          gemm_virtual_b_kc(dtype_of<T>::value, Kg)));
+  const index_t nb = shift ? shift_batch(g, L, g.Cout) : 1;
+  if (nb > 1) {
+    const index_t cs = st.phased ? st.cstride : HW, is = g.C * cs;  // channel / image strides of the input
+    for_chunks(g.N / nb, [&](index_t ci) {
+      const index_t n0 = ci * nb, cols = nb * L;
+      auto yb = alloc_buf<T>(g.Cout * cols);
+      std::unique_ptr<T, FreeDel> xs;  // the images' stride phases
+      const T* xin = x + n0 * g.C * HW;
+      if (st.phased) {
+        xs = alloc_buf<T>(checked_mul(nb, is, "conv2d"));
+        for (index_t i = 0; i < nb; ++i) split_phases(g, st, xs.get() + i * is, x + (n0 + i) * g.C * HW);
+        xin = xs.get();
+      }
+      for (index_t gr = 0; gr < g.groups; ++gr) {
+        GemmArgs a;
+        a.dtype = dtype_of<T>::value;
+        a.M = Coutg; a.N = cols; a.K = Kg;
+        a.packed_a = &wp[size_t(gr)];
+        a.c = yb.get() + gr * Coutg * cols; a.rs_c = cols; a.cs_c = 1;
+        a.beta = 0.0;
+        a.bias_m = bias ? bias + gr * Coutg : nullptr;
+        ShiftCtx sctx{dtype_of<T>::value, st.fn, st.sp};
+        sctx.sp.base = xin + gr * Cg * cs;
+        sctx.sp.istride = is;
+        VirtualB vbs{pack_shift, &sctx, true};
+        a.virtual_b = &vbs;
+        gemm(a);
+      }
+      scatter_images(y, yb.get(), n0, nb, g.Cout, L);
+    });
+    return;
+  }
   const double flops = 2.0 * double(g.Cout) * double(L) * double(std::max<index_t>(Kg, 1));
   for_images(g, flops, [&](index_t n) {
+    std::unique_ptr<T, FreeDel> xs;  // the image's stride phases
+    if (shift && st.phased) {
+      xs = alloc_buf<T>(checked_mul(g.C, st.cstride, "conv2d"));
+      split_phases(g, st, xs.get(), x + n * g.C * HW);
+    }
     for (index_t gr = 0; gr < g.groups; ++gr) {
       GemmArgs a;
       a.dtype = dtype_of<T>::value;
@@ -512,8 +708,82 @@ void forward_t(const ConvGeom& g, T* y, const T* x, const T* w, const T* bias) {
       const T* xg = x + (n * g.C + gr * Cg) * HW;
       FwdPackCtx<T> ctx{&g, xg};
       VirtualB vb{pack_fwd<T>, &ctx};
+      ShiftCtx sctx{dtype_of<T>::value, st.fn, st.sp};
+      sctx.sp.base = xs ? xs.get() + gr * Cg * st.cstride : xg;
+      VirtualB vbs{pack_shift, &sctx, true};
       if (pw) { a.b = xg; a.rs_b = HW; a.cs_b = 1; }
-      else a.virtual_b = &vb;
+      else a.virtual_b = shift ? &vbs : &vb;
+      if (shift) a.packed_a = &wp[size_t(gr)];
+      gemm(a);
+    }
+  });
+}
+
+// Stride-1 backward-data as a forward convolution of dY through the shift packer:
+//   dx[n, gr*Cg + c, ih, iw] = sum_{o < Coutg, i, j} w[gr*Coutg + o, c, i, j]
+//                                  * dy[n, gr*Coutg + o, ih + pt - i*dh, iw + pl - j*dw]
+// (dy zero outside its Ho x Wo plane). Per image and group, dX_g (Cg x H*W) = Wt_g B with
+// Wt_g[c, o*khw + t] = w[gr*Coutg + o, c, t] (a transposed copy of the weight, made once)
+// and B's row (o, t) the plane dy[o] shifted by (pt - i*dh, pl - j*dw): no column matrix,
+// no col2im.
+template <typename T>
+void backward_data_shift(const ConvGeom& g, T* dx, const T* dy, const T* w) {
+  const index_t khw = g.kh * g.kw, Cg = g.Cg(), Coutg = g.Coutg(), HW = g.H * g.W, L = g.L(), Kt = Coutg * khw;
+  auto wt = alloc_buf<T>(checked_mul(g.C, Kt, "conv2d_backward"));
+  T* wtp = wt.get();
+  for (index_t gr = 0; gr < g.groups; ++gr)
+    for (index_t c = 0; c < Cg; ++c)
+      for (index_t o = 0; o < Coutg; ++o)
+        for (index_t t = 0; t < khw; ++t)
+          wtp[(gr * Cg + c) * Kt + o * khw + t] = w[((gr * Coutg + o) * Cg + c) * khw + t];
+  std::vector<index_t> toff(size_t(khw), 0), sdy(size_t(khw), 0), sdx(size_t(khw), 0);
+  for (index_t i = 0; i < g.kh; ++i)
+    for (index_t j = 0; j < g.kw; ++j) {
+      sdy[size_t(i * g.kw + j)] = g.pt - i * g.dh;
+      sdx[size_t(i * g.kw + j)] = g.pl - j * g.dw;
+    }
+  const ShiftPack sp{nullptr, L, khw, toff.data(), sdy.data(), sdx.data(), g.Ho, g.Wo, g.H, g.W};
+  const ShiftPackFn fn = shift_pack_fn();
+  std::vector<PackedMatrix> wp;  // Wt packed once for all images
+  for (index_t gr = 0; gr < g.groups; ++gr)
+    wp.push_back(pack_a(dtype_of<T>::value, Cg, Kt, wtp + gr * Cg * Kt, Kt, 1, gemm_virtual_b_kc(dtype_of<T>::value, Kt)));
+  const index_t nb = shift_batch(g, HW, g.C);
+  if (nb > 1) {
+    for_chunks(g.N / nb, [&](index_t ci) {
+      const index_t n0 = ci * nb, cols = nb * HW;
+      auto xb = alloc_buf<T>(g.C * cols);
+      for (index_t gr = 0; gr < g.groups; ++gr) {
+        GemmArgs a;
+        a.dtype = dtype_of<T>::value;
+        a.M = Cg; a.N = cols; a.K = Kt;
+        a.packed_a = &wp[size_t(gr)];
+        a.c = xb.get() + gr * Cg * cols; a.rs_c = cols; a.cs_c = 1;
+        a.beta = 0.0;
+        ShiftCtx sctx{dtype_of<T>::value, fn, sp};
+        sctx.sp.base = dy + (n0 * g.Cout + gr * Coutg) * L;
+        sctx.sp.istride = g.Cout * L;
+        VirtualB vb{pack_shift, &sctx, true};
+        a.virtual_b = &vb;
+        gemm(a);
+      }
+      scatter_images(dx, xb.get(), n0, nb, g.C, HW);
+    });
+    return;
+  }
+  const double flops = 2.0 * double(g.C) * double(HW) * double(Kt);
+  for_images(g, flops, [&](index_t n) {
+    for (index_t gr = 0; gr < g.groups; ++gr) {
+      GemmArgs a;
+      a.dtype = dtype_of<T>::value;
+      a.M = Cg; a.N = HW; a.K = Kt;
+      a.a = wtp + gr * Cg * Kt; a.rs_a = Kt; a.cs_a = 1;
+      a.c = dx + (n * g.C + gr * Cg) * HW; a.rs_c = HW; a.cs_c = 1;
+      a.beta = 0.0;
+      a.packed_a = &wp[size_t(gr)];
+      ShiftCtx sctx{dtype_of<T>::value, fn, sp};
+      sctx.sp.base = dy + (n * g.Cout + gr * Coutg) * L;
+      VirtualB vb{pack_shift, &sctx, true};
+      a.virtual_b = &vb;
       gemm(a);
     }
   });
@@ -526,6 +796,10 @@ void backward_data_t(const ConvGeom& g, T* dx, const T* dy, const T* w) {
   const bool pw = is_pointwise(g);
   if (L == 0 || g.Cout == 0) {
     std::memset(dx, 0, size_t(g.N * g.C * HW) * sizeof(T));
+    return;
+  }
+  if (shift_data(g)) {
+    backward_data_shift(g, dx, dy, w);
     return;
   }
   if (use_small(g)) {
@@ -578,11 +852,68 @@ void backward_data_t(const ConvGeom& g, T* dx, const T* dy, const T* w) {
   }
 }
 
+constexpr index_t kWeightPartsPerThread = 2;  // partial sums per thread (a late worker still finds one)
+
+// Backward-weight through the transposed shift packer (strided: over each image's phases):
+//   dW_g (Coutg x Kg) = sum_n dY_g[n] (Coutg x L) @ B_n^T   (B_n: the forward's virtual B of image n)
+// one GEMM per image and group accumulating into dW (beta = 1 after the first image). With
+// T > 1 threads, the images are cut into P = min(2T, N) parts, part t = [N t / P, N (t+1) / P)
+// summed into its own partial (part 0's is dW), and the partials are added in part order
+// (the parts depend on T only: bitwise reproducible).
+template <typename T>
+void backward_weight_shift(const ConvGeom& g, T* dw, const T* dy, const T* x) {
+  const index_t L = g.L(), Kg = g.Kg(), Coutg = g.Coutg(), Cg = g.Cg(), HW = g.H * g.W;
+  const index_t DW = g.Cout * Kg;
+  ShiftTables st;
+  shift_tables(g, st);
+  st.fn = shift_pack_trans_fn();
+  auto images = [&](T* acc, index_t n0, index_t n1) {
+    std::unique_ptr<T, FreeDel> xs;  // the image's stride phases
+    if (st.phased) xs = alloc_buf<T>(checked_mul(g.C, st.cstride, "conv2d_backward"));
+    for (index_t n = n0; n < n1; ++n) {
+      if (xs) split_phases(g, st, xs.get(), x + n * g.C * HW);
+      for (index_t gr = 0; gr < g.groups; ++gr) {
+        GemmArgs a;
+        a.dtype = dtype_of<T>::value;
+        a.M = Coutg; a.N = Kg; a.K = L;
+        a.a = dy + (n * g.Cout + gr * Coutg) * L; a.rs_a = L; a.cs_a = 1;
+        a.c = acc + gr * Coutg * Kg; a.rs_c = Kg; a.cs_c = 1;
+        a.beta = n == n0 ? 0.0 : 1.0;
+        ShiftCtx sctx{dtype_of<T>::value, st.fn, st.sp};
+        sctx.sp.base = xs ? xs.get() + gr * Cg * st.cstride : x + (n * g.C + gr * Cg) * HW;
+        VirtualB vb{pack_shift, &sctx, true};
+        a.virtual_b = &vb;
+        gemm(a);
+      }
+    }
+  };
+  const index_t threads = get_num_threads();
+  const index_t nt = threads <= 1 ? 1 : std::min<index_t>(kWeightPartsPerThread * threads, g.N);
+  if (nt <= 1) {
+    images(dw, 0, g.N);
+    return;
+  }
+  auto part = alloc_buf<T>(checked_mul(nt - 1, DW, "conv2d_backward"));
+  parallel_run(nt, [&](index_t t) {
+    images(t == 0 ? dw : part.get() + (t - 1) * DW, g.N * t / nt, g.N * (t + 1) / nt);
+  });
+  parallel_for(DW, 4096, [&](index_t i0, index_t i1) {
+    for (index_t t = 1; t < nt; ++t) {
+      const T* pp = part.get() + (t - 1) * DW;
+      for (index_t i = i0; i < i1; ++i) dw[i] += pp[i];
+    }
+  });
+}
+
 template <typename T>
 void backward_weight_t(const ConvGeom& g, T* dw, const T* dy, const T* x) {
   const index_t L = g.L(), Kg = g.Kg(), Coutg = g.Coutg(), Cg = g.Cg(), HW = g.H * g.W;
   if (g.Cout == 0 || Kg == 0) return;
   const index_t NL = checked_mul(g.N, L, "conv2d_backward");
+  if (L > 0 && g.N > 0 && shift_weight(g)) {
+    backward_weight_shift(g, dw, dy, x);
+    return;
+  }
   // dy as one (Cout x N*L) matrix, so that the whole batch is one GEMM with K = N*L.
   const T* dyt = dy;
   std::unique_ptr<T, FreeDel> buf;
@@ -614,16 +945,21 @@ template <typename T>
 void backward_bias_t(const ConvGeom& g, T* db, const T* dy) {
   const index_t L = g.L();
   parallel_for(g.Cout, 16, [&](index_t o0, index_t o1) {
+    // kAcc independent double sums (vectorised lane-wise; 4 would be one chain of
+    // dependent adds per vector, ~2 cycles an element), added pairwise at the end.
+    constexpr int kAcc = 16;
     for (index_t o = o0; o < o1; ++o) {
-      double acc[4] = {0, 0, 0, 0};
+      double acc[kAcc] = {};
       for (index_t n = 0; n < g.N; ++n) {
         const T* r = dy + (n * g.Cout + o) * L;
         index_t l = 0;
-        for (; l + 4 <= L; l += 4)
-          for (int k = 0; k < 4; ++k) acc[k] += double(r[l + k]);
-        for (; l < L; ++l) acc[0] += double(r[l]);
+        for (; l + kAcc <= L; l += kAcc)
+          for (int k = 0; k < kAcc; ++k) acc[k] += double(r[l + k]);
+        for (; l < L; ++l) acc[l % kAcc] += double(r[l]);
       }
-      db[o] = T((acc[0] + acc[1]) + (acc[2] + acc[3]));
+      for (int w = kAcc / 2; w >= 1; w /= 2)
+        for (int k = 0; k < w; ++k) acc[k] += acc[k + w];
+      db[o] = T(acc[0]);
     }
   });
 }
@@ -662,7 +998,7 @@ void col2im_t(const ConvGeom& g, T* x, const T* cols) {
 // The three gradients together; the small-image path shares dY's (Cout x N*L) copy.
 template <typename T>
 void backward_all_t(const ConvGeom& g, T* dx, T* dw, T* db, const T* dy, const T* x, const T* w) {
-  if (!use_small(g) || g.Kg() == 0) {
+  if (!use_small(g) || g.Kg() == 0 || (shift_data(g) && shift_weight(g))) {
     if (dx) backward_data_t(g, dx, dy, w);
     if (dw) backward_weight_t(g, dw, dy, x);
     if (db) backward_bias_t(g, db, dy);
@@ -670,8 +1006,10 @@ void backward_all_t(const ConvGeom& g, T* dx, T* dw, T* db, const T* dy, const T
   }
   const index_t NL = g.N * g.L();
   auto dyt = transpose_dy(g, dy);
-  if (dx) backward_data_small(g, dx, dyt.get(), w);
-  if (dw) backward_weight_small(g, dw, dyt.get(), NL, x);
+  if (dx && shift_data(g)) backward_data_t(g, dx, dy, w);
+  else if (dx) backward_data_small(g, dx, dyt.get(), w);
+  if (dw && shift_weight(g)) backward_weight_t(g, dw, dy, x);
+  else if (dw) backward_weight_small(g, dw, dyt.get(), NL, x);
   if (db) backward_bias_t(g, db, dy);
 }
 

@@ -13,6 +13,11 @@
 // and the backward-weight GEMMs read it through virtual B packers (gemm.h VirtualB) that
 // gather patches straight from the image into packed panels; backward-data builds it in
 // column chunks of bounded size and scatters each chunk back (col2im) at once.
+// Outputs at least 8 pixels wide go through the vectorised shift packer (shift_pack.h):
+// the forward and the backward-weight for any stride (strided: over the image's stride
+// phases), and, at stride 1, backward-data as a forward convolution of dY with the
+// transposed, flipped kernel (no column matrix, no col2im):
+//   dX_g (Cg x H*W) = Wt_g (Cg x Cout_g*kh*kw) @ B(dY_g),  B's row (o, i, j) = dY_g[o] shifted by (pt - i*dh, pl - j*dw)
 // Transposed convolution is backward-data of convolution (and its backward is a forward
 // convolution plus a backward-weight), so it needs no kernels of its own.
 //

@@ -13,7 +13,9 @@
 //   3. direct A (small-matrix path): few column panels (<= kDirectAPanels): A read in place
 //      with its own strides, no packing;
 //   4. pre-packed A or B (PackedMatrix): weights packed once and reused across calls;
-//   5. virtual B (VirtualB): B exists only as a packing routine (im2col in convolution).
+//   5. virtual B (VirtualB): B exists only as a packing routine (im2col in convolution);
+//      with per_panel, when a thread's block of A fits in L2 (kVbABytes), each micro-panel is
+//      packed just before the micro-kernels use it, in K blocks that keep it in L1.
 #include "cpu/gemm/gemm.h"
 
 #include <algorithm>
@@ -36,6 +38,8 @@ constexpr double kMinFlopsPerThread = 5e5;  // below this a second thread costs 
                                             // n = 96 5.8 vs 9.2 us, n = 128 12 vs 21 us; 2.5e5
                                             // slowed n = 64)
 constexpr double kBatchedSplitFlops = 5.12e8;  // batched: below this per product, one product per thread
+constexpr index_t kVbPanelBytes = 40 * 1024;  // a virtual B micro-panel packed just before use stays in L1 (48 KiB)
+constexpr index_t kVbABytes = 512 * 1024;     // ... while the A block it meets stays in L2 (1 MiB)
 constexpr double kPackCostPerElem = 8.0;    // packing one element ~ this many FMA lanes (grid choice)
 
 // 64-byte aligned per-thread scratch, grown on demand and kept for the thread's life.
@@ -76,15 +80,28 @@ struct Problem {
 template <typename T>
 void run_block(const Problem<T>& P, index_t m0, index_t m1, index_t n0, index_t n1) {
   const GemmKernel<T>& kr = *P.kr;
-  const index_t MR = kr.MR, NR = kr.NR, MC = kr.MC, NC = kr.NC;
+  const index_t MR = kr.MR, NR = kr.NR, NC = kr.NC;
   const index_t KC = P.pa ? P.pa->kc : (P.pb ? P.pb->kc : kr.KC);
   const index_t K = P.K;
   const bool direct_b = !P.pb && !P.vb && P.cs_b == 1 && (m1 - m0) <= kDirectBRows * MR;
-  const bool direct_a = !P.pa && (n1 - n0) <= kDirectAPanels * NR;
+  // (A per-panel virtual B keeps A packed: its K is long and the strided A loads of the
+  // direct path cost more than packing A once per K block.)
+  const bool direct_a = !P.pa && !(P.vb && P.vb->per_panel) && (n1 - n0) <= kDirectAPanels * NR;
+  // Virtual B (per_panel): when the thread's rows of A fit in L2 as one block (with a K block
+  // short enough for a B micro-panel to fit in L1), each B micro-panel is packed right
+  // before the micro-kernels that use it: it stays in L1, the B block never goes to memory.
+  // A pre-packed A fixes the K block (gemm_virtual_b_kc gives the one to pack with).
+  const index_t KCv = P.pa ? KC : std::min(KC, std::max<index_t>(MR, kVbPanelBytes / index_t(sizeof(T) * NR)));
+  const bool vb_panels = P.vb && P.vb->per_panel &&
+                         round_up(m1 - m0, MR) * KCv * index_t(sizeof(T)) <= kVbABytes;
+  const index_t MC = vb_panels ? round_up(m1 - m0, MR) : kr.MC;
+  const index_t KCb = vb_panels ? KCv : KC;
+  // K blocks of equal length (K = 576 as 288 + 288, not 512 + 64); fixed by a pre-packed layout.
+  const index_t kcb = (P.pa || P.pb) ? KCb : ceil_div(std::max<index_t>(K, 1), ceil_div(std::max<index_t>(K, 1), KCb));
   T* buf_a = (P.pa || direct_a) ? nullptr
-      : static_cast<T*>(t_buf_a.get(sizeof(T) * size_t(round_up(std::min(MC, m1 - m0), MR) * std::min(KC, std::max<index_t>(K, 1)))));
+      : static_cast<T*>(t_buf_a.get(sizeof(T) * size_t(round_up(std::min(MC, m1 - m0), MR) * std::min(kcb, std::max<index_t>(K, 1)))));
   T* buf_b = (P.pb || direct_b) ? nullptr
-      : static_cast<T*>(t_buf_b.get(sizeof(T) * size_t(round_up(std::min(NC, n1 - n0), NR) * std::min(KC, std::max<index_t>(K, 1)))));
+      : static_cast<T*>(t_buf_b.get(sizeof(T) * size_t((vb_panels ? NR : round_up(std::min(NC, n1 - n0), NR)) * std::min(kcb, std::max<index_t>(K, 1)))));
   const T* pa_data = P.pa ? static_cast<const T*>(P.pa->data.get()) : nullptr;
   const T* pb_data = P.pb ? static_cast<const T*>(P.pb->data.get()) : nullptr;
 
@@ -92,7 +109,7 @@ void run_block(const Problem<T>& P, index_t m0, index_t m1, index_t n0, index_t 
     const index_t nc = std::min(NC, n1 - jc);
     index_t pc = 0;
     do {  // loop 4: K by KC (runs once with kc = 0 when K == 0: epilogue only)
-      const index_t kc = std::min(KC, K - pc);
+      const index_t kc = std::min(kcb, K - pc);
       const bool first = pc == 0, last = pc + kc >= K;
       const T* bp;
       index_t ldb, b_panel;
@@ -105,10 +122,10 @@ void run_block(const Problem<T>& P, index_t m0, index_t m1, index_t n0, index_t 
         ldb = P.rs_b;
         b_panel = NR;
       } else if (P.vb) {
-        P.vb->pack(P.vb->ctx, buf_b, pc, kc, jc, nc, NR);
+        if (!vb_panels) P.vb->pack(P.vb->ctx, buf_b, pc, kc, jc, nc, NR);
         bp = buf_b;
         ldb = NR;
-        b_panel = kc * NR;
+        b_panel = vb_panels ? 0 : kc * NR;
       } else {
         kr.pack_b(buf_b, P.b + pc * P.rs_b + jc * P.cs_b, P.rs_b, P.cs_b, kc, nc, NR);
         bp = buf_b;
@@ -138,6 +155,7 @@ void run_block(const Problem<T>& P, index_t m0, index_t m1, index_t n0, index_t 
         }
         for (index_t jr = 0; jr < nc; jr += NR) {  // loop 2: B micro-panels (in L1) by NR
           const index_t nr = std::min(NR, nc - jr);
+          if (vb_panels) P.vb->pack(P.vb->ctx, buf_b, pc, kc, jc + jr, nr, NR);
           ep.bias_n = (first && P.bias_n) ? P.bias_n + jc + jr : nullptr;
           for (index_t ir = 0; ir < mc; ir += MR) {  // loop 1: A micro-panels by MR
             const index_t mr = std::min(MR, mc - ir);
@@ -281,9 +299,10 @@ void gemm_t(const GemmArgs& g0) {
 }
 
 template <typename T>
-PackedMatrix pack_t(bool is_a, index_t rows, index_t cols, const T* src, index_t rs, index_t cs) {
+PackedMatrix pack_t(bool is_a, index_t rows, index_t cols, const T* src, index_t rs, index_t cs, index_t kc) {
   Isa isa = current_isa();
-  const GemmKernel<T>& kr = gemm_kernel<T>(isa);
+  // An A operand gets the row tile that pads its M least (the one gemm() would pick).
+  const GemmKernel<T>& kr = is_a ? gemm_kernel_for<T>(isa, rows) : gemm_kernel<T>(isa);
   PackedMatrix pm;
   pm.dtype = dtype_of<T>::value;
   pm.isa = isa;
@@ -291,7 +310,7 @@ PackedMatrix pack_t(bool is_a, index_t rows, index_t cols, const T* src, index_t
   pm.rows = rows;
   pm.cols = cols;
   pm.r = is_a ? kr.MR : kr.NR;
-  pm.kc = kr.KC;
+  pm.kc = kc > 0 ? kc : kr.KC;
   const index_t wide = is_a ? rows : cols;  // M for A, N for B
   const index_t K = is_a ? cols : rows;
   pm.padded = round_up(wide, pm.r);
@@ -346,14 +365,23 @@ void gemm_batched(const GemmArgs& g, const BatchSpec& bs) {
   }
 }
 
-PackedMatrix pack_a(DType dt, index_t M, index_t K, const void* a, index_t rs, index_t cs) {
-  if (dt == DType::f32) return pack_t<float>(true, M, K, static_cast<const float*>(a), rs, cs);
-  return pack_t<double>(true, M, K, static_cast<const double*>(a), rs, cs);
+PackedMatrix pack_a(DType dt, index_t M, index_t K, const void* a, index_t rs, index_t cs, index_t kc) {
+  if (dt == DType::f32) return pack_t<float>(true, M, K, static_cast<const float*>(a), rs, cs, kc);
+  return pack_t<double>(true, M, K, static_cast<const double*>(a), rs, cs, kc);
 }
 
 PackedMatrix pack_b(DType dt, index_t K, index_t N, const void* b, index_t rs, index_t cs) {
-  if (dt == DType::f32) return pack_t<float>(false, K, N, static_cast<const float*>(b), rs, cs);
-  return pack_t<double>(false, K, N, static_cast<const double*>(b), rs, cs);
+  if (dt == DType::f32) return pack_t<float>(false, K, N, static_cast<const float*>(b), rs, cs, 0);
+  return pack_t<double>(false, K, N, static_cast<const double*>(b), rs, cs, 0);
 }
+
+template <typename T>
+index_t vb_kc(index_t K) {
+  const GemmKernel<T>& kr = gemm_kernel<T>(current_isa());
+  const index_t KCv = std::min(kr.KC, std::max<index_t>(kr.MR, kVbPanelBytes / index_t(sizeof(T) * kr.NR)));
+  return ceil_div(std::max<index_t>(K, 1), ceil_div(std::max<index_t>(K, 1), KCv));
+}
+
+index_t gemm_virtual_b_kc(DType dt, index_t K) { return dt == DType::f32 ? vb_kc<float>(K) : vb_kc<double>(K); }
 
 }  // namespace nnk

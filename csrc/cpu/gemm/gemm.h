@@ -36,10 +36,14 @@ struct PackedMatrix {
 // pack(ctx, dst, p0, kc, j0, nc, NR) writes rows p0..p0+kc, columns j0..j0+nc of the
 // virtual K x N matrix into dst[panel][p][NR] (panels of NR columns, zero-padded).
 // Called concurrently from several threads with disjoint destinations.
+// per_panel: the packer's set-up per call is small, so when a thread's rows of C are one MC
+// block the driver packs each micro-panel (nc <= NR) just before the micro-kernels use it,
+// while it is in L1, instead of the whole KC x NC block first.
 struct VirtualB {
   void (*pack)(const void* ctx, void* dst, index_t p0, index_t kc, index_t j0, index_t nc,
                index_t NR) = nullptr;
   const void* ctx = nullptr;
+  bool per_panel = false;
 };
 
 struct GemmArgs {
@@ -77,9 +81,14 @@ struct BatchSpec {
 };
 void gemm_batched(const GemmArgs& g, const BatchSpec& batch);
 
-// Pack A (M x K, strides rs, cs) or B (K x N) for the current ISA.
-PackedMatrix pack_a(DType dt, index_t M, index_t K, const void* a, index_t rs, index_t cs);
+// Pack A (M x K, strides rs, cs) or B (K x N) for the current ISA; A in K blocks of kc
+// (0: the ISA's KC).
+PackedMatrix pack_a(DType dt, index_t M, index_t K, const void* a, index_t rs, index_t cs, index_t kc = 0);
 PackedMatrix pack_b(DType dt, index_t K, index_t N, const void* b, index_t rs, index_t cs);
+
+// The K block of a GEMM with a per-panel virtual B and K = K: pack its A with it (pack_a's
+// kc) to reuse the packed A across calls (a convolution's weight across images).
+index_t gemm_virtual_b_kc(DType dt, index_t K);
 
 namespace ref {
 // Plain triple loop with the same contract (the oracle for tests).
