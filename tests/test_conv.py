@@ -45,6 +45,11 @@ CONFIGS = _random_configs(20240611, 14) + [
     dict(N=1, C=2, H=67, W=66, Cout=3, k=(3, 2), stride=(1, 1), padding="same", dilation=(1, 2), groups=1, noncontig=False),
     dict(N=2, C=3, H=8, W=9, Cout=2, k=(4, 2), stride=(1, 1), padding="same", dilation=(1, 1), groups=1, noncontig=False),
     dict(N=2, C=3, H=8, W=9, Cout=2, k=(3, 3), stride=(2, 1), padding="valid", dilation=(1, 1), groups=1, noncontig=False),
+    # Depthwise (direct kernels, forward and backward): rows of several vectors plus a
+    # tail, channel multiplier 2, stride 2 with dilation, a wide kernel.
+    dict(N=3, C=5, H=12, W=37, Cout=10, k=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=5, noncontig=False),
+    dict(N=2, C=4, H=9, W=40, Cout=4, k=(5, 3), stride=(2, 2), padding=(2, 1), dilation=(1, 2), groups=4, noncontig=True),
+    dict(N=1, C=3, H=6, W=70, Cout=3, k=(1, 9), stride=(1, 3), padding=(0, 4), dilation=(1, 1), groups=3, noncontig=False),
 ]
 
 

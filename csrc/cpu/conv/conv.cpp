@@ -318,6 +318,26 @@ bool is_depthwise(const ConvGeom& g) { return g.groups == g.C && g.C > 1; }
 constexpr index_t kShiftMinWo = 8;
 bool use_shift(const ConvGeom& g) { return !is_pointwise(g) && !is_depthwise(g) && g.Wo >= kShiftMinWo; }
 
+// Depthwise backward: input planes (data) and output channels (weight) split between
+// threads; each is owned by one call, so any split gives the same bits.
+void depthwise_bwd(DType dt, const ConvGeom& g, void* dx, void* dw, const void* dy, const void* x, const void* w) {
+  auto fd = cpu::generic::depthwise_backward_data;
+  auto fw = cpu::generic::depthwise_backward_weight;
+#if defined(NNK_X86)
+  if (current_isa() == Isa::avx512) { fd = cpu::avx512::depthwise_backward_data; fw = cpu::avx512::depthwise_backward_weight; }
+  else if (current_isa() == Isa::avx2) { fd = cpu::avx2::depthwise_backward_data; fw = cpu::avx2::depthwise_backward_weight; }
+#endif
+  const index_t work = std::max<index_t>(g.L() * g.kh * g.kw, 1);
+  if (dx) {
+    const index_t mult = g.Cout / g.C;
+    parallel_for(g.N * g.C, std::max<index_t>(1, 65536 / (work * mult)),
+                 [&](index_t p0, index_t p1) { fd(dt, g, dx, dy, w, p0, p1); });
+  }
+  if (dw)
+    parallel_for(g.Cout, std::max<index_t>(1, 65536 / (work * std::max<index_t>(g.N, 1))),
+                 [&](index_t o0, index_t o1) { fw(dt, g, dw, dy, x, o0, o1); });
+}
+
 void depthwise(DType dt, const ConvGeom& g, void* y, const void* x, const void* w, const void* bias) {
   auto fn = cpu::generic::depthwise_forward;
 #if defined(NNK_X86)
@@ -793,6 +813,10 @@ template <typename T>
 void backward_data_t(const ConvGeom& g, T* dx, const T* dy, const T* w) {
   const index_t L = g.L(), Kg = g.Kg(), Coutg = g.Coutg(), Cg = g.Cg(), HW = g.H * g.W;
   if (g.N == 0 || g.C == 0) return;
+  if (is_depthwise(g)) {
+    depthwise_bwd(dtype_of<T>::value, g, dx, nullptr, dy, nullptr, w);
+    return;
+  }
   const bool pw = is_pointwise(g);
   if (L == 0 || g.Cout == 0) {
     std::memset(dx, 0, size_t(g.N * g.C * HW) * sizeof(T));
@@ -909,6 +933,10 @@ template <typename T>
 void backward_weight_t(const ConvGeom& g, T* dw, const T* dy, const T* x) {
   const index_t L = g.L(), Kg = g.Kg(), Coutg = g.Coutg(), Cg = g.Cg(), HW = g.H * g.W;
   if (g.Cout == 0 || Kg == 0) return;
+  if (is_depthwise(g)) {
+    depthwise_bwd(dtype_of<T>::value, g, nullptr, dw, dy, x, nullptr);
+    return;
+  }
   const index_t NL = checked_mul(g.N, L, "conv2d_backward");
   if (L > 0 && g.N > 0 && shift_weight(g)) {
     backward_weight_shift(g, dw, dy, x);
@@ -998,7 +1026,7 @@ void col2im_t(const ConvGeom& g, T* x, const T* cols) {
 // The three gradients together; the small-image path shares dY's (Cout x N*L) copy.
 template <typename T>
 void backward_all_t(const ConvGeom& g, T* dx, T* dw, T* db, const T* dy, const T* x, const T* w) {
-  if (!use_small(g) || g.Kg() == 0 || (shift_data(g) && shift_weight(g))) {
+  if (!use_small(g) || is_depthwise(g) || g.Kg() == 0 || (shift_data(g) && shift_weight(g))) {
     if (dx) backward_data_t(g, dx, dy, w);
     if (dw) backward_weight_t(g, dw, dy, x);
     if (db) backward_bias_t(g, db, dy);

@@ -1,7 +1,9 @@
-// Depthwise forward, avx512 build (the kernel: depthwise.inl).
+// Depthwise forward and backward, avx512 build (the kernel: depthwise.inl).
 #include <algorithm>
+#include <vector>
 
 #include "cpu/conv/depthwise.h"
+#include "cpu/simd/vec_avx512.h"
 
 namespace nnk::cpu::avx512 {
 #include "cpu/conv/depthwise.inl"
