@@ -89,20 +89,7 @@ def _out_shape(cfg):
 @pytest.mark.parametrize("cfg", CONFIGS, ids=_cfg_id)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_conv2d_forward_backward(cfg, dtype, isa, rng):
-    x = _make_x(rng, (cfg["N"], cfg["C"], cfg["H"], cfg["W"]), cfg["noncontig"]).astype(dtype)
-    w = rng.standard_normal((cfg["Cout"], cfg["C"] // cfg["groups"], *cfg["k"])).astype(dtype)
-    b = rng.standard_normal(cfg["Cout"]).astype(dtype)
-    go = rng.standard_normal(_out_shape(cfg))
-    kw = dict(stride=cfg["stride"], padding=cfg["padding"], dilation=cfg["dilation"], groups=cfg["groups"])
-    ref_y, (ref_gx, ref_gw, ref_gb) = _torch_conv(x, w, b, go, cfg)
-    y = ops.conv2d(x, w, b, **kw)
-    assert y.dtype == dtype and y.flags.c_contiguous
-    assert_close(y, ref_y, dtype)
-    gx, gw, gb = ops.conv2d_backward(go.astype(dtype), x, w, **kw)
-    assert gx.dtype == gw.dtype == gb.dtype == dtype
-    assert_close(gx, ref_gx, dtype)
-    assert_close(gw, ref_gw, dtype)
-    assert_close(gb, ref_gb, dtype)
+    _check_against_torch(cfg, dtype, rng)
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
@@ -320,20 +307,30 @@ SMALL = [
 ]
 
 
-@pytest.mark.parametrize("cfg", SMALL, ids=_cfg_id)
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_conv2d_small_images(cfg, dtype, isa, rng):
+def _check_against_torch(cfg, dtype, rng):
+    """conv2d and conv2d_backward of cfg against torch (forward, all three gradients);
+    returns the float64 upstream gradient, the weight used and torch's input gradient."""
     x = _make_x(rng, (cfg["N"], cfg["C"], cfg["H"], cfg["W"]), cfg["noncontig"]).astype(dtype)
     w = rng.standard_normal((cfg["Cout"], cfg["C"] // cfg["groups"], *cfg["k"])).astype(dtype)
     b = rng.standard_normal(cfg["Cout"]).astype(dtype)
     go = rng.standard_normal(_out_shape(cfg))
     kw = dict(stride=cfg["stride"], padding=cfg["padding"], dilation=cfg["dilation"], groups=cfg["groups"])
     ref_y, (ref_gx, ref_gw, ref_gb) = _torch_conv(x, w, b, go, cfg)
-    assert_close(ops.conv2d(x, w, b, **kw), ref_y, dtype)
+    y = ops.conv2d(x, w, b, **kw)
+    assert y.dtype == dtype and y.flags.c_contiguous
+    assert_close(y, ref_y, dtype)
     gx, gw, gb = ops.conv2d_backward(go.astype(dtype), x, w, **kw)
+    assert gx.dtype == gw.dtype == gb.dtype == dtype
     assert_close(gx, ref_gx, dtype)
     assert_close(gw, ref_gw, dtype)
     assert_close(gb, ref_gb, dtype)
+    return go, w, ref_gx
+
+
+@pytest.mark.parametrize("cfg", SMALL, ids=_cfg_id)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv2d_small_images(cfg, dtype, isa, rng):
+    go, w, ref_gx = _check_against_torch(cfg, dtype, rng)
     # conv_transpose2d runs backward-data of the same geometry.
     if cfg["padding"] != "same":
         yt = ops.conv_transpose2d(go.astype(dtype), w, None, stride=cfg["stride"], padding=cfg["padding"],
@@ -407,17 +404,7 @@ SHIFT = [
 @pytest.mark.parametrize("cfg", SHIFT, ids=_cfg_id)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_conv2d_shift_packer(cfg, dtype, isa, rng):
-    x = _make_x(rng, (cfg["N"], cfg["C"], cfg["H"], cfg["W"]), cfg["noncontig"]).astype(dtype)
-    w = rng.standard_normal((cfg["Cout"], cfg["C"] // cfg["groups"], *cfg["k"])).astype(dtype)
-    b = rng.standard_normal(cfg["Cout"]).astype(dtype)
-    go = rng.standard_normal(_out_shape(cfg))
-    kw = dict(stride=cfg["stride"], padding=cfg["padding"], dilation=cfg["dilation"], groups=cfg["groups"])
-    ref_y, (ref_gx, ref_gw, ref_gb) = _torch_conv(x, w, b, go, cfg)
-    assert_close(ops.conv2d(x, w, b, **kw), ref_y, dtype)
-    gx, gw, gb = ops.conv2d_backward(go.astype(dtype), x, w, **kw)
-    assert_close(gx, ref_gx, dtype)
-    assert_close(gw, ref_gw, dtype)
-    assert_close(gb, ref_gb, dtype)
+    _check_against_torch(cfg, dtype, rng)
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
