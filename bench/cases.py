@@ -740,13 +740,17 @@ class Attention(Case):
     family = "attention"
 
     def __init__(self, b, h, l, e, causal=False, backward=False, dtype="float32",
-                 numpy_max=NUMPY_ATTENTION_MAX_SCORES):
+                 numpy_max=NUMPY_ATTENTION_MAX_SCORES, padded=False):
         super().__init__(b=b, h=h, l=l, e=e, causal=causal, backward=backward, dtype=dtype,
-                         numpy_max=numpy_max)
+                         numpy_max=numpy_max, padded=padded)
         self.b, self.h, self.l, self.e = b, h, l, e
         self.numpy_max = numpy_max
         self.causal, self.backward = causal, backward
-        self.name = ("fwd+bwd" if backward else "fwd") + (" causal" if causal else "")
+        # padded (forward only): a boolean (B, 1, 1, S) key-padding mask, batch element i
+        # keeping the first PAD_KEEP[i % 4] of the keys (FLOPs still counted for all keys)
+        self.padded = padded and not backward
+        self.name = (("fwd+bwd" if backward else "fwd") + (" causal" if causal else "")
+                     + (" padding mask" if self.padded else ""))
         self.shape = f"B{b} H{h} L{l} E{e}"
         pairs = l * (l + 1) / 2 if causal else float(l * l)
         fwd = 4.0 * b * h * e * pairs
@@ -763,6 +767,11 @@ class Attention(Case):
     def make_data(self, rng):
         shp = (self.b, self.h, self.l, self.e)
         d = {k: _randn(rng, shp, self.dtype) for k in ("q", "k", "v")}
+        if self.padded:
+            m = np.zeros((self.b, 1, 1, self.l), bool)
+            for i in range(self.b):
+                m[i, ..., :max(1, int(self.l * PAD_KEEP[i % len(PAD_KEEP)]))] = True
+            d["mask"] = m
         if self.backward:
             d["go"] = _randn(rng, shp, self.dtype)
         return d
@@ -772,7 +781,7 @@ class Attention(Case):
         q, k, v = d["q"], d["k"], d["v"]
         fwd = _op("scaled_dot_product_attention")
         if not self.backward:
-            return functools.partial(fwd, q, k, v, is_causal=self.causal)
+            return functools.partial(fwd, q, k, v, attn_mask=d.get("mask"), is_causal=self.causal)
         back = _op("scaled_dot_product_attention_backward")
         go, causal = d["go"], self.causal
 
@@ -789,11 +798,13 @@ class Attention(Case):
         scale = np.dtype(self.dtype).type(1.0 / math.sqrt(self.e))
         kT = k.swapaxes(-1, -2)
         masked = ~np.tri(self.l, dtype=bool) if self.causal else None
+        if self.padded:
+            masked = ~d["mask"]
 
         def probs():
             s = (q @ kT) * scale
             if masked is not None:
-                s[..., masked] = -np.inf
+                s[np.broadcast_to(masked, s.shape)] = -np.inf
             s -= s.max(-1, keepdims=True)
             np.exp(s, out=s)
             s /= s.sum(-1, keepdims=True)
@@ -821,7 +832,8 @@ class Attention(Case):
         causal = self.causal
         if not self.backward:
             q, k, v = (torch.from_numpy(d[n]) for n in ("q", "k", "v"))
-            return functools.partial(sdpa, q, k, v, is_causal=causal)
+            mask = torch.from_numpy(d["mask"]) if self.padded else None
+            return functools.partial(sdpa, q, k, v, attn_mask=mask, is_causal=causal)
         q, k, v = (torch.from_numpy(d[n].copy()).requires_grad_() for n in ("q", "k", "v"))
         go = torch.from_numpy(d["go"])
 
@@ -1120,6 +1132,7 @@ RNN_CELL_SHAPES = [(1, 128, 128), (32, 256, 256), (64, 512, 512), (256, 1024, 10
 RNN_SEQ_SHAPES = [(32, 256, 256), (64, 512, 512)]
 RNN_T = 100
 # Issue 5's attention shapes (B, H, L, E, causal).
+PAD_KEEP = (1.0, 0.78, 0.59, 0.25)  # key fractions kept by the padding-mask case
 ATTN_SHAPES = [(8, 8, 128, 64, False), (4, 8, 512, 64, False), (2, 8, 1024, 64, False),
                (1, 8, 4096, 64, False), (1, 16, 2048, 128, False), (2, 8, 1024, 64, True),
                (1, 1, 4096, 64, False)]
@@ -1172,6 +1185,8 @@ def suite(families, full=False, dtype=None):
     if "attention" in families:
         for b, h, l, e, causal in (ATTN_SHAPES if full else ATTN_SHAPES[1:2]):
             cases += [Attention(b, h, l, e, causal, bw, dtype=dt) for bw in (False, True)]
+        if full:
+            cases.append(Attention(4, 8, 512, 64, padded=True, dtype=dt))
         # Peak extra memory of the forward at a long sequence (issue 5's target shape with
         # --full; numpy only where its L x S scores fit in 2 x NUMPY_ATTENTION_MAX_SCORES).
         lm = 8192 if full else 4096
