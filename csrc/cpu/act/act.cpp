@@ -62,14 +62,12 @@ void act_backward(Isa isa, T* dx, const T* g, const T* v, index_t n, Act act, T 
   elementwise_chunks(n, [&](index_t b, index_t e) { k.bwd(dx + b, g + b, v + b, e - b, act, param); });
 }
 
-template <typename T>
-void softmax_forward(Isa isa, T* y, const T* x, index_t outer, index_t D, index_t inner, bool log) {
-  if (outer == 0 || D == 0 || inner == 0) return;
-  const auto& k = kernels<T>(isa);
+// The softmax split described at the top: rows(b, e) for whole rows (inner == 1), else
+// cols(off, c0, c1) for each (outer index, block of columns) work item.
+template <class Rows, class Cols>
+void softmax_items(index_t outer, index_t D, index_t inner, Rows&& rows, Cols&& cols) {
   if (inner == 1) {
-    parallel_for(outer, std::max<index_t>(1, kGrain / D), [&](index_t b, index_t e) {
-      k.softmax_rows(y + b * D, x + b * D, e - b, D, log);
-    });
+    parallel_for(outer, std::max<index_t>(1, kGrain / D), rows);
     return;
   }
   const index_t nb = ceil_div(inner, kColBlock);
@@ -77,10 +75,19 @@ void softmax_forward(Isa isa, T* y, const T* x, index_t outer, index_t D, index_
   parallel_for(outer * nb, std::max<index_t>(1, kGrain / per_item), [&](index_t b, index_t e) {
     for (index_t it = b; it < e; ++it) {
       const index_t o = it / nb, c0 = (it % nb) * kColBlock;
-      const index_t off = o * D * inner;
-      k.softmax_cols(y + off, x + off, D, inner, c0, std::min(inner, c0 + kColBlock), log);
+      cols(o * D * inner, c0, std::min(inner, c0 + kColBlock));
     }
   });
+}
+
+template <typename T>
+void softmax_forward(Isa isa, T* y, const T* x, index_t outer, index_t D, index_t inner, bool log) {
+  if (outer == 0 || D == 0 || inner == 0) return;
+  const auto& k = kernels<T>(isa);
+  softmax_items(
+      outer, D, inner,
+      [&](index_t b, index_t e) { k.softmax_rows(y + b * D, x + b * D, e - b, D, log); },
+      [&](index_t off, index_t c0, index_t c1) { k.softmax_cols(y + off, x + off, D, inner, c0, c1, log); });
 }
 
 template <typename T>
@@ -88,21 +95,12 @@ void softmax_backward(Isa isa, T* dx, const T* g, const T* y, index_t outer, ind
                       index_t inner, bool log) {
   if (outer == 0 || D == 0 || inner == 0) return;
   const auto& k = kernels<T>(isa);
-  if (inner == 1) {
-    parallel_for(outer, std::max<index_t>(1, kGrain / D), [&](index_t b, index_t e) {
-      k.softmax_bwd_rows(dx + b * D, g + b * D, y + b * D, e - b, D, log);
-    });
-    return;
-  }
-  const index_t nb = ceil_div(inner, kColBlock);
-  const index_t per_item = D * std::min(inner, kColBlock);
-  parallel_for(outer * nb, std::max<index_t>(1, kGrain / per_item), [&](index_t b, index_t e) {
-    for (index_t it = b; it < e; ++it) {
-      const index_t o = it / nb, c0 = (it % nb) * kColBlock;
-      const index_t off = o * D * inner;
-      k.softmax_bwd_cols(dx + off, g + off, y + off, D, inner, c0, std::min(inner, c0 + kColBlock), log);
-    }
-  });
+  softmax_items(
+      outer, D, inner,
+      [&](index_t b, index_t e) { k.softmax_bwd_rows(dx + b * D, g + b * D, y + b * D, e - b, D, log); },
+      [&](index_t off, index_t c0, index_t c1) {
+        k.softmax_bwd_cols(dx + off, g + off, y + off, D, inner, c0, c1, log);
+      });
 }
 
 template void act_forward_contig<float>(Isa, float*, const float*, index_t, Act, float);

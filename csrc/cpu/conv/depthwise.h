@@ -7,28 +7,15 @@
 #include "cpu/conv/conv.h"
 
 namespace nnk::cpu {
-namespace generic {
-void depthwise_forward(DType dt, const ConvGeom& g, void* y, const void* x, const void* w, const void* bias,
-                       index_t q0, index_t q1);
-void depthwise_backward_data(DType dt, const ConvGeom& g, void* dx, const void* dy, const void* w,
-                             index_t p0, index_t p1);
-void depthwise_backward_weight(DType dt, const ConvGeom& g, void* dw, const void* dy, const void* x,
-                               index_t o0, index_t o1);
-}
-namespace avx2 {
-void depthwise_forward(DType dt, const ConvGeom& g, void* y, const void* x, const void* w, const void* bias,
-                       index_t q0, index_t q1);
-void depthwise_backward_data(DType dt, const ConvGeom& g, void* dx, const void* dy, const void* w,
-                             index_t p0, index_t p1);
-void depthwise_backward_weight(DType dt, const ConvGeom& g, void* dw, const void* dy, const void* x,
-                               index_t o0, index_t o1);
-}
-namespace avx512 {
-void depthwise_forward(DType dt, const ConvGeom& g, void* y, const void* x, const void* w, const void* bias,
-                       index_t q0, index_t q1);
-void depthwise_backward_data(DType dt, const ConvGeom& g, void* dx, const void* dy, const void* w,
-                             index_t p0, index_t p1);
-void depthwise_backward_weight(DType dt, const ConvGeom& g, void* dw, const void* dy, const void* x,
-                               index_t o0, index_t o1);
-}
+#define NNK_DEPTHWISE_DECL                                                                               \
+  void depthwise_forward(DType dt, const ConvGeom& g, void* y, const void* x, const void* w,             \
+                         const void* bias, index_t q0, index_t q1);                                      \
+  void depthwise_backward_data(DType dt, const ConvGeom& g, void* dx, const void* dy, const void* w,     \
+                               index_t p0, index_t p1);                                                  \
+  void depthwise_backward_weight(DType dt, const ConvGeom& g, void* dw, const void* dy, const void* x,   \
+                                 index_t o0, index_t o1);
+namespace generic { NNK_DEPTHWISE_DECL }
+namespace avx2 { NNK_DEPTHWISE_DECL }
+namespace avx512 { NNK_DEPTHWISE_DECL }
+#undef NNK_DEPTHWISE_DECL
 }  // namespace nnk::cpu

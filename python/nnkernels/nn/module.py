@@ -310,7 +310,29 @@ class Module:
         return "\n".join(lines)
 
 
-class Sequential(Module):
+class _Container(Module):
+    """What Sequential and ModuleList share: sub-modules keyed "0", "1", ... in order."""
+
+    def append(self, module):
+        if not isinstance(module, Module):
+            raise TypeError(f"{type(self).__name__}: {type(module).__name__} is not a Module")
+        self.add_module(str(len(self._modules)), module)
+        return self
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def __getitem__(self, idx):
+        mods = list(self._modules.values())
+        if isinstance(idx, slice):
+            return self._from_list(mods[idx])
+        return mods[idx]
+
+
+class Sequential(_Container):
     """``nn.Sequential``: modules applied in order; ``backward`` runs them in reverse.
 
     ``Sequential(m0, m1, ...)`` or ``Sequential(OrderedDict(name=module, ...))``; keys of
@@ -328,23 +350,9 @@ class Sequential(Module):
                 raise TypeError(f"Sequential: entry {name!r} is not a Module ({type(m).__name__})")
             self.add_module(name, m)
 
-    def append(self, module):
-        if not isinstance(module, Module):
-            raise TypeError(f"Sequential: {type(module).__name__} is not a Module")
-        self.add_module(str(len(self._modules)), module)
-        return self
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
-    def __getitem__(self, idx):
-        mods = list(self._modules.values())
-        if isinstance(idx, slice):
-            return Sequential(*mods[idx])
-        return mods[idx]
+    @staticmethod
+    def _from_list(mods):
+        return Sequential(*mods)
 
     def forward(self, x):
         for m in self._modules.values():
@@ -357,7 +365,7 @@ class Sequential(Module):
         return grad
 
 
-class ModuleList(Module):
+class ModuleList(_Container):
     """``nn.ModuleList``: holds sub-modules (keys ``"0"``, ``"1"``, ...); no forward."""
 
     def __init__(self, modules=()):
@@ -365,20 +373,6 @@ class ModuleList(Module):
         for m in modules:
             self.append(m)
 
-    def append(self, module):
-        if not isinstance(module, Module):
-            raise TypeError(f"ModuleList: {type(module).__name__} is not a Module")
-        self.add_module(str(len(self._modules)), module)
-        return self
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
-    def __getitem__(self, idx):
-        mods = list(self._modules.values())
-        if isinstance(idx, slice):
-            return ModuleList(mods[idx])
-        return mods[idx]
+    @staticmethod
+    def _from_list(mods):
+        return ModuleList(mods)

@@ -229,7 +229,19 @@ class _RNNBase(Module):
         return s
 
 
-class RNN(_RNNBase):
+class _SingleState(_RNNBase):
+    """forward / backward of the families whose only state is h (RNN, GRU)."""
+
+    def forward(self, x, h0=None):
+        out, (h_n,) = self._forward_states(x, (h0,))
+        return out, h_n
+
+    def backward(self, grad_output, grad_h_n=None):
+        gx, (gh0,) = self._backward_states(grad_output, (grad_h_n,))
+        return gx, gh0
+
+
+class RNN(_SingleState):
     """``nn.RNN(input_size, hidden_size, num_layers=1, nonlinearity='tanh', bias=True,
     batch_first=False, dropout=0.0, bidirectional=False, dtype=float32)``:
     ``h_t = act(x_t @ W_ih.T + b_ih + h_{t-1} @ W_hh.T + b_hh)`` per layer.
@@ -256,16 +268,8 @@ class RNN(_RNNBase):
                                            nonlinearity=self.nonlinearity)
         return dx, (dh0,), grads
 
-    def forward(self, x, h0=None):
-        out, (h_n,) = self._forward_states(x, (h0,))
-        return out, h_n
 
-    def backward(self, grad_output, grad_h_n=None):
-        gx, (gh0,) = self._backward_states(grad_output, (grad_h_n,))
-        return gx, gh0
-
-
-class GRU(_RNNBase):
+class GRU(_SingleState):
     """``nn.GRU(input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
     dropout=0.0, bidirectional=False, dtype=float32)`` (gates r, z, n as torch).
 
@@ -285,14 +289,6 @@ class GRU(_RNNBase):
     def _layer_backward(self, g_out, gs, x, s0, w_ih, w_hh, out, cache):
         dx, dh0, *grads = ops.gru_backward(g_out, gs[0], x, s0[0], w_ih, w_hh, out, cache, bias=self.bias)
         return dx, (dh0,), grads
-
-    def forward(self, x, h0=None):
-        out, (h_n,) = self._forward_states(x, (h0,))
-        return out, h_n
-
-    def backward(self, grad_output, grad_h_n=None):
-        gx, (gh0,) = self._backward_states(grad_output, (grad_h_n,))
-        return gx, gh0
 
 
 class LSTM(_RNNBase):
