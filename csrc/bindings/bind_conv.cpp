@@ -123,6 +123,18 @@ ConvGeom conv_geom(const char* op, const Tensor& x, const Tensor& w, py::handle 
   return g;
 }
 
+// The optional bias of a convolution: None (a null Tensor) or n values of x's dtype,
+// contiguous; `ctx` ends the shape error's message.
+Tensor conv_bias(py::handle b_, const Tensor& x, index_t n, const char* op, const std::string& ctx) {
+  Tensor b;
+  if (b_.is_none()) return b;
+  b = as_float(b_, "bias");
+  check_same_dtype(x, "x", b, "bias");
+  if (b.ndim() != 1 || b.shape[0] != n)
+    throw ValueError(std::string(op) + ": bias " + shape_str(b) + " must have shape " + shape_str({n}) + ctx);
+  return contiguous(b);
+}
+
 py::object py_conv2d(py::handle x_, py::handle w_, py::handle b_, py::handle stride, py::handle padding,
                      py::handle dilation, index_t groups, py::handle out_) {
   const char* op = "conv2d";
@@ -132,15 +144,7 @@ py::object py_conv2d(py::handle x_, py::handle w_, py::handle b_, py::handle str
   check_same_dtype(x, "x", w, "weight");
   ConvGeom g = conv_geom(op, x, w, stride, padding, dilation, groups);
   w = contiguous(w);
-  Tensor b;
-  if (!b_.is_none()) {
-    b = as_float(b_, "bias");
-    check_same_dtype(x, "x", b, "bias");
-    if (b.ndim() != 1 || b.shape[0] != g.Cout)
-      throw ValueError(std::string(op) + ": bias " + shape_str(b) + " must have shape " + shape_str({g.Cout}) +
-                       " for weight " + shape_str(w));
-    b = contiguous(b);
-  }
+  Tensor b = conv_bias(b_, x, g.Cout, op, " for weight " + shape_str(w));
   Tensor out = output(out_, x.dtype, image_shape(batched, g.N, g.Cout, g.Ho, g.Wo),
                       {&x, &w, b_.is_none() ? nullptr : &b});
   {
@@ -232,15 +236,7 @@ py::object py_conv_transpose2d(py::handle x_, py::handle w_, py::handle b_, py::
   check_same_dtype(x, "x", w, "weight");
   ConvGeom g = convt_geom(op, x, w, stride, padding, output_padding, groups, dilation);
   w = contiguous(w);
-  Tensor b;
-  if (!b_.is_none()) {
-    b = as_float(b_, "bias");
-    check_same_dtype(x, "x", b, "bias");
-    if (b.ndim() != 1 || b.shape[0] != g.C)
-      throw ValueError(std::string(op) + ": bias " + shape_str(b) + " must have shape " + shape_str({g.C}) +
-                       " for weight " + shape_str(w) + " and groups=" + std::to_string(groups));
-    b = contiguous(b);
-  }
+  Tensor b = conv_bias(b_, x, g.C, op, " for weight " + shape_str(w) + " and groups=" + std::to_string(groups));
   Tensor out = empty(x.dtype, image_shape(batched, g.N, g.C, g.H, g.W));
   {
     py::gil_scoped_release nogil;
