@@ -36,6 +36,7 @@
 #include "cpu/conv/depthwise.h"
 #include "cpu/conv/gather.h"
 #include "cpu/conv/shift_pack.h"
+#include "cpu/conv/winograd.h"
 #include "cpu/gemm/gemm.h"
 
 namespace nnk {
@@ -312,6 +313,40 @@ void for_images(const ConvGeom& g, double flops_per_image, F&& f) {
 }
 
 bool is_depthwise(const ConvGeom& g) { return g.groups == g.C && g.C > 1; }
+
+// Winograd F(2x2, 3x3) (winograd.h): 3x3 kernels, stride 1, dilation 1, one group, with
+// enough channels on both sides that the 16 products, not the transforms, set the time.
+// NNKERNELS_WINOGRAD=0 turns it off (the im2col paths then run these shapes).
+constexpr index_t kWinoMinChannels = 16;
+bool winograd_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("NNKERNELS_WINOGRAD");
+    return !(e && e[0] == '0' && e[1] == 0);
+  }();
+  return on;
+}
+bool use_winograd(const ConvGeom& g) {
+  return g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 && g.groups == 1 &&
+         g.C >= kWinoMinChannels && g.Cout >= kWinoMinChannels && winograd_enabled();
+}
+WinoGeom wino_forward_geom(const ConvGeom& g) {
+  WinoGeom w;
+  w.N = g.N; w.C = g.C; w.H = g.H; w.W = g.W;
+  w.Cout = g.Cout; w.Ho = g.Ho; w.Wo = g.Wo;
+  w.pt = g.pt; w.pl = g.pl;
+  w.TH = ceil_div(g.Ho, 2); w.TW = ceil_div(g.Wo, 2);
+  return w;
+}
+// Backward-data as a forward convolution of dY with the transposed, flipped kernel:
+//   dx[c, ih, iw] = sum_{o, i, j} w[o, c, 2 - i, 2 - j] dy[o, ih - (2 - pt) + i, iw - (2 - pl) + j].
+WinoGeom wino_data_geom(const ConvGeom& g) {
+  WinoGeom w;
+  w.N = g.N; w.C = g.Cout; w.H = g.Ho; w.W = g.Wo;
+  w.Cout = g.C; w.Ho = g.H; w.Wo = g.W;
+  w.pt = 2 - g.pt; w.pl = 2 - g.pl;
+  w.TH = ceil_div(g.H, 2); w.TW = ceil_div(g.W, 2);
+  return w;
+}
 
 // The shift packer's paths (any stride, through the stride phases when > 1; outputs at
 // least kShiftMinWo wide, so that a panel's vectors meet few output rows).
@@ -664,6 +699,10 @@ void forward_t(const ConvGeom& g, T* y, const T* x, const T* w, const T* bias) {
     depthwise(dtype_of<T>::value, g, y, x, w, bias);
     return;
   }
+  if (use_winograd(g)) {
+    winograd_conv3x3(dtype_of<T>::value, wino_forward_geom(g), y, x, w, false, bias);
+    return;
+  }
   if (use_small(g) && !shift_fwd(g)) {
     forward_small(g, y, x, w, bias);
     return;
@@ -820,6 +859,10 @@ void backward_data_t(const ConvGeom& g, T* dx, const T* dy, const T* w) {
   const bool pw = is_pointwise(g);
   if (L == 0 || g.Cout == 0) {
     std::memset(dx, 0, size_t(g.N * g.C * HW) * sizeof(T));
+    return;
+  }
+  if (use_winograd(g)) {
+    winograd_conv3x3(dtype_of<T>::value, wino_data_geom(g), dx, dy, w, true, nullptr);
     return;
   }
   if (shift_data(g)) {
@@ -1034,7 +1077,7 @@ void backward_all_t(const ConvGeom& g, T* dx, T* dw, T* db, const T* dy, const T
   }
   const index_t NL = g.N * g.L();
   auto dyt = transpose_dy(g, dy);
-  if (dx && shift_data(g)) backward_data_t(g, dx, dy, w);
+  if (dx && (shift_data(g) || use_winograd(g))) backward_data_t(g, dx, dy, w);
   else if (dx) backward_data_small(g, dx, dyt.get(), w);
   if (dw && shift_weight(g)) backward_weight_t(g, dw, dy, x);
   else if (dw) backward_weight_small(g, dw, dyt.get(), NL, x);

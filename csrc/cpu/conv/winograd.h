@@ -1,0 +1,54 @@
+// Winograd F(2x2, 3x3) convolution: 3x3 kernels, stride 1, dilation 1, one group.
+//
+// Each 2x2 block of outputs (a tile) comes from a 4x4 block d of the input:
+//   Y = A^T [ sum_c (G g_c G^T) .* (B^T d_c B) ] A
+// with the standard F(2, 3) matrices (Lavin & Gray, 2016)
+//   B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1],  G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1],
+//   A^T = [1 1 1 0; 0 1 -1 -1].
+// For each of the 16 positions xi of the 4x4 transform, the channel sum is a matrix product
+//   M_xi (Cout x tiles) = U_xi (Cout x C) @ V_xi (C x tiles)
+// run on the GEMM micro-kernels: 16 products of 2 * Cout * C flops per tile against
+// 36 * 2 * Cout * C / 4 per output pixel of the direct method, 2.25x fewer.
+//
+// The driver (conv_winograd.cpp) cuts the tiles (n, th, tw), numbered image by image and
+// row by row, into blocks; per block, the input transform writes V straight into the
+// micro-kernels' packed B layout, the 16 products write M, and the output transform adds the
+// bias and writes Y. The transforms are the per-ISA kernels below (winograd.inl).
+#pragma once
+#include "core/types.h"
+
+namespace nnk {
+
+struct WinoGeom {
+  index_t N = 0, C = 0, H = 0, W = 0;   // input x (N, C, H, W)
+  index_t Cout = 0, Ho = 0, Wo = 0;     // output y (N, Cout, Ho, Wo)
+  index_t pt = 0, pl = 0;               // y[oh, ow] reads x[oh - pt + i, ow - pl + j]; may be negative
+  index_t TH = 0, TW = 0;               // tiles per column / row: ceil(Ho / 2), ceil(Wo / 2)
+};
+
+namespace cpu {
+// Input transform of tiles [t0, t0 + nt) of x: V holds, for each xi, a C x ntp matrix in the
+// packed B layout (K blocks of kcb rows at offset pc * ntp, in each panels of kc x NR),
+// columns nt..ntp zero. tmp: wino_tmp_elems(g, ntp) elements.
+// Output transform: y's tiles [t0, t0 + nt) from M (16 row-major Cout x ntp matrices, one
+// after another), plus bias[o] (may be null).
+#define NNK_WINO_DECL                                                                                 \
+  void wino_input(DType dt, const WinoGeom& g, const void* x, index_t t0, index_t nt, index_t ntp,    \
+                  index_t kcb, index_t NR, void* V, void* tmp);                                       \
+  void wino_output(DType dt, const WinoGeom& g, const void* M, index_t t0, index_t nt, index_t ntp,   \
+                   void* y, const void* bias, void* tmp);
+namespace generic { NNK_WINO_DECL }
+namespace avx2 { NNK_WINO_DECL }
+namespace avx512 { NNK_WINO_DECL }
+#undef NNK_WINO_DECL
+}  // namespace cpu
+
+inline index_t wino_tmp_elems(const WinoGeom& g, index_t ntp) { return 16 * ntp + 8 * (g.TW + 2); }
+
+// y = conv3x3(x, w) + bias in the geometry g (WinoGeom's reading rule). transposed: w is
+// (C, Cout, 3, 3) and the kernel used is w[c, o, 2 - i, 2 - j] (backward-data of a
+// convolution as a forward one); else w is (Cout, C, 3, 3).
+void winograd_conv3x3(DType dt, const WinoGeom& g, void* y, const void* x, const void* w, bool transposed,
+                      const void* bias);
+
+}  // namespace nnk

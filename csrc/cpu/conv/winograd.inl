@@ -1,0 +1,172 @@
+// Winograd F(2x2, 3x3) input and output transforms (maths: winograd.h). Included inside an
+// ISA namespace (nnk::cpu::generic / avx2 / avx512) and compiled with that ISA's flags: the
+// loops run over the tiles of a tile row, unit stride, and the compiler vectorises them.
+
+namespace {
+
+// Columns of one input row, split by parity: ev[k] = row[col0 + 2k], od[k] = row[col0 + 2k + 1]
+// for k < n, zero outside [0, W).
+template <typename T>
+inline void split_row(const T* __restrict row, index_t W, index_t col0, index_t n, T* __restrict ev,
+                      T* __restrict od) {
+  index_t lo = col0 >= 0 ? 0 : (1 - col0) / 2;  // first k with col0 + 2k >= 0
+  index_t hi = (W - 2 - col0) >= 0 ? (W - 2 - col0) / 2 + 1 : 0;  // k < hi: col0 + 2k + 1 <= W - 1
+  lo = std::min(lo, n);
+  hi = std::max(lo, std::min(hi, n));
+  for (index_t k = 0; k < lo; ++k) {
+    const index_t c = col0 + 2 * k;
+    ev[k] = (c >= 0 && c < W) ? row[c] : T(0);
+    od[k] = (c + 1 >= 0 && c + 1 < W) ? row[c + 1] : T(0);
+  }
+  for (index_t k = lo; k < hi; ++k) {
+    ev[k] = row[col0 + 2 * k];
+    od[k] = row[col0 + 2 * k + 1];
+  }
+  for (index_t k = hi; k < n; ++k) {
+    const index_t c = col0 + 2 * k;
+    ev[k] = (c >= 0 && c < W) ? row[c] : T(0);
+    od[k] = (c + 1 >= 0 && c + 1 < W) ? row[c + 1] : T(0);
+  }
+}
+
+template <typename T>
+void input_t(const WinoGeom& g, const T* x, index_t t0, index_t nt, index_t ntp, index_t kcb, index_t NR, T* Vp,
+             T* tmp) {
+  using V = Vec<T>;
+  using R = typename V::reg;
+  T* vt = tmp;  // vt[xi * ntp + (t - t0)]: one channel's transformed tiles
+  T* rows = tmp + 16 * ntp;
+  const index_t RW = g.TW + 2;
+  const index_t per_img = g.TH * g.TW;
+  for (int xi = 0; xi < 16; ++xi)
+    for (index_t k = nt; k < ntp; ++k) vt[xi * ntp + k] = T(0);
+  for (index_t c = 0; c < g.C; ++c) {
+    for (index_t t = t0; t < t0 + nt;) {
+      const index_t n = t / per_img, r = t % per_img, th = r / g.TW, tw0 = r % g.TW;
+      const index_t len = std::min(g.TW - tw0, t0 + nt - t);
+      const T* e[4];
+      const T* o[4];
+      for (int i = 0; i < 4; ++i) {
+        T* ev = rows + (2 * i) * RW;
+        T* od = ev + RW;
+        e[i] = ev;
+        o[i] = od;
+        const index_t ih = 2 * th - g.pt + i;
+        if (ih < 0 || ih >= g.H) {
+          for (index_t k = 0; k <= len; ++k) ev[k] = od[k] = T(0);
+        } else {
+          split_row(x + ((n * g.C + c) * g.H + ih) * g.W, g.W, 2 * tw0 - g.pl, len + 1, ev, od);
+        }
+      }
+      T* out = vt + (t - t0);
+      for (index_t k = 0; k < len; k += V::L) {
+        const index_t nl = std::min<index_t>(V::L, len - k);
+        // d[i][j]: row i of the patch, column j (ev[k], od[k], ev[k + 1], od[k + 1]);
+        // r = B^T d over the rows, then out = r B over the columns.
+        R r[4][4];
+        {
+          R d0[4], d1[4], d2[4], d3[4];
+          R* d[4] = {d0, d1, d2, d3};
+          for (int i = 0; i < 4; ++i) {
+            d[i][0] = V::loadn(e[i] + k, nl);
+            d[i][1] = V::loadn(o[i] + k, nl);
+            d[i][2] = V::loadn(e[i] + k + 1, nl);
+            d[i][3] = V::loadn(o[i] + k + 1, nl);
+          }
+          for (int j = 0; j < 4; ++j) {
+            r[0][j] = V::sub(d0[j], d2[j]);
+            r[1][j] = V::add(d1[j], d2[j]);
+            r[2][j] = V::sub(d2[j], d1[j]);
+            r[3][j] = V::sub(d1[j], d3[j]);
+          }
+        }
+        for (int i = 0; i < 4; ++i) {
+          V::storen(out + (i * 4 + 0) * ntp + k, V::sub(r[i][0], r[i][2]), nl);
+          V::storen(out + (i * 4 + 1) * ntp + k, V::add(r[i][1], r[i][2]), nl);
+          V::storen(out + (i * 4 + 2) * ntp + k, V::sub(r[i][2], r[i][1]), nl);
+          V::storen(out + (i * 4 + 3) * ntp + k, V::sub(r[i][1], r[i][3]), nl);
+        }
+      }
+      t += len;
+    }
+    // Into the packed layout: row c of K block [pc, pc + kc), one NR-wide slice per panel.
+    const index_t pc = (c / kcb) * kcb, kc = std::min(kcb, g.C - pc);
+    for (int xi = 0; xi < 16; ++xi) {
+      T* dst = Vp + index_t(xi) * g.C * ntp + pc * ntp + (c - pc) * NR;
+      const T* src = vt + xi * ntp;
+      for (index_t p = 0; p < ntp / NR; ++p)
+        for (index_t l = 0; l < NR; l += V::L) V::store(dst + p * kc * NR + l, V::load(src + p * NR + l));
+    }
+  }
+}
+
+template <typename T>
+void output_t(const WinoGeom& g, const T* M, index_t t0, index_t nt, index_t ntp, T* y, const T* bias, T* tmp) {
+  using V = Vec<T>;
+  using R = typename V::reg;
+  const index_t per_img = g.TH * g.TW;
+  const index_t ms = g.Cout * ntp;  // between the 16 matrices
+  for (index_t o = 0; o < g.Cout; ++o) {
+    const T b = bias ? bias[o] : T(0);
+    const T* m = M + o * ntp;
+    T* y00 = tmp;
+    T* y01 = tmp + ntp;
+    T* y10 = tmp + 2 * ntp;
+    T* y11 = tmp + 3 * ntp;
+    const R vb = V::set1(b);
+    for (index_t k = 0; k < nt; k += V::L) {
+      const index_t nl = std::min<index_t>(V::L, nt - k);
+      // s = A^T m over the rows (s0 = m0 + m1 + m2, s1 = m1 - m2 - m3), then s A over the columns.
+      R s0[4], s1[4];
+      for (int j = 0; j < 4; ++j) {
+        const R m0 = V::loadn(m + (0 + j) * ms + k, nl), m1 = V::loadn(m + (4 + j) * ms + k, nl);
+        const R m2 = V::loadn(m + (8 + j) * ms + k, nl), m3 = V::loadn(m + (12 + j) * ms + k, nl);
+        s0[j] = V::add(V::add(m0, m1), m2);
+        s1[j] = V::sub(V::sub(m1, m2), m3);
+      }
+      V::storen(y00 + k, V::add(V::add(V::add(s0[0], s0[1]), s0[2]), vb), nl);
+      V::storen(y01 + k, V::add(V::sub(V::sub(s0[1], s0[2]), s0[3]), vb), nl);
+      V::storen(y10 + k, V::add(V::add(V::add(s1[0], s1[1]), s1[2]), vb), nl);
+      V::storen(y11 + k, V::add(V::sub(V::sub(s1[1], s1[2]), s1[3]), vb), nl);
+    }
+    for (index_t t = t0; t < t0 + nt;) {
+      const index_t n = t / per_img, r = t % per_img, th = r / g.TW, tw0 = r % g.TW;
+      const index_t len = std::min(g.TW - tw0, t0 + nt - t);
+      const index_t base = t - t0, ow0 = 2 * tw0;
+      const index_t full = std::min(len, (g.Wo - ow0) / 2);  // tiles with both columns inside
+      for (index_t rr = 0; rr < 2; ++rr) {
+        const index_t oh = 2 * th + rr;
+        if (oh >= g.Ho) break;
+        T* __restrict yr = y + ((n * g.Cout + o) * g.Ho + oh) * g.Wo + ow0;
+        const T* __restrict a = (rr ? y10 : y00) + base;
+        const T* __restrict c = (rr ? y11 : y01) + base;
+        for (index_t k = 0; k < full; ++k) {
+          yr[2 * k] = a[k];
+          yr[2 * k + 1] = c[k];
+        }
+        if (full < len) yr[2 * full] = a[full];  // Wo odd: the last tile's left column
+      }
+      t += len;
+    }
+  }
+}
+
+}  // namespace
+
+void wino_input(DType dt, const WinoGeom& g, const void* x, index_t t0, index_t nt, index_t ntp, index_t kcb,
+                index_t NR, void* V, void* tmp) {
+  if (dt == DType::f32)
+    input_t<float>(g, static_cast<const float*>(x), t0, nt, ntp, kcb, NR, static_cast<float*>(V), static_cast<float*>(tmp));
+  else
+    input_t<double>(g, static_cast<const double*>(x), t0, nt, ntp, kcb, NR, static_cast<double*>(V), static_cast<double*>(tmp));
+}
+
+void wino_output(DType dt, const WinoGeom& g, const void* M, index_t t0, index_t nt, index_t ntp, void* y,
+                 const void* bias, void* tmp) {
+  if (dt == DType::f32)
+    output_t<float>(g, static_cast<const float*>(M), t0, nt, ntp, static_cast<float*>(y), static_cast<const float*>(bias),
+                    static_cast<float*>(tmp));
+  else
+    output_t<double>(g, static_cast<const double*>(M), t0, nt, ntp, static_cast<double*>(y), static_cast<const double*>(bias),
+                     static_cast<double*>(tmp));
+}
