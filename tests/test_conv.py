@@ -430,3 +430,74 @@ def test_conv2d_shift_packer_threads(threads, rng):
     for ours, ref, rep in zip(grads, (rgx, rgw, rgb), again):
         assert_close(ours, ref, np.float64)
         assert np.array_equal(ours, rep)
+
+
+# Winograd F(2x2, 3x3) (3x3, stride 1, dilation 1, one group, >= 16 channels on both sides):
+# forward and backward-data. Odd output sizes (half tiles at the right and bottom edges),
+# outputs of one pixel, padding 0..2 and asymmetric pairs (backward-data reads dY with
+# the padding 2 - p, negative included), tiles blocks straddling rows and images, more
+# channels than one K block (C = 520 > KC = 512), non-contiguous inputs.
+WINOGRAD = [
+    dict(N=3, C=16, H=9, W=11, Cout=16, k=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1, noncontig=False),
+    dict(N=1, C=17, H=13, W=7, Cout=23, k=(3, 3), stride=(1, 1), padding=(0, 2), dilation=(1, 1), groups=1, noncontig=True),
+    dict(N=2, C=24, H=3, W=3, Cout=19, k=(3, 3), stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1, noncontig=False),
+    dict(N=2, C=16, H=1, W=1, Cout=31, k=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1, noncontig=False),
+    dict(N=5, C=32, H=14, W=14, Cout=40, k=(3, 3), stride=(1, 1), padding=(2, 1), dilation=(1, 1), groups=1, noncontig=False),
+    dict(N=2, C=20, H=8, W=37, Cout=16, k=(3, 3), stride=(1, 1), padding="same", dilation=(1, 1), groups=1, noncontig=False),
+    dict(N=1, C=520, H=5, W=6, Cout=16, k=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1, noncontig=False),
+    dict(N=1, C=16, H=6, W=5, Cout=520, k=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1, noncontig=False),
+]
+
+
+@pytest.mark.parametrize("cfg", WINOGRAD, ids=_cfg_id)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv2d_winograd(cfg, dtype, isa, rng):
+    go, w, ref_gx = _check_against_torch(cfg, dtype, rng)
+    if cfg["padding"] != "same":  # conv_transpose2d: backward-data of the same geometry
+        yt = ops.conv_transpose2d(go.astype(dtype), w, None, padding=cfg["padding"])
+        assert_close(yt, ref_gx, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv2d_winograd_threads_bitwise(dtype, rng):
+    """The Winograd path gives the same bits for 1, 2 and 3 threads (blocks of tiles are
+    owned by one thread each, whichever it is)."""
+    x = rng.standard_normal((3, 16, 13, 10)).astype(dtype)
+    w = rng.standard_normal((18, 16, 3, 3)).astype(dtype)
+    b = rng.standard_normal(18).astype(dtype)
+    go = rng.standard_normal((3, 18, 13, 10)).astype(dtype)
+    old = nnkernels.get_num_threads()
+    res = []
+    try:
+        for t in (1, 2, 3):
+            nnkernels.set_num_threads(t)
+            res.append((ops.conv2d(x, w, b, padding=1), ops.conv2d_backward(go, x, w, padding=1)[0]))
+    finally:
+        nnkernels.set_num_threads(old)
+    for r in res[1:]:
+        for a, e in zip(r, res[0]):
+            assert np.array_equal(a, e)
+
+
+def test_conv2d_winograd_matches_im2col_path(rng, tmp_path):
+    """NNKERNELS_WINOGRAD=0 (read at import) runs the same shapes through the im2col paths;
+    both agree with each other to float32 rounding."""
+    import os
+    import subprocess
+    import sys
+    x = rng.standard_normal((2, 16, 10, 9)).astype(np.float32)
+    w = rng.standard_normal((17, 16, 3, 3)).astype(np.float32)
+    go = rng.standard_normal((2, 17, 10, 9)).astype(np.float32)
+    np.savez(tmp_path / "in.npz", x=x, w=w, go=go)
+    code = ("import sys, numpy as np; from nnkernels import ops; d = np.load(sys.argv[1]);"
+            "np.savez(sys.argv[2], y=ops.conv2d(d['x'], d['w'], padding=1),"
+            " gx=ops.conv2d_backward(d['go'], d['x'], d['w'], padding=1)[0])")
+    env = dict(os.environ, NNKERNELS_WINOGRAD="0")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "in.npz"), str(tmp_path / "out.npz")],
+                   env=env, check=True)
+    direct = np.load(tmp_path / "out.npz")
+    y = ops.conv2d(x, w, padding=1)
+    gx = ops.conv2d_backward(go, x, w, padding=1)[0]
+    assert not np.array_equal(y, direct["y"])  # the two paths really differ ...
+    assert_close(y, direct["y"], np.float32)   # ... by rounding only
+    assert_close(gx, direct["gx"], np.float32)

@@ -15,6 +15,8 @@
 // micro-kernels' packed B layout, the 16 products write M, and the output transform adds the
 // bias and writes Y. The transforms are the per-ISA kernels below (winograd.inl).
 #pragma once
+#include <algorithm>
+
 #include "core/types.h"
 
 namespace nnk {
@@ -27,14 +29,14 @@ struct WinoGeom {
 };
 
 namespace cpu {
-// Input transform of tiles [t0, t0 + nt) of x: V holds, for each xi, a C x ntp matrix in the
-// packed B layout (K blocks of kcb rows at offset pc * ntp, in each panels of kc x NR),
-// columns nt..ntp zero. tmp: wino_tmp_elems(g, ntp) elements.
+// Input transform of the tiles [t0, t0 + nt) (nt <= NR) of x: V holds, for each xi, a C x NR
+// matrix (one packed B panel of the micro-kernel: row c at c * NR), columns nt..NR zero.
+// tmp: wino_tmp_elems(g, NR) elements.
 // Output transform: y's tiles [t0, t0 + nt) from M (16 row-major Cout x ntp matrices, one
 // after another), plus bias[o] (may be null).
 #define NNK_WINO_DECL                                                                                 \
-  void wino_input(DType dt, const WinoGeom& g, const void* x, index_t t0, index_t nt, index_t ntp,    \
-                  index_t kcb, index_t NR, void* V, void* tmp);                                       \
+  void wino_input(DType dt, const WinoGeom& g, const void* x, index_t t0, index_t nt, index_t NR,     \
+                  void* V, void* tmp);                                                                \
   void wino_output(DType dt, const WinoGeom& g, const void* M, index_t t0, index_t nt, index_t ntp,   \
                    void* y, const void* bias, void* tmp);
 namespace generic { NNK_WINO_DECL }
@@ -43,7 +45,12 @@ namespace avx512 { NNK_WINO_DECL }
 #undef NNK_WINO_DECL
 }  // namespace cpu
 
-inline index_t wino_tmp_elems(const WinoGeom& g, index_t ntp) { return 16 * ntp + 8 * (g.TW + 2); }
+// Elements between consecutive xi matrices of V (rows = C) and M (rows = Cout): rows x NR plus a
+// skew of 16 elements, so that the transforms' 16 streams do not fall in the same L1 sets
+// (rows * NR * 4 bytes is a multiple of 4 KiB for 32, 64, 128, ... channels).
+inline index_t wino_mat_stride(index_t rows, index_t NR) { return rows * NR + 16; }
+
+inline index_t wino_tmp_elems(const WinoGeom& g, index_t ntp) { return std::max<index_t>(4 * ntp, 8 * (g.TW + 2)); }
 
 // y = conv3x3(x, w) + bias in the geometry g (WinoGeom's reading rule). transposed: w is
 // (C, Cout, 3, 3) and the kernel used is w[c, o, 2 - i, 2 - j] (backward-data of a

@@ -30,16 +30,13 @@ inline void split_row(const T* __restrict row, index_t W, index_t col0, index_t 
 }
 
 template <typename T>
-void input_t(const WinoGeom& g, const T* x, index_t t0, index_t nt, index_t ntp, index_t kcb, index_t NR, T* Vp,
-             T* tmp) {
+void input_t(const WinoGeom& g, const T* x, index_t t0, index_t nt, index_t NR, T* Vp, T* tmp) {
   using V = Vec<T>;
   using R = typename V::reg;
-  T* vt = tmp;  // vt[xi * ntp + (t - t0)]: one channel's transformed tiles
-  T* rows = tmp + 16 * ntp;
+  T* rows = tmp;
   const index_t RW = g.TW + 2;
   const index_t per_img = g.TH * g.TW;
-  for (int xi = 0; xi < 16; ++xi)
-    for (index_t k = nt; k < ntp; ++k) vt[xi * ntp + k] = T(0);
+  const index_t xs = wino_mat_stride(g.C, NR);  // between the 16 matrices
   for (index_t c = 0; c < g.C; ++c) {
     for (index_t t = t0; t < t0 + nt;) {
       const index_t n = t / per_img, r = t % per_img, th = r / g.TW, tw0 = r % g.TW;
@@ -58,7 +55,7 @@ void input_t(const WinoGeom& g, const T* x, index_t t0, index_t nt, index_t ntp,
           split_row(x + ((n * g.C + c) * g.H + ih) * g.W, g.W, 2 * tw0 - g.pl, len + 1, ev, od);
         }
       }
-      T* out = vt + (t - t0);
+      T* out = Vp + c * NR + (t - t0);
       for (index_t k = 0; k < len; k += V::L) {
         const index_t nl = std::min<index_t>(V::L, len - k);
         // d[i][j]: row i of the patch, column j (ev[k], od[k], ev[k + 1], od[k + 1]);
@@ -81,22 +78,16 @@ void input_t(const WinoGeom& g, const T* x, index_t t0, index_t nt, index_t ntp,
           }
         }
         for (int i = 0; i < 4; ++i) {
-          V::storen(out + (i * 4 + 0) * ntp + k, V::sub(r[i][0], r[i][2]), nl);
-          V::storen(out + (i * 4 + 1) * ntp + k, V::add(r[i][1], r[i][2]), nl);
-          V::storen(out + (i * 4 + 2) * ntp + k, V::sub(r[i][2], r[i][1]), nl);
-          V::storen(out + (i * 4 + 3) * ntp + k, V::sub(r[i][1], r[i][3]), nl);
+          V::storen(out + (i * 4 + 0) * xs + k, V::sub(r[i][0], r[i][2]), nl);
+          V::storen(out + (i * 4 + 1) * xs + k, V::add(r[i][1], r[i][2]), nl);
+          V::storen(out + (i * 4 + 2) * xs + k, V::sub(r[i][2], r[i][1]), nl);
+          V::storen(out + (i * 4 + 3) * xs + k, V::sub(r[i][1], r[i][3]), nl);
         }
       }
       t += len;
     }
-    // Into the packed layout: row c of K block [pc, pc + kc), one NR-wide slice per panel.
-    const index_t pc = (c / kcb) * kcb, kc = std::min(kcb, g.C - pc);
-    for (int xi = 0; xi < 16; ++xi) {
-      T* dst = Vp + index_t(xi) * g.C * ntp + pc * ntp + (c - pc) * NR;
-      const T* src = vt + xi * ntp;
-      for (index_t p = 0; p < ntp / NR; ++p)
-        for (index_t l = 0; l < NR; l += V::L) V::store(dst + p * kc * NR + l, V::load(src + p * NR + l));
-    }
+    for (int xi = 0; xi < 16; ++xi)  // a last, partial panel: zero columns
+      for (index_t k = nt; k < NR; ++k) Vp[xi * xs + c * NR + k] = T(0);
   }
 }
 
@@ -105,7 +96,7 @@ void output_t(const WinoGeom& g, const T* M, index_t t0, index_t nt, index_t ntp
   using V = Vec<T>;
   using R = typename V::reg;
   const index_t per_img = g.TH * g.TW;
-  const index_t ms = g.Cout * ntp;  // between the 16 matrices
+  const index_t ms = wino_mat_stride(g.Cout, ntp);  // between the 16 matrices
   for (index_t o = 0; o < g.Cout; ++o) {
     const T b = bias ? bias[o] : T(0);
     const T* m = M + o * ntp;
@@ -153,12 +144,11 @@ void output_t(const WinoGeom& g, const T* M, index_t t0, index_t nt, index_t ntp
 
 }  // namespace
 
-void wino_input(DType dt, const WinoGeom& g, const void* x, index_t t0, index_t nt, index_t ntp, index_t kcb,
-                index_t NR, void* V, void* tmp) {
+void wino_input(DType dt, const WinoGeom& g, const void* x, index_t t0, index_t nt, index_t NR, void* V, void* tmp) {
   if (dt == DType::f32)
-    input_t<float>(g, static_cast<const float*>(x), t0, nt, ntp, kcb, NR, static_cast<float*>(V), static_cast<float*>(tmp));
+    input_t<float>(g, static_cast<const float*>(x), t0, nt, NR, static_cast<float*>(V), static_cast<float*>(tmp));
   else
-    input_t<double>(g, static_cast<const double*>(x), t0, nt, ntp, kcb, NR, static_cast<double*>(V), static_cast<double*>(tmp));
+    input_t<double>(g, static_cast<const double*>(x), t0, nt, NR, static_cast<double*>(V), static_cast<double*>(tmp));
 }
 
 void wino_output(DType dt, const WinoGeom& g, const void* M, index_t t0, index_t nt, index_t ntp, void* y,
