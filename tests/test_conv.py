@@ -432,16 +432,18 @@ def test_conv2d_shift_packer_threads(threads, rng):
         assert np.array_equal(ours, rep)
 
 
-# Winograd F(2x2, 3x3) (3x3, stride 1, dilation 1, one group, >= 16 channels on both sides):
-# forward and backward-data. Odd output sizes (half tiles at the right and bottom edges),
-# outputs of one pixel, padding 0..2 and asymmetric pairs (backward-data reads dY with
+# Winograd F(2x2, 3x3) (3x3, stride 1, dilation 1, one group, >= 16 channels on both sides,
+# outputs of at least 2 x 2): forward, backward-data and backward-weight. Odd output sizes
+# (half tiles at the right and bottom edges), padding 0..2 and asymmetric pairs (backward-data reads dY with
 # the padding 2 - p, negative included), tiles blocks straddling rows and images, more
 # channels than one K block (C = 520 > KC = 512), non-contiguous inputs.
 WINOGRAD = [
     dict(N=3, C=16, H=9, W=11, Cout=16, k=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1, noncontig=False),
     dict(N=1, C=17, H=13, W=7, Cout=23, k=(3, 3), stride=(1, 1), padding=(0, 2), dilation=(1, 1), groups=1, noncontig=True),
-    dict(N=2, C=24, H=3, W=3, Cout=19, k=(3, 3), stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1, noncontig=False),
-    dict(N=2, C=16, H=1, W=1, Cout=31, k=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1, noncontig=False),
+    dict(N=2, C=24, H=4, W=5, Cout=19, k=(3, 3), stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1, noncontig=False),
+    dict(N=2, C=16, H=2, W=3, Cout=31, k=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1, noncontig=False),
+    # Outputs with a side of 1 stay on the im2col paths (same checks).
+    dict(N=2, C=16, H=1, W=5, Cout=17, k=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1, noncontig=False),
     dict(N=5, C=32, H=14, W=14, Cout=40, k=(3, 3), stride=(1, 1), padding=(2, 1), dilation=(1, 1), groups=1, noncontig=False),
     dict(N=2, C=20, H=8, W=37, Cout=16, k=(3, 3), stride=(1, 1), padding="same", dilation=(1, 1), groups=1, noncontig=False),
     dict(N=1, C=520, H=5, W=6, Cout=16, k=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1, noncontig=False),
@@ -460,8 +462,9 @@ def test_conv2d_winograd(cfg, dtype, isa, rng):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_conv2d_winograd_threads_bitwise(dtype, rng):
-    """The Winograd path gives the same bits for 1, 2 and 3 threads (blocks of tiles are
-    owned by one thread each, whichever it is)."""
+    """The Winograd forward and backward-data give the same bits for 1, 2 and 3 threads
+    (blocks of tiles are owned by one thread each, whichever it is); the weight gradient
+    sums per-thread parts, so its bits are reproducible for a given thread count."""
     x = rng.standard_normal((3, 16, 13, 10)).astype(dtype)
     w = rng.standard_normal((18, 16, 3, 3)).astype(dtype)
     b = rng.standard_normal(18).astype(dtype)
@@ -471,12 +474,14 @@ def test_conv2d_winograd_threads_bitwise(dtype, rng):
     try:
         for t in (1, 2, 3):
             nnkernels.set_num_threads(t)
-            res.append((ops.conv2d(x, w, b, padding=1), ops.conv2d_backward(go, x, w, padding=1)[0]))
+            gx, gw, _ = ops.conv2d_backward(go, x, w, padding=1)
+            assert np.array_equal(gw, ops.conv2d_backward(go, x, w, padding=1)[1])
+            res.append((ops.conv2d(x, w, b, padding=1), gx, gw))
     finally:
         nnkernels.set_num_threads(old)
     for r in res[1:]:
-        for a, e in zip(r, res[0]):
-            assert np.array_equal(a, e)
+        assert np.array_equal(r[0], res[0][0]) and np.array_equal(r[1], res[0][1])
+        assert_close(r[2], res[0][2], dtype)
 
 
 def test_conv2d_winograd_matches_im2col_path(rng, tmp_path):

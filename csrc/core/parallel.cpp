@@ -261,6 +261,8 @@ void set_num_threads(int n) {
   }
 }
 
+bool in_parallel_region() { return t_in_region; }
+
 namespace detail {
 
 void parallel_run_impl(index_t nchunks, ChunkFn fn, void* ctx) {

@@ -21,6 +21,9 @@ int get_num_threads();
 void set_num_threads(int n);
 // The cores this process may run on (sched_getaffinity), at least 1.
 int default_num_threads();
+// True inside a chunk of parallel_run (on any thread): nested regions run inline, so work
+// split for several threads there only adds overhead.
+bool in_parallel_region();
 
 namespace detail {
 using ChunkFn = void (*)(void* ctx, index_t chunk);

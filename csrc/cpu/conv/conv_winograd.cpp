@@ -52,6 +52,7 @@ struct PoolFree { void operator()(void* p) const { pool_free(p); } };
 
 using InputFn = decltype(&cpu::generic::wino_input);
 using OutputFn = decltype(&cpu::generic::wino_output);
+using DyFn = decltype(&cpu::generic::wino_dy);
 
 template <typename T>
 void winograd_t(const WinoGeom& g, T* y, const T* x, const T* w, bool transposed, const T* bias) {
@@ -138,6 +139,86 @@ void winograd_t(const WinoGeom& g, T* y, const T* x, const T* w, bool transposed
   });
 }
 
+constexpr index_t kWeightBlock = 128;          // tiles per product (its K) in the weight gradient
+constexpr index_t kWeightPartsPerThread = 2;   // partial sums per thread (as the im2col path)
+
+// Weight gradient (winograd.h): the tiles are cut into P parts (P depends on the thread
+// count only), each summed in block order into its own 16 x Cout x C partial by one thread;
+// the partials are added in part order and transformed back (G^T . G) per output channel.
+template <typename T>
+void winograd_weight_t(const WinoGeom& g, T* dw, const T* dy, const T* x) {
+  const DType dt = dtype_of<T>::value;
+  const index_t C = g.C, Cout = g.Cout;
+  const index_t tiles = g.N * g.TH * g.TW;
+  const index_t KK = Cout * C;  // one Mw_xi
+  const Isa isa = current_isa();
+  InputFn fin = cpu::generic::wino_input;
+  DyFn fdy = cpu::generic::wino_dy;
+#if defined(NNK_X86)
+  if (isa == Isa::avx512) { fin = cpu::avx512::wino_input; fdy = cpu::avx512::wino_dy; }
+  else if (isa == Isa::avx2) { fin = cpu::avx2::wino_input; fdy = cpu::avx2::wino_dy; }
+#endif
+  const index_t ld = kWeightBlock;
+  const index_t nblocks = ceil_div(tiles, ld);
+  const index_t threads = get_num_threads();
+  const index_t parts = threads <= 1 ? 1 : std::min<index_t>(kWeightPartsPerThread * threads, nblocks);
+  std::unique_ptr<T, PoolFree> mw(static_cast<T*>(pool_alloc(sizeof(T) * size_t(checked_mul(parts * 16, KK, "conv2d_backward")))));
+  const index_t vs = wino_mat_stride(C, ld), ys = wino_mat_stride(Cout, ld);
+  const size_t v_elems = size_t(16 * vs), y_elems = size_t(16 * ys), tmp_elems = size_t(wino_tmp_elems(g, ld));
+  parallel_run(parts, [&](index_t part) {
+    T* acc = mw.get() + part * 16 * KK;
+    const index_t b0 = nblocks * part / parts, b1 = nblocks * (part + 1) / parts;
+    T* Vb = static_cast<T*>(t_wino.get(sizeof(T) * (v_elems + y_elems + tmp_elems)));
+    T* Yb = Vb + v_elems;
+    T* tmp = Yb + y_elems;
+    for (index_t blk = b0; blk < b1; ++blk) {
+      const index_t t0 = blk * ld, nt = std::min(ld, tiles - t0);
+      fin(dt, g, x, t0, nt, ld, Vb, tmp);
+      fdy(dt, g, dy, t0, nt, ld, Yb, tmp);
+      for (int xi = 0; xi < 16; ++xi) {  // Mw_xi += Y_xi (Cout x nt) @ V_xi^T (nt x C)
+        GemmArgs a;
+        a.dtype = dt;
+        a.M = Cout; a.N = C; a.K = nt;
+        a.a = Yb + xi * ys; a.rs_a = ld; a.cs_a = 1;
+        a.b = Vb + xi * vs; a.rs_b = 1; a.cs_b = ld;
+        a.c = acc + xi * KK; a.rs_c = C; a.cs_c = 1;
+        a.beta = blk == b0 ? 0.0 : 1.0;
+        gemm(a);  // nested in the pool's region: runs on this thread
+      }
+    }
+  });
+  // dw[o, c] = G^T (sum over parts of Mw[., o, c]) G, G^T = [1 .5 .5 0; 0 .5 -.5 0; 0 .5 .5 1].
+  parallel_for(Cout, std::max<index_t>(1, 1024 / std::max<index_t>(C, 1)), [&](index_t o0, index_t o1) {
+    std::vector<T> m(size_t(16) * size_t(C));
+    for (index_t o = o0; o < o1; ++o) {
+      for (int xi = 0; xi < 16; ++xi) {  // sum of the parts' rows, vectorised over c
+        T* __restrict r = m.data() + xi * C;
+        const T* src = mw.get() + xi * KK + o * C;
+        for (index_t c = 0; c < C; ++c) r[c] = src[c];
+        for (index_t p = 1; p < parts; ++p) {
+          const T* __restrict q = src + p * 16 * KK;
+          for (index_t c = 0; c < C; ++c) r[c] += q[c];
+        }
+      }
+      for (index_t c = 0; c < C; ++c) {
+        T u[3][4];  // G^T m (rows)
+        for (int j = 0; j < 4; ++j) {
+          const T m0 = m[j * C + c], m1 = m[(4 + j) * C + c], m2 = m[(8 + j) * C + c], m3 = m[(12 + j) * C + c];
+          u[0][j] = m0 + T(0.5) * (m1 + m2);
+          u[1][j] = T(0.5) * (m1 - m2);
+          u[2][j] = T(0.5) * (m1 + m2) + m3;
+        }
+        T* out = dw + (o * C + c) * 9;
+        for (int i = 0; i < 3; ++i) {  // (G^T m) G (columns)
+          out[i * 3 + 0] = u[i][0] + T(0.5) * (u[i][1] + u[i][2]);
+          out[i * 3 + 1] = T(0.5) * (u[i][1] - u[i][2]);
+          out[i * 3 + 2] = T(0.5) * (u[i][1] + u[i][2]) + u[i][3];
+        }
+      }
+    }
+  });
+}
+
 }  // namespace
 
 void winograd_conv3x3(DType dt, const WinoGeom& g, void* y, const void* x, const void* w, bool transposed,
@@ -148,6 +229,13 @@ void winograd_conv3x3(DType dt, const WinoGeom& g, void* y, const void* x, const
   else
     winograd_t<double>(g, static_cast<double*>(y), static_cast<const double*>(x), static_cast<const double*>(w),
                        transposed, static_cast<const double*>(bias));
+}
+
+void winograd_conv3x3_weight(DType dt, const WinoGeom& g, void* dw, const void* dy, const void* x) {
+  if (dt == DType::f32)
+    winograd_weight_t<float>(g, static_cast<float*>(dw), static_cast<const float*>(dy), static_cast<const float*>(x));
+  else
+    winograd_weight_t<double>(g, static_cast<double*>(dw), static_cast<const double*>(dy), static_cast<const double*>(x));
 }
 
 }  // namespace nnk

@@ -32,13 +32,18 @@ namespace cpu {
 // Input transform of the tiles [t0, t0 + nt) (nt <= NR) of x: V holds, for each xi, a C x NR
 // matrix (one packed B panel of the micro-kernel: row c at c * NR), columns nt..NR zero.
 // tmp: wino_tmp_elems(g, NR) elements.
+// (With NR = a block length ld, V is a plain row-major C x ld matrix per xi: the weight
+// gradient's use.)
+// dY transform (weight gradient): Y_xi (Cout x ld) = (A dy A^T)[xi] of dY's tiles [t0, t0 + nt).
 // Output transform: y's tiles [t0, t0 + nt) from M (16 row-major Cout x ntp matrices, one
 // after another), plus bias[o] (may be null).
 #define NNK_WINO_DECL                                                                                 \
   void wino_input(DType dt, const WinoGeom& g, const void* x, index_t t0, index_t nt, index_t NR,     \
                   void* V, void* tmp);                                                                \
   void wino_output(DType dt, const WinoGeom& g, const void* M, index_t t0, index_t nt, index_t ntp,   \
-                   void* y, const void* bias, void* tmp);
+                   void* y, const void* bias, void* tmp);                                         \
+  void wino_dy(DType dt, const WinoGeom& g, const void* dy, index_t t0, index_t nt, index_t ld, void* Y,  \
+               void* tmp);
 namespace generic { NNK_WINO_DECL }
 namespace avx2 { NNK_WINO_DECL }
 namespace avx512 { NNK_WINO_DECL }
@@ -57,5 +62,12 @@ inline index_t wino_tmp_elems(const WinoGeom& g, index_t ntp) { return std::max<
 // convolution as a forward one); else w is (Cout, C, 3, 3).
 void winograd_conv3x3(DType dt, const WinoGeom& g, void* y, const void* x, const void* w, bool transposed,
                       const void* bias);
+
+// The weight gradient of y = conv3x3(x, w) in the geometry g, dw (Cout, C, 3, 3) overwritten:
+//   dw[o, c, i, j] = sum_{n, oh, ow} dy[n, o, oh, ow] x[n, c, oh - pt + i, ow - pl + j]
+// By the bilinear identity <dy, A^T (U .* D) A> = <A dy A^T, U .* D> and U = G g G^T:
+//   dw = G^T [ sum_tiles (A dy_t A^T) .* (B^T d_t B) ] G,
+// 16 products Mw_xi (Cout x C) = Y_xi (Cout x tiles) @ V_xi^T over all tiles (K = tiles).
+void winograd_conv3x3_weight(DType dt, const WinoGeom& g, void* dw, const void* dy, const void* x);
 
 }  // namespace nnk

@@ -91,6 +91,56 @@ void input_t(const WinoGeom& g, const T* x, index_t t0, index_t nt, index_t NR, 
   }
 }
 
+// dY's transform for the weight gradient: Y_xi (Cout x ld, row-major; matrices
+// wino_mat_stride(Cout, ld) apart) = (A dy A^T)[xi] of the 2x2 tiles [t0, t0 + nt) of dY,
+// columns nt..ld zero. A = [1 0; 1 1; 1 -1; 0 -1]: rows of A dy are (a, b), (a + c, b + d),
+// (a - c, b - d), (-c, -d) for the tile (a b; c d), and each row (p, q) becomes
+// (p, p + q, p - q, -q).
+template <typename T>
+void dy_t(const WinoGeom& g, const T* dy, index_t t0, index_t nt, index_t ld, T* Y, T* tmp) {
+  using V = Vec<T>;
+  using R = typename V::reg;
+  T* rows = tmp;
+  const index_t RW = g.TW + 2;
+  const index_t per_img = g.TH * g.TW;
+  const index_t ys = wino_mat_stride(g.Cout, ld);
+  for (index_t o = 0; o < g.Cout; ++o) {
+    for (index_t t = t0; t < t0 + nt;) {
+      const index_t n = t / per_img, r = t % per_img, th = r / g.TW, tw0 = r % g.TW;
+      const index_t len = std::min(g.TW - tw0, t0 + nt - t);
+      T* ev[2];
+      T* od[2];
+      for (int i = 0; i < 2; ++i) {
+        ev[i] = rows + (2 * i) * RW;
+        od[i] = ev[i] + RW;
+        const index_t oh = 2 * th + i;
+        if (oh >= g.Ho) {
+          for (index_t k = 0; k < len; ++k) ev[i][k] = od[i][k] = T(0);
+        } else {
+          split_row(dy + ((n * g.Cout + o) * g.Ho + oh) * g.Wo, g.Wo, 2 * tw0, len, ev[i], od[i]);
+        }
+      }
+      T* out = Y + o * ld + (t - t0);
+      for (index_t k = 0; k < len; k += V::L) {
+        const index_t nl = std::min<index_t>(V::L, len - k);
+        const R a = V::loadn(ev[0] + k, nl), b = V::loadn(od[0] + k, nl);
+        const R c = V::loadn(ev[1] + k, nl), d = V::loadn(od[1] + k, nl);
+        const R p[4] = {a, V::add(a, c), V::sub(a, c), V::neg(c)};
+        const R q[4] = {b, V::add(b, d), V::sub(b, d), V::neg(d)};
+        for (int i = 0; i < 4; ++i) {
+          V::storen(out + (i * 4 + 0) * ys + k, p[i], nl);
+          V::storen(out + (i * 4 + 1) * ys + k, V::add(p[i], q[i]), nl);
+          V::storen(out + (i * 4 + 2) * ys + k, V::sub(p[i], q[i]), nl);
+          V::storen(out + (i * 4 + 3) * ys + k, V::neg(q[i]), nl);
+        }
+      }
+      t += len;
+    }
+    for (int xi = 0; xi < 16; ++xi)
+      for (index_t k = nt; k < ld; ++k) Y[xi * ys + o * ld + k] = T(0);
+  }
+}
+
 template <typename T>
 void output_t(const WinoGeom& g, const T* M, index_t t0, index_t nt, index_t ntp, T* y, const T* bias, T* tmp) {
   using V = Vec<T>;
@@ -159,4 +209,11 @@ void wino_output(DType dt, const WinoGeom& g, const void* M, index_t t0, index_t
   else
     output_t<double>(g, static_cast<const double*>(M), t0, nt, ntp, static_cast<double*>(y), static_cast<const double*>(bias),
                      static_cast<double*>(tmp));
+}
+
+void wino_dy(DType dt, const WinoGeom& g, const void* dy, index_t t0, index_t nt, index_t ld, void* Y, void* tmp) {
+  if (dt == DType::f32)
+    dy_t<float>(g, static_cast<const float*>(dy), t0, nt, ld, static_cast<float*>(Y), static_cast<float*>(tmp));
+  else
+    dy_t<double>(g, static_cast<const double*>(dy), t0, nt, ld, static_cast<double*>(Y), static_cast<double*>(tmp));
 }

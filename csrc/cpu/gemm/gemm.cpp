@@ -288,7 +288,10 @@ void gemm_t(const GemmArgs& g0) {
   if (dot_path(P)) return;
   const index_t MR = P.kr->MR, NR = P.kr->NR;
   int tm, tn;
-  choose_grid(P.M, P.N, P.K, MR, NR, get_num_threads(), tm, tn);
+  // Nested in a parallel region (a convolution's images or tile blocks over the threads),
+  // the chunks would run one after another on this thread: one block, no split. (The bits do
+  // not depend on the grid: every element of C is summed in the same K order.)
+  choose_grid(P.M, P.N, P.K, MR, NR, in_parallel_region() ? 1 : get_num_threads(), tm, tn);
   const index_t tiles_m = ceil_div(P.M, MR), tiles_n = ceil_div(P.N, NR);
   parallel_run(index_t(tm) * tn, [&](index_t chunk) {
     const index_t ti = chunk / tn, tj = chunk % tn;
