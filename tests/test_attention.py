@@ -182,6 +182,17 @@ def test_gqa(isa, rng, dtype, heads):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("causal", [False, True])
+def test_backward_key_parts(isa, rng, dtype, causal):
+    """Few key/value batch elements and many keys: the backward splits each one's key blocks
+    into parts with partial dQ sums, also when a kv element serves several query heads (GQA)
+    and when one query element serves several output batch elements (broadcast q)."""
+    check(rng, dtype, (1, 4, 37, 16), (1, 2, 700, 16), (1, 2, 700, 8), gqa=True, causal=causal)
+    check(rng, dtype, (1, 2, 40, 16), (3, 2, 400, 16), (3, 2, 400, 16), causal=causal)
+    check(rng, dtype, (1, 1, 520, 24), (1, 1, 1100, 24), (1, 1, 1100, 24), causal=causal)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_scale_and_ranks(rng, dtype):
     check(rng, dtype, (5, 16), (7, 16), (7, 9), scale=0.37)
     check(rng, dtype, (3, 5, 16), (3, 7, 16), (3, 7, 9), scale=2.0)
@@ -242,7 +253,7 @@ def test_deterministic_and_thread_independent(rng, causal):
     threads = nnkernels.get_num_threads()
     results = []
     try:
-        for n in (1, 2, 2):
+        for n in (1, 2, 2, 3):
             nnkernels.set_num_threads(n)
             out, lse = ops.scaled_dot_product_attention(q, k, v, is_causal=causal, return_lse=True)
             grads = ops.scaled_dot_product_attention_backward(g, q, k, v, out, lse, is_causal=causal)

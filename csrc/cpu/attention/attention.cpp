@@ -8,14 +8,16 @@
 //      micro-kernel. At the end O / l and lse = m + log l are stored. Causal: key blocks
 //      past the block's last query are never touched. Extra memory: O(BM (E + Ev + BN))
 //      per thread, whatever L and S.
-//   2. Backward (FlashAttention-2), two passes, P recomputed from lse, no L x S buffer:
-//      a. dK, dV: one task per (kv batch element, block of BN keys); loops over the output
-//         batch elements of its group and the query blocks: S, P, dP = dO V^T,
-//         dV += P^T dO, dS = P o (dP - D), dK += scale dS^T Q.
-//      b. dQ: one task per (q batch element, block of BM queries); loops over key blocks:
-//         S, P, dP, dS, dQ += scale dS K.
-//      D = rowsum(dO o O) is computed first. Each gradient block has exactly one owner task
-//      and a fixed order of accumulation: deterministic and independent of the thread count.
+//   2. Backward (FlashAttention-2), one pass, P recomputed from lse, no L x S buffer: one
+//      task per (kv batch element, part of its key blocks); for each key block it loops over
+//      the output batch elements of its group and the query blocks: S, P, dP = dO V^T,
+//      dV += P^T dO, dS = P o (dP - D), dK += scale dS^T Q, and dQ_part += scale dS K into
+//      the part's own partial of dQ (O(L E) per part; parts: kBwdTasks in all when the groups
+//      are few, so that the threads are busy even with batch x heads = 1). The partials are
+//      summed in a fixed order at the end. D = rowsum(dO o O) is computed first. Each
+//      gradient block has exactly one owner task and a fixed order of accumulation, and the
+//      parts depend on the sizes only: deterministic and independent of the thread count.
+//      (Five products per tile; an earlier two-pass form recomputed S and dP for dQ: seven.)
 // Tasks are dealt round-robin to min(threads, tasks) chunks (balances causal work). Packed
 // blocks of K, V (forward, dQ pass) and of Q, dO (dK/dV pass) are kept per chunk while
 // consecutive tasks use the same batch element (PackCache), so each is packed about once
@@ -40,7 +42,8 @@ namespace {
 
 constexpr index_t kQueryBlock = 64;     // rows per query block (rounded up to a multiple of MR)
 constexpr index_t kKeyBlockFwd = 256;   // keys per block in the forward (a multiple of every NR)
-constexpr index_t kKeyBlockBwd = 128;   // keys per block in the backward (more tasks for pass a)
+constexpr index_t kKeyBlockBwd = 128;   // keys per block in the backward (more tasks)
+constexpr index_t kBwdTasks = 16;       // backward tasks when the kv groups are few (parts per group)
 
 template <typename T>
 const AttnIsaKernels<T>& tiles(Isa isa) {
@@ -278,94 +281,88 @@ void bwd_impl(Isa isa, const AttnParams& p, const T* dout, const T* out, const T
 
   const index_t nqb = ceil_div(L, BM), nkb = ceil_div(S, BN);
 
-  // a. dK, dV: tasks (kv group, key block)
-  const index_t ntask_a = kvg.n * nkb;
-  if (ntask_a > 0) {
-    const index_t nchunks = std::min(NT, ntask_a);
+  // One pass: tasks (kv group gi, part pt); part pt of a group owns its key blocks
+  // jb = pt, pt + P, ... (interleaved, which balances causal work) and, for them, loops over
+  // the group's output batch elements and query blocks: S, P, dP = dO V^T, dV += P^T dO,
+  // dS = P o (dP - D), dK += scale dS^T Q (dK, dV blocks: one owner), and
+  // dQ_part += scale dS K into the part's own partial of dQ, summed over the parts (and the
+  // b of a q group) in a fixed order at the end. P depends on the sizes only (kTasks tasks
+  // in all when the groups are few), so the bits do not depend on the thread count.
+  const index_t P = std::max<index_t>(1, std::min<index_t>(nkb, ceil_div(kBwdTasks, std::max<index_t>(kvg.n, 1))));
+  const index_t ntask = kvg.n * P;
+  std::vector<T> dqp_v(size_t(p.NB * P * L * E));  // partial dQ: [b][part] (L x E)
+  T* dqp = dqp_v.data();
+  if (ntask > 0) {
+    const index_t nchunks = std::min(NT, ntask);
     parallel_run(nchunks, [&](index_t c) {
-      // 0 Kp, 1 Vp, 2 S, 3 dP, 4 PTp, 5 dSTp
-      Arena<T> ws({E * BN, Ev * BN, BM * BN, BM * BN, rBN * BM, rBN * BM});
-      T *Kp = ws[0], *Vp = ws[1], *Sb = ws[2], *dP = ws[3], *PTp = ws[4], *dSTp = ws[5];
+      // 0 Kp, 1 Vp, 2 S, 3 dP, 4 PTp, 5 dSTp, 6 Kb, 7 dSp
+      Arena<T> ws({E * BN, Ev * BN, BM * BN, BM * BN, rBN * BM, rBN * BM, BN * rE, BM * BN});
+      T *Kp = ws[0], *Vp = ws[1], *Sb = ws[2], *dP = ws[3], *PTp = ws[4], *dSTp = ws[5], *Kb = ws[6], *dSp = ws[7];
       // per query block of the current b: Q and dO as A operands and as B operands
       PackCache<T> qa(nqb, BM * E), da(nqb, BM * Ev), db(nqb, BM * rEv), qbc(nqb, BM * rE);
-      for (index_t t = c; t < ntask_a; t += nchunks) {
-        const index_t gi = t / nkb, j0 = (t % nkb) * BN, n = std::min(BN, S - j0);
-        T* dkb = dk + (gi * S + j0) * E;
-        T* dvb = dv + (gi * S + j0) * Ev;
-        std::fill(dkb, dkb + n * E, T(0));
-        std::fill(dvb, dvb + n * Ev, T(0));
+      for (index_t t = c; t < ntask; t += nchunks) {
+        const index_t gi = t / P, pt = t % P;
         const index_t s0 = kvg.start[gi], s1 = kvg.start[gi + 1];
-        if (s0 == s1) continue;
-        const index_t b0 = kvg.items[s0];
-        mm.pb(Kp, k + p.off_k[b0] + j0 * p.rs_k, p.cs_k, p.rs_k, E, n);  // K^T
-        mm.pb(Vp, v + p.off_v[b0] + j0 * p.rs_v, p.cs_v, p.rs_v, Ev, n);  // V^T
-        const index_t i_first = p.causal ? (j0 / BM) * BM : 0;
         for (index_t si = s0; si < s1; ++si) {
-          const index_t b = kvg.items[si];
-          for (index_t i0 = i_first; i0 < L; i0 += BM) {
-            const index_t m = std::min(BM, L - i0);
-            const index_t ib = i0 / BM;
-            const T* qb = q + p.off_q[b] + i0 * p.rs_q;
-            const T* dob = dout + (b * L + i0) * Ev;
-            const T* Qp = qa.get(b, 0, ib, [&](T* d) { mm.pa(d, qb, p.rs_q, p.cs_q, m, E); });
-            mm(m, n, E, Qp, Kp, Sb, BN, scale, T(0));           // S = scale Q K^T (+ masks)
-            apply_mask(p, b, Sb, BN, i0, m, j0, n);
-            tk.p_tile(Sb, BN, m, n, lse + b * L + i0);          // P = exp(S - lse)
-            const T* dOp = da.get(b, 0, ib, [&](T* d) { mm.pa(d, dob, Ev, 1, m, Ev); });
-            mm(m, n, Ev, dOp, Vp, dP, BN, T(1), T(0));          // dP = dO V^T
-            mm.pa(PTp, Sb, 1, BN, n, m);
-            const T* dOb = db.get(b, 0, ib, [&](T* d) { mm.pb(d, dob, Ev, 1, m, Ev); });
-            mm(n, Ev, m, PTp, dOb, dvb, Ev, T(1), T(1));        // dV += P^T dO
-            tk.ds_tile(dP, BN, Sb, BN, m, n, D + b * L + i0);   // dS = P o (dP - D)
-            mm.pa(dSTp, dP, 1, BN, n, m);
-            const T* Qb = qbc.get(b, 0, ib, [&](T* d) { mm.pb(d, qb, p.rs_q, p.cs_q, m, E); });
-            mm(n, E, m, dSTp, Qb, dkb, E, scale, T(1));         // dK += scale dS^T Q
+          T* d = dqp + (kvg.items[si] * P + pt) * L * E;
+          std::fill(d, d + L * E, T(0));
+        }
+        for (index_t jb = pt; jb < nkb; jb += P) {
+          const index_t j0 = jb * BN, n = std::min(BN, S - j0);
+          T* dkb = dk + (gi * S + j0) * E;
+          T* dvb = dv + (gi * S + j0) * Ev;
+          std::fill(dkb, dkb + n * E, T(0));
+          std::fill(dvb, dvb + n * Ev, T(0));
+          if (s0 == s1) continue;
+          const index_t b0 = kvg.items[s0];
+          const T* kb = k + p.off_k[b0] + j0 * p.rs_k;
+          mm.pb(Kp, kb, p.cs_k, p.rs_k, E, n);                                 // K^T
+          mm.pb(Vp, v + p.off_v[b0] + j0 * p.rs_v, p.cs_v, p.rs_v, Ev, n);  // V^T
+          mm.pb(Kb, kb, p.rs_k, p.cs_k, n, E);                                 // K
+          const index_t i_first = p.causal ? (j0 / BM) * BM : 0;
+          for (index_t si = s0; si < s1; ++si) {
+            const index_t b = kvg.items[si];
+            T* dqb = dqp + (b * P + pt) * L * E;
+            for (index_t i0 = i_first; i0 < L; i0 += BM) {
+              const index_t m = std::min(BM, L - i0);
+              const index_t ib = i0 / BM;
+              const T* qb = q + p.off_q[b] + i0 * p.rs_q;
+              const T* dob = dout + (b * L + i0) * Ev;
+              const T* Qp = qa.get(b, 0, ib, [&](T* d) { mm.pa(d, qb, p.rs_q, p.cs_q, m, E); });
+              mm(m, n, E, Qp, Kp, Sb, BN, scale, T(0));           // S = scale Q K^T (+ masks)
+              apply_mask(p, b, Sb, BN, i0, m, j0, n);
+              tk.p_tile(Sb, BN, m, n, lse + b * L + i0);          // P = exp(S - lse)
+              const T* dOp = da.get(b, 0, ib, [&](T* d) { mm.pa(d, dob, Ev, 1, m, Ev); });
+              mm(m, n, Ev, dOp, Vp, dP, BN, T(1), T(0));          // dP = dO V^T
+              mm.pa(PTp, Sb, 1, BN, n, m);
+              const T* dOb = db.get(b, 0, ib, [&](T* d) { mm.pb(d, dob, Ev, 1, m, Ev); });
+              mm(n, Ev, m, PTp, dOb, dvb, Ev, T(1), T(1));        // dV += P^T dO
+              tk.ds_tile(dP, BN, Sb, BN, m, n, D + b * L + i0);   // dS = P o (dP - D)
+              mm.pa(dSTp, dP, 1, BN, n, m);
+              const T* Qb = qbc.get(b, 0, ib, [&](T* d) { mm.pb(d, qb, p.rs_q, p.cs_q, m, E); });
+              mm(n, E, m, dSTp, Qb, dkb, E, scale, T(1));         // dK += scale dS^T Q
+              mm.pa(dSp, dP, BN, 1, m, n);
+              mm(m, E, n, dSp, Kb, dqb + i0 * E, E, scale, T(1)); // dQ_part += scale dS K
+            }
           }
         }
       }
     });
   }
 
-  // b. dQ: tasks (q group, query block)
-  const index_t ntask_b = qg.n * nqb;
-  if (ntask_b > 0) {
-    const index_t nchunks = std::min(NT, ntask_b);
-    parallel_run(nchunks, [&](index_t c) {
-      // 0 Qp, 1 dOp, 2 S, 3 dP, 4 dSp
-      Arena<T> ws({BM * E, BM * Ev, BM * BN, BM * BN, BM * BN});
-      T *Qp = ws[0], *dOp = ws[1], *Sb = ws[2], *dP = ws[3], *dSp = ws[4];
-      // per key block of the current K, V: K^T, V^T and K as B operands
-      PackCache<T> ktc(nkb, E * BN), vtc(nkb, Ev * BN), kbc(nkb, BN * rE);
-      for (index_t t = c; t < ntask_b; t += nchunks) {
-        const index_t gi = t / nqb, i0 = (t % nqb) * BM, m = std::min(BM, L - i0);
-        T* dqb = dq + (gi * L + i0) * E;
-        std::fill(dqb, dqb + m * E, T(0));
-        const index_t kend = p.causal ? std::min(S, i0 + m) : S;
-        for (index_t si = qg.start[gi]; si < qg.start[gi + 1]; ++si) {
-          const index_t b = qg.items[si];
-          mm.pa(Qp, q + p.off_q[b] + i0 * p.rs_q, p.rs_q, p.cs_q, m, E);
-          mm.pa(dOp, dout + (b * L + i0) * Ev, Ev, 1, m, Ev);
-          for (index_t j0 = 0; j0 < kend; j0 += BN) {
-            const index_t n = std::min(BN, kend - j0), nf = std::min(BN, S - j0), jb = j0 / BN;
-            const index_t ok = p.off_k[b], ov = p.off_v[b];
-            const T* kb = k + ok + j0 * p.rs_k;
-            const T* Kp = ktc.get(ok, ov, jb, [&](T* d) { mm.pb(d, kb, p.cs_k, p.rs_k, E, nf); });
-            mm(m, n, E, Qp, Kp, Sb, BN, scale, T(0));
-            apply_mask(p, b, Sb, BN, i0, m, j0, n);
-            tk.p_tile(Sb, BN, m, n, lse + b * L + i0);
-            const T* Vp = vtc.get(ok, ov, jb, [&](T* d) {
-              mm.pb(d, v + ov + j0 * p.rs_v, p.cs_v, p.rs_v, Ev, nf);
-            });
-            mm(m, n, Ev, dOp, Vp, dP, BN, T(1), T(0));
-            tk.ds_tile(dP, BN, Sb, BN, m, n, D + b * L + i0);
-            mm.pa(dSp, dP, BN, 1, m, n);
-            const T* Kb = kbc.get(ok, ov, jb, [&](T* d) { mm.pb(d, kb, p.rs_k, p.cs_k, nf, E); });
-            mm(m, E, n, dSp, Kb, dqb, E, scale, T(1), nf);     // dQ += scale dS K
-          }
+  // dQ of each q batch element: its output batch elements in group order, each's parts in order.
+  parallel_for(qg.n * L, std::max<index_t>(1, 4096 / std::max<index_t>(E, 1)), [&](index_t r0, index_t r1) {
+    for (index_t r = r0; r < r1; ++r) {
+      const index_t gq = r / L, i = r % L;
+      T* __restrict dst = dq + r * E;
+      std::fill(dst, dst + E, T(0));
+      for (index_t si = qg.start[gq]; si < qg.start[gq + 1]; ++si)
+        for (index_t pt = 0; pt < P; ++pt) {
+          const T* __restrict src = dqp + ((qg.items[si] * P + pt) * L + i) * E;
+          for (index_t e = 0; e < E; ++e) dst[e] += src[e];
         }
-      }
-    });
-  }
+    }
+  });
 }
 
 }  // namespace
