@@ -214,6 +214,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, o
     odd totals pad one more at the bottom/right, as torch) or "valid".
     Returns (N, Cout, Ho, Wo) with Ho = (H + 2*ph - dh*(kh-1) - 1) // sh + 1.
     im2col is folded into the GEMM's packing: the column matrix is never built.
+    3x3 stride-1 ungrouped kernels with >= 16 channels on both sides (outputs >= 2 x 2) run
+    as Winograd F(2x2, 3x3), unless NNKERNELS_WINOGRAD=0 (README, run-time settings).
     """
     return _C.conv2d(x, weight, bias, stride, padding, dilation, int(groups), out)
 
