@@ -43,6 +43,16 @@ void input_t(const WinoGeom& g, const T* x, index_t t0, index_t nt, index_t NR, 
       const index_t len = std::min(g.TW - tw0, t0 + nt - t);
       const T* e[4];
       const T* o[4];
+      if (c + 1 < g.C) {  // the next channel's rows (a jump of H*W the prefetchers do not follow)
+        const index_t lo = std::max<index_t>(0, 2 * tw0 - g.pl), hi = std::min<index_t>(g.W, 2 * (tw0 + len) - g.pl + 2);
+        for (int i = 0; i < 4; ++i) {
+          const index_t ih = 2 * th - g.pt + i;
+          if (ih < 0 || ih >= g.H || lo >= hi) continue;
+          const T* row = x + ((n * g.C + c + 1) * g.H + ih) * g.W;
+          for (index_t q = lo; q < hi; q += 64 / index_t(sizeof(T))) __builtin_prefetch(row + q);
+          __builtin_prefetch(row + hi - 1);
+        }
+      }
       for (int i = 0; i < 4; ++i) {
         T* ev = rows + (2 * i) * RW;
         T* od = ev + RW;
