@@ -8,6 +8,7 @@ alike); ops without ``out=`` are measured with fresh allocation (for every libra
 
 import functools
 import math
+import os
 import operator
 
 import numpy as np
@@ -431,6 +432,9 @@ class _Conv(Case):
         self.depthwise = groups > 1 and groups == c == cout
         self.shape = _conv_shape(n, c, h, cout, k, stride, padding, groups)
         self.fwd_flop = 2.0 * n * cout * self.ho * self.ho * (c // groups) * k * k
+        # nnkernels' Winograd path (csrc/cpu/conv/conv.cpp, use_winograd): rates stay in direct FLOPs.
+        self.winograd = (k == 3 and stride == 1 and groups == 1 and min(c, cout) >= 16 and self.ho >= 2
+                         and os.environ.get("NNKERNELS_WINOGRAD") != "0")
 
     def materialised_bytes(self):
         """The column matrix an im2col + GEMM convolution would build for the whole batch:

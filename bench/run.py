@@ -361,6 +361,9 @@ def main(argv=None):
             "): the machine was busier at the start; the %peak column is inflated by the ratio.")
     print(f"load average: start {meta['loadavg_start'][0]:.2f}, end {meta['loadavg_end'][0]:.2f} "
           f"(cpus usable: {m['cpus_usable']}); above ~0 the numbers are disturbed by other work")
+    if any(getattr(c, "winograd", False) for c in suite):
+        print("conv rates count the direct method's FLOPs; 3x3 stride-1 shapes run as Winograd "
+              "F(2x2, 3x3) (2.25x fewer multiplications), so their %peak can pass 100%.")
     elapsed = time.perf_counter() - t_start
     print(f"\nratios are peer time / nnkernels time (> 1: nnkernels faster); times are the "
           f"best of the repeats. Total {elapsed:.0f} s.")
