@@ -80,10 +80,12 @@ struct ColBlock {
   const GemmKernel<T>* kr;
   index_t M, K;
   const T* a;                              // A packed (pack_a_all): per K block of KC,
-                                           // panels of MR rows, round_up(M, MR) rows
+                                           // panels of MR rows, round_up(M, MR) rows;
+                                           // or, with lda > 0, A itself (rows lda apart)
   const PackedMatrix* pm;                  // pre-packed gate block, or null
   const T* w; index_t rs_w, cs_w;          // else: W^T of this gate, (K x H) strides
   T* buf;                                  // packing buffer: min(K, KC) * round_up(j1 - j0, NR)
+  index_t lda = 0;                         // > 0: A unpacked, read in place by the micro-kernel
 };
 
 // A (M x K, rows lda apart, unit column stride) into micro-panels, K blocks of KC
@@ -116,7 +118,7 @@ void col_block(const ColBlock<T>& P, index_t j0, index_t j1, T* c, index_t ldc, 
       if (kc > 0) kr.pack_b(P.buf, P.w + pc * P.rs_w + j0 * P.cs_w, P.rs_w, P.cs_w, kc, nc, NR);
       bp = P.buf;
     }
-    const T* ap = P.a + pc * Mp;
+    const T* ap = P.lda ? P.a + pc : P.a + pc * Mp;
     UkrEpilogue<T> ep;
     ep.beta = first ? beta : T(1);
     ep.act = last ? act : Act::none;
@@ -126,8 +128,11 @@ void col_block(const ColBlock<T>& P, index_t j0, index_t j1, T* c, index_t ldc, 
       ep.bias_n = (first && bias) ? bias + j0 + jr : nullptr;
       for (index_t ir = 0; ir < P.M; ir += MR) {
         const index_t mr = std::min(MR, P.M - ir);
-        kr.ukr(kc, ap + (ir / MR) * kc * MR, 1, MR, bp + (jr / NR) * kc * NR, NR,
-               c + ir * ldc + j0 + jr, ldc, mr, nr, ep);
+        if (P.lda)
+          kr.ukr(kc, ap + ir * P.lda, P.lda, 1, bp + (jr / NR) * kc * NR, NR, c + ir * ldc + j0 + jr, ldc, mr, nr, ep);
+        else
+          kr.ukr(kc, ap + (ir / MR) * kc * MR, 1, MR, bp + (jr / NR) * kc * NR, NR,
+                 c + ir * ldc + j0 + jr, ldc, mr, nr, ep);
       }
     }
     pc += kc;
@@ -241,7 +246,9 @@ void forward_t(const RnnWeights& w, T* out, T* h_n, T* c_n, const T* x, const T*
   const index_t max_cols = ceil_div(panels, parts) * NR;
   const index_t buf_elems = fused_input ? std::min(KC, std::max<index_t>(std::max(I, H), 1)) * max_cols : 0;
   const index_t Bp = round_up(B, kr.MR);
-  const index_t a_elems = Bp * (H + (fused_input ? I : 0));  // packed h_{t-1} (and x)
+  // A cell (fused_input) packs h_{t-1} and x; a sequence's steps read h_{t-1} in place (the
+  // micro-kernel's strided-A form: packing it on every thread cost 2-3% of an LSTM forward).
+  const index_t a_elems = fused_input ? Bp * (H + I) : 0;
   const index_t part_elems = round_up(buf_elems + a_elems, 16);
   Buf<T> packbuf(part_elems * parts);
   const T* bih = C.bih();
@@ -257,8 +264,10 @@ void forward_t(const RnnWeights& w, T* out, T* h_n, T* c_n, const T* x, const T*
       T* buf = packbuf.p + part * part_elems;
       T* ah = buf + buf_elems;  // h_{t-1} packed, then x (cell)
       T* ax = ah + Bp * H;
-      pack_a_all(kr, pw.empty() ? KC : pw[0].kc, ah, hp, H, B, H);
-      if (fused_input) pack_a_all(kr, KC, ax, x, I, B, I);
+      if (fused_input) {
+        pack_a_all(kr, KC, ah, hp, H, B, H);
+        pack_a_all(kr, KC, ax, x, I, B, I);
+      }
       for (index_t gi = 0; gi < G; ++gi) {
         const index_t off = gi * H;
         if (fused_input) {  // Pt = x W_ih^T + b_ih (this gate's columns)
@@ -266,8 +275,9 @@ void forward_t(const RnnWeights& w, T* out, T* h_n, T* c_n, const T* x, const T*
                          static_cast<const T*>(w.w_ih) + off * w.rs_wih, w.cs_wih, w.rs_wih, buf};
           col_block(in, j0, j1, Pt + off, GH, T(0), bih ? bih + off : nullptr, Act::none);
         }
-        ColBlock<T> rec{&kr, B, H, ah, fused_input ? nullptr : &pw[gi],
-                        static_cast<const T*>(w.w_hh) + off * w.rs_whh, w.cs_whh, w.rs_whh, buf};
+        ColBlock<T> rec{&kr, B, H, fused_input ? ah : hp, fused_input ? nullptr : &pw[gi],
+                        static_cast<const T*>(w.w_hh) + off * w.rs_whh, w.cs_whh, w.rs_whh, buf,
+                        fused_input ? 0 : H};
         if (is_gru && gi == 2)
           col_block(rec, j0, j1, scratch.p, H, T(0), bhh ? bhh + off : nullptr, Act::none);
         else if (is_rnn)
@@ -370,19 +380,15 @@ void backward_t(const RnnWeights& w, const RnnGrads& gr, const RnnSaved& sv) {
   const double step_flops = 2.0 * double(B) * double(GH) * double(H);
   const index_t parts = std::max<index_t>(1, std::min<index_t>(
       std::min<index_t>(get_num_threads(), panels), index_t(step_flops / kMinStepFlopsPerThread)));
-  const index_t Bp = round_up(B, kr.MR);
-  const index_t part_elems = round_up(packed ? Bp * GH : 0, 16);
-  Buf<T> packbuf(part_elems * parts);
 
   for (index_t t = Tn - 1; t >= 0; --t) {
     auto body = [&](index_t part) {
       const index_t j0 = panels * part / parts * NR, j1 = std::min(H, panels * (part + 1) / parts * NR);
       if (j0 >= j1) return;
       const index_t n = j1 - j0;
-      if (t < Tn - 1) {  // dh_t[:, j0:j1] = D_h[t+1] W_hh[:, j0:j1] (+ dh_t z for GRU)
-        T* ah = packbuf.p + part * part_elems;
-        pack_a_all(kr, pw.kc, ah, Dh + (t + 1) * B * GH, GH, B, GH);
-        ColBlock<T> blk{&kr, B, GH, ah, &pw, nullptr, 0, 0, nullptr};
+      if (t < Tn - 1) {  // dh_t[:, j0:j1] = D_h[t+1] W_hh[:, j0:j1] (+ dh_t z for GRU); D_h[t+1]
+                         // read in place (packing it, on every thread, cost more)
+        ColBlock<T> blk{&kr, B, GH, Dh + (t + 1) * B * GH, &pw, nullptr, 0, 0, nullptr, GH};
         col_block(blk, j0, j1, dh, H, is_gru ? T(1) : T(0), static_cast<const T*>(nullptr), Act::none);
       }
       for (index_t b = 0; b < B; ++b) {
