@@ -18,11 +18,13 @@
 //      gradient block has exactly one owner task and a fixed order of accumulation, and the
 //      parts depend on the sizes only: deterministic and independent of the thread count.
 //      (Five products per tile; an earlier two-pass form recomputed S and dP for dQ: seven.)
-// Tasks are dealt round-robin to min(threads, tasks) chunks (balances causal work). Packed
-// blocks of K, V (forward, dQ pass) and of Q, dO (dK/dV pass) are kept per chunk while
+// Backward tasks are dealt round-robin to min(threads, tasks) chunks; forward tasks are
+// claimed dynamically (longest first when causal). Packed
+// blocks of K, V (forward) and of Q, dO (backward) are kept per chunk while
 // consecutive tasks use the same batch element (PackCache), so each is packed about once
 // per thread instead of once per task.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -202,14 +204,22 @@ void fwd_impl(Isa isa, const AttnParams& p, T* out, T* lse) {
   const T scale = T(p.scale);
   const T ninf = -std::numeric_limits<T>::infinity();
 
-  parallel_run(nchunks, [&](index_t c) {
+  // Tasks are claimed one at a time by whichever thread is free (each task owns its rows of
+  // the output, so the bits do not depend on who runs it), batch element by batch element,
+  // and with a causal mask the longest (last) query blocks first: no thread is left with the
+  // long tail that a fixed deal of causal tasks gives.
+  std::atomic<index_t> next{0};
+  parallel_run(nchunks, [&](index_t) {
     // 0 Qp, 1 S, 2 Pp, 3 O, 4 m, 5 l, 6 corr
     Arena<T> ws({BM * E, BM * BN, BM * BN, BM * Ev, BM, BM, BM});
     T *Qp = ws[0], *Sb = ws[1], *Pp = ws[2], *O = ws[3];
     T *mrow = ws[4], *lrow = ws[5], *corr = ws[6];
     PackCache<T> kc(nkb, E * BN), vc(nkb, BN * round_up(Ev, NR));
-    for (index_t t = c; t < ntask; t += nchunks) {
-      const index_t b = t / nqb, i0 = (t % nqb) * BM, m = std::min(BM, L - i0);
+    for (;;) {
+      const index_t t = next.fetch_add(1, std::memory_order_relaxed);
+      if (t >= ntask) break;
+      const index_t qb = p.causal ? nqb - 1 - t % nqb : t % nqb;
+      const index_t b = t / nqb, i0 = qb * BM, m = std::min(BM, L - i0);
       mm.pa(Qp, q + p.off_q[b] + i0 * p.rs_q, p.rs_q, p.cs_q, m, E);
       std::fill(O, O + m * Ev, T(0));
       std::fill(mrow, mrow + m, ninf);
