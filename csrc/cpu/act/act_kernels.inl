@@ -124,11 +124,15 @@ struct ActImpl {
   // Softmax of a row that stays in cache (variant 1a): max; y = e^{x - M} and its sum; y *= 1/S.
   static void softmax_row_cached(T* y, const T* x, index_t D) {
     const T ninf = -std::numeric_limits<T>::infinity();
-    R m = V::set1(-std::numeric_limits<T>::max());
+    R m = V::set1(-std::numeric_limits<T>::max()), m1 = m;  // two chains: max's latency
     index_t j = 0;
+    for (; j + 2 * L <= D; j += 2 * L) {
+      m = V::max(m, V::load(x + j));
+      m1 = V::max(m1, V::load(x + j + L));
+    }
     for (; j + L <= D; j += L) m = V::max(m, V::load(x + j));
     if (j < D) m = V::max(m, V::loadn(x + j, D - j, ninf));
-    const R Mv = V::set1(V::hmax(m));
+    const R Mv = V::set1(V::hmax(V::max(m, m1)));
     R s = V::zero();
     const index_t BE = kBlock * L;
     for (index_t j0 = 0; j0 < D; j0 += BE) {
@@ -190,17 +194,30 @@ struct ActImpl {
       const T* gr = g + r * D;
       const T* yr = y + r * D;
       T* dr = dx + r * D;
-      R acc = V::zero();
+      // Four accumulators: one add chain would wait on the FP latency at every vector.
+      R a0 = V::zero(), a1 = V::zero(), a2 = V::zero(), a3 = V::zero();
       index_t j = 0;
       if (log) {
-        for (; j + L <= D; j += L) acc = V::add(acc, V::load(gr + j));
-        if (j < D) acc = V::add(acc, V::loadn(gr + j, D - j));
-        const R sum = V::set1(V::hsum(acc));
+        for (; j + 4 * L <= D; j += 4 * L) {
+          a0 = V::add(a0, V::load(gr + j));
+          a1 = V::add(a1, V::load(gr + j + L));
+          a2 = V::add(a2, V::load(gr + j + 2 * L));
+          a3 = V::add(a3, V::load(gr + j + 3 * L));
+        }
+        for (; j + L <= D; j += L) a0 = V::add(a0, V::load(gr + j));
+        if (j < D) a0 = V::add(a0, V::loadn(gr + j, D - j));
+        const R sum = V::set1(V::hsum(V::add(V::add(a0, a1), V::add(a2, a3))));
         map2(dr, gr, yr, D, [sum](R gg, R yy) { return V::fnmadd(vexp<V>(yy), sum, gg); });
       } else {
-        for (; j + L <= D; j += L) acc = V::fmadd(V::load(gr + j), V::load(yr + j), acc);
-        if (j < D) acc = V::fmadd(V::loadn(gr + j, D - j), V::loadn(yr + j, D - j), acc);
-        const R dot = V::set1(V::hsum(acc));
+        for (; j + 4 * L <= D; j += 4 * L) {
+          a0 = V::fmadd(V::load(gr + j), V::load(yr + j), a0);
+          a1 = V::fmadd(V::load(gr + j + L), V::load(yr + j + L), a1);
+          a2 = V::fmadd(V::load(gr + j + 2 * L), V::load(yr + j + 2 * L), a2);
+          a3 = V::fmadd(V::load(gr + j + 3 * L), V::load(yr + j + 3 * L), a3);
+        }
+        for (; j + L <= D; j += L) a0 = V::fmadd(V::load(gr + j), V::load(yr + j), a0);
+        if (j < D) a0 = V::fmadd(V::loadn(gr + j, D - j), V::loadn(yr + j, D - j), a0);
+        const R dot = V::set1(V::hsum(V::add(V::add(a0, a1), V::add(a2, a3))));
         map2(dr, gr, yr, D, [dot](R gg, R yy) { return V::mul(yy, V::sub(gg, dot)); });
       }
     }
