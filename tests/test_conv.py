@@ -434,9 +434,9 @@ def test_conv2d_shift_packer_threads(threads, rng):
 
 # Winograd F(2x2, 3x3) (3x3, stride 1, dilation 1, one group, >= 16 channels on both sides,
 # outputs of at least 2 x 2): forward, backward-data and backward-weight. Odd output sizes
-# (half tiles at the right and bottom edges), padding 0..2 and asymmetric pairs (backward-data reads dY with
-# the padding 2 - p, negative included), tiles blocks straddling rows and images, more
-# channels than one K block (C = 520 > KC = 512), non-contiguous inputs.
+# (half tiles at the right and bottom edges), padding 0..2 and asymmetric pairs
+# (backward-data reads dY with the padding 2 - p, negative included), tile blocks straddling
+# rows and images, more channels than one K block (C = 520 > KC = 512), non-contiguous inputs.
 WINOGRAD = [
     dict(N=3, C=16, H=9, W=11, Cout=16, k=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1, noncontig=False),
     dict(N=1, C=17, H=13, W=7, Cout=23, k=(3, 3), stride=(1, 1), padding=(0, 2), dilation=(1, 1), groups=1, noncontig=True),

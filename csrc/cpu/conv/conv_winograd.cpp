@@ -20,6 +20,7 @@
 #include "core/errors.h"
 #include "core/mempool.h"
 #include "core/parallel.h"
+#include "core/scratch.h"
 #include "cpu/conv/winograd.h"
 #include "cpu/gemm/gemm.h"
 #include "cpu/gemm/ukr.h"
@@ -28,31 +29,25 @@ namespace nnk {
 
 namespace {
 
-// A 64-byte aligned per-thread workspace, kept for the thread's life.
-struct WinoScratch {
-  void* p = nullptr;
-  size_t cap = 0;
-  ~WinoScratch() { std::free(p); }
-  void* get(size_t bytes) {
-    if (bytes > cap) {
-      std::free(p);
-      p = nullptr;
-      cap = 0;
-      const size_t sz = (bytes + 4095) & ~size_t(4095);
-      p = std::aligned_alloc(64, sz);
-      if (!p) throw std::bad_alloc();
-      cap = sz;
-    }
-    return p;
-  }
-};
-thread_local WinoScratch t_wino;
+thread_local Scratch t_wino;  // V, M (or Y) and the transforms' rows of one block
 
 struct PoolFree { void operator()(void* p) const { pool_free(p); } };
 
-using InputFn = decltype(&cpu::generic::wino_input);
-using OutputFn = decltype(&cpu::generic::wino_output);
-using DyFn = decltype(&cpu::generic::wino_dy);
+// The transforms of one ISA.
+struct WinoFns {
+  decltype(&cpu::generic::wino_input) input = cpu::generic::wino_input;
+  decltype(&cpu::generic::wino_output) output = cpu::generic::wino_output;
+  decltype(&cpu::generic::wino_dy) dy = cpu::generic::wino_dy;
+};
+WinoFns wino_fns(Isa isa) {
+  WinoFns f;
+#if defined(NNK_X86)
+  if (isa == Isa::avx512) f = {cpu::avx512::wino_input, cpu::avx512::wino_output, cpu::avx512::wino_dy};
+  else if (isa == Isa::avx2) f = {cpu::avx2::wino_input, cpu::avx2::wino_output, cpu::avx2::wino_dy};
+#endif
+  (void)isa;
+  return f;
+}
 
 template <typename T>
 void winograd_t(const WinoGeom& g, T* y, const T* x, const T* w, bool transposed, const T* bias) {
@@ -61,12 +56,7 @@ void winograd_t(const WinoGeom& g, T* y, const T* x, const T* w, bool transposed
   const index_t tiles = g.N * g.TH * g.TW;
   if (tiles == 0 || Cout == 0) return;
   const Isa isa = current_isa();
-  InputFn fin = cpu::generic::wino_input;
-  OutputFn fout = cpu::generic::wino_output;
-#if defined(NNK_X86)
-  if (isa == Isa::avx512) { fin = cpu::avx512::wino_input; fout = cpu::avx512::wino_output; }
-  else if (isa == Isa::avx2) { fin = cpu::avx2::wino_input; fout = cpu::avx2::wino_output; }
-#endif
+  const WinoFns fn = wino_fns(isa);
   const GemmKernel<T>& kr = gemm_kernel_for<T>(isa, Cout);  // the row tile that pads Cout least
   const index_t kcb = ceil_div(std::max<index_t>(C, 1), ceil_div(std::max<index_t>(C, 1), kr.KC));
 
@@ -120,7 +110,7 @@ void winograd_t(const WinoGeom& g, T* y, const T* x, const T* w, bool transposed
     T* V = static_cast<T*>(t_wino.get(sizeof(T) * (v_elems + m_elems + tmp_elems)));
     T* M = V + v_elems;
     T* tmp = M + m_elems;
-    fin(dt, g, x, t0, nt, NR, V, tmp);
+    fn.input(dt, g, x, t0, nt, NR, V, tmp);
     UkrEpilogue<T> ep;
     ep.act_tile = kr.act_tile;
     for (int xi = 0; xi < 16; ++xi) {
@@ -135,7 +125,7 @@ void winograd_t(const WinoGeom& g, T* y, const T* x, const T* w, bool transposed
                  std::min(MR, Cout - ir), NR, ep);
       }
     }
-    fout(dt, g, M, t0, nt, NR, y, bias, tmp);
+    fn.output(dt, g, M, t0, nt, NR, y, bias, tmp);
   });
 }
 
@@ -152,12 +142,7 @@ void winograd_weight_t(const WinoGeom& g, T* dw, const T* dy, const T* x) {
   const index_t tiles = g.N * g.TH * g.TW;
   const index_t KK = Cout * C;  // one Mw_xi
   const Isa isa = current_isa();
-  InputFn fin = cpu::generic::wino_input;
-  DyFn fdy = cpu::generic::wino_dy;
-#if defined(NNK_X86)
-  if (isa == Isa::avx512) { fin = cpu::avx512::wino_input; fdy = cpu::avx512::wino_dy; }
-  else if (isa == Isa::avx2) { fin = cpu::avx2::wino_input; fdy = cpu::avx2::wino_dy; }
-#endif
+  const WinoFns fn = wino_fns(isa);
   const index_t ld = kWeightBlock;
   const index_t nblocks = ceil_div(tiles, ld);
   const index_t threads = get_num_threads();
@@ -173,8 +158,8 @@ void winograd_weight_t(const WinoGeom& g, T* dw, const T* dy, const T* x) {
     T* tmp = Yb + y_elems;
     for (index_t blk = b0; blk < b1; ++blk) {
       const index_t t0 = blk * ld, nt = std::min(ld, tiles - t0);
-      fin(dt, g, x, t0, nt, ld, Vb, tmp);
-      fdy(dt, g, dy, t0, nt, ld, Yb, tmp);
+      fn.input(dt, g, x, t0, nt, ld, Vb, tmp);
+      fn.dy(dt, g, dy, t0, nt, ld, Yb, tmp);
       for (int xi = 0; xi < 16; ++xi) {  // Mw_xi += Y_xi (Cout x nt) @ V_xi^T (nt x C)
         GemmArgs a;
         a.dtype = dt;

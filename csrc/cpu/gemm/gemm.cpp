@@ -25,6 +25,7 @@
 
 #include "core/errors.h"
 #include "core/parallel.h"
+#include "core/scratch.h"
 #include "cpu/gemm/ukr.h"
 
 namespace nnk {
@@ -42,24 +43,6 @@ constexpr index_t kVbPanelBytes = 40 * 1024;  // a virtual B micro-panel packed 
 constexpr index_t kVbABytes = 512 * 1024;     // ... while the A block it meets stays in L2 (1 MiB)
 constexpr double kPackCostPerElem = 8.0;    // packing one element ~ this many FMA lanes (grid choice)
 
-// 64-byte aligned per-thread scratch, grown on demand and kept for the thread's life.
-struct Scratch {
-  void* p = nullptr;
-  size_t cap = 0;
-  ~Scratch() { std::free(p); }
-  void* get(size_t bytes) {
-    if (bytes > cap) {
-      std::free(p);
-      p = nullptr;
-      cap = 0;
-      size_t sz = (bytes + 4095) & ~size_t(4095);
-      p = std::aligned_alloc(64, sz);
-      if (!p) throw std::bad_alloc();
-      cap = sz;
-    }
-    return p;
-  }
-};
 thread_local Scratch t_buf_a, t_buf_b;
 
 template <typename T>
