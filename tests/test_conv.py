@@ -484,6 +484,40 @@ def test_conv2d_winograd_threads_bitwise(dtype, rng):
         assert_close(r[2], res[0][2], dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv2d_winograd_nonfinite_as_torch(dtype, rng):
+    """Infinities and NaN in x, w or dY: the Winograd transforms would turn inf - inf into
+    NaN where the direct sum gives +-inf, so such calls are recomputed by the direct method:
+    the NaN and +-inf positions (and signs) are torch's."""
+    x = rng.standard_normal((2, 16, 8, 9)).astype(dtype)
+    w = rng.standard_normal((17, 16, 3, 3)).astype(dtype)
+    go = rng.standard_normal((2, 17, 8, 9)).astype(dtype)
+    x[0, 3, 4, 4] = np.inf
+    x[1, 5, 0, 7] = -np.inf
+    x[1, 2, 6, 1] = np.nan
+    go[0, 4, 2, 3] = np.inf
+    xt = torch.tensor(x.astype(np.float64), requires_grad=True)
+    wt = torch.tensor(w.astype(np.float64), requires_grad=True)
+    yr = F.conv2d(xt, wt, padding=1)
+    yr.backward(torch.tensor(go.astype(np.float64)))
+    y = ops.conv2d(x, w, padding=1)
+    gx, gw, _ = ops.conv2d_backward(go, x, w, padding=1)
+    for ours, ref in ((y, yr.detach().numpy()), (gx, xt.grad.numpy()), (gw, wt.grad.numpy())):
+        assert np.array_equal(np.isnan(ours), np.isnan(ref))
+        assert np.array_equal(np.isposinf(ours), np.isposinf(ref))
+        assert np.array_equal(np.isneginf(ours), np.isneginf(ref))
+        fin = np.isfinite(ref)
+        assert_close(np.where(fin, ours, 0), np.where(fin, ref, 0), dtype)
+    # Inf in the weight only.
+    w2 = w.copy()
+    w2[3, 1, 1, 1] = -np.inf
+    x2 = np.abs(rng.standard_normal((1, 16, 6, 6))).astype(dtype) + 0.5
+    y2 = ops.conv2d(x2, w2, padding=1)
+    r2 = F.conv2d(torch.tensor(x2.astype(np.float64)), torch.tensor(w2.astype(np.float64)), padding=1).numpy()
+    assert np.array_equal(np.isneginf(y2), np.isneginf(r2)) and np.isneginf(r2).any()
+    assert np.array_equal(np.isnan(y2), np.isnan(r2))
+
+
 def test_conv2d_winograd_matches_im2col_path(rng, tmp_path):
     """NNKERNELS_WINOGRAD=0 (read at import) runs the same shapes through the im2col paths;
     both agree with each other to float32 rounding."""

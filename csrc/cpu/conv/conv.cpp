@@ -701,10 +701,8 @@ void forward_t(const ConvGeom& g, T* y, const T* x, const T* w, const T* bias) {
     depthwise(dtype_of<T>::value, g, y, x, w, bias);
     return;
   }
-  if (use_winograd(g)) {
-    winograd_conv3x3(dtype_of<T>::value, wino_forward_geom(g), y, x, w, false, bias);
-    return;
-  }
+  if (use_winograd(g) && winograd_conv3x3(dtype_of<T>::value, wino_forward_geom(g), y, x, w, false, bias))
+    return;  // (false: an infinite or NaN output; recomputed below, as torch would give it)
   if (use_small(g) && !shift_fwd(g)) {
     forward_small(g, y, x, w, bias);
     return;
@@ -863,10 +861,8 @@ void backward_data_t(const ConvGeom& g, T* dx, const T* dy, const T* w) {
     std::memset(dx, 0, size_t(g.N * g.C * HW) * sizeof(T));
     return;
   }
-  if (use_winograd(g)) {
-    winograd_conv3x3(dtype_of<T>::value, wino_data_geom(g), dx, dy, w, true, nullptr);
-    return;
-  }
+  if (use_winograd(g) && winograd_conv3x3(dtype_of<T>::value, wino_data_geom(g), dx, dy, w, true, nullptr))
+    return;  // (false: non-finite values, recomputed below)
   if (shift_data(g)) {
     backward_data_shift(g, dx, dy, w);
     return;
@@ -983,10 +979,8 @@ void backward_weight_t(const ConvGeom& g, T* dw, const T* dy, const T* x) {
     return;
   }
   const index_t NL = checked_mul(g.N, L, "conv2d_backward");
-  if (L > 0 && g.N > 0 && use_winograd(g)) {
-    winograd_conv3x3_weight(dtype_of<T>::value, wino_forward_geom(g), dw, dy, x);
-    return;
-  }
+  if (L > 0 && g.N > 0 && use_winograd(g) && winograd_conv3x3_weight(dtype_of<T>::value, wino_forward_geom(g), dw, dy, x))
+    return;  // (false: non-finite values, recomputed below)
   if (L > 0 && g.N > 0 && shift_weight(g)) {
     backward_weight_shift(g, dw, dy, x);
     return;

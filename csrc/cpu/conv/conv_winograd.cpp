@@ -10,6 +10,8 @@
 // +-1/2); measured relative errors against float64 torch are 1.5-5.5e-7 in float32 (the
 // im2col path: 1-3e-7), within the tests' 2e-6.
 #include <algorithm>
+#include <atomic>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -50,11 +52,11 @@ WinoFns wino_fns(Isa isa) {
 }
 
 template <typename T>
-void winograd_t(const WinoGeom& g, T* y, const T* x, const T* w, bool transposed, const T* bias) {
+bool winograd_t(const WinoGeom& g, T* y, const T* x, const T* w, bool transposed, const T* bias) {
   const DType dt = dtype_of<T>::value;
   const index_t C = g.C, Cout = g.Cout;
   const index_t tiles = g.N * g.TH * g.TW;
-  if (tiles == 0 || Cout == 0) return;
+  if (tiles == 0 || Cout == 0) return true;
   const Isa isa = current_isa();
   const WinoFns fn = wino_fns(isa);
   const GemmKernel<T>& kr = gemm_kernel_for<T>(isa, Cout);  // the row tile that pads Cout least
@@ -105,6 +107,7 @@ void winograd_t(const WinoGeom& g, T* y, const T* x, const T* w, bool transposed
   const size_t v_elems = size_t(16 * vs), m_elems = size_t(16 * ms);
   const size_t tmp_elems = size_t(wino_tmp_elems(g, NR));
 
+  std::atomic<bool> finite{true};
   parallel_run(nblocks, [&](index_t blk) {
     const index_t t0 = blk * NR, nt = std::min(NR, tiles - t0);
     T* V = static_cast<T*>(t_wino.get(sizeof(T) * (v_elems + m_elems + tmp_elems)));
@@ -125,8 +128,9 @@ void winograd_t(const WinoGeom& g, T* y, const T* x, const T* w, bool transposed
                  std::min(MR, Cout - ir), NR, ep);
       }
     }
-    fn.output(dt, g, M, t0, nt, NR, y, bias, tmp);
+    if (!fn.output(dt, g, M, t0, nt, NR, y, bias, tmp)) finite.store(false, std::memory_order_relaxed);
   });
+  return finite.load();
 }
 
 constexpr index_t kWeightBlock = 128;          // tiles per product (its K) in the weight gradient
@@ -136,7 +140,7 @@ constexpr index_t kWeightPartsPerThread = 2;   // partial sums per thread (as th
 // count only), each summed in block order into its own 16 x Cout x C partial by one thread;
 // the partials are added in part order and transformed back (G^T . G) per output channel.
 template <typename T>
-void winograd_weight_t(const WinoGeom& g, T* dw, const T* dy, const T* x) {
+bool winograd_weight_t(const WinoGeom& g, T* dw, const T* dy, const T* x) {
   const DType dt = dtype_of<T>::value;
   const index_t C = g.C, Cout = g.Cout;
   const index_t tiles = g.N * g.TH * g.TW;
@@ -173,8 +177,10 @@ void winograd_weight_t(const WinoGeom& g, T* dw, const T* dy, const T* x) {
     }
   });
   // dw[o, c] = G^T (sum over parts of Mw[., o, c]) G, G^T = [1 .5 .5 0; 0 .5 -.5 0; 0 .5 .5 1].
+  std::atomic<bool> finite{true};
   parallel_for(Cout, std::max<index_t>(1, 1024 / std::max<index_t>(C, 1)), [&](index_t o0, index_t o1) {
     std::vector<T> m(size_t(16) * size_t(C));
+    T check = 0;
     for (index_t o = o0; o < o1; ++o) {
       for (int xi = 0; xi < 16; ++xi) {  // sum of the parts' rows, vectorised over c
         T* __restrict r = m.data() + xi * C;
@@ -198,29 +204,30 @@ void winograd_weight_t(const WinoGeom& g, T* dw, const T* dy, const T* x) {
           out[i * 3 + 0] = u[i][0] + T(0.5) * (u[i][1] + u[i][2]);
           out[i * 3 + 1] = T(0.5) * (u[i][1] - u[i][2]);
           out[i * 3 + 2] = T(0.5) * (u[i][1] + u[i][2]) + u[i][3];
+          check += out[i * 3 + 0] + out[i * 3 + 1] + out[i * 3 + 2];
         }
       }
     }
+    if (!std::isfinite(check)) finite.store(false, std::memory_order_relaxed);
   });
+  return finite.load();
 }
 
 }  // namespace
 
-void winograd_conv3x3(DType dt, const WinoGeom& g, void* y, const void* x, const void* w, bool transposed,
+bool winograd_conv3x3(DType dt, const WinoGeom& g, void* y, const void* x, const void* w, bool transposed,
                       const void* bias) {
   if (dt == DType::f32)
-    winograd_t<float>(g, static_cast<float*>(y), static_cast<const float*>(x), static_cast<const float*>(w), transposed,
+    return winograd_t<float>(g, static_cast<float*>(y), static_cast<const float*>(x), static_cast<const float*>(w), transposed,
                       static_cast<const float*>(bias));
-  else
-    winograd_t<double>(g, static_cast<double*>(y), static_cast<const double*>(x), static_cast<const double*>(w),
+  return winograd_t<double>(g, static_cast<double*>(y), static_cast<const double*>(x), static_cast<const double*>(w),
                        transposed, static_cast<const double*>(bias));
 }
 
-void winograd_conv3x3_weight(DType dt, const WinoGeom& g, void* dw, const void* dy, const void* x) {
+bool winograd_conv3x3_weight(DType dt, const WinoGeom& g, void* dw, const void* dy, const void* x) {
   if (dt == DType::f32)
-    winograd_weight_t<float>(g, static_cast<float*>(dw), static_cast<const float*>(dy), static_cast<const float*>(x));
-  else
-    winograd_weight_t<double>(g, static_cast<double*>(dw), static_cast<const double*>(dy), static_cast<const double*>(x));
+    return winograd_weight_t<float>(g, static_cast<float*>(dw), static_cast<const float*>(dy), static_cast<const float*>(x));
+  return winograd_weight_t<double>(g, static_cast<double*>(dw), static_cast<const double*>(dy), static_cast<const double*>(x));
 }
 
 }  // namespace nnk

@@ -1,5 +1,6 @@
 // Winograd F(2x2, 3x3) transforms, generic build (the kernels: winograd.inl).
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "cpu/conv/winograd.h"

@@ -36,11 +36,11 @@ namespace cpu {
 // gradient's use.)
 // dY transform (weight gradient): Y_xi (Cout x ld) = (A dy A^T)[xi] of dY's tiles [t0, t0 + nt).
 // Output transform: y's tiles [t0, t0 + nt) from M (16 row-major Cout x ntp matrices, one
-// after another), plus bias[o] (may be null).
+// after another), plus bias[o] (may be null); false when an output is not finite.
 #define NNK_WINO_DECL                                                                                 \
   void wino_input(DType dt, const WinoGeom& g, const void* x, index_t t0, index_t nt, index_t NR,     \
                   void* V, void* tmp);                                                                \
-  void wino_output(DType dt, const WinoGeom& g, const void* M, index_t t0, index_t nt, index_t ntp,   \
+  bool wino_output(DType dt, const WinoGeom& g, const void* M, index_t t0, index_t nt, index_t ntp,   \
                    void* y, const void* bias, void* tmp);                                         \
   void wino_dy(DType dt, const WinoGeom& g, const void* dy, index_t t0, index_t nt, index_t ld, void* Y,  \
                void* tmp);
@@ -60,7 +60,11 @@ inline index_t wino_tmp_elems(const WinoGeom& g, index_t ntp) { return std::max<
 // y = conv3x3(x, w) + bias in the geometry g (WinoGeom's reading rule). transposed: w is
 // (C, Cout, 3, 3) and the kernel used is w[c, o, 2 - i, 2 - j] (backward-data of a
 // convolution as a forward one); else w is (Cout, C, 3, 3).
-void winograd_conv3x3(DType dt, const WinoGeom& g, void* y, const void* x, const void* w, bool transposed,
+// Returns false, y then holding garbage, when an output is not finite: an infinity in x or w
+// meets both signs inside the transforms (inf - inf) and gives NaN where the direct sum gives
+// +-inf, so the caller recomputes such a call by the direct (im2col) method, which
+// propagates NaN and Inf as torch does. Finite data never take that path (barring overflow).
+bool winograd_conv3x3(DType dt, const WinoGeom& g, void* y, const void* x, const void* w, bool transposed,
                       const void* bias);
 
 // The weight gradient of y = conv3x3(x, w) in the geometry g, dw (Cout, C, 3, 3) overwritten:
@@ -68,6 +72,7 @@ void winograd_conv3x3(DType dt, const WinoGeom& g, void* y, const void* x, const
 // By the bilinear identity <dy, A^T (U .* D) A> = <A dy A^T, U .* D> and U = G g G^T:
 //   dw = G^T [ sum_tiles (A dy_t A^T) .* (B^T d_t B) ] G,
 // 16 products Mw_xi (Cout x C) = Y_xi (Cout x tiles) @ V_xi^T over all tiles (K = tiles).
-void winograd_conv3x3_weight(DType dt, const WinoGeom& g, void* dw, const void* dy, const void* x);
+// Returns false when an entry of dw is not finite (recompute as above).
+bool winograd_conv3x3_weight(DType dt, const WinoGeom& g, void* dw, const void* dy, const void* x);
 
 }  // namespace nnk

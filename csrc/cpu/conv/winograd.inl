@@ -151,10 +151,12 @@ void dy_t(const WinoGeom& g, const T* dy, index_t t0, index_t nt, index_t ld, T*
   }
 }
 
+// Returns false when an output is not finite (the running sum of the outputs then is not).
 template <typename T>
-void output_t(const WinoGeom& g, const T* M, index_t t0, index_t nt, index_t ntp, T* y, const T* bias, T* tmp) {
+bool output_t(const WinoGeom& g, const T* M, index_t t0, index_t nt, index_t ntp, T* y, const T* bias, T* tmp) {
   using V = Vec<T>;
   using R = typename V::reg;
+  R check = V::zero();
   const index_t per_img = g.TH * g.TW;
   const index_t ms = wino_mat_stride(g.Cout, ntp);  // between the 16 matrices
   for (index_t o = 0; o < g.Cout; ++o) {
@@ -175,10 +177,15 @@ void output_t(const WinoGeom& g, const T* M, index_t t0, index_t nt, index_t ntp
         s0[j] = V::add(V::add(m0, m1), m2);
         s1[j] = V::sub(V::sub(m1, m2), m3);
       }
-      V::storen(y00 + k, V::add(V::add(V::add(s0[0], s0[1]), s0[2]), vb), nl);
-      V::storen(y01 + k, V::add(V::sub(V::sub(s0[1], s0[2]), s0[3]), vb), nl);
-      V::storen(y10 + k, V::add(V::add(V::add(s1[0], s1[1]), s1[2]), vb), nl);
-      V::storen(y11 + k, V::add(V::sub(V::sub(s1[1], s1[2]), s1[3]), vb), nl);
+      const R v00 = V::add(V::add(V::add(s0[0], s0[1]), s0[2]), vb);
+      const R v01 = V::add(V::sub(V::sub(s0[1], s0[2]), s0[3]), vb);
+      const R v10 = V::add(V::add(V::add(s1[0], s1[1]), s1[2]), vb);
+      const R v11 = V::add(V::sub(V::sub(s1[1], s1[2]), s1[3]), vb);
+      V::storen(y00 + k, v00, nl);
+      V::storen(y01 + k, v01, nl);
+      V::storen(y10 + k, v10, nl);
+      V::storen(y11 + k, v11, nl);
+      check = V::add(check, V::add(V::add(v00, v01), V::add(v10, v11)));  // masked lanes: 0
     }
     for (index_t t = t0; t < t0 + nt;) {
       const index_t n = t / per_img, r = t % per_img, th = r / g.TW, tw0 = r % g.TW;
@@ -200,6 +207,7 @@ void output_t(const WinoGeom& g, const T* M, index_t t0, index_t nt, index_t ntp
       t += len;
     }
   }
+  return std::isfinite(V::hsum(check));
 }
 
 }  // namespace
@@ -211,13 +219,12 @@ void wino_input(DType dt, const WinoGeom& g, const void* x, index_t t0, index_t 
     input_t<double>(g, static_cast<const double*>(x), t0, nt, NR, static_cast<double*>(V), static_cast<double*>(tmp));
 }
 
-void wino_output(DType dt, const WinoGeom& g, const void* M, index_t t0, index_t nt, index_t ntp, void* y,
+bool wino_output(DType dt, const WinoGeom& g, const void* M, index_t t0, index_t nt, index_t ntp, void* y,
                  const void* bias, void* tmp) {
   if (dt == DType::f32)
-    output_t<float>(g, static_cast<const float*>(M), t0, nt, ntp, static_cast<float*>(y), static_cast<const float*>(bias),
+    return output_t<float>(g, static_cast<const float*>(M), t0, nt, ntp, static_cast<float*>(y), static_cast<const float*>(bias),
                     static_cast<float*>(tmp));
-  else
-    output_t<double>(g, static_cast<const double*>(M), t0, nt, ntp, static_cast<double*>(y), static_cast<const double*>(bias),
+  return output_t<double>(g, static_cast<const double*>(M), t0, nt, ntp, static_cast<double*>(y), static_cast<const double*>(bias),
                      static_cast<double*>(tmp));
 }
 
