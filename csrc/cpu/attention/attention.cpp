@@ -46,6 +46,7 @@ constexpr index_t kQueryBlock = 64;     // rows per query block (rounded up to a
 constexpr index_t kKeyBlockFwd = 256;   // keys per block in the forward (a multiple of every NR)
 constexpr index_t kKeyBlockBwd = 128;   // keys per block in the backward (more tasks)
 constexpr index_t kBwdTasks = 16;       // backward tasks when the kv groups are few (parts per group)
+constexpr index_t kMaxPartialBytes = index_t(64) << 20;  // bound on the backward's partial dQ sums
 
 template <typename T>
 const AttnIsaKernels<T>& tiles(Isa isa) {
@@ -298,7 +299,11 @@ void bwd_impl(Isa isa, const AttnParams& p, const T* dout, const T* out, const T
   // dQ_part += scale dS K into the part's own partial of dQ, summed over the parts (and the
   // b of a q group) in a fixed order at the end. P depends on the sizes only (kTasks tasks
   // in all when the groups are few), so the bits do not depend on the thread count.
-  const index_t P = std::max<index_t>(1, std::min<index_t>(nkb, ceil_div(kBwdTasks, std::max<index_t>(kvg.n, 1))));
+  // Parts per group: kBwdTasks tasks in all, while the partials stay under kMaxPartialBytes
+  // (at least 2 parts, so that two threads share a single group's work).
+  const index_t dq_bytes = std::max<index_t>(1, p.NB * L * E * index_t(sizeof(T)));
+  const index_t P = std::max<index_t>(1, std::min<index_t>(
+      {nkb, ceil_div(kBwdTasks, std::max<index_t>(kvg.n, 1)), std::max<index_t>(2, kMaxPartialBytes / dq_bytes)}));
   const index_t ntask = kvg.n * P;
   std::vector<T> dqp_v(size_t(p.NB * P * L * E));  // partial dQ: [b][part] (L x E)
   T* dqp = dqp_v.data();

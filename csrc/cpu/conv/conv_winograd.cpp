@@ -135,6 +135,7 @@ bool winograd_t(const WinoGeom& g, T* y, const T* x, const T* w, bool transposed
 
 constexpr index_t kWeightBlock = 128;          // tiles per product (its K) in the weight gradient
 constexpr index_t kWeightPartsPerThread = 2;   // partial sums per thread (as the im2col path)
+constexpr index_t kMaxWeightPartials = index_t(256) << 20;  // bound on the partial sums' bytes
 
 // Weight gradient (winograd.h): the tiles are cut into P parts (P depends on the thread
 // count only), each summed in block order into its own 16 x Cout x C partial by one thread;
@@ -150,11 +151,15 @@ bool winograd_weight_t(const WinoGeom& g, T* dw, const T* dy, const T* x) {
   const index_t ld = kWeightBlock;
   const index_t nblocks = ceil_div(tiles, ld);
   const index_t threads = get_num_threads();
-  const index_t parts = threads <= 1 ? 1 : std::min<index_t>(kWeightPartsPerThread * threads, nblocks);
+  // Per-thread parts while their partials stay under kMaxWeightPartials; past that (some
+  // thousand channels on each side) one part, its products threaded inside.
+  const index_t part_bytes = 16 * KK * index_t(sizeof(T));
+  const index_t parts = threads <= 1 ? 1 : std::max<index_t>(1, std::min<index_t>(
+      {kWeightPartsPerThread * threads, nblocks, kMaxWeightPartials / std::max<index_t>(part_bytes, 1)}));
   std::unique_ptr<T, PoolFree> mw(static_cast<T*>(pool_alloc(sizeof(T) * size_t(checked_mul(parts * 16, KK, "conv2d_backward")))));
   const index_t vs = wino_mat_stride(C, ld), ys = wino_mat_stride(Cout, ld);
   const size_t v_elems = size_t(16 * vs), y_elems = size_t(16 * ys), tmp_elems = size_t(wino_tmp_elems(g, ld));
-  parallel_run(parts, [&](index_t part) {
+  auto run_part = [&](index_t part) {
     T* acc = mw.get() + part * 16 * KK;
     const index_t b0 = nblocks * part / parts, b1 = nblocks * (part + 1) / parts;
     T* Vb = static_cast<T*>(t_wino.get(sizeof(T) * (v_elems + y_elems + tmp_elems)));
@@ -162,8 +167,12 @@ bool winograd_weight_t(const WinoGeom& g, T* dw, const T* dy, const T* x) {
     T* tmp = Yb + y_elems;
     for (index_t blk = b0; blk < b1; ++blk) {
       const index_t t0 = blk * ld, nt = std::min(ld, tiles - t0);
-      fn.input(dt, g, x, t0, nt, ld, Vb, tmp);
-      fn.dy(dt, g, dy, t0, nt, ld, Yb, tmp);
+      auto transforms = [&](index_t) {
+        fn.input(dt, g, x, t0, nt, ld, Vb, tmp);
+        fn.dy(dt, g, dy, t0, nt, ld, Yb, tmp);
+      };
+      if (parts == 1) parallel_run(1, transforms);  // inline, under the denormal setting
+      else transforms(0);
       for (int xi = 0; xi < 16; ++xi) {  // Mw_xi += Y_xi (Cout x nt) @ V_xi^T (nt x C)
         GemmArgs a;
         a.dtype = dt;
@@ -172,10 +181,12 @@ bool winograd_weight_t(const WinoGeom& g, T* dw, const T* dy, const T* x) {
         a.b = Vb + xi * vs; a.rs_b = 1; a.cs_b = ld;
         a.c = acc + xi * KK; a.rs_c = C; a.cs_c = 1;
         a.beta = blk == b0 ? 0.0 : 1.0;
-        gemm(a);  // nested in the pool's region: runs on this thread
+        gemm(a);  // in a part: on this thread; with one part: on every thread
       }
     }
-  });
+  };
+  if (parts == 1) run_part(0);  // at the top level: the products use every thread
+  else parallel_run(parts, run_part);
   // dw[o, c] = G^T (sum over parts of Mw[., o, c]) G, G^T = [1 .5 .5 0; 0 .5 -.5 0; 0 .5 .5 1].
   std::atomic<bool> finite{true};
   parallel_for(Cout, std::max<index_t>(1, 1024 / std::max<index_t>(C, 1)), [&](index_t o0, index_t o1) {
