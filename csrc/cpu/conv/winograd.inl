@@ -4,6 +4,15 @@
 
 namespace {
 
+template <typename T>
+inline void prefetch(const T* p) {
+#if defined(__GNUC__)
+  __builtin_prefetch(p);
+#else
+  (void)p;
+#endif
+}
+
 // Columns of one input row, split by parity: ev[k] = row[col0 + 2k], od[k] = row[col0 + 2k + 1]
 // for k < n, zero outside [0, W).
 template <typename T>
@@ -49,8 +58,8 @@ void input_t(const WinoGeom& g, const T* x, index_t t0, index_t nt, index_t NR, 
           const index_t ih = 2 * th - g.pt + i;
           if (ih < 0 || ih >= g.H || lo >= hi) continue;
           const T* row = x + ((n * g.C + c + 1) * g.H + ih) * g.W;
-          for (index_t q = lo; q < hi; q += 64 / index_t(sizeof(T))) __builtin_prefetch(row + q);
-          __builtin_prefetch(row + hi - 1);
+          for (index_t q = lo; q < hi; q += 64 / index_t(sizeof(T))) prefetch(row + q);
+          prefetch(row + hi - 1);
         }
       }
       for (int i = 0; i < 4; ++i) {
