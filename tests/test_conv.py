@@ -451,6 +451,24 @@ WINOGRAD = [
 ]
 
 
+def _winograd_random(seed, count):
+    """Random shapes inside the Winograd path's range: 16-40 channels, outputs of 2-21 pixels
+    a side (odd ones end in half tiles), padding pairs 0..2, batches 1-3."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(count):
+        ph, pw = (int(v) for v in rng.integers(0, 3, size=2))
+        H = int(rng.integers(max(4 - 2 * ph, 1), 20))
+        W = int(rng.integers(max(4 - 2 * pw, 1), 20))
+        out.append(dict(N=int(rng.integers(1, 4)), C=int(rng.integers(16, 41)), H=H, W=W,
+                        Cout=int(rng.integers(16, 41)), k=(3, 3), stride=(1, 1), padding=(ph, pw),
+                        dilation=(1, 1), groups=1, noncontig=i % 3 == 0))
+    return out
+
+
+WINOGRAD += _winograd_random(20261128, 10)
+
+
 @pytest.mark.parametrize("cfg", WINOGRAD, ids=_cfg_id)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_conv2d_winograd(cfg, dtype, isa, rng):
