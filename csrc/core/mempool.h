@@ -9,7 +9,12 @@
 // requests use plain malloc. Thread-safe. Disabled in sanitizer builds so ASan sees every
 // use after free.
 #pragma once
+#include <algorithm>
 #include <cstddef>
+#include <memory>
+
+#include "core/errors.h"
+#include "core/types.h"
 
 namespace nnk {
 
@@ -19,5 +24,16 @@ constexpr size_t kPoolMaxCachedBytes = size_t(1) << 30;   // 1 GiB kept for reus
 // 64-byte aligned (2 MiB-aligned for pooled blocks); throws std::bad_alloc.
 void* pool_alloc(size_t bytes);
 void pool_free(void* p);
+
+// An owning, uninitialised block of n (at least 1) elements of T from the pool; the byte
+// count is overflow-checked (`what` names the buffer in the error).
+struct PoolDelete { void operator()(void* p) const { pool_free(p); } };
+template <typename T>
+using PoolBuffer = std::unique_ptr<T, PoolDelete>;
+template <typename T>
+PoolBuffer<T> pool_buffer(index_t n, const char* what) {
+  const size_t bytes = size_t(checked_mul(std::max<index_t>(n, 1), index_t(sizeof(T)), what));
+  return PoolBuffer<T>(static_cast<T*>(pool_alloc(bytes)));
+}
 
 }  // namespace nnk

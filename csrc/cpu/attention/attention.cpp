@@ -33,6 +33,8 @@
 #include <new>
 #include <vector>
 
+#include "core/errors.h"
+#include "core/mempool.h"
 #include "core/parallel.h"
 #include "cpu/attention/attention.h"
 #include "cpu/attention/attn_isa.h"
@@ -305,8 +307,9 @@ void bwd_impl(Isa isa, const AttnParams& p, const T* dout, const T* out, const T
   const index_t P = std::max<index_t>(1, std::min<index_t>(
       {nkb, ceil_div(kBwdTasks, std::max<index_t>(kvg.n, 1)), std::max<index_t>(2, kMaxPartialBytes / dq_bytes)}));
   const index_t ntask = kvg.n * P;
-  std::vector<T> dqp_v(size_t(p.NB * P * L * E));  // partial dQ: [b][part] (L x E)
-  T* dqp = dqp_v.data();
+  // Partial dQ, [b][part] (L x E): each task zeroes and fills the parts of its group's b.
+  const PoolBuffer<T> dqp_buf = pool_buffer<T>(checked_mul(p.NB * P, L * E, "attention backward"), "attention backward");
+  T* dqp = dqp_buf.get();
   if (ntask > 0) {
     const index_t nchunks = std::min(NT, ntask);
     parallel_run(nchunks, [&](index_t c) {

@@ -47,12 +47,8 @@ constexpr double kMinImageFlops = 64 * 4e6;  // below this, images run one per t
 constexpr index_t kColsChunkElems = index_t(1) << 18;  // backward-data column chunk (L2-sized)
 
 // Workspaces come from the caching pool (large ones reuse pages already touched).
-struct FreeDel { void operator()(void* p) const { pool_free(p); } };
 template <typename T>
-std::unique_ptr<T, FreeDel> alloc_buf(index_t n) {
-  const size_t bytes = size_t(checked_mul(std::max<index_t>(n, 1), sizeof(T), "conv workspace"));
-  return std::unique_ptr<T, FreeDel>(static_cast<T*>(pool_alloc(bytes)));
-}
+PoolBuffer<T> alloc_buf(index_t n) { return pool_buffer<T>(n, "conv workspace"); }
 
 // Walks row p (within one group: p = (c, i, j), c < Cg) over columns [l0, l0 + n).
 // sink.zero(jj, len): columns jj.. are padding; sink.run(jj, off, stride, len): columns jj..
@@ -555,7 +551,7 @@ void forward_small(const ConvGeom& g, T* y, const T* x, const T* w, const T* bia
 // dY as one (Cout x N*L) matrix (row o: image 0's plane o, image 1's, ...), so that a
 // chunk of images is a column block of it.
 template <typename T>
-std::unique_ptr<T, FreeDel> transpose_dy(const ConvGeom& g, const T* dy) {
+PoolBuffer<T> transpose_dy(const ConvGeom& g, const T* dy) {
   const index_t L = g.L(), NL = g.N * L;
   auto buf = alloc_buf<T>(g.Cout * NL);
   T* b = buf.get();
@@ -723,7 +719,7 @@ void forward_t(const ConvGeom& g, T* y, const T* x, const T* w, const T* bias) {
     for_chunks(g.N / nb, [&](index_t ci) {
       const index_t n0 = ci * nb, cols = nb * L;
       auto yb = alloc_buf<T>(g.Cout * cols);
-      std::unique_ptr<T, FreeDel> xs;  // the images' stride phases
+      PoolBuffer<T> xs;  // the images' stride phases
       const T* xin = x + n0 * g.C * HW;
       if (st.phased) {
         xs = alloc_buf<T>(checked_mul(nb, is, "conv2d"));
@@ -751,7 +747,7 @@ void forward_t(const ConvGeom& g, T* y, const T* x, const T* w, const T* bias) {
   }
   const double flops = 2.0 * double(g.Cout) * double(L) * double(std::max<index_t>(Kg, 1));
   for_images(g, flops, [&](index_t n) {
-    std::unique_ptr<T, FreeDel> xs;  // the image's stride phases
+    PoolBuffer<T> xs;  // the image's stride phases
     if (shift && st.phased) {
       xs = alloc_buf<T>(checked_mul(g.C, st.cstride, "conv2d"));
       split_phases(g, st, xs.get(), x + n * g.C * HW);
@@ -876,7 +872,7 @@ void backward_data_t(const ConvGeom& g, T* dx, const T* dy, const T* w) {
   const index_t T_ = get_num_threads();
   const bool batch_par = g.N >= T_ && T_ > 1 && (g.N % T_ == 0 || g.N >= 4 * T_ || flops < kMinImageFlops);
   const index_t nbuf = pw ? 0 : (batch_par ? T_ : 1);
-  std::vector<std::unique_ptr<T, FreeDel>> bufs;
+  std::vector<PoolBuffer<T>> bufs;
   for (index_t i = 0; i < nbuf; ++i) bufs.push_back(alloc_buf<T>(Kg * lc_max));
   auto image = [&](index_t n, T* cols, bool inner_par) {
     T* dxn = dx + n * g.C * HW;
@@ -933,7 +929,7 @@ void backward_weight_shift(const ConvGeom& g, T* dw, const T* dy, const T* x) {
   shift_tables(g, st);
   st.fn = shift_pack_trans_fn();
   auto images = [&](T* acc, index_t n0, index_t n1) {
-    std::unique_ptr<T, FreeDel> xs;  // the image's stride phases
+    PoolBuffer<T> xs;  // the image's stride phases
     if (st.phased) xs = alloc_buf<T>(checked_mul(g.C, st.cstride, "conv2d_backward"));
     for (index_t n = n0; n < n1; ++n) {
       if (xs) split_phases(g, st, xs.get(), x + n * g.C * HW);
@@ -987,7 +983,7 @@ void backward_weight_t(const ConvGeom& g, T* dw, const T* dy, const T* x) {
   }
   // dy as one (Cout x N*L) matrix, so that the whole batch is one GEMM with K = N*L.
   const T* dyt = dy;
-  std::unique_ptr<T, FreeDel> buf;
+  PoolBuffer<T> buf;
   if (g.N > 1 && L > 0) {
     buf = transpose_dy(g, dy);
     dyt = buf.get();

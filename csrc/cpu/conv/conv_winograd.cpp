@@ -12,10 +12,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
-#include <cstdlib>
-#include <cstring>
 #include <memory>
-#include <new>
 #include <vector>
 
 #include "core/cpu_features.h"
@@ -32,8 +29,6 @@ namespace nnk {
 namespace {
 
 thread_local Scratch t_wino;  // V, M (or Y) and the transforms' rows of one block
-
-struct PoolFree { void operator()(void* p) const { pool_free(p); } };
 
 // The transforms of one ISA.
 struct WinoFns {
@@ -67,7 +62,7 @@ bool winograd_t(const WinoGeom& g, T* y, const T* x, const T* w, bool transposed
   // each the row panels of MR, kc x MR, zero rows past Cout. Computed in double, rounded once.
   const index_t MR = kr.MR, NR = kr.NR, Mp = round_up(Cout, MR);
   const index_t u_elems = Mp * C;
-  std::unique_ptr<T, PoolFree> ubuf(static_cast<T*>(pool_alloc(sizeof(T) * size_t(16 * u_elems))));
+  const PoolBuffer<T> ubuf = pool_buffer<T>(16 * u_elems, "conv2d");
   T* const U = ubuf.get();
   parallel_for(Mp / MR, std::max<index_t>(1, 2048 / std::max<index_t>(C * MR, 1)), [&](index_t p0, index_t p1) {
     for (index_t o = p0 * MR; o < p1 * MR; ++o)
@@ -156,7 +151,7 @@ bool winograd_weight_t(const WinoGeom& g, T* dw, const T* dy, const T* x) {
   const index_t part_bytes = 16 * KK * index_t(sizeof(T));
   const index_t parts = threads <= 1 ? 1 : std::max<index_t>(1, std::min<index_t>(
       {kWeightPartsPerThread * threads, nblocks, kMaxWeightPartials / std::max<index_t>(part_bytes, 1)}));
-  std::unique_ptr<T, PoolFree> mw(static_cast<T*>(pool_alloc(sizeof(T) * size_t(checked_mul(parts * 16, KK, "conv2d_backward")))));
+  const PoolBuffer<T> mw = pool_buffer<T>(checked_mul(parts * 16, KK, "conv2d_backward"), "conv2d_backward");
   const index_t vs = wino_mat_stride(C, ld), ys = wino_mat_stride(Cout, ld);
   const size_t v_elems = size_t(16 * vs), y_elems = size_t(16 * ys), tmp_elems = size_t(wino_tmp_elems(g, ld));
   auto run_part = [&](index_t part) {

@@ -22,20 +22,17 @@ inline void split_row(const T* __restrict row, index_t W, index_t col0, index_t 
   index_t hi = (W - 2 - col0) >= 0 ? (W - 2 - col0) / 2 + 1 : 0;  // k < hi: col0 + 2k + 1 <= W - 1
   lo = std::min(lo, n);
   hi = std::max(lo, std::min(hi, n));
-  for (index_t k = 0; k < lo; ++k) {
+  auto edge = [&](index_t k) {  // a column pair that may leave the row
     const index_t c = col0 + 2 * k;
     ev[k] = (c >= 0 && c < W) ? row[c] : T(0);
     od[k] = (c + 1 >= 0 && c + 1 < W) ? row[c + 1] : T(0);
-  }
+  };
+  for (index_t k = 0; k < lo; ++k) edge(k);
   for (index_t k = lo; k < hi; ++k) {
     ev[k] = row[col0 + 2 * k];
     od[k] = row[col0 + 2 * k + 1];
   }
-  for (index_t k = hi; k < n; ++k) {
-    const index_t c = col0 + 2 * k;
-    ev[k] = (c >= 0 && c < W) ? row[c] : T(0);
-    od[k] = (c + 1 >= 0 && c + 1 < W) ? row[c + 1] : T(0);
-  }
+  for (index_t k = hi; k < n; ++k) edge(k);
 }
 
 template <typename T>

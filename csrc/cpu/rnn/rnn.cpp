@@ -128,11 +128,9 @@ void col_block(const ColBlock<T>& P, index_t j0, index_t j1, T* c, index_t ldc, 
       ep.bias_n = (first && bias) ? bias + j0 + jr : nullptr;
       for (index_t ir = 0; ir < P.M; ir += MR) {
         const index_t mr = std::min(MR, P.M - ir);
-        if (P.lda)
-          kr.ukr(kc, ap + ir * P.lda, P.lda, 1, bp + (jr / NR) * kc * NR, NR, c + ir * ldc + j0 + jr, ldc, mr, nr, ep);
-        else
-          kr.ukr(kc, ap + (ir / MR) * kc * MR, 1, MR, bp + (jr / NR) * kc * NR, NR,
-                 c + ir * ldc + j0 + jr, ldc, mr, nr, ep);
+        const T* ai = P.lda ? ap + ir * P.lda : ap + (ir / MR) * kc * MR;
+        kr.ukr(kc, ai, P.lda ? P.lda : 1, P.lda ? 1 : MR, bp + (jr / NR) * kc * NR, NR,
+               c + ir * ldc + j0 + jr, ldc, mr, nr, ep);
       }
     }
     pc += kc;
