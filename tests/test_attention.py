@@ -129,6 +129,15 @@ def test_causal(isa, rng, dtype, LS):
     check(rng, dtype, (2, L, 16), (2, S, 16), (2, S, 24), causal=True)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("LS", [(300, 290), (290, 530), (531, 300)])
+def test_causal_diagonal_tiles(isa, rng, dtype, LS):
+    # Enough batch elements that the forward claims whole batch elements per thread, and
+    # lengths where query blocks straddle key blocks (diagonal tiles computed per row panel).
+    L, S = LS
+    check(rng, dtype, (3, 3, L, 40), (3, 3, S, 40), (3, 3, S, 24), causal=True)
+
+
 MASK_SHAPES = ["full", "LS", "B1LS", "S", "1HL1"]
 
 

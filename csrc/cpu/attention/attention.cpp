@@ -145,6 +145,60 @@ struct Mm {
         g.ukr(k, ap + i * k, 1, g.MR, b, g.NR, c + i * ldc + j, ldc, std::min(g.MR, m - i), nr, ep);
     }
   }
+  // Causal diagonal tiles: row panel i (rows i.. of at most MR) takes part only in its first
+  // lim(i) = clamp(i + MR + d, 0, n) columns, where d = i0 - j0 (its last query sees keys up
+  // to column i + MR - 1 + d). lower_nt computes S := alpha Ap Bp only in the NR-column panels
+  // that start before lim(i) (the rest of the row panel is masked to -inf by apply_mask);
+  // lower_nk accumulates C += Ap Bp with k = lim(i) for row panel i, Ap packed m x n (P's
+  // columns past lim(i) are 0 for those rows), Bp packed with kb_pack rows.
+  index_t lim(index_t i, index_t n, index_t d) const {
+    return std::min(n, std::max<index_t>(0, i + g.MR + d));
+  }
+  void lower_nt(index_t m, index_t n, index_t k, index_t d, const T* ap, const T* bp, T* c,
+                index_t ldc, T alpha) const {
+    UkrEpilogue<T> ep;
+    ep.alpha = alpha;
+    ep.beta = T(0);
+    ep.act_tile = g.act_tile;
+    for (index_t j = 0; j < n; j += g.NR) {
+      const T* b = bp + j * k;
+      const index_t nr = std::min(g.NR, n - j);
+      for (index_t i = 0; i < m; i += g.MR)
+        if (lim(i, n, d) > j)
+          g.ukr(k, ap + i * k, 1, g.MR, b, g.NR, c + i * ldc + j, ldc, std::min(g.MR, m - i), nr, ep);
+    }
+  }
+  void lower_nk(index_t m, index_t n, index_t kn, index_t d, const T* ap, const T* bp, T* c,
+                index_t ldc, index_t kb_pack) const {
+    UkrEpilogue<T> ep;
+    ep.alpha = T(1);
+    ep.beta = T(1);
+    ep.act_tile = g.act_tile;
+    for (index_t j = 0; j < n; j += g.NR) {
+      const T* b = bp + j * kb_pack;
+      const index_t nr = std::min(g.NR, n - j);
+      for (index_t i = 0; i < m; i += g.MR) {
+        const index_t k = lim(i, kn, d);
+        if (k > 0) g.ukr(k, ap + i * kn, 1, g.MR, b, g.NR, c + i * ldc + j, ldc, std::min(g.MR, m - i), nr, ep);
+      }
+    }
+  }
+  // C += A Bp with A row-major in place (row stride lda), k = lim(i, kn, d) for row panel i.
+  void rows_nk(index_t m, index_t n, index_t kn, index_t d, const T* a, index_t lda, const T* bp,
+               T* c, index_t ldc, index_t kb_pack) const {
+    UkrEpilogue<T> ep;
+    ep.alpha = T(1);
+    ep.beta = T(1);
+    ep.act_tile = g.act_tile;
+    for (index_t j = 0; j < n; j += g.NR) {
+      const T* b = bp + j * kb_pack;
+      const index_t nr = std::min(g.NR, n - j);
+      for (index_t i = 0; i < m; i += g.MR) {
+        const index_t k = lim(i, kn, d);
+        if (k > 0) g.ukr(k, a + i * lda, lda, 1, b, g.NR, c + i * ldc + j, ldc, std::min(g.MR, m - i), nr, ep);
+      }
+    }
+  }
   // A operand: rows x cols of src (strides rs, cs) -> MR-row panels.
   void pa(T* dst, const T* src, index_t rs, index_t cs, index_t rows, index_t cols) const {
     g.pack_a(dst, src, rs, cs, rows, cols, g.MR);
@@ -210,17 +264,20 @@ void fwd_impl(Isa isa, const AttnParams& p, T* out, T* lse) {
   // Tasks are claimed one at a time by whichever thread is free (each task owns its rows of
   // the output, so the bits do not depend on who runs it), batch element by batch element,
   // and with a causal mask the longest (last) query blocks first: no thread is left with the
-  // long tail that a fixed deal of causal tasks gives.
+  // long tail that a fixed deal of causal tasks gives. With many batch elements a claim takes
+  // all query blocks of one batch element, so that its K and V are packed by one thread only.
+  const index_t unit = p.NB >= 4 * nchunks ? nqb : 1;
   std::atomic<index_t> next{0};
   parallel_run(nchunks, [&](index_t) {
-    // 0 Qp, 1 S, 2 Pp, 3 O, 4 m, 5 l, 6 corr
-    Arena<T> ws({BM * E, BM * BN, BM * BN, BM * Ev, BM, BM, BM});
-    T *Qp = ws[0], *Sb = ws[1], *Pp = ws[2], *O = ws[3];
-    T *mrow = ws[4], *lrow = ws[5], *corr = ws[6];
+    // 0 Qp, 1 S (then P, read in place as the A operand of P V), 2 O, 3 m, 4 l, 5 corr
+    Arena<T> ws({BM * E, BM * BN, BM * Ev, BM, BM, BM});
+    T *Qp = ws[0], *Sb = ws[1], *O = ws[2];
+    T *mrow = ws[3], *lrow = ws[4], *corr = ws[5];
     PackCache<T> kc(nkb, E * BN), vc(nkb, BN * round_up(Ev, NR));
     for (;;) {
-      const index_t t = next.fetch_add(1, std::memory_order_relaxed);
-      if (t >= ntask) break;
+      const index_t t0 = next.fetch_add(1, std::memory_order_relaxed) * unit;
+      if (t0 >= ntask) break;
+      for (index_t t = t0; t < std::min(ntask, t0 + unit); ++t) {
       const index_t qb = p.causal ? nqb - 1 - t % nqb : t % nqb;
       const index_t b = t / nqb, i0 = qb * BM, m = std::min(BM, L - i0);
       mm.pa(Qp, q + p.off_q[b] + i0 * p.rs_q, p.rs_q, p.cs_q, m, E);
@@ -234,20 +291,30 @@ void fwd_impl(Isa isa, const AttnParams& p, T* out, T* lse) {
         const T* Kp = kc.get(p.off_k[b], 0, jb, [&](T* dst) {
           mm.pb(dst, k + p.off_k[b] + j0 * p.rs_k, p.cs_k, p.rs_k, E, nf);
         });
-        mm(m, n, E, Qp, Kp, Sb, BN, scale, T(0));
+        // a causal tile that crosses the diagonal is computed per row panel up to its last key
+        const bool tri = p.causal && j0 + n > i0 + 1;
+        const index_t d = i0 - j0;
+        if (tri)
+          mm.lower_nt(m, n, E, d, Qp, Kp, Sb, BN, scale);
+        else
+          mm(m, n, E, Qp, Kp, Sb, BN, scale, T(0));
         apply_mask(p, b, Sb, BN, i0, m, j0, n);
-        tk.softmax_tile(Sb, BN, m, n, mrow, lrow, corr);
+        if (tri) {
+          for (index_t i = 0; i < m; i += MR)
+            tk.softmax_tile(Sb + i * BN, BN, std::min(MR, m - i), mm.lim(i, n, d), mrow + i, lrow + i, corr + i);
+        } else {
+          tk.softmax_tile(Sb, BN, m, n, mrow, lrow, corr);
+        }
         for (index_t i = 0; i < m; ++i) {
           if (corr[i] == T(1)) continue;
           T* o = O + i * Ev;
           for (index_t e = 0; e < Ev; ++e) o[e] *= corr[i];
         }
         // O += P V
-        mm.pa(Pp, Sb, BN, 1, m, n);
         const T* Vp = vc.get(p.off_v[b], 0, jb, [&](T* dst) {
           mm.pb(dst, v + p.off_v[b] + j0 * p.rs_v, p.rs_v, p.cs_v, nf, Ev);
         });
-        mm(m, Ev, n, Pp, Vp, O, Ev, T(1), T(1), nf);
+        mm.rows_nk(m, Ev, n, tri ? d : n, Sb, BN, Vp, O, Ev, nf);
       }
       for (index_t i = 0; i < m; ++i) {
         T* dst = out + (b * L + i0 + i) * Ev;
@@ -260,6 +327,7 @@ void fwd_impl(Isa isa, const AttnParams& p, T* out, T* lse) {
         const T inv = T(1) / l;
         for (index_t e = 0; e < Ev; ++e) dst[e] = O[i * Ev + e] * inv;
         if (lse) lse[b * L + i0 + i] = mrow[i] + std::log(l);
+      }
       }
     }
   });
