@@ -180,6 +180,21 @@ def test_gemm_small_and_prime_shapes(isa, dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_gemm_transposed_view_at_buffer_end(isa, dtype, rng):
+    # A = the last m columns of X (K x w), transposed: unit row stride, column stride w, and
+    # its last element is the last of X's buffer. For w = MR the micro-kernel would take
+    # such an A for a packed panel and read rows past m (past the buffer: the sanitizer build
+    # reports it); the engine packs it instead. Values checked for every w near MR.
+    MR = blocks(isa, dtype)[0]
+    for w in sorted({4, 6, 8, MR - 1, MR, MR + 1}):
+        for m in (1, 3, min(5, w)):
+            x = rand(rng, (257, w), dtype)
+            a = x.T[w - m:]
+            b = rand(rng, (257, 7), dtype)
+            check(ops.gemm(a, b), ref_addmm(a, b), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_gemm_zero_size(isa, dtype, rng):
     for M, N, K in [(0, 5, 3), (4, 0, 3), (0, 0, 0), (4, 5, 0), (0, 5, 0), (70, 300, 0)]:
         a, b = rand(rng, (M, K), dtype), rand(rng, (K, N), dtype)

@@ -49,6 +49,7 @@ constexpr index_t kKeyBlockFwd = 256;   // keys per block in the forward (a mult
 constexpr index_t kKeyBlockBwd = 128;   // keys per block in the backward (more tasks)
 constexpr index_t kBwdTasks = 16;       // backward tasks when the kv groups are few (parts per group)
 constexpr index_t kMaxPartialBytes = index_t(64) << 20;  // bound on the backward's partial dQ sums
+constexpr index_t kNoLimit = std::numeric_limits<index_t>::max();
 
 template <typename T>
 const AttnIsaKernels<T>& tiles(Isa isa) {
@@ -149,8 +150,7 @@ struct Mm {
   // lim(i) = clamp(i + MR + d, 0, n) columns, where d = i0 - j0 (its last query sees keys up
   // to column i + MR - 1 + d). lower_nt computes S := alpha Ap Bp only in the NR-column panels
   // that start before lim(i) (the rest of the row panel is masked to -inf by apply_mask);
-  // lower_nk accumulates C += Ap Bp with k = lim(i) for row panel i, Ap packed m x n (P's
-  // columns past lim(i) are 0 for those rows), Bp packed with kb_pack rows.
+  // P V then runs with k = lim(i) for row panel i (P's columns past lim(i) are 0 there).
   index_t lim(index_t i, index_t n, index_t d) const {
     return std::min(n, std::max<index_t>(0, i + g.MR + d));
   }
@@ -168,34 +168,22 @@ struct Mm {
           g.ukr(k, ap + i * k, 1, g.MR, b, g.NR, c + i * ldc + j, ldc, std::min(g.MR, m - i), nr, ep);
     }
   }
-  void lower_nk(index_t m, index_t n, index_t kn, index_t d, const T* ap, const T* bp, T* c,
-                index_t ldc, index_t kb_pack) const {
+  // C := alpha A Bp + beta C with A (m x k) read in place through strides (rs_a, cs_a) by the
+  // micro-kernel's strided-A form (no packing), Bp packed with kb_pack rows; with a causal
+  // offset d, row panel i uses only k = lim(i, k, d) (lower_nk's rule).
+  void in_place(index_t m, index_t n, index_t k, const T* a, index_t rs_a, index_t cs_a,
+                const T* bp, T* c, index_t ldc, T alpha, T beta, index_t kb_pack,
+                index_t d = kNoLimit) const {
     UkrEpilogue<T> ep;
-    ep.alpha = T(1);
-    ep.beta = T(1);
+    ep.alpha = alpha;
+    ep.beta = beta;
     ep.act_tile = g.act_tile;
     for (index_t j = 0; j < n; j += g.NR) {
       const T* b = bp + j * kb_pack;
       const index_t nr = std::min(g.NR, n - j);
       for (index_t i = 0; i < m; i += g.MR) {
-        const index_t k = lim(i, kn, d);
-        if (k > 0) g.ukr(k, ap + i * kn, 1, g.MR, b, g.NR, c + i * ldc + j, ldc, std::min(g.MR, m - i), nr, ep);
-      }
-    }
-  }
-  // C += A Bp with A row-major in place (row stride lda), k = lim(i, kn, d) for row panel i.
-  void rows_nk(index_t m, index_t n, index_t kn, index_t d, const T* a, index_t lda, const T* bp,
-               T* c, index_t ldc, index_t kb_pack) const {
-    UkrEpilogue<T> ep;
-    ep.alpha = T(1);
-    ep.beta = T(1);
-    ep.act_tile = g.act_tile;
-    for (index_t j = 0; j < n; j += g.NR) {
-      const T* b = bp + j * kb_pack;
-      const index_t nr = std::min(g.NR, n - j);
-      for (index_t i = 0; i < m; i += g.MR) {
-        const index_t k = lim(i, kn, d);
-        if (k > 0) g.ukr(k, a + i * lda, lda, 1, b, g.NR, c + i * ldc + j, ldc, std::min(g.MR, m - i), nr, ep);
+        const index_t ki = d == kNoLimit ? k : lim(i, k, d);
+        if (ki > 0) g.ukr(ki, a + i * rs_a, rs_a, cs_a, b, g.NR, c + i * ldc + j, ldc, std::min(g.MR, m - i), nr, ep);
       }
     }
   }
@@ -314,7 +302,10 @@ void fwd_impl(Isa isa, const AttnParams& p, T* out, T* lse) {
         const T* Vp = vc.get(p.off_v[b], 0, jb, [&](T* dst) {
           mm.pb(dst, v + p.off_v[b] + j0 * p.rs_v, p.rs_v, p.cs_v, nf, Ev);
         });
-        mm.rows_nk(m, Ev, n, tri ? d : n, Sb, BN, Vp, O, Ev, nf);
+        if (tri)
+          mm.in_place(m, Ev, n, Sb, BN, 1, Vp, O, Ev, T(1), T(1), nf, d);
+        else
+          mm.in_place(m, Ev, n, Sb, BN, 1, Vp, O, Ev, T(1), T(1), nf);
       }
       for (index_t i = 0; i < m; ++i) {
         T* dst = out + (b * L + i0 + i) * Ev;
@@ -358,7 +349,7 @@ void bwd_impl(Isa isa, const AttnParams& p, const T* dout, const T* out, const T
     }
   });
 
-  const index_t rE = round_up(E, NR), rEv = round_up(Ev, NR), rBN = round_up(BN, MR);
+  const index_t rE = round_up(E, NR), rEv = round_up(Ev, NR);
 
   const index_t nqb = ceil_div(L, BM), nkb = ceil_div(S, BN);
 
@@ -381,9 +372,9 @@ void bwd_impl(Isa isa, const AttnParams& p, const T* dout, const T* out, const T
   if (ntask > 0) {
     const index_t nchunks = std::min(NT, ntask);
     parallel_run(nchunks, [&](index_t c) {
-      // 0 Kp, 1 Vp, 2 S, 3 dP, 4 PTp, 5 dSTp, 6 Kb, 7 dSp
-      Arena<T> ws({E * BN, Ev * BN, BM * BN, BM * BN, rBN * BM, rBN * BM, BN * rE, BM * BN});
-      T *Kp = ws[0], *Vp = ws[1], *Sb = ws[2], *dP = ws[3], *PTp = ws[4], *dSTp = ws[5], *Kb = ws[6], *dSp = ws[7];
+      // 0 Kp, 1 Vp, 2 S (then P), 3 dP (then dS), 4 Kb
+      Arena<T> ws({E * BN, Ev * BN, BM * BN, BM * BN, BN * rE});
+      T *Kp = ws[0], *Vp = ws[1], *Sb = ws[2], *dP = ws[3], *Kb = ws[4];
       // per query block of the current b: Q and dO as A operands and as B operands
       PackCache<T> qa(nqb, BM * E), da(nqb, BM * Ev), db(nqb, BM * rEv), qbc(nqb, BM * rE);
       for (index_t t = c; t < ntask; t += nchunks) {
@@ -420,15 +411,13 @@ void bwd_impl(Isa isa, const AttnParams& p, const T* dout, const T* out, const T
               tk.p_tile(Sb, BN, m, n, lse + b * L + i0);          // P = exp(S - lse)
               const T* dOp = da.get(b, 0, ib, [&](T* d) { mm.pa(d, dob, Ev, 1, m, Ev); });
               mm(m, n, Ev, dOp, Vp, dP, BN, T(1), T(0));          // dP = dO V^T
-              mm.pa(PTp, Sb, 1, BN, n, m);
+              // P, dS read in place (P^T, dS^T through transposed strides)
               const T* dOb = db.get(b, 0, ib, [&](T* d) { mm.pb(d, dob, Ev, 1, m, Ev); });
-              mm(n, Ev, m, PTp, dOb, dvb, Ev, T(1), T(1));        // dV += P^T dO
-              tk.ds_tile(dP, BN, Sb, BN, m, n, D + b * L + i0);   // dS = P o (dP - D)
-              mm.pa(dSTp, dP, 1, BN, n, m);
+              mm.in_place(n, Ev, m, Sb, 1, BN, dOb, dvb, Ev, T(1), T(1), m);        // dV += P^T dO
+              tk.ds_tile(dP, BN, Sb, BN, m, n, D + b * L + i0);                     // dS = P o (dP - D)
               const T* Qb = qbc.get(b, 0, ib, [&](T* d) { mm.pb(d, qb, p.rs_q, p.cs_q, m, E); });
-              mm(n, E, m, dSTp, Qb, dkb, E, scale, T(1));         // dK += scale dS^T Q
-              mm.pa(dSp, dP, BN, 1, m, n);
-              mm(m, E, n, dSp, Kb, dqb + i0 * E, E, scale, T(1)); // dQ_part += scale dS K
+              mm.in_place(n, E, m, dP, 1, BN, Qb, dkb, E, scale, T(1), m);          // dK += scale dS^T Q
+              mm.in_place(m, E, n, dP, BN, 1, Kb, dqb + i0 * E, E, scale, T(1), n); // dQ_part += scale dS K
             }
           }
         }

@@ -69,7 +69,10 @@ void run_block(const Problem<T>& P, index_t m0, index_t m1, index_t n0, index_t 
   const bool direct_b = !P.pb && !P.vb && P.cs_b == 1 && (m1 - m0) <= kDirectBRows * MR;
   // (A per-panel virtual B keeps A packed: its K is long and the strided A loads of the
   // direct path cost more than packing A once per K block.)
-  const bool direct_a = !P.pa && !(P.vb && P.vb->per_panel) && (n1 - n0) <= kDirectAPanels * NR;
+  // (Not for an A with rs_a = 1 and cs_a = MR: the micro-kernel takes that for a packed
+  // panel, whose rows past m it may read.)
+  const bool direct_a = !P.pa && !(P.vb && P.vb->per_panel) && (n1 - n0) <= kDirectAPanels * NR &&
+                        !(P.rs_a == 1 && P.cs_a == MR);
   // Virtual B (per_panel): when the thread's rows of A fit in L2 as one block (with a K block
   // short enough for a B micro-panel to fit in L1), each B micro-panel is packed right
   // before the micro-kernels that use it: it stays in L1, the B block never goes to memory.

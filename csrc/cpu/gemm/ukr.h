@@ -2,8 +2,10 @@
 //
 //   C(m x n) := act( alpha * A~ B~ + beta * C + bias_m[i] + bias_n[j] )
 //
-//   A~: kc x MR micro-panel. Packed: a[p * MR + i] (rs_a = 1, cs_a = MR). Unpacked (the
-//       small-matrix path): a[i * rs_a + p * cs_a], any strides; rows i >= m are never read.
+//   A~: kc x MR micro-panel. Packed: a[p * MR + i] (rs_a = 1, cs_a = MR; rows up to MR may
+//       be read, so an unpacked A must not come with these strides unless m = MR). Unpacked
+//       (the small-matrix path, or operands read in place): a[i * rs_a + p * cs_a], any
+//       strides; rows i >= m are never read.
 //   B~: kc x NR, b[p * ldb + j], unit column stride. Packed: ldb = NR, zero-padded to NR
 //       columns. Unpacked: ldb = the source's row stride; columns j >= n are never read.
 //   C:  row-major tile, c[i * ldc + j]; only i < m <= MR, j < n <= NR are touched.

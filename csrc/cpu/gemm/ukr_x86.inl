@@ -6,13 +6,15 @@
 // MR rows x NV vectors (NR = NV * L). acc[MR][NV] lives in registers: every loop over
 // i / v is unrolled at compile time, so no accumulator index is ever a runtime value.
 // The numbered variants in this template:
-//   1. packed A (rs_a = 1, cs_a = MR): one broadcast load per row per k.
+//   1. packed A (rs_a = 1, cs_a = MR): one broadcast load per row per k. Also any A with
+//      rs_a = 1 whose tile has all MR rows (for example a transposed matrix read in place):
+//      the same body with cs_a as the step from one k to the next.
 //   2. strided A (small-matrix path): row pointers clamped to row m - 1 so no row past m is read.
-//   Packed A tails of at most MR/2 (MR/4) rows run the body with fewer rows (AS: panel
+//   Packed A tails of at most MR/2 (MR/4) rows run the body with fewer rows (cs_a: panel
 //   stride), and tails of at most L columns with one vector.
 //   Either with full-width B loads (n == NR) or masked B loads (n < NR, unpacked B safe).
 
-template <class V, int MR, int NV, bool PackedA, bool FullN, int AS = MR>
+template <class V, int MR, int NV, bool PackedA, bool FullN>
 static inline void ukr_body(index_t kc, const typename V::T* __restrict a, index_t rs_a,
                             index_t cs_a, const typename V::T* __restrict b, index_t ldb,
                             typename V::T* __restrict c, index_t ldc, index_t m, index_t n,
@@ -57,7 +59,7 @@ static inline void ukr_body(index_t kc, const typename V::T* __restrict a, index
 #pragma GCC unroll 8
         for (int v = 0; v < NV; ++v) acc[i][v] = V::fmadd(ai, bv[v], acc[i][v]);
       }
-      a += AS;
+      a += cs_a;
       b += ldb;
     }
   } else {
@@ -110,20 +112,20 @@ static inline void ukr_body(index_t kc, const typename V::T* __restrict a, index
 
 // Packed A: the body with MR, MR2 or MR4 rows (the fewest that cover m) and NVr vectors.
 template <class V, int MR, int MR2, int MR4, int NVr>
-static inline void ukr_rows(index_t kc, const typename V::T* a, const typename V::T* b, index_t ldb,
+static inline void ukr_rows(index_t kc, const typename V::T* a, index_t cs_a, const typename V::T* b, index_t ldb,
                             typename V::T* c, index_t ldc, index_t m, index_t n,
                             const UkrEpilogue<typename V::T>& ep) {
   constexpr index_t NRr = index_t(NVr) * V::L;
   const bool full = n == NRr;
   if (m <= MR4 && MR4 < MR2) {
-    if (full) ukr_body<V, MR4, NVr, true, true, MR>(kc, a, 1, MR, b, ldb, c, ldc, m, n, ep);
-    else ukr_body<V, MR4, NVr, true, false, MR>(kc, a, 1, MR, b, ldb, c, ldc, m, n, ep);
+    if (full) ukr_body<V, MR4, NVr, true, true>(kc, a, 1, cs_a, b, ldb, c, ldc, m, n, ep);
+    else ukr_body<V, MR4, NVr, true, false>(kc, a, 1, cs_a, b, ldb, c, ldc, m, n, ep);
   } else if (m <= MR2 && MR2 < MR) {
-    if (full) ukr_body<V, MR2, NVr, true, true, MR>(kc, a, 1, MR, b, ldb, c, ldc, m, n, ep);
-    else ukr_body<V, MR2, NVr, true, false, MR>(kc, a, 1, MR, b, ldb, c, ldc, m, n, ep);
+    if (full) ukr_body<V, MR2, NVr, true, true>(kc, a, 1, cs_a, b, ldb, c, ldc, m, n, ep);
+    else ukr_body<V, MR2, NVr, true, false>(kc, a, 1, cs_a, b, ldb, c, ldc, m, n, ep);
   } else {
-    if (full) ukr_body<V, MR, NVr, true, true>(kc, a, 1, MR, b, ldb, c, ldc, m, n, ep);
-    else ukr_body<V, MR, NVr, true, false>(kc, a, 1, MR, b, ldb, c, ldc, m, n, ep);
+    if (full) ukr_body<V, MR, NVr, true, true>(kc, a, 1, cs_a, b, ldb, c, ldc, m, n, ep);
+    else ukr_body<V, MR, NVr, true, false>(kc, a, 1, cs_a, b, ldb, c, ldc, m, n, ep);
   }
 }
 
@@ -132,7 +134,7 @@ static void ukr_entry(index_t kc, const typename V::T* a, index_t rs_a, index_t 
                       const typename V::T* b, index_t ldb, typename V::T* c, index_t ldc,
                       index_t m, index_t n, const UkrEpilogue<typename V::T>& ep) {
   constexpr index_t NR = index_t(NV) * V::L;
-  const bool packed = rs_a == 1 && cs_a == MR;
+  const bool packed = rs_a == 1 && (cs_a == MR || m == MR);
   if (!packed) {
     if (n == NR) ukr_body<V, MR, NV, false, true>(kc, a, rs_a, cs_a, b, ldb, c, ldc, m, n, ep);
     else ukr_body<V, MR, NV, false, false>(kc, a, rs_a, cs_a, b, ldb, c, ldc, m, n, ep);
@@ -144,8 +146,8 @@ static void ukr_entry(index_t kc, const typename V::T* a, index_t rs_a, index_t 
   // as much as a full tile.
   constexpr int MR2 = (MR / 2 + 1) & ~1, MR4 = (MR / 4 + 1) & ~1;
   if (NV > 1 && n <= V::L) {
-    ukr_rows<V, MR, MR2, MR4, 1>(kc, a, b, ldb, c, ldc, m, n, ep);
+    ukr_rows<V, MR, MR2, MR4, 1>(kc, a, cs_a, b, ldb, c, ldc, m, n, ep);
     return;
   }
-  ukr_rows<V, MR, MR2, MR4, NV>(kc, a, b, ldb, c, ldc, m, n, ep);
+  ukr_rows<V, MR, MR2, MR4, NV>(kc, a, cs_a, b, ldb, c, ldc, m, n, ep);
 }
