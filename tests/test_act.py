@@ -301,6 +301,10 @@ def test_errors():
             f(np.ones((3, 4), dtype=np.int64))
     with pytest.raises(TypeError, match="grad"):
         ops.relu_backward(np.ones(3, dtype=np.int32), np.ones(3))
+    # an axis that is not an integer is refused, not truncated
+    for f in (ops.softmax, ops.log_softmax):
+        with pytest.raises(TypeError, match="axis"):
+            f(x, 0.5)
     for fb, name in [(ops.relu_backward, "x"), (ops.sigmoid_backward, "y"), (ops.tanh_backward, "y"),
                      (ops.gelu_backward, "x"), (ops.leaky_relu_backward, "x"),
                      (ops.softmax_backward, "y"), (ops.log_softmax_backward, "y")]:

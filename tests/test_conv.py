@@ -178,6 +178,8 @@ def test_conv2d_errors():
         ops.conv2d(x.astype(np.float32), w)
     with pytest.raises(ValueError, match="input channels"):
         ops.conv2d(x, np.zeros((6, 3, 3, 3)))
+    with pytest.raises(TypeError, match="groups"):
+        ops.conv2d(x, np.zeros((6, 2, 3, 3)), groups=2.0)
     with pytest.raises(ValueError, match="groups"):
         ops.conv2d(x, np.zeros((6, 1, 3, 3)), groups=3)
     with pytest.raises(ValueError, match="groups"):

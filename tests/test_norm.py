@@ -114,7 +114,14 @@ def test_layer_norm_errors(rng):
         ops.layer_norm(x, 5, np.ones(5, np.float32))
     with pytest.raises(TypeError):
         ops.layer_norm(x.astype(np.int32), 5)
+    with pytest.raises(TypeError, match="normalized_shape"):
+        ops.layer_norm(x, 5.0)
     y, m, r = ops.layer_norm(x, 5, return_stats=True)
+    # the stats passed where the shape goes: a TypeError, not a shape truncated from floats
+    with pytest.raises(TypeError, match="normalized_shape"):
+        ops.layer_norm_backward(x, x, m, r, 5)
+    assert ops.layer_norm(x, np.int64(5)).shape == x.shape
+    assert ops.layer_norm(x, (np.int32(5),)).shape == x.shape
     with pytest.raises(ValueError, match="grad_out"):
         ops.layer_norm_backward(x[:3], x, 5, m, r)
     with pytest.raises(ValueError, match="mean"):

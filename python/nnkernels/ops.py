@@ -6,6 +6,8 @@ unless ``out=`` is given. Dimension letters: M/N/K for matrix products, N batch,
 C classes/channels.
 """
 
+import operator
+
 from . import _C
 
 __all__ = [
@@ -97,12 +99,12 @@ def gelu(x, approximate="none"):
 
 def softmax(x, axis=-1):
     """``F.softmax`` along ``axis`` (negative counts from the end). x: any shape."""
-    return _C.softmax(x, int(axis))
+    return _C.softmax(x, _int(axis, "axis"))
 
 
 def log_softmax(x, axis=-1):
     """``F.log_softmax`` along ``axis``: ``(x - max) - log(sum(exp(x - max)))``."""
-    return _C.log_softmax(x, int(axis))
+    return _C.log_softmax(x, _int(axis, "axis"))
 
 
 def relu_backward(grad, x):
@@ -132,12 +134,12 @@ def gelu_backward(grad, x, approximate="none"):
 
 def softmax_backward(grad, y, axis=-1):
     """Gradient of ``softmax`` from its output y: ``y * (grad - sum(grad * y, axis))``."""
-    return _C.softmax_backward(grad, y, int(axis))
+    return _C.softmax_backward(grad, y, _int(axis, "axis"))
 
 
 def log_softmax_backward(grad, y, axis=-1):
     """Gradient of ``log_softmax`` from its output y: ``grad - exp(y) * sum(grad, axis)``."""
-    return _C.log_softmax_backward(grad, y, int(axis))
+    return _C.log_softmax_backward(grad, y, _int(axis, "axis"))
 
 
 # ---------------------------------------------------------------------------------------
@@ -217,7 +219,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, o
     3x3 stride-1 ungrouped kernels with >= 16 channels on both sides (outputs >= 2 x 2) run
     as Winograd F(2x2, 3x3), unless NNKERNELS_WINOGRAD=0 (README, run-time settings).
     """
-    return _C.conv2d(x, weight, bias, stride, padding, dilation, int(groups), out)
+    return _C.conv2d(x, weight, bias, stride, padding, dilation, _int(groups, "groups"), out)
 
 
 def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1):
@@ -226,20 +228,20 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
     grad_out: (N, Cout, Ho, Wo) (unbatched if x is); shapes of the results: x's, weight's,
     (Cout,). Same padding forms as :func:`conv2d`.
     """
-    return _C.conv2d_backward(grad_out, x, weight, stride, padding, dilation, int(groups))
+    return _C.conv2d_backward(grad_out, x, weight, stride, padding, dilation, _int(groups, "groups"))
 
 
 def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     """``F.conv_transpose2d``: x (N, Cin, H, W) or (Cin, H, W); weight (Cin, Cout/groups, kh, kw);
     bias (Cout,) or None. Returns (N, Cout, Ho, Wo),
     Ho = (H - 1)*sh - 2*ph + dh*(kh - 1) + output_padding_h + 1 (backward-data of conv2d)."""
-    return _C.conv_transpose2d(x, weight, bias, stride, padding, output_padding, int(groups), dilation)
+    return _C.conv_transpose2d(x, weight, bias, stride, padding, output_padding, _int(groups, "groups"), dilation)
 
 
 def conv_transpose2d_backward(grad_out, x, weight, stride=1, padding=0, output_padding=0, groups=1,
                               dilation=1):
     """Gradients of ``F.conv_transpose2d``: returns ``(grad_x, grad_weight, grad_bias)``."""
-    return _C.conv_transpose2d_backward(grad_out, x, weight, stride, padding, output_padding, int(groups),
+    return _C.conv_transpose2d_backward(grad_out, x, weight, stride, padding, output_padding, _int(groups, "groups"),
                                         dilation)
 
 
@@ -490,10 +492,24 @@ def scaled_dot_product_attention_backward(grad_out, q, k, v, out, lse, attn_mask
         None if scale is None else float(scale), bool(enable_gqa))
 
 
+def _int(value, name):
+    """An integer argument (any type with __index__); a float is a TypeError naming it."""
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
+
+
 def _norm_shape(normalized_shape):
-    if isinstance(normalized_shape, int):
-        return [int(normalized_shape)]
-    return [int(s) for s in normalized_shape]
+    # Integers only (as torch): a float or an array of floats here is a misplaced argument,
+    # not a shape to truncate.
+    try:
+        if hasattr(normalized_shape, "__index__"):
+            return [operator.index(normalized_shape)]
+        return [operator.index(s) for s in normalized_shape]
+    except TypeError:
+        raise TypeError("normalized_shape must be an int or a sequence of ints, got "
+                        f"{type(normalized_shape).__name__}") from None
 
 
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, return_stats=False):
@@ -529,7 +545,7 @@ def embedding(indices, weight):
 def embedding_backward(grad_out, indices, num_embeddings):
     """Gradient of ``embedding`` with respect to weight: (num_embeddings, D), the rows of
     grad_out (indices.shape + (D,)) summed per index (duplicates accumulate, in order)."""
-    return _C.embedding_backward(grad_out, indices, int(num_embeddings))
+    return _C.embedding_backward(grad_out, indices, _int(num_embeddings, "num_embeddings"))
 
 
 def dropout(x, p=0.5, *, seed=None):
@@ -543,7 +559,7 @@ def dropout(x, p=0.5, *, seed=None):
     if seed is None:
         import os
         seed = int.from_bytes(os.urandom(8), "little")
-    return _C.dropout(x, float(p), int(seed) % (1 << 64))
+    return _C.dropout(x, float(p), _int(seed, "seed") % (1 << 64))
 
 
 # ---------------------------------------------------------------------------------------
@@ -561,7 +577,7 @@ def sgd_step_(param, grad, momentum_buffer=None, *, lr, momentum=0.0, dampening=
     ``momentum != 0``. Returns ``param``.
     """
     _C.sgd_step_(param, grad, momentum_buffer, float(lr), float(momentum), float(dampening),
-                 float(weight_decay), bool(nesterov), int(step))
+                 float(weight_decay), bool(nesterov), _int(step, "step"))
     return param
 
 
@@ -573,6 +589,6 @@ def adam_step_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, be
     grad: same shape, never modified. ``step`` is the 1-based count used for bias
     correction (``step < 1``: ValueError). Returns ``param``.
     """
-    _C.adam_step_(param, grad, exp_avg, exp_avg_sq, int(step), float(lr), float(beta1),
+    _C.adam_step_(param, grad, exp_avg, exp_avg_sq, _int(step, "step"), float(lr), float(beta1),
                   float(beta2), float(eps), float(weight_decay), bool(decoupled))
     return param

@@ -134,17 +134,26 @@ static void ukr_entry(index_t kc, const typename V::T* a, index_t rs_a, index_t 
                       const typename V::T* b, index_t ldb, typename V::T* c, index_t ldc,
                       index_t m, index_t n, const UkrEpilogue<typename V::T>& ep) {
   constexpr index_t NR = index_t(NV) * V::L;
-  const bool packed = rs_a == 1 && (cs_a == MR || m == MR);
-  if (!packed) {
-    if (n == NR) ukr_body<V, MR, NV, false, true>(kc, a, rs_a, cs_a, b, ldb, c, ldc, m, n, ep);
-    else ukr_body<V, MR, NV, false, false>(kc, a, rs_a, cs_a, b, ldb, c, ldc, m, n, ep);
-    return;
-  }
-  // Packed tails run a kernel of fewer rows (m <= MR/2 or <= MR/4, on the same panel
-  // layout) or of one vector (n <= L): M = 64 with MR = 14 is 4 full tiles and one of 8
+  // Tails run a kernel of fewer rows (m <= MR/2 or <= MR/4, on the same panel layout) or,
+  // packed, of one vector (n <= L): M = 64 with MR = 14 is 4 full tiles and one of 8
   // rows, N = 196 with NR = 32 ends in a panel of 4 columns, and each would otherwise cost
   // as much as a full tile.
   constexpr int MR2 = (MR / 2 + 1) & ~1, MR4 = (MR / 4 + 1) & ~1;
+  const bool packed = rs_a == 1 && (cs_a == MR || m == MR);
+  if (!packed) {
+    const bool full = n == NR;
+    if (m <= MR4 && MR4 < MR2) {
+      if (full) ukr_body<V, MR4, NV, false, true>(kc, a, rs_a, cs_a, b, ldb, c, ldc, m, n, ep);
+      else ukr_body<V, MR4, NV, false, false>(kc, a, rs_a, cs_a, b, ldb, c, ldc, m, n, ep);
+    } else if (m <= MR2 && MR2 < MR) {
+      if (full) ukr_body<V, MR2, NV, false, true>(kc, a, rs_a, cs_a, b, ldb, c, ldc, m, n, ep);
+      else ukr_body<V, MR2, NV, false, false>(kc, a, rs_a, cs_a, b, ldb, c, ldc, m, n, ep);
+    } else {
+      if (full) ukr_body<V, MR, NV, false, true>(kc, a, rs_a, cs_a, b, ldb, c, ldc, m, n, ep);
+      else ukr_body<V, MR, NV, false, false>(kc, a, rs_a, cs_a, b, ldb, c, ldc, m, n, ep);
+    }
+    return;
+  }
   if (NV > 1 && n <= V::L) {
     ukr_rows<V, MR, MR2, MR4, 1>(kc, a, cs_a, b, ldb, c, ldc, m, n, ep);
     return;

@@ -12,39 +12,47 @@ struct NormImpl {
     if (n >= L) V::store(p, x); else V::storen(p, x, n);
   }
 
+  // Sum of the row (f = identity) or of (x - mu)^2, four accumulator chains.
+  template <bool Sq>
+  static inline T row_sum(const T* xr, index_t D, T mu) {
+    const R vm = V::set1(mu);
+    R s0 = V::zero(), s1 = V::zero(), s2 = V::zero(), s3 = V::zero();
+    auto f = [&](R x, R s) {
+      if (!Sq) return V::add(s, x);
+      const R c = V::sub(x, vm);
+      return V::fmadd(c, c, s);
+    };
+    index_t d = 0;
+    for (; d + 4 * L <= D; d += 4 * L) {
+      s0 = f(V::load(xr + d), s0);
+      s1 = f(V::load(xr + d + L), s1);
+      s2 = f(V::load(xr + d + 2 * L), s2);
+      s3 = f(V::load(xr + d + 3 * L), s3);
+    }
+    for (; d + L <= D; d += L) s0 = f(V::load(xr + d), s0);
+    if (d < D) s1 = f(V::loadn(xr + d, D - d, Sq ? mu : T(0)), s1);
+    return V::hsum(V::add(V::add(s0, s1), V::add(s2, s3)));
+  }
+
+  // Rows one after another: mean, centred variance (both over the row while it is in L1),
+  // then the output; the next row is prefetched during the output pass (its loads would
+  // otherwise stall the sum, whose chain waits on each).
   static void ln_fwd(T* y, T* mean, T* rstd, const T* x, const T* w, const T* b, index_t rows,
                      index_t D, T eps) {
+    constexpr index_t kLine = 64 / index_t(sizeof(T));
     for (index_t r = 0; r < rows; ++r) {
       const T* xr = x + r * D;
       T* yr = y + r * D;
-      R s0 = V::zero(), s1 = V::zero();
-      index_t d = 0;
-      for (; d + 2 * L <= D; d += 2 * L) {
-        s0 = V::add(s0, V::load(xr + d));
-        s1 = V::add(s1, V::load(xr + d + L));
-      }
-      for (; d < D; d += L) s0 = V::add(s0, ld(xr + d, D - d));
-      const T mu = V::hsum(V::add(s0, s1)) / T(D);
-      const R vm = V::set1(mu);
-      s0 = V::zero();
-      s1 = V::zero();
-      for (d = 0; d + 2 * L <= D; d += 2 * L) {
-        const R c0 = V::sub(V::load(xr + d), vm), c1 = V::sub(V::load(xr + d + L), vm);
-        s0 = V::fmadd(c0, c0, s0);
-        s1 = V::fmadd(c1, c1, s1);
-      }
-      for (; d < D; d += L) {
-        const index_t n = D - d;
-        const R c = n >= L ? V::sub(V::load(xr + d), vm) : V::sub(V::loadn(xr + d, n, mu), vm);
-        s0 = V::fmadd(c, c, s0);
-      }
-      const T var = V::hsum(V::add(s0, s1)) / T(D);
+      const T mu = row_sum<false>(xr, D, T(0)) / T(D);
+      const T var = row_sum<true>(xr, D, mu) / T(D);
       const T rs = T(1) / std::sqrt(var + eps);
       if (mean) mean[r] = mu;
       if (rstd) rstd[r] = rs;
-      const R vr = V::set1(rs);
-      for (d = 0; d < D; d += L) {
+      const R vm = V::set1(mu), vr = V::set1(rs);
+      const T* next = r + 1 < rows ? xr + D : nullptr;
+      for (index_t d = 0; d < D; d += L) {
         const index_t n = D - d;
+        if (next && (d % kLine) == 0) __builtin_prefetch(next + d);
         R h = V::mul(V::sub(ld(xr + d, n), vm), vr);
         if (w) h = V::mul(h, ld(w + d, n));
         if (b) h = V::add(h, ld(b + d, n));
