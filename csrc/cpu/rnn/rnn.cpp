@@ -266,25 +266,6 @@ void forward_t(const RnnWeights& w, T* out, T* h_n, T* c_n, const T* x, const T*
         pack_a_all(kr, KC, ah, hp, H, B, H);
         pack_a_all(kr, KC, ax, x, I, B, I);
       }
-      if (is_lstm && !fused_input && getenv("XL")) {
-        // Panel by panel: the four gate tiles of NR units, then their cell update while the
-        // tiles are still in L1.
-        for (index_t q0 = j0; q0 < j1; q0 += NR) {
-          const index_t q1 = std::min(j1, q0 + NR);
-          for (index_t gi = 0; gi < G; ++gi) {
-            const index_t off = gi * H;
-            ColBlock<T> rec{&kr, B, H, hp, &pw[gi], nullptr, 0, 0, buf, H};
-            col_block(rec, q0, q1, Pt + off, GH, T(1), bhh ? bhh + off : nullptr, Act::none);
-          }
-          for (index_t b = 0; b < B; ++b) {
-            const T* cp = t == 0 ? c0 + b * H : (extra ? extra + ((t - 1) * B + b) * H : c_n + b * H);
-            T* c1 = extra ? extra + (t * B + b) * H : c_n + b * H;
-            T* g = Pt + b * GH + q0;
-            rk.lstm(g, g + H, g + 2 * H, g + 3 * H, cp + q0, c1 + q0, ht + b * H + q0, q1 - q0);
-          }
-        }
-        return;
-      }
       for (index_t gi = 0; gi < G; ++gi) {
         const index_t off = gi * H;
         if (fused_input) {  // Pt = x W_ih^T + b_ih (this gate's columns)
