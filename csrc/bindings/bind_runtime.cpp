@@ -14,6 +14,12 @@ void bind_runtime(py::module_& m) {
     return v;
   });
   m.def("current_isa", [] { return std::string(isa_name(current_isa())); });
+  // Private (tests): the last-level cache size the kernels assume; n > 0 sets an override,
+  // n == 0 clears it; returns the size in effect.
+  m.def("_llc_bytes", [](long long n) {
+    if (n >= 0) set_last_level_cache_bytes(n);
+    return last_level_cache_bytes();
+  }, py::arg("n") = -1);
   m.def("set_isa", [](const std::string& name) { return nnk::set_isa(name); });
   m.def("get_num_threads", &nnk::get_num_threads);
   m.def("default_num_threads", &nnk::default_num_threads);

@@ -23,4 +23,10 @@ bool flush_denormal_supported();
 void set_flush_denormal(bool on);
 bool flush_denormal_enabled();
 
+// Size of the last-level cache in bytes (sysconf where the C library reports it; otherwise
+// 32 MiB). Kernels whose streams exceed it write their output with non-temporal stores.
+long long last_level_cache_bytes();
+// Tests: pretend the cache has `bytes` (<= 0: back to the detected size).
+void set_last_level_cache_bytes(long long bytes);
+
 }  // namespace nnk

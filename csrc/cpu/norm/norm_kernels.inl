@@ -7,9 +7,41 @@ struct NormImpl {
   using R = typename V::reg;
   static constexpr int L = V::L;
 
+  static inline void prefetch(const T* p) {
+#if defined(__GNUC__)
+    __builtin_prefetch(p);
+#else
+    (void)p;
+#endif
+  }
   static inline R ld(const T* p, index_t n) { return n >= L ? V::load(p) : V::loadn(p, n); }
   static inline void st(T* p, R x, index_t n) {
     if (n >= L) V::store(p, x); else V::storen(p, x, n);
+  }
+
+  // An output row dst[0:D) = f(d, n) (vectors of n <= L elements), prefetching pf0 / pf1
+  // (the next row's inputs, may be null) line by line. With `stream`, whole vectors from the
+  // first vector-aligned element on go out by non-temporal stores (the caller fences).
+  template <class F>
+  static inline void out_row(T* dst, index_t D, bool stream, const T* pf0, const T* pf1, F&& f) {
+    constexpr index_t kLine = 64 / index_t(sizeof(T));
+    constexpr uintptr_t kVecBytes = uintptr_t(L) * sizeof(T);
+    index_t d = 0, s0 = D;  // dst[s0:] streamed
+    const uintptr_t mis = reinterpret_cast<uintptr_t>(dst) % kVecBytes;
+    if (stream && mis % sizeof(T) == 0) {
+      s0 = std::min<index_t>(D, index_t((kVecBytes - mis) % kVecBytes / sizeof(T)));
+      if (s0 > 0) st(dst, f(index_t(0), s0), s0);
+      d = s0;
+    }
+    for (const index_t d0 = d; d < D; d += L) {
+      const index_t n = D - d;
+      if ((d - d0) % kLine == 0) {
+        if (pf0) prefetch(pf0 + d);
+        if (pf1) prefetch(pf1 + d);
+      }
+      const R v = f(d, n);
+      if (d >= s0 && n >= L) V::stream(dst + d, v); else st(dst + d, v, n);
+    }
   }
 
   // Sum of the row (f = identity) or of (x - mu)^2, four accumulator chains.
@@ -36,58 +68,60 @@ struct NormImpl {
 
   // Rows one after another: mean, centred variance (both over the row while it is in L1),
   // then the output; the next row is prefetched during the output pass (its loads would
-  // otherwise stall the sum, whose chain waits on each).
+  // otherwise stall the sum, whose chain waits on each). `stream`: as ln_bwd.
   static void ln_fwd(T* y, T* mean, T* rstd, const T* x, const T* w, const T* b, index_t rows,
-                     index_t D, T eps) {
-    constexpr index_t kLine = 64 / index_t(sizeof(T));
+                     index_t D, T eps, bool stream) {
     for (index_t r = 0; r < rows; ++r) {
       const T* xr = x + r * D;
-      T* yr = y + r * D;
       const T mu = row_sum<false>(xr, D, T(0)) / T(D);
       const T var = row_sum<true>(xr, D, mu) / T(D);
       const T rs = T(1) / std::sqrt(var + eps);
       if (mean) mean[r] = mu;
       if (rstd) rstd[r] = rs;
       const R vm = V::set1(mu), vr = V::set1(rs);
-      const T* next = r + 1 < rows ? xr + D : nullptr;
-      for (index_t d = 0; d < D; d += L) {
-        const index_t n = D - d;
-        if (next && (d % kLine) == 0) __builtin_prefetch(next + d);
+      out_row(y + r * D, D, stream, r + 1 < rows ? xr + D : nullptr, nullptr, [&](index_t d, index_t n) {
         R h = V::mul(V::sub(ld(xr + d, n), vm), vr);
         if (w) h = V::mul(h, ld(w + d, n));
         if (b) h = V::add(h, ld(b + d, n));
-        st(yr + d, h, n);
-      }
+        return h;
+      });
     }
+    if (stream) V::fence();
   }
 
+  // Per row: the sums of gw = g w and gw xhat (two chains each) with dw += g xhat and
+  // db += g for the block, then dx = rstd (gw - mean(gw) - xhat mean(gw xhat)); the next
+  // row of x and g is prefetched during the dx pass. With `stream`, dx goes out through
+  // non-temporal stores (out_row), and a fence ends the call.
   static void ln_bwd(T* dx, T* dw_acc, T* db_acc, const T* g, const T* x, const T* mean,
-                     const T* rstd, const T* w, index_t rows, index_t D) {
+                     const T* rstd, const T* w, index_t rows, index_t D, bool stream) {
     for (index_t r = 0; r < rows; ++r) {
       const T* xr = x + r * D;
       const T* gr = g + r * D;
-      T* dxr = dx + r * D;
       const R vm = V::set1(mean[r]), vr = V::set1(rstd[r]);
-      R a1 = V::zero(), a2 = V::zero();
-      for (index_t d = 0; d < D; d += L) {
+      R a1[2] = {V::zero(), V::zero()}, a2[2] = {V::zero(), V::zero()};
+      int c = 0;
+      for (index_t d = 0; d < D; d += L, c ^= 1) {
         const index_t n = D - d;
         const R xh = V::mul(V::sub(ld(xr + d, n), vm), vr);
         const R gv = ld(gr + d, n);
         const R gw = w ? V::mul(gv, ld(w + d, n)) : gv;
-        a1 = V::add(a1, gw);
-        a2 = V::fmadd(gw, xh, a2);
-        if (dw_acc) st(dw_acc + d, V::fmadd(gv, V::mul(V::sub(ld(xr + d, n), vm), vr), ld(dw_acc + d, n)), n);
+        a1[c] = V::add(a1[c], gw);
+        a2[c] = V::fmadd(gw, xh, a2[c]);
+        if (dw_acc) st(dw_acc + d, V::fmadd(gv, xh, ld(dw_acc + d, n)), n);
         if (db_acc) st(db_acc + d, V::add(ld(db_acc + d, n), gv), n);
       }
-      const R m1 = V::set1(V::hsum(a1) / T(D)), m2 = V::set1(V::hsum(a2) / T(D));
-      for (index_t d = 0; d < D; d += L) {
-        const index_t n = D - d;
+      const R m1 = V::set1(V::hsum(V::add(a1[0], a1[1])) / T(D));
+      const R m2 = V::set1(V::hsum(V::add(a2[0], a2[1])) / T(D));
+      const bool more = r + 1 < rows;
+      out_row(dx + r * D, D, stream, more ? xr + D : nullptr, more ? gr + D : nullptr, [&](index_t d, index_t n) {
         const R xh = V::mul(V::sub(ld(xr + d, n), vm), vr);
         const R gv = ld(gr + d, n);
         const R gw = w ? V::mul(gv, ld(w + d, n)) : gv;
-        st(dxr + d, V::mul(vr, V::sub(V::sub(gw, m1), V::mul(xh, m2))), n);
-      }
+        return V::mul(vr, V::sub(V::sub(gw, m1), V::mul(xh, m2)));
+      });
     }
+    if (stream) V::fence();
   }
 
   static const NormIsaKernels<T>& table() {

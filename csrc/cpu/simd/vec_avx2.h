@@ -29,6 +29,8 @@ struct Vec<float> {
     return _mm256_blendv_ps(set1(fill), _mm256_maskload_ps(p, m), _mm256_castsi256_ps(m));
   }
   static inline void store(T* p, reg x) { _mm256_storeu_ps(p, x); }
+  static inline void stream(T* p, reg x) { _mm256_stream_ps(p, x); }  // p: 32-byte aligned
+  static inline void fence() { _mm_sfence(); }  // orders the streaming stores before later ones
   static inline void storen(T* p, reg x, index_t n) { _mm256_maskstore_ps(p, lanes(n), x); }
   static inline reg add(reg a, reg b) { return _mm256_add_ps(a, b); }
   static inline reg sub(reg a, reg b) { return _mm256_sub_ps(a, b); }
@@ -101,6 +103,8 @@ struct Vec<double> {
     return _mm256_blendv_pd(set1(fill), _mm256_maskload_pd(p, m), _mm256_castsi256_pd(m));
   }
   static inline void store(T* p, reg x) { _mm256_storeu_pd(p, x); }
+  static inline void stream(T* p, reg x) { _mm256_stream_pd(p, x); }  // p: 32-byte aligned
+  static inline void fence() { _mm_sfence(); }
   static inline void storen(T* p, reg x, index_t n) { _mm256_maskstore_pd(p, lanes(n), x); }
   static inline reg add(reg a, reg b) { return _mm256_add_pd(a, b); }
   static inline reg sub(reg a, reg b) { return _mm256_sub_pd(a, b); }

@@ -25,6 +25,8 @@ struct Vec<float> {
   static inline reg load(const T* p) { return _mm512_loadu_ps(p); }
   static inline reg loadn(const T* p, index_t n, T fill = 0) { return _mm512_mask_loadu_ps(set1(fill), lanes(n), p); }
   static inline void store(T* p, reg x) { _mm512_storeu_ps(p, x); }
+  static inline void stream(T* p, reg x) { _mm512_stream_ps(p, x); }  // p: 64-byte aligned
+  static inline void fence() { _mm_sfence(); }  // orders the streaming stores before later ones
   static inline void storen(T* p, reg x, index_t n) { _mm512_mask_storeu_ps(p, lanes(n), x); }
   static inline reg add(reg a, reg b) { return _mm512_add_ps(a, b); }
   static inline reg sub(reg a, reg b) { return _mm512_sub_ps(a, b); }
@@ -79,6 +81,8 @@ struct Vec<double> {
   static inline reg load(const T* p) { return _mm512_loadu_pd(p); }
   static inline reg loadn(const T* p, index_t n, T fill = 0) { return _mm512_mask_loadu_pd(set1(fill), lanes(n), p); }
   static inline void store(T* p, reg x) { _mm512_storeu_pd(p, x); }
+  static inline void stream(T* p, reg x) { _mm512_stream_pd(p, x); }  // p: 64-byte aligned
+  static inline void fence() { _mm_sfence(); }
   static inline void storen(T* p, reg x, index_t n) { _mm512_mask_storeu_pd(p, lanes(n), x); }
   static inline reg add(reg a, reg b) { return _mm512_add_pd(a, b); }
   static inline reg sub(reg a, reg b) { return _mm512_sub_pd(a, b); }

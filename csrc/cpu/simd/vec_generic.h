@@ -75,6 +75,8 @@ struct Vec {
     return r;
   }
   static inline void store(T* p, reg x) { for (int i = 0; i < L; ++i) p[i] = x.v[i]; }
+  static inline void stream(T* p, reg x) { store(p, x); }  // no streaming store here
+  static inline void fence() {}
   static inline void storen(T* p, reg x, index_t n) { for (int i = 0; i < n; ++i) p[i] = x.v[i]; }
   static inline reg add(reg a, reg b) { return map(a, b, [](T x, T y) { return x + y; }); }
   static inline reg sub(reg a, reg b) { return map(a, b, [](T x, T y) { return x - y; }); }
