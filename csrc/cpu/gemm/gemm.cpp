@@ -8,8 +8,9 @@
 // summed in the same order whatever the thread count (bitwise reproducible).
 // Variants:
 //   1. packed A and B (the general path);
-//   2. direct B: a thread's block has few rows (<= kDirectBRows * MR) and B has unit column
-//      stride: the micro-kernel reads B in place (packing would cost more than it saves);
+//   2. direct B: a thread's block has few rows (<= kDirectBRows * MR), B has unit column
+//      stride and its rows are close (or are read once): the micro-kernel reads B in place
+//      (packing would cost more than it saves);
 //   3. direct A (small-matrix path): few column panels (<= kDirectAPanels): A read in place
 //      with its own strides, no packing;
 //   4. pre-packed A or B (PackedMatrix): weights packed once and reused across calls;
@@ -32,7 +33,7 @@ namespace nnk {
 
 namespace {
 
-constexpr index_t kDirectBRows = 4;     // direct B when a thread's rows <= 4 * MR
+constexpr index_t kDirectBRows = 4;     // direct B when a thread's rows <= 4 * MR (and see run_block)
 constexpr index_t kDirectAPanels = 4;   // direct A when a thread's columns <= 4 * NR
 constexpr double kMinFlopsPerThread = 5e5;  // below this a second thread costs more than it gives
                                             // (measured with the worker awake, parallel.cpp:
@@ -66,7 +67,15 @@ void run_block(const Problem<T>& P, index_t m0, index_t m1, index_t n0, index_t 
   const index_t MR = kr.MR, NR = kr.NR, NC = kr.NC;
   const index_t KC = P.pa ? P.pa->kc : (P.pb ? P.pb->kc : kr.KC);
   const index_t K = P.K;
-  const bool direct_b = !P.pb && !P.vb && P.cs_b == 1 && (m1 - m0) <= kDirectBRows * MR;
+  // Direct B re-reads each B micro-panel once per MR rows, one row of B (rs_b apart) per k:
+  // far-apart rows cost a cache line and a page each time, so with more than one A panel
+  // the rows must be close. Measured (f32, 2 threads, M x N = K): M = 8 direct is faster at
+  // every N up to 4096; M = 16 up to N = 2048 (8 KiB rows); M = 32 only at N = 512 (2 KiB):
+  // at N = 4096 packing B gave 4.2-4.8 ms against 5.1-5.2 ms direct.
+  const index_t a_panels = ceil_div(m1 - m0, MR);
+  const index_t ldb_bytes = P.rs_b * index_t(sizeof(T));
+  const bool direct_b = !P.pb && !P.vb && P.cs_b == 1 && a_panels <= kDirectBRows &&
+                        (a_panels == 1 || ldb_bytes <= 2048 || (a_panels == 2 && ldb_bytes <= 8192));
   // (A per-panel virtual B keeps A packed: its K is long and the strided A loads of the
   // direct path cost more than packing A once per K block.)
   // (Not for an A with rs_a = 1 and cs_a = MR: the micro-kernel takes that for a packed
