@@ -28,5 +28,9 @@ bool flush_denormal_enabled();
 long long last_level_cache_bytes();
 // Tests: pretend the cache has `bytes` (<= 0: back to the detected size).
 void set_last_level_cache_bytes(long long bytes);
+// Whether a memory-bound call that touches `bytes` in all (inputs and output) writes its
+// output by non-temporal stores: when it outgrows the last-level cache, the output would
+// not stay there anyway, and streaming it skips reading each line before writing it.
+inline bool stream_output(double bytes) { return bytes > double(last_level_cache_bytes()); }
 
 }  // namespace nnk
