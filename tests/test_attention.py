@@ -170,6 +170,27 @@ def test_masks(isa, rng, dtype, mkind, mshape):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_key_padding_masks(isa, rng, dtype):
+    # A boolean mask shared by every query (B, 1, 1, S) ends each batch element's keys
+    # early: key blocks past the last kept key are skipped and the last one is cut short.
+    # Kept lengths: none (rows give 0 and -inf), within the first block, exactly one
+    # forward block (256), past one backward block (128), a single key, and all; also with
+    # holes before the end, a strided mask, and L = 1.
+    B, H, L, S, E = 7, 2, 37, 600, 24
+    keep = [0, 5, 256, 129, 1, 600, 300]
+    mask = np.zeros((B, 1, 1, S), bool)
+    for i, n in enumerate(keep):
+        mask[i, ..., :n] = True
+    mask[6, ..., 100:200] = False
+    out, lse = check(rng, dtype, (B, H, L, E), (B, H, S, E), (B, H, S, 16), mask=mask)
+    assert np.all(out[0] == 0) and np.all(lse[0] == -np.inf)
+    wide = np.zeros((B, 1, 1, 2 * S), bool)
+    wide[..., ::2] = mask
+    check(rng, dtype, (B, H, L, E), (B, H, S, E), (B, H, S, 16), mask=wide[..., ::2])
+    check(rng, dtype, (B, H, 1, E), (B, H, S, E), (B, H, S, 16), mask=mask)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_all_masked_gradients_zero(rng, dtype):
     q = rng.standard_normal((1, 4, 8)).astype(dtype)
     k = rng.standard_normal((1, 6, 8)).astype(dtype)

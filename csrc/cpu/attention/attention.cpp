@@ -232,6 +232,18 @@ void apply_mask(const AttnParams& p, index_t b, T* s, index_t lds, index_t i0, i
 
 index_t query_block(index_t MR) { return round_up(kQueryBlock, MR); }
 
+// A boolean mask that is the same for every query of batch element b (a key-padding mask:
+// broadcast over L, or L = 1): the keys [j0, j0 + n) end at the last one it keeps. Returns
+// how many to compute (0: every key of the tile is masked out, the tile is skipped; its
+// probabilities would all be 0). Any other mask: n.
+index_t keys_kept(const AttnParams& p, index_t b, index_t j0, index_t n) {
+  if (p.mask_kind != AttnMask::boolean || !(p.rs_mask == 0 || p.L == 1)) return n;
+  const uint8_t* mk = static_cast<const uint8_t*>(p.mask) + p.off_mask[b] + j0 * p.cs_mask;
+  for (index_t j = n; j > 0; --j)
+    if (mk[(j - 1) * p.cs_mask]) return j;
+  return 0;
+}
+
 template <typename T>
 void fwd_impl(Isa isa, const AttnParams& p, T* out, T* lse) {
   const GemmKernel<T>& g = gemm_kernel<T>(isa);
@@ -274,7 +286,9 @@ void fwd_impl(Isa isa, const AttnParams& p, T* out, T* lse) {
       std::fill(lrow, lrow + m, T(0));
       const index_t kend = p.causal ? std::min(S, i0 + m) : S;
       for (index_t j0 = 0; j0 < kend; j0 += BN) {
-        const index_t n = std::min(BN, kend - j0), nf = std::min(BN, S - j0), jb = j0 / BN;
+        const index_t nf = std::min(BN, S - j0), jb = j0 / BN;
+        const index_t n = keys_kept(p, b, j0, std::min(BN, kend - j0));
+        if (n == 0) continue;
         // S = scale Q K^T: B[e][j] = K[j0 + j][e] (whole blocks packed, nf columns)
         const T* Kp = kc.get(p.off_k[b], 0, jb, [&](T* dst) {
           mm.pb(dst, k + p.off_k[b] + j0 * p.rs_k, p.cs_k, p.rs_k, E, nf);
@@ -385,21 +399,24 @@ void bwd_impl(Isa isa, const AttnParams& p, const T* dout, const T* out, const T
           std::fill(d, d + L * E, T(0));
         }
         for (index_t jb = pt; jb < nkb; jb += P) {
-          const index_t j0 = jb * BN, n = std::min(BN, S - j0);
+          const index_t j0 = jb * BN, nb = std::min(BN, S - j0);
           T* dkb = dk + (gi * S + j0) * E;
           T* dvb = dv + (gi * S + j0) * Ev;
-          std::fill(dkb, dkb + n * E, T(0));
-          std::fill(dvb, dvb + n * Ev, T(0));
+          std::fill(dkb, dkb + nb * E, T(0));
+          std::fill(dvb, dvb + nb * Ev, T(0));
           if (s0 == s1) continue;
           const index_t b0 = kvg.items[s0];
           const T* kb = k + p.off_k[b0] + j0 * p.rs_k;
-          mm.pb(Kp, kb, p.cs_k, p.rs_k, E, n);                                 // K^T
-          mm.pb(Vp, v + p.off_v[b0] + j0 * p.rs_v, p.cs_v, p.rs_v, Ev, n);  // V^T
-          mm.pb(Kb, kb, p.rs_k, p.cs_k, n, E);                                 // K
+          mm.pb(Kp, kb, p.cs_k, p.rs_k, E, nb);                                 // K^T
+          mm.pb(Vp, v + p.off_v[b0] + j0 * p.rs_v, p.cs_v, p.rs_v, Ev, nb);  // V^T
+          mm.pb(Kb, kb, p.rs_k, p.cs_k, nb, E);                                 // K
           const index_t i_first = p.causal ? (j0 / BM) * BM : 0;
           for (index_t si = s0; si < s1; ++si) {
             const index_t b = kvg.items[si];
             T* dqb = dqp + (b * P + pt) * L * E;
+            // keys past the last one a key-padding mask keeps take no part (P = 0 there)
+            const index_t n = keys_kept(p, b, j0, nb);
+            if (n == 0) continue;
             for (index_t i0 = i_first; i0 < L; i0 += BM) {
               const index_t m = std::min(BM, L - i0);
               const index_t ib = i0 / BM;
@@ -417,7 +434,7 @@ void bwd_impl(Isa isa, const AttnParams& p, const T* dout, const T* out, const T
               tk.ds_tile(dP, BN, Sb, BN, m, n, D + b * L + i0);                     // dS = P o (dP - D)
               const T* Qb = qbc.get(b, 0, ib, [&](T* d) { mm.pb(d, qb, p.rs_q, p.cs_q, m, E); });
               mm.in_place(n, E, m, dP, 1, BN, Qb, dkb, E, scale, T(1), m);          // dK += scale dS^T Q
-              mm.in_place(m, E, n, dP, BN, 1, Kb, dqb + i0 * E, E, scale, T(1), n); // dQ_part += scale dS K
+              mm.in_place(m, E, n, dP, BN, 1, Kb, dqb + i0 * E, E, scale, T(1), nb); // dQ_part += scale dS K
             }
           }
         }
