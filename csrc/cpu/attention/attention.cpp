@@ -199,28 +199,14 @@ struct Mm {
 
 // Masks of the tile s (m x n) of queries i0.., keys j0.. for output batch element b.
 template <typename T>
-void apply_mask(const AttnParams& p, index_t b, T* s, index_t lds, index_t i0, index_t m,
-                index_t j0, index_t n) {
+void apply_mask(const AttnIsaKernels<T>& tk, const AttnParams& p, index_t b, T* s, index_t lds,
+                index_t i0, index_t m, index_t j0, index_t n) {
   const T ninf = -std::numeric_limits<T>::infinity();
-  if (p.mask_kind == AttnMask::boolean) {
-    const uint8_t* mk = static_cast<const uint8_t*>(p.mask) + p.off_mask[b];
-    for (index_t i = 0; i < m; ++i) {
-      const uint8_t* row = mk + (i0 + i) * p.rs_mask + j0 * p.cs_mask;
-      T* sr = s + i * lds;
-      for (index_t j = 0; j < n; ++j)
-        if (!row[j * p.cs_mask]) sr[j] = ninf;
-    }
-  } else if (p.mask_kind == AttnMask::additive) {
-    const T* mk = static_cast<const T*>(p.mask) + p.off_mask[b];
-    for (index_t i = 0; i < m; ++i) {
-      const T* row = mk + (i0 + i) * p.rs_mask + j0 * p.cs_mask;
-      T* sr = s + i * lds;
-      if (p.cs_mask == 1) {
-        for (index_t j = 0; j < n; ++j) sr[j] += row[j];
-      } else {
-        for (index_t j = 0; j < n; ++j) sr[j] += row[j * p.cs_mask];
-      }
-    }
+  if (p.mask_kind != AttnMask::none) {
+    const bool boolean = p.mask_kind == AttnMask::boolean;
+    const index_t esz = boolean ? 1 : index_t(sizeof(T));
+    const char* mk = static_cast<const char*>(p.mask) + (p.off_mask[b] + i0 * p.rs_mask + j0 * p.cs_mask) * esz;
+    tk.mask_tile(s, lds, m, n, mk, p.rs_mask, p.cs_mask, boolean);
   }
   if (p.causal && j0 + n - 1 > i0) {  // query i sees keys j <= i
     for (index_t i = 0; i < m; ++i) {
@@ -300,7 +286,7 @@ void fwd_impl(Isa isa, const AttnParams& p, T* out, T* lse) {
           mm.lower_nt(m, n, E, d, Qp, Kp, Sb, BN, scale);
         else
           mm(m, n, E, Qp, Kp, Sb, BN, scale, T(0));
-        apply_mask(p, b, Sb, BN, i0, m, j0, n);
+        apply_mask(tk, p, b, Sb, BN, i0, m, j0, n);
         if (tri) {
           for (index_t i = 0; i < m; i += MR)
             tk.softmax_tile(Sb + i * BN, BN, std::min(MR, m - i), mm.lim(i, n, d), mrow + i, lrow + i, corr + i);
@@ -424,7 +410,7 @@ void bwd_impl(Isa isa, const AttnParams& p, const T* dout, const T* out, const T
               const T* dob = dout + (b * L + i0) * Ev;
               const T* Qp = qa.get(b, 0, ib, [&](T* d) { mm.pa(d, qb, p.rs_q, p.cs_q, m, E); });
               mm(m, n, E, Qp, Kp, Sb, BN, scale, T(0));           // S = scale Q K^T (+ masks)
-              apply_mask(p, b, Sb, BN, i0, m, j0, n);
+              apply_mask(tk, p, b, Sb, BN, i0, m, j0, n);
               tk.p_tile(Sb, BN, m, n, lse + b * L + i0);          // P = exp(S - lse)
               const T* dOp = da.get(b, 0, ib, [&](T* d) { mm.pa(d, dob, Ev, 1, m, Ev); });
               mm(m, n, Ev, dOp, Vp, dP, BN, T(1), T(0));          // dP = dO V^T

@@ -16,6 +16,10 @@ struct AttnIsaKernels {
   void (*p_tile)(T* s, index_t lds, index_t m, index_t n, const T* lse);
   // dp := p o (dp - D[i]).
   void (*ds_tile)(T* dp, index_t ldp, const T* p, index_t lds, index_t m, index_t n, const T* D);
+  // The mask on a score tile: row i of the mask at mask + i rs, element j at + j cs.
+  // boolean (uint8 mask): s := -inf where the mask is 0; else (T mask): s += mask.
+  void (*mask_tile)(T* s, index_t lds, index_t m, index_t n, const void* mask, index_t rs,
+                    index_t cs, bool boolean);
 };
 
 namespace cpu {

@@ -76,8 +76,32 @@ struct AttnImpl {
     }
   }
 
+  // Unit-stride rows are plain loops the compiler vectorises with this ISA's flags.
+  static void mask_tile(T* s, index_t lds, index_t m, index_t n, const void* mask, index_t rs,
+                        index_t cs, bool boolean) {
+    const T ninf = -std::numeric_limits<T>::infinity();
+    for (index_t i = 0; i < m; ++i) {
+      T* __restrict sr = s + i * lds;
+      if (boolean) {
+        const uint8_t* __restrict row = static_cast<const uint8_t*>(mask) + i * rs;
+        if (cs == 1) {
+          for (index_t j = 0; j < n; ++j) sr[j] = row[j] ? sr[j] : ninf;
+        } else {
+          for (index_t j = 0; j < n; ++j) sr[j] = row[j * cs] ? sr[j] : ninf;
+        }
+      } else {
+        const T* __restrict row = static_cast<const T*>(mask) + i * rs;
+        if (cs == 1) {
+          for (index_t j = 0; j < n; ++j) sr[j] += row[j];
+        } else {
+          for (index_t j = 0; j < n; ++j) sr[j] += row[j * cs];
+        }
+      }
+    }
+  }
+
   static const AttnIsaKernels<T>& table() {
-    static const AttnIsaKernels<T> k = {softmax_tile, p_tile, ds_tile};
+    static const AttnIsaKernels<T> k = {softmax_tile, p_tile, ds_tile, mask_tile};
     return k;
   }
 };
