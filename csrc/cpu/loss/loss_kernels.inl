@@ -12,7 +12,8 @@
 // Variants in this file (one per loss, each with _none, _sum and _bwd):
 //   1. mse:  one pass; d = x - y in T, d*d widened to double per lane.
 //   2. bce:  blocks of kSumLanes: -|x| -> exp -> log1p, then max(x,0) - x t + that.
-//   3. ce:   per row: lane max (pass 1), exp(x - max) summed in double (pass 2);
+//   3. ce:   per row: lane max (pass 1), exp(x - max) on vectors, summed per lane in T
+//            over blocks of kExpBlock vectors and across blocks in double (pass 2);
 //            backward stores exp(x - max) into grad (pass 2) and scales it (pass 3).
 // Every helper lives in this ISA's namespace (ODR rule): only libm and builtins are called.
 
@@ -162,19 +163,40 @@ inline T row_max(const T* x, index_t C) {
   return mx[0];
 }
 
-// sum_c exp(x[c] - m), in double; when e is not null, exp(x[c] - m) is also stored there.
+// sum_c exp(x[c] - m); when e is not null, exp(x[c] - m) is also stored there. The
+// exponentials are summed per lane in T over blocks of kExpBlock vectors (at most that many
+// terms of at most 1 each), and the block sums are added per lane in double; the lanes are
+// combined by a fixed pairwise tree: the result depends only on the row.
+constexpr int kExpBlock = 8;
 template <typename T>
 inline double row_sumexp(T* e, const T* x, index_t C, T m) {
-  double acc[kSumLanes] = {};
-  T buf[kSumLanes];
-  for (index_t c = 0; c < C; c += kSumLanes) {
-    const int k = int(C - c < kSumLanes ? C - c : kSumLanes);
-    T* v = e ? e + c : buf;
-    for (int j = 0; j < k; ++j) v[j] = x[c + j] - m;
-    exp_block(v, k);
-    for (int j = 0; j < k; ++j) acc[j] += double(v[j]);
+  using V = Vec<T>;
+  using R = typename V::reg;
+  constexpr int L = V::L;
+  const R vm = V::set1(m);
+  double acc[L] = {};
+  T tmp[L];
+  index_t c = 0;
+  while (c + L <= C) {
+    R s = V::zero();
+    for (int b = 0; b < kExpBlock && c + L <= C; ++b, c += L) {
+      const R v = vexp<V>(V::sub(V::load(x + c), vm));
+      if (e) V::store(e + c, v);
+      s = V::add(s, v);
+    }
+    V::store(tmp, s);
+    for (int j = 0; j < L; ++j) acc[j] += double(tmp[j]);
   }
-  return lane_sum(acc);
+  if (c < C) {
+    const int k = int(C - c);
+    const R v = vexp<V>(V::sub(V::loadn(x + c, k), vm));
+    if (e) V::storen(e + c, v, k);
+    V::store(tmp, v);
+    for (int j = 0; j < k; ++j) acc[j] += double(tmp[j]);
+  }
+  for (int w = L / 2; w >= 1; w /= 2)
+    for (int j = 0; j < w; ++j) acc[j] += acc[j + w];
+  return acc[0];
 }
 
 // l_n = (m - x[n, t_n]) + log(sum_c exp(x[n, c] - m)), m the row max.
