@@ -6,33 +6,25 @@
 // independent accumulator per lane (kSumLanes doubles, kMaxLanes values of T), so the
 // compiler turns each block into vector instructions without reassociating anything
 // (no -ffast-math). The lanes are combined by a fixed pairwise tree, so a chunk's sum
-// depends only on its data. Transcendentals go through exp_block / log1p_block, one block
-// at a time, on the ISA's vector exp / log (vec_math.inl).
+// depends only on its data. bce and ce run on Vec<T> with the ISA's vector exp / log
+// (vec_math.inl) and sum per lane in T over short blocks, then in double.
 //
 // Variants in this file (one per loss, each with _none, _sum and _bwd):
 //   1. mse:  one pass; d = x - y in T, d*d widened to double per lane.
-//   2. bce:  blocks of kSumLanes: -|x| -> exp -> log1p, then max(x,0) - x t + that.
+//   2. bce:  on vectors: max(x,0) - x t + log1p(exp(-|x|)); sums as ce's.
 //   3. ce:   per row: lane max (pass 1), exp(x - max) on vectors, summed per lane in T
 //            over blocks of kExpBlock vectors and across blocks in double (pass 2);
 //            backward stores exp(x - max) into grad (pass 2) and scales it (pass 3).
 // Every helper lives in this ISA's namespace (ODR rule): only libm and builtins are called.
 
+// Exponentials / losses summed per lane in T over blocks of this many vectors, the block
+// sums per lane in double (bce_sum, row_sumexp).
+constexpr int kExpBlock = 8;
+
 // Accumulators: four vectors of doubles; row maxima: four vectors of T.
 constexpr int kSumLanes = 4 * kVecBytes / 8;
 template <typename T>
 constexpr int kMaxLanes = 4 * kVecBytes / int(sizeof(T));
-
-inline float xabs(float v) { return __builtin_fabsf(v); }
-inline double xabs(double v) { return __builtin_fabs(v); }
-
-// e^v over a block with the ISA's vector exp (vec_math.inl), tail by partial loads.
-template <typename T>
-inline void exp_block(T* v, int n) {
-  using V = Vec<T>;
-  int i = 0;
-  for (; i + V::L <= n; i += V::L) V::store(v + i, vexp<V>(V::load(v + i)));
-  if (i < n) V::storen(v + i, vexp<V>(V::loadn(v + i, n - i)), n - i);
-}
 
 // log1p(u) for u >= 0 (here u = e^-|x| in [0, 1]): w = 1 + u, log1p(u) = log(w) u / (w - 1)
 // (the rounding of 1 + u cancels out; Goldberg's trick), and u itself where w rounds to 1.
@@ -44,14 +36,6 @@ inline typename Vec<T>::reg vlog1p_nonneg(typename Vec<T>::reg u) {
   const auto d = V::sub(w, one);
   const auto r = V::div(V::mul(vlog<V>(w), u), d);
   return V::select(V::eq(d, V::zero()), u, r);
-}
-
-template <typename T>
-inline void log1p_block(T* v, int n) {
-  using V = Vec<T>;
-  int i = 0;
-  for (; i + V::L <= n; i += V::L) V::store(v + i, vlog1p_nonneg<T>(V::load(v + i)));
-  if (i < n) V::storen(v + i, vlog1p_nonneg<T>(V::loadn(v + i, n - i)), n - i);
 }
 
 // Fixed pairwise tree over the lanes (kSumLanes is a power of two).
@@ -99,50 +83,66 @@ void mse_bwd(T* gx, const T* x, const T* y, const T* g, T scale, index_t n) {
 
 // ---- 2. binary cross-entropy with logits ---------------------------------------------
 
-// l = max(x, 0) - x t + log1p(exp(-|x|)) for one block of m <= kSumLanes elements.
+// l = max(x, 0) - x t + log1p(exp(-|x|)), one vector (NaN in x or t propagates).
 template <typename T>
-inline void bce_block(T* l, const T* x, const T* t, int m) {
-  T e[kSumLanes];
-  for (int j = 0; j < m; ++j) e[j] = -xabs(x[j]);
-  exp_block(e, m);
-  log1p_block(e, m);
-  for (int j = 0; j < m; ++j) l[j] = (x[j] > T(0) ? x[j] : T(0)) - x[j] * t[j] + e[j];
+inline typename Vec<T>::reg bce_vec(typename Vec<T>::reg x, typename Vec<T>::reg t) {
+  using V = Vec<T>;
+  const auto e = vexpm<V>(V::neg(V::abs(x)));
+  return V::add(V::fnmadd(x, t, V::max(V::zero(), x)), vlog1p_nonneg<T>(e));
 }
 
 template <typename T>
 void bce_none(T* out, const T* x, const T* t, index_t n) {
-  for (index_t i = 0; i < n; i += kSumLanes) {
-    const int m = int(n - i < kSumLanes ? n - i : kSumLanes);
-    bce_block(out + i, x + i, t + i, m);
-  }
+  using V = Vec<T>;
+  index_t i = 0;
+  for (; i + V::L <= n; i += V::L) V::store(out + i, bce_vec<T>(V::load(x + i), V::load(t + i)));
+  if (i < n) V::storen(out + i, bce_vec<T>(V::loadn(x + i, n - i), V::loadn(t + i, n - i)), n - i);
 }
 
+// Summed per lane in T over blocks of kExpBlock vectors, then per lane in double, then by a
+// fixed pairwise tree (as row_sumexp).
 template <typename T>
 double bce_sum(const T* x, const T* t, index_t n) {
-  double acc[kSumLanes] = {};
-  T l[kSumLanes];
-  for (index_t i = 0; i < n; i += kSumLanes) {
-    const int m = int(n - i < kSumLanes ? n - i : kSumLanes);
-    bce_block(l, x + i, t + i, m);
-    for (int j = 0; j < m; ++j) acc[j] += double(l[j]);
+  using V = Vec<T>;
+  using R = typename V::reg;
+  constexpr int L = V::L;
+  double acc[L] = {};
+  T tmp[L];
+  index_t i = 0;
+  while (i + L <= n) {
+    R s = V::zero();
+    for (int b = 0; b < kExpBlock && i + L <= n; ++b, i += L) s = V::add(s, bce_vec<T>(V::load(x + i), V::load(t + i)));
+    V::store(tmp, s);
+    for (int j = 0; j < L; ++j) acc[j] += double(tmp[j]);
   }
-  return lane_sum(acc);
+  if (i < n) {
+    const int k = int(n - i);
+    V::store(tmp, bce_vec<T>(V::loadn(x + i, k), V::loadn(t + i, k)));
+    for (int j = 0; j < k; ++j) acc[j] += double(tmp[j]);
+  }
+  for (int w = L / 2; w >= 1; w /= 2)
+    for (int j = 0; j < w; ++j) acc[j] += acc[j + w];
+  return acc[0];
 }
 
 // d/dx = sigmoid(x) - t, with sigmoid from e = exp(-|x|): 1/(1+e) for x >= 0, e/(1+e) else.
 template <typename T>
 void bce_bwd(T* gx, const T* x, const T* t, const T* g, T scale, index_t n) {
-  T e[kSumLanes];
-  for (index_t i = 0; i < n; i += kSumLanes) {
-    const int m = int(n - i < kSumLanes ? n - i : kSumLanes);
-    for (int j = 0; j < m; ++j) e[j] = -xabs(x[i + j]);
-    exp_block(e, m);
-    for (int j = 0; j < m; ++j) {
-      const T r = T(1) / (T(1) + e[j]);
-      const T s = x[i + j] >= T(0) ? r : e[j] * r;
-      const T gj = g ? scale * g[i + j] : scale;
-      gx[i + j] = (s - t[i + j]) * gj;
-    }
+  using V = Vec<T>;
+  using R = typename V::reg;
+  const R one = V::set1(T(1)), vs = V::set1(scale);
+  auto f = [&](R xv, R tv, R gv) {
+    const R e = vexpm<V>(V::neg(V::abs(xv)));
+    const R r = V::div(one, V::add(one, e));
+    const R sg = V::select(V::lt(xv, V::zero()), V::mul(e, r), r);
+    return V::mul(V::sub(sg, tv), gv);
+  };
+  index_t i = 0;
+  for (; i + V::L <= n; i += V::L)
+    V::store(gx + i, f(V::load(x + i), V::load(t + i), g ? V::mul(vs, V::load(g + i)) : vs));
+  if (i < n) {
+    const index_t k = n - i;
+    V::storen(gx + i, f(V::loadn(x + i, k), V::loadn(t + i, k), g ? V::mul(vs, V::loadn(g + i, k)) : vs), k);
   }
 }
 
@@ -167,7 +167,6 @@ inline T row_max(const T* x, index_t C) {
 // exponentials are summed per lane in T over blocks of kExpBlock vectors (at most that many
 // terms of at most 1 each), and the block sums are added per lane in double; the lanes are
 // combined by a fixed pairwise tree: the result depends only on the row.
-constexpr int kExpBlock = 8;
 template <typename T>
 inline double row_sumexp(T* e, const T* x, index_t C, T m) {
   using V = Vec<T>;
