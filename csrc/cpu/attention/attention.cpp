@@ -3,18 +3,22 @@
 //   1. Forward (FlashAttention): one task per (output batch element b, block of BM queries).
 //      The query block is packed once as the GEMM A operand; for each block of BN keys:
 //      S = scale Q K^T on the micro-kernel (K^T packed as B straight from K's strides),
-//      masks applied on the tile, online softmax (attn_kernels.inl: running max m and sum l,
-//      P = exp(S - m), O rows rescaled by exp(m_old - m)), P packed as A and O += P V on the
-//      micro-kernel. At the end O / l and lse = m + log l are stored. Causal: key blocks
-//      past the block's last query are never touched. Extra memory: O(BM (E + Ev + BN))
-//      per thread, whatever L and S.
+//      masks applied on the tile (per-ISA loops), online softmax (attn_kernels.inl: running
+//      max m and sum l, P = exp(S - m), O rows rescaled by exp(m_old - m)), and O += P V on
+//      the micro-kernel with P read in place (its strided-A form). At the end O / l and
+//      lse = m + log l are stored. Causal: key blocks past the block's last query are never
+//      touched, and a tile that crosses the diagonal is computed per MR-row panel only up to
+//      that panel's last key. A boolean mask shared by every query (key padding) ends each
+//      tile at its last kept key and skips tiles it masks out entirely (keys_kept; also in
+//      the backward). Extra memory: O(BM (E + Ev + BN)) per thread, whatever L and S.
 //   2. Backward (FlashAttention-2), one pass, P recomputed from lse, no L x S buffer: one
 //      task per (kv batch element, part of its key blocks); for each key block it loops over
 //      the output batch elements of its group and the query blocks: S, P, dP = dO V^T,
 //      dV += P^T dO, dS = P o (dP - D), dK += scale dS^T Q, and dQ_part += scale dS K into
 //      the part's own partial of dQ (O(L E) per part; parts: kBwdTasks in all when the groups
 //      are few, so that the threads are busy even with batch x heads = 1). The partials are
-//      summed in a fixed order at the end. D = rowsum(dO o O) is computed first. Each
+//      summed in a fixed order at the end (P and dS are read in place by the micro-kernel,
+//      transposed through their strides). D = rowsum(dO o O) is computed first. Each
 //      gradient block has exactly one owner task and a fixed order of accumulation, and the
 //      parts depend on the sizes only: deterministic and independent of the thread count.
 //      (Five products per tile; an earlier two-pass form recomputed S and dP for dQ: seven.)
@@ -170,7 +174,7 @@ struct Mm {
   }
   // C := alpha A Bp + beta C with A (m x k) read in place through strides (rs_a, cs_a) by the
   // micro-kernel's strided-A form (no packing), Bp packed with kb_pack rows; with a causal
-  // offset d, row panel i uses only k = lim(i, k, d) (lower_nk's rule).
+  // offset d, row panel i uses only its first k = lim(i, k, d) columns of A.
   void in_place(index_t m, index_t n, index_t k, const T* a, index_t rs_a, index_t cs_a,
                 const T* bp, T* c, index_t ldc, T alpha, T beta, index_t kb_pack,
                 index_t d = kNoLimit) const {
@@ -260,10 +264,7 @@ void fwd_impl(Isa isa, const AttnParams& p, T* out, T* lse) {
     T *Qp = ws[0], *Sb = ws[1], *O = ws[2];
     T *mrow = ws[3], *lrow = ws[4], *corr = ws[5];
     PackCache<T> kc(nkb, E * BN), vc(nkb, BN * round_up(Ev, NR));
-    for (;;) {
-      const index_t t0 = next.fetch_add(1, std::memory_order_relaxed) * unit;
-      if (t0 >= ntask) break;
-      for (index_t t = t0; t < std::min(ntask, t0 + unit); ++t) {
+    auto task = [&](index_t t) {
       const index_t qb = p.causal ? nqb - 1 - t % nqb : t % nqb;
       const index_t b = t / nqb, i0 = qb * BM, m = std::min(BM, L - i0);
       mm.pa(Qp, q + p.off_q[b] + i0 * p.rs_q, p.rs_q, p.cs_q, m, E);
@@ -302,10 +303,7 @@ void fwd_impl(Isa isa, const AttnParams& p, T* out, T* lse) {
         const T* Vp = vc.get(p.off_v[b], 0, jb, [&](T* dst) {
           mm.pb(dst, v + p.off_v[b] + j0 * p.rs_v, p.rs_v, p.cs_v, nf, Ev);
         });
-        if (tri)
-          mm.in_place(m, Ev, n, Sb, BN, 1, Vp, O, Ev, T(1), T(1), nf, d);
-        else
-          mm.in_place(m, Ev, n, Sb, BN, 1, Vp, O, Ev, T(1), T(1), nf);
+        mm.in_place(m, Ev, n, Sb, BN, 1, Vp, O, Ev, T(1), T(1), nf, tri ? d : kNoLimit);
       }
       for (index_t i = 0; i < m; ++i) {
         T* dst = out + (b * L + i0 + i) * Ev;
@@ -319,7 +317,11 @@ void fwd_impl(Isa isa, const AttnParams& p, T* out, T* lse) {
         for (index_t e = 0; e < Ev; ++e) dst[e] = O[i * Ev + e] * inv;
         if (lse) lse[b * L + i0 + i] = mrow[i] + std::log(l);
       }
-      }
+    };
+    for (;;) {
+      const index_t t0 = next.fetch_add(1, std::memory_order_relaxed) * unit;
+      if (t0 >= ntask) break;
+      for (index_t t = t0; t < std::min(ntask, t0 + unit); ++t) task(t);
     }
   });
 }
