@@ -60,7 +60,6 @@ template <typename T>
 void layer_norm_fwd(Isa isa, T* y, T* mean, T* rstd, const T* x, const T* w, const T* b,
                     index_t R, index_t D, T eps) {
   const auto& k = kernels<T>(isa);
-  // measured (backward, 4096 x 768 f32, streaming vs not): 0.82 -> 0.63 ms
   const bool stream = stream_output(2.0 * double(R) * double(D) * double(sizeof(T)));
   parallel_for(R, std::max<index_t>(1, kGrain / std::max<index_t>(D, 1)), [&](index_t r0, index_t r1) {
     k.ln_fwd(y + r0 * D, mean ? mean + r0 : nullptr, rstd ? rstd + r0 : nullptr, x + r0 * D, w, b,
@@ -76,6 +75,7 @@ void layer_norm_bwd(Isa isa, T* dx, T* dw, T* db, const T* g, const T* x, const 
   const index_t nblk = ceil_div(R, rb);
   std::vector<T> pw(dw ? size_t(nblk * D) : 0, T(0)), pb(db ? size_t(nblk * D) : 0, T(0));
   const index_t grain = std::max<index_t>(1, kGrain / std::max<index_t>(rb * D, 1));
+  // measured on 4096 x 768 f32 (48 MiB against a 32 MiB L3), streaming vs not: 0.82 -> 0.63 ms
   const bool stream = stream_output(3.0 * double(R) * double(D) * double(sizeof(T)));
   parallel_for(nblk, grain, [&](index_t b0, index_t b1) {
     for (index_t bi = b0; bi < b1; ++bi) {
