@@ -191,6 +191,26 @@ struct Mm {
       }
     }
   }
+  // As in_place for the transposed products of a causal tile (rows = keys, k = queries):
+  // row panel i takes part only from k = clamp(i - d, 0, k) on (the queries before it see
+  // none of the panel's keys).
+  void in_place_from(index_t m, index_t n, index_t k, const T* a, index_t rs_a, index_t cs_a,
+                     const T* bp, T* c, index_t ldc, T alpha, T beta, index_t kb_pack, index_t d) const {
+    UkrEpilogue<T> ep;
+    ep.alpha = alpha;
+    ep.beta = beta;
+    ep.act_tile = g.act_tile;
+    for (index_t j = 0; j < n; j += g.NR) {
+      const T* b = bp + j * kb_pack;
+      const index_t nr = std::min(g.NR, n - j);
+      for (index_t i = 0; i < m; i += g.MR) {
+        const index_t ks = std::min(k, std::max<index_t>(0, i - d));
+        if (ks < k)
+          g.ukr(k - ks, a + i * rs_a + ks * cs_a, rs_a, cs_a, b + ks * g.NR, g.NR, c + i * ldc + j, ldc,
+                std::min(g.MR, m - i), nr, ep);
+      }
+    }
+  }
   // A operand: rows x cols of src (strides rs, cs) -> MR-row panels.
   void pa(T* dst, const T* src, index_t rs, index_t cs, index_t rows, index_t cols) const {
     g.pack_a(dst, src, rs, cs, rows, cols, g.MR);
@@ -410,19 +430,46 @@ void bwd_impl(Isa isa, const AttnParams& p, const T* dout, const T* out, const T
               const index_t ib = i0 / BM;
               const T* qb = q + p.off_q[b] + i0 * p.rs_q;
               const T* dob = dout + (b * L + i0) * Ev;
+              // A causal tile that crosses the diagonal (tri): S, P, dP and dS per MR-row panel
+              // of queries only up to the panel's last key w = lim(i); the next MR columns are
+              // zeroed (P^T and dS^T are read there by the key panels' products, which start
+              // at each panel's first query); dQ stops at w.
+              const bool tri = p.causal && j0 + n > i0 + 1;
+              const index_t dd = i0 - j0;
               const T* Qp = qa.get(b, 0, ib, [&](T* d) { mm.pa(d, qb, p.rs_q, p.cs_q, m, E); });
-              mm(m, n, E, Qp, Kp, Sb, BN, scale, T(0));           // S = scale Q K^T (+ masks)
+              if (tri) mm.lower_nt(m, n, E, dd, Qp, Kp, Sb, BN, scale);  // S = scale Q K^T (+ masks)
+              else mm(m, n, E, Qp, Kp, Sb, BN, scale, T(0));
               apply_mask(tk, p, b, Sb, BN, i0, m, j0, n);
-              tk.p_tile(Sb, BN, m, n, lse + b * L + i0);          // P = exp(S - lse)
               const T* dOp = da.get(b, 0, ib, [&](T* d) { mm.pa(d, dob, Ev, 1, m, Ev); });
-              mm(m, n, Ev, dOp, Vp, dP, BN, T(1), T(0));          // dP = dO V^T
+              if (tri) mm.lower_nt(m, n, Ev, dd, dOp, Vp, dP, BN, T(1));  // dP = dO V^T
+              else mm(m, n, Ev, dOp, Vp, dP, BN, T(1), T(0));
+              auto rows = [&](auto&& f) {  // f(first row i, rows mr, width w) per row panel
+                for (index_t i = 0; i < m; i += MR) {
+                  const index_t mr = std::min(MR, m - i), w = tri ? mm.lim(i, n, dd) : n;
+                  f(i, mr, w);
+                }
+              };
+              auto zero_band = [&](T* t, index_t i, index_t mr, index_t w) {
+                const index_t we = std::min(n, w + MR);
+                for (index_t r = i; r < i + mr && w < we; ++r) std::fill(t + r * BN + w, t + r * BN + we, T(0));
+              };
+              rows([&](index_t i, index_t mr, index_t w) {  // P = exp(S - lse)
+                tk.p_tile(Sb + i * BN, BN, mr, w, lse + b * L + i0 + i);
+                if (tri) zero_band(Sb, i, mr, w);
+              });
               // P, dS read in place (P^T, dS^T through transposed strides)
               const T* dOb = db.get(b, 0, ib, [&](T* d) { mm.pb(d, dob, Ev, 1, m, Ev); });
-              mm.in_place(n, Ev, m, Sb, 1, BN, dOb, dvb, Ev, T(1), T(1), m);        // dV += P^T dO
-              tk.ds_tile(dP, BN, Sb, BN, m, n, D + b * L + i0);                     // dS = P o (dP - D)
+              if (tri) mm.in_place_from(n, Ev, m, Sb, 1, BN, dOb, dvb, Ev, T(1), T(1), m, dd);  // dV += P^T dO
+              else mm.in_place(n, Ev, m, Sb, 1, BN, dOb, dvb, Ev, T(1), T(1), m);
+              rows([&](index_t i, index_t mr, index_t w) {  // dS = P o (dP - D)
+                tk.ds_tile(dP + i * BN, BN, Sb + i * BN, BN, mr, w, D + b * L + i0 + i);
+                if (tri) zero_band(dP, i, mr, w);
+              });
               const T* Qb = qbc.get(b, 0, ib, [&](T* d) { mm.pb(d, qb, p.rs_q, p.cs_q, m, E); });
-              mm.in_place(n, E, m, dP, 1, BN, Qb, dkb, E, scale, T(1), m);          // dK += scale dS^T Q
-              mm.in_place(m, E, n, dP, BN, 1, Kb, dqb + i0 * E, E, scale, T(1), nb); // dQ_part += scale dS K
+              if (tri) mm.in_place_from(n, E, m, dP, 1, BN, Qb, dkb, E, scale, T(1), m, dd);  // dK += scale dS^T Q
+              else mm.in_place(n, E, m, dP, 1, BN, Qb, dkb, E, scale, T(1), m);
+              mm.in_place(m, E, n, dP, BN, 1, Kb, dqb + i0 * E, E, scale, T(1), nb,  // dQ_part += scale dS K
+                          tri ? dd : kNoLimit);
             }
           }
         }
