@@ -58,6 +58,18 @@ def cases(quick):
                     lambda q=q, k=k, v=v, c=causal: ops.scaled_dot_product_attention(q, k, v, is_causal=c),
                     lambda q=q, k=k, v=v, c=causal: F.scaled_dot_product_attention(q, k, v, is_causal=c)))
 
+    # forward + backward, compared on dq (ours: forward with lse, then the backward kernels)
+    q, k, v, go = rn(4, 16, 2048, 64), rn(4, 16, 2048, 64), rn(4, 16, 2048, 64), rn(4, 16, 2048, 64)
+
+    def ours_fb(q=q, k=k, v=v, go=go):
+        o, lse = ops.scaled_dot_product_attention(q, k, v, return_lse=True)
+        return ops.scaled_dot_product_attention_backward(go, q, k, v, o, lse)[0]
+
+    def torch_fb(q=q, k=k, v=v, go=go):
+        t = [x.detach().requires_grad_(True) for x in (q, k, v)]
+        return torch.autograd.grad(F.scaled_dot_product_attention(*t), t[0], go)[0]
+    out.append(("flash attn fwd+bwd f32 (4,16,2048,64)", 3 * 4 * 4 * 16 * 2048 * 2048 * 64, ours_fb, torch_fb))
+
     x = rn(8192, 4096)
     out.append(("softmax f32 (8192, 4096)", None, lambda: ops.softmax(x), lambda: torch.softmax(x, -1)))
 

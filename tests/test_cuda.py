@@ -232,6 +232,21 @@ def test_routing_errors_before_cuda():
     with pytest.raises(NotImplementedError):
         ops.scaled_dot_product_attention(f32(2, 5, 8), f32(2, 7, 8), f32(2, 7, 8),
                                          attn_mask=FakeCAI((5, 7), "<f4"))
+    # attention backward: grad_out, out and lse shapes, dtypes, masks (before any CUDA call)
+    bwd = ops.scaled_dot_product_attention_backward
+    with pytest.raises(ValueError, match="grad_out"):
+        bwd(f32(2, 5, 4), f32(2, 5, 8), f32(2, 7, 8), f32(2, 7, 6), f32(2, 5, 6), f32(2, 5))
+    with pytest.raises(ValueError, match="out"):
+        bwd(f32(2, 5, 6), f32(2, 5, 8), f32(2, 7, 8), f32(2, 7, 6), f32(2, 4, 6), f32(2, 5))
+    with pytest.raises(ValueError, match="lse"):
+        bwd(f32(2, 5, 6), f32(2, 5, 8), f32(2, 7, 8), f32(2, 7, 6), f32(2, 5, 6), f32(2, 7))
+    with pytest.raises(TypeError, match="lse"):
+        bwd(f32(2, 5, 6), f32(2, 5, 8), f32(2, 7, 8), f32(2, 7, 6), f32(2, 5, 6), FakeCAI((2, 5), "<f8"))
+    with pytest.raises(ValueError, match="head dims"):
+        bwd(f32(2, 5, 6), f32(2, 5, 8), f32(2, 7, 4), f32(2, 7, 6), f32(2, 5, 6), f32(2, 5))
+    with pytest.raises(NotImplementedError):
+        bwd(f32(2, 5, 6), f32(2, 5, 8), f32(2, 7, 8), f32(2, 7, 6), f32(2, 5, 6), f32(2, 5),
+            attn_mask=FakeCAI((5, 7), "<f4"))
     # An op without a CUDA kernel reaches the host binding: ValueError, not a crash.
     with pytest.raises(ValueError, match="CUDA array"):
         ops.max_pool2d(f32(1, 1, 4, 4), 2)
@@ -242,6 +257,9 @@ def test_routing_errors_before_cuda():
 def test_no_driver_is_runtimeerror():
     with pytest.raises(RuntimeError, match="CUDA"):
         ops.relu(f32(3))
+    with pytest.raises(RuntimeError, match="CUDA"):
+        ops.scaled_dot_product_attention_backward(f32(2, 5, 6), f32(2, 5, 8), f32(2, 7, 8),
+                                                  f32(2, 7, 6), f32(2, 5, 6), f32(2, 5))
     with pytest.raises(RuntimeError, match="CUDA"):
         nnkernels.cuda.asarray(np.ones(3))
     with pytest.raises(RuntimeError, match="CUDA"):
@@ -510,3 +528,33 @@ def test_gpu_flash_attention(rng, dtype, causal, L, S, E, Ev):
     cpu_out, cpu_lse = ops.scaled_dot_product_attention(q, k, v, is_causal=causal, return_lse=True)
     close(out, cpu_out, dtype, factor=8)
     close(lse, cpu_lse, dtype, factor=8)
+
+
+@needs_gpu
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DT)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("L,S,E,Ev", [(1, 1, 8, 8), (77, 77, 64, 64), (50, 130, 40, 24), (130, 33, 128, 128),
+                                      (0, 9, 16, 16), (9, 0, 16, 16)])
+def test_gpu_flash_attention_backward(rng, dtype, causal, L, S, E, Ev):
+    q = rng.standard_normal((2, 3, L, E)).astype(dtype)
+    k = rng.standard_normal((2, 3, S, E)).astype(dtype)
+    v = rng.standard_normal((2, 3, S, Ev)).astype(dtype)
+    g = rng.standard_normal((2, 3, L, Ev)).astype(dtype)
+    out, lse = ops.scaled_dot_product_attention(tcuda(q), tcuda(k), tcuda(v), is_causal=causal,
+                                                return_lse=True)
+    dq, dk, dv = ops.scaled_dot_product_attention_backward(tcuda(g), tcuda(q), tcuda(k), tcuda(v),
+                                                           out, lse, is_causal=causal)
+    # our CPU path (the same maths, float64-tested in test_attention.py)
+    cout, clse = ops.scaled_dot_product_attention(q, k, v, is_causal=causal, return_lse=True)
+    for ours, ref in zip((dq, dk, dv), ops.scaled_dot_product_attention_backward(
+            g, q, k, v, cout, clse, is_causal=causal)):
+        if ref.size:
+            close(ours, ref, dtype, factor=32)
+        else:
+            assert ours.shape == ref.shape
+    if L and S:  # and torch autograd on the GPU
+        t = [tcuda(x).requires_grad_(True) for x in (q, k, v)]
+        F.scaled_dot_product_attention(*t, is_causal=causal).backward(tcuda(g))
+        for ours, ref in zip((dq, dk, dv), t):
+            close(ours, ref.grad, dtype, factor=32)

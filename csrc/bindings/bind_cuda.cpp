@@ -512,6 +512,58 @@ py::object cu_sdpa(DevArg q_, py::handle k_, py::handle v_, py::handle mask, boo
   return out.owner;
 }
 
+// ---- attention backward ----
+py::object cu_sdpa_bwd(DevArg g_, py::handle q_, py::handle k_, py::handle v_, py::handle out_,
+                       py::handle lse_, py::handle mask, bool causal, py::handle scale_, bool gqa) {
+  const char* fn = "scaled_dot_product_attention_backward";
+  DevTensor g = as_device(g_.h, "grad_out"), q = as_device(q_, "q"), k = as_device(k_, "k"),
+            v = as_device(v_, "v"), out = as_device(out_, "out"), lse = as_device(lse_, "lse");
+  same_dtype(q, "q", g, "grad_out");
+  same_dtype(q, "q", k, "k");
+  same_dtype(q, "q", v, "v");
+  same_dtype(q, "q", out, "out");
+  same_dtype(q, "q", lse, "lse");
+  if (q.ndim() < 2 || k.ndim() < 2 || v.ndim() < 2)
+    throw ValueError(std::string(fn) + ": q, k and v need at least 2 dimensions");
+  if (!mask.is_none() && causal)
+    throw ValueError(std::string(fn) + ": attn_mask and is_causal=True cannot be combined");
+  const int nd = q.ndim();
+  const index_t L = q.shape[nd - 2], E = q.shape[nd - 1];
+  const index_t S = k.shape[k.ndim() - 2], Ek = k.shape[k.ndim() - 1], Ev = v.shape[v.ndim() - 1];
+  if (Ek != E) throw ValueError(std::string(fn) + ": q " + shape_str(q.shape) + " and k " + shape_str(k.shape) + " have different head dims");
+  if (v.shape[v.ndim() - 2] != S) throw ValueError(std::string(fn) + ": k " + shape_str(k.shape) + " and v " + shape_str(v.shape) + " have different lengths");
+  std::vector<index_t> qb(q.shape.begin(), q.shape.end() - 2), kb(k.shape.begin(), k.shape.end() - 2),
+      vb(v.shape.begin(), v.shape.end() - 2);
+  if (kb != vb) throw ValueError(std::string(fn) + ": k and v batch dims differ");
+  if (!mask.is_none()) not_on_cuda("scaled_dot_product_attention_backward with attn_mask");
+  if (qb != kb) not_on_cuda("scaled_dot_product_attention_backward with broadcast batch dims or GQA");
+  (void)gqa;
+  if (E > 128 || Ev > 128) not_on_cuda("scaled_dot_product_attention_backward with head dims > 128");
+  std::vector<index_t> oshape = qb, lshape = qb;
+  oshape.push_back(L);
+  oshape.push_back(Ev);
+  lshape.push_back(L);
+  if (g.shape != oshape)
+    throw ValueError(std::string(fn) + ": grad_out " + shape_str(g.shape) + " must have the output's shape " + shape_str(oshape));
+  if (out.shape != oshape)
+    throw ValueError(std::string(fn) + ": out " + shape_str(out.shape) + " must have the output's shape " + shape_str(oshape));
+  if (lse.shape != lshape)
+    throw ValueError(std::string(fn) + ": lse " + shape_str(lse.shape) + " must have shape " + shape_str(lshape));
+  const double scale = scale_.is_none() ? 1.0 / std::sqrt(double(E)) : scale_.cast<double>();
+  index_t BH = 1;
+  for (index_t s : qb) BH *= s;
+  dev_prepare({&g, &q, &k, &v, &out, &lse});
+  g = dev_contiguous(g); q = dev_contiguous(q); k = dev_contiguous(k); v = dev_contiguous(v);
+  out = dev_contiguous(out); lse = dev_contiguous(lse);
+  DevTensor dq = dev_empty(q.dtype, q.shape), dk = dev_empty(q.dtype, k.shape), dv = dev_empty(q.dtype, v.shape);
+  {
+    py::gil_scoped_release nogil;
+    cu::flash_attention_backward(q.dtype, dq.ptr, dk.ptr, dv.ptr, g.ptr, q.ptr, k.ptr, v.ptr,
+                                 out.ptr, lse.ptr, BH, L, S, E, Ev, scale, causal);
+  }
+  return py::make_tuple(dq.owner, dk.owner, dv.owner);
+}
+
 void bind_cuda_ops(py::module_& m) {
   const auto pre = py::prepend();
   m.def("gemm", &cu_gemm, pre);
@@ -539,6 +591,7 @@ void bind_cuda_ops(py::module_& m) {
   m.def("adam_step_", &cu_adam, pre);
   m.def("conv2d", &cu_conv2d, pre);
   m.def("scaled_dot_product_attention", &cu_sdpa, pre);
+  m.def("scaled_dot_product_attention_backward", &cu_sdpa_bwd, pre);
 }
 
 }  // namespace

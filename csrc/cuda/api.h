@@ -91,5 +91,11 @@ void im2col(DType dt, void* cols, const void* x, index_t N, index_t C, index_t H
 void flash_attention_forward(DType dt, void* out, void* lse, const void* q, const void* k,
                              const void* v, index_t BH, index_t L, index_t S, index_t E,
                              index_t Ev, double scale, bool causal);
+// Gradients from dout (BH, L, Ev) and the forward's out and lse: dq (BH, L, E), dk (BH, S, E),
+// dv (BH, S, Ev); contiguous; deterministic (each element has one owner thread).
+void flash_attention_backward(DType dt, void* dq, void* dk, void* dv, const void* dout,
+                              const void* q, const void* k, const void* v, const void* out,
+                              const void* lse, index_t BH, index_t L, index_t S, index_t E,
+                              index_t Ev, double scale, bool causal);
 
 }  // namespace nnk::cuda

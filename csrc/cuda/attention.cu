@@ -124,6 +124,227 @@ void launch(void* out, void* lse, const void* q, const void* k, const void* v, i
   CUDA_CHECK(cudaGetLastError());
 }
 
+// ---- backward (FlashAttention-2 style, deterministic: no atomics) ----
+// P is recomputed from the forward's lse: p_ij = exp(scale q_i . k_j - lse_i) (0 where masked
+// or where row i saw no key), dp_ij = dO_i . v_j, ds_ij = p_ij (dp_ij - D_i) with
+// D_i = dO_i . O_i. Three kernels:
+//   1. D: one warp per row.
+//   2. dK, dV: a block per (batch-head, tile of kAttnRows keys), a quad per key holding k_j,
+//      v_j and the dk_j, dv_j accumulators in registers (dims ql + 4 t); Q, dO, lse and D
+//      tiles of BR queries in shared memory. dv_j += p dO_i, dk_j += ds q_i (scaled at the
+//      end). Causal: query tiles from the block's first key on.
+//   3. dQ: a block per (batch-head, tile of kAttnRows queries), a quad per query holding q_i,
+//      dO_i and the dq_i accumulator; K and V tiles in shared memory (as the forward).
+//      dq_i += ds k_j (scaled at the end). Causal: key tiles up to the block's last query.
+// Each output element has one owner thread and a fixed order of accumulation.
+
+template <typename T>
+__global__ void attn_rowdot_kernel(T* __restrict__ D, const T* __restrict__ dout,
+                                   const T* __restrict__ out, index_t rows, int Ev) {
+  const index_t r = index_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (r >= rows) return;  // uniform per warp
+  T acc = T(0);
+  for (int e = lane; e < Ev; e += 32) acc = fma(dout[r * Ev + e], out[r * Ev + e], acc);
+  acc = dev::warp_sum(acc);
+  if (lane == 0) D[r] = acc;
+}
+
+// The quad's dot product of its dims of a (registers) with row b (shared), n dims.
+template <typename T, int DQ, int MAXD>
+__device__ __forceinline__ T quad_dot(const T (&a)[DQ], const T (&b)[MAXD], int ql, int n) {
+  T part = T(0);
+#pragma unroll
+  for (int t = 0; t < DQ; ++t)
+    if (ql + 4 * t < n) part = fma(a[t], b[ql + 4 * t], part);
+  part += __shfl_xor_sync(0xffffffffu, part, 1);
+  part += __shfl_xor_sync(0xffffffffu, part, 2);
+  return part;
+}
+
+template <typename T, int MAXD, int BR>
+__global__ void __launch_bounds__(4 * kAttnRows)
+flash_bwd_kv_kernel(T* __restrict__ dk, T* __restrict__ dv, const T* __restrict__ q,
+                    const T* __restrict__ k, const T* __restrict__ v, const T* __restrict__ dout,
+                    const T* __restrict__ lse, const T* __restrict__ D, index_t L, index_t S,
+                    int E, int Ev, T scale, bool causal) {
+  constexpr int NT = 4 * kAttnRows, DQ = MAXD / 4;
+  __shared__ T Qs[BR][MAXD];
+  __shared__ T dOs[BR][MAXD];
+  __shared__ T Ls[BR];
+  __shared__ T Dsh[BR];
+
+  const int tid = threadIdx.x, ql = tid % 4, row = tid / 4;
+  const index_t bh = blockIdx.y;
+  const index_t kj = index_t(blockIdx.x) * kAttnRows + row;
+  const bool valid = kj < S;
+  const T* kp = k + (bh * S + (valid ? kj : 0)) * E;
+  const T* vp = v + (bh * S + (valid ? kj : 0)) * Ev;
+  const T* qp = q + bh * L * E;
+  const T* dop = dout + bh * L * Ev;
+
+  T kr[DQ], vr[DQ], dka[DQ], dva[DQ];
+#pragma unroll
+  for (int t = 0; t < DQ; ++t) {
+    const int d = ql + 4 * t;
+    kr[t] = (valid && d < E) ? kp[d] : T(0);
+    vr[t] = (valid && d < Ev) ? vp[d] : T(0);
+    dka[t] = T(0);
+    dva[t] = T(0);
+  }
+  // Causal (key j seen by queries i >= j): start at the tile holding the block's first key.
+  const index_t i_begin = causal ? (index_t(blockIdx.x) * kAttnRows / BR) * BR : 0;
+  for (index_t i0 = i_begin; i0 < L; i0 += BR) {
+    __syncthreads();  // the previous tile is no longer read
+    for (int e = tid; e < BR * E; e += NT) {
+      const int ii = e / E, d = e % E;
+      Qs[ii][d] = i0 + ii < L ? qp[(i0 + ii) * E + d] : T(0);
+    }
+    for (int e = tid; e < BR * Ev; e += NT) {
+      const int ii = e / Ev, d = e % Ev;
+      dOs[ii][d] = i0 + ii < L ? dop[(i0 + ii) * Ev + d] : T(0);
+    }
+    if (tid < BR) {
+      const bool in = i0 + tid < L;
+      Ls[tid] = in ? lse[bh * L + i0 + tid] : T(-INFINITY);
+      Dsh[tid] = in ? D[bh * L + i0 + tid] : T(0);
+    }
+    __syncthreads();
+#pragma unroll 1
+    for (int ii = 0; ii < BR; ++ii) {
+      const index_t qi = i0 + ii;
+      const T s = quad_dot<T, DQ, MAXD>(kr, Qs[ii], ql, E) * scale;
+      const T dp = quad_dot<T, DQ, MAXD>(vr, dOs[ii], ql, Ev);
+      const T li = Ls[ii];
+      const bool vis = valid && qi < L && li != T(-INFINITY) && !(causal && kj > qi);
+      const T p = vis ? dev::exp_(s - li) : T(0);
+      const T ds = p * (dp - Dsh[ii]);
+#pragma unroll
+      for (int t = 0; t < DQ; ++t) {
+        const int d = ql + 4 * t;
+        if (d < Ev) dva[t] = fma(p, dOs[ii][d], dva[t]);
+        if (d < E) dka[t] = fma(ds, Qs[ii][d], dka[t]);
+      }
+    }
+  }
+  if (!valid) return;
+#pragma unroll
+  for (int t = 0; t < DQ; ++t) {
+    const int d = ql + 4 * t;
+    if (d < E) dk[(bh * S + kj) * E + d] = dka[t] * scale;
+    if (d < Ev) dv[(bh * S + kj) * Ev + d] = dva[t];
+  }
+}
+
+template <typename T, int MAXD, int BC>
+__global__ void __launch_bounds__(4 * kAttnRows)
+flash_bwd_q_kernel(T* __restrict__ dq, const T* __restrict__ q, const T* __restrict__ k,
+                   const T* __restrict__ v, const T* __restrict__ dout, const T* __restrict__ lse,
+                   const T* __restrict__ D, index_t L, index_t S, int E, int Ev, T scale,
+                   bool causal) {
+  constexpr int NT = 4 * kAttnRows, DQ = MAXD / 4;
+  __shared__ T Ks[BC][MAXD];
+  __shared__ T Vs[BC][MAXD];
+
+  const int tid = threadIdx.x, ql = tid % 4, row = tid / 4;
+  const index_t bh = blockIdx.y;
+  const index_t qi = index_t(blockIdx.x) * kAttnRows + row;
+  const bool valid = qi < L;
+  const T* qp = q + (bh * L + (valid ? qi : 0)) * E;
+  const T* gp = dout + (bh * L + (valid ? qi : 0)) * Ev;
+  const T* kp = k + bh * S * E;
+  const T* vp = v + bh * S * Ev;
+
+  T qr[DQ], gr[DQ], acc[DQ];
+#pragma unroll
+  for (int t = 0; t < DQ; ++t) {
+    const int d = ql + 4 * t;
+    qr[t] = (valid && d < E) ? qp[d] : T(0);
+    gr[t] = (valid && d < Ev) ? gp[d] : T(0);
+    acc[t] = T(0);
+  }
+  const T li = valid ? lse[bh * L + qi] : T(-INFINITY);
+  const T Di = valid ? D[bh * L + qi] : T(0);
+
+  index_t kv_end = S;
+  if (causal) {
+    index_t last = (index_t(blockIdx.x) + 1) * kAttnRows;
+    if (last > L) last = L;
+    if (last < kv_end) kv_end = last;
+  }
+  for (index_t k0 = 0; k0 < kv_end; k0 += BC) {
+    __syncthreads();
+    for (int e = tid; e < BC * E; e += NT) {
+      const int kk = e / E, d = e % E;
+      Ks[kk][d] = k0 + kk < S ? kp[(k0 + kk) * E + d] : T(0);
+    }
+    for (int e = tid; e < BC * Ev; e += NT) {
+      const int kk = e / Ev, d = e % Ev;
+      Vs[kk][d] = k0 + kk < S ? vp[(k0 + kk) * Ev + d] : T(0);
+    }
+    __syncthreads();
+#pragma unroll 1
+    for (int j = 0; j < BC; ++j) {
+      const index_t key = k0 + j;
+      const T s = quad_dot<T, DQ, MAXD>(qr, Ks[j], ql, E) * scale;
+      const T dp = quad_dot<T, DQ, MAXD>(gr, Vs[j], ql, Ev);
+      const bool vis = valid && key < S && li != T(-INFINITY) && !(causal && key > qi);
+      const T p = vis ? dev::exp_(s - li) : T(0);
+      const T ds = p * (dp - Di);
+#pragma unroll
+      for (int t = 0; t < DQ; ++t)
+        if (ql + 4 * t < E) acc[t] = fma(ds, Ks[j][ql + 4 * t], acc[t]);
+    }
+  }
+  if (!valid) return;
+  T* op = dq + (bh * L + qi) * E;
+#pragma unroll
+  for (int t = 0; t < DQ; ++t) {
+    const int d = ql + 4 * t;
+    if (d < E) op[d] = acc[t] * scale;
+  }
+}
+
+// Device scratch freed at scope exit (stream-ordered, after the kernels queued before it).
+struct DeviceScratch {
+  void* p;
+  explicit DeviceScratch(size_t bytes) : p(device_malloc(bytes)) {}
+  ~DeviceScratch() { device_free(p); }
+  DeviceScratch(const DeviceScratch&) = delete;
+  DeviceScratch& operator=(const DeviceScratch&) = delete;
+};
+
+template <typename T, int MAXD>
+void launch_bwd(void* dq, void* dk, void* dv, const void* dout, const void* q, const void* k,
+                const void* v, const void* out, const void* lse, index_t BH, index_t L,
+                index_t S, index_t E, index_t Ev, double scale, bool causal) {
+  constexpr int BC = sizeof(T) == 4 ? 32 : 16;
+  static_assert(MAXD <= kAttnMaxDim, "head dim");
+  const T* Q = static_cast<const T*>(q);
+  const T* K = static_cast<const T*>(k);
+  const T* V = static_cast<const T*>(v);
+  const T* G = static_cast<const T*>(dout);
+  const T* LS = static_cast<const T*>(lse);
+  DeviceScratch dbuf(sizeof(T) * size_t(BH * L));
+  T* Dd = static_cast<T*>(dbuf.p);
+  if (L > 0) {
+    const Launch lr = attn_rowdot_launch(BH * L);
+    attn_rowdot_kernel<T><<<dim3(unsigned(lr.grid_x)), lr.block>>>(Dd, G, static_cast<const T*>(out), BH * L, int(Ev));
+    CUDA_CHECK(cudaGetLastError());
+    const Launch lc = attn_launch(dtype_of<T>::value, BH, L);
+    flash_bwd_q_kernel<T, MAXD, BC><<<dim3(unsigned(lc.grid_x), unsigned(lc.grid_y)), lc.block>>>(
+        static_cast<T*>(dq), Q, K, V, G, LS, Dd, L, S, int(E), int(Ev), T(scale), causal);
+    CUDA_CHECK(cudaGetLastError());
+  }
+  if (S > 0) {
+    const Launch lk = attn_launch(dtype_of<T>::value, BH, S);  // key tiles of kAttnRows
+    flash_bwd_kv_kernel<T, MAXD, BC><<<dim3(unsigned(lk.grid_x), unsigned(lk.grid_y)), lk.block>>>(
+        static_cast<T*>(dk), static_cast<T*>(dv), Q, K, V, G, LS, Dd, L, S, int(E), int(Ev), T(scale),
+        causal);
+    CUDA_CHECK(cudaGetLastError());
+  }
+}
+
 }  // namespace
 
 void flash_attention_forward(DType dt, void* out, void* lse, const void* q, const void* k,
@@ -139,6 +360,23 @@ void flash_attention_forward(DType dt, void* out, void* lse, const void* q, cons
   } else {
     if (small) launch<double, 64>(out, lse, q, k, v, BH, L, S, E, Ev, scale, causal);
     else launch<double, 128>(out, lse, q, k, v, BH, L, S, E, Ev, scale, causal);
+  }
+}
+
+void flash_attention_backward(DType dt, void* dq, void* dk, void* dv, const void* dout,
+                              const void* q, const void* k, const void* v, const void* out,
+                              const void* lse, index_t BH, index_t L, index_t S, index_t E,
+                              index_t Ev, double scale, bool causal) {
+  if (BH == 0 || (L == 0 && S == 0)) return;
+  if (E > kAttnMaxDim || Ev > kAttnMaxDim)
+    throw ValueError("scaled_dot_product_attention_backward: CUDA head dims must be <= 128");
+  const bool small = E <= 64 && Ev <= 64;
+  if (dt == DType::f32) {
+    if (small) launch_bwd<float, 64>(dq, dk, dv, dout, q, k, v, out, lse, BH, L, S, E, Ev, scale, causal);
+    else launch_bwd<float, 128>(dq, dk, dv, dout, q, k, v, out, lse, BH, L, S, E, Ev, scale, causal);
+  } else {
+    if (small) launch_bwd<double, 64>(dq, dk, dv, dout, q, k, v, out, lse, BH, L, S, E, Ev, scale, causal);
+    else launch_bwd<double, 128>(dq, dk, dv, dout, q, k, v, out, lse, BH, L, S, E, Ev, scale, causal);
   }
 }
 

@@ -92,6 +92,13 @@ inline Launch attn_launch(DType dt, index_t BH, index_t L) {
   check_grid_yz(l.grid_y, 1, "scaled_dot_product_attention");
   return l;
 }
+// D_i = dO_i . O_i of the attention backward: one warp per row, four rows per block.
+inline Launch attn_rowdot_launch(index_t rows) {
+  Launch l;
+  l.block = 128;
+  l.grid_x = ceil_div(rows, 4);
+  return l;
+}
 // Number of key tiles a query tile visits: all of them, or with causal masking only those
 // holding a key j <= the tile's last query row (block skipping).
 inline index_t attn_key_tiles(DType dt, index_t L, index_t S, index_t q_tile, bool causal) {
