@@ -70,6 +70,24 @@ def cases(quick):
         return torch.autograd.grad(F.scaled_dot_product_attention(*t), t[0], go)[0]
     out.append(("flash attn fwd+bwd f32 (4,16,2048,64)", 3 * 4 * 4 * 16 * 2048 * 2048 * 64, ours_fb, torch_fb))
 
+    # recurrent forward, T = 100, (B, I, H) = (64, 512, 512): ours (GEMMs + gate kernels) vs cuDNN
+    for kind in ("RNN", "LSTM"):
+        G = 4 if kind == "LSTM" else 1
+        mod = getattr(torch.nn, kind)(512, 512).cuda()
+        xs, h0 = rn(100, 64, 512), rn(64, 512)
+        wi, wh, bi, bh = (p.detach() for p in mod.parameters())
+        hx = (h0[None], h0[None]) if kind == "LSTM" else h0[None]
+        if kind == "LSTM":
+            ours_r = lambda xs=xs, h0=h0, w=(wi, wh, bi, bh): ops.lstm(xs, h0, h0, *w)[0]
+        else:
+            ours_r = lambda xs=xs, h0=h0, w=(wi, wh, bi, bh): ops.rnn(xs, h0, *w)[0]
+
+        def torch_r(mod=mod, xs=xs, hx=hx):
+            with torch.no_grad():
+                return mod(xs, hx)[0]
+        out.append((f"{kind.lower()} fwd f32 T=100 (64,512,512)", 2 * 100 * 64 * (512 + 512) * G * 512,
+                    ours_r, torch_r))
+
     x = rn(8192, 4096)
     out.append(("softmax f32 (8192, 4096)", None, lambda: ops.softmax(x), lambda: torch.softmax(x, -1)))
 

@@ -247,6 +247,21 @@ def test_routing_errors_before_cuda():
     with pytest.raises(NotImplementedError):
         bwd(f32(2, 5, 6), f32(2, 5, 8), f32(2, 7, 8), f32(2, 7, 6), f32(2, 5, 6), f32(2, 5),
             attn_mask=FakeCAI((5, 7), "<f4"))
+    # recurrent forward: the CPU binding's checks
+    with pytest.raises(ValueError, match="w_hh"):
+        ops.lstm(f32(5, 2, 3), None, None, f32(16, 3), f32(12, 3))
+    with pytest.raises(ValueError, match="w_ih"):
+        ops.gru(f32(5, 2, 3), None, f32(12, 4), f32(12, 4))
+    with pytest.raises(ValueError, match="h0"):
+        ops.rnn(f32(5, 2, 3), f32(3, 4), f32(4, 3), f32(4, 4))
+    with pytest.raises(ValueError, match="b_hh"):
+        ops.rnn(f32(5, 2, 3), None, f32(4, 3), f32(4, 4), None, f32(5))
+    with pytest.raises(ValueError, match="nonlinearity"):
+        ops.rnn(f32(5, 2, 3), None, f32(4, 3), f32(4, 4), nonlinearity="gelu")
+    with pytest.raises(TypeError, match="w_hh"):
+        ops.rnn(f32(5, 2, 3), None, f32(4, 3), FakeCAI((4, 4), "<f8"))
+    with pytest.raises(ValueError, match="host"):
+        ops.rnn(f32(5, 2, 3), np.zeros((2, 4), np.float32), f32(4, 3), f32(4, 4))
     # An op without a CUDA kernel reaches the host binding: ValueError, not a crash.
     with pytest.raises(ValueError, match="CUDA array"):
         ops.max_pool2d(f32(1, 1, 4, 4), 2)
@@ -262,6 +277,8 @@ def test_no_driver_is_runtimeerror():
                                                   f32(2, 7, 6), f32(2, 5, 6), f32(2, 5))
     with pytest.raises(RuntimeError, match="CUDA"):
         nnkernels.cuda.asarray(np.ones(3))
+    with pytest.raises(RuntimeError, match="CUDA"):
+        ops.lstm(f32(5, 2, 3), None, None, f32(16, 3), f32(16, 4))
     with pytest.raises(RuntimeError, match="CUDA"):
         nnkernels.cuda.synchronize()
     with pytest.raises(RuntimeError):
@@ -558,3 +575,51 @@ def test_gpu_flash_attention_backward(rng, dtype, causal, L, S, E, Ev):
         F.scaled_dot_product_attention(*t, is_causal=causal).backward(tcuda(g))
         for ours, ref in zip((dq, dk, dv), t):
             close(ours, ref.grad, dtype, factor=32)
+
+
+@needs_gpu
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DT)
+@pytest.mark.parametrize("mode", ["tanh", "relu", "lstm", "gru"])
+@pytest.mark.parametrize("T,B,I,H", [(1, 1, 5, 7), (9, 3, 17, 33), (3, 0, 5, 6), (0, 2, 3, 4)])
+def test_gpu_rnn_forward(rng, dtype, mode, T, B, I, H):
+    """The CUDA sequence forward against our CPU path (outputs, final states and the cache the
+    backward reads) and against torch's GPU modules; a transposed-view w_hh and no biases in
+    one case."""
+    G = {"lstm": 4, "gru": 3}.get(mode, 1)
+    x = rng.standard_normal((T, B, I)).astype(dtype)
+    h0, c0 = (rng.standard_normal((B, H)).astype(dtype) for _ in range(2))
+    wi = (rng.standard_normal((G * H, I)) * 0.3).astype(dtype)
+    wh = (rng.standard_normal((G * H, H)) * 0.3).astype(dtype)
+    bi, bh = (rng.standard_normal(G * H).astype(dtype) for _ in range(2))
+    no_bias = (T, B) == (9, 3) and dtype == np.float64
+    if no_bias:
+        bi = bh = None
+    d = lambda a: None if a is None else tcuda(a)
+    whd = tcuda(np.ascontiguousarray(wh.T)).t() if (T, B) == (9, 3) else tcuda(wh)
+    if mode == "lstm":
+        ours = ops.lstm(d(x), d(h0), d(c0), d(wi), whd, d(bi), d(bh), return_cache=True)
+        ref = ops.lstm(x, h0, c0, wi, wh, bi, bh, return_cache=True)
+        ours, ref = ours[:3] + ours[3], ref[:3] + ref[3]
+    elif mode == "gru":
+        ours = ops.gru(d(x), d(h0), d(wi), whd, d(bi), d(bh), return_cache=True)
+        ref = ops.gru(x, h0, wi, wh, bi, bh, return_cache=True)
+        ours, ref = ours[:2] + ours[2], ref[:2] + ref[2]
+    else:
+        ours = ops.rnn(d(x), d(h0), d(wi), whd, d(bi), d(bh), nonlinearity=mode)
+        ref = ops.rnn(x, h0, wi, wh, bi, bh, nonlinearity=mode)
+    for o, r in zip(ours, ref):
+        close(o, r, dtype, factor=8)
+    if T and B:
+        kind = {"lstm": "LSTM", "gru": "GRU"}.get(mode, "RNN")
+        kw = {} if kind != "RNN" else {"nonlinearity": mode}
+        mod = getattr(torch.nn, kind)(I, H, bias=not no_bias, **kw).to("cuda", torch.float64 if dtype == np.float64 else torch.float32)
+        with torch.no_grad():
+            mod.weight_ih_l0.copy_(tcuda(wi))
+            mod.weight_hh_l0.copy_(tcuda(wh))
+            if not no_bias:
+                mod.bias_ih_l0.copy_(tcuda(bi))
+                mod.bias_hh_l0.copy_(tcuda(bh))
+            hx = (tcuda(h0)[None], tcuda(c0)[None]) if kind == "LSTM" else tcuda(h0)[None]
+            tout = mod(tcuda(x), hx)[0]
+        close(ours[0], tout, dtype, factor=8)

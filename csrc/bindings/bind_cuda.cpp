@@ -564,6 +564,105 @@ py::object cu_sdpa_bwd(DevArg g_, py::handle q_, py::handle k_, py::handle v_, p
   return py::make_tuple(dq.owner, dk.owner, dv.owner);
 }
 
+// ---- recurrent layers (forward) ----
+// The CUDA overload of rnn_forward (x is its first array argument); the same checks and
+// results as the CPU binding (bind_rnn.cpp): (out, h_n, c_n or None, gates or None, extra or
+// None); cells: out (B, H) is h_n.
+py::tuple cu_rnn_forward(const std::string& op, const std::string& family, py::handle nl, bool cell,
+                         DevArg x_, py::handle h0_, py::handle c0_, py::handle w_ih_, py::handle w_hh_,
+                         py::handle b_ih_, py::handle b_hh_, bool cache) {
+  cu::RnnFamily kind;
+  if (family == "lstm") {
+    kind = cu::RnnFamily::lstm;
+  } else if (family == "gru") {
+    kind = cu::RnnFamily::gru;
+  } else if (family == "rnn") {
+    const bool str = py::isinstance<py::str>(nl);
+    const std::string sv = str ? nl.cast<std::string>() : std::string(py::str(py::repr(nl)));
+    if (str && sv == "tanh") kind = cu::RnnFamily::rnn_tanh;
+    else if (str && sv == "relu") kind = cu::RnnFamily::rnn_relu;
+    else throw ValueError(op + ": unknown nonlinearity '" + sv + "' (expected 'tanh' or 'relu')");
+  } else {
+    throw ValueError(op + ": unknown recurrent family '" + family + "'");
+  }
+  const bool lstm = kind == cu::RnnFamily::lstm, gated = lstm || kind == cu::RnnFamily::gru;
+  DevTensor x = as_device(x_.h, "x"), w_ih = as_device(w_ih_, "w_ih"), w_hh = as_device(w_hh_, "w_hh");
+  same_dtype(x, "x", w_ih, "w_ih");
+  same_dtype(x, "x", w_hh, "w_hh");
+  rank(x, "x", {cell ? 2 : 3});
+  rank(w_ih, "w_ih", {2});
+  rank(w_hh, "w_hh", {2});
+  const DType dt = x.dtype;
+  const index_t G = lstm ? 4 : (gated ? 3 : 1);
+  const std::string gs = G == 1 ? "H" : std::to_string(G) + "*H";
+  const index_t T = cell ? 1 : x.shape[0];
+  const index_t B = x.shape[x.ndim() - 2], I = x.shape[x.ndim() - 1];
+  const index_t H = w_hh.shape[1], GH = checked_mul(G, H, "hidden size");
+  if (w_hh.shape[0] != GH)
+    throw ValueError(op + ": w_hh " + shape_str(w_hh.shape) + " must have shape (" + gs + ", H) = " + shape_str({GH, H}));
+  if (w_ih.shape[0] != GH || w_ih.shape[1] != I)
+    throw ValueError(op + ": w_ih " + shape_str(w_ih.shape) + " must have shape (" + gs + ", I) = " +
+                     shape_str({GH, I}) + " for x " + shape_str(x.shape) + " and w_hh " + shape_str(w_hh.shape));
+  auto state = [&](py::handle h, const char* name) {
+    DevTensor t;
+    if (h.is_none()) return t;  // zeros, made after the checks
+    t = as_device(h, name);
+    same_dtype(x, "x", t, name);
+    if (t.shape != std::vector<index_t>{B, H})
+      throw ValueError(op + ": " + name + " " + shape_str(t.shape) + " must have shape (B, H) = " +
+                       shape_str({B, H}) + " for x " + shape_str(x.shape) + " and w_hh " + shape_str(w_hh.shape));
+    return t;
+  };
+  auto bias = [&](py::handle b, const char* name) {
+    DevTensor t;
+    if (b.is_none()) return t;
+    t = as_device(b, name);
+    same_dtype(x, "x", t, name);
+    if (t.shape != std::vector<index_t>{GH})
+      throw ValueError(op + ": " + name + " " + shape_str(t.shape) + " must have shape (" + gs + ",) = " +
+                       shape_str({GH}) + " for w_hh " + shape_str(w_hh.shape));
+    return t;
+  };
+  DevTensor h0 = state(h0_, cell ? "h" : "h0"), c0 = lstm ? state(c0_, cell ? "c" : "c0") : DevTensor();
+  DevTensor b_ih = bias(b_ih_, "b_ih"), b_hh = bias(b_hh_, "b_hh");
+  dev_prepare({&x, &w_ih, &w_hh, h0.ptr ? &h0 : nullptr, c0.ptr ? &c0 : nullptr,
+               b_ih.ptr ? &b_ih : nullptr, b_hh.ptr ? &b_hh : nullptr});
+  auto zeros_bh = [&] {
+    DevTensor z = dev_empty(dt, {B, H});
+    cu::fill_zero(z.ptr, size_t(B * H) * dtype_size(dt));
+    return z;
+  };
+  x = dev_contiguous(x);
+  h0 = h0_.is_none() ? zeros_bh() : dev_contiguous(h0);
+  if (lstm) c0 = c0_.is_none() ? zeros_bh() : dev_contiguous(c0);
+  if (b_ih.ptr) b_ih = dev_contiguous(b_ih);
+  if (b_hh.ptr) b_hh = dev_contiguous(b_hh);
+  const bool keep = cache && gated;
+  DevTensor out = cell ? dev_empty(dt, {B, H}) : dev_empty(dt, {T, B, H});
+  DevTensor h_n = cell ? out : dev_empty(dt, {B, H});
+  DevTensor c_n, gates, extra;
+  if (lstm) c_n = dev_empty(dt, {B, H});
+  if (keep) {
+    gates = dev_empty(dt, {T, B, GH});
+    extra = dev_empty(dt, {T, B, H});
+  }
+  cu::RnnParams p;
+  p.dtype = dt;
+  p.kind = kind;
+  p.T = T; p.B = B; p.I = I; p.H = H;
+  p.x = x.ptr; p.h0 = h0.ptr; p.c0 = lstm ? c0.ptr : nullptr;
+  p.w_ih = w_ih.ptr; p.rs_wih = w_ih.strides[0]; p.cs_wih = w_ih.strides[1];
+  p.w_hh = w_hh.ptr; p.rs_whh = w_hh.strides[0]; p.cs_whh = w_hh.strides[1];
+  p.b_ih = b_ih.ptr; p.b_hh = b_hh.ptr;
+  {
+    py::gil_scoped_release nogil;
+    cu::rnn_forward(p, out.ptr, cell ? nullptr : h_n.ptr, lstm ? c_n.ptr : nullptr,
+                    keep ? gates.ptr : nullptr, keep ? extra.ptr : nullptr);
+  }
+  auto or_none = [](bool have, const DevTensor& t) { return have ? t.owner : py::object(py::none()); };
+  return py::make_tuple(out.owner, h_n.owner, or_none(lstm, c_n), or_none(keep, gates), or_none(keep, extra));
+}
+
 void bind_cuda_ops(py::module_& m) {
   const auto pre = py::prepend();
   m.def("gemm", &cu_gemm, pre);
@@ -592,6 +691,7 @@ void bind_cuda_ops(py::module_& m) {
   m.def("conv2d", &cu_conv2d, pre);
   m.def("scaled_dot_product_attention", &cu_sdpa, pre);
   m.def("scaled_dot_product_attention_backward", &cu_sdpa_bwd, pre);
+  m.def("rnn_forward", &cu_rnn_forward, pre);
 }
 
 }  // namespace

@@ -33,6 +33,7 @@ void stream_wait_default(uintptr_t stream);
 void strided_copy(DType dt, void* dst, const void* src, int ndim, const index_t* shape,
                   const index_t* strides);
 void fill_zero(void* dst, size_t bytes);
+void copy_d2d(void* dst, const void* src, size_t bytes);  // queued on stream 0
 
 // ---- GEMM (gemm.cu) ----
 // C[b][m, n] = act(alpha * sum_k A[b][m, k] B[b][k, n] + beta * Cin[m, n] + bias), per batch
@@ -84,6 +85,28 @@ void adam_step(DType dt, void* param, const void* grad, void* m, void* v, index_
 void im2col(DType dt, void* cols, const void* x, index_t N, index_t C, index_t H, index_t W,
             index_t KH, index_t KW, index_t ph, index_t pw, index_t sh, index_t sw, index_t dh,
             index_t dw, index_t OH, index_t OW);
+
+// ---- recurrent layers (rnn.cu) ----
+enum class RnnFamily : int { rnn_tanh = 0, rnn_relu, lstm, gru };
+// x (T, B, I) contiguous; h0 / c0 (B, H) contiguous (c0: LSTM); w_ih (G H, I) and w_hh
+// (G H, H) with any element strides; b_ih / b_hh (G H) or null. G = 1, 4 (i, f, g, o), 3
+// (r, z, n). Gate maths and order as torch.
+struct RnnParams {
+  DType dtype = DType::f32;
+  RnnFamily kind = RnnFamily::rnn_tanh;
+  index_t T = 0, B = 0, I = 0, H = 0;
+  const void* x = nullptr;
+  const void* h0 = nullptr;
+  const void* c0 = nullptr;
+  const void* w_ih = nullptr; index_t rs_wih = 0, cs_wih = 0;
+  const void* w_hh = nullptr; index_t rs_whh = 0, cs_whh = 0;
+  const void* b_ih = nullptr;
+  const void* b_hh = nullptr;
+};
+// out (T, B, H); h_n (B, H) or null (cells: out is h_n); c_n (B, H) for LSTM; gates (T, B, G H)
+// and extra (T, B, H) or null: the cache of the CPU driver (activated gates; c_t for LSTM, the
+// n gate's hidden side for GRU).
+void rnn_forward(const RnnParams& p, void* out, void* h_n, void* c_n, void* gates, void* extra);
 
 // ---- attention (attention.cu) ----
 // q (BH, L, E), k (BH, S, E), v (BH, S, Ev), out (BH, L, Ev), lse (BH, L); contiguous;

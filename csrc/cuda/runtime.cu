@@ -85,6 +85,10 @@ void stream_wait_default(uintptr_t stream) {
   CUDA_CHECK(e2);
 }
 
+void copy_d2d(void* dst, const void* src, size_t bytes) {
+  if (bytes) CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, 0));
+}
+
 void fill_zero(void* dst, size_t bytes) {
   if (bytes) CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, 0));
 }
