@@ -262,6 +262,17 @@ def test_routing_errors_before_cuda():
         ops.rnn(f32(5, 2, 3), None, f32(4, 3), FakeCAI((4, 4), "<f8"))
     with pytest.raises(ValueError, match="host"):
         ops.rnn(f32(5, 2, 3), np.zeros((2, 4), np.float32), f32(4, 3), f32(4, 4))
+    # recurrent backward
+    with pytest.raises(ValueError, match="output"):
+        ops.rnn_backward(f32(5, 2, 4), None, f32(5, 2, 3), None, f32(4, 3), f32(4, 4), f32(5, 2, 5))
+    with pytest.raises(ValueError, match="grad_h_n"):
+        ops.rnn_backward(None, f32(3, 4), f32(5, 2, 3), None, f32(4, 3), f32(4, 4), f32(5, 2, 4))
+    with pytest.raises(ValueError, match="cache"):
+        ops.lstm_backward(None, None, None, f32(5, 2, 3), None, None, f32(16, 3), f32(16, 4),
+                          f32(5, 2, 4), (f32(5, 2, 16), None))
+    with pytest.raises(ValueError, match="gates"):
+        ops.gru_backward(None, None, f32(5, 2, 3), None, f32(12, 3), f32(12, 4), f32(5, 2, 4),
+                         (f32(5, 2, 16), f32(5, 2, 4)))
     # An op without a CUDA kernel reaches the host binding: ValueError, not a crash.
     with pytest.raises(ValueError, match="CUDA array"):
         ops.max_pool2d(f32(1, 1, 4, 4), 2)
@@ -279,6 +290,8 @@ def test_no_driver_is_runtimeerror():
         nnkernels.cuda.asarray(np.ones(3))
     with pytest.raises(RuntimeError, match="CUDA"):
         ops.lstm(f32(5, 2, 3), None, None, f32(16, 3), f32(16, 4))
+    with pytest.raises(RuntimeError, match="CUDA"):
+        ops.rnn_backward(f32(5, 2, 4), None, f32(5, 2, 3), None, f32(4, 3), f32(4, 4), f32(5, 2, 4))
     with pytest.raises(RuntimeError, match="CUDA"):
         nnkernels.cuda.synchronize()
     with pytest.raises(RuntimeError):
@@ -623,3 +636,63 @@ def test_gpu_rnn_forward(rng, dtype, mode, T, B, I, H):
             hx = (tcuda(h0)[None], tcuda(c0)[None]) if kind == "LSTM" else tcuda(h0)[None]
             tout = mod(tcuda(x), hx)[0]
         close(ours[0], tout, dtype, factor=8)
+
+
+@needs_gpu
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DT)
+@pytest.mark.parametrize("mode", ["tanh", "relu", "lstm", "gru"])
+@pytest.mark.parametrize("T,B,I,H", [(1, 1, 5, 7), (9, 3, 17, 33), (3, 0, 5, 6), (0, 2, 3, 4)])
+def test_gpu_rnn_backward(rng, dtype, mode, T, B, I, H):
+    """Backpropagation through time on the GPU against our CPU path (every gradient; some
+    final-state gradients given, some None) and torch autograd on its GPU modules."""
+    G = {"lstm": 4, "gru": 3}.get(mode, 1)
+    x = rng.standard_normal((T, B, I)).astype(dtype)
+    h0, c0 = (rng.standard_normal((B, H)).astype(dtype) for _ in range(2))
+    wi = (rng.standard_normal((G * H, I)) * 0.3).astype(dtype)
+    wh = (rng.standard_normal((G * H, H)) * 0.3).astype(dtype)
+    bi, bh = (rng.standard_normal(G * H).astype(dtype) for _ in range(2))
+    go = rng.standard_normal((T, B, H)).astype(dtype)
+    ghn, gcn = (rng.standard_normal((B, H)).astype(dtype) for _ in range(2))
+    d = lambda a: None if a is None else tcuda(a)
+    if mode == "lstm":
+        run = lambda dv: ops.lstm_backward(
+            dv(go), dv(ghn), None, dv(x), dv(h0), dv(c0), dv(wi), dv(wh),
+            *(lambda r: (r[0], r[3]))(ops.lstm(dv(x), dv(h0), dv(c0), dv(wi), dv(wh), dv(bi), dv(bh),
+                                               return_cache=True)))
+    elif mode == "gru":
+        run = lambda dv: ops.gru_backward(
+            dv(go), None, dv(x), dv(h0), dv(wi), dv(wh),
+            *(lambda r: (r[0], r[2]))(ops.gru(dv(x), dv(h0), dv(wi), dv(wh), dv(bi), dv(bh), return_cache=True)))
+    else:
+        run = lambda dv: ops.rnn_backward(
+            dv(go), dv(ghn), dv(x), dv(h0), dv(wi), dv(wh),
+            ops.rnn(dv(x), dv(h0), dv(wi), dv(wh), dv(bi), dv(bh), nonlinearity=mode)[0], nonlinearity=mode)
+    ours, ref = run(d), run(lambda a: a)
+    assert len(ours) == len(ref)
+    for o, r in zip(ours, ref):
+        if r is None:
+            assert o is None
+        else:
+            close(o, r, dtype, factor=16)
+    if T and B:
+        kind = {"lstm": "LSTM", "gru": "GRU"}.get(mode, "RNN")
+        kw = {} if kind != "RNN" else {"nonlinearity": mode}
+        tdt = torch.float64 if dtype == np.float64 else torch.float32
+        mod = getattr(torch.nn, kind)(I, H, **kw).to("cuda", tdt)
+        with torch.no_grad():
+            for prm, val in zip(mod.parameters(), (wi, wh, bi, bh)):
+                prm.copy_(tcuda(val))
+        xt = tcuda(x).requires_grad_(True)
+        h0t = tcuda(h0)[None].requires_grad_(True)
+        hx = (h0t, tcuda(c0)[None]) if kind == "LSTM" else h0t
+        out, hn = mod(xt, hx)
+        hn = hn[0] if kind == "LSTM" else hn
+        loss = (out * tcuda(go)).sum() + ((hn[0] * tcuda(ghn)).sum() if mode != "gru" else 0)
+        loss.backward()
+        dx_t, dh0_t = xt.grad, h0t.grad[0]
+        close(ours[0], dx_t, dtype, factor=16)
+        close(ours[1], dh0_t, dtype, factor=16)
+        i_wi = 3 if kind == "LSTM" else 2
+        close(ours[i_wi], mod.weight_ih_l0.grad, dtype, factor=16)
+        close(ours[i_wi + 1], mod.weight_hh_l0.grad, dtype, factor=16)

@@ -564,13 +564,17 @@ py::object cu_sdpa_bwd(DevArg g_, py::handle q_, py::handle k_, py::handle v_, p
   return py::make_tuple(dq.owner, dk.owner, dv.owner);
 }
 
-// ---- recurrent layers (forward) ----
-// The CUDA overload of rnn_forward (x is its first array argument); the same checks and
-// results as the CPU binding (bind_rnn.cpp): (out, h_n, c_n or None, gates or None, extra or
-// None); cells: out (B, H) is h_n.
-py::tuple cu_rnn_forward(const std::string& op, const std::string& family, py::handle nl, bool cell,
-                         DevArg x_, py::handle h0_, py::handle c0_, py::handle w_ih_, py::handle w_hh_,
-                         py::handle b_ih_, py::handle b_hh_, bool cache) {
+// ---- recurrent layers ----
+// The CUDA overloads of rnn_forward / rnn_backward (x is their first array argument that is
+// never None); the same checks and results as the CPU bindings (bind_rnn.cpp).
+struct CuRnnInputs {
+  cu::RnnParams p;
+  DevTensor x, h0, c0, w_ih, w_hh, b_ih, b_hh;
+};
+
+CuRnnInputs cu_rnn_parse(const std::string& op, const std::string& family, py::handle nl, bool cell,
+                         py::handle x_, py::handle h0_, py::handle c0_, py::handle w_ih_,
+                         py::handle w_hh_, py::handle b_ih_, py::handle b_hh_) {
   cu::RnnFamily kind;
   if (family == "lstm") {
     kind = cu::RnnFamily::lstm;
@@ -586,23 +590,27 @@ py::tuple cu_rnn_forward(const std::string& op, const std::string& family, py::h
     throw ValueError(op + ": unknown recurrent family '" + family + "'");
   }
   const bool lstm = kind == cu::RnnFamily::lstm, gated = lstm || kind == cu::RnnFamily::gru;
-  DevTensor x = as_device(x_.h, "x"), w_ih = as_device(w_ih_, "w_ih"), w_hh = as_device(w_hh_, "w_hh");
-  same_dtype(x, "x", w_ih, "w_ih");
-  same_dtype(x, "x", w_hh, "w_hh");
+  CuRnnInputs in;
+  DevTensor& x = in.x;
+  x = as_device(x_, "x");
+  in.w_ih = as_device(w_ih_, "w_ih");
+  in.w_hh = as_device(w_hh_, "w_hh");
+  same_dtype(x, "x", in.w_ih, "w_ih");
+  same_dtype(x, "x", in.w_hh, "w_hh");
   rank(x, "x", {cell ? 2 : 3});
-  rank(w_ih, "w_ih", {2});
-  rank(w_hh, "w_hh", {2});
+  rank(in.w_ih, "w_ih", {2});
+  rank(in.w_hh, "w_hh", {2});
   const DType dt = x.dtype;
   const index_t G = lstm ? 4 : (gated ? 3 : 1);
   const std::string gs = G == 1 ? "H" : std::to_string(G) + "*H";
   const index_t T = cell ? 1 : x.shape[0];
   const index_t B = x.shape[x.ndim() - 2], I = x.shape[x.ndim() - 1];
-  const index_t H = w_hh.shape[1], GH = checked_mul(G, H, "hidden size");
-  if (w_hh.shape[0] != GH)
-    throw ValueError(op + ": w_hh " + shape_str(w_hh.shape) + " must have shape (" + gs + ", H) = " + shape_str({GH, H}));
-  if (w_ih.shape[0] != GH || w_ih.shape[1] != I)
-    throw ValueError(op + ": w_ih " + shape_str(w_ih.shape) + " must have shape (" + gs + ", I) = " +
-                     shape_str({GH, I}) + " for x " + shape_str(x.shape) + " and w_hh " + shape_str(w_hh.shape));
+  const index_t H = in.w_hh.shape[1], GH = checked_mul(G, H, "hidden size");
+  if (in.w_hh.shape[0] != GH)
+    throw ValueError(op + ": w_hh " + shape_str(in.w_hh.shape) + " must have shape (" + gs + ", H) = " + shape_str({GH, H}));
+  if (in.w_ih.shape[0] != GH || in.w_ih.shape[1] != I)
+    throw ValueError(op + ": w_ih " + shape_str(in.w_ih.shape) + " must have shape (" + gs + ", I) = " +
+                     shape_str({GH, I}) + " for x " + shape_str(x.shape) + " and w_hh " + shape_str(in.w_hh.shape));
   auto state = [&](py::handle h, const char* name) {
     DevTensor t;
     if (h.is_none()) return t;  // zeros, made after the checks
@@ -610,7 +618,7 @@ py::tuple cu_rnn_forward(const std::string& op, const std::string& family, py::h
     same_dtype(x, "x", t, name);
     if (t.shape != std::vector<index_t>{B, H})
       throw ValueError(op + ": " + name + " " + shape_str(t.shape) + " must have shape (B, H) = " +
-                       shape_str({B, H}) + " for x " + shape_str(x.shape) + " and w_hh " + shape_str(w_hh.shape));
+                       shape_str({B, H}) + " for x " + shape_str(x.shape) + " and w_hh " + shape_str(in.w_hh.shape));
     return t;
   };
   auto bias = [&](py::handle b, const char* name) {
@@ -620,23 +628,60 @@ py::tuple cu_rnn_forward(const std::string& op, const std::string& family, py::h
     same_dtype(x, "x", t, name);
     if (t.shape != std::vector<index_t>{GH})
       throw ValueError(op + ": " + name + " " + shape_str(t.shape) + " must have shape (" + gs + ",) = " +
-                       shape_str({GH}) + " for w_hh " + shape_str(w_hh.shape));
+                       shape_str({GH}) + " for w_hh " + shape_str(in.w_hh.shape));
     return t;
   };
-  DevTensor h0 = state(h0_, cell ? "h" : "h0"), c0 = lstm ? state(c0_, cell ? "c" : "c0") : DevTensor();
-  DevTensor b_ih = bias(b_ih_, "b_ih"), b_hh = bias(b_hh_, "b_hh");
-  dev_prepare({&x, &w_ih, &w_hh, h0.ptr ? &h0 : nullptr, c0.ptr ? &c0 : nullptr,
-               b_ih.ptr ? &b_ih : nullptr, b_hh.ptr ? &b_hh : nullptr});
-  auto zeros_bh = [&] {
-    DevTensor z = dev_empty(dt, {B, H});
-    cu::fill_zero(z.ptr, size_t(B * H) * dtype_size(dt));
-    return z;
+  in.h0 = state(h0_, cell ? "h" : "h0");
+  if (lstm) in.c0 = state(c0_, cell ? "c" : "c0");
+  in.b_ih = bias(b_ih_, "b_ih");
+  in.b_hh = bias(b_hh_, "b_hh");
+  cu::RnnParams& p = in.p;
+  p.dtype = dt;
+  p.kind = kind;
+  p.T = T; p.B = B; p.I = I; p.H = H;
+  return in;
+}
+
+// After every check: stream waits, contiguous copies, zero states; fills in.p's pointers.
+void cu_rnn_prepare(CuRnnInputs& in, std::initializer_list<const DevTensor*> more) {
+  const bool lstm = in.p.kind == cu::RnnFamily::lstm;
+  dev_prepare({&in.x, &in.w_ih, &in.w_hh, in.h0.ptr ? &in.h0 : nullptr, in.c0.ptr ? &in.c0 : nullptr,
+               in.b_ih.ptr ? &in.b_ih : nullptr, in.b_hh.ptr ? &in.b_hh : nullptr});
+  dev_prepare(more);
+  const index_t B = in.p.B, H = in.p.H;
+  auto state = [&](DevTensor& t) {
+    if (t.ptr || (t.owner && t.numel() == 0)) {
+      t = dev_contiguous(t);
+      return;
+    }
+    t = dev_empty(in.p.dtype, {B, H});
+    cu::fill_zero(t.ptr, size_t(B * H) * size_t(dtype_size(in.p.dtype)));
   };
-  x = dev_contiguous(x);
-  h0 = h0_.is_none() ? zeros_bh() : dev_contiguous(h0);
-  if (lstm) c0 = c0_.is_none() ? zeros_bh() : dev_contiguous(c0);
-  if (b_ih.ptr) b_ih = dev_contiguous(b_ih);
-  if (b_hh.ptr) b_hh = dev_contiguous(b_hh);
+  in.x = dev_contiguous(in.x);
+  state(in.h0);
+  if (lstm) state(in.c0);
+  if (in.b_ih.ptr) in.b_ih = dev_contiguous(in.b_ih);
+  if (in.b_hh.ptr) in.b_hh = dev_contiguous(in.b_hh);
+  cu::RnnParams& p = in.p;
+  p.x = in.x.ptr; p.h0 = in.h0.ptr; p.c0 = lstm ? in.c0.ptr : nullptr;
+  p.w_ih = in.w_ih.ptr; p.rs_wih = in.w_ih.strides[0]; p.cs_wih = in.w_ih.strides[1];
+  p.w_hh = in.w_hh.ptr; p.rs_whh = in.w_hh.strides[0]; p.cs_whh = in.w_hh.strides[1];
+  p.b_ih = in.b_ih.ptr; p.b_hh = in.b_hh.ptr;
+}
+
+py::object cu_or_none(bool have, const DevTensor& t) { return have ? t.owner : py::object(py::none()); }
+
+// -> (out, h_n, c_n or None, gates or None, extra or None); cells: out (B, H) is h_n.
+py::tuple cu_rnn_forward(const std::string& op, const std::string& family, py::handle nl, bool cell,
+                         DevArg x_, py::handle h0_, py::handle c0_, py::handle w_ih_, py::handle w_hh_,
+                         py::handle b_ih_, py::handle b_hh_, bool cache) {
+  CuRnnInputs in = cu_rnn_parse(op, family, nl, cell, x_.h, h0_, c0_, w_ih_, w_hh_, b_ih_, b_hh_);
+  cu_rnn_prepare(in, {});
+  const cu::RnnParams& p = in.p;
+  const DType dt = p.dtype;
+  const index_t T = p.T, B = p.B, H = p.H;
+  const bool lstm = p.kind == cu::RnnFamily::lstm, gated = lstm || p.kind == cu::RnnFamily::gru;
+  const index_t GH = (lstm ? 4 : (gated ? 3 : 1)) * H;
   const bool keep = cache && gated;
   DevTensor out = cell ? dev_empty(dt, {B, H}) : dev_empty(dt, {T, B, H});
   DevTensor h_n = cell ? out : dev_empty(dt, {B, H});
@@ -646,21 +691,73 @@ py::tuple cu_rnn_forward(const std::string& op, const std::string& family, py::h
     gates = dev_empty(dt, {T, B, GH});
     extra = dev_empty(dt, {T, B, H});
   }
-  cu::RnnParams p;
-  p.dtype = dt;
-  p.kind = kind;
-  p.T = T; p.B = B; p.I = I; p.H = H;
-  p.x = x.ptr; p.h0 = h0.ptr; p.c0 = lstm ? c0.ptr : nullptr;
-  p.w_ih = w_ih.ptr; p.rs_wih = w_ih.strides[0]; p.cs_wih = w_ih.strides[1];
-  p.w_hh = w_hh.ptr; p.rs_whh = w_hh.strides[0]; p.cs_whh = w_hh.strides[1];
-  p.b_ih = b_ih.ptr; p.b_hh = b_hh.ptr;
   {
     py::gil_scoped_release nogil;
     cu::rnn_forward(p, out.ptr, cell ? nullptr : h_n.ptr, lstm ? c_n.ptr : nullptr,
                     keep ? gates.ptr : nullptr, keep ? extra.ptr : nullptr);
   }
-  auto or_none = [](bool have, const DevTensor& t) { return have ? t.owner : py::object(py::none()); };
-  return py::make_tuple(out.owner, h_n.owner, or_none(lstm, c_n), or_none(keep, gates), or_none(keep, extra));
+  return py::make_tuple(out.owner, h_n.owner, cu_or_none(lstm, c_n), cu_or_none(keep, gates),
+                        cu_or_none(keep, extra));
+}
+
+// -> (dx, dh0, dc0 or None, dw_ih, dw_hh, db_ih or None, db_hh or None)
+py::tuple cu_rnn_backward(const std::string& op, const std::string& family, py::handle nl,
+                          py::handle dout_, py::handle dh_n_, py::handle dc_n_, DevArg x_,
+                          py::handle h0_, py::handle c0_, py::handle w_ih_, py::handle w_hh_,
+                          py::handle out_, py::handle gates_, py::handle extra_, bool want_bias) {
+  CuRnnInputs in = cu_rnn_parse(op, family, nl, false, x_.h, h0_, c0_, w_ih_, w_hh_, py::none(), py::none());
+  const DType dt = in.p.dtype;
+  const index_t T = in.p.T, B = in.p.B, I = in.p.I, H = in.p.H;
+  const bool lstm = in.p.kind == cu::RnnFamily::lstm, gated = lstm || in.p.kind == cu::RnnFamily::gru;
+  const index_t GH = (lstm ? 4 : (gated ? 3 : 1)) * H;
+  auto get = [&](py::handle h, const char* name, const std::vector<index_t>& shape) {
+    DevTensor t;
+    if (h.is_none()) return t;
+    t = as_device(h, name);
+    same_dtype(in.x, "x", t, name);
+    if (t.shape != shape) throw ValueError(op + ": " + name + " " + shape_str(t.shape) + " must have shape " + shape_str(shape));
+    return t;
+  };
+  if (out_.is_none()) throw ValueError(op + ": output is required");
+  DevTensor out = get(out_, "output", {T, B, H});
+  DevTensor dout = get(dout_, "grad_output", {T, B, H}), dh_n = get(dh_n_, "grad_h_n", {B, H});
+  DevTensor dc_n = lstm ? get(dc_n_, "grad_c_n", {B, H}) : DevTensor();
+  DevTensor gates, extra;
+  if (gated) {
+    if (gates_.is_none() || extra_.is_none())
+      throw ValueError(op + ": the forward's cache is required (call the forward with return_cache=True)");
+    gates = get(gates_, "cache[0] (gates)", {T, B, GH});
+    extra = get(extra_, "cache[1]", {T, B, H});
+  }
+  auto opt = [](DevTensor& t) { return t.ptr ? &t : nullptr; };
+  cu_rnn_prepare(in, {&out, opt(dout), opt(dh_n), opt(dc_n), opt(gates), opt(extra)});
+  out = dev_contiguous(out);
+  if (dout.ptr) dout = dev_contiguous(dout);
+  if (dh_n.ptr) dh_n = dev_contiguous(dh_n);
+  if (dc_n.ptr) dc_n = dev_contiguous(dc_n);
+  if (gated) {
+    gates = dev_contiguous(gates);
+    extra = dev_contiguous(extra);
+  }
+  DevTensor dx = dev_empty(dt, {T, B, I}), dh0 = dev_empty(dt, {B, H}), dc0;
+  if (lstm) dc0 = dev_empty(dt, {B, H});
+  DevTensor dw_ih = dev_empty(dt, {GH, I}), dw_hh = dev_empty(dt, {GH, H}), db_ih, db_hh;
+  if (want_bias) {
+    db_ih = dev_empty(dt, {GH});
+    db_hh = dev_empty(dt, {GH});
+  }
+  cu::RnnBackward g;
+  g.dx = dx.ptr; g.dh0 = dh0.ptr; g.dc0 = lstm ? dc0.ptr : nullptr;
+  g.dw_ih = dw_ih.ptr; g.dw_hh = dw_hh.ptr;
+  g.db_ih = want_bias ? db_ih.ptr : nullptr; g.db_hh = want_bias ? db_hh.ptr : nullptr;
+  g.dout = dout.ptr; g.dh_n = dh_n.ptr; g.dc_n = dc_n.ptr;
+  g.out = out.ptr; g.gates = gates.ptr; g.extra = extra.ptr;
+  {
+    py::gil_scoped_release nogil;
+    cu::rnn_backward(in.p, g);
+  }
+  return py::make_tuple(dx.owner, dh0.owner, cu_or_none(lstm, dc0), dw_ih.owner, dw_hh.owner,
+                        cu_or_none(want_bias, db_ih), cu_or_none(want_bias, db_hh));
 }
 
 void bind_cuda_ops(py::module_& m) {
@@ -692,6 +789,7 @@ void bind_cuda_ops(py::module_& m) {
   m.def("scaled_dot_product_attention", &cu_sdpa, pre);
   m.def("scaled_dot_product_attention_backward", &cu_sdpa_bwd, pre);
   m.def("rnn_forward", &cu_rnn_forward, pre);
+  m.def("rnn_backward", &cu_rnn_backward, pre);
 }
 
 }  // namespace

@@ -107,6 +107,17 @@ struct RnnParams {
 // and extra (T, B, H) or null: the cache of the CPU driver (activated gates; c_t for LSTM, the
 // n gate's hidden side for GRU).
 void rnn_forward(const RnnParams& p, void* out, void* h_n, void* c_n, void* gates, void* extra);
+// Backward through time (the CPU driver's contract, csrc/cpu/rnn/rnn.h): outputs dx (T, B, I),
+// dh0, dc0 (LSTM) (B, H), dw_ih (G H, I), dw_hh (G H, H) contiguous, db_ih / db_hh (G H) or
+// null; inputs dout (T, B, H), dh_n, dc_n (B, H) or null (zero), out, gates, extra as the
+// forward wrote them (gates / extra: LSTM and GRU). p: the forward's parameters (biases unused).
+struct RnnBackward {
+  void* dx = nullptr; void* dh0 = nullptr; void* dc0 = nullptr;
+  void* dw_ih = nullptr; void* dw_hh = nullptr; void* db_ih = nullptr; void* db_hh = nullptr;
+  const void* dout = nullptr; const void* dh_n = nullptr; const void* dc_n = nullptr;
+  const void* out = nullptr; const void* gates = nullptr; const void* extra = nullptr;
+};
+void rnn_backward(const RnnParams& p, const RnnBackward& g);
 
 // ---- attention (attention.cu) ----
 // q (BH, L, E), k (BH, S, E), v (BH, S, Ev), out (BH, L, Ev), lse (BH, L); contiguous;

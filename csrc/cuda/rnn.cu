@@ -1,5 +1,5 @@
-// RNN / LSTM / GRU forward over a sequence on the GPU, composed from the tiled GEMM (gemm.cu)
-// and one elementwise gate kernel per step (torch's maths and gate order; the CPU driver's
+// RNN / LSTM / GRU forward and backward through time on the GPU, composed from the tiled GEMM
+// (gemm.cu) and one elementwise gate kernel per step (torch's maths and gate order; the CPU driver's
 // layout of the cache, csrc/cpu/rnn/rnn.h):
 //   1. P = X W_ih^T + b_ih for all T steps: one GEMM (M = T B, N = G H, K = I).
 //   2. per step t, the recurrent product into the step's slice of P, fused in the GEMM's
@@ -9,6 +9,9 @@
 //   3. LSTM / GRU: a gate kernel over B x H: the activations (written back into P, which is
 //      the `gates` cache when asked for), the cell update, h_t into the output; the cache's
 //      `extra` gets c_t (LSTM) or the n gate's hidden side (GRU).
+// Backward (as the CPU driver): per step t from the last, dh_t = D_h[t+1] W_hh (+ dout_t), the
+// step's gate pass into D[t] (GRU: also D_h[t]); then dh0, and one GEMM each for dX, dW_ih,
+// dW_hh over all T B rows; biases by column sums (a thread per column, rows in order).
 // Kernels are queued on stream 0 one after another, so step t's GEMM reads h_{t-1} after the
 // previous gate kernel wrote it.
 #include <cuda_runtime.h>
@@ -66,6 +69,82 @@ __global__ void gru_gate_kernel(T* __restrict__ g, const T* __restrict__ s, cons
     h[e] = n + z * (hp[e] - n);
   }
 }
+
+// ---- backward (elementwise passes of one step; maths as csrc/cpu/rnn/rnn_kernels.inl) ----
+#define NNK_GRID_STRIDE(e, n) \
+  for (index_t e = index_t(blockIdx.x) * blockDim.x + threadIdx.x; e < (n); e += index_t(gridDim.x) * blockDim.x)
+
+template <typename T>
+__global__ void add_kernel(T* __restrict__ y, const T* __restrict__ x, index_t n) {
+  NNK_GRID_STRIDE(e, n) y[e] += x[e];
+}
+
+// RNN: d = dh act'(h) (relu: dh where h > 0 or h is NaN).
+template <typename T>
+__global__ void rnn_bwd_kernel(T* __restrict__ d, const T* __restrict__ dh, const T* __restrict__ h,
+                               bool relu, index_t n) {
+  NNK_GRID_STRIDE(e, n) {
+    const T v = h[e];
+    d[e] = relu ? ((v > T(0) || v != v) ? dh[e] : T(0)) : dh[e] * (T(1) - v * v);
+  }
+}
+
+// LSTM: D (B, 4H) of step t from dh, dc (carried: dc_t in, dc_{t-1} out), the activated gates,
+// c_t and c_{t-1}.
+template <typename T>
+__global__ void lstm_bwd_kernel(T* __restrict__ D, T* __restrict__ dc, const T* __restrict__ dh,
+                                const T* __restrict__ g, const T* __restrict__ c,
+                                const T* __restrict__ cp, index_t B, index_t H) {
+  NNK_GRID_STRIDE(e, B * H) {
+    const index_t b = e / H, j = e % H;
+    const T* gb = g + b * 4 * H;
+    T* db = D + b * 4 * H;
+    const T i = gb[j], f = gb[H + j], gg = gb[2 * H + j], o = gb[3 * H + j];
+    const T tc = dev::tanh_(c[e]), dhe = dh[e];
+    const T dcj = dc[e] + dhe * o * (T(1) - tc * tc);
+    db[3 * H + j] = dhe * tc * o * (T(1) - o);
+    db[j] = dcj * gg * i * (T(1) - i);
+    db[H + j] = dcj * cp[e] * f * (T(1) - f);
+    db[2 * H + j] = dcj * i * (T(1) - gg * gg);
+    dc[e] = dcj * f;
+  }
+}
+
+// GRU: D (input side) and Dh (hidden side, differs in n: dn r) of step t; dh becomes its
+// direct part dh z, to which the next step's product adds.
+template <typename T>
+__global__ void gru_bwd_kernel(T* __restrict__ D, T* __restrict__ Dh, T* __restrict__ dh,
+                               const T* __restrict__ g, const T* __restrict__ hn,
+                               const T* __restrict__ hp, index_t B, index_t H) {
+  NNK_GRID_STRIDE(e, B * H) {
+    const index_t b = e / H, j = e % H;
+    const T* gb = g + b * 3 * H;
+    const T r = gb[j], z = gb[H + j], n = gb[2 * H + j], dhe = dh[e];
+    const T dan = dhe * (T(1) - z) * (T(1) - n * n);
+    const T dar = dan * hn[e] * r * (T(1) - r);
+    const T daz = dhe * (hp[e] - n) * z * (T(1) - z);
+    T* db = D + b * 3 * H;
+    T* dhb = Dh + b * 3 * H;
+    db[j] = dar;
+    db[H + j] = daz;
+    db[2 * H + j] = dan;
+    dhb[j] = dar;
+    dhb[H + j] = daz;
+    dhb[2 * H + j] = dan * r;
+    dh[e] = dhe * z;
+  }
+}
+
+// db[j] = sum_r D[r, j], rows in order (deterministic): a thread per column.
+template <typename T>
+__global__ void col_sum_kernel(T* __restrict__ db, const T* __restrict__ D, index_t rows, index_t cols) {
+  NNK_GRID_STRIDE(j, cols) {
+    T acc = T(0);
+    for (index_t r = 0; r < rows; ++r) acc += D[r * cols + j];
+    db[j] = acc;
+  }
+}
+#undef NNK_GRID_STRIDE
 
 // Device scratch freed at scope exit (stream-ordered).
 struct Scratch {
@@ -151,7 +230,115 @@ void forward_t(const RnnParams& p, T* out, T* h_n, T* c_n, T* gates, T* extra) {
   if (lstm && extra) copy_d2d(c_n, extra + (Tn - 1) * B * H, es * size_t(B * H));
 }
 
+template <typename T>
+void backward_t(const RnnParams& p, const RnnBackward& g) {
+  const index_t Tn = p.T, B = p.B, I = p.I, H = p.H;
+  const bool lstm = p.kind == RnnFamily::lstm, gru = p.kind == RnnFamily::gru;
+  const bool relu = p.kind == RnnFamily::rnn_relu;
+  const index_t G = lstm ? 4 : (gru ? 3 : 1), GH = G * H, TB = Tn * B;
+  const size_t es = sizeof(T);
+  T* dh = static_cast<T*>(g.dh0);  // carries dh_t through the loop; ends as dh0
+  T* dc = static_cast<T*>(g.dc0);  // LSTM: carries dc_t; ends as dc0
+  auto init = [&](T* dst, const void* src) {
+    if (B * H == 0) return;
+    if (src) copy_d2d(dst, src, es * size_t(B * H));
+    else fill_zero(dst, es * size_t(B * H));
+  };
+  init(dh, g.dh_n);
+  if (lstm) init(dc, g.dc_n);
+  if (Tn == 0 || B == 0 || H == 0) {
+    fill_zero(g.dx, es * size_t(TB * I));
+    fill_zero(g.dw_ih, es * size_t(GH * I));
+    fill_zero(g.dw_hh, es * size_t(GH * H));
+    if (g.db_ih) fill_zero(g.db_ih, es * size_t(GH));
+    if (g.db_hh) fill_zero(g.db_hh, es * size_t(GH));
+    return;
+  }
+  const T* out = static_cast<const T*>(g.out);
+  const T* dout = static_cast<const T*>(g.dout);
+  const T* gates = static_cast<const T*>(g.gates);
+  const T* extra = static_cast<const T*>(g.extra);
+  const T* h0 = static_cast<const T*>(p.h0);
+  const T* c0 = static_cast<const T*>(p.c0);
+  Scratch dbuf(es * size_t(TB * GH)), dhbuf(gru ? es * size_t(TB * GH) : 0);
+  T* D = static_cast<T*>(dbuf.p);                      // input-side pre-activation gradients
+  T* Dh = gru ? static_cast<T*>(dhbuf.p) : D;          // hidden side (differs for GRU only)
+  const Launch le = elementwise_launch(B * H);
+  const dim3 grid(unsigned(le.grid_x));
+
+  GemmParams r;  // dh (B, H) = Dh[t] (B, GH) W_hh (GH, H) (+ dh for GRU: its direct part)
+  r.dtype = p.dtype;
+  r.M = B; r.N = H; r.K = GH;
+  r.rs_a = GH; r.cs_a = 1;
+  r.b = p.w_hh; r.rs_b = p.rs_whh; r.cs_b = p.cs_whh;
+  r.c = dh; r.rs_c = H;
+  if (gru) { r.c_in = dh; r.rs_cin = H; r.cs_cin = 1; r.beta = 1.0; }
+
+  for (index_t t = Tn - 1; t >= 0; --t) {
+    if (t < Tn - 1) {
+      r.a = Dh + (t + 1) * B * GH;
+      gemm(r);
+    }
+    if (dout) {
+      add_kernel<T><<<grid, le.block>>>(dh, dout + t * B * H, B * H);
+      CUDA_CHECK(cudaGetLastError());
+    }
+    T* Dt = D + t * B * GH;
+    if (lstm) {
+      const T* cp = t == 0 ? c0 : extra + (t - 1) * B * H;
+      lstm_bwd_kernel<T><<<grid, le.block>>>(Dt, dc, dh, gates + t * B * GH, extra + t * B * H, cp, B, H);
+    } else if (gru) {
+      const T* hp = t == 0 ? h0 : out + (t - 1) * B * H;
+      gru_bwd_kernel<T><<<grid, le.block>>>(Dt, Dh + t * B * GH, dh, gates + t * B * GH, extra + t * B * H,
+                                            hp, B, H);
+    } else {
+      rnn_bwd_kernel<T><<<grid, le.block>>>(Dt, dh, out + t * B * H, relu, B * H);
+    }
+    CUDA_CHECK(cudaGetLastError());
+  }
+  r.a = Dh;  // dh0 = D_h[0] W_hh (+ its direct part for GRU)
+  gemm(r);
+
+  GemmParams x;  // dX (TB, I) = D W_ih
+  x.dtype = p.dtype;
+  x.M = TB; x.N = I; x.K = GH;
+  x.a = D; x.rs_a = GH; x.cs_a = 1;
+  x.b = p.w_ih; x.rs_b = p.rs_wih; x.cs_b = p.cs_wih;
+  x.c = g.dx; x.rs_c = I;
+  gemm(x);
+  GemmParams wi;  // dW_ih (GH, I) = D^T X
+  wi.dtype = p.dtype;
+  wi.M = GH; wi.N = I; wi.K = TB;
+  wi.a = D; wi.rs_a = 1; wi.cs_a = GH;
+  wi.b = p.x; wi.rs_b = I; wi.cs_b = 1;
+  wi.c = g.dw_ih; wi.rs_c = I;
+  gemm(wi);
+  GemmParams wh;  // dW_hh (GH, H) = D_h[0]^T h0 + D_h[1..]^T out[0..T-2]
+  wh.dtype = p.dtype;
+  wh.M = GH; wh.N = H; wh.K = B;
+  wh.a = Dh; wh.rs_a = 1; wh.cs_a = GH;
+  wh.b = h0; wh.rs_b = H; wh.cs_b = 1;
+  wh.c = g.dw_hh; wh.rs_c = H;
+  gemm(wh);
+  if (Tn > 1) {
+    wh.K = (Tn - 1) * B;
+    wh.a = Dh + B * GH;
+    wh.b = out;
+    wh.c_in = g.dw_hh; wh.rs_cin = H; wh.cs_cin = 1; wh.beta = 1.0;
+    gemm(wh);
+  }
+  const Launch lb = elementwise_launch(GH);
+  if (g.db_ih) col_sum_kernel<T><<<dim3(unsigned(lb.grid_x)), lb.block>>>(static_cast<T*>(g.db_ih), D, TB, GH);
+  if (g.db_hh) col_sum_kernel<T><<<dim3(unsigned(lb.grid_x)), lb.block>>>(static_cast<T*>(g.db_hh), Dh, TB, GH);
+  CUDA_CHECK(cudaGetLastError());
+}
+
 }  // namespace
+
+void rnn_backward(const RnnParams& p, const RnnBackward& g) {
+  if (p.dtype == DType::f32) backward_t<float>(p, g);
+  else backward_t<double>(p, g);
+}
 
 void rnn_forward(const RnnParams& p, void* out, void* h_n, void* c_n, void* gates, void* extra) {
   if (p.dtype == DType::f32)
