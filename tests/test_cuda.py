@@ -590,6 +590,17 @@ def test_gpu_flash_attention_backward(rng, dtype, causal, L, S, E, Ev):
             close(ours, ref.grad, dtype, factor=32)
 
 
+def rnn_arrays(rng, dtype, mode, T, B, I, H):
+    """x, h0, c0, w_ih, w_hh, b_ih, b_hh of a random recurrent layer (G = 1, 4 or 3 gates)."""
+    G = {"lstm": 4, "gru": 3}.get(mode, 1)
+    x = rng.standard_normal((T, B, I)).astype(dtype)
+    h0, c0 = (rng.standard_normal((B, H)).astype(dtype) for _ in range(2))
+    wi = (rng.standard_normal((G * H, I)) * 0.3).astype(dtype)
+    wh = (rng.standard_normal((G * H, H)) * 0.3).astype(dtype)
+    bi, bh = (rng.standard_normal(G * H).astype(dtype) for _ in range(2))
+    return x, h0, c0, wi, wh, bi, bh
+
+
 @needs_gpu
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", DT)
@@ -599,12 +610,7 @@ def test_gpu_rnn_forward(rng, dtype, mode, T, B, I, H):
     """The CUDA sequence forward against our CPU path (outputs, final states and the cache the
     backward reads) and against torch's GPU modules; a transposed-view w_hh and no biases in
     one case."""
-    G = {"lstm": 4, "gru": 3}.get(mode, 1)
-    x = rng.standard_normal((T, B, I)).astype(dtype)
-    h0, c0 = (rng.standard_normal((B, H)).astype(dtype) for _ in range(2))
-    wi = (rng.standard_normal((G * H, I)) * 0.3).astype(dtype)
-    wh = (rng.standard_normal((G * H, H)) * 0.3).astype(dtype)
-    bi, bh = (rng.standard_normal(G * H).astype(dtype) for _ in range(2))
+    x, h0, c0, wi, wh, bi, bh = rnn_arrays(rng, dtype, mode, T, B, I, H)
     no_bias = (T, B) == (9, 3) and dtype == np.float64
     if no_bias:
         bi = bh = None
@@ -646,12 +652,7 @@ def test_gpu_rnn_forward(rng, dtype, mode, T, B, I, H):
 def test_gpu_rnn_backward(rng, dtype, mode, T, B, I, H):
     """Backpropagation through time on the GPU against our CPU path (every gradient; some
     final-state gradients given, some None) and torch autograd on its GPU modules."""
-    G = {"lstm": 4, "gru": 3}.get(mode, 1)
-    x = rng.standard_normal((T, B, I)).astype(dtype)
-    h0, c0 = (rng.standard_normal((B, H)).astype(dtype) for _ in range(2))
-    wi = (rng.standard_normal((G * H, I)) * 0.3).astype(dtype)
-    wh = (rng.standard_normal((G * H, H)) * 0.3).astype(dtype)
-    bi, bh = (rng.standard_normal(G * H).astype(dtype) for _ in range(2))
+    x, h0, c0, wi, wh, bi, bh = rnn_arrays(rng, dtype, mode, T, B, I, H)
     go = rng.standard_normal((T, B, H)).astype(dtype)
     ghn, gcn = (rng.standard_normal((B, H)).astype(dtype) for _ in range(2))
     d = lambda a: None if a is None else tcuda(a)

@@ -21,6 +21,14 @@ int current_device();
 // stream 0; the pool keeps freed blocks for reuse). bytes == 0 gives nullptr.
 void* device_malloc(size_t bytes);
 void device_free(void* p) noexcept;  // errors (e.g. at interpreter exit) are ignored
+// Device scratch freed at scope exit (stream-ordered: after the kernels queued before it).
+struct DeviceScratch {
+  void* p;
+  explicit DeviceScratch(size_t bytes) : p(device_malloc(bytes)) {}
+  ~DeviceScratch() { device_free(p); }
+  DeviceScratch(const DeviceScratch&) = delete;
+  DeviceScratch& operator=(const DeviceScratch&) = delete;
+};
 void copy_h2d(void* dst, const void* src, size_t bytes);
 void copy_d2h(void* dst, const void* src, size_t bytes);
 void synchronize();

@@ -26,6 +26,38 @@ namespace nnk::cuda {
 
 namespace {
 
+// Rows [r0, r0 + R) of a (rows x n) row-major matrix into shared memory, zero past `rows`;
+// all NT threads of the block take part (consecutive threads read consecutive words).
+template <typename T, int R, int MAXD, int NT>
+__device__ __forceinline__ void load_tile(T (&dst)[R][MAXD], const T* __restrict__ src, index_t r0,
+                                          index_t rows, int n, int tid) {
+  for (int e = tid; e < R * n; e += NT) {
+    const int rr = e / n, d = e % n;
+    dst[rr][d] = r0 + rr < rows ? src[(r0 + rr) * n + d] : T(0);
+  }
+}
+
+// Keys a block of query rows visits: all, or with causal masking (key j <= query i) those up
+// to its last query (attn_key_tiles in launch.h counts the same on the host).
+__device__ __forceinline__ index_t key_end(index_t L, index_t S, bool causal) {
+  if (!causal) return S;
+  index_t last = (index_t(blockIdx.x) + 1) * kAttnRows;
+  if (last > L) last = L;
+  return last < S ? last : S;
+}
+
+// The quad's dot product of its dims of a (registers) with row b (shared), n dims.
+template <typename T, int DQ, int MAXD>
+__device__ __forceinline__ T quad_dot(const T (&a)[DQ], const T (&b)[MAXD], int ql, int n) {
+  T part = T(0);
+#pragma unroll
+  for (int t = 0; t < DQ; ++t)
+    if (ql + 4 * t < n) part = fma(a[t], b[ql + 4 * t], part);
+  part += __shfl_xor_sync(0xffffffffu, part, 1);
+  part += __shfl_xor_sync(0xffffffffu, part, 2);
+  return part;
+}
+
 template <typename T, int MAXD, int BC>
 __global__ void __launch_bounds__(4 * kAttnRows)
 flash_fwd_kernel(T* __restrict__ out, T* __restrict__ lse, const T* __restrict__ q,
@@ -52,34 +84,18 @@ flash_fwd_kernel(T* __restrict__ out, T* __restrict__ lse, const T* __restrict__
   }
   T m = -INFINITY, l = T(0);
 
-  index_t kv_end = S;
-  if (causal) {
-    index_t last = (index_t(blockIdx.x) + 1) * kAttnRows;
-    if (last > L) last = L;
-    if (last < kv_end) kv_end = last;
-  }
+  const index_t kv_end = key_end(L, S, causal);
   for (index_t k0 = 0; k0 < kv_end; k0 += BC) {
     __syncthreads();  // the previous tile is no longer read
-    for (int e = tid; e < BC * E; e += NT) {
-      const int kk = e / E, d = e % E;
-      Ks[kk][d] = k0 + kk < S ? kp[(k0 + kk) * E + d] : T(0);
-    }
-    for (int e = tid; e < BC * Ev; e += NT) {
-      const int kk = e / Ev, d = e % Ev;
-      Vs[kk][d] = k0 + kk < S ? vp[(k0 + kk) * Ev + d] : T(0);
-    }
+    load_tile<T, BC, MAXD, NT>(Ks, kp, k0, S, E, tid);
+    load_tile<T, BC, MAXD, NT>(Vs, vp, k0, S, Ev, tid);
     __syncthreads();
 
     T s[BC];
     T mt = -INFINITY;
 #pragma unroll
     for (int j = 0; j < BC; ++j) {
-      T part = T(0);
-#pragma unroll
-      for (int t = 0; t < DQ; ++t)
-        if (ql + 4 * t < E) part = fma(qr[t], Ks[j][ql + 4 * t], part);
-      part += __shfl_xor_sync(0xffffffffu, part, 1);
-      part += __shfl_xor_sync(0xffffffffu, part, 2);
+      const T part = quad_dot<T, DQ, MAXD>(qr, Ks[j], ql, E);
       const index_t key = k0 + j;
       s[j] = (key < S && !(causal && key > qi)) ? part : T(-INFINITY);
       mt = fmax(mt, s[j]);
@@ -150,18 +166,6 @@ __global__ void attn_rowdot_kernel(T* __restrict__ D, const T* __restrict__ dout
   if (lane == 0) D[r] = acc;
 }
 
-// The quad's dot product of its dims of a (registers) with row b (shared), n dims.
-template <typename T, int DQ, int MAXD>
-__device__ __forceinline__ T quad_dot(const T (&a)[DQ], const T (&b)[MAXD], int ql, int n) {
-  T part = T(0);
-#pragma unroll
-  for (int t = 0; t < DQ; ++t)
-    if (ql + 4 * t < n) part = fma(a[t], b[ql + 4 * t], part);
-  part += __shfl_xor_sync(0xffffffffu, part, 1);
-  part += __shfl_xor_sync(0xffffffffu, part, 2);
-  return part;
-}
-
 template <typename T, int MAXD, int BR>
 __global__ void __launch_bounds__(4 * kAttnRows)
 flash_bwd_kv_kernel(T* __restrict__ dk, T* __restrict__ dv, const T* __restrict__ q,
@@ -196,14 +200,8 @@ flash_bwd_kv_kernel(T* __restrict__ dk, T* __restrict__ dv, const T* __restrict_
   const index_t i_begin = causal ? (index_t(blockIdx.x) * kAttnRows / BR) * BR : 0;
   for (index_t i0 = i_begin; i0 < L; i0 += BR) {
     __syncthreads();  // the previous tile is no longer read
-    for (int e = tid; e < BR * E; e += NT) {
-      const int ii = e / E, d = e % E;
-      Qs[ii][d] = i0 + ii < L ? qp[(i0 + ii) * E + d] : T(0);
-    }
-    for (int e = tid; e < BR * Ev; e += NT) {
-      const int ii = e / Ev, d = e % Ev;
-      dOs[ii][d] = i0 + ii < L ? dop[(i0 + ii) * Ev + d] : T(0);
-    }
+    load_tile<T, BR, MAXD, NT>(Qs, qp, i0, L, E, tid);
+    load_tile<T, BR, MAXD, NT>(dOs, dop, i0, L, Ev, tid);
     if (tid < BR) {
       const bool in = i0 + tid < L;
       Ls[tid] = in ? lse[bh * L + i0 + tid] : T(-INFINITY);
@@ -266,22 +264,11 @@ flash_bwd_q_kernel(T* __restrict__ dq, const T* __restrict__ q, const T* __restr
   const T li = valid ? lse[bh * L + qi] : T(-INFINITY);
   const T Di = valid ? D[bh * L + qi] : T(0);
 
-  index_t kv_end = S;
-  if (causal) {
-    index_t last = (index_t(blockIdx.x) + 1) * kAttnRows;
-    if (last > L) last = L;
-    if (last < kv_end) kv_end = last;
-  }
+  const index_t kv_end = key_end(L, S, causal);
   for (index_t k0 = 0; k0 < kv_end; k0 += BC) {
     __syncthreads();
-    for (int e = tid; e < BC * E; e += NT) {
-      const int kk = e / E, d = e % E;
-      Ks[kk][d] = k0 + kk < S ? kp[(k0 + kk) * E + d] : T(0);
-    }
-    for (int e = tid; e < BC * Ev; e += NT) {
-      const int kk = e / Ev, d = e % Ev;
-      Vs[kk][d] = k0 + kk < S ? vp[(k0 + kk) * Ev + d] : T(0);
-    }
+    load_tile<T, BC, MAXD, NT>(Ks, kp, k0, S, E, tid);
+    load_tile<T, BC, MAXD, NT>(Vs, vp, k0, S, Ev, tid);
     __syncthreads();
 #pragma unroll 1
     for (int j = 0; j < BC; ++j) {
@@ -304,15 +291,6 @@ flash_bwd_q_kernel(T* __restrict__ dq, const T* __restrict__ q, const T* __restr
     if (d < E) op[d] = acc[t] * scale;
   }
 }
-
-// Device scratch freed at scope exit (stream-ordered, after the kernels queued before it).
-struct DeviceScratch {
-  void* p;
-  explicit DeviceScratch(size_t bytes) : p(device_malloc(bytes)) {}
-  ~DeviceScratch() { device_free(p); }
-  DeviceScratch(const DeviceScratch&) = delete;
-  DeviceScratch& operator=(const DeviceScratch&) = delete;
-};
 
 template <typename T, int MAXD>
 void launch_bwd(void* dq, void* dk, void* dv, const void* dout, const void* q, const void* k,

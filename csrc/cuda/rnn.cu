@@ -146,15 +146,6 @@ __global__ void col_sum_kernel(T* __restrict__ db, const T* __restrict__ D, inde
 }
 #undef NNK_GRID_STRIDE
 
-// Device scratch freed at scope exit (stream-ordered).
-struct Scratch {
-  void* p;
-  explicit Scratch(size_t bytes) : p(device_malloc(bytes)) {}
-  ~Scratch() { device_free(p); }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-};
-
 template <typename T>
 void forward_t(const RnnParams& p, T* out, T* h_n, T* c_n, T* gates, T* extra) {
   const index_t Tn = p.T, B = p.B, I = p.I, H = p.H;
@@ -170,9 +161,9 @@ void forward_t(const RnnParams& p, T* out, T* h_n, T* c_n, T* gates, T* extra) {
     return;
   }
   // P: the output itself (RNN), the gates cache, or scratch.
-  Scratch pbuf(rnn || gates ? 0 : es * size_t(Tn * B * GH));
+  DeviceScratch pbuf(rnn || gates ? 0 : es * size_t(Tn * B * GH));
   T* P = rnn ? out : (gates ? gates : static_cast<T*>(pbuf.p));
-  Scratch sbuf(gru ? es * size_t(B * H) : 0);
+  DeviceScratch sbuf(gru ? es * size_t(B * H) : 0);
   T* sn = static_cast<T*>(sbuf.p);
 
   GemmParams g;  // 1. P = X W_ih^T + b_ih
@@ -260,7 +251,7 @@ void backward_t(const RnnParams& p, const RnnBackward& g) {
   const T* extra = static_cast<const T*>(g.extra);
   const T* h0 = static_cast<const T*>(p.h0);
   const T* c0 = static_cast<const T*>(p.c0);
-  Scratch dbuf(es * size_t(TB * GH)), dhbuf(gru ? es * size_t(TB * GH) : 0);
+  DeviceScratch dbuf(es * size_t(TB * GH)), dhbuf(gru ? es * size_t(TB * GH) : 0);
   T* D = static_cast<T*>(dbuf.p);                      // input-side pre-activation gradients
   T* Dh = gru ? static_cast<T*>(dhbuf.p) : D;          // hidden side (differs for GRU only)
   const Launch le = elementwise_launch(B * H);

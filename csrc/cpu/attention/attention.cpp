@@ -173,11 +173,13 @@ struct Mm {
     }
   }
   // C := alpha A Bp + beta C with A (m x k) read in place through strides (rs_a, cs_a) by the
-  // micro-kernel's strided-A form (no packing), Bp packed with kb_pack rows; with a causal
-  // offset d, row panel i uses only its first k = lim(i, k, d) columns of A.
+  // micro-kernel's strided-A form (no packing), Bp packed with kb_pack rows. With a causal
+  // offset d, row panel i uses only part of k: its first lim(i, k, d) columns (rows =
+  // queries), or with `from` (the transposed products, rows = keys) the columns from
+  // clamp(i - d, 0, k) on (the queries before it see none of the panel's keys).
   void in_place(index_t m, index_t n, index_t k, const T* a, index_t rs_a, index_t cs_a,
                 const T* bp, T* c, index_t ldc, T alpha, T beta, index_t kb_pack,
-                index_t d = kNoLimit) const {
+                index_t d = kNoLimit, bool from = false) const {
     UkrEpilogue<T> ep;
     ep.alpha = alpha;
     ep.beta = beta;
@@ -186,28 +188,14 @@ struct Mm {
       const T* b = bp + j * kb_pack;
       const index_t nr = std::min(g.NR, n - j);
       for (index_t i = 0; i < m; i += g.MR) {
-        const index_t ki = d == kNoLimit ? k : lim(i, k, d);
-        if (ki > 0) g.ukr(ki, a + i * rs_a, rs_a, cs_a, b, g.NR, c + i * ldc + j, ldc, std::min(g.MR, m - i), nr, ep);
-      }
-    }
-  }
-  // As in_place for the transposed products of a causal tile (rows = keys, k = queries):
-  // row panel i takes part only from k = clamp(i - d, 0, k) on (the queries before it see
-  // none of the panel's keys).
-  void in_place_from(index_t m, index_t n, index_t k, const T* a, index_t rs_a, index_t cs_a,
-                     const T* bp, T* c, index_t ldc, T alpha, T beta, index_t kb_pack, index_t d) const {
-    UkrEpilogue<T> ep;
-    ep.alpha = alpha;
-    ep.beta = beta;
-    ep.act_tile = g.act_tile;
-    for (index_t j = 0; j < n; j += g.NR) {
-      const T* b = bp + j * kb_pack;
-      const index_t nr = std::min(g.NR, n - j);
-      for (index_t i = 0; i < m; i += g.MR) {
-        const index_t ks = std::min(k, std::max<index_t>(0, i - d));
-        if (ks < k)
-          g.ukr(k - ks, a + i * rs_a + ks * cs_a, rs_a, cs_a, b + ks * g.NR, g.NR, c + i * ldc + j, ldc,
-                std::min(g.MR, m - i), nr, ep);
+        index_t ks = 0, ke = k;
+        if (d != kNoLimit) {
+          if (from) ks = std::min(k, std::max<index_t>(0, i - d));
+          else ke = lim(i, k, d);
+        }
+        if (ke > ks)
+          g.ukr(ke - ks, a + i * rs_a + ks * cs_a, rs_a, cs_a, b + ks * g.NR, g.NR, c + i * ldc + j,
+                ldc, std::min(g.MR, m - i), nr, ep);
       }
     }
   }
@@ -459,15 +447,13 @@ void bwd_impl(Isa isa, const AttnParams& p, const T* dout, const T* out, const T
               });
               // P, dS read in place (P^T, dS^T through transposed strides)
               const T* dOb = db.get(b, 0, ib, [&](T* d) { mm.pb(d, dob, Ev, 1, m, Ev); });
-              if (tri) mm.in_place_from(n, Ev, m, Sb, 1, BN, dOb, dvb, Ev, T(1), T(1), m, dd);  // dV += P^T dO
-              else mm.in_place(n, Ev, m, Sb, 1, BN, dOb, dvb, Ev, T(1), T(1), m);
+              mm.in_place(n, Ev, m, Sb, 1, BN, dOb, dvb, Ev, T(1), T(1), m, tri ? dd : kNoLimit, true);  // dV += P^T dO
               rows([&](index_t i, index_t mr, index_t w) {  // dS = P o (dP - D)
                 tk.ds_tile(dP + i * BN, BN, Sb + i * BN, BN, mr, w, D + b * L + i0 + i);
                 if (tri) zero_band(dP, i, mr, w);
               });
               const T* Qb = qbc.get(b, 0, ib, [&](T* d) { mm.pb(d, qb, p.rs_q, p.cs_q, m, E); });
-              if (tri) mm.in_place_from(n, E, m, dP, 1, BN, Qb, dkb, E, scale, T(1), m, dd);  // dK += scale dS^T Q
-              else mm.in_place(n, E, m, dP, 1, BN, Qb, dkb, E, scale, T(1), m);
+              mm.in_place(n, E, m, dP, 1, BN, Qb, dkb, E, scale, T(1), m, tri ? dd : kNoLimit, true);  // dK += scale dS^T Q
               mm.in_place(m, E, n, dP, BN, 1, Kb, dqb + i0 * E, E, scale, T(1), nb,  // dQ_part += scale dS K
                           tri ? dd : kNoLimit);
             }
