@@ -361,6 +361,13 @@ def main(argv=None):
             "): the machine was busier at the start; the %peak column is inflated by the ratio.")
     print(f"load average: start {meta['loadavg_start'][0]:.2f}, end {meta['loadavg_end'][0]:.2f} "
           f"(cpus usable: {m['cpus_usable']}); above ~0 the numbers are disturbed by other work")
+    # causal / non-causal attention at the same shape (issue 5: at most 0.6)
+    att = {(r["shape"], r["case"]): r for r in records if r.get("family") == "attention"}
+    for (shape, name), r in att.items():
+        twin = att.get((shape, name.replace(" causal", "")))
+        if " causal" in name and twin and r.get("results", {}).get("nnk") and twin.get("results", {}).get("nnk"):
+            ratio = r["results"]["nnk"]["min_s"] / twin["results"]["nnk"]["min_s"]
+            print(f"attention {name} / {twin['case']} {shape}: {ratio:.3f} of the non-causal time")
     if any(getattr(c, "winograd", False) for c in suite):
         print("conv rates count the direct method's FLOPs; 3x3 stride-1 shapes run as Winograd "
               "F(2x2, 3x3) (2.25x fewer multiplications), so their %peak can pass 100%.")

@@ -53,7 +53,6 @@ constexpr index_t kKeyBlockFwd = 256;   // keys per block in the forward (a mult
 constexpr index_t kKeyBlockBwd = 128;   // keys per block in the backward (more tasks)
 constexpr index_t kBwdTasks = 16;       // backward tasks when the kv groups are few (parts per group)
 constexpr index_t kMaxPartialBytes = index_t(64) << 20;  // bound on the backward's partial dQ sums
-constexpr index_t kNoLimit = std::numeric_limits<index_t>::max();
 
 template <typename T>
 const AttnIsaKernels<T>& tiles(Isa isa) {
@@ -130,72 +129,48 @@ class PackCache {
   index_t o0_ = -1, o1_ = -1;
 };
 
-// Products of packed operands on the micro-kernel (contract in ukr.h).
+// Products on the micro-kernel (contract in ukr.h) of operands packed or read in place.
+//   A (rows x k): row panel i at p + i step, element (r, kk) at + r rs + kk cs. Packed (pa):
+//     rs = 1, cs = MR, step = the packing's k. In place: step = rs (the strided-A form).
+//   B (k x cols): column panel j (a multiple of NR) at p + j step, row kk at + kk ld, unit
+//     column stride. Packed (pb): ld = NR, step = the packing's rows. In place: step = 1.
+// Causal tiles (d = i0 - j0, the offset of the tile's first query from its first key) limit
+// each MR-row panel i to part of the product (Lim): the NR-column panels that start before
+// lim(i, n, d), the last key its last query sees (S, dP: the rest is masked to -inf by
+// apply_mask); k up to lim(i, k, d) (P V, dS K: P and dS are 0 past it); or, with rows =
+// keys, k from clamp(i - d, 0, k) (P^T dO, dS^T Q: the queries before it see none of the
+// panel's keys).
 template <typename T>
 struct Mm {
   const GemmKernel<T>& g;
-  // C (m x n, row stride ldc) := alpha Ap Bp + beta C; Ap packed m x k (pa), Bp k x n (pb),
-  // or the first k rows of a B packed with kb_pack >= k rows.
-  void operator()(index_t m, index_t n, index_t k, const T* ap, const T* bp, T* c, index_t ldc,
-                  T alpha, T beta, index_t kb_pack = -1) const {
-    if (kb_pack < 0) kb_pack = k;
-    UkrEpilogue<T> ep;
-    ep.alpha = alpha;
-    ep.beta = beta;
-    ep.act_tile = g.act_tile;
-    for (index_t j = 0; j < n; j += g.NR) {  // jr: one B micro-panel stays in L1
-      const T* b = bp + j * kb_pack;
-      const index_t nr = std::min(g.NR, n - j);
-      for (index_t i = 0; i < m; i += g.MR)  // ir: A micro-panels from L2
-        g.ukr(k, ap + i * k, 1, g.MR, b, g.NR, c + i * ldc + j, ldc, std::min(g.MR, m - i), nr, ep);
-    }
-  }
-  // Causal diagonal tiles: row panel i (rows i.. of at most MR) takes part only in its first
-  // lim(i) = clamp(i + MR + d, 0, n) columns, where d = i0 - j0 (its last query sees keys up
-  // to column i + MR - 1 + d). lower_nt computes S := alpha Ap Bp only in the NR-column panels
-  // that start before lim(i) (the rest of the row panel is masked to -inf by apply_mask);
-  // P V then runs with k = lim(i) for row panel i (P's columns past lim(i) are 0 there).
+  struct A { const T* p; index_t step, rs, cs; };
+  struct B { const T* p; index_t step, ld; };
+  enum class Lim { none, cols, k_to, k_from };
+  A packed_a(const T* p, index_t k) const { return {p, k, 1, g.MR}; }
+  static A rows_a(const T* p, index_t rs, index_t cs) { return {p, rs, rs, cs}; }
+  B packed_b(const T* p, index_t rows) const { return {p, rows, g.NR}; }
+  static B rows_b(const T* p, index_t ld) { return {p, 1, ld}; }
   index_t lim(index_t i, index_t n, index_t d) const {
     return std::min(n, std::max<index_t>(0, i + g.MR + d));
   }
-  void lower_nt(index_t m, index_t n, index_t k, index_t d, const T* ap, const T* bp, T* c,
-                index_t ldc, T alpha) const {
-    UkrEpilogue<T> ep;
-    ep.alpha = alpha;
-    ep.beta = T(0);
-    ep.act_tile = g.act_tile;
-    for (index_t j = 0; j < n; j += g.NR) {
-      const T* b = bp + j * k;
-      const index_t nr = std::min(g.NR, n - j);
-      for (index_t i = 0; i < m; i += g.MR)
-        if (lim(i, n, d) > j)
-          g.ukr(k, ap + i * k, 1, g.MR, b, g.NR, c + i * ldc + j, ldc, std::min(g.MR, m - i), nr, ep);
-    }
-  }
-  // C := alpha A Bp + beta C with A (m x k) read in place through strides (rs_a, cs_a) by the
-  // micro-kernel's strided-A form (no packing), Bp packed with kb_pack rows. With a causal
-  // offset d, row panel i uses only part of k: its first lim(i, k, d) columns (rows =
-  // queries), or with `from` (the transposed products, rows = keys) the columns from
-  // clamp(i - d, 0, k) on (the queries before it see none of the panel's keys).
-  void in_place(index_t m, index_t n, index_t k, const T* a, index_t rs_a, index_t cs_a,
-                const T* bp, T* c, index_t ldc, T alpha, T beta, index_t kb_pack,
-                index_t d = kNoLimit, bool from = false) const {
+  // C (m x n, row stride ldc) := alpha A B + beta C over k.
+  void operator()(index_t m, index_t n, index_t k, A a, B b, T* c, index_t ldc, T alpha, T beta,
+                  Lim lm = Lim::none, index_t d = 0) const {
     UkrEpilogue<T> ep;
     ep.alpha = alpha;
     ep.beta = beta;
     ep.act_tile = g.act_tile;
-    for (index_t j = 0; j < n; j += g.NR) {
-      const T* b = bp + j * kb_pack;
+    for (index_t j = 0; j < n; j += g.NR) {  // one B micro-panel stays in L1
+      const T* bj = b.p + j * b.step;
       const index_t nr = std::min(g.NR, n - j);
       for (index_t i = 0; i < m; i += g.MR) {
         index_t ks = 0, ke = k;
-        if (d != kNoLimit) {
-          if (from) ks = std::min(k, std::max<index_t>(0, i - d));
-          else ke = lim(i, k, d);
-        }
-        if (ke > ks)
-          g.ukr(ke - ks, a + i * rs_a + ks * cs_a, rs_a, cs_a, b + ks * g.NR, g.NR, c + i * ldc + j,
-                ldc, std::min(g.MR, m - i), nr, ep);
+        if (lm == Lim::cols && lim(i, n, d) <= j) continue;
+        if (lm == Lim::k_to) ke = lim(i, k, d);
+        if (lm == Lim::k_from) ks = std::min(k, std::max<index_t>(0, i - d));
+        if (ke <= ks) continue;
+        g.ukr(ke - ks, a.p + i * a.step + ks * a.cs, a.rs, a.cs, bj + ks * b.ld, b.ld, c + i * ldc + j,
+              ldc, std::min(g.MR, m - i), nr, ep);
       }
     }
   }
@@ -267,15 +242,18 @@ void fwd_impl(Isa isa, const AttnParams& p, T* out, T* lse) {
   const index_t unit = p.NB >= 4 * nchunks ? nqb : 1;
   std::atomic<index_t> next{0};
   parallel_run(nchunks, [&](index_t) {
-    // 0 Qp, 1 S (then P, read in place as the A operand of P V), 2 O, 3 m, 4 l, 5 corr
-    Arena<T> ws({BM * E, BM * BN, BM * Ev, BM, BM, BM});
-    T *Qp = ws[0], *Sb = ws[1], *O = ws[2];
-    T *mrow = ws[3], *lrow = ws[4], *corr = ws[5];
-    PackCache<T> kc(nkb, E * BN), vc(nkb, BN * round_up(Ev, NR));
+    // 0 S (then P, read in place as the A operand of P V), 1 O, 2 m, 3 l, 4 corr
+    Arena<T> ws({BM * BN, BM * Ev, BM, BM, BM});
+    T *Sb = ws[0], *O = ws[1];
+    T *mrow = ws[2], *lrow = ws[3], *corr = ws[4];
+    // Q (the A of S) and V with unit column stride (the B of P V) are read in place; K^T is
+    // packed (and V when its columns are strided)
+    const bool v_in_place = p.cs_v == 1;
+    PackCache<T> kc(nkb, E * BN), vc(v_in_place ? 0 : nkb, BN * round_up(Ev, NR));
     auto task = [&](index_t t) {
       const index_t qb = p.causal ? nqb - 1 - t % nqb : t % nqb;
       const index_t b = t / nqb, i0 = qb * BM, m = std::min(BM, L - i0);
-      mm.pa(Qp, q + p.off_q[b] + i0 * p.rs_q, p.rs_q, p.cs_q, m, E);
+      const auto qa = Mm<T>::rows_a(q + p.off_q[b] + i0 * p.rs_q, p.rs_q, p.cs_q);
       std::fill(O, O + m * Ev, T(0));
       std::fill(mrow, mrow + m, ninf);
       std::fill(lrow, lrow + m, T(0));
@@ -291,10 +269,8 @@ void fwd_impl(Isa isa, const AttnParams& p, T* out, T* lse) {
         // a causal tile that crosses the diagonal is computed per row panel up to its last key
         const bool tri = p.causal && j0 + n > i0 + 1;
         const index_t d = i0 - j0;
-        if (tri)
-          mm.lower_nt(m, n, E, d, Qp, Kp, Sb, BN, scale);
-        else
-          mm(m, n, E, Qp, Kp, Sb, BN, scale, T(0));
+        using Lim = typename Mm<T>::Lim;
+        mm(m, n, E, qa, mm.packed_b(Kp, E), Sb, BN, scale, T(0), tri ? Lim::cols : Lim::none, d);
         apply_mask(tk, p, b, Sb, BN, i0, m, j0, n);
         if (tri) {
           for (index_t i = 0; i < m; i += MR)
@@ -308,10 +284,12 @@ void fwd_impl(Isa isa, const AttnParams& p, T* out, T* lse) {
           for (index_t e = 0; e < Ev; ++e) o[e] *= corr[i];
         }
         // O += P V
-        const T* Vp = vc.get(p.off_v[b], 0, jb, [&](T* dst) {
-          mm.pb(dst, v + p.off_v[b] + j0 * p.rs_v, p.rs_v, p.cs_v, nf, Ev);
-        });
-        mm.in_place(m, Ev, n, Sb, BN, 1, Vp, O, Ev, T(1), T(1), nf, tri ? d : kNoLimit);
+        const T* vb = v + p.off_v[b] + j0 * p.rs_v;
+        const auto bv = v_in_place ? Mm<T>::rows_b(vb, p.rs_v)
+                                   : mm.packed_b(vc.get(p.off_v[b], 0, jb, [&](T* dst) {
+                                       mm.pb(dst, vb, p.rs_v, p.cs_v, nf, Ev);
+                                     }), nf);
+        mm(m, Ev, n, Mm<T>::rows_a(Sb, BN, 1), bv, O, Ev, T(1), T(1), tri ? Lim::k_to : Lim::none, d);
       }
       for (index_t i = 0; i < m; ++i) {
         T* dst = out + (b * L + i0 + i) * Ev;
@@ -425,12 +403,13 @@ void bwd_impl(Isa isa, const AttnParams& p, const T* dout, const T* out, const T
               const bool tri = p.causal && j0 + n > i0 + 1;
               const index_t dd = i0 - j0;
               const T* Qp = qa.get(b, 0, ib, [&](T* d) { mm.pa(d, qb, p.rs_q, p.cs_q, m, E); });
-              if (tri) mm.lower_nt(m, n, E, dd, Qp, Kp, Sb, BN, scale);  // S = scale Q K^T (+ masks)
-              else mm(m, n, E, Qp, Kp, Sb, BN, scale, T(0));
+              using Lim = typename Mm<T>::Lim;
+              const Lim cols = tri ? Lim::cols : Lim::none, to = tri ? Lim::k_to : Lim::none,
+                        from = tri ? Lim::k_from : Lim::none;
+              mm(m, n, E, mm.packed_a(Qp, E), mm.packed_b(Kp, E), Sb, BN, scale, T(0), cols, dd);  // S = scale Q K^T (+ masks)
               apply_mask(tk, p, b, Sb, BN, i0, m, j0, n);
               const T* dOp = da.get(b, 0, ib, [&](T* d) { mm.pa(d, dob, Ev, 1, m, Ev); });
-              if (tri) mm.lower_nt(m, n, Ev, dd, dOp, Vp, dP, BN, T(1));  // dP = dO V^T
-              else mm(m, n, Ev, dOp, Vp, dP, BN, T(1), T(0));
+              mm(m, n, Ev, mm.packed_a(dOp, Ev), mm.packed_b(Vp, Ev), dP, BN, T(1), T(0), cols, dd);  // dP = dO V^T
               auto rows = [&](auto&& f) {  // f(first row i, rows mr, width w) per row panel
                 for (index_t i = 0; i < m; i += MR) {
                   const index_t mr = std::min(MR, m - i), w = tri ? mm.lim(i, n, dd) : n;
@@ -447,15 +426,15 @@ void bwd_impl(Isa isa, const AttnParams& p, const T* dout, const T* out, const T
               });
               // P, dS read in place (P^T, dS^T through transposed strides)
               const T* dOb = db.get(b, 0, ib, [&](T* d) { mm.pb(d, dob, Ev, 1, m, Ev); });
-              mm.in_place(n, Ev, m, Sb, 1, BN, dOb, dvb, Ev, T(1), T(1), m, tri ? dd : kNoLimit, true);  // dV += P^T dO
+              mm(n, Ev, m, Mm<T>::rows_a(Sb, 1, BN), mm.packed_b(dOb, m), dvb, Ev, T(1), T(1), from, dd);  // dV += P^T dO
               rows([&](index_t i, index_t mr, index_t w) {  // dS = P o (dP - D)
                 tk.ds_tile(dP + i * BN, BN, Sb + i * BN, BN, mr, w, D + b * L + i0 + i);
                 if (tri) zero_band(dP, i, mr, w);
               });
               const T* Qb = qbc.get(b, 0, ib, [&](T* d) { mm.pb(d, qb, p.rs_q, p.cs_q, m, E); });
-              mm.in_place(n, E, m, dP, 1, BN, Qb, dkb, E, scale, T(1), m, tri ? dd : kNoLimit, true);  // dK += scale dS^T Q
-              mm.in_place(m, E, n, dP, BN, 1, Kb, dqb + i0 * E, E, scale, T(1), nb,  // dQ_part += scale dS K
-                          tri ? dd : kNoLimit);
+              mm(n, E, m, Mm<T>::rows_a(dP, 1, BN), mm.packed_b(Qb, m), dkb, E, scale, T(1), from, dd);  // dK += scale dS^T Q
+              mm(m, E, n, Mm<T>::rows_a(dP, BN, 1), mm.packed_b(Kb, nb), dqb + i0 * E, E, scale, T(1), to,  // dQ_part += scale dS K
+                 dd);
             }
           }
         }
