@@ -213,6 +213,12 @@ def test_routing_errors_before_cuda():
         ops.conv2d(f32(1, 4, 8, 8), f32(6, 3, 3, 3), groups=2)
     with pytest.raises(ValueError, match="same"):
         ops.conv2d(f32(1, 3, 8, 8), f32(6, 3, 3, 3), stride=2, padding="same")
+    with pytest.raises(ValueError, match="grad_out"):
+        ops.conv2d_backward(f32(1, 6, 5, 5), f32(1, 3, 8, 8), f32(6, 3, 3, 3))
+    with pytest.raises(ValueError, match="groups"):
+        ops.conv2d_backward(f32(1, 6, 6, 6), f32(1, 4, 8, 8), f32(6, 3, 3, 3), groups=2)
+    with pytest.raises(TypeError, match="grad_out"):
+        ops.conv2d_backward(FakeCAI((1, 6, 6, 6), "<f8"), f32(1, 3, 8, 8), f32(6, 3, 3, 3))
     with pytest.raises(ValueError, match="head dims"):
         ops.scaled_dot_product_attention(f32(2, 5, 8), f32(2, 7, 4), f32(2, 7, 4))
     with pytest.raises(ValueError, match="step"):
@@ -540,6 +546,30 @@ def test_gpu_conv2d(rng, dtype, cfg, no_tf32):
     ours = ops.conv2d(tcuda(x), tcuda(w), tcuda(b), **cfg)
     close(ours, F.conv2d(tcuda(x), tcuda(w), tcuda(b), **cfg), dtype, factor=8)
     close(ours, ops.conv2d(x, w, b, **cfg), dtype, factor=8)
+
+
+@needs_gpu
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DT)
+@pytest.mark.parametrize("cfg", [dict(stride=1, padding=1), dict(stride=2, padding=0, dilation=2),
+                                 dict(padding="same", groups=2), dict(stride=(2, 3), padding=(1, 2)),
+                                 dict(unbatched=True, padding=1)])
+def test_gpu_conv2d_backward(rng, dtype, cfg, no_tf32):
+    cfg = dict(cfg)
+    unbatched = cfg.pop("unbatched", False)
+    groups = cfg.get("groups", 1)
+    x = rng.standard_normal((4, 13, 11) if unbatched else (3, 4, 13, 11)).astype(dtype)
+    w = rng.standard_normal((6, 4 // groups, 3, 3)).astype(dtype)
+    gy = ops.conv2d(x, w, **cfg)
+    gy = rng.standard_normal(gy.shape).astype(dtype)
+    ours = ops.conv2d_backward(tcuda(gy), tcuda(x), tcuda(w), **cfg)
+    for o, r in zip(ours, ops.conv2d_backward(gy, x, w, **cfg)):   # our CPU path
+        close(o, r, dtype, factor=8)
+    t = [tcuda(a).requires_grad_(True) for a in (x, w)]
+    b = tcuda(np.zeros(6, dtype)).requires_grad_(True)
+    F.conv2d(t[0], t[1], b, **cfg).backward(tcuda(gy))               # torch autograd
+    for o, r in zip(ours, (t[0].grad, t[1].grad, b.grad)):
+        close(o, r, dtype, factor=8)
 
 
 @needs_gpu

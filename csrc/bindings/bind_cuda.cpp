@@ -404,60 +404,87 @@ std::array<index_t, 2> pair_arg(py::handle h, const char* name) {
   throw ValueError(std::string("conv2d: ") + name + " must be an int or a pair of ints");
 }
 
-py::object cu_conv2d(DevArg x_, py::handle w_, py::handle b_, py::handle stride_, py::handle padding_,
-                     py::handle dilation_, int64_t groups, py::handle out_) {
-  DevTensor x = as_device(x_.h, "x"), w = as_device(w_, "weight"), bias;
-  same_dtype(x, "x", w, "weight");
+// The geometry of a conv2d call (x (N, C, H, W) or unbatched (C, H, W), weight (O, C/groups,
+// KH, KW)), checked as the CPU binding does.
+struct ConvGeom {
+  bool unbatched = false;
+  index_t N = 1, C = 0, H = 0, W = 0, O = 0, KH = 0, KW = 0, G = 1, OH = 0, OW = 0;
+  std::array<index_t, 2> st{1, 1}, dl{1, 1}, pd{0, 0};
+  std::vector<index_t> out_shape() const {
+    return unbatched ? std::vector<index_t>{O, OH, OW} : std::vector<index_t>{N, O, OH, OW};
+  }
+};
+
+ConvGeom conv_geom(const char* op, const DevTensor& x, const DevTensor& w, py::handle stride_,
+                   py::handle padding_, py::handle dilation_, int64_t groups) {
+  const std::string fn(op);
   rank(x, "x", {3, 4});
   rank(w, "weight", {4});
-  const bool unbatched = x.ndim() == 3;
-  const index_t N = unbatched ? 1 : x.shape[0], C = x.shape[x.ndim() - 3];
-  const index_t H = x.shape[x.ndim() - 2], W = x.shape[x.ndim() - 1];
-  const index_t O = w.shape[0], KH = w.shape[2], KW = w.shape[3];
-  if (groups < 1) throw ValueError("conv2d: groups must be >= 1");
-  if (C % groups || O % groups || w.shape[1] != C / groups)
-    throw ValueError("conv2d: x " + shape_str(x.shape) + ", weight " + shape_str(w.shape) + " and groups " +
+  ConvGeom g;
+  g.unbatched = x.ndim() == 3;
+  g.N = g.unbatched ? 1 : x.shape[0];
+  g.C = x.shape[x.ndim() - 3];
+  g.H = x.shape[x.ndim() - 2];
+  g.W = x.shape[x.ndim() - 1];
+  g.O = w.shape[0];
+  g.KH = w.shape[2];
+  g.KW = w.shape[3];
+  if (groups < 1) throw ValueError(fn + ": groups must be >= 1");
+  g.G = groups;
+  if (g.C % groups || g.O % groups || w.shape[1] != g.C / groups)
+    throw ValueError(fn + ": x " + shape_str(x.shape) + ", weight " + shape_str(w.shape) + " and groups " +
                      std::to_string(groups) + " do not match");
-  const auto st = pair_arg(stride_, "stride"), dl = pair_arg(dilation_, "dilation");
-  if (st[0] < 1 || st[1] < 1 || dl[0] < 1 || dl[1] < 1)
-    throw ValueError("conv2d: stride and dilation must be >= 1");
-  std::array<index_t, 2> pd{0, 0};
+  g.st = pair_arg(stride_, "stride");
+  g.dl = pair_arg(dilation_, "dilation");
+  if (g.st[0] < 1 || g.st[1] < 1 || g.dl[0] < 1 || g.dl[1] < 1)
+    throw ValueError(fn + ": stride and dilation must be >= 1");
   bool same = false;
   if (py::isinstance<py::str>(padding_)) {
     const std::string p = padding_.cast<std::string>();
     if (p == "same") {
-      if (st[0] != 1 || st[1] != 1) throw ValueError("conv2d: padding='same' needs stride 1");
+      if (g.st[0] != 1 || g.st[1] != 1) throw ValueError(fn + ": padding='same' needs stride 1");
       same = true;
-      pd = {dl[0] * (KH - 1) / 2, dl[1] * (KW - 1) / 2};
+      g.pd = {g.dl[0] * (g.KH - 1) / 2, g.dl[1] * (g.KW - 1) / 2};
     } else if (p != "valid") {
-      throw ValueError("conv2d: padding must be an int, a pair, 'same' or 'valid'");
+      throw ValueError(fn + ": padding must be an int, a pair, 'same' or 'valid'");
     }
   } else {
-    pd = pair_arg(padding_, "padding");
-    if (pd[0] < 0 || pd[1] < 0) throw ValueError("conv2d: padding must be >= 0");
+    g.pd = pair_arg(padding_, "padding");
+    if (g.pd[0] < 0 || g.pd[1] < 0) throw ValueError(fn + ": padding must be >= 0");
   }
-  const index_t OH = same ? H : (H + 2 * pd[0] - dl[0] * (KH - 1) - 1) / st[0] + 1;
-  const index_t OW = same ? W : (W + 2 * pd[1] - dl[1] * (KW - 1) - 1) / st[1] + 1;
-  if (OH <= 0 || OW <= 0 || H + 2 * pd[0] < dl[0] * (KH - 1) + 1 || W + 2 * pd[1] < dl[1] * (KW - 1) + 1)
-    throw ValueError("conv2d: the kernel is larger than the padded input " + shape_str(x.shape));
+  g.OH = same ? g.H : (g.H + 2 * g.pd[0] - g.dl[0] * (g.KH - 1) - 1) / g.st[0] + 1;
+  g.OW = same ? g.W : (g.W + 2 * g.pd[1] - g.dl[1] * (g.KW - 1) - 1) / g.st[1] + 1;
+  if (g.OH <= 0 || g.OW <= 0 || g.H + 2 * g.pd[0] < g.dl[0] * (g.KH - 1) + 1 ||
+      g.W + 2 * g.pd[1] < g.dl[1] * (g.KW - 1) + 1)
+    throw ValueError(fn + ": the kernel is larger than the padded input " + shape_str(x.shape));
+  return g;
+}
+
+py::object cu_conv2d(DevArg x_, py::handle w_, py::handle b_, py::handle stride_, py::handle padding_,
+                     py::handle dilation_, int64_t groups, py::handle out_) {
+  DevTensor x = as_device(x_.h, "x"), w = as_device(w_, "weight"), bias;
+  same_dtype(x, "x", w, "weight");
+  const ConvGeom cg = conv_geom("conv2d", x, w, stride_, padding_, dilation_, groups);
+  const index_t N = cg.N, C = cg.C, H = cg.H, W = cg.W, O = cg.O, KH = cg.KH, KW = cg.KW;
+  const index_t OH = cg.OH, OW = cg.OW;
   if (!b_.is_none()) {
     bias = as_device(b_, "bias");
     same_dtype(x, "x", bias, "bias");
     if (bias.shape != std::vector<index_t>{O}) throw ValueError("conv2d: bias " + shape_str(bias.shape) + " must have shape (" + std::to_string(O) + ",)");
   }
-  std::vector<index_t> oshape = unbatched ? std::vector<index_t>{O, OH, OW} : std::vector<index_t>{N, O, OH, OW};
+  const std::vector<index_t> oshape = cg.out_shape();
   DevTensor out = dev_output_check(out_, x.dtype, oshape, {&x, &w, b_.is_none() ? nullptr : &bias});
   dev_prepare({&x, &w, b_.is_none() ? nullptr : &bias});
   x = dev_contiguous(x);
   w = dev_contiguous(w);
   if (!b_.is_none()) bias = dev_contiguous(bias);
   out = out_or_new(out, x.dtype, oshape);
-  const index_t G = groups, Cg = C / G, Og = O / G, KK = KH * KW, P = OH * OW;
+  const index_t G = cg.G, Cg = C / G, Og = O / G, KK = KH * KW, P = OH * OW;
   DevTensor cols = dev_empty(x.dtype, {N, C * KK, P});
   const index_t item = dtype_size(x.dtype);
   {
     py::gil_scoped_release nogil;
-    cu::im2col(x.dtype, cols.ptr, x.ptr, N, C, H, W, KH, KW, pd[0], pd[1], st[0], st[1], dl[0], dl[1], OH, OW);
+    cu::im2col(x.dtype, cols.ptr, x.ptr, N, C, H, W, KH, KW, cg.pd[0], cg.pd[1], cg.st[0], cg.st[1], cg.dl[0], cg.dl[1], OH, OW);
     for (index_t g = 0; g < G; ++g) {
       cu::GemmParams p;
       p.dtype = x.dtype; p.M = Og; p.N = P; p.K = Cg * KK; p.batch = N;
@@ -470,6 +497,58 @@ py::object cu_conv2d(DevArg x_, py::handle w_, py::handle b_, py::handle stride_
     }
   }
   return out.owner;
+}
+
+// -> (grad_x, grad_weight, grad_bias): cols = im2col(x); per group dW = sum_n dY_n cols_n^T
+// (one GEMM per image, accumulated in order), dcols_n = W^T dY_n (one batched GEMM), dx =
+// col2im(dcols), db = channel sums of dY. Deterministic.
+py::tuple cu_conv2d_backward(DevArg g_, py::handle x_, py::handle w_, py::handle stride_,
+                             py::handle padding_, py::handle dilation_, int64_t groups) {
+  DevTensor gy = as_device(g_.h, "grad_out"), x = as_device(x_, "x"), w = as_device(w_, "weight");
+  same_dtype(x, "x", w, "weight");
+  same_dtype(x, "x", gy, "grad_out");
+  const ConvGeom cg = conv_geom("conv2d_backward", x, w, stride_, padding_, dilation_, groups);
+  const std::vector<index_t> oshape = cg.out_shape();
+  if (gy.shape != oshape)
+    throw ValueError("conv2d_backward: grad_out " + shape_str(gy.shape) + " must have the output's shape " + shape_str(oshape));
+  dev_prepare({&gy, &x, &w});
+  gy = dev_contiguous(gy);
+  x = dev_contiguous(x);
+  w = dev_contiguous(w);
+  const DType dt = x.dtype;
+  const index_t N = cg.N, C = cg.C, O = cg.O, KK = cg.KH * cg.KW, P = cg.OH * cg.OW;
+  const index_t G = cg.G, Cg = C / G, Og = O / G, item = dtype_size(dt);
+  DevTensor dx = dev_empty(dt, x.shape), dw = dev_empty(dt, w.shape), db = dev_empty(dt, {O});
+  DevTensor cols = dev_empty(dt, {N, C * KK, P}), dcols = dev_empty(dt, {N, C * KK, P});
+  {
+    py::gil_scoped_release nogil;
+    const auto at = [&](const DevTensor& t, index_t off) { return static_cast<const char*>(t.ptr) + off * item; };
+    const auto at_w = [&](const DevTensor& t, index_t off) { return static_cast<char*>(t.ptr) + off * item; };
+    cu::im2col(dt, cols.ptr, x.ptr, N, C, cg.H, cg.W, cg.KH, cg.KW, cg.pd[0], cg.pd[1], cg.st[0], cg.st[1],
+               cg.dl[0], cg.dl[1], cg.OH, cg.OW);
+    if (N == 0 || P == 0) cu::fill_zero(dw.ptr, size_t(O * Cg * KK * item));
+    for (index_t g = 0; g < G; ++g) {
+      for (index_t n = 0; n < N && P > 0; ++n) {  // dW_g += dY_{n,g} (Og x P) cols_{n,g}^T (P x Cg KK)
+        cu::GemmParams p;
+        p.dtype = dt; p.M = Og; p.N = Cg * KK; p.K = P;
+        p.a = at(gy, (n * O + g * Og) * P); p.rs_a = P; p.cs_a = 1;
+        p.b = at(cols, (n * C * KK + g * Cg * KK) * P); p.rs_b = 1; p.cs_b = P;
+        p.c = at_w(dw, g * Og * Cg * KK); p.rs_c = Cg * KK;
+        if (n > 0) { p.c_in = p.c; p.rs_cin = Cg * KK; p.cs_cin = 1; p.beta = 1.0; }
+        cu::gemm(p);
+      }
+      cu::GemmParams q;  // dcols_{n,g} (Cg KK x P) = W_g^T (Cg KK x Og) dY_{n,g} (Og x P), all n
+      q.dtype = dt; q.M = Cg * KK; q.N = P; q.K = Og; q.batch = N;
+      q.a = at(w, g * Og * Cg * KK); q.rs_a = 1; q.cs_a = Cg * KK;
+      q.b = at(gy, g * Og * P); q.rs_b = P; q.cs_b = 1; q.batch_b = O * P;
+      q.c = at_w(dcols, g * Cg * KK * P); q.rs_c = P; q.batch_c = C * KK * P;
+      cu::gemm(q);
+    }
+    cu::col2im(dt, dx.ptr, dcols.ptr, N, C, cg.H, cg.W, cg.KH, cg.KW, cg.pd[0], cg.pd[1], cg.st[0], cg.st[1],
+               cg.dl[0], cg.dl[1], cg.OH, cg.OW);
+    cu::channel_sum(dt, db.ptr, gy.ptr, N, O, P);
+  }
+  return py::make_tuple(dx.owner, dw.owner, db.owner);
 }
 
 // ---- attention forward ----
@@ -786,6 +865,7 @@ void bind_cuda_ops(py::module_& m) {
   m.def("sgd_step_", &cu_sgd, pre);
   m.def("adam_step_", &cu_adam, pre);
   m.def("conv2d", &cu_conv2d, pre);
+  m.def("conv2d_backward", &cu_conv2d_backward, pre);
   m.def("scaled_dot_product_attention", &cu_sdpa, pre);
   m.def("scaled_dot_product_attention_backward", &cu_sdpa_bwd, pre);
   m.def("rnn_forward", &cu_rnn_forward, pre);

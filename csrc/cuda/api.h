@@ -94,6 +94,14 @@ void im2col(DType dt, void* cols, const void* x, index_t N, index_t C, index_t H
             index_t KH, index_t KW, index_t ph, index_t pw, index_t sh, index_t sw, index_t dh,
             index_t dw, index_t OH, index_t OW);
 
+// dx (N, C, H, W) = the sum of the columns' entries over the patches that read each pixel
+// (the adjoint of im2col; a gather, deterministic). Same geometry arguments as im2col.
+void col2im(DType dt, void* dx, const void* cols, index_t N, index_t C, index_t H, index_t W,
+            index_t KH, index_t KW, index_t ph, index_t pw, index_t sh, index_t sw, index_t dh,
+            index_t dw, index_t OH, index_t OW);
+// db[o] = sum of dy[n, o, :] over n and the P positions (dy contiguous (N, O, P)), in order.
+void channel_sum(DType dt, void* db, const void* dy, index_t N, index_t O, index_t P);
+
 // ---- recurrent layers (rnn.cu) ----
 enum class RnnFamily : int { rnn_tanh = 0, rnn_relu, lstm, gru };
 // x (T, B, I) contiguous; h0 / c0 (B, H) contiguous (c0: LSTM); w_ih (G H, I) and w_hh
