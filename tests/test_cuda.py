@@ -209,6 +209,10 @@ def test_routing_errors_before_cuda():
         ops.linear(f32(3, 4), f32(5, 4), activation="swish")
     with pytest.raises(ValueError, match="do not match"):
         ops.linear(f32(3, 4), f32(5, 3))
+    with pytest.raises(ValueError, match="grad_out"):
+        ops.linear_backward(f32(3, 4), f32(3, 4), f32(5, 4))
+    with pytest.raises(ValueError, match="weight"):
+        ops.linear_backward(f32(3, 5), f32(3, 4), f32(5, 3))
     with pytest.raises(ValueError, match="groups"):
         ops.conv2d(f32(1, 4, 8, 8), f32(6, 3, 3, 3), groups=2)
     with pytest.raises(ValueError, match="same"):
@@ -432,6 +436,25 @@ def test_gpu_linear(rng, dtype, act, no_tf32):
     ref = {None: lambda t: t, "relu": F.relu, "gelu": F.gelu, "tanh": torch.tanh,
            "sigmoid": torch.sigmoid, "gelu_tanh": lambda t: F.gelu(t, approximate="tanh")}[act](ref)
     close(ours, ref, dtype, factor=8)
+
+
+@needs_gpu
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DT)
+@pytest.mark.parametrize("xshape", [(3, 37, 65), (1, 65), (0, 65)])
+def test_gpu_linear_backward(rng, dtype, xshape, no_tf32):
+    x = rng.standard_normal(xshape).astype(dtype)
+    w = rng.standard_normal((29, 65)).astype(dtype)
+    g = rng.standard_normal(xshape[:-1] + (29,)).astype(dtype)
+    wv = tcuda(np.ascontiguousarray(w.T)).t()  # a transposed view: any weight strides
+    ours = ops.linear_backward(tcuda(g), tcuda(x), wv)
+    for o, r in zip(ours, ops.linear_backward(g, x, w)):  # our CPU path
+        close(o, r, dtype, factor=8)
+    t = [tcuda(a).requires_grad_(True) for a in (x, w, np.zeros(29, dtype))]
+    F.linear(*t).backward(tcuda(g))                        # torch autograd
+    for o, r in zip(ours, t):
+        close(o, r.grad, dtype, factor=8)
+    assert ops.linear_backward(tcuda(g), tcuda(x), tcuda(w), bias=False)[2] is None
 
 
 @needs_gpu

@@ -187,6 +187,50 @@ py::object cu_linear(DevArg x_, py::handle w_, py::handle b_, py::handle act_, p
   return out.owner;
 }
 
+// -> (grad_x, grad_weight, grad_bias or None): grad_x = grad_out W, grad_weight = grad_out^T x
+// (rows of x and grad_out flattened), grad_bias = column sums of grad_out (in order).
+py::tuple cu_linear_backward(DevArg g_, py::handle x_, py::handle w_, bool want_bias) {
+  DevTensor go = as_device(g_.h, "grad_out"), x = as_device(x_, "x"), w = as_device(w_, "weight");
+  same_dtype(x, "x", go, "grad_out");
+  same_dtype(x, "x", w, "weight");
+  rank(w, "weight", {2});
+  const index_t N = w.shape[0], K = w.shape[1];
+  if (x.ndim() == 0 || x.shape.back() != K)
+    throw ValueError("linear_backward: x " + shape_str(x.shape) + " and weight " + shape_str(w.shape) +
+                     ": x.shape[-1] must equal weight.shape[1]");
+  std::vector<index_t> gshape(x.shape.begin(), x.shape.end() - 1);
+  gshape.push_back(N);
+  if (go.shape != gshape)
+    throw ValueError("linear_backward: grad_out " + shape_str(go.shape) + " must have shape " +
+                     shape_str(gshape) + " for x " + shape_str(x.shape) + " and weight " + shape_str(w.shape));
+  dev_prepare({&go, &x, &w});
+  go = dev_contiguous(go);
+  x = dev_contiguous(x);
+  index_t M = 1;
+  for (size_t d = 0; d + 1 < x.shape.size(); ++d) M *= x.shape[d];
+  const DType dt = x.dtype;
+  DevTensor gx = dev_empty(dt, x.shape), gw = dev_empty(dt, w.shape), gb;
+  if (want_bias) gb = dev_empty(dt, {N});
+  {
+    py::gil_scoped_release nogil;
+    cu::GemmParams a;  // grad_x (M, K) = grad_out (M, N) @ weight (N, K)
+    a.dtype = dt; a.M = M; a.N = K; a.K = N;
+    a.a = go.ptr; a.rs_a = N; a.cs_a = 1;
+    a.b = w.ptr; a.rs_b = w.strides[0]; a.cs_b = w.strides[1];
+    a.c = gx.ptr; a.rs_c = K;
+    cu::gemm(a);
+    cu::GemmParams b;  // grad_weight (N, K) = grad_out^T (N, M) @ x (M, K)
+    b.dtype = dt; b.M = N; b.N = K; b.K = M;
+    b.a = go.ptr; b.rs_a = 1; b.cs_a = N;
+    b.b = x.ptr; b.rs_b = K; b.cs_b = 1;
+    b.c = gw.ptr; b.rs_c = K;
+    if (M == 0) cu::fill_zero(gw.ptr, size_t(N * K * dtype_size(dt)));
+    else cu::gemm(b);
+    if (want_bias) cu::channel_sum(dt, gb.ptr, go.ptr, M, N, 1);
+  }
+  return py::make_tuple(gx.owner, gw.owner, want_bias ? gb.owner : py::object(py::none()));
+}
+
 // ---- activations, softmax ----
 py::object cu_act(DevArg x_, cu::Act act, double param) {
   DevTensor x = as_device(x_.h, "x");
@@ -844,6 +888,7 @@ void bind_cuda_ops(py::module_& m) {
   m.def("gemm", &cu_gemm, pre);
   m.def("matmul", &cu_matmul, pre);
   m.def("linear", &cu_linear, pre);
+  m.def("linear_backward", &cu_linear_backward, pre);
   m.def("relu", [](DevArg x) { return cu_act(x, cu::Act::relu, 0.0); }, pre);
   m.def("leaky_relu", [](DevArg x, double s) { return cu_act(x, cu::Act::leaky_relu, s); }, pre);
   m.def("sigmoid", [](DevArg x) { return cu_act(x, cu::Act::sigmoid, 0.0); }, pre);
