@@ -643,6 +643,16 @@ def test_gpu_flash_attention_backward(rng, dtype, causal, L, S, E, Ev):
             close(ours, ref.grad, dtype, factor=32)
 
 
+def rnn_gpu_cases(f):
+    """The recurrent GPU tests' parameters: both dtypes, every family, T = 1, a longer
+    sequence, batch 0 and T = 0."""
+    for d in (pytest.mark.parametrize("T,B,I,H", [(1, 1, 5, 7), (9, 3, 17, 33), (3, 0, 5, 6), (0, 2, 3, 4)]),
+              pytest.mark.parametrize("mode", ["tanh", "relu", "lstm", "gru"]),
+              pytest.mark.parametrize("dtype", DT), pytest.mark.cuda, needs_gpu):
+        f = d(f)
+    return f
+
+
 def rnn_arrays(rng, dtype, mode, T, B, I, H):
     """x, h0, c0, w_ih, w_hh, b_ih, b_hh of a random recurrent layer (G = 1, 4 or 3 gates)."""
     G = {"lstm": 4, "gru": 3}.get(mode, 1)
@@ -654,11 +664,7 @@ def rnn_arrays(rng, dtype, mode, T, B, I, H):
     return x, h0, c0, wi, wh, bi, bh
 
 
-@needs_gpu
-@pytest.mark.cuda
-@pytest.mark.parametrize("dtype", DT)
-@pytest.mark.parametrize("mode", ["tanh", "relu", "lstm", "gru"])
-@pytest.mark.parametrize("T,B,I,H", [(1, 1, 5, 7), (9, 3, 17, 33), (3, 0, 5, 6), (0, 2, 3, 4)])
+@rnn_gpu_cases
 def test_gpu_rnn_forward(rng, dtype, mode, T, B, I, H):
     """The CUDA sequence forward against our CPU path (outputs, final states and the cache the
     backward reads) and against torch's GPU modules; a transposed-view w_hh and no biases in
@@ -697,11 +703,7 @@ def test_gpu_rnn_forward(rng, dtype, mode, T, B, I, H):
         close(ours[0], tout, dtype, factor=8)
 
 
-@needs_gpu
-@pytest.mark.cuda
-@pytest.mark.parametrize("dtype", DT)
-@pytest.mark.parametrize("mode", ["tanh", "relu", "lstm", "gru"])
-@pytest.mark.parametrize("T,B,I,H", [(1, 1, 5, 7), (9, 3, 17, 33), (3, 0, 5, 6), (0, 2, 3, 4)])
+@rnn_gpu_cases
 def test_gpu_rnn_backward(rng, dtype, mode, T, B, I, H):
     """Backpropagation through time on the GPU against our CPU path (every gradient; some
     final-state gradients given, some None) and torch autograd on its GPU modules."""
