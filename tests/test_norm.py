@@ -151,6 +151,8 @@ def test_layer_norm_errors(rng):
         ops.layer_norm_backward(x, x, m, r, 5)
     assert ops.layer_norm(x, np.int64(5)).shape == x.shape
     assert ops.layer_norm(x, (np.int32(5),)).shape == x.shape
+    assert ops.layer_norm(x, np.array([5])).shape == x.shape
+    assert ops.layer_norm(x, torch.Size([5])).shape == x.shape
     with pytest.raises(ValueError, match="grad_out"):
         ops.layer_norm_backward(x[:3], x, 5, m, r)
     with pytest.raises(ValueError, match="mean"):

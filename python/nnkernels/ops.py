@@ -504,8 +504,10 @@ def _norm_shape(normalized_shape):
     # Integers only (as torch): a float or an array of floats here is a misplaced argument,
     # not a shape to truncate.
     try:
-        if hasattr(normalized_shape, "__index__"):
-            return [operator.index(normalized_shape)]
+        return [operator.index(normalized_shape)]
+    except TypeError:
+        pass
+    try:
         return [operator.index(s) for s in normalized_shape]
     except TypeError:
         raise TypeError("normalized_shape must be an int or a sequence of ints, got "
