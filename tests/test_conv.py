@@ -434,22 +434,28 @@ def test_conv2d_shift_packer_threads(threads, rng):
         assert np.array_equal(ours, rep)
 
 
+def _wino(N, C, H, W, Cout, padding=(1, 1), noncontig=False):
+    """A config inside the Winograd path's geometry: 3x3, stride 1, dilation 1, one group."""
+    return dict(N=N, C=C, H=H, W=W, Cout=Cout, k=(3, 3), stride=(1, 1), padding=padding,
+                dilation=(1, 1), groups=1, noncontig=noncontig)
+
+
 # Winograd F(2x2, 3x3) (3x3, stride 1, dilation 1, one group, >= 16 channels on both sides,
 # outputs of at least 2 x 2): forward, backward-data and backward-weight. Odd output sizes
 # (half tiles at the right and bottom edges), padding 0..2 and asymmetric pairs
 # (backward-data reads dY with the padding 2 - p, negative included), tile blocks straddling
 # rows and images, more channels than one K block (C = 520 > KC = 512), non-contiguous inputs.
 WINOGRAD = [
-    dict(N=3, C=16, H=9, W=11, Cout=16, k=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1, noncontig=False),
-    dict(N=1, C=17, H=13, W=7, Cout=23, k=(3, 3), stride=(1, 1), padding=(0, 2), dilation=(1, 1), groups=1, noncontig=True),
-    dict(N=2, C=24, H=4, W=5, Cout=19, k=(3, 3), stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1, noncontig=False),
-    dict(N=2, C=16, H=2, W=3, Cout=31, k=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1, noncontig=False),
+    _wino(3, 16, 9, 11, 16),
+    _wino(1, 17, 13, 7, 23, padding=(0, 2), noncontig=True),
+    _wino(2, 24, 4, 5, 19, padding=(0, 0)),
+    _wino(2, 16, 2, 3, 31),
     # Outputs with a side of 1 stay on the im2col paths (same checks).
-    dict(N=2, C=16, H=1, W=5, Cout=17, k=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1, noncontig=False),
-    dict(N=5, C=32, H=14, W=14, Cout=40, k=(3, 3), stride=(1, 1), padding=(2, 1), dilation=(1, 1), groups=1, noncontig=False),
-    dict(N=2, C=20, H=8, W=37, Cout=16, k=(3, 3), stride=(1, 1), padding="same", dilation=(1, 1), groups=1, noncontig=False),
-    dict(N=1, C=520, H=5, W=6, Cout=16, k=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1, noncontig=False),
-    dict(N=1, C=16, H=6, W=5, Cout=520, k=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1, noncontig=False),
+    _wino(2, 16, 1, 5, 17),
+    _wino(5, 32, 14, 14, 40, padding=(2, 1)),
+    _wino(2, 20, 8, 37, 16, padding="same"),
+    _wino(1, 520, 5, 6, 16),
+    _wino(1, 16, 6, 5, 520),
 ]
 
 
@@ -462,9 +468,8 @@ def _winograd_random(seed, count):
         ph, pw = (int(v) for v in rng.integers(0, 3, size=2))
         H = int(rng.integers(max(4 - 2 * ph, 1), 20))
         W = int(rng.integers(max(4 - 2 * pw, 1), 20))
-        out.append(dict(N=int(rng.integers(1, 4)), C=int(rng.integers(16, 41)), H=H, W=W,
-                        Cout=int(rng.integers(16, 41)), k=(3, 3), stride=(1, 1), padding=(ph, pw),
-                        dilation=(1, 1), groups=1, noncontig=i % 3 == 0))
+        out.append(_wino(int(rng.integers(1, 4)), int(rng.integers(16, 41)), H, W,
+                         int(rng.integers(16, 41)), padding=(ph, pw), noncontig=i % 3 == 0))
     return out
 
 

@@ -596,40 +596,58 @@ py::tuple cu_conv2d_backward(DevArg g_, py::handle x_, py::handle w_, py::handle
 }
 
 // ---- attention forward ----
-py::object cu_sdpa(DevArg q_, py::handle k_, py::handle v_, py::handle mask, bool causal,
-                   py::handle scale_, bool gqa, bool return_lse) {
-  DevTensor q = as_device(q_.h, "q"), k = as_device(k_, "k"), v = as_device(v_, "v");
+// The checked geometry of an attention call (forward and backward; `fn` names it in errors):
+// q (..., L, E), k (..., S, E), v (..., S, Ev) with equal batch dims; no mask, GQA or head
+// dims over 128 on CUDA yet.
+struct SdpaGeom {
+  index_t L = 0, S = 0, E = 0, Ev = 0, BH = 1;
+  double scale = 1.0;
+  std::vector<index_t> out_shape, lse_shape;
+};
+
+SdpaGeom sdpa_geom(const std::string& fn, const DevTensor& q, const DevTensor& k, const DevTensor& v,
+                   py::handle mask, bool causal, py::handle scale_) {
   same_dtype(q, "q", k, "k");
   same_dtype(q, "q", v, "v");
   if (q.ndim() < 2 || k.ndim() < 2 || v.ndim() < 2)
-    throw ValueError("scaled_dot_product_attention: q, k and v need at least 2 dimensions");
+    throw ValueError(fn + ": q, k and v need at least 2 dimensions");
   if (!mask.is_none() && causal)
-    throw ValueError("scaled_dot_product_attention: attn_mask and is_causal=True cannot be combined");
+    throw ValueError(fn + ": attn_mask and is_causal=True cannot be combined");
+  SdpaGeom g;
   const int nd = q.ndim();
-  const index_t L = q.shape[nd - 2], E = q.shape[nd - 1];
-  const index_t S = k.shape[k.ndim() - 2], Ek = k.shape[k.ndim() - 1], Ev = v.shape[v.ndim() - 1];
-  if (Ek != E) throw ValueError("scaled_dot_product_attention: q " + shape_str(q.shape) + " and k " + shape_str(k.shape) + " have different head dims");
-  if (v.shape[v.ndim() - 2] != S) throw ValueError("scaled_dot_product_attention: k " + shape_str(k.shape) + " and v " + shape_str(v.shape) + " have different lengths");
+  g.L = q.shape[nd - 2];
+  g.E = q.shape[nd - 1];
+  g.S = k.shape[k.ndim() - 2];
+  g.Ev = v.shape[v.ndim() - 1];
+  if (k.shape[k.ndim() - 1] != g.E) throw ValueError(fn + ": q " + shape_str(q.shape) + " and k " + shape_str(k.shape) + " have different head dims");
+  if (v.shape[v.ndim() - 2] != g.S) throw ValueError(fn + ": k " + shape_str(k.shape) + " and v " + shape_str(v.shape) + " have different lengths");
   std::vector<index_t> qb(q.shape.begin(), q.shape.end() - 2), kb(k.shape.begin(), k.shape.end() - 2),
       vb(v.shape.begin(), v.shape.end() - 2);
-  if (kb != vb) throw ValueError("scaled_dot_product_attention: k and v batch dims differ");
-  if (!mask.is_none()) not_on_cuda("scaled_dot_product_attention with attn_mask");
-  if (qb != kb) not_on_cuda("scaled_dot_product_attention with broadcast batch dims or GQA");
+  if (kb != vb) throw ValueError(fn + ": k and v batch dims differ");
+  if (!mask.is_none()) not_on_cuda(fn + " with attn_mask");
+  if (qb != kb) not_on_cuda(fn + " with broadcast batch dims or GQA");
+  if (g.E > 128 || g.Ev > 128) not_on_cuda(fn + " with head dims > 128");
+  g.scale = scale_.is_none() ? 1.0 / std::sqrt(double(g.E)) : scale_.cast<double>();
+  for (index_t d : qb) g.BH *= d;
+  g.out_shape = g.lse_shape = qb;
+  g.out_shape.push_back(g.L);
+  g.out_shape.push_back(g.Ev);
+  g.lse_shape.push_back(g.L);
+  return g;
+}
+
+py::object cu_sdpa(DevArg q_, py::handle k_, py::handle v_, py::handle mask, bool causal,
+                   py::handle scale_, bool gqa, bool return_lse) {
+  DevTensor q = as_device(q_.h, "q"), k = as_device(k_, "k"), v = as_device(v_, "v");
   (void)gqa;
-  if (E > 128 || Ev > 128) not_on_cuda("scaled_dot_product_attention with head dims > 128");
-  const double scale = scale_.is_none() ? 1.0 / std::sqrt(double(E)) : scale_.cast<double>();
-  index_t BH = 1;
-  for (index_t s : qb) BH *= s;
-  std::vector<index_t> oshape = qb, lshape = qb;
-  oshape.push_back(L);
-  oshape.push_back(Ev);
-  lshape.push_back(L);
+  const SdpaGeom sg = sdpa_geom("scaled_dot_product_attention", q, k, v, mask, causal, scale_);
   dev_prepare({&q, &k, &v});
   q = dev_contiguous(q); k = dev_contiguous(k); v = dev_contiguous(v);
-  DevTensor out = dev_empty(q.dtype, oshape), lse = dev_empty(q.dtype, lshape);
+  DevTensor out = dev_empty(q.dtype, sg.out_shape), lse = dev_empty(q.dtype, sg.lse_shape);
   {
     py::gil_scoped_release nogil;
-    cu::flash_attention_forward(q.dtype, out.ptr, lse.ptr, q.ptr, k.ptr, v.ptr, BH, L, S, E, Ev, scale, causal);
+    cu::flash_attention_forward(q.dtype, out.ptr, lse.ptr, q.ptr, k.ptr, v.ptr, sg.BH, sg.L, sg.S, sg.E,
+                                sg.Ev, sg.scale, causal);
   }
   if (return_lse) return py::make_tuple(out.owner, lse.owner);
   return out.owner;
@@ -638,51 +656,28 @@ py::object cu_sdpa(DevArg q_, py::handle k_, py::handle v_, py::handle mask, boo
 // ---- attention backward ----
 py::object cu_sdpa_bwd(DevArg g_, py::handle q_, py::handle k_, py::handle v_, py::handle out_,
                        py::handle lse_, py::handle mask, bool causal, py::handle scale_, bool gqa) {
-  const char* fn = "scaled_dot_product_attention_backward";
+  const std::string fn = "scaled_dot_product_attention_backward";
   DevTensor g = as_device(g_.h, "grad_out"), q = as_device(q_, "q"), k = as_device(k_, "k"),
             v = as_device(v_, "v"), out = as_device(out_, "out"), lse = as_device(lse_, "lse");
   same_dtype(q, "q", g, "grad_out");
-  same_dtype(q, "q", k, "k");
-  same_dtype(q, "q", v, "v");
   same_dtype(q, "q", out, "out");
   same_dtype(q, "q", lse, "lse");
-  if (q.ndim() < 2 || k.ndim() < 2 || v.ndim() < 2)
-    throw ValueError(std::string(fn) + ": q, k and v need at least 2 dimensions");
-  if (!mask.is_none() && causal)
-    throw ValueError(std::string(fn) + ": attn_mask and is_causal=True cannot be combined");
-  const int nd = q.ndim();
-  const index_t L = q.shape[nd - 2], E = q.shape[nd - 1];
-  const index_t S = k.shape[k.ndim() - 2], Ek = k.shape[k.ndim() - 1], Ev = v.shape[v.ndim() - 1];
-  if (Ek != E) throw ValueError(std::string(fn) + ": q " + shape_str(q.shape) + " and k " + shape_str(k.shape) + " have different head dims");
-  if (v.shape[v.ndim() - 2] != S) throw ValueError(std::string(fn) + ": k " + shape_str(k.shape) + " and v " + shape_str(v.shape) + " have different lengths");
-  std::vector<index_t> qb(q.shape.begin(), q.shape.end() - 2), kb(k.shape.begin(), k.shape.end() - 2),
-      vb(v.shape.begin(), v.shape.end() - 2);
-  if (kb != vb) throw ValueError(std::string(fn) + ": k and v batch dims differ");
-  if (!mask.is_none()) not_on_cuda("scaled_dot_product_attention_backward with attn_mask");
-  if (qb != kb) not_on_cuda("scaled_dot_product_attention_backward with broadcast batch dims or GQA");
   (void)gqa;
-  if (E > 128 || Ev > 128) not_on_cuda("scaled_dot_product_attention_backward with head dims > 128");
-  std::vector<index_t> oshape = qb, lshape = qb;
-  oshape.push_back(L);
-  oshape.push_back(Ev);
-  lshape.push_back(L);
-  if (g.shape != oshape)
-    throw ValueError(std::string(fn) + ": grad_out " + shape_str(g.shape) + " must have the output's shape " + shape_str(oshape));
-  if (out.shape != oshape)
-    throw ValueError(std::string(fn) + ": out " + shape_str(out.shape) + " must have the output's shape " + shape_str(oshape));
-  if (lse.shape != lshape)
-    throw ValueError(std::string(fn) + ": lse " + shape_str(lse.shape) + " must have shape " + shape_str(lshape));
-  const double scale = scale_.is_none() ? 1.0 / std::sqrt(double(E)) : scale_.cast<double>();
-  index_t BH = 1;
-  for (index_t s : qb) BH *= s;
+  const SdpaGeom sg = sdpa_geom(fn, q, k, v, mask, causal, scale_);
+  if (g.shape != sg.out_shape)
+    throw ValueError(fn + ": grad_out " + shape_str(g.shape) + " must have the output's shape " + shape_str(sg.out_shape));
+  if (out.shape != sg.out_shape)
+    throw ValueError(fn + ": out " + shape_str(out.shape) + " must have the output's shape " + shape_str(sg.out_shape));
+  if (lse.shape != sg.lse_shape)
+    throw ValueError(fn + ": lse " + shape_str(lse.shape) + " must have shape " + shape_str(sg.lse_shape));
   dev_prepare({&g, &q, &k, &v, &out, &lse});
   g = dev_contiguous(g); q = dev_contiguous(q); k = dev_contiguous(k); v = dev_contiguous(v);
   out = dev_contiguous(out); lse = dev_contiguous(lse);
   DevTensor dq = dev_empty(q.dtype, q.shape), dk = dev_empty(q.dtype, k.shape), dv = dev_empty(q.dtype, v.shape);
   {
     py::gil_scoped_release nogil;
-    cu::flash_attention_backward(q.dtype, dq.ptr, dk.ptr, dv.ptr, g.ptr, q.ptr, k.ptr, v.ptr,
-                                 out.ptr, lse.ptr, BH, L, S, E, Ev, scale, causal);
+    cu::flash_attention_backward(q.dtype, dq.ptr, dk.ptr, dv.ptr, g.ptr, q.ptr, k.ptr, v.ptr, out.ptr,
+                                 lse.ptr, sg.BH, sg.L, sg.S, sg.E, sg.Ev, sg.scale, causal);
   }
   return py::make_tuple(dq.owner, dk.owner, dv.owner);
 }

@@ -37,6 +37,26 @@ __device__ __forceinline__ void load_tile(T (&dst)[R][MAXD], const T* __restrict
   }
 }
 
+// A quad's dims d = ql + 4 t (< n) of a row into registers, times mul (0 past n or for an
+// invalid row); and back, times mul.
+template <typename T, int DQ>
+__device__ __forceinline__ void quad_load(T (&r)[DQ], const T* __restrict__ p, bool valid, int ql, int n,
+                                          T mul = T(1)) {
+#pragma unroll
+  for (int t = 0; t < DQ; ++t) {
+    const int d = ql + 4 * t;
+    r[t] = (valid && d < n) ? p[d] * mul : T(0);
+  }
+}
+template <typename T, int DQ>
+__device__ __forceinline__ void quad_store(T* __restrict__ p, const T (&r)[DQ], int ql, int n, T mul = T(1)) {
+#pragma unroll
+  for (int t = 0; t < DQ; ++t) {
+    const int d = ql + 4 * t;
+    if (d < n) p[d] = r[t] * mul;
+  }
+}
+
 // Keys a block of query rows visits: all, or with causal masking (key j <= query i) those up
 // to its last query (attn_key_tiles in launch.h counts the same on the host).
 __device__ __forceinline__ index_t key_end(index_t L, index_t S, bool causal) {
@@ -75,13 +95,8 @@ flash_fwd_kernel(T* __restrict__ out, T* __restrict__ lse, const T* __restrict__
   const T* kp = k + bh * S * E;
   const T* vp = v + bh * S * Ev;
 
-  T qr[DQ], acc[DQ];
-#pragma unroll
-  for (int t = 0; t < DQ; ++t) {
-    const int d = ql + 4 * t;
-    qr[t] = (valid && d < E) ? qp[d] * scale : T(0);
-    acc[t] = T(0);
-  }
+  T qr[DQ], acc[DQ] = {};
+  quad_load(qr, qp, valid, ql, E, scale);
   T m = -INFINITY, l = T(0);
 
   const index_t kv_end = key_end(L, S, causal);
@@ -118,13 +133,7 @@ flash_fwd_kernel(T* __restrict__ out, T* __restrict__ lse, const T* __restrict__
   }
 
   if (!valid) return;
-  T* op = out + (bh * L + qi) * Ev;
-  const T inv = l > T(0) ? T(1) / l : T(0);
-#pragma unroll
-  for (int t = 0; t < DQ; ++t) {
-    const int d = ql + 4 * t;
-    if (d < Ev) op[d] = acc[t] * inv;
-  }
+  quad_store(out + (bh * L + qi) * Ev, acc, ql, Ev, l > T(0) ? T(1) / l : T(0));
   if (ql == 0) lse[bh * L + qi] = l > T(0) ? m + dev::log_(l) : T(-INFINITY);
 }
 
@@ -187,15 +196,9 @@ flash_bwd_kv_kernel(T* __restrict__ dk, T* __restrict__ dv, const T* __restrict_
   const T* qp = q + bh * L * E;
   const T* dop = dout + bh * L * Ev;
 
-  T kr[DQ], vr[DQ], dka[DQ], dva[DQ];
-#pragma unroll
-  for (int t = 0; t < DQ; ++t) {
-    const int d = ql + 4 * t;
-    kr[t] = (valid && d < E) ? kp[d] : T(0);
-    vr[t] = (valid && d < Ev) ? vp[d] : T(0);
-    dka[t] = T(0);
-    dva[t] = T(0);
-  }
+  T kr[DQ], vr[DQ], dka[DQ] = {}, dva[DQ] = {};
+  quad_load(kr, kp, valid, ql, E);
+  quad_load(vr, vp, valid, ql, Ev);
   // Causal (key j seen by queries i >= j): start at the tile holding the block's first key.
   const index_t i_begin = causal ? (index_t(blockIdx.x) * kAttnRows / BR) * BR : 0;
   for (index_t i0 = i_begin; i0 < L; i0 += BR) {
@@ -226,12 +229,8 @@ flash_bwd_kv_kernel(T* __restrict__ dk, T* __restrict__ dv, const T* __restrict_
     }
   }
   if (!valid) return;
-#pragma unroll
-  for (int t = 0; t < DQ; ++t) {
-    const int d = ql + 4 * t;
-    if (d < E) dk[(bh * S + kj) * E + d] = dka[t] * scale;
-    if (d < Ev) dv[(bh * S + kj) * Ev + d] = dva[t];
-  }
+  quad_store(dk + (bh * S + kj) * E, dka, ql, E, scale);
+  quad_store(dv + (bh * S + kj) * Ev, dva, ql, Ev);
 }
 
 template <typename T, int MAXD, int BC>
@@ -253,14 +252,9 @@ flash_bwd_q_kernel(T* __restrict__ dq, const T* __restrict__ q, const T* __restr
   const T* kp = k + bh * S * E;
   const T* vp = v + bh * S * Ev;
 
-  T qr[DQ], gr[DQ], acc[DQ];
-#pragma unroll
-  for (int t = 0; t < DQ; ++t) {
-    const int d = ql + 4 * t;
-    qr[t] = (valid && d < E) ? qp[d] : T(0);
-    gr[t] = (valid && d < Ev) ? gp[d] : T(0);
-    acc[t] = T(0);
-  }
+  T qr[DQ], gr[DQ], acc[DQ] = {};
+  quad_load(qr, qp, valid, ql, E);
+  quad_load(gr, gp, valid, ql, Ev);
   const T li = valid ? lse[bh * L + qi] : T(-INFINITY);
   const T Di = valid ? D[bh * L + qi] : T(0);
 
@@ -284,12 +278,7 @@ flash_bwd_q_kernel(T* __restrict__ dq, const T* __restrict__ q, const T* __restr
     }
   }
   if (!valid) return;
-  T* op = dq + (bh * L + qi) * E;
-#pragma unroll
-  for (int t = 0; t < DQ; ++t) {
-    const int d = ql + 4 * t;
-    if (d < E) op[d] = acc[t] * scale;
-  }
+  quad_store(dq + (bh * L + qi) * E, acc, ql, E, scale);
 }
 
 template <typename T, int MAXD>

@@ -110,22 +110,23 @@ static inline void ukr_body(index_t kc, const typename V::T* __restrict a, index
   if (ep.act != Act::none && !relu) ep.act_tile(c, ldc, m, n, ep.act, ep.act_param);
 }
 
-// Packed A: the body with MR, MR2 or MR4 rows (the fewest that cover m) and NVr vectors.
-template <class V, int MR, int MR2, int MR4, int NVr>
-static inline void ukr_rows(index_t kc, const typename V::T* a, index_t cs_a, const typename V::T* b, index_t ldb,
-                            typename V::T* c, index_t ldc, index_t m, index_t n,
-                            const UkrEpilogue<typename V::T>& ep) {
+// The body with MR, MR2 or MR4 rows (the fewest that cover m) and NVr vectors, A packed or
+// strided (rows of a smaller body: the same panel layout, or the same strides).
+template <class V, int MR, int MR2, int MR4, int NVr, bool PackedA>
+static inline void ukr_rows(index_t kc, const typename V::T* a, index_t rs_a, index_t cs_a,
+                            const typename V::T* b, index_t ldb, typename V::T* c, index_t ldc,
+                            index_t m, index_t n, const UkrEpilogue<typename V::T>& ep) {
   constexpr index_t NRr = index_t(NVr) * V::L;
   const bool full = n == NRr;
   if (m <= MR4 && MR4 < MR2) {
-    if (full) ukr_body<V, MR4, NVr, true, true>(kc, a, 1, cs_a, b, ldb, c, ldc, m, n, ep);
-    else ukr_body<V, MR4, NVr, true, false>(kc, a, 1, cs_a, b, ldb, c, ldc, m, n, ep);
+    if (full) ukr_body<V, MR4, NVr, PackedA, true>(kc, a, rs_a, cs_a, b, ldb, c, ldc, m, n, ep);
+    else ukr_body<V, MR4, NVr, PackedA, false>(kc, a, rs_a, cs_a, b, ldb, c, ldc, m, n, ep);
   } else if (m <= MR2 && MR2 < MR) {
-    if (full) ukr_body<V, MR2, NVr, true, true>(kc, a, 1, cs_a, b, ldb, c, ldc, m, n, ep);
-    else ukr_body<V, MR2, NVr, true, false>(kc, a, 1, cs_a, b, ldb, c, ldc, m, n, ep);
+    if (full) ukr_body<V, MR2, NVr, PackedA, true>(kc, a, rs_a, cs_a, b, ldb, c, ldc, m, n, ep);
+    else ukr_body<V, MR2, NVr, PackedA, false>(kc, a, rs_a, cs_a, b, ldb, c, ldc, m, n, ep);
   } else {
-    if (full) ukr_body<V, MR, NVr, true, true>(kc, a, 1, cs_a, b, ldb, c, ldc, m, n, ep);
-    else ukr_body<V, MR, NVr, true, false>(kc, a, 1, cs_a, b, ldb, c, ldc, m, n, ep);
+    if (full) ukr_body<V, MR, NVr, PackedA, true>(kc, a, rs_a, cs_a, b, ldb, c, ldc, m, n, ep);
+    else ukr_body<V, MR, NVr, PackedA, false>(kc, a, rs_a, cs_a, b, ldb, c, ldc, m, n, ep);
   }
 }
 
@@ -133,7 +134,6 @@ template <class V, int MR, int NV>
 static void ukr_entry(index_t kc, const typename V::T* a, index_t rs_a, index_t cs_a,
                       const typename V::T* b, index_t ldb, typename V::T* c, index_t ldc,
                       index_t m, index_t n, const UkrEpilogue<typename V::T>& ep) {
-  constexpr index_t NR = index_t(NV) * V::L;
   // Tails run a kernel of fewer rows (m <= MR/2 or <= MR/4, on the same panel layout) or,
   // packed, of one vector (n <= L): M = 64 with MR = 14 is 4 full tiles and one of 8
   // rows, N = 196 with NR = 32 ends in a panel of 4 columns, and each would otherwise cost
@@ -141,22 +141,12 @@ static void ukr_entry(index_t kc, const typename V::T* a, index_t rs_a, index_t 
   constexpr int MR2 = (MR / 2 + 1) & ~1, MR4 = (MR / 4 + 1) & ~1;
   const bool packed = rs_a == 1 && (cs_a == MR || m == MR);
   if (!packed) {
-    const bool full = n == NR;
-    if (m <= MR4 && MR4 < MR2) {
-      if (full) ukr_body<V, MR4, NV, false, true>(kc, a, rs_a, cs_a, b, ldb, c, ldc, m, n, ep);
-      else ukr_body<V, MR4, NV, false, false>(kc, a, rs_a, cs_a, b, ldb, c, ldc, m, n, ep);
-    } else if (m <= MR2 && MR2 < MR) {
-      if (full) ukr_body<V, MR2, NV, false, true>(kc, a, rs_a, cs_a, b, ldb, c, ldc, m, n, ep);
-      else ukr_body<V, MR2, NV, false, false>(kc, a, rs_a, cs_a, b, ldb, c, ldc, m, n, ep);
-    } else {
-      if (full) ukr_body<V, MR, NV, false, true>(kc, a, rs_a, cs_a, b, ldb, c, ldc, m, n, ep);
-      else ukr_body<V, MR, NV, false, false>(kc, a, rs_a, cs_a, b, ldb, c, ldc, m, n, ep);
-    }
+    ukr_rows<V, MR, MR2, MR4, NV, false>(kc, a, rs_a, cs_a, b, ldb, c, ldc, m, n, ep);
     return;
   }
   if (NV > 1 && n <= V::L) {
-    ukr_rows<V, MR, MR2, MR4, 1>(kc, a, cs_a, b, ldb, c, ldc, m, n, ep);
+    ukr_rows<V, MR, MR2, MR4, 1, true>(kc, a, 1, cs_a, b, ldb, c, ldc, m, n, ep);
     return;
   }
-  ukr_rows<V, MR, MR2, MR4, NV>(kc, a, cs_a, b, ldb, c, ldc, m, n, ep);
+  ukr_rows<V, MR, MR2, MR4, NV, true>(kc, a, 1, cs_a, b, ldb, c, ldc, m, n, ep);
 }

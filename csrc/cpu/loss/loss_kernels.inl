@@ -21,6 +21,33 @@
 // sums per lane in double (bce_sum, row_sumexp).
 constexpr int kExpBlock = 8;
 
+// sum_i f(i, k)[lane] over n elements: f(i, k) gives the vector of elements i.. (k = L, or
+// k < L for the tail, whose lanes >= k are not summed). Per lane in T over blocks of
+// kExpBlock vectors, the block sums per lane in double, the lanes by a fixed pairwise tree:
+// the result depends only on the data.
+template <typename T, class F>
+inline double block_sum(index_t n, F&& f) {
+  using V = Vec<T>;
+  using R = typename V::reg;
+  constexpr int L = V::L;
+  double acc[L] = {};
+  T tmp[L];
+  index_t i = 0;
+  while (i + L <= n) {
+    R s = V::zero();
+    for (int b = 0; b < kExpBlock && i + L <= n; ++b, i += L) s = V::add(s, f(i, index_t(L)));
+    V::store(tmp, s);
+    for (int j = 0; j < L; ++j) acc[j] += double(tmp[j]);
+  }
+  if (i < n) {
+    V::store(tmp, f(i, n - i));
+    for (index_t j = 0; j < n - i; ++j) acc[j] += double(tmp[j]);
+  }
+  for (int w = L / 2; w >= 1; w /= 2)
+    for (int j = 0; j < w; ++j) acc[j] += acc[j + w];
+  return acc[0];
+}
+
 // Accumulators: four vectors of doubles; row maxima: four vectors of T.
 constexpr int kSumLanes = 4 * kVecBytes / 8;
 template <typename T>
@@ -99,30 +126,13 @@ void bce_none(T* out, const T* x, const T* t, index_t n) {
   if (i < n) V::storen(out + i, bce_vec<T>(V::loadn(x + i, n - i), V::loadn(t + i, n - i)), n - i);
 }
 
-// Summed per lane in T over blocks of kExpBlock vectors, then per lane in double, then by a
-// fixed pairwise tree (as row_sumexp).
 template <typename T>
 double bce_sum(const T* x, const T* t, index_t n) {
   using V = Vec<T>;
-  using R = typename V::reg;
-  constexpr int L = V::L;
-  double acc[L] = {};
-  T tmp[L];
-  index_t i = 0;
-  while (i + L <= n) {
-    R s = V::zero();
-    for (int b = 0; b < kExpBlock && i + L <= n; ++b, i += L) s = V::add(s, bce_vec<T>(V::load(x + i), V::load(t + i)));
-    V::store(tmp, s);
-    for (int j = 0; j < L; ++j) acc[j] += double(tmp[j]);
-  }
-  if (i < n) {
-    const int k = int(n - i);
-    V::store(tmp, bce_vec<T>(V::loadn(x + i, k), V::loadn(t + i, k)));
-    for (int j = 0; j < k; ++j) acc[j] += double(tmp[j]);
-  }
-  for (int w = L / 2; w >= 1; w /= 2)
-    for (int j = 0; j < w; ++j) acc[j] += acc[j + w];
-  return acc[0];
+  return block_sum<T>(n, [&](index_t i, index_t k) {
+    return k == V::L ? bce_vec<T>(V::load(x + i), V::load(t + i))
+                     : bce_vec<T>(V::loadn(x + i, k), V::loadn(t + i, k));
+  });
 }
 
 // d/dx = sigmoid(x) - t, with sigmoid from e = exp(-|x|): 1/(1+e) for x >= 0, e/(1+e) else.
@@ -163,39 +173,19 @@ inline T row_max(const T* x, index_t C) {
   return mx[0];
 }
 
-// sum_c exp(x[c] - m); when e is not null, exp(x[c] - m) is also stored there. The
-// exponentials are summed per lane in T over blocks of kExpBlock vectors (at most that many
-// terms of at most 1 each), and the block sums are added per lane in double; the lanes are
-// combined by a fixed pairwise tree: the result depends only on the row.
+// sum_c exp(x[c] - m) (block_sum); when e is not null, exp(x[c] - m) is also stored there.
 template <typename T>
 inline double row_sumexp(T* e, const T* x, index_t C, T m) {
   using V = Vec<T>;
-  using R = typename V::reg;
-  constexpr int L = V::L;
-  const R vm = V::set1(m);
-  double acc[L] = {};
-  T tmp[L];
-  index_t c = 0;
-  while (c + L <= C) {
-    R s = V::zero();
-    for (int b = 0; b < kExpBlock && c + L <= C; ++b, c += L) {
-      const R v = vexp<V>(V::sub(V::load(x + c), vm));
-      if (e) V::store(e + c, v);
-      s = V::add(s, v);
+  const auto vm = V::set1(m);
+  return block_sum<T>(C, [&](index_t c, index_t k) {
+    const bool full = k == V::L;
+    const auto v = vexp<V>(V::sub(full ? V::load(x + c) : V::loadn(x + c, k), vm));
+    if (e) {
+      if (full) V::store(e + c, v); else V::storen(e + c, v, k);
     }
-    V::store(tmp, s);
-    for (int j = 0; j < L; ++j) acc[j] += double(tmp[j]);
-  }
-  if (c < C) {
-    const int k = int(C - c);
-    const R v = vexp<V>(V::sub(V::loadn(x + c, k), vm));
-    if (e) V::storen(e + c, v, k);
-    V::store(tmp, v);
-    for (int j = 0; j < k; ++j) acc[j] += double(tmp[j]);
-  }
-  for (int w = L / 2; w >= 1; w /= 2)
-    for (int j = 0; j < w; ++j) acc[j] += acc[j + w];
-  return acc[0];
+    return v;
+  });
 }
 
 // l_n = (m - x[n, t_n]) + log(sum_c exp(x[n, c] - m)), m the row max.
