@@ -2,18 +2,26 @@
 //
 // Sizing rules (element counts; f = element bytes), for the cores this was tuned on
 // (AMD Zen 5: 48 KiB L1d, 1 MiB L2 per core, 32 MiB shared L3):
-//   KC: long enough to amortise the C tile update (one load + store of MR x NR per KC
-//       FMAs per element). The B micro-panel KC x NR then outgrows L1 (512 * 32 * 4 = 64 KiB
-//       for f32), which costs little: 2 B vectors per 14 FMA cycles is ~9 B/cycle from L2.
-//       f64 (2 threads, quiet, n = 1024 / 2048): MC x KC 224 x 256 -> 206 / 200 GFLOP/s,
-//       112 x 512 -> 209 / 212, 168 x 384 -> 208 / 212, 224 x 512 -> 211 / 218.
-//       Measured on Zen 5, one thread, n = 1024, B pre-packed: KC 256 -> 228-238 GFLOP/s,
-//       384 -> 238-241, 512 -> 245, 768 -> 242-244 (noisy machine: +-3%).
-//   MC: the A block MC x KC stays in L2 together with the B micro-panel and C tiles, a
-//       multiple of MR: 224 * 512 * 4 = 448 KiB (f32); 224 * 512 * 8 = 896 KiB (f64).
-//       Measured (f32, 2 threads, quiet machine, n = 1024 / 2048): MC 224 -> 475 / 466
-//       GFLOP/s, 336 -> 464 / 462, 448 (896 KiB, nearly all of L2) -> 456 / 464.
-//   NC: the B block KC x NC sits in L3 (shared by the cores): 4096 * 256 * 4 = 4 MiB per thread.
+//   KC: long enough to amortise each micro-kernel call's fixed cost (the C tile's load and
+//       store, the call, the loop's ramp): per call 14 * KC FMA cycles. The B micro-panel
+//       KC x NR then outgrows L1 (1024 * 32 * 4 = 128 KiB for f32), which costs little: 2 B
+//       vectors per 14 FMA cycles is ~9 B/cycle from L2. K is cut into equal blocks of at
+//       most KC (K = 1024 in f64: 2 x 512; K = 2048: 3 x 683).
+//   MC: the A block MC x KC stays in L2 with the B micro-panel and the C tiles, a multiple of
+//       MR: 112 * 1024 * 4 = 448 KiB (f32) + 128 KiB of B panel; 112 * 768 * 8 = 672 KiB (f64)
+//       + 96 KiB.
+//   Measured (fifth session; Zen 5, 2 threads, GFLOP/s, four / three interleaved rounds of
+//   separate processes; the machine's noise is +-3%):
+//       f32 MC,KC  n = 1024           n = 2048           f64 MC,KC  n = 1024           n = 2048
+//       224,512    443-470            454-460            224,512    220-227            208-220
+//       112,512    465-487            445-465            56,1024    217-225            213-219
+//       112,768    458-480            462-475            84,768     218-232            214-223
+//       168,768    463-492            464-469            112,768    227-234            225-229
+//       112,1024   465-485            480-489
+//   (Earlier, one thread with B pre-packed: KC 256 -> 228-238, 384 -> 238-241, 512 -> 245.)
+//   NC: the B block KC x NC sits in L3 (shared by the cores): 2048 * 1024 * 4 = 8 MiB per
+//       thread (f32), 2048 * 768 * 8 = 12 MiB (f64). f32 n = 4096: NC 4096 (16 MiB) and 2048
+//       measured the same (474-486 GFLOP/s); the smaller block leaves L3 room for both threads.
 // AVX2 keeps the Haswell-class BLIS shapes (6x16 / 6x8) with the same rules for 32 KiB L1.
 // The generic kernels use small tiles the compiler can keep in 16 SSE registers.
 #include <algorithm>
@@ -38,7 +46,7 @@ const GemmKernel<float>& gemm_kernel<float>(Isa isa) {
   static const GemmKernel<float> avx2 = {cpu::avx2::sgemm_ukr_6x16, 6, 16, 144, 256, 4080, act_tile<float, Isa::avx2>,
                                           cpu::generic::pack_a<float>, cpu::generic::pack_b<float>,
                                             cpu::avx2::sdot_kernel};
-  static const GemmKernel<float> avx512 = {cpu::avx512::sgemm_ukr_14x32, 14, 32, 224, 512, 4096, act_tile<float, Isa::avx512>,
+  static const GemmKernel<float> avx512 = {cpu::avx512::sgemm_ukr_14x32, 14, 32, 112, 1024, 2048, act_tile<float, Isa::avx512>,
                                             cpu::avx512::pack_a<float>, cpu::avx512::pack_b<float>,
                                             cpu::avx512::sdot_kernel};
   if (isa == Isa::avx512) return avx512;
@@ -56,7 +64,7 @@ const GemmKernel<double>& gemm_kernel<double>(Isa isa) {
   static const GemmKernel<double> avx2 = {cpu::avx2::dgemm_ukr_6x8, 6, 8, 72, 256, 4080, act_tile<double, Isa::avx2>,
                                            cpu::generic::pack_a<double>, cpu::generic::pack_b<double>,
                                             cpu::avx2::ddot_kernel};
-  static const GemmKernel<double> avx512 = {cpu::avx512::dgemm_ukr_14x16, 14, 16, 224, 512, 2048, act_tile<double, Isa::avx512>,
+  static const GemmKernel<double> avx512 = {cpu::avx512::dgemm_ukr_14x16, 14, 16, 112, 768, 2048, act_tile<double, Isa::avx512>,
                                              cpu::avx512::pack_a<double>, cpu::avx512::pack_b<double>,
                                             cpu::avx512::ddot_kernel};
   if (isa == Isa::avx512) return avx512;
@@ -81,13 +89,13 @@ const GemmKernel<T>& pick(const GemmKernel<T>& big, const GemmKernel<T>& small, 
 template <typename T> const GemmKernel<T>& avx512_8rows();
 template <>
 const GemmKernel<float>& avx512_8rows<float>() {
-  static const GemmKernel<float> k = {cpu::avx512::sgemm_ukr_8x32, 8, 32, 224, 512, 4096, act_tile<float, Isa::avx512>,
+  static const GemmKernel<float> k = {cpu::avx512::sgemm_ukr_8x32, 8, 32, 112, 1024, 2048, act_tile<float, Isa::avx512>,
                                       cpu::avx512::pack_a<float>, cpu::avx512::pack_b<float>, cpu::avx512::sdot_kernel};
   return k;
 }
 template <>
 const GemmKernel<double>& avx512_8rows<double>() {
-  static const GemmKernel<double> k = {cpu::avx512::dgemm_ukr_8x16, 8, 16, 224, 512, 2048, act_tile<double, Isa::avx512>,
+  static const GemmKernel<double> k = {cpu::avx512::dgemm_ukr_8x16, 8, 16, 112, 768, 2048, act_tile<double, Isa::avx512>,
                                        cpu::avx512::pack_a<double>, cpu::avx512::pack_b<double>, cpu::avx512::ddot_kernel};
   return k;
 }
