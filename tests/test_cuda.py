@@ -118,6 +118,21 @@ def test_cai_bad_fields_are_valueerror(bad):
         _C._cuda_parse(FakeCAI(shape, "<f4", **bad), "x")
 
 
+@pytest.mark.parametrize("typestr,name", [("<i8", "int64"), ("<i4", "int32"), ("|i8", "int64")])
+def test_cai_parse_index_arrays(typestr, name):
+    # Class indices (cross_entropy's target): int32 / int64 only, strides in their item size.
+    d = _C._cuda_parse(FakeCAI((5,), typestr, strides=(2 * int(typestr[-1]),)), "target", index=True)
+    assert d["dtype"] == name and d["shape"] == (5,) and d["strides"] == (2,)
+
+
+@pytest.mark.parametrize("typestr", ["<f4", "<f8", "<i2", "|b1", ">i8", "<u8"])
+def test_cai_index_bad_dtype_is_typeerror(typestr):
+    with pytest.raises(TypeError, match="target.*int32 or int64"):
+        _C._cuda_parse(FakeCAI((5,), typestr), "target", index=True)
+    with pytest.raises(ValueError, match="target"):  # strides not a multiple of 8 bytes
+        _C._cuda_parse(FakeCAI((5,), "<i8", strides=(12,)), "target", index=True)
+
+
 def test_cai_missing_keys():
     class NoData:
         __cuda_array_interface__ = dict(shape=(2,), typestr="<f4", version=3)
@@ -283,6 +298,31 @@ def test_routing_errors_before_cuda():
     with pytest.raises(ValueError, match="gates"):
         ops.gru_backward(None, None, f32(5, 2, 3), None, f32(12, 3), f32(12, 4), f32(5, 2, 4),
                          (f32(5, 2, 16), f32(5, 2, 4)))
+    # losses: shapes, dtypes, reductions, grad_out, class-index targets
+    with pytest.raises(ValueError, match="same shape"):
+        ops.mse_loss(f32(3, 4), f32(3, 5))
+    with pytest.raises(ValueError, match="reduction"):
+        ops.mse_loss(f32(3), f32(3), reduction="avg")
+    with pytest.raises(TypeError, match="target"):
+        ops.binary_cross_entropy_with_logits(f32(3), FakeCAI((3,), "<f8"))
+    with pytest.raises(ValueError, match="host"):
+        ops.binary_cross_entropy_with_logits(f32(3), np.ones(3, np.float32))
+    with pytest.raises(ValueError, match="grad_out"):
+        ops.mse_loss_backward(f32(3), f32(3), "none", f32(4))
+    with pytest.raises(ValueError, match="scalar"):
+        ops.binary_cross_entropy_with_logits_backward(f32(3), f32(3), "sum", f32(2))
+    with pytest.raises(TypeError, match="grad_out"):
+        ops.mse_loss_backward(f32(3), f32(3), "mean", "one")
+    with pytest.raises(TypeError, match="target.*int32 or int64"):
+        ops.cross_entropy(f32(4, 5), FakeCAI((4,), "<f4"))
+    with pytest.raises(ValueError, match="target must have shape"):
+        ops.cross_entropy(f32(4, 5), FakeCAI((3,), "<i8"))
+    with pytest.raises(ValueError, match="2-D"):
+        ops.cross_entropy(f32(2, 4, 5), FakeCAI((2,), "<i8"))
+    with pytest.raises(ValueError, match="grad_out"):
+        ops.cross_entropy_backward(f32(4, 5), FakeCAI((4,), "<i4"), "none", f32(5))
+    with pytest.raises(ValueError, match="reduction"):
+        ops.cross_entropy_backward(f32(4, 5), FakeCAI((4,), "<i4"), "all")
     # An op without a CUDA kernel reaches the host binding: ValueError, not a crash.
     with pytest.raises(ValueError, match="CUDA array"):
         ops.max_pool2d(f32(1, 1, 4, 4), 2)
@@ -302,6 +342,10 @@ def test_no_driver_is_runtimeerror():
         ops.lstm(f32(5, 2, 3), None, None, f32(16, 3), f32(16, 4))
     with pytest.raises(RuntimeError, match="CUDA"):
         ops.rnn_backward(f32(5, 2, 4), None, f32(5, 2, 3), None, f32(4, 3), f32(4, 4), f32(5, 2, 4))
+    with pytest.raises(RuntimeError, match="CUDA"):
+        ops.mse_loss(f32(3), f32(3))
+    with pytest.raises(RuntimeError, match="CUDA"):
+        ops.cross_entropy_backward(f32(4, 5), FakeCAI((4,), "<i8"), "none", f32(4))
     with pytest.raises(RuntimeError, match="CUDA"):
         nnkernels.cuda.synchronize()
     with pytest.raises(RuntimeError):
@@ -752,3 +796,87 @@ def test_gpu_rnn_backward(rng, dtype, mode, T, B, I, H):
         i_wi = 3 if kind == "LSTM" else 2
         close(ours[i_wi], mod.weight_ih_l0.grad, dtype, factor=16)
         close(ours[i_wi + 1], mod.weight_hh_l0.grad, dtype, factor=16)
+
+
+@needs_gpu
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DT)
+@pytest.mark.parametrize("kind", ["mse", "bce"])
+@pytest.mark.parametrize("shape", [(7, 13), (4099,), (0, 3)])
+def test_gpu_elementwise_losses(rng, dtype, kind, shape):
+    import torch.nn.functional as F
+    fwd, bwd, tf = {"mse": (ops.mse_loss, ops.mse_loss_backward, F.mse_loss),
+                    "bce": (ops.binary_cross_entropy_with_logits,
+                            ops.binary_cross_entropy_with_logits_backward,
+                            F.binary_cross_entropy_with_logits)}[kind]
+    x = (rng.standard_normal(shape) * 3).astype(dtype)
+    t = (rng.standard_normal(shape) if kind == "mse" else rng.random(shape)).astype(dtype)
+    if x.size:
+        x.flat[0] = 1e4  # BCE on a large logit stays finite
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    for red in ["mean", "sum", "none"]:
+        ours = fwd(tcuda(x), tcuda(t), reduction=red)
+        ref = tf(tcuda(x).double(), tcuda(t).double(), reduction=red)
+        if red == "none":
+            close(ours, ref, dtype, factor=4)
+            close(ours, fwd(x, t, reduction=red), dtype, factor=4)
+        elif x.size == 0:
+            assert (np.isnan(ours) if red == "mean" else ours == 0.0)
+        else:
+            assert isinstance(ours, float)
+            np.testing.assert_allclose(ours, ref.item(), rtol=tol)
+            np.testing.assert_allclose(ours, fwd(x, t, reduction=red), rtol=tol)
+        xt = tcuda(x).requires_grad_(True)
+        go = rng.standard_normal(shape).astype(dtype) if red == "none" else 0.37
+        tf(xt, tcuda(t), reduction=red).backward(tcuda(go) if red == "none" else torch.tensor(go, dtype=xt.dtype, device="cuda"))
+        for g in ([tcuda(go)] if red == "none" else [go, tcuda(np.array(go, dtype))]):
+            dx = bwd(tcuda(x), tcuda(t), reduction=red, grad_out=g)
+            close(dx, xt.grad, dtype, factor=4)
+        close(bwd(tcuda(x), tcuda(t), reduction=red), bwd(x, t, reduction=red), dtype, factor=4)
+    # non-contiguous inputs
+    if len(shape) == 2 and x.size:
+        xs = tcuda(x)[:, ::2]
+        ts = tcuda(t)[:, ::2]
+        close(fwd(xs, ts, reduction="none"), tf(xs, ts, reduction="none"), dtype, factor=4)
+
+
+@needs_gpu
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DT)
+@pytest.mark.parametrize("tdtype", [np.int64, np.int32])
+@pytest.mark.parametrize("N,C", [(37, 11), (5, 1000), (None, 7), (0, 4)])
+def test_gpu_cross_entropy(rng, dtype, tdtype, N, C):
+    import torch.nn.functional as F
+    shape = (C,) if N is None else (N, C)
+    x = (rng.standard_normal(shape) * 4).astype(dtype)
+    t = rng.integers(0, C, size=() if N is None else (N,)).astype(tdtype)
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    for red in ["mean", "sum", "none"]:
+        ours = ops.cross_entropy(tcuda(x), tcuda(t), reduction=red)
+        ref = F.cross_entropy(tcuda(x).double(), tcuda(t).long(), reduction=red)
+        if red == "none":
+            close(ours, ref, dtype, factor=4)
+        elif N == 0:
+            assert (np.isnan(ours) if red == "mean" else ours == 0.0)
+        else:
+            np.testing.assert_allclose(ours, ref.item(), rtol=tol)
+            np.testing.assert_allclose(ours, ops.cross_entropy(x, t, reduction=red), rtol=tol)
+        xt = tcuda(x).requires_grad_(True)
+        go = rng.standard_normal(t.shape).astype(dtype) if red == "none" else 1.7
+        F.cross_entropy(xt, tcuda(t).long(), reduction=red).backward(
+            tcuda(go) if red == "none" else torch.tensor(go, dtype=xt.dtype, device="cuda"))
+        dx = ops.cross_entropy_backward(tcuda(x), tcuda(t), reduction=red, grad_out=tcuda(go) if red == "none" else go)
+        close(dx, xt.grad, dtype, factor=4)
+        close(dx, ops.cross_entropy_backward(x, t, reduction=red, grad_out=go), dtype, factor=4)
+    if N:
+        # a strided target, and out-of-range targets -> IndexError naming the first bad row
+        t2 = np.repeat(t, 2)
+        close(ops.cross_entropy(tcuda(x), tcuda(t2)[::2], reduction="none"),
+              ops.cross_entropy(x, t, reduction="none"), dtype, factor=4)
+        for bad in (-1, C):
+            tb = t.copy()
+            tb[N // 2] = bad
+            with pytest.raises(IndexError, match=rf"target\[{N // 2}\] = {bad}"):
+                ops.cross_entropy(tcuda(x), tcuda(tb))
+            with pytest.raises(IndexError, match="out of range"):
+                ops.cross_entropy_backward(tcuda(x), tcuda(tb))

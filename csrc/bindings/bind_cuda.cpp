@@ -17,6 +17,7 @@
 #include <cmath>
 
 #include "bindings/cuda_array.h"
+#include "bindings/loss_args.h"
 #if defined(NNK_WITH_CUDA)
 #include "cuda/api.h"
 #include "cuda/launch.h"
@@ -302,6 +303,186 @@ py::object cu_softmax_bwd(DevArg g_, py::handle y_, int64_t axis, bool log) {
   {
     py::gil_scoped_release nogil;
     cu::softmax_backward(g.dtype, dx.ptr, g.ptr, y.ptr, outer, C, inner, log);
+  }
+  return dx.owner;
+}
+
+// ---- losses (maths and errors as bind_loss.cpp; "mean" / "sum" return Python floats and
+// wait for the GPU) ----
+struct LossNames {
+  const char* op;
+  const char* bwd;
+  const char* x;
+};
+LossNames loss_names(cu::LossKind k) {
+  return k == cu::LossKind::mse ? LossNames{"mse_loss", "mse_loss_backward", "input"}
+                                : LossNames{"binary_cross_entropy_with_logits",
+                                            "binary_cross_entropy_with_logits_backward", "logits"};
+}
+
+// grad_out of a backward: for "none" an array of `shape` (g, true) or None (false); for
+// "mean" / "sum" a host number (gs) or a 0-d CUDA array (g, read after dev_prepare).
+struct GradArg {
+  DevTensor g;
+  bool array = false, dev_scalar = false;
+  double gs = 1.0;
+};
+GradArg grad_arg(py::handle go_, const char* op, Reduction r, const DevTensor& x, const char* xname,
+                 const std::vector<index_t>& shape) {
+  GradArg a;
+  if (go_.is_none()) return a;
+  if (r == Reduction::none) {
+    a.g = as_device(go_, "grad_out");
+    same_dtype(x, xname, a.g, "grad_out");
+    if (a.g.shape != shape)
+      throw ValueError(std::string(op) + ": grad_out " + shape_str(a.g.shape) +
+                       " must have the unreduced loss's shape " + shape_str(shape) + " for reduction='none'");
+    a.array = true;
+  } else if (is_device_like(go_)) {
+    a.g = as_device(go_, "grad_out");
+    if (a.g.ndim() != 0)
+      throw ValueError(std::string(op) + ": grad_out must be a scalar (shape ()) for reduction='" +
+                       (r == Reduction::mean ? "mean" : "sum") + "', got shape " + shape_str(a.g.shape));
+    a.dev_scalar = true;
+  } else {
+    a.gs = scalar_grad(go_, op, r);
+  }
+  return a;
+}
+// After dev_prepare: read a device scalar, make an array contiguous.
+void grad_ready(GradArg& a) {
+  if (a.dev_scalar) {
+    if (a.g.dtype == DType::f32) {
+      float v = 0;
+      cu::copy_d2h(&v, a.g.ptr, sizeof(v));
+      a.gs = v;
+    } else {
+      cu::copy_d2h(&a.gs, a.g.ptr, sizeof(a.gs));
+    }
+  }
+  if (a.array) a.g = dev_contiguous(a.g);
+}
+const DevTensor* grad_ptr(const GradArg& a) { return a.array || a.dev_scalar ? &a.g : nullptr; }
+
+void loss_pair(const DevTensor& x, const char* xn, const DevTensor& t, const char* op) {
+  same_dtype(x, xn, t, "target");
+  if (x.shape != t.shape)
+    throw ValueError(std::string(op) + ": " + xn + " " + shape_str(x.shape) + " and target " + shape_str(t.shape) +
+                     " must have the same shape");
+}
+
+py::object cu_elem_loss(cu::LossKind k, DevArg x_, py::handle t_, py::handle red_) {
+  const LossNames nm = loss_names(k);
+  const Reduction r = parse_reduction(red_, nm.op);
+  DevTensor x = as_device(x_.h, nm.x), t = as_device(t_, "target");
+  loss_pair(x, nm.x, t, nm.op);
+  dev_prepare({&x, &t});
+  x = dev_contiguous(x);
+  t = dev_contiguous(t);
+  const index_t n = x.numel();
+  if (r == Reduction::none) {
+    DevTensor out = dev_empty(x.dtype, x.shape);
+    py::gil_scoped_release nogil;
+    cu::loss_none(x.dtype, k, out.ptr, x.ptr, t.ptr, n);
+    return out.owner;
+  }
+  double s;
+  {
+    py::gil_scoped_release nogil;
+    s = cu::loss_sum(x.dtype, k, x.ptr, t.ptr, n);
+  }
+  return py::float_(r == Reduction::mean ? s / double(n) : s);
+}
+
+py::object cu_elem_loss_bwd(cu::LossKind k, DevArg x_, py::handle t_, py::handle red_, py::handle go_) {
+  const LossNames nm = loss_names(k);
+  const Reduction r = parse_reduction(red_, nm.bwd);
+  DevTensor x = as_device(x_.h, nm.x), t = as_device(t_, "target");
+  loss_pair(x, nm.x, t, nm.bwd);
+  GradArg g = grad_arg(go_, nm.bwd, r, x, nm.x, x.shape);
+  dev_prepare({&x, &t, grad_ptr(g)});
+  grad_ready(g);
+  x = dev_contiguous(x);
+  t = dev_contiguous(t);
+  const index_t n = x.numel();
+  DevTensor dx = dev_empty(x.dtype, x.shape);
+  {
+    py::gil_scoped_release nogil;
+    cu::loss_backward(x.dtype, k, dx.ptr, x.ptr, t.ptr, g.array ? g.g.ptr : nullptr,
+                      r == Reduction::mean ? g.gs / double(n) : g.gs, n);
+  }
+  return dx.owner;
+}
+
+// logits (N, C) with target (N,), or (C,) with a 0-d target; int32 / int64 targets, read in
+// place with their stride; out-of-range targets -> IndexError before any loss is computed.
+struct CuCe {
+  DevTensor x, t;
+  index_t N = 0, C = 0, ts = 0;
+  std::vector<index_t> loss_shape;
+};
+CuCe cu_ce_args(DevArg x_, py::handle t_, const char* op) {
+  CuCe a;
+  a.x = as_device(x_.h, "logits");
+  a.t = as_device_index(t_, "target");
+  if (a.x.ndim() != 1 && a.x.ndim() != 2)
+    throw ValueError(std::string(op) + ": logits must be 2-D (N, C) or 1-D (C,), got shape " + shape_str(a.x.shape));
+  const bool batched = a.x.ndim() == 2;
+  a.N = batched ? a.x.shape[0] : 1;
+  a.C = a.x.shape[a.x.ndim() - 1];
+  a.loss_shape = batched ? std::vector<index_t>{a.N} : std::vector<index_t>{};
+  if (a.t.shape != a.loss_shape)
+    throw ValueError(std::string(op) + ": logits " + shape_str(a.x.shape) + " and target " + shape_str(a.t.shape) +
+                     " do not match: target must have shape " + shape_str(a.loss_shape));
+  a.ts = batched ? a.t.strides[0] : 0;
+  return a;
+}
+void cu_ce_ready(CuCe& a) {
+  a.x = dev_contiguous(a.x);
+  index_t bad;
+  {
+    py::gil_scoped_release nogil;
+    bad = cu::first_bad_class(a.t.ptr, a.t.index_bits, a.ts, a.N, a.C);
+  }
+  if (bad >= 0)
+    throw IndexError("cross_entropy: target[" + std::to_string(bad) + "] = " +
+                     std::to_string(cu::read_class(a.t.ptr, a.t.index_bits, a.ts, bad)) +
+                     " is out of range for " + std::to_string(a.C) + " classes");
+}
+
+py::object cu_cross_entropy(DevArg x_, py::handle t_, py::handle red_) {
+  const char* op = "cross_entropy";
+  const Reduction r = parse_reduction(red_, op);
+  CuCe a = cu_ce_args(x_, t_, op);
+  dev_prepare({&a.x, &a.t});
+  cu_ce_ready(a);
+  if (r == Reduction::none) {
+    DevTensor out = dev_empty(a.x.dtype, a.loss_shape);
+    py::gil_scoped_release nogil;
+    cu::cross_entropy_none(a.x.dtype, out.ptr, a.x.ptr, a.N, a.C, a.t.ptr, a.t.index_bits, a.ts);
+    return out.owner;
+  }
+  double s;
+  {
+    py::gil_scoped_release nogil;
+    s = cu::cross_entropy_sum(a.x.dtype, a.x.ptr, a.N, a.C, a.t.ptr, a.t.index_bits, a.ts);
+  }
+  return py::float_(r == Reduction::mean ? s / double(a.N) : s);
+}
+
+py::object cu_cross_entropy_bwd(DevArg x_, py::handle t_, py::handle red_, py::handle go_) {
+  const char* op = "cross_entropy_backward";
+  const Reduction r = parse_reduction(red_, op);
+  CuCe a = cu_ce_args(x_, t_, op);
+  GradArg g = grad_arg(go_, op, r, a.x, "logits", a.loss_shape);
+  dev_prepare({&a.x, &a.t, grad_ptr(g)});
+  grad_ready(g);
+  cu_ce_ready(a);
+  DevTensor dx = dev_empty(a.x.dtype, a.x.shape);
+  {
+    py::gil_scoped_release nogil;
+    cu::cross_entropy_backward(a.x.dtype, dx.ptr, a.x.ptr, a.N, a.C, a.t.ptr, a.t.index_bits, a.ts,
+                               g.array ? g.g.ptr : nullptr, 1, r == Reduction::mean ? g.gs / double(a.N) : g.gs);
   }
   return dx.owner;
 }
@@ -900,6 +1081,18 @@ void bind_cuda_ops(py::module_& m) {
   m.def("log_softmax", [](DevArg x, int64_t axis) { return cu_softmax(x, axis, true); }, pre);
   m.def("softmax_backward", [](DevArg g, py::handle y, int64_t axis) { return cu_softmax_bwd(g, y, axis, false); }, pre);
   m.def("log_softmax_backward", [](DevArg g, py::handle y, int64_t axis) { return cu_softmax_bwd(g, y, axis, true); }, pre);
+  m.def("mse_loss", [](DevArg x, py::handle t, py::handle r) { return cu_elem_loss(cu::LossKind::mse, x, t, r); }, pre);
+  m.def("mse_loss_backward", [](DevArg x, py::handle t, py::handle r, py::handle g) {
+    return cu_elem_loss_bwd(cu::LossKind::mse, x, t, r, g);
+  }, pre);
+  m.def("binary_cross_entropy_with_logits", [](DevArg x, py::handle t, py::handle r) {
+    return cu_elem_loss(cu::LossKind::bce, x, t, r);
+  }, pre);
+  m.def("binary_cross_entropy_with_logits_backward", [](DevArg x, py::handle t, py::handle r, py::handle g) {
+    return cu_elem_loss_bwd(cu::LossKind::bce, x, t, r, g);
+  }, pre);
+  m.def("cross_entropy", &cu_cross_entropy, pre);
+  m.def("cross_entropy_backward", &cu_cross_entropy_bwd, pre);
   m.def("layer_norm", &cu_layer_norm, pre);
   m.def("layer_norm_backward", &cu_layer_norm_bwd, pre);
   m.def("sgd_step_", &cu_sgd, pre);

@@ -4,12 +4,9 @@
 // "mean"/"sum" return Python floats; "none" returns an array of the unreduced shape.
 #include <string>
 
-#include "bindings/common.h"
-#include "cpu/loss/loss.h"
+#include "bindings/loss_args.h"
 
 namespace nnk::bind {
-
-namespace {
 
 Reduction parse_reduction(py::handle h, const char* op) {
   if (py::isinstance<py::str>(h)) {
@@ -43,6 +40,8 @@ double scalar_grad(py::handle h, const char* op, Reduction r) {
                      shape_str(std::vector<index_t>(a.shape(), a.shape() + a.ndim())));
   return a.attr("item")().cast<double>();
 }
+
+namespace {
 
 // grad_out of an unreduced loss: None (ones) or an array of exactly `shape`.
 // Returns false (and leaves g alone) for None.

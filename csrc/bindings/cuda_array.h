@@ -41,7 +41,7 @@ struct DLManagedTensorVersioned {
   DLTensor dl_tensor;
 };
 constexpr int32_t kDLCPU = 1, kDLCUDA = 2, kDLCUDAManaged = 13;
-constexpr uint8_t kDLFloat = 2;
+constexpr uint8_t kDLInt = 0, kDLFloat = 2;  // DLDataTypeCode
 constexpr uint64_t kDLFlagReadOnly = 1;
 
 // Device memory owned by DeviceArrays (shared by views and DLPack exports).
@@ -72,6 +72,7 @@ struct DevTensor {
   int device = -1;               // -1: not stated (__cuda_array_interface__)
   uintptr_t stream = 0;          // producer stream to wait for (0: none)
   bool readonly = false;
+  int index_bits = 0;            // 0: a float array (dtype); 32 / 64: signed integer indices
   int ndim() const { return int(shape.size()); }
   index_t numel() const;
   bool is_contiguous() const;
@@ -86,6 +87,9 @@ int is_cuda_attr(py::handle obj);
 // The device view of obj; TypeError (dtype, naming `name`), ValueError (host array: mixing
 // host and device inputs; bad strides or protocol fields). No CUDA call.
 DevTensor as_device(py::handle obj, const char* name);
+// The same for an array of class indices: int32 or int64 (TypeError otherwise); index_bits
+// says which (dtype is unused).
+DevTensor as_device_index(py::handle obj, const char* name);
 
 // An argument of a CUDA overload: pybind11 picks the overload only when the first argument
 // is a CUDA array (see the type_caster below), so host calls go to the CPU binding.

@@ -71,6 +71,27 @@ void softmax(DType dt, void* y, const void* x, index_t outer, index_t C, index_t
 void softmax_backward(DType dt, void* dx, const void* grad, const void* y, index_t outer,
                       index_t C, index_t inner, bool log);
 
+// ---- losses (loss.cu); inputs contiguous ----
+enum class LossKind : int { mse = 0, bce = 1 };  // bce: binary cross-entropy with logits
+// out[i] = loss(x[i], t[i]).
+void loss_none(DType dt, LossKind k, void* out, const void* x, const void* t, index_t n);
+// sum_i loss(x[i], t[i]) in double (deterministic); waits for the result.
+double loss_sum(DType dt, LossKind k, const void* x, const void* t, index_t n);
+// dx[i] = dloss/dx(x[i], t[i]) * (g ? g[i] : scale).
+void loss_backward(DType dt, LossKind k, void* dx, const void* x, const void* t, const void* g,
+                   double scale, index_t n);
+// Class-index targets t (int32 / int64 by bits, element stride ts): the first n < N with
+// t[n] outside [0, C), or -1; waits. read_class copies one target to the host.
+index_t first_bad_class(const void* t, int bits, index_t ts, index_t N, index_t C);
+long long read_class(const void* t, int bits, index_t ts, index_t n);
+// Cross-entropy of logits x (N, C) contiguous: per-row losses (T), their sum in double
+// (waits), and dx = (softmax(x) - onehot(t)) * (g ? g[n * gs] : scale).
+void cross_entropy_none(DType dt, void* loss, const void* x, index_t N, index_t C, const void* t, int bits,
+                        index_t ts);
+double cross_entropy_sum(DType dt, const void* x, index_t N, index_t C, const void* t, int bits, index_t ts);
+void cross_entropy_backward(DType dt, void* dx, const void* x, index_t N, index_t C, const void* t, int bits,
+                            index_t ts, const void* g, index_t gs, double scale);
+
 // ---- layer norm (norm.cu) ----
 // rows x D contiguous; w, b may be null; mean and rstd (length rows) are written.
 void layer_norm(DType dt, void* y, void* mean, void* rstd, const void* x, const void* w,

@@ -13,6 +13,8 @@ template <typename T> __device__ __forceinline__ T exp_(T x) { return exp(x); }
 template <> __device__ __forceinline__ float exp_(float x) { return expf(x); }
 template <typename T> __device__ __forceinline__ T log_(T x) { return log(x); }
 template <> __device__ __forceinline__ float log_(float x) { return logf(x); }
+template <typename T> __device__ __forceinline__ T log1p_(T x) { return log1p(x); }
+template <> __device__ __forceinline__ float log1p_(float x) { return log1pf(x); }
 template <typename T> __device__ __forceinline__ T tanh_(T x) { return tanh(x); }
 template <> __device__ __forceinline__ float tanh_(float x) { return tanhf(x); }
 template <typename T> __device__ __forceinline__ T sqrt_(T x) { return sqrt(x); }
