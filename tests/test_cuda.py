@@ -133,6 +133,16 @@ def test_cai_index_bad_dtype_is_typeerror(typestr):
         _C._cuda_parse(FakeCAI((5,), "<i8", strides=(12,)), "target", index=True)
 
 
+@pytest.mark.parametrize("typestr,name", [("|b1", "bool"), ("<f4", "float32"), ("<f8", "float64")])
+def test_cai_parse_masks(typestr, name):
+    d = _C._cuda_parse(FakeCAI((2, 1, 5, 7), typestr), "attn_mask", mask=True)
+    assert d["dtype"] == name and d["shape"] == (2, 1, 5, 7)
+    with pytest.raises(TypeError, match="attn_mask.*bool, float32 or float64"):
+        _C._cuda_parse(FakeCAI((5, 7), "<i8"), "attn_mask", mask=True)
+    with pytest.raises(TypeError, match="float32 or float64"):  # bool only where a mask is expected
+        _C._cuda_parse(FakeCAI((5, 7), "|b1"), "x")
+
+
 def test_cai_missing_keys():
     class NoData:
         __cuda_array_interface__ = dict(shape=(2,), typestr="<f4", version=3)
@@ -254,9 +264,20 @@ def test_routing_errors_before_cuda():
         ops.gemm(f32(3, 4), f32(4, 2), out=f32(3, 3))
     with pytest.raises(ValueError, match="overlaps"):
         ops.gemm(f32(3, 4), f32(4, 2), out=FakeCAI((3, 2), ptr=FAKE_PTR))
-    with pytest.raises(NotImplementedError):
-        ops.scaled_dot_product_attention(f32(2, 5, 8), f32(2, 7, 8), f32(2, 7, 8),
-                                         attn_mask=FakeCAI((5, 7), "<f4"))
+    # attention masks: dtype, broadcast shape, causal, host mask (before any CUDA call)
+    sdpa = ops.scaled_dot_product_attention
+    with pytest.raises(ValueError, match="broadcast"):
+        sdpa(f32(2, 5, 8), f32(2, 7, 8), f32(2, 7, 8), attn_mask=FakeCAI((5, 6), "|b1"))
+    with pytest.raises(ValueError, match="broadcast"):
+        sdpa(f32(2, 5, 8), f32(2, 7, 8), f32(2, 7, 8), attn_mask=FakeCAI((3, 5, 7), "|b1"))
+    with pytest.raises(TypeError, match="attn_mask"):
+        sdpa(f32(2, 5, 8), f32(2, 7, 8), f32(2, 7, 8), attn_mask=FakeCAI((5, 7), "<f8"))
+    with pytest.raises(TypeError, match="attn_mask"):
+        sdpa(f32(2, 5, 8), f32(2, 7, 8), f32(2, 7, 8), attn_mask=FakeCAI((5, 7), "<i4"))
+    with pytest.raises(ValueError, match="is_causal"):
+        sdpa(f32(2, 5, 8), f32(2, 7, 8), f32(2, 7, 8), attn_mask=FakeCAI((5, 7), "|b1"), is_causal=True)
+    with pytest.raises(ValueError, match="host"):
+        sdpa(f32(2, 5, 8), f32(2, 7, 8), f32(2, 7, 8), attn_mask=np.ones((5, 7), bool))
     # attention backward: grad_out, out and lse shapes, dtypes, masks (before any CUDA call)
     bwd = ops.scaled_dot_product_attention_backward
     with pytest.raises(ValueError, match="grad_out"):
@@ -269,9 +290,11 @@ def test_routing_errors_before_cuda():
         bwd(f32(2, 5, 6), f32(2, 5, 8), f32(2, 7, 8), f32(2, 7, 6), f32(2, 5, 6), FakeCAI((2, 5), "<f8"))
     with pytest.raises(ValueError, match="head dims"):
         bwd(f32(2, 5, 6), f32(2, 5, 8), f32(2, 7, 4), f32(2, 7, 6), f32(2, 5, 6), f32(2, 5))
-    with pytest.raises(NotImplementedError):
+    with pytest.raises(ValueError, match="broadcast"):
         bwd(f32(2, 5, 6), f32(2, 5, 8), f32(2, 7, 8), f32(2, 7, 6), f32(2, 5, 6), f32(2, 5),
-            attn_mask=FakeCAI((5, 7), "<f4"))
+            attn_mask=FakeCAI((3, 1, 7), "|b1"))
+    with pytest.raises(NotImplementedError):  # GQA / broadcast batch dims
+        sdpa(f32(4, 5, 8), f32(2, 7, 8), f32(2, 7, 8))
     # recurrent forward: the CPU binding's checks
     with pytest.raises(ValueError, match="w_hh"):
         ops.lstm(f32(5, 2, 3), None, None, f32(16, 3), f32(12, 3))
@@ -342,6 +365,12 @@ def test_no_driver_is_runtimeerror():
         ops.lstm(f32(5, 2, 3), None, None, f32(16, 3), f32(16, 4))
     with pytest.raises(RuntimeError, match="CUDA"):
         ops.rnn_backward(f32(5, 2, 4), None, f32(5, 2, 3), None, f32(4, 3), f32(4, 4), f32(5, 2, 4))
+    with pytest.raises(RuntimeError, match="CUDA"):
+        ops.scaled_dot_product_attention(f32(2, 5, 8), f32(2, 7, 8), f32(2, 7, 8),
+                                         attn_mask=FakeCAI((2, 1, 7), "|b1"))
+    with pytest.raises(RuntimeError, match="CUDA"):
+        ops.scaled_dot_product_attention_backward(f32(2, 5, 6), f32(2, 5, 8), f32(2, 7, 8), f32(2, 7, 6),
+                                                  f32(2, 5, 6), f32(2, 5), attn_mask=FakeCAI((5, 7), "<f4"))
     with pytest.raises(RuntimeError, match="CUDA"):
         ops.mse_loss(f32(3), f32(3))
     with pytest.raises(RuntimeError, match="CUDA"):
@@ -685,6 +714,53 @@ def test_gpu_flash_attention_backward(rng, dtype, causal, L, S, E, Ev):
         F.scaled_dot_product_attention(*t, is_causal=causal).backward(tcuda(g))
         for ours, ref in zip((dq, dk, dv), t):
             close(ours, ref.grad, dtype, factor=32)
+
+
+@needs_gpu
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DT)
+@pytest.mark.parametrize("kind", ["padding", "bool", "additive", "strided"])
+def test_gpu_flash_attention_masks(rng, dtype, kind):
+    B, H, L, S, E = 2, 3, 37, 70, 32
+    q = rng.standard_normal((B, H, L, E)).astype(dtype)
+    k = rng.standard_normal((B, H, S, E)).astype(dtype)
+    v = rng.standard_normal((B, H, S, E)).astype(dtype)
+    g = rng.standard_normal((B, H, L, E)).astype(dtype)
+    if kind == "padding":  # (B, 1, 1, S): keys past each element's length removed
+        mask = np.arange(S)[None, None, None, :] < np.array([S, 23])[:, None, None, None]
+    elif kind == "bool":  # (L, S), every row keeps key 0
+        mask = rng.random((L, S)) < 0.6
+        mask[:, 0] = True
+    elif kind == "additive":  # (H, L, S) float, with -inf entries
+        mask = rng.standard_normal((H, L, S)).astype(dtype)
+        mask[:, :, 5:9] = -np.inf
+    else:  # a strided bool view
+        mask = (rng.random((B, H, L, 2 * S)) < 0.7)[..., ::2]
+        mask[..., 0] = True
+    dm = tcuda(mask) if kind != "strided" else tcuda(np.ascontiguousarray(np.repeat(mask, 2, axis=-1)))[..., ::2]
+    out, lse = ops.scaled_dot_product_attention(tcuda(q), tcuda(k), tcuda(v), attn_mask=dm, return_lse=True)
+    cout, clse = ops.scaled_dot_product_attention(q, k, v, attn_mask=mask, return_lse=True)
+    close(out, cout, dtype, factor=8)
+    close(lse, clse, dtype, factor=8)
+    t = [tcuda(x).requires_grad_(True) for x in (q, k, v)]
+    ref = F.scaled_dot_product_attention(*t, attn_mask=tcuda(np.ascontiguousarray(mask)))
+    close(out, ref, dtype, factor=8)
+    ref.backward(tcuda(g))
+    grads = ops.scaled_dot_product_attention_backward(tcuda(g), tcuda(q), tcuda(k), tcuda(v), out, lse,
+                                                      attn_mask=dm)
+    cgrads = ops.scaled_dot_product_attention_backward(g, q, k, v, cout, clse, attn_mask=mask)
+    for ours, cref, tref in zip(grads, cgrads, t):
+        close(ours, cref, dtype, factor=32)
+        close(ours, tref.grad, dtype, factor=32)
+    # a row with every key masked out: output 0, lse -inf, zero gradients (as the CPU path)
+    full = np.ones((L, S), bool)
+    full[3] = False
+    out, lse = ops.scaled_dot_product_attention(tcuda(q), tcuda(k), tcuda(v), attn_mask=tcuda(full), return_lse=True)
+    o, l = out.numpy(), lse.numpy()
+    assert np.all(o[:, :, 3] == 0) and np.all(np.isneginf(l[:, :, 3]))
+    dq = ops.scaled_dot_product_attention_backward(tcuda(g), tcuda(q), tcuda(k), tcuda(v), out, lse,
+                                                   attn_mask=tcuda(full))[0].numpy()
+    assert np.all(dq[:, :, 3] == 0) and np.all(np.isfinite(dq))
 
 
 def rnn_gpu_cases(f):

@@ -778,13 +778,38 @@ py::tuple cu_conv2d_backward(DevArg g_, py::handle x_, py::handle w_, py::handle
 
 // ---- attention forward ----
 // The checked geometry of an attention call (forward and backward; `fn` names it in errors):
-// q (..., L, E), k (..., S, E), v (..., S, Ev) with equal batch dims; no mask, GQA or head
-// dims over 128 on CUDA yet.
+// q (..., L, E), k (..., S, E), v (..., S, Ev) with equal batch dims; a bool or float mask
+// (q's dtype) broadcastable to (batch..., L, S), as on the CPU; no GQA or head dims over 128
+// on CUDA yet.
 struct SdpaGeom {
   index_t L = 0, S = 0, E = 0, Ev = 0, BH = 1;
   double scale = 1.0;
   std::vector<index_t> out_shape, lse_shape;
+  DevTensor mask;  // parsed when given (mask.ptr / owner set)
+  bool has_mask = false;
 };
+
+// The kernels' view of the (parsed, shape-checked) mask of g.
+cu::AttnMaskView mask_view(const SdpaGeom& g, const std::vector<index_t>& batch) {
+  cu::AttnMaskView m;
+  if (!g.has_mask) return m;
+  const DevTensor& t = g.mask;
+  m.p = t.ptr;
+  m.kind = t.boolean ? cu::AttnMaskView::boolean : cu::AttnMaskView::additive;
+  const int full = int(batch.size()) + 2, mr = t.ndim();
+  auto stride = [&](int d) {  // the mask's stride for full dim d (0 where absent or size 1)
+    const int o = d - (full - mr);
+    return (o < 0 || t.shape[size_t(o)] == 1) ? index_t(0) : t.strides[size_t(o)];
+  };
+  m.nb = int(batch.size());
+  for (int d = 0; d < m.nb; ++d) {
+    m.bshape[d] = batch[size_t(d)];
+    m.bstride[d] = stride(d);
+  }
+  m.sl = stride(full - 2);
+  m.ss = stride(full - 1);
+  return m;
+}
 
 SdpaGeom sdpa_geom(const std::string& fn, const DevTensor& q, const DevTensor& k, const DevTensor& v,
                    py::handle mask, bool causal, py::handle scale_) {
@@ -805,8 +830,27 @@ SdpaGeom sdpa_geom(const std::string& fn, const DevTensor& q, const DevTensor& k
   std::vector<index_t> qb(q.shape.begin(), q.shape.end() - 2), kb(k.shape.begin(), k.shape.end() - 2),
       vb(v.shape.begin(), v.shape.end() - 2);
   if (kb != vb) throw ValueError(fn + ": k and v batch dims differ");
-  if (!mask.is_none()) not_on_cuda(fn + " with attn_mask");
   if (qb != kb) not_on_cuda(fn + " with broadcast batch dims or GQA");
+  if (qb.size() > 8) not_on_cuda(fn + " with more than 8 batch dims");
+  if (!mask.is_none()) {
+    g.mask = as_device_mask(mask, "attn_mask");
+    if (!g.mask.boolean && g.mask.dtype != q.dtype)
+      throw TypeError("attn_mask: float mask dtype " + std::string(dtype_name(g.mask.dtype)) +
+                      " does not match q's dtype " + dtype_name(q.dtype));
+    std::vector<index_t> full = qb;
+    full.push_back(g.L);
+    full.push_back(g.S);
+    const int mr = g.mask.ndim(), fr = int(full.size());
+    bool ok = mr <= fr;
+    for (int i = 0; ok && i < mr; ++i) {
+      const index_t ms = g.mask.shape[size_t(mr - 1 - i)], fs = full[size_t(fr - 1 - i)];
+      if (ms != fs && ms != 1) ok = false;
+    }
+    if (!ok)
+      throw ValueError(fn + ": attn_mask " + shape_str(g.mask.shape) + " does not broadcast to (batch..., L, S) = " +
+                       shape_str(full) + " (q " + shape_str(q.shape) + ", k " + shape_str(k.shape) + ")");
+    g.has_mask = true;
+  }
   if (g.E > 128 || g.Ev > 128) not_on_cuda(fn + " with head dims > 128");
   g.scale = scale_.is_none() ? 1.0 / std::sqrt(double(g.E)) : scale_.cast<double>();
   for (index_t d : qb) g.BH *= d;
@@ -822,13 +866,14 @@ py::object cu_sdpa(DevArg q_, py::handle k_, py::handle v_, py::handle mask, boo
   DevTensor q = as_device(q_.h, "q"), k = as_device(k_, "k"), v = as_device(v_, "v");
   (void)gqa;
   const SdpaGeom sg = sdpa_geom("scaled_dot_product_attention", q, k, v, mask, causal, scale_);
-  dev_prepare({&q, &k, &v});
+  dev_prepare({&q, &k, &v, sg.has_mask ? &sg.mask : nullptr});
+  const cu::AttnMaskView mv = mask_view(sg, std::vector<index_t>(q.shape.begin(), q.shape.end() - 2));
   q = dev_contiguous(q); k = dev_contiguous(k); v = dev_contiguous(v);
   DevTensor out = dev_empty(q.dtype, sg.out_shape), lse = dev_empty(q.dtype, sg.lse_shape);
   {
     py::gil_scoped_release nogil;
     cu::flash_attention_forward(q.dtype, out.ptr, lse.ptr, q.ptr, k.ptr, v.ptr, sg.BH, sg.L, sg.S, sg.E,
-                                sg.Ev, sg.scale, causal);
+                                sg.Ev, sg.scale, causal, mv);
   }
   if (return_lse) return py::make_tuple(out.owner, lse.owner);
   return out.owner;
@@ -851,14 +896,15 @@ py::object cu_sdpa_bwd(DevArg g_, py::handle q_, py::handle k_, py::handle v_, p
     throw ValueError(fn + ": out " + shape_str(out.shape) + " must have the output's shape " + shape_str(sg.out_shape));
   if (lse.shape != sg.lse_shape)
     throw ValueError(fn + ": lse " + shape_str(lse.shape) + " must have shape " + shape_str(sg.lse_shape));
-  dev_prepare({&g, &q, &k, &v, &out, &lse});
+  dev_prepare({&g, &q, &k, &v, &out, &lse, sg.has_mask ? &sg.mask : nullptr});
+  const cu::AttnMaskView mv = mask_view(sg, std::vector<index_t>(q.shape.begin(), q.shape.end() - 2));
   g = dev_contiguous(g); q = dev_contiguous(q); k = dev_contiguous(k); v = dev_contiguous(v);
   out = dev_contiguous(out); lse = dev_contiguous(lse);
   DevTensor dq = dev_empty(q.dtype, q.shape), dk = dev_empty(q.dtype, k.shape), dv = dev_empty(q.dtype, v.shape);
   {
     py::gil_scoped_release nogil;
     cu::flash_attention_backward(q.dtype, dq.ptr, dk.ptr, dv.ptr, g.ptr, q.ptr, k.ptr, v.ptr, out.ptr,
-                                 lse.ptr, sg.BH, sg.L, sg.S, sg.E, sg.Ev, sg.scale, causal);
+                                 lse.ptr, sg.BH, sg.L, sg.S, sg.E, sg.Ev, sg.scale, causal, mv);
   }
   return py::make_tuple(dq.owner, dk.owner, dv.owner);
 }

@@ -63,8 +63,12 @@ std::vector<index_t> elem_strides(const std::vector<index_t>& bytes, index_t ite
   return st;
 }
 
+// What an argument may hold: floats (most), class indices, or an attention mask (bool or float).
+enum class Want { floating, index, mask };
+
 // ---- __cuda_array_interface__ ----
-DevTensor from_cai(py::handle obj, const char* name, bool index) {
+DevTensor from_cai(py::handle obj, const char* name, Want want) {
+  const bool index = want == Want::index;
   py::object iface = obj.attr("__cuda_array_interface__");
   if (!py::isinstance<py::dict>(iface))
     throw ValueError(std::string(name) + ": __cuda_array_interface__ is not a dict");
@@ -85,9 +89,12 @@ DevTensor from_cai(py::handle obj, const char* name, bool index) {
       throw TypeError(std::string(name) + ": expected int32 or int64 indices, got typestr '" + typestr + "'");
   } else if (le && typestr.substr(1) == "f4") t.dtype = DType::f32;
   else if (le && typestr.substr(1) == "f8") t.dtype = DType::f64;
+  else if (want == Want::mask && typestr == "|b1") t.boolean = true;
   else
-    throw TypeError(std::string(name) + ": expected float32 or float64, got typestr '" + typestr + "'");
-  const index_t item = index ? t.index_bits / 8 : dtype_size(t.dtype);
+    throw TypeError(std::string(name) + (want == Want::mask ? ": expected a bool, float32 or float64 mask"
+                                                             : ": expected float32 or float64") +
+                    ", got typestr '" + typestr + "'");
+  const index_t item = index ? t.index_bits / 8 : t.boolean ? 1 : dtype_size(t.dtype);
   py::object shp = d["shape"];
   if (!py::isinstance<py::tuple>(shp) && !py::isinstance<py::list>(shp))
     throw ValueError(std::string(name) + ": __cuda_array_interface__ shape is not a tuple");
@@ -135,16 +142,22 @@ void delete_managed(PyObject* cap, const char* used_name) {
   if (m->deleter) m->deleter(m);
 }
 
-DevTensor from_dltensor(const DLTensor& dl, const char* name, bool index) {
+DevTensor from_dltensor(const DLTensor& dl, const char* name, Want want) {
   if (dl.device.device_type != kDLCUDA && dl.device.device_type != kDLCUDAManaged)
     mixed(name);
   DevTensor t;
+  const bool index = want == Want::index;
   const uint8_t code = index ? uint8_t(kDLInt) : uint8_t(kDLFloat);
-  if (dl.dtype.code != code || dl.dtype.lanes != 1 || (dl.dtype.bits != 32 && dl.dtype.bits != 64))
-    throw TypeError(std::string(name) + (index ? ": expected int32 or int64 indices" : ": expected float32 or float64") +
+  const bool wide = dl.dtype.lanes == 1 && (dl.dtype.bits == 32 || dl.dtype.bits == 64);
+  if (want == Want::mask && dl.dtype.code == kDLBool && dl.dtype.bits == 8 && dl.dtype.lanes == 1)
+    t.boolean = true;
+  else if (dl.dtype.code != code || !wide)
+    throw TypeError(std::string(name) +
+                    (index ? ": expected int32 or int64 indices"
+                           : want == Want::mask ? ": expected a bool, float32 or float64 mask" : ": expected float32 or float64") +
                     ", got DLPack dtype (code " + std::to_string(dl.dtype.code) + ", bits " +
                     std::to_string(dl.dtype.bits) + ", lanes " + std::to_string(dl.dtype.lanes) + ")");
-  if (index) t.index_bits = dl.dtype.bits;
+  else if (index) t.index_bits = dl.dtype.bits;
   else t.dtype = dl.dtype.bits == 32 ? DType::f32 : DType::f64;
   if (dl.ndim < 0 || dl.ndim > 8) throw ValueError(std::string(name) + ": more than 8 dimensions");
   for (int i = 0; i < dl.ndim; ++i) {
@@ -153,21 +166,21 @@ DevTensor from_dltensor(const DLTensor& dl, const char* name, bool index) {
   }
   if (dl.strides) t.strides.assign(dl.strides, dl.strides + dl.ndim);
   else t.strides = c_strides(t.shape);
-  if (dl.byte_offset % uint64_t(index ? t.index_bits / 8 : dtype_size(t.dtype)) != 0)
+  if (dl.byte_offset % uint64_t(index ? t.index_bits / 8 : t.boolean ? 1 : dtype_size(t.dtype)) != 0)
     throw ValueError(std::string(name) + ": DLPack byte_offset is not a multiple of the item size");
   t.ptr = static_cast<char*>(dl.data) + dl.byte_offset;
   t.device = dl.device.device_id;
   return t;
 }
 
-DevTensor from_capsule(py::object cap, const char* name, bool index) {
+DevTensor from_capsule(py::object cap, const char* name, Want want) {
   PyObject* c = cap.ptr();
   if (PyCapsule_IsValid(c, "dltensor_versioned")) {
     auto* m = static_cast<DLManagedTensorVersioned*>(PyCapsule_GetPointer(c, "dltensor_versioned"));
     if (m->version.major > 1)
       throw ValueError(std::string(name) + ": unsupported DLPack major version " +
                        std::to_string(m->version.major));
-    DevTensor t = from_dltensor(m->dl_tensor, name, index);  // throws before we claim the capsule
+    DevTensor t = from_dltensor(m->dl_tensor, name, want);  // throws before we claim the capsule
     t.readonly = (m->flags & kDLFlagReadOnly) != 0;
     PyCapsule_SetName(c, "used_dltensor_versioned");
     t.owner = py::reinterpret_steal<py::object>(PyCapsule_New(m, "nnk_dltensor_versioned", [](PyObject* o) {
@@ -178,7 +191,7 @@ DevTensor from_capsule(py::object cap, const char* name, bool index) {
   }
   if (PyCapsule_IsValid(c, "dltensor")) {
     auto* m = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(c, "dltensor"));
-    DevTensor t = from_dltensor(m->dl_tensor, name, index);
+    DevTensor t = from_dltensor(m->dl_tensor, name, want);
     PyCapsule_SetName(c, "used_dltensor");
     t.owner = py::reinterpret_steal<py::object>(PyCapsule_New(m, "nnk_dltensor", [](PyObject* o) {
       delete_managed<DLManagedTensor>(o, "nnk_dltensor");
@@ -243,11 +256,11 @@ bool is_device_like(py::handle obj) {
 }
 
 namespace {
-DevTensor parse_device(py::handle obj, const char* name, bool index) {
+DevTensor parse_device(py::handle obj, const char* name, Want want) {
   if (py::isinstance<py::array>(obj)) mixed(name);
   if (py::isinstance<DeviceArray>(obj)) {
     // DeviceArray holds float32 / float64 only.
-    if (index) throw TypeError(std::string(name) + ": expected int32 or int64 indices, got a float DeviceArray");
+    if (want == Want::index) throw TypeError(std::string(name) + ": expected int32 or int64 indices, got a float DeviceArray");
     const DeviceArray& a = obj.cast<const DeviceArray&>();
     DevTensor t;
     t.owner = py::reinterpret_borrow<py::object>(obj);
@@ -259,19 +272,20 @@ DevTensor parse_device(py::handle obj, const char* name, bool index) {
     t.readonly = a.readonly;
     return t;
   }
-  if (py::hasattr(obj, "__cuda_array_interface__")) return from_cai(obj, name, index);
+  if (py::hasattr(obj, "__cuda_array_interface__")) return from_cai(obj, name, want);
   const auto dev = dlpack_device(obj);
   if (is_cuda_type(dev.first) && py::hasattr(obj, "__dlpack__")) {
     // stream=1: we queue our work on the legacy default stream.
     py::object cap = obj.attr("__dlpack__")(py::arg("stream") = 1);
-    return from_capsule(cap, name, index);
+    return from_capsule(cap, name, want);
   }
   mixed(name);
 }
 }  // namespace
 
-DevTensor as_device(py::handle obj, const char* name) { return parse_device(obj, name, false); }
-DevTensor as_device_index(py::handle obj, const char* name) { return parse_device(obj, name, true); }
+DevTensor as_device(py::handle obj, const char* name) { return parse_device(obj, name, Want::floating); }
+DevTensor as_device_index(py::handle obj, const char* name) { return parse_device(obj, name, Want::index); }
+DevTensor as_device_mask(py::handle obj, const char* name) { return parse_device(obj, name, Want::mask); }
 
 void require_cuda() {
 #if defined(NNK_WITH_CUDA)
@@ -562,19 +576,19 @@ void bind_cuda_array(py::module_& m) {
 #endif
   });
   // Internal (tests): parse a CUDA array argument without touching the GPU.
-  m.def("_cuda_parse", [](py::handle obj, const char* name, bool index) {
-    DevTensor t = index ? as_device_index(obj, name) : as_device(obj, name);
+  m.def("_cuda_parse", [](py::handle obj, const char* name, bool index, bool mask) {
+    DevTensor t = index ? as_device_index(obj, name) : mask ? as_device_mask(obj, name) : as_device(obj, name);
     py::dict d;
     d["ptr"] = py::int_(reinterpret_cast<uintptr_t>(t.ptr));
     d["shape"] = shape_tuple(t.shape);
     d["strides"] = shape_tuple(t.strides);
-    d["dtype"] = t.index_bits ? (t.index_bits == 32 ? "int32" : "int64") : dtype_name(t.dtype);
+    d["dtype"] = t.index_bits ? (t.index_bits == 32 ? "int32" : "int64") : t.boolean ? "bool" : dtype_name(t.dtype);
     d["device"] = t.device;
     d["stream"] = py::int_(t.stream);
     d["readonly"] = t.readonly;
     d["contiguous"] = t.is_contiguous();
     return d;
-  }, py::arg("obj"), py::arg("name"), py::arg("index") = false);
+  }, py::arg("obj"), py::arg("name"), py::arg("index") = false, py::arg("mask") = false);
   m.def("_cuda_is_device", [](py::handle obj) { return is_device_like(obj); });
   // Internal (tests): a DeviceArray viewing memory it does not own (never dereferenced by
   // the tests on machines without a GPU).

@@ -41,7 +41,7 @@ struct DLManagedTensorVersioned {
   DLTensor dl_tensor;
 };
 constexpr int32_t kDLCPU = 1, kDLCUDA = 2, kDLCUDAManaged = 13;
-constexpr uint8_t kDLInt = 0, kDLFloat = 2;  // DLDataTypeCode
+constexpr uint8_t kDLInt = 0, kDLFloat = 2, kDLBool = 6;  // DLDataTypeCode
 constexpr uint64_t kDLFlagReadOnly = 1;
 
 // Device memory owned by DeviceArrays (shared by views and DLPack exports).
@@ -73,6 +73,7 @@ struct DevTensor {
   uintptr_t stream = 0;          // producer stream to wait for (0: none)
   bool readonly = false;
   int index_bits = 0;            // 0: a float array (dtype); 32 / 64: signed integer indices
+  bool boolean = false;          // a bool array (one byte per element; dtype unused)
   int ndim() const { return int(shape.size()); }
   index_t numel() const;
   bool is_contiguous() const;
@@ -90,6 +91,8 @@ DevTensor as_device(py::handle obj, const char* name);
 // The same for an array of class indices: int32 or int64 (TypeError otherwise); index_bits
 // says which (dtype is unused).
 DevTensor as_device_index(py::handle obj, const char* name);
+// An attention mask: bool (boolean set) or float32 / float64 (TypeError otherwise).
+DevTensor as_device_mask(py::handle obj, const char* name);
 
 // An argument of a CUDA overload: pybind11 picks the overload only when the first argument
 // is a CUDA array (see the type_caster below), so host calls go to the CPU binding.

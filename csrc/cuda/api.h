@@ -157,16 +157,29 @@ struct RnnBackward {
 void rnn_backward(const RnnParams& p, const RnnBackward& g);
 
 // ---- attention (attention.cu) ----
+// An attention mask as a strided view: the element of (batch-head bh, query i, key j) is at
+// p + base(bh) + i * sl + j * ss (elements), base(bh) decomposing bh over the batch dims
+// bshape (row-major) with strides bstride (0 where the mask broadcasts). kind: none; boolean
+// (one byte, nonzero = takes part); additive (the dtype of q, added to the scaled score).
+struct AttnMaskView {
+  enum Kind : int { none = 0, boolean = 1, additive = 2 };
+  const void* p = nullptr;
+  int kind = none;
+  int nb = 0;
+  index_t bshape[8] = {};
+  index_t bstride[8] = {};
+  index_t sl = 0, ss = 0;
+};
 // q (BH, L, E), k (BH, S, E), v (BH, S, Ev), out (BH, L, Ev), lse (BH, L); contiguous;
-// E, Ev <= kAttnMaxDim.
+// E, Ev <= kAttnMaxDim. A row whose keys are all masked out gives out 0 and lse -inf.
 void flash_attention_forward(DType dt, void* out, void* lse, const void* q, const void* k,
                              const void* v, index_t BH, index_t L, index_t S, index_t E,
-                             index_t Ev, double scale, bool causal);
+                             index_t Ev, double scale, bool causal, const AttnMaskView& mask);
 // Gradients from dout (BH, L, Ev) and the forward's out and lse: dq (BH, L, E), dk (BH, S, E),
 // dv (BH, S, Ev); contiguous; deterministic (each element has one owner thread).
 void flash_attention_backward(DType dt, void* dq, void* dk, void* dv, const void* dout,
                               const void* q, const void* k, const void* v, const void* out,
                               const void* lse, index_t BH, index_t L, index_t S, index_t E,
-                              index_t Ev, double scale, bool causal);
+                              index_t Ev, double scale, bool causal, const AttnMaskView& mask);
 
 }  // namespace nnk::cuda

@@ -14,7 +14,9 @@
 // consecutive words and the 8 rows of a warp read the same ones (broadcast): no bank
 // conflicts. Causal (top-left, key j <= query i): tiles past the block's last query are
 // skipped (attn_key_tiles in launch.h), the diagonal tile is masked per element.
-// A row with no visible key (S == 0) gives out 0 and lse -inf.
+// Masks (AttnMaskView): a boolean mask makes a score -inf where it is false, an additive one
+// is added to the scaled score; read per element (base offset of the batch-head once per
+// thread). A row with no visible key (S == 0, or every key masked) gives out 0 and lse -inf.
 #include <cuda_runtime.h>
 
 #include "cuda/api.h"
@@ -66,6 +68,23 @@ __device__ __forceinline__ index_t key_end(index_t L, index_t S, bool causal) {
   return last < S ? last : S;
 }
 
+// Offset of batch-head bh's mask in elements, and the mask's term for (query i, key j):
+// 0 or -inf (boolean), the value (additive).
+__device__ __forceinline__ index_t mask_base(const AttnMaskView& m, index_t bh) {
+  index_t off = 0;
+  for (int d = m.nb - 1; d >= 0; --d) {
+    off += (bh % m.bshape[d]) * m.bstride[d];
+    bh /= m.bshape[d];
+  }
+  return off;
+}
+template <typename T>
+__device__ __forceinline__ T mask_term(const AttnMaskView& m, index_t base, index_t i, index_t j) {
+  const index_t o = base + i * m.sl + j * m.ss;
+  if (m.kind == AttnMaskView::boolean) return static_cast<const unsigned char*>(m.p)[o] ? T(0) : T(-INFINITY);
+  return static_cast<const T*>(m.p)[o];
+}
+
 // The quad's dot product of its dims of a (registers) with row b (shared), n dims.
 template <typename T, int DQ, int MAXD>
 __device__ __forceinline__ T quad_dot(const T (&a)[DQ], const T (&b)[MAXD], int ql, int n) {
@@ -82,7 +101,7 @@ template <typename T, int MAXD, int BC>
 __global__ void __launch_bounds__(4 * kAttnRows)
 flash_fwd_kernel(T* __restrict__ out, T* __restrict__ lse, const T* __restrict__ q,
                  const T* __restrict__ k, const T* __restrict__ v, index_t L, index_t S, int E,
-                 int Ev, T scale, bool causal) {
+                 int Ev, T scale, bool causal, AttnMaskView mask) {
   constexpr int NT = 4 * kAttnRows, DQ = MAXD / 4;
   __shared__ T Ks[BC][MAXD];
   __shared__ T Vs[BC][MAXD];
@@ -91,6 +110,8 @@ flash_fwd_kernel(T* __restrict__ out, T* __restrict__ lse, const T* __restrict__
   const index_t bh = blockIdx.y;
   const index_t qi = index_t(blockIdx.x) * kAttnRows + row;
   const bool valid = qi < L;
+  const bool masked = mask.kind != AttnMaskView::none && valid;
+  const index_t mbase = masked ? mask_base(mask, bh) : 0;
   const T* qp = q + (bh * L + (valid ? qi : 0)) * E;
   const T* kp = k + bh * S * E;
   const T* vp = v + bh * S * Ev;
@@ -112,7 +133,8 @@ flash_fwd_kernel(T* __restrict__ out, T* __restrict__ lse, const T* __restrict__
     for (int j = 0; j < BC; ++j) {
       const T part = quad_dot<T, DQ, MAXD>(qr, Ks[j], ql, E);
       const index_t key = k0 + j;
-      s[j] = (key < S && !(causal && key > qi)) ? part : T(-INFINITY);
+      s[j] = (key < S && !(causal && key > qi)) ? (masked ? part + mask_term<T>(mask, mbase, qi, key) : part)
+                                                : T(-INFINITY);
       mt = fmax(mt, s[j]);
     }
     const T mn = fmax(m, mt);
@@ -139,13 +161,13 @@ flash_fwd_kernel(T* __restrict__ out, T* __restrict__ lse, const T* __restrict__
 
 template <typename T, int MAXD>
 void launch(void* out, void* lse, const void* q, const void* k, const void* v, index_t BH,
-            index_t L, index_t S, index_t E, index_t Ev, double scale, bool causal) {
+            index_t L, index_t S, index_t E, index_t Ev, double scale, bool causal, const AttnMaskView& mask) {
   constexpr int BC = sizeof(T) == 4 ? 32 : 16;
   static_assert(MAXD <= kAttnMaxDim, "head dim");
   const Launch lc = attn_launch(dtype_of<T>::value, BH, L);
   flash_fwd_kernel<T, MAXD, BC><<<dim3(unsigned(lc.grid_x), unsigned(lc.grid_y)), lc.block>>>(
       static_cast<T*>(out), static_cast<T*>(lse), static_cast<const T*>(q),
-      static_cast<const T*>(k), static_cast<const T*>(v), L, S, int(E), int(Ev), T(scale), causal);
+      static_cast<const T*>(k), static_cast<const T*>(v), L, S, int(E), int(Ev), T(scale), causal, mask);
   CUDA_CHECK(cudaGetLastError());
 }
 
@@ -180,7 +202,7 @@ __global__ void __launch_bounds__(4 * kAttnRows)
 flash_bwd_kv_kernel(T* __restrict__ dk, T* __restrict__ dv, const T* __restrict__ q,
                     const T* __restrict__ k, const T* __restrict__ v, const T* __restrict__ dout,
                     const T* __restrict__ lse, const T* __restrict__ D, index_t L, index_t S,
-                    int E, int Ev, T scale, bool causal) {
+                    int E, int Ev, T scale, bool causal, AttnMaskView mask) {
   constexpr int NT = 4 * kAttnRows, DQ = MAXD / 4;
   __shared__ T Qs[BR][MAXD];
   __shared__ T dOs[BR][MAXD];
@@ -195,6 +217,8 @@ flash_bwd_kv_kernel(T* __restrict__ dk, T* __restrict__ dv, const T* __restrict_
   const T* vp = v + (bh * S + (valid ? kj : 0)) * Ev;
   const T* qp = q + bh * L * E;
   const T* dop = dout + bh * L * Ev;
+  const bool masked = mask.kind != AttnMaskView::none;
+  const index_t mbase = masked ? mask_base(mask, bh) : 0;
 
   T kr[DQ], vr[DQ], dka[DQ] = {}, dva[DQ] = {};
   quad_load(kr, kp, valid, ql, E);
@@ -214,10 +238,11 @@ flash_bwd_kv_kernel(T* __restrict__ dk, T* __restrict__ dv, const T* __restrict_
 #pragma unroll 1
     for (int ii = 0; ii < BR; ++ii) {
       const index_t qi = i0 + ii;
-      const T s = quad_dot<T, DQ, MAXD>(kr, Qs[ii], ql, E) * scale;
+      T s = quad_dot<T, DQ, MAXD>(kr, Qs[ii], ql, E) * scale;
       const T dp = quad_dot<T, DQ, MAXD>(vr, dOs[ii], ql, Ev);
       const T li = Ls[ii];
       const bool vis = valid && qi < L && li != T(-INFINITY) && !(causal && kj > qi);
+      if (masked && vis) s += mask_term<T>(mask, mbase, qi, kj);
       const T p = vis ? dev::exp_(s - li) : T(0);
       const T ds = p * (dp - Dsh[ii]);
 #pragma unroll
@@ -238,7 +263,7 @@ __global__ void __launch_bounds__(4 * kAttnRows)
 flash_bwd_q_kernel(T* __restrict__ dq, const T* __restrict__ q, const T* __restrict__ k,
                    const T* __restrict__ v, const T* __restrict__ dout, const T* __restrict__ lse,
                    const T* __restrict__ D, index_t L, index_t S, int E, int Ev, T scale,
-                   bool causal) {
+                   bool causal, AttnMaskView mask) {
   constexpr int NT = 4 * kAttnRows, DQ = MAXD / 4;
   __shared__ T Ks[BC][MAXD];
   __shared__ T Vs[BC][MAXD];
@@ -257,6 +282,8 @@ flash_bwd_q_kernel(T* __restrict__ dq, const T* __restrict__ q, const T* __restr
   quad_load(gr, gp, valid, ql, Ev);
   const T li = valid ? lse[bh * L + qi] : T(-INFINITY);
   const T Di = valid ? D[bh * L + qi] : T(0);
+  const bool masked = mask.kind != AttnMaskView::none && valid;
+  const index_t mbase = masked ? mask_base(mask, bh) : 0;
 
   const index_t kv_end = key_end(L, S, causal);
   for (index_t k0 = 0; k0 < kv_end; k0 += BC) {
@@ -267,9 +294,10 @@ flash_bwd_q_kernel(T* __restrict__ dq, const T* __restrict__ q, const T* __restr
 #pragma unroll 1
     for (int j = 0; j < BC; ++j) {
       const index_t key = k0 + j;
-      const T s = quad_dot<T, DQ, MAXD>(qr, Ks[j], ql, E) * scale;
+      T s = quad_dot<T, DQ, MAXD>(qr, Ks[j], ql, E) * scale;
       const T dp = quad_dot<T, DQ, MAXD>(gr, Vs[j], ql, Ev);
       const bool vis = valid && key < S && li != T(-INFINITY) && !(causal && key > qi);
+      if (masked && vis) s += mask_term<T>(mask, mbase, qi, key);
       const T p = vis ? dev::exp_(s - li) : T(0);
       const T ds = p * (dp - Di);
 #pragma unroll
@@ -284,7 +312,7 @@ flash_bwd_q_kernel(T* __restrict__ dq, const T* __restrict__ q, const T* __restr
 template <typename T, int MAXD>
 void launch_bwd(void* dq, void* dk, void* dv, const void* dout, const void* q, const void* k,
                 const void* v, const void* out, const void* lse, index_t BH, index_t L,
-                index_t S, index_t E, index_t Ev, double scale, bool causal) {
+                index_t S, index_t E, index_t Ev, double scale, bool causal, const AttnMaskView& mask) {
   constexpr int BC = sizeof(T) == 4 ? 32 : 16;
   static_assert(MAXD <= kAttnMaxDim, "head dim");
   const T* Q = static_cast<const T*>(q);
@@ -300,14 +328,14 @@ void launch_bwd(void* dq, void* dk, void* dv, const void* dout, const void* q, c
     CUDA_CHECK(cudaGetLastError());
     const Launch lc = attn_launch(dtype_of<T>::value, BH, L);
     flash_bwd_q_kernel<T, MAXD, BC><<<dim3(unsigned(lc.grid_x), unsigned(lc.grid_y)), lc.block>>>(
-        static_cast<T*>(dq), Q, K, V, G, LS, Dd, L, S, int(E), int(Ev), T(scale), causal);
+        static_cast<T*>(dq), Q, K, V, G, LS, Dd, L, S, int(E), int(Ev), T(scale), causal, mask);
     CUDA_CHECK(cudaGetLastError());
   }
   if (S > 0) {
     const Launch lk = attn_launch(dtype_of<T>::value, BH, S);  // key tiles of kAttnRows
     flash_bwd_kv_kernel<T, MAXD, BC><<<dim3(unsigned(lk.grid_x), unsigned(lk.grid_y)), lk.block>>>(
         static_cast<T*>(dk), static_cast<T*>(dv), Q, K, V, G, LS, Dd, L, S, int(E), int(Ev), T(scale),
-        causal);
+        causal, mask);
     CUDA_CHECK(cudaGetLastError());
   }
 }
@@ -316,34 +344,34 @@ void launch_bwd(void* dq, void* dk, void* dv, const void* dout, const void* q, c
 
 void flash_attention_forward(DType dt, void* out, void* lse, const void* q, const void* k,
                              const void* v, index_t BH, index_t L, index_t S, index_t E,
-                             index_t Ev, double scale, bool causal) {
+                             index_t Ev, double scale, bool causal, const AttnMaskView& mask) {
   if (BH == 0 || L == 0) return;
   if (E > kAttnMaxDim || Ev > kAttnMaxDim)
     throw ValueError("scaled_dot_product_attention: CUDA head dims must be <= 128");
   const bool small = E <= 64 && Ev <= 64;
   if (dt == DType::f32) {
-    if (small) launch<float, 64>(out, lse, q, k, v, BH, L, S, E, Ev, scale, causal);
-    else launch<float, 128>(out, lse, q, k, v, BH, L, S, E, Ev, scale, causal);
+    if (small) launch<float, 64>(out, lse, q, k, v, BH, L, S, E, Ev, scale, causal, mask);
+    else launch<float, 128>(out, lse, q, k, v, BH, L, S, E, Ev, scale, causal, mask);
   } else {
-    if (small) launch<double, 64>(out, lse, q, k, v, BH, L, S, E, Ev, scale, causal);
-    else launch<double, 128>(out, lse, q, k, v, BH, L, S, E, Ev, scale, causal);
+    if (small) launch<double, 64>(out, lse, q, k, v, BH, L, S, E, Ev, scale, causal, mask);
+    else launch<double, 128>(out, lse, q, k, v, BH, L, S, E, Ev, scale, causal, mask);
   }
 }
 
 void flash_attention_backward(DType dt, void* dq, void* dk, void* dv, const void* dout,
                               const void* q, const void* k, const void* v, const void* out,
                               const void* lse, index_t BH, index_t L, index_t S, index_t E,
-                              index_t Ev, double scale, bool causal) {
+                              index_t Ev, double scale, bool causal, const AttnMaskView& mask) {
   if (BH == 0 || (L == 0 && S == 0)) return;
   if (E > kAttnMaxDim || Ev > kAttnMaxDim)
     throw ValueError("scaled_dot_product_attention_backward: CUDA head dims must be <= 128");
   const bool small = E <= 64 && Ev <= 64;
   if (dt == DType::f32) {
-    if (small) launch_bwd<float, 64>(dq, dk, dv, dout, q, k, v, out, lse, BH, L, S, E, Ev, scale, causal);
-    else launch_bwd<float, 128>(dq, dk, dv, dout, q, k, v, out, lse, BH, L, S, E, Ev, scale, causal);
+    if (small) launch_bwd<float, 64>(dq, dk, dv, dout, q, k, v, out, lse, BH, L, S, E, Ev, scale, causal, mask);
+    else launch_bwd<float, 128>(dq, dk, dv, dout, q, k, v, out, lse, BH, L, S, E, Ev, scale, causal, mask);
   } else {
-    if (small) launch_bwd<double, 64>(dq, dk, dv, dout, q, k, v, out, lse, BH, L, S, E, Ev, scale, causal);
-    else launch_bwd<double, 128>(dq, dk, dv, dout, q, k, v, out, lse, BH, L, S, E, Ev, scale, causal);
+    if (small) launch_bwd<double, 64>(dq, dk, dv, dout, q, k, v, out, lse, BH, L, S, E, Ev, scale, causal, mask);
+    else launch_bwd<double, 128>(dq, dk, dv, dout, q, k, v, out, lse, BH, L, S, E, Ev, scale, causal, mask);
   }
 }
 
