@@ -359,11 +359,13 @@ def test_zero_sizes(rng, kind, T, B, I, H):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("T", [1, 3])
-def test_thread_split_bitwise(rng, kind, T):
-    """Steps large enough to split the hidden units over two threads (best ISA): results
-    are bitwise equal to one thread's, and match torch."""
-    B, I, H = 19, 23, 250  # RNN step: 2 B H H = 2.4 MFLOP: two parts of >= 1 MFLOP
+@pytest.mark.parametrize("T,H", [(1, 250), (3, 250), (3, 820)])
+def test_thread_split_bitwise(rng, kind, T, H):
+    """Steps large enough for two threads (best ISA): results are bitwise equal to one
+    thread's, and match torch. T = 1 is a cell (hidden units split per step); T = 3 with
+    H = 250 splits the batch rows (9 + 10, no barrier per step: at most 12 MFLOP per thread
+    and step), with H = 820 the hidden units (RNN step 2 B H H = 25.5 MFLOP)."""
+    B, I = 19, 23  # H = 250: RNN step 2 B H H = 2.4 MFLOP: two parts of >= 1 MFLOP
     _, w, b = make_module(kind, I, H, True, np.float32)
     x = rng.standard_normal((T, B, I)).astype(np.float32)
     h0 = rng.standard_normal((B, H)).astype(np.float32)
