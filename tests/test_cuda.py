@@ -765,8 +765,10 @@ def test_gpu_flash_attention_masks(rng, dtype, kind):
 
 def rnn_gpu_cases(f):
     """The recurrent GPU tests' parameters: both dtypes, every family, T = 1, a longer
-    sequence, batch 0 and T = 0."""
-    for d in (pytest.mark.parametrize("T,B,I,H", [(1, 1, 5, 7), (9, 3, 17, 33), (3, 0, 5, 6), (0, 2, 3, 4)]),
+    sequence, batch 0 and T = 0; (5, 37, 20, 300) runs the persistent kernel with several
+    units per block, a partial last block and several batch rows per warp."""
+    for d in (pytest.mark.parametrize("T,B,I,H", [(1, 1, 5, 7), (9, 3, 17, 33), (3, 0, 5, 6), (0, 2, 3, 4),
+                                                 (5, 37, 20, 300)]),
               pytest.mark.parametrize("mode", ["tanh", "relu", "lstm", "gru"]),
               pytest.mark.parametrize("dtype", DT), pytest.mark.cuda, needs_gpu):
         f = d(f)

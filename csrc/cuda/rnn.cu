@@ -14,6 +14,17 @@
 // dW_hh over all T B rows; biases by column sums (a thread per column, rows in order).
 // Kernels are queued on stream 0 one after another, so step t's GEMM reads h_{t-1} after the
 // previous gate kernel wrote it.
+// Persistent forward (sequences, T >= 2, when W_hh fits on chip): after step 1, one cooperative
+// kernel runs every step. Block j owns hidden units [j U, j U + U) of every gate and keeps
+// their rows of W_hh in shared memory for the whole sequence; per step a warp takes a batch
+// row b: h_{t-1}[b] is read once (L2, __ldcg), each lane accumulating its k's against the
+// G U weight rows, a warp sum per row; lanes u < U then run the gate maths of unit u and write
+// h_t (and c_t, the cache) for it; a grid-wide barrier (cooperative_groups) ends the step.
+// So a step costs one barrier instead of 1-3 kernel launches, and W_hh is read from memory
+// once per sequence instead of once per step.
+#include <algorithm>
+
+#include <cooperative_groups.h>
 #include <cuda_runtime.h>
 
 #include "cuda/api.h"
@@ -146,6 +157,120 @@ __global__ void col_sum_kernel(T* __restrict__ db, const T* __restrict__ D, inde
 }
 #undef NNK_GRID_STRIDE
 
+constexpr int kPersistThreads = 256;  // 8 warps
+constexpr int kPersistMaxGU = 32;     // G * U weight rows per block (accumulators per lane)
+
+template <typename T>
+__global__ void __launch_bounds__(kPersistThreads)
+rnn_persistent_kernel(RnnFamily kind, index_t Tn, index_t B, index_t H, int U, const T* __restrict__ whh,
+                      index_t rs_whh, index_t cs_whh, const T* __restrict__ bhh, const T* h0, const T* c0,
+                      T* out, T* P, T* c_n, T* extra) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  T* Ws = reinterpret_cast<T*>(smem_raw);  // row q = gi U + u: W_hh row gi H + u0 + u
+  namespace cg = cooperative_groups;
+  cg::grid_group grid = cg::this_grid();
+  const bool lstm = kind == RnnFamily::lstm, gru = kind == RnnFamily::gru;
+  const bool relu = kind == RnnFamily::rnn_relu;
+  const int G = lstm ? 4 : (gru ? 3 : 1), GU = G * U;
+  const index_t GH = G * H;
+  const index_t u0 = index_t(blockIdx.x) * U;
+  const int Ub = int(H - u0 < U ? H - u0 : U);
+  for (index_t e = threadIdx.x; e < index_t(GU) * H; e += kPersistThreads) {
+    const int q = int(e / H), gi = q / U, u = q % U;
+    const index_t k = e % H;
+    Ws[e] = u < Ub ? whh[(gi * H + u0 + u) * rs_whh + k * cs_whh] : T(0);
+  }
+  __syncthreads();
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nw = kPersistThreads / 32;
+  const index_t j = u0 + lane;  // the unit of lanes < Ub
+  for (index_t t = 0; t < Tn; ++t) {
+    const T* hp = t == 0 ? h0 : out + (t - 1) * B * H;
+    T* Pt = P + t * B * GH;
+    T* ht = out + t * B * H;
+    for (index_t b = warp; b < B; b += nw) {
+      T acc[kPersistMaxGU];
+#pragma unroll
+      for (int q = 0; q < kPersistMaxGU; ++q) acc[q] = T(0);
+      const T* hr = hp + b * H;
+      for (index_t k = lane; k < H; k += 32) {
+        const T hv = __ldcg(hr + k);
+#pragma unroll
+        for (int q = 0; q < kPersistMaxGU; ++q)
+          if (q < GU) acc[q] = fma(hv, Ws[q * H + k], acc[q]);
+      }
+#pragma unroll
+      for (int q = 0; q < kPersistMaxGU; ++q)
+        if (q < GU) acc[q] = dev::warp_sum(acc[q]);
+      if (lane >= Ub) continue;
+      // this lane's gate sums: acc[gi U + lane], picked without a dynamic register index
+      T d[4] = {T(0), T(0), T(0), T(0)};
+#pragma unroll
+      for (int q = 0; q < kPersistMaxGU; ++q)
+#pragma unroll
+        for (int gi = 0; gi < 4; ++gi)
+          if (gi < G && q == gi * U + lane) d[gi] = acc[q];
+      const index_t e = b * H + j;
+      T* pb = Pt + b * GH;
+      auto bias = [&](int gi) { return bhh ? bhh[gi * H + j] : T(0); };
+      if (!lstm && !gru) {
+        const T v = pb[j] + d[0] + bias(0);
+        ht[e] = relu ? (v > T(0) ? v : (v != v ? v : T(0))) : dev::tanh_(v);
+      } else if (lstm) {
+        const T ig = sigmoid_(pb[j] + d[0] + bias(0)), fg = sigmoid_(pb[H + j] + d[1] + bias(1));
+        const T gg = dev::tanh_(pb[2 * H + j] + d[2] + bias(2)), og = sigmoid_(pb[3 * H + j] + d[3] + bias(3));
+        const T cp = t == 0 ? c0[e] : (extra ? extra[(t - 1) * B * H + e] : c_n[e]);
+        const T c = fg * cp + ig * gg;
+        pb[j] = ig;
+        pb[H + j] = fg;
+        pb[2 * H + j] = gg;
+        pb[3 * H + j] = og;
+        (extra ? extra[t * B * H + e] : c_n[e]) = c;
+        ht[e] = og * dev::tanh_(c);
+      } else {
+        const T r = sigmoid_(pb[j] + d[0] + bias(0)), z = sigmoid_(pb[H + j] + d[1] + bias(1));
+        const T sn = d[2] + bias(2);
+        const T n = dev::tanh_(pb[2 * H + j] + r * sn);
+        pb[j] = r;
+        pb[H + j] = z;
+        pb[2 * H + j] = n;
+        if (extra) extra[t * B * H + e] = sn;
+        ht[e] = n + z * (__ldcg(hp + e) - n);
+      }
+    }
+    grid.sync();  // h_t complete (and visible) before any block starts step t + 1
+  }
+}
+
+// Units per block U and block count of the persistent forward, or false when it does not
+// apply (no cooperative launch; W_hh does not fit on chip in G U <= kPersistMaxGU rows per
+// block with every block resident).
+template <typename T>
+bool persistent_plan(index_t G, index_t H, int& U, int& blocks, size_t& smem) {
+  int dev = 0, coop = 0, sms = 0, optin = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  if (!coop || H <= 0 || sms <= 0) return false;
+  // One block per SM where possible (fewer blocks re-read h_{t-1} from L2 each step); more
+  // units per block only when W_hh does not fit otherwise.
+  for (U = int(std::max<index_t>(1, ceil_div(H, index_t(sms)))); G * U <= kPersistMaxGU; ++U) {
+    smem = sizeof(T) * size_t(G * U) * size_t(H);
+    if (smem > size_t(optin)) return false;
+    const index_t nb = ceil_div(H, index_t(U));
+    CUDA_CHECK(cudaFuncSetAttribute(rnn_persistent_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    int(smem)));
+    int per_sm = 0;
+    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, rnn_persistent_kernel<T>,
+                                                             kPersistThreads, smem));
+    if (nb <= index_t(per_sm) * sms) {
+      blocks = int(nb);
+      return true;
+    }
+  }
+  return false;
+}
+
 template <typename T>
 void forward_t(const RnnParams& p, T* out, T* h_n, T* c_n, T* gates, T* extra) {
   const index_t Tn = p.T, B = p.B, I = p.I, H = p.H;
@@ -177,6 +302,21 @@ void forward_t(const RnnParams& p, T* out, T* h_n, T* c_n, T* gates, T* extra) {
 
   const T* whh = static_cast<const T*>(p.w_hh);
   const T* bhh = static_cast<const T*>(p.b_hh);
+  int U = 0, blocks = 0;
+  size_t smem = 0;
+  if (Tn >= 2 && persistent_plan<T>(G, H, U, blocks, smem)) {
+    RnnFamily kind = p.kind;
+    index_t rs = p.rs_whh, cs = p.cs_whh;
+    void* args[] = {&kind, const_cast<index_t*>(&Tn), const_cast<index_t*>(&B), const_cast<index_t*>(&H), &U,
+                    const_cast<T**>(&whh), &rs, &cs, const_cast<T**>(&bhh), const_cast<T**>(&h0),
+                    const_cast<T**>(&c0), &out, &P, &c_n, &extra};
+    CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(rnn_persistent_kernel<T>), dim3(unsigned(blocks)),
+                                           dim3(kPersistThreads), args, smem, cudaStream_t(0)));
+    CUDA_CHECK(cudaGetLastError());
+    if (h_n) copy_d2d(h_n, out + (Tn - 1) * B * H, es * size_t(B * H));
+    if (lstm && extra) copy_d2d(c_n, extra + (Tn - 1) * B * H, es * size_t(B * H));
+    return;
+  }
   const Launch le = elementwise_launch(B * H);
   for (index_t t = 0; t < Tn; ++t) {
     const T* hp = t == 0 ? h0 : out + (t - 1) * B * H;
