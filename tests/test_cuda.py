@@ -397,6 +397,27 @@ def test_cuda_input_without_cuda_build():
 
 
 @needs_built
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("side", ["rows", "cols"])
+def test_gemm_tile_positions(dtype, side):
+    """The GEMM kernel's thread -> tile position map: every position of a tile side exactly
+    once, each thread's positions in aligned groups of VW consecutive ones (one 16-byte
+    shared-memory read each), and the threads' groups side by side (a warp's reads cover
+    consecutive 16-byte words)."""
+    d = _C._cuda_launch(f"gemm_tile_{side}", dtype, [])
+    pos, per, vw, size = d["pos"], d["per"], d["vw"], d["size"]
+    assert vw * (4 if dtype == "float32" else 8) == 16
+    assert sorted(pos) == list(range(size))
+    threads = size // per
+    for t in range(threads):
+        mine = pos[t * per:(t + 1) * per]
+        for g in range(per // vw):
+            grp = mine[g * vw:(g + 1) * vw]
+            assert grp == list(range(grp[0], grp[0] + vw)) and grp[0] % vw == 0
+            assert grp[0] == g * threads * vw + t * vw
+
+
+@needs_built
 def test_launch_math():
     L = _C._cuda_launch
     assert L("gemm", "float32", [4096, 4096, 1]) == dict(grid=(32, 32, 1), block=256)

@@ -1165,6 +1165,26 @@ void bind_cuda(py::module_& m) {
       if (a.size() != n) throw ValueError("_cuda_launch: " + kind + " takes " + std::to_string(n) + " sizes");
     };
     cu::Launch l;
+    if (kind == "gemm_tile_rows" || kind == "gemm_tile_cols") {
+      // every (thread, register) position of one tile side, thread-major
+      need(0);
+      const bool rows = kind == "gemm_tile_rows";
+      const int tm = dt == DType::f32 ? cu::GemmTile<float>::TM : cu::GemmTile<double>::TM;
+      const int tn = dt == DType::f32 ? cu::GemmTile<float>::TN : cu::GemmTile<double>::TN;
+      const int bm = dt == DType::f32 ? cu::GemmTile<float>::BM : cu::GemmTile<double>::BM;
+      const int bn = dt == DType::f32 ? cu::GemmTile<float>::BN : cu::GemmTile<double>::BN;
+      const int vw = dt == DType::f32 ? cu::GemmTile<float>::VW : cu::GemmTile<double>::VW;
+      const int per = rows ? tm : tn, threads = rows ? bm / tm : bn / tn;
+      std::vector<int> pos;
+      for (int t = 0; t < threads; ++t)
+        for (int i = 0; i < per; ++i) pos.push_back(cu::gemm_tile_pos(t, i, threads, vw));
+      py::dict d;
+      d["pos"] = pos;
+      d["per"] = per;
+      d["vw"] = vw;
+      d["size"] = rows ? bm : bn;
+      return py::object(d);
+    }
     if (kind == "gemm") { need(3); l = cu::gemm_launch(dt, a[0], a[1], a[2]); }
     else if (kind == "elementwise") { need(1); l = cu::elementwise_launch(a[0]); }
     else if (kind == "rows") { need(1); l = cu::rows_launch(a[0]); }

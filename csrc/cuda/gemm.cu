@@ -3,9 +3,10 @@
 //   C[b][m, n] = act(alpha * sum_k A[b][m, k] * B[b][k, n] + beta * Cin[m, n] + bias)
 //
 // Each block computes a BM x BN tile of C (GemmTile<T> in launch.h), walking K in steps of
-// BK. The A tile is stored transposed (As[k][m]) and the B tile as Bs[k][n], so the inner
-// loop reads a TM-vector of A and a TN-vector of B from shared memory and does TM * TN FMAs
-// into registers. Two shared buffers: while the block computes on one, the next K-step is
+// BK. The A tile is stored transposed (As[k][m], rows padded by VW so the transposing stores
+// spread over the banks) and the B tile as Bs[k][n], so the inner loop reads a TM-vector of A
+// and a TN-vector of B from shared memory, as 16-byte reads of VW consecutive values
+// (gemm_tile_pos), and does TM * TN FMAs into registers. Two shared buffers: while the block computes on one, the next K-step is
 // read from global memory into registers and stored into the other, so one __syncthreads
 // per K-step suffices. Loads read any strides (transposes cost nothing extra); the mapping
 // of threads to elements follows the unit-stride dimension so global reads coalesce.
@@ -34,20 +35,32 @@ struct GemmArgsT {
   Act act;
 };
 
+// VW = 16 / sizeof(T) consecutive values of shared memory (16-byte aligned) into registers.
+__device__ __forceinline__ void load16(const float* p, float* out) {
+  const float4 v = *reinterpret_cast<const float4*>(p);
+  out[0] = v.x; out[1] = v.y; out[2] = v.z; out[3] = v.w;
+}
+__device__ __forceinline__ void load16(const double* p, double* out) {
+  const double2 v = *reinterpret_cast<const double2*>(p);
+  out[0] = v.x; out[1] = v.y;
+}
+
 template <typename T>
 __global__ void __launch_bounds__((GemmTile<T>::BM / GemmTile<T>::TM) * (GemmTile<T>::BN / GemmTile<T>::TN))
 gemm_kernel(GemmArgsT<T> p) {
   constexpr int BM = GemmTile<T>::BM, BN = GemmTile<T>::BN, BK = GemmTile<T>::BK;
-  constexpr int TM = GemmTile<T>::TM, TN = GemmTile<T>::TN;
-  constexpr int NT = (BM / TM) * (BN / TN);
+  constexpr int TM = GemmTile<T>::TM, TN = GemmTile<T>::TN, VW = GemmTile<T>::VW;
+  constexpr int TY = BM / TM, TX = BN / TN;
+  constexpr int NT = TY * TX;
   constexpr int A_PER = BM * BK / NT, B_PER = BN * BK / NT;  // elements each thread loads
   static_assert(BM * BK % NT == 0 && BN * BK % NT == 0, "tile / thread mismatch");
+  static_assert(VW * sizeof(T) == 16 && TM % VW == 0 && TN % VW == 0, "16-byte groups");
 
-  __shared__ T As[2][BK][BM];
-  __shared__ T Bs[2][BK][BN];
+  __shared__ __align__(16) T As[2][BK][BM + VW];
+  __shared__ __align__(16) T Bs[2][BK][BN];
 
   const int tid = threadIdx.x;
-  const int tx = tid % (BN / TN), ty = tid / (BN / TN);
+  const int tx = tid % TX, ty = tid / TX;
   const index_t m0 = index_t(blockIdx.y) * BM, n0 = index_t(blockIdx.x) * BN;
   const T* A = p.a + index_t(blockIdx.z) * p.batch_a;
   const T* B = p.b + index_t(blockIdx.z) * p.batch_b;
@@ -107,12 +120,13 @@ gemm_kernel(GemmArgsT<T> p) {
 #pragma unroll
     for (int kk = 0; kk < BK; ++kk) {
       T av[TM], bv[TN];
-      // Rows ty + i * (BM / TM), columns tx + j * (BN / TN): neighbouring threads read
-      // neighbouring words (no bank conflicts) and writes of C coalesce.
+      // Rows gemm_tile_pos(ty, i), columns gemm_tile_pos(tx, j): one 16-byte read per VW
+      // values; neighbouring threads read neighbouring 16-byte words (the threads of a warp
+      // sharing ty read the same A words: a broadcast).
 #pragma unroll
-      for (int i = 0; i < TM; ++i) av[i] = As[cur][kk][ty + i * (BM / TM)];
+      for (int g = 0; g < TM / VW; ++g) load16(&As[cur][kk][gemm_tile_pos(ty, g * VW, TY, VW)], av + g * VW);
 #pragma unroll
-      for (int j = 0; j < TN; ++j) bv[j] = Bs[cur][kk][tx + j * (BN / TN)];
+      for (int g = 0; g < TN / VW; ++g) load16(&Bs[cur][kk][gemm_tile_pos(tx, g * VW, TX, VW)], bv + g * VW);
 #pragma unroll
       for (int i = 0; i < TM; ++i)
 #pragma unroll
@@ -124,11 +138,11 @@ gemm_kernel(GemmArgsT<T> p) {
 
 #pragma unroll
   for (int i = 0; i < TM; ++i) {
-    const index_t m = m0 + ty + i * (BM / TM);
+    const index_t m = m0 + gemm_tile_pos(ty, i, TY, VW);
     if (m >= p.M) continue;
 #pragma unroll
     for (int j = 0; j < TN; ++j) {
-      const index_t n = n0 + tx + j * (BN / TN);
+      const index_t n = n0 + gemm_tile_pos(tx, j, TX, VW);
       if (n >= p.N) continue;
       T v = p.alpha * acc[i][j];
       if (p.beta != T(0)) v += p.beta * p.c_in[m * p.rs_cin + n * p.cs_cin];

@@ -20,13 +20,27 @@ struct Launch {
 // GEMM tile shapes: BM x BN outputs per block of (BM / TM) * (BN / TN) threads, K in steps
 // of BK, each thread a TM x TN register tile. float: 128 x 128 x 8 (256 threads, 8 x 8 per
 // thread); double: 64 x 64 x 8 (256 threads, 4 x 4 per thread: half the registers per value).
+// VW: values per 16-byte shared-memory read; a thread's TM rows (TN columns) are TM / VW
+// groups of VW consecutive positions (gemm_tile_pos).
 template <typename T> struct GemmTile;
 template <> struct GemmTile<float> {
-  static constexpr int BM = 128, BN = 128, BK = 8, TM = 8, TN = 8;
+  static constexpr int BM = 128, BN = 128, BK = 8, TM = 8, TN = 8, VW = 4;
 };
 template <> struct GemmTile<double> {
-  static constexpr int BM = 64, BN = 64, BK = 8, TM = 4, TN = 4;
+  static constexpr int BM = 64, BN = 64, BK = 8, TM = 4, TN = 4, VW = 2;
 };
+
+#if defined(__CUDACC__)
+#define NNK_HD __host__ __device__
+#else
+#define NNK_HD
+#endif
+// Tile position of thread t's i-th register row (or column), `threads` threads along that
+// side: group i / VW of every thread side by side, VW consecutive positions per thread, so
+// each group is one aligned 16-byte read and a warp's reads cover whole banks once.
+NNK_HD constexpr int gemm_tile_pos(int t, int i, int threads, int vw) {
+  return (i / vw) * threads * vw + t * vw + i % vw;
+}
 
 inline void check_grid_yz(index_t y, index_t z, const char* what) {
   if (y > 65535 || z > 65535)
