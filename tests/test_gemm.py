@@ -195,6 +195,35 @@ def test_gemm_transposed_view_at_buffer_end(isa, dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shared", ["b", "a"])
+def test_gemm_shared_packing(isa, dtype, shared, rng):
+    """Two threads whose grid splits only M (only N) share one packing of B (of A), done in
+    parallel before the product: the results are bitwise those of one thread and match
+    torch, for plain, transposed and strided operands, with C, bias and activation."""
+    M, N, K = (300, 200, 1601) if shared == "b" else (100, 1000, 1601)  # K blocks of unequal length
+    n = nnkernels.get_num_threads()
+    a_full = rand(rng, (K, 2 * M), dtype)
+    b_full = rand(rng, (2 * N, K), dtype)
+    cases = [(rand(rng, (M, K), dtype), rand(rng, (K, N), dtype)),
+             (a_full[:, ::2].T, b_full[::2].T)]          # transposed and strided views
+    c = rand(rng, (M, N), dtype)
+    bias = rand(rng, (N,), dtype)
+    try:
+        for a, b in cases:
+            res = []
+            for nt in (1, 2):
+                nnkernels.set_num_threads(nt)
+                res.append((ops.gemm(a, b, c, alpha=0.5, beta=1.5),
+                            ops.linear(a, np.ascontiguousarray(b.T), bias, activation="relu")))
+            np.testing.assert_array_equal(res[0][0], res[1][0])
+            np.testing.assert_array_equal(res[0][1], res[1][1])
+            check(res[1][0], ref_addmm(a, b, c, alpha=0.5, beta=1.5), dtype)
+            check(res[1][1], np.maximum(ref_addmm(a, b) + bias, 0), dtype)
+    finally:
+        nnkernels.set_num_threads(n)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_gemm_zero_size(isa, dtype, rng):
     for M, N, K in [(0, 5, 3), (4, 0, 3), (0, 0, 0), (4, 5, 0), (0, 5, 0), (70, 300, 0)]:
         a, b = rand(rng, (M, K), dtype), rand(rng, (K, N), dtype)

@@ -17,6 +17,13 @@
 //   5. virtual B (VirtualB): B exists only as a packing routine (im2col in convolution);
 //      with per_panel, when a thread's block of A fits in L2 (kVbABytes), each micro-panel is
 //      packed just before the micro-kernels use it, in K blocks that keep it in L1.
+//   6. shared packing (share_packing): when the grid splits only M (only N), every thread
+//      would pack all of B (of A); it is packed once instead, the threads taking disjoint
+//      panels, in a region before the product, which then reads it as in variant 4.
+//      Measured (2 threads, GFLOP/s, four interleaved rounds, without / with): f64 n = 256
+//      210-223 / 222-228, n = 1024 218-223 / 224-231; f32 n = 512 480-491 / 489-498,
+//      n = 1024 471-491 / 471-496; f32 n = 2048 (16 MiB of B, past a quarter of the
+//      last-level cache) 485-492 / 471-473, so not there.
 #include "cpu/gemm/gemm.h"
 
 #include <algorithm>
@@ -24,7 +31,9 @@
 #include <cstring>
 #include <new>
 
+#include "core/cpu_features.h"
 #include "core/errors.h"
+#include "core/mempool.h"
 #include "core/parallel.h"
 #include "core/scratch.h"
 #include "cpu/gemm/ukr.h"
@@ -233,6 +242,60 @@ void choose_grid(index_t M, index_t N, index_t K, index_t MR, index_t NR, int T,
   }
 }
 
+// An operand that every thread of the grid would pack whole (B when the grid splits only M,
+// A when it splits only N) is packed once instead, in a region of its own before the
+// product, the threads taking disjoint panels of every K block; the product then reads it
+// as a pre-packed operand (the PackedMatrix layout, K blocks of equal length as run_block
+// would cut them). Not for operands a thread reads in place (the direct paths) or small
+// ones (kMinSharedPack elements: the extra region costs more than the duplicate packing).
+// Measured: variant 6 in the header comment.
+constexpr index_t kMinSharedPack = 1 << 16;
+constexpr index_t kShareMaxOther = 2048;
+
+template <typename T>
+bool share_packing(const Problem<T>& P, int tm, int tn, index_t tiles_m, index_t tiles_n, PackedMatrix& pm) {
+  if (P.pa || P.pb || P.vb || tm * tn < 2 || (tm > 1 && tn > 1) || P.K < 1) return false;
+  const GemmKernel<T>& kr = *P.kr;
+  const bool is_b = tn == 1;  // every thread needs all of B
+  // The duplicate packing saved is the operand once per extra thread; it matters only when
+  // the operand is large beside the product: the other side (M for B, N for A) at most
+  // kShareMaxOther (M = 4096, N = 32, K = 4096: 2.70-2.71 ms without, 2.72-2.78 ms with).
+  if (is_b ? (ceil_div(tiles_m, tm) <= kDirectBRows || P.N * P.K < kMinSharedPack || P.M > kShareMaxOther)
+           : (ceil_div(tiles_n, tn) <= kDirectAPanels || P.M * P.K < kMinSharedPack || P.N > kShareMaxOther))
+    return false;
+  const index_t K = P.K, r = is_b ? kr.NR : kr.MR;
+  const index_t kc = ceil_div(K, ceil_div(K, kr.KC));
+  // The packed operand must stay in the last-level cache until the product reads it (a
+  // quarter of it: the other operand and C share it). Past that, each thread packing its
+  // block right before use is faster (f32 n = 2048, 16 MiB: 471-473 against 485-492 GFLOP/s).
+  if (double(round_up(is_b ? P.N : P.M, r)) * double(K) * double(sizeof(T)) > double(last_level_cache_bytes()) / 4)
+    return false;
+  pm.dtype = dtype_of<T>::value;
+  pm.isa = current_isa();
+  pm.is_a = !is_b;
+  pm.rows = is_b ? K : P.M;
+  pm.cols = is_b ? P.N : K;
+  pm.r = r;
+  pm.kc = kc;
+  pm.padded = round_up(is_b ? P.N : P.M, r);
+  T* dst = static_cast<T*>(pool_alloc(sizeof(T) * size_t(pm.padded) * size_t(K)));
+  pm.data = std::shared_ptr<void>(dst, [](void* q) { pool_free(q); });
+  const index_t panels = pm.padded / r, wide = is_b ? P.N : P.M;
+  const index_t parts = std::min<index_t>(index_t(tm) * tn, panels);
+  parallel_run(parts, [&](index_t part) {
+    const index_t p0 = panels * part / parts, p1 = panels * (part + 1) / parts;
+    const index_t w0 = p0 * r, w1 = std::min(wide, p1 * r);
+    if (w0 >= w1) return;
+    for (index_t pc = 0; pc < K; pc += kc) {
+      const index_t k = std::min(kc, K - pc);
+      T* d = dst + pc * pm.padded + p0 * k * r;
+      if (is_b) kr.pack_b(d, P.b + pc * P.rs_b + w0 * P.cs_b, P.rs_b, P.cs_b, k, w1 - w0, r);
+      else kr.pack_a(d, P.a + w0 * P.rs_a + pc * P.cs_a, P.rs_a, P.cs_a, w1 - w0, k, r);
+    }
+  });
+  return true;
+}
+
 // C := beta * c_in (broadcast), so that the GEMM proper can accumulate with beta = 1.
 template <typename T>
 void scale_copy_c(const GemmArgs& g) {
@@ -288,6 +351,11 @@ void gemm_t(const GemmArgs& g0) {
   // not depend on the grid: every element of C is summed in the same K order.)
   choose_grid(P.M, P.N, P.K, MR, NR, in_parallel_region() ? 1 : get_num_threads(), tm, tn);
   const index_t tiles_m = ceil_div(P.M, MR), tiles_n = ceil_div(P.N, NR);
+  PackedMatrix shared;
+  if (share_packing(P, tm, tn, tiles_m, tiles_n, shared)) {
+    if (shared.is_a) P.pa = &shared;
+    else P.pb = &shared;
+  }
   parallel_run(index_t(tm) * tn, [&](index_t chunk) {
     const index_t ti = chunk / tn, tj = chunk % tn;
     const index_t m0 = std::min(P.M, tiles_m * ti / tm * MR), m1 = std::min(P.M, tiles_m * (ti + 1) / tm * MR);
