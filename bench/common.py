@@ -72,6 +72,66 @@ def measure(fn, target=0.3, min_repeat=3, max_repeat=15):
             gc.enable()
 
 
+def measure_many(fns, target=0.3, rounds=5, min_repeat=3, max_repeat=15, idle_after=None):
+    """Time several callables side by side: each is warmed up and its call time estimated as
+    in :func:`measure`, then ``rounds`` rounds each run every callable's share of its repeats
+    in turn, so that a change of the machine's state during the case (its memory bandwidth
+    moves by up to 2x from one second to the next on a shared host) falls on all of them
+    alike, and the ratios compare like with like. Each callable gets about ``target`` seconds.
+    ``fns``: {name: callable}, run in this order within a round; ``idle_after``: {name:
+    seconds} to sleep after that callable's share (and its warm-up), for callables that
+    leave busy threads behind (OpenBLAS workers spin ~0.07 s after a call). Returns {name:
+    Timing} and {name: "Type: message"} for those that raised."""
+    idle_after = idle_after or {}
+    clock = time.perf_counter
+    was = gc.isenabled()
+    gc.disable()
+    plan, errors, times = {}, {}, {}
+    try:
+        for name, fn in fns.items():
+            try:
+                fn()
+                t0 = clock()
+                fn()
+                est = clock() - t0
+                if est < 1e-3:
+                    k = max(2, int(2e-3 / max(est, 1e-7)))
+                    t0 = clock()
+                    for _ in range(k):
+                        fn()
+                    est = (clock() - t0) / k
+            except Exception as e:  # noqa: BLE001 - reported per library
+                errors[name] = f"{type(e).__name__}: {e}"
+                continue
+            finally:
+                time.sleep(idle_after.get(name, 0.0))
+            est = max(est, 1e-8)
+            repeat = int(min(max_repeat, max(min_repeat, target / est)))
+            number = max(1, int(target / (repeat * est)))
+            plan[name] = (fn, repeat, number)
+            times[name] = []
+        for r in range(rounds):
+            for name, (fn, repeat, number) in plan.items():
+                if name in errors:
+                    continue
+                share = repeat * (r + 1) // rounds - repeat * r // rounds
+                try:
+                    for _ in range(share):
+                        t0 = clock()
+                        for _ in range(number):
+                            fn()
+                        times[name].append((clock() - t0) / number)
+                except Exception as e:  # noqa: BLE001
+                    errors[name] = f"{type(e).__name__}: {e}"
+                if share:
+                    time.sleep(idle_after.get(name, 0.0))
+        return ({name: Timing(t, plan[name][2]) for name, t in times.items() if t and name not in errors},
+                errors)
+    finally:
+        if was:
+            gc.enable()
+
+
 # ---------------------------------------------------------------------------------------
 # Machine probes
 # ---------------------------------------------------------------------------------------

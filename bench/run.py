@@ -180,15 +180,6 @@ def parse_args(argv):
     return ap.parse_args(argv)
 
 
-def safe_measure(fn, target, pause):
-    try:
-        return common.measure(fn, target), None
-    except Exception as e:
-        return None, f"{type(e).__name__}: {e}"
-    finally:
-        time.sleep(pause)
-
-
 def main(argv=None):
     args = parse_args(argv)
     if args.numpy_worker:
@@ -287,19 +278,19 @@ def main(argv=None):
             for lib, e in rec["errors"].items():
                 print(f"    {lib}: {e}")
             continue
-        timings = {}
-        timings["nnk"], err = safe_measure(fn, args.target, args.pause)
-        if err:
-            rec["errors"]["nnk"] = err
-        for lib, get in (("numpy", case.numpy), ("torch", case.torch)):
+        # nnkernels, torch and numpy side by side, in interleaved rounds (common.measure_many);
+        # numpy last in each round, then a pause while OpenBLAS's workers stop spinning
+        fns = {"nnk": fn}
+        for lib, get in (("torch", case.torch), ("numpy", case.numpy)):
             try:
                 f = get()
             except Exception as e:
                 f, rec["errors"][lib] = None, f"{type(e).__name__}: {e}"
             if f is not None:
-                timings[lib], err = safe_measure(f, args.target, args.pause)
-                if err:
-                    rec["errors"][lib] = err
+                fns[lib] = f
+        timings, errs = common.measure_many(fns, args.target, idle_after={"numpy": args.pause})
+        rec["errors"].update(errs)
+        time.sleep(args.pause)
         res = None
         if worker is not None and case.blas:
             try:
