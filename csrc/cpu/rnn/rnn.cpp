@@ -4,7 +4,8 @@
 // of every gate) and call the GEMM micro-kernel directly (col_block), then run the gate
 // maths of their own columns (rnn_kernels.inl, vectorised per ISA): no barrier inside a
 // step. Short steps with a batch of at least one row tile per thread: threads split the
-// batch rows instead and run the whole sequence in one region (no barrier at all). Backward steps: the same split of the hidden units; a thread finishes dh_t of its
+// batch rows instead and run the whole sequence in one region (no barrier at all); the
+// backward's steps likewise. Backward steps: the same split of the hidden units; a thread finishes dh_t of its
 // units (its columns of D_h[t+1] W_hh, on the micro-kernel) and runs the step's
 // elementwise pass on them (vectorised per ISA). One region, so one barrier, per step.
 #include "cpu/rnn/rnn.h"
@@ -425,43 +426,65 @@ void backward_t(const RnnWeights& w, const RnnGrads& gr, const RnnSaved& sv) {
   const index_t parts = std::max<index_t>(1, std::min<index_t>(
       std::min<index_t>(get_num_threads(), panels), index_t(step_flops / kMinStepFlopsPerThread)));
 
-  for (index_t t = Tn - 1; t >= 0; --t) {
-    auto body = [&](index_t part) {
-      const index_t j0 = panels * part / parts * NR, j1 = std::min(H, panels * (part + 1) / parts * NR);
-      if (j0 >= j1) return;
-      const index_t n = j1 - j0;
-      if (t < Tn - 1) {  // dh_t[:, j0:j1] = D_h[t+1] W_hh[:, j0:j1] (+ dh_t z for GRU); D_h[t+1]
-                         // read in place (packing it, on every thread, cost more)
-        ColBlock<T> blk{&kr, B, GH, Dh + (t + 1) * B * GH, &pw, nullptr, 0, 0, nullptr, GH};
-        col_block(blk, j0, j1, dh, H, is_gru ? T(1) : T(0), static_cast<const T*>(nullptr), Act::none);
+  // The step's elementwise pass for batch rows [b0, b1), hidden units [j0, j0 + n).
+  auto step_rows = [&](index_t t, index_t b0, index_t b1, index_t j0, index_t n) {
+    for (index_t b = b0; b < b1; ++b) {
+      T* dhb = dh + b * H + j0;
+      if (dout) {
+        const T* go = dout + (t * B + b) * H + j0;
+        for (index_t j = 0; j < n; ++j) dhb[j] += go[j];
       }
-      for (index_t b = 0; b < B; ++b) {
-        T* dhb = dh + b * H + j0;
-        if (dout) {
-          const T* go = dout + (t * B + b) * H + j0;
-          for (index_t j = 0; j < n; ++j) dhb[j] += go[j];
-        }
-        const index_t row = t * B + b;
-        T* d = D + row * GH + j0;
-        const T* hb = out + row * H + j0;
-        if (!is_lstm && !is_gru) {
-          rk.rnn_bwd(d, dhb, hb, relu, n);
-        } else if (is_lstm) {
-          const T* g = gates + row * GH + j0;
-          const T* cb = extra + row * H + j0;
-          const T* cp = (t == 0 ? c0 + b * H : extra + (row - B) * H) + j0;
-          rk.lstm_bwd(d, d + H, d + 2 * H, d + 3 * H, dc + b * H + j0, dhb, g, g + H, g + 2 * H,
-                      g + 3 * H, cb, cp, n);
-        } else {
-          const T* g = gates + row * GH + j0;
-          const T* hn = extra + row * H + j0;
-          const T* hp = (t == 0 ? h0 + b * H : out + (row - B) * H) + j0;
-          T* dhh = Dh + row * GH + j0;
-          rk.gru_bwd(d, d + H, d + 2 * H, dhh, dhh + H, dhh + 2 * H, dhb, g, g + H, g + 2 * H, hn, hp, n);
-        }
+      const index_t row = t * B + b;
+      T* d = D + row * GH + j0;
+      const T* hb = out + row * H + j0;
+      if (!is_lstm && !is_gru) {
+        rk.rnn_bwd(d, dhb, hb, relu, n);
+      } else if (is_lstm) {
+        const T* g = gates + row * GH + j0;
+        const T* cb = extra + row * H + j0;
+        const T* cp = (t == 0 ? c0 + b * H : extra + (row - B) * H) + j0;
+        rk.lstm_bwd(d, d + H, d + 2 * H, d + 3 * H, dc + b * H + j0, dhb, g, g + H, g + 2 * H,
+                    g + 3 * H, cb, cp, n);
+      } else {
+        const T* g = gates + row * GH + j0;
+        const T* hn = extra + row * H + j0;
+        const T* hp = (t == 0 ? h0 + b * H : out + (row - B) * H) + j0;
+        T* dhh = Dh + row * GH + j0;
+        rk.gru_bwd(d, d + H, d + 2 * H, dhh, dhh + H, dhh + 2 * H, dhb, g, g + H, g + 2 * H, hn, hp, n);
       }
-    };
-    parallel_run(parts, body);  // one part: inline, under the denormal setting
+    }
+  };
+
+  // Short steps with a full row tile per thread: the batch rows are independent through time
+  // here too, so each thread runs every step for its own rows, without a barrier (the
+  // forward's rule, kRowSplitMaxFlops).
+  const index_t row_parts = std::min<index_t>(get_num_threads(), B / kr.MR);
+  if (packed && row_parts >= 2 && step_flops >= kMinStepFlopsPerThread * double(row_parts) &&
+      step_flops <= kRowSplitMaxFlops * double(row_parts)) {
+    parallel_run(row_parts, [&](index_t part) {
+      const index_t b0 = B * part / row_parts, b1 = B * (part + 1) / row_parts;
+      for (index_t t = Tn - 1; t >= 0; --t) {
+        if (t < Tn - 1) {
+          ColBlock<T> blk{&kr, b1 - b0, GH, Dh + ((t + 1) * B + b0) * GH, &pw, nullptr, 0, 0, nullptr, GH};
+          col_block(blk, 0, H, dh + b0 * H, H, is_gru ? T(1) : T(0), static_cast<const T*>(nullptr), Act::none);
+        }
+        step_rows(t, b0, b1, 0, H);
+      }
+    });
+  } else {
+    for (index_t t = Tn - 1; t >= 0; --t) {
+      auto body = [&](index_t part) {
+        const index_t j0 = panels * part / parts * NR, j1 = std::min(H, panels * (part + 1) / parts * NR);
+        if (j0 >= j1) return;
+        if (t < Tn - 1) {  // dh_t[:, j0:j1] = D_h[t+1] W_hh[:, j0:j1] (+ dh_t z for GRU); D_h[t+1]
+                           // read in place (packing it, on every thread, cost more)
+          ColBlock<T> blk{&kr, B, GH, Dh + (t + 1) * B * GH, &pw, nullptr, 0, 0, nullptr, GH};
+          col_block(blk, j0, j1, dh, H, is_gru ? T(1) : T(0), static_cast<const T*>(nullptr), Act::none);
+        }
+        step_rows(t, 0, B, j0, j1 - j0);
+      };
+      parallel_run(parts, body);  // one part: inline, under the denormal setting
+    }
   }
   {  // dh_0 := D_h[0] W_hh (+ dh_0 z for GRU): one GEMM on every thread.
     GemmArgs g;
