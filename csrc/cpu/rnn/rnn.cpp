@@ -3,11 +3,12 @@
 // Forward steps: one parallel region per step, threads split the hidden units (columns
 // of every gate) and call the GEMM micro-kernel directly (col_block), then run the gate
 // maths of their own columns (rnn_kernels.inl, vectorised per ISA): no barrier inside a
-// step. Short steps with a batch of at least one row tile per thread: threads split the
-// batch rows instead and run the whole sequence in one region (no barrier at all); the
-// backward's steps likewise. Backward steps: the same split of the hidden units; a thread finishes dh_t of its
+// step. Backward steps: the same split of the hidden units; a thread finishes dh_t of its
 // units (its columns of D_h[t+1] W_hh, on the micro-kernel) and runs the step's
 // elementwise pass on them (vectorised per ISA). One region, so one barrier, per step.
+// Short steps (kRowSplitMaxFlops) with at least one row tile per thread, forward and
+// backward: threads split the batch rows instead, which are independent through time, and
+// run the whole sequence in one region (no barrier per step).
 #include "cpu/rnn/rnn.h"
 
 #include <algorithm>
@@ -30,8 +31,8 @@ namespace {
 
 constexpr double kMinStepFlopsPerThread = 1e6;  // forward step: below this, one thread
 constexpr index_t kSmallCellBatch = 4;          // cells up to this batch: GEMM dot path
-// Forward sequences: batch rows per thread (no barrier per step) up to this many FLOPs per
-// thread and step. Measured (f32, 2 threads, T = 100, rows split / hidden units split):
+// Sequences (forward and backward): batch rows per thread (no barrier per step) up to this
+// many FLOPs per thread and step. Measured (f32, 2 threads, T = 100, rows split / hidden units split):
 // (B, I, H) = (32, 256, 256), 8.4 MFLOP: LSTM 7.80-8.04 / 8.00-8.84 ms, GRU 5.79-5.81 /
 // 5.94-6.00 ms; (64, 512, 512): RNN 16.8 MFLOP 15.2 / 14.7 ms, LSTM 67 MFLOP 59.7-63.2 /
 // 59.0-61.9 ms (there each thread's half of W_hh stays in L2, all of it does not).
