@@ -22,8 +22,10 @@
 //      panels, in a region before the product, which then reads it as in variant 4.
 //      Measured (2 threads, GFLOP/s, four interleaved rounds, without / with): f64 n = 256
 //      210-223 / 222-228, n = 1024 218-223 / 224-231; f32 n = 512 480-491 / 489-498,
-//      n = 1024 471-491 / 471-496; f32 n = 2048 (16 MiB of B, past a quarter of the
-//      last-level cache) 485-492 / 471-473, so not there.
+//      n = 1024 471-491 / 471-496; an LSTM's input projection (6400 x 512 @ 512 x 2048)
+//      28.0-29.9 / 27.7-28.0 ms; M = 4096, N = 32, K = 4096 2.64-2.79 / 2.70-2.76 ms (the
+//      same); f32 n = 2048 (16 MiB of B, past a quarter of the last-level cache) 485-492 /
+//      471-473 GFLOP/s, so not there.
 #include "cpu/gemm/gemm.h"
 
 #include <algorithm>
@@ -250,18 +252,14 @@ void choose_grid(index_t M, index_t N, index_t K, index_t MR, index_t NR, int T,
 // ones (kMinSharedPack elements: the extra region costs more than the duplicate packing).
 // Measured: variant 6 in the header comment.
 constexpr index_t kMinSharedPack = 1 << 16;
-constexpr index_t kShareMaxOther = 2048;
 
 template <typename T>
 bool share_packing(const Problem<T>& P, int tm, int tn, index_t tiles_m, index_t tiles_n, PackedMatrix& pm) {
   if (P.pa || P.pb || P.vb || tm * tn < 2 || (tm > 1 && tn > 1) || P.K < 1) return false;
   const GemmKernel<T>& kr = *P.kr;
   const bool is_b = tn == 1;  // every thread needs all of B
-  // The duplicate packing saved is the operand once per extra thread; it matters only when
-  // the operand is large beside the product: the other side (M for B, N for A) at most
-  // kShareMaxOther (M = 4096, N = 32, K = 4096: 2.70-2.71 ms without, 2.72-2.78 ms with).
-  if (is_b ? (ceil_div(tiles_m, tm) <= kDirectBRows || P.N * P.K < kMinSharedPack || P.M > kShareMaxOther)
-           : (ceil_div(tiles_n, tn) <= kDirectAPanels || P.M * P.K < kMinSharedPack || P.N > kShareMaxOther))
+  if (is_b ? (ceil_div(tiles_m, tm) <= kDirectBRows || P.N * P.K < kMinSharedPack)
+           : (ceil_div(tiles_n, tn) <= kDirectAPanels || P.M * P.K < kMinSharedPack))
     return false;
   const index_t K = P.K, r = is_b ? kr.NR : kr.MR;
   const index_t kc = ceil_div(K, ceil_div(K, kr.KC));
