@@ -180,6 +180,9 @@ def parse_args(argv):
     return ap.parse_args(argv)
 
 
+TORCH_IDLE = 0.03  # seconds after each share of torch calls (its OpenMP workers spin)
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.numpy_worker:
@@ -278,8 +281,10 @@ def main(argv=None):
             for lib, e in rec["errors"].items():
                 print(f"    {lib}: {e}")
             continue
-        # nnkernels, torch and numpy side by side, in interleaved rounds (common.measure_many);
-        # numpy last in each round, then a pause while OpenBLAS's workers stop spinning
+        # nnkernels, torch and numpy side by side, in interleaved rounds (common.measure_many).
+        # After torch's and numpy's shares a pause while their workers stop spinning: right
+        # after a torch call (OpenMP workers) an LSTM forward of ours took 11-16 ms instead of
+        # 7.9, after 5 ms 9.7, after 20 ms 8.0-8.3; OpenBLAS's spin about 0.07 s.
         fns = {"nnk": fn}
         for lib, get in (("torch", case.torch), ("numpy", case.numpy)):
             try:
@@ -288,7 +293,8 @@ def main(argv=None):
                 f, rec["errors"][lib] = None, f"{type(e).__name__}: {e}"
             if f is not None:
                 fns[lib] = f
-        timings, errs = common.measure_many(fns, args.target, idle_after={"numpy": args.pause})
+        timings, errs = common.measure_many(fns, args.target,
+                                            idle_after={"torch": TORCH_IDLE, "numpy": args.pause})
         rec["errors"].update(errs)
         time.sleep(args.pause)
         res = None
