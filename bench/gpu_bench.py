@@ -9,6 +9,7 @@ torch for every case (cuBLAS / cuDNN then compute in true float32, as nnkernels 
 import argparse
 import json
 import math
+import os
 import sys
 import time
 
@@ -70,7 +71,17 @@ def cases(quick):
         return torch.autograd.grad(F.scaled_dot_product_attention(*t), t[0], go)[0]
     out.append(("flash attn fwd+bwd f32 (4,16,2048,64)", 3 * 4 * 4 * 16 * 2048 * 2048 * 64, ours_fb, torch_fb))
 
-    # recurrent forward, T = 100, (B, I, H) = (64, 512, 512): ours (GEMMs + gate kernels) vs cuDNN
+    # recurrent forward, T = 100, (B, I, H) = (64, 512, 512) vs cuDNN: ours with the persistent
+    # kernel (default), and the per-step path (GEMMs + gate kernels) for comparison
+    def per_step(fn):
+        def run():
+            os.environ["NNKERNELS_CUDA_RNN_PERSISTENT"] = "0"
+            try:
+                return fn()
+            finally:
+                del os.environ["NNKERNELS_CUDA_RNN_PERSISTENT"]
+        return run
+
     for kind in ("RNN", "LSTM"):
         G = 4 if kind == "LSTM" else 1
         mod = getattr(torch.nn, kind)(512, 512).cuda()
@@ -85,8 +96,9 @@ def cases(quick):
         def torch_r(mod=mod, xs=xs, hx=hx):
             with torch.no_grad():
                 return mod(xs, hx)[0]
-        out.append((f"{kind.lower()} fwd f32 T=100 (64,512,512)", 2 * 100 * 64 * (512 + 512) * G * 512,
-                    ours_r, torch_r))
+        flops = 2 * 100 * 64 * (512 + 512) * G * 512
+        out.append((f"{kind.lower()} fwd f32 T=100 (64,512,512)", flops, ours_r, torch_r))
+        out.append((f"{kind.lower()} fwd f32 T=100 (64,512,512) per-step path", flops, per_step(ours_r), torch_r))
 
     x = rn(8192, 4096)
     out.append(("softmax f32 (8192, 4096)", None, lambda: ops.softmax(x), lambda: torch.softmax(x, -1)))

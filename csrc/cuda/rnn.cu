@@ -23,6 +23,7 @@
 // So a step costs one barrier instead of 1-3 kernel launches, and W_hh is read from memory
 // once per sequence instead of once per step.
 #include <algorithm>
+#include <cstdlib>
 
 #include <cooperative_groups.h>
 #include <cuda_runtime.h>
@@ -252,6 +253,9 @@ bool persistent_plan(index_t G, index_t H, int& U, int& blocks, size_t& smem) {
   CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
   CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
   if (!coop || H <= 0 || sms <= 0) return false;
+  // NNKERNELS_CUDA_RNN_PERSISTENT=0: the per-step path (for comparison; read at every call).
+  if (const char* e = std::getenv("NNKERNELS_CUDA_RNN_PERSISTENT"))
+    if (e[0] == '0') return false;
   // One block per SM where possible (fewer blocks re-read h_{t-1} from L2 each step); more
   // units per block only when W_hh does not fit otherwise.
   for (U = int(std::max<index_t>(1, ceil_div(H, index_t(sms)))); G * U <= kPersistMaxGU; ++U) {
