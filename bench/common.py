@@ -38,6 +38,26 @@ class Timing:
                 "number": self.number}
 
 
+def _plan(fn, target, min_repeat, max_repeat):
+    """One warm-up call (first-touch page faults, thread wake-up, lazy initialisation), an
+    estimate of the call time (a small batch for short calls), and the (repeat, number) that
+    spend about ``target`` seconds."""
+    clock = time.perf_counter
+    fn()
+    t0 = clock()
+    fn()
+    est = clock() - t0
+    if est < 1e-3:
+        k = max(2, int(2e-3 / max(est, 1e-7)))
+        t0 = clock()
+        for _ in range(k):
+            fn()
+        est = (clock() - t0) / k
+    est = max(est, 1e-8)
+    repeat = int(min(max_repeat, max(min_repeat, target / est)))
+    return repeat, max(1, int(target / (repeat * est)))
+
+
 def measure(fn, target=0.3, min_repeat=3, max_repeat=15):
     """Time ``fn()`` (no arguments): one warm-up call, an estimate, then ``repeat`` runs of
     ``number`` calls, both chosen so the whole measurement takes about ``target`` seconds
@@ -47,19 +67,7 @@ def measure(fn, target=0.3, min_repeat=3, max_repeat=15):
     was = gc.isenabled()
     gc.disable()
     try:
-        fn()  # warm-up: first-touch page faults, thread wake-up, lazy initialisation
-        t0 = clock()
-        fn()
-        est = clock() - t0
-        if est < 1e-3:  # refine the estimate of short calls with a small batch
-            k = max(2, int(2e-3 / max(est, 1e-7)))
-            t0 = clock()
-            for _ in range(k):
-                fn()
-            est = (clock() - t0) / k
-        est = max(est, 1e-8)
-        repeat = int(min(max_repeat, max(min_repeat, target / est)))
-        number = max(1, int(target / (repeat * est)))
+        repeat, number = _plan(fn, target, min_repeat, max_repeat)
         times = []
         for _ in range(repeat):
             t0 = clock()
@@ -90,24 +98,12 @@ def measure_many(fns, target=0.3, rounds=5, min_repeat=3, max_repeat=15, idle_af
     try:
         for name, fn in fns.items():
             try:
-                fn()
-                t0 = clock()
-                fn()
-                est = clock() - t0
-                if est < 1e-3:
-                    k = max(2, int(2e-3 / max(est, 1e-7)))
-                    t0 = clock()
-                    for _ in range(k):
-                        fn()
-                    est = (clock() - t0) / k
+                repeat, number = _plan(fn, target, min_repeat, max_repeat)
             except Exception as e:  # noqa: BLE001 - reported per library
                 errors[name] = f"{type(e).__name__}: {e}"
                 continue
             finally:
                 time.sleep(idle_after.get(name, 0.0))
-            est = max(est, 1e-8)
-            repeat = int(min(max_repeat, max(min_repeat, target / est)))
-            number = max(1, int(target / (repeat * est)))
             plan[name] = (fn, repeat, number)
             times[name] = []
         for r in range(rounds):

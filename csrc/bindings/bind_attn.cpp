@@ -139,26 +139,17 @@ AttnPlan plan_attention(py::handle qo, py::handle ko, py::handle vo, py::handle 
   std::vector<index_t> full = a.out_batch;
   full.push_back(L);
   full.push_back(S);
+  std::vector<index_t> mst(full.size(), 0);  // the mask's stride per dim of full
   if (a.mask.kind != AttnMask::none) {
     if (causal)
       throw ValueError("scaled_dot_product_attention: attn_mask " + shape_str(a.mask.shape) +
                        " cannot be combined with is_causal=True");
-    const int mr = int(a.mask.shape.size()), fr = int(full.size());
-    bool ok = mr <= fr;
-    for (int i = 0; ok && i < mr; ++i) {
-      const index_t ms = a.mask.shape[size_t(mr - 1 - i)], fs = full[size_t(fr - 1 - i)];
-      if (ms != fs && ms != 1) ok = false;
-    }
-    if (!ok)
+    if (!broadcast_strides(a.mask.shape, a.mask.strides, full, mst))
       throw ValueError("scaled_dot_product_attention: attn_mask " + shape_str(a.mask.shape) +
                        " does not broadcast to (batch..., L, S) = " + shape_str(full) +
                        " (q " + shape_str(q) + ", k " + shape_str(k) + ")");
   }
-  auto mstride = [&](int d) {  // mask stride of full dim d (0 when absent or size 1)
-    const int o = d - (int(full.size()) - int(a.mask.shape.size()));
-    if (o < 0 || a.mask.shape[size_t(o)] == 1) return index_t(0);
-    return a.mask.strides[size_t(o)];
-  };
+  auto mstride = [&](int d) { return mst[size_t(d)]; };
 
   index_t NB = 1;
   for (index_t s : a.out_batch) NB = checked_mul(NB, s, "scaled_dot_product_attention: batch");

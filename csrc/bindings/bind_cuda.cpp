@@ -30,6 +30,22 @@ namespace {
 
 namespace cu = nnk::cuda;
 
+// Every (thread, register) position of one side of the GEMM tile, thread-major (tests).
+template <typename T>
+py::object gemm_tile_positions(bool rows) {
+  using G = cu::GemmTile<T>;
+  const int per = rows ? G::TM : G::TN, threads = rows ? G::BM / G::TM : G::BN / G::TN;
+  std::vector<int> pos;
+  for (int t = 0; t < threads; ++t)
+    for (int i = 0; i < per; ++i) pos.push_back(cu::gemm_tile_pos(t, i, threads, G::VW));
+  py::dict d;
+  d["pos"] = pos;
+  d["per"] = per;
+  d["vw"] = G::VW;
+  d["size"] = rows ? G::BM : G::BN;
+  return py::object(d);
+}
+
 [[noreturn]] void not_on_cuda(const std::string& what) {
   PyErr_SetString(PyExc_NotImplementedError, (what + " is not implemented on CUDA yet").c_str());
   throw py::error_already_set();
@@ -366,9 +382,7 @@ const DevTensor* grad_ptr(const GradArg& a) { return a.array || a.dev_scalar ? &
 
 void loss_pair(const DevTensor& x, const char* xn, const DevTensor& t, const char* op) {
   same_dtype(x, xn, t, "target");
-  if (x.shape != t.shape)
-    throw ValueError(std::string(op) + ": " + xn + " " + shape_str(x.shape) + " and target " + shape_str(t.shape) +
-                     " must have the same shape");
+  check_pair_shapes(x.shape, xn, t.shape, "target", op);
 }
 
 py::object cu_elem_loss(cu::LossKind k, DevArg x_, py::handle t_, py::handle red_) {
@@ -425,16 +439,8 @@ CuCe cu_ce_args(DevArg x_, py::handle t_, const char* op) {
   CuCe a;
   a.x = as_device(x_.h, "logits");
   a.t = as_device_index(t_, "target");
-  if (a.x.ndim() != 1 && a.x.ndim() != 2)
-    throw ValueError(std::string(op) + ": logits must be 2-D (N, C) or 1-D (C,), got shape " + shape_str(a.x.shape));
-  const bool batched = a.x.ndim() == 2;
-  a.N = batched ? a.x.shape[0] : 1;
-  a.C = a.x.shape[a.x.ndim() - 1];
-  a.loss_shape = batched ? std::vector<index_t>{a.N} : std::vector<index_t>{};
-  if (a.t.shape != a.loss_shape)
-    throw ValueError(std::string(op) + ": logits " + shape_str(a.x.shape) + " and target " + shape_str(a.t.shape) +
-                     " do not match: target must have shape " + shape_str(a.loss_shape));
-  a.ts = batched ? a.t.strides[0] : 0;
+  a.loss_shape = ce_loss_shape(a.x.shape, a.t.shape, op, a.N, a.C);
+  a.ts = a.loss_shape.empty() ? 0 : a.t.strides[0];
   return a;
 }
 void cu_ce_ready(CuCe& a) {
@@ -445,9 +451,7 @@ void cu_ce_ready(CuCe& a) {
     bad = cu::first_bad_class(a.t.ptr, a.t.index_bits, a.ts, a.N, a.C);
   }
   if (bad >= 0)
-    throw IndexError("cross_entropy: target[" + std::to_string(bad) + "] = " +
-                     std::to_string(cu::read_class(a.t.ptr, a.t.index_bits, a.ts, bad)) +
-                     " is out of range for " + std::to_string(a.C) + " classes");
+    throw target_out_of_range(bad, cu::read_class(a.t.ptr, a.t.index_bits, a.ts, bad), a.C);
 }
 
 py::object cu_cross_entropy(DevArg x_, py::handle t_, py::handle red_) {
@@ -787,27 +791,22 @@ struct SdpaGeom {
   std::vector<index_t> out_shape, lse_shape;
   DevTensor mask;  // parsed when given (mask.ptr / owner set)
   bool has_mask = false;
+  std::vector<index_t> mask_strides;  // per dim of (batch..., L, S), 0 where broadcast
 };
 
-// The kernels' view of the (parsed, shape-checked) mask of g.
+// The kernels' view of the (parsed, shape-checked) mask of g, batch dims `batch`.
 cu::AttnMaskView mask_view(const SdpaGeom& g, const std::vector<index_t>& batch) {
   cu::AttnMaskView m;
   if (!g.has_mask) return m;
-  const DevTensor& t = g.mask;
-  m.p = t.ptr;
-  m.kind = t.boolean ? cu::AttnMaskView::boolean : cu::AttnMaskView::additive;
-  const int full = int(batch.size()) + 2, mr = t.ndim();
-  auto stride = [&](int d) {  // the mask's stride for full dim d (0 where absent or size 1)
-    const int o = d - (full - mr);
-    return (o < 0 || t.shape[size_t(o)] == 1) ? index_t(0) : t.strides[size_t(o)];
-  };
+  m.p = g.mask.ptr;
+  m.kind = g.mask.boolean ? cu::AttnMaskView::boolean : cu::AttnMaskView::additive;
   m.nb = int(batch.size());
   for (int d = 0; d < m.nb; ++d) {
     m.bshape[d] = batch[size_t(d)];
-    m.bstride[d] = stride(d);
+    m.bstride[d] = g.mask_strides[size_t(d)];
   }
-  m.sl = stride(full - 2);
-  m.ss = stride(full - 1);
+  m.sl = g.mask_strides[size_t(m.nb)];
+  m.ss = g.mask_strides[size_t(m.nb) + 1];
   return m;
 }
 
@@ -840,13 +839,7 @@ SdpaGeom sdpa_geom(const std::string& fn, const DevTensor& q, const DevTensor& k
     std::vector<index_t> full = qb;
     full.push_back(g.L);
     full.push_back(g.S);
-    const int mr = g.mask.ndim(), fr = int(full.size());
-    bool ok = mr <= fr;
-    for (int i = 0; ok && i < mr; ++i) {
-      const index_t ms = g.mask.shape[size_t(mr - 1 - i)], fs = full[size_t(fr - 1 - i)];
-      if (ms != fs && ms != 1) ok = false;
-    }
-    if (!ok)
+    if (!broadcast_strides(g.mask.shape, g.mask.strides, full, g.mask_strides))
       throw ValueError(fn + ": attn_mask " + shape_str(g.mask.shape) + " does not broadcast to (batch..., L, S) = " +
                        shape_str(full) + " (q " + shape_str(q.shape) + ", k " + shape_str(k.shape) + ")");
     g.has_mask = true;
@@ -1166,24 +1159,9 @@ void bind_cuda(py::module_& m) {
     };
     cu::Launch l;
     if (kind == "gemm_tile_rows" || kind == "gemm_tile_cols") {
-      // every (thread, register) position of one tile side, thread-major
       need(0);
-      const bool rows = kind == "gemm_tile_rows";
-      const int tm = dt == DType::f32 ? cu::GemmTile<float>::TM : cu::GemmTile<double>::TM;
-      const int tn = dt == DType::f32 ? cu::GemmTile<float>::TN : cu::GemmTile<double>::TN;
-      const int bm = dt == DType::f32 ? cu::GemmTile<float>::BM : cu::GemmTile<double>::BM;
-      const int bn = dt == DType::f32 ? cu::GemmTile<float>::BN : cu::GemmTile<double>::BN;
-      const int vw = dt == DType::f32 ? cu::GemmTile<float>::VW : cu::GemmTile<double>::VW;
-      const int per = rows ? tm : tn, threads = rows ? bm / tm : bn / tn;
-      std::vector<int> pos;
-      for (int t = 0; t < threads; ++t)
-        for (int i = 0; i < per; ++i) pos.push_back(cu::gemm_tile_pos(t, i, threads, vw));
-      py::dict d;
-      d["pos"] = pos;
-      d["per"] = per;
-      d["vw"] = vw;
-      d["size"] = rows ? bm : bn;
-      return py::object(d);
+      return dt == DType::f32 ? gemm_tile_positions<float>(kind == "gemm_tile_rows")
+                              : gemm_tile_positions<double>(kind == "gemm_tile_rows");
     }
     if (kind == "gemm") { need(3); l = cu::gemm_launch(dt, a[0], a[1], a[2]); }
     else if (kind == "elementwise") { need(1); l = cu::elementwise_launch(a[0]); }

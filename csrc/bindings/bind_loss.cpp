@@ -41,6 +41,28 @@ double scalar_grad(py::handle h, const char* op, Reduction r) {
   return a.attr("item")().cast<double>();
 }
 
+void check_pair_shapes(const std::vector<index_t>& x, const char* xn, const std::vector<index_t>& y,
+                       const char* yn, const char* op) {
+  if (x != y)
+    throw ValueError(std::string(op) + ": " + xn + " " + shape_str(x) + " and " + yn + " " +
+                     shape_str(y) + " must have the same shape");
+}
+
+std::vector<index_t> ce_loss_shape(const std::vector<index_t>& logits, const std::vector<index_t>& target,
+                                   const char* op, index_t& N, index_t& C) {
+  if (logits.size() != 1 && logits.size() != 2)
+    throw ValueError(std::string(op) + ": logits must be 2-D (N, C) or 1-D (C,), got shape " +
+                     shape_str(logits));
+  const bool batched = logits.size() == 2;
+  N = batched ? logits[0] : 1;
+  C = logits.back();
+  std::vector<index_t> loss = batched ? std::vector<index_t>{N} : std::vector<index_t>{};
+  if (target != loss)
+    throw ValueError(std::string(op) + ": logits " + shape_str(logits) + " and target " +
+                     shape_str(target) + " do not match: target must have shape " + shape_str(loss));
+  return loss;
+}
+
 namespace {
 
 // grad_out of an unreduced loss: None (ones) or an array of exactly `shape`.
@@ -61,9 +83,7 @@ bool array_grad(py::handle h, const char* op, const Tensor& x, const char* xname
 // (input, target) pair of one float dtype and one shape (mse_loss, bce with logits).
 void check_pair(const Tensor& x, const char* xn, const Tensor& y, const char* yn, const char* op) {
   check_same_dtype(x, xn, y, yn);
-  if (x.shape != y.shape)
-    throw ValueError(std::string(op) + ": " + xn + " " + shape_str(x) + " and " + yn + " " +
-                     shape_str(y) + " must have the same shape");
+  check_pair_shapes(x.shape, xn, y.shape, yn, op);
 }
 
 // ---- mse_loss / binary_cross_entropy_with_logits ----------------------------------------
@@ -164,17 +184,7 @@ CeArgs ce_args(py::handle x_, py::handle t_, const char* op) {
   CeArgs a;
   a.x = as_float(x_, "logits");
   a.t = as_index(t_, "target");
-  if (a.x.ndim() != 1 && a.x.ndim() != 2)
-    throw ValueError(std::string(op) + ": logits must be 2-D (N, C) or 1-D (C,), got shape " +
-                     shape_str(a.x));
-  const bool batched = a.x.ndim() == 2;
-  a.N = batched ? a.x.shape[0] : 1;
-  a.C = a.x.shape[a.x.ndim() - 1];
-  a.loss_shape = batched ? std::vector<index_t>{a.N} : std::vector<index_t>{};
-  if (a.t.shape != a.loss_shape)
-    throw ValueError(std::string(op) + ": logits " + shape_str(a.x) + " and target " +
-                     shape_str(a.t) + " do not match: target must have shape " +
-                     shape_str(a.loss_shape));
+  a.loss_shape = ce_loss_shape(a.x.shape, a.t.shape, op, a.N, a.C);
   a.t64 = a.t.arr.itemsize() == 8;
   a.x = contiguous(a.x);
   a.t = contiguous(a.t);

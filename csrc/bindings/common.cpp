@@ -237,4 +237,18 @@ void register_errors(py::module_& m) {
   });
 }
 
+bool broadcast_strides(const std::vector<index_t>& shape, const std::vector<index_t>& strides,
+                       const std::vector<index_t>& full, std::vector<index_t>& out) {
+  const int mr = int(shape.size()), fr = int(full.size());
+  if (mr > fr) return false;
+  std::vector<index_t> st(size_t(fr), 0);
+  for (int i = 0; i < mr; ++i) {
+    const size_t o = size_t(mr - 1 - i), d = size_t(fr - 1 - i);
+    if (shape[o] != full[d] && shape[o] != 1) return false;
+    if (shape[o] != 1) st[d] = strides[o];
+  }
+  out = std::move(st);
+  return true;
+}
+
 }  // namespace nnk::bind

@@ -35,6 +35,11 @@ struct Tensor {
 };
 
 std::string shape_str(const std::vector<index_t>& s);
+// Element strides of an array (shape, strides) broadcast to `full` (dims aligned at the end):
+// one per dim of full, 0 where the array lacks the dim or has size 1. False (out untouched)
+// when it does not broadcast.
+bool broadcast_strides(const std::vector<index_t>& shape, const std::vector<index_t>& strides,
+                       const std::vector<index_t>& full, std::vector<index_t>& out);
 inline std::string shape_str(const Tensor& t) { return shape_str(t.shape); }
 
 // numpy.asarray(obj) without copying when possible; TypeError unless float32/float64.

@@ -94,7 +94,7 @@ DevTensor from_cai(py::handle obj, const char* name, Want want) {
     throw TypeError(std::string(name) + (want == Want::mask ? ": expected a bool, float32 or float64 mask"
                                                              : ": expected float32 or float64") +
                     ", got typestr '" + typestr + "'");
-  const index_t item = index ? t.index_bits / 8 : t.boolean ? 1 : dtype_size(t.dtype);
+  const index_t item = t.item_size();
   py::object shp = d["shape"];
   if (!py::isinstance<py::tuple>(shp) && !py::isinstance<py::list>(shp))
     throw ValueError(std::string(name) + ": __cuda_array_interface__ shape is not a tuple");
@@ -166,7 +166,7 @@ DevTensor from_dltensor(const DLTensor& dl, const char* name, Want want) {
   }
   if (dl.strides) t.strides.assign(dl.strides, dl.strides + dl.ndim);
   else t.strides = c_strides(t.shape);
-  if (dl.byte_offset % uint64_t(index ? t.index_bits / 8 : t.boolean ? 1 : dtype_size(t.dtype)) != 0)
+  if (dl.byte_offset % uint64_t(t.item_size()) != 0)
     throw ValueError(std::string(name) + ": DLPack byte_offset is not a multiple of the item size");
   t.ptr = static_cast<char*>(dl.data) + dl.byte_offset;
   t.device = dl.device.device_id;

@@ -76,6 +76,7 @@ struct DevTensor {
   bool boolean = false;          // a bool array (one byte per element; dtype unused)
   int ndim() const { return int(shape.size()); }
   index_t numel() const;
+  index_t item_size() const { return index_bits ? index_bits / 8 : (boolean ? 1 : dtype_size(dtype)); }
   bool is_contiguous() const;
   template <typename T> T* data() const { return static_cast<T*>(ptr); }
 };

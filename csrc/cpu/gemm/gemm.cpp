@@ -244,6 +244,37 @@ void choose_grid(index_t M, index_t N, index_t K, index_t MR, index_t NR, int T,
   }
 }
 
+// The PackedMatrix layout of an A (rows = M, cols = K) or B (rows = K, cols = N) operand:
+// panels of r along M (N), K blocks of kc; data left to the caller.
+template <typename T>
+PackedMatrix packed_layout(Isa isa, bool is_a, index_t rows, index_t cols, index_t r, index_t kc) {
+  PackedMatrix pm;
+  pm.dtype = dtype_of<T>::value;
+  pm.isa = isa;
+  pm.is_a = is_a;
+  pm.rows = rows;
+  pm.cols = cols;
+  pm.r = r;
+  pm.kc = kc;
+  pm.padded = round_up(is_a ? rows : cols, r);
+  return pm;
+}
+
+// Panels [p0, p1) of every K block of pm into dst, from src (element strides rs, cs).
+template <typename T>
+void pack_panels(const GemmKernel<T>& kr, const PackedMatrix& pm, T* dst, const T* src, index_t rs,
+                 index_t cs, index_t p0, index_t p1) {
+  const index_t K = pm.is_a ? pm.cols : pm.rows, wide = pm.is_a ? pm.rows : pm.cols;
+  const index_t w0 = p0 * pm.r, w1 = std::min(wide, p1 * pm.r);
+  if (w0 >= w1) return;
+  for (index_t pc = 0; pc < K; pc += pm.kc) {
+    const index_t k = std::min(pm.kc, K - pc);
+    T* d = dst + pc * pm.padded + p0 * k * pm.r;
+    if (pm.is_a) kr.pack_a(d, src + w0 * rs + pc * cs, rs, cs, w1 - w0, k, pm.r);
+    else kr.pack_b(d, src + pc * rs + w0 * cs, rs, cs, k, w1 - w0, pm.r);
+  }
+}
+
 // An operand that every thread of the grid would pack whole (B when the grid splits only M,
 // A when it splits only N) is packed once instead, in a region of its own before the
 // product, the threads taking disjoint panels of every K block; the product then reads it
@@ -261,35 +292,22 @@ bool share_packing(const Problem<T>& P, int tm, int tn, index_t tiles_m, index_t
   if (is_b ? (ceil_div(tiles_m, tm) <= kDirectBRows || P.N * P.K < kMinSharedPack)
            : (ceil_div(tiles_n, tn) <= kDirectAPanels || P.M * P.K < kMinSharedPack))
     return false;
-  const index_t K = P.K, r = is_b ? kr.NR : kr.MR;
-  const index_t kc = ceil_div(K, ceil_div(K, kr.KC));
+  const index_t K = P.K;
+  PackedMatrix layout = packed_layout<T>(current_isa(), !is_b, is_b ? K : P.M, is_b ? P.N : K,
+                                         is_b ? kr.NR : kr.MR, ceil_div(K, ceil_div(K, kr.KC)));
   // The packed operand must stay in the last-level cache until the product reads it (a
   // quarter of it: the other operand and C share it). Past that, each thread packing its
   // block right before use is faster (f32 n = 2048, 16 MiB: 471-473 against 485-492 GFLOP/s).
-  if (double(round_up(is_b ? P.N : P.M, r)) * double(K) * double(sizeof(T)) > double(last_level_cache_bytes()) / 4)
+  if (double(layout.padded) * double(K) * double(sizeof(T)) > double(last_level_cache_bytes()) / 4)
     return false;
-  pm.dtype = dtype_of<T>::value;
-  pm.isa = current_isa();
-  pm.is_a = !is_b;
-  pm.rows = is_b ? K : P.M;
-  pm.cols = is_b ? P.N : K;
-  pm.r = r;
-  pm.kc = kc;
-  pm.padded = round_up(is_b ? P.N : P.M, r);
+  pm = layout;
   T* dst = static_cast<T*>(pool_alloc(sizeof(T) * size_t(pm.padded) * size_t(K)));
   pm.data = std::shared_ptr<void>(dst, [](void* q) { pool_free(q); });
-  const index_t panels = pm.padded / r, wide = is_b ? P.N : P.M;
+  const index_t panels = pm.padded / pm.r;
   const index_t parts = std::min<index_t>(index_t(tm) * tn, panels);
   parallel_run(parts, [&](index_t part) {
-    const index_t p0 = panels * part / parts, p1 = panels * (part + 1) / parts;
-    const index_t w0 = p0 * r, w1 = std::min(wide, p1 * r);
-    if (w0 >= w1) return;
-    for (index_t pc = 0; pc < K; pc += kc) {
-      const index_t k = std::min(kc, K - pc);
-      T* d = dst + pc * pm.padded + p0 * k * r;
-      if (is_b) kr.pack_b(d, P.b + pc * P.rs_b + w0 * P.cs_b, P.rs_b, P.cs_b, k, w1 - w0, r);
-      else kr.pack_a(d, P.a + w0 * P.rs_a + pc * P.cs_a, P.rs_a, P.cs_a, w1 - w0, k, r);
-    }
+    pack_panels(kr, pm, dst, is_b ? P.b : P.a, is_b ? P.rs_b : P.rs_a, is_b ? P.cs_b : P.cs_a,
+                panels * part / parts, panels * (part + 1) / parts);
   });
   return true;
 }
@@ -367,27 +385,13 @@ PackedMatrix pack_t(bool is_a, index_t rows, index_t cols, const T* src, index_t
   Isa isa = current_isa();
   // An A operand gets the row tile that pads its M least (the one gemm() would pick).
   const GemmKernel<T>& kr = is_a ? gemm_kernel_for<T>(isa, rows) : gemm_kernel<T>(isa);
-  PackedMatrix pm;
-  pm.dtype = dtype_of<T>::value;
-  pm.isa = isa;
-  pm.is_a = is_a;
-  pm.rows = rows;
-  pm.cols = cols;
-  pm.r = is_a ? kr.MR : kr.NR;
-  pm.kc = kc > 0 ? kc : kr.KC;
-  const index_t wide = is_a ? rows : cols;  // M for A, N for B
+  PackedMatrix pm = packed_layout<T>(isa, is_a, rows, cols, is_a ? kr.MR : kr.NR, kc > 0 ? kc : kr.KC);
   const index_t K = is_a ? cols : rows;
-  pm.padded = round_up(wide, pm.r);
   const index_t elems = checked_mul(pm.padded, std::max<index_t>(K, 1), "packed matrix");
   void* p = std::aligned_alloc(64, size_t(round_up(checked_mul(elems, sizeof(T), "packed matrix"), 64)));
   if (!p) throw std::bad_alloc();
   pm.data = std::shared_ptr<void>(p, [](void* q) { std::free(q); });
-  T* dst = static_cast<T*>(p);
-  for (index_t pc = 0; pc < K; pc += pm.kc) {
-    const index_t kc = std::min(pm.kc, K - pc);
-    if (is_a) kr.pack_a(dst + pc * pm.padded, src + pc * cs, rs, cs, rows, kc, pm.r);
-    else kr.pack_b(dst + pc * pm.padded, src + pc * rs, rs, cs, kc, cols, pm.r);
-  }
+  pack_panels(kr, pm, static_cast<T*>(p), src, rs, cs, 0, pm.padded / pm.r);
   return pm;
 }
 

@@ -97,9 +97,7 @@ template <typename I>
 void check_targets(const I* t, index_t N, index_t C) {
   for (index_t n = 0; n < N; ++n)
     if (t[n] < 0 || t[n] >= C)
-      throw IndexError("cross_entropy: target[" + std::to_string(n) + "] = " +
-                       std::to_string(int64_t(t[n])) + " is out of range for " +
-                       std::to_string(C) + " classes");
+      throw target_out_of_range(n, int64_t(t[n]), C);
 }
 
 void check_targets(const void* t, bool t64, index_t N, index_t C) {

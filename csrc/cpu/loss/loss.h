@@ -21,13 +21,21 @@
 // bitwise the same for any thread count (it may differ between ISAs, whose lane counts differ).
 #pragma once
 #include <cstdint>
+#include <string>
 
 #include "core/cpu_features.h"
+#include "core/errors.h"
 #include "core/types.h"
 
 namespace nnk {
 
 enum class Reduction : int { none = 0, mean = 1, sum = 2 };
+
+// The error for a class-index target outside [0, C) (every cross_entropy path raises it).
+inline IndexError target_out_of_range(index_t n, int64_t t, index_t C) {
+  return IndexError("cross_entropy: target[" + std::to_string(n) + "] = " + std::to_string(t) +
+                    " is out of range for " + std::to_string(C) + " classes");
+}
 
 // --- drivers (loss.cpp): thread over chunks, pick the ISA's kernels ---------------------
 // Forward: reduction none writes out[] and returns 0; mean/sum return the loss, rounded to T.

@@ -38,8 +38,7 @@ template <typename T>
 T target_at(const void* target, bool t64, index_t n, index_t C) {
   const int64_t t = t64 ? static_cast<const int64_t*>(target)[n] : static_cast<const int32_t*>(target)[n];
   if (t < 0 || t >= C)
-    throw IndexError("cross_entropy: target[" + std::to_string(n) + "] = " + std::to_string(t) +
-                     " is out of range for " + std::to_string(C) + " classes");
+    throw target_out_of_range(n, t, C);
   return T(t);
 }
 

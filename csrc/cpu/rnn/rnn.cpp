@@ -38,6 +38,17 @@ constexpr index_t kSmallCellBatch = 4;          // cells up to this batch: GEMM 
 // 59.0-61.9 ms (there each thread's half of W_hh stays in L2, all of it does not).
 constexpr double kRowSplitMaxFlops = 1.2e7;
 
+// Threads that split a sequence's batch rows (forward and backward): one row tile of mr at
+// least each, and a step of kMinStepFlopsPerThread .. kRowSplitMaxFlops per thread; 0 when
+// the hidden units are split instead.
+inline index_t row_split_parts(index_t B, index_t mr, double step_flops) {
+  const index_t parts = std::min<index_t>(get_num_threads(), B / mr);
+  return parts >= 2 && step_flops >= kMinStepFlopsPerThread * double(parts) &&
+                 step_flops <= kRowSplitMaxFlops * double(parts)
+             ? parts
+             : 0;
+}
+
 // Owning pool buffer of n elements of T.
 template <typename T>
 struct Buf {
@@ -283,30 +294,33 @@ void forward_t(const RnnWeights& w, T* out, T* h_n, T* c_n, const T* x, const T*
     }
   };
 
+  // One gate's recurrent product into the step's rows: columns [j0, j1) of gate gi, C rows
+  // starting at prow (P_t) or srow (the GRU n gate's hidden side).
+  auto rec_gate = [&](const ColBlock<T>& rec, index_t gi, index_t j0, index_t j1, T* prow, T* srow) {
+    const index_t off = gi * H;
+    if (is_gru && gi == 2)
+      col_block(rec, j0, j1, srow, H, T(0), bhh ? bhh + off : nullptr, Act::none);
+    else if (is_rnn)
+      col_block(rec, j0, j1, prow, GH, T(1), bhh, act);
+    else
+      col_block(rec, j0, j1, prow + off, GH, T(1), bhh ? bhh + off : nullptr, Act::none);
+  };
+
   // Batch rows are independent through time: with a full row tile per thread, each thread
   // can run the whole sequence for its own rows (every gate's columns), with no barrier per
   // step. Each thread then reads all of W_hh every step (the column split below keeps half
   // of it per thread, often in L2), so this pays only while a step is short enough for its
   // barrier to matter (kRowSplitMaxFlops per thread). Every element is computed by the same
   // micro-kernel arithmetic and gate maths whatever the split.
-  const index_t row_parts = std::min<index_t>(get_num_threads(), B / kr.MR);
-  if (!fused_input && row_parts >= 2 && step_flops >= kMinStepFlopsPerThread * double(row_parts) &&
-      step_flops <= kRowSplitMaxFlops * double(row_parts)) {
+  const index_t row_parts = fused_input ? 0 : row_split_parts(B, kr.MR, step_flops);
+  if (row_parts) {
     parallel_run(row_parts, [&](index_t part) {
       const index_t b0 = B * part / row_parts, b1 = B * (part + 1) / row_parts;
       for (index_t t = 0; t < Tn; ++t) {
         const T* hp = t == 0 ? h0 : out + (t - 1) * B * H;
-        T* Pt = P + t * B * GH;
         for (index_t gi = 0; gi < G; ++gi) {
-          const index_t off = gi * H;
           ColBlock<T> rec{&kr, b1 - b0, H, hp + b0 * H, &pw[gi], nullptr, 0, 0, nullptr, H};
-          T* c = Pt + b0 * GH;
-          if (is_gru && gi == 2)
-            col_block(rec, 0, H, scratch.p + b0 * H, H, T(0), bhh ? bhh + off : nullptr, Act::none);
-          else if (is_rnn)
-            col_block(rec, 0, H, c, GH, T(1), bhh, act);
-          else
-            col_block(rec, 0, H, c + off, GH, T(1), bhh ? bhh + off : nullptr, Act::none);
+          rec_gate(rec, gi, 0, H, P + (t * B + b0) * GH, scratch.p + b0 * H);
         }
         gate_rows(t, b0, b1, 0, H);
       }
@@ -339,12 +353,7 @@ void forward_t(const RnnWeights& w, T* out, T* h_n, T* c_n, const T* x, const T*
         ColBlock<T> rec{&kr, B, H, fused_input ? ah : hp, fused_input ? nullptr : &pw[gi],
                         static_cast<const T*>(w.w_hh) + off * w.rs_whh, w.cs_whh, w.rs_whh, buf,
                         fused_input ? 0 : H};
-        if (is_gru && gi == 2)
-          col_block(rec, j0, j1, scratch.p, H, T(0), bhh ? bhh + off : nullptr, Act::none);
-        else if (is_rnn)
-          col_block(rec, j0, j1, Pt, GH, T(1), bhh, act);
-        else
-          col_block(rec, j0, j1, Pt + off, GH, T(1), bhh ? bhh + off : nullptr, Act::none);
+        rec_gate(rec, gi, j0, j1, Pt, scratch.p);
       }
       gate_rows(t, 0, B, j0, j1 - j0);
     };
@@ -459,16 +468,18 @@ void backward_t(const RnnWeights& w, const RnnGrads& gr, const RnnSaved& sv) {
   // Short steps with a full row tile per thread: the batch rows are independent through time
   // here too, so each thread runs every step for its own rows, without a barrier (the
   // forward's rule, kRowSplitMaxFlops).
-  const index_t row_parts = std::min<index_t>(get_num_threads(), B / kr.MR);
-  if (packed && row_parts >= 2 && step_flops >= kMinStepFlopsPerThread * double(row_parts) &&
-      step_flops <= kRowSplitMaxFlops * double(row_parts)) {
+  // dh_t[b0:b1, j0:j1] = D_h[t+1][b0:b1] W_hh[:, j0:j1] (+ dh_t z for GRU); D_h[t+1] read in
+  // place (packing it, on every thread, cost more).
+  auto dh_product = [&](index_t t, index_t b0, index_t b1, index_t j0, index_t j1) {
+    ColBlock<T> blk{&kr, b1 - b0, GH, Dh + ((t + 1) * B + b0) * GH, &pw, nullptr, 0, 0, nullptr, GH};
+    col_block(blk, j0, j1, dh + b0 * H, H, is_gru ? T(1) : T(0), static_cast<const T*>(nullptr), Act::none);
+  };
+  const index_t row_parts = packed ? row_split_parts(B, kr.MR, step_flops) : 0;
+  if (row_parts) {
     parallel_run(row_parts, [&](index_t part) {
       const index_t b0 = B * part / row_parts, b1 = B * (part + 1) / row_parts;
       for (index_t t = Tn - 1; t >= 0; --t) {
-        if (t < Tn - 1) {
-          ColBlock<T> blk{&kr, b1 - b0, GH, Dh + ((t + 1) * B + b0) * GH, &pw, nullptr, 0, 0, nullptr, GH};
-          col_block(blk, 0, H, dh + b0 * H, H, is_gru ? T(1) : T(0), static_cast<const T*>(nullptr), Act::none);
-        }
+        if (t < Tn - 1) dh_product(t, b0, b1, 0, H);
         step_rows(t, b0, b1, 0, H);
       }
     });
@@ -477,11 +488,7 @@ void backward_t(const RnnWeights& w, const RnnGrads& gr, const RnnSaved& sv) {
       auto body = [&](index_t part) {
         const index_t j0 = panels * part / parts * NR, j1 = std::min(H, panels * (part + 1) / parts * NR);
         if (j0 >= j1) return;
-        if (t < Tn - 1) {  // dh_t[:, j0:j1] = D_h[t+1] W_hh[:, j0:j1] (+ dh_t z for GRU); D_h[t+1]
-                           // read in place (packing it, on every thread, cost more)
-          ColBlock<T> blk{&kr, B, GH, Dh + (t + 1) * B * GH, &pw, nullptr, 0, 0, nullptr, GH};
-          col_block(blk, j0, j1, dh, H, is_gru ? T(1) : T(0), static_cast<const T*>(nullptr), Act::none);
-        }
+        if (t < Tn - 1) dh_product(t, 0, B, j0, j1);
         step_rows(t, 0, B, j0, j1 - j0);
       };
       parallel_run(parts, body);  // one part: inline, under the denormal setting
