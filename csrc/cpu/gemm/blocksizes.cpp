@@ -6,10 +6,11 @@
 //       store, the call, the loop's ramp): per call 14 * KC FMA cycles. The B micro-panel
 //       KC x NR then outgrows L1 (1024 * 32 * 4 = 128 KiB for f32), which costs little: 2 B
 //       vectors per 14 FMA cycles is ~9 B/cycle from L2. K is cut into equal blocks of at
-//       most KC (K = 1024 in f64: 2 x 512; K = 2048: 3 x 683).
+//       most KC (K = 3000: 3 x 1000), so K = 1024 runs as one block and C is read and written
+//       once.
 //   MC: the A block MC x KC stays in L2 with the B micro-panel and the C tiles, a multiple of
-//       MR: 112 * 1024 * 4 = 448 KiB (f32) + 128 KiB of B panel; 112 * 768 * 8 = 672 KiB (f64)
-//       + 96 KiB.
+//       MR: 112 * 1024 * 4 = 448 KiB (f32) + 128 KiB of B panel; 84 * 1024 * 8 = 672 KiB (f64)
+//       + 128 KiB.
 //   Measured (fifth session; Zen 5, 2 threads, GFLOP/s, four / three interleaved rounds of
 //   separate processes; the machine's noise is +-3%):
 //       f32 MC,KC  n = 1024           n = 2048           f64 MC,KC  n = 1024           n = 2048
@@ -18,9 +19,13 @@
 //       112,768    458-480            462-475            84,768     218-232            214-223
 //       168,768    463-492            464-469            112,768    227-234            225-229
 //       112,1024   465-485            480-489
+//   Sixth session, f64 (2 threads, eight interleaved rounds, GFLOP/s at n = 1024; the host was
+//   slower that day): 112,768 198-220, 84,1024 197-227, 70,1024 203-226; KC 1024 won in 7 of
+//   the 8 paired rounds by 2-7%. n = 512 (one K block either way) and 2048 the same within
+//   noise; n = 3000 (K blocks of 1000 instead of 750) 199-208 against 205-210.
 //   (Earlier, one thread with B pre-packed: KC 256 -> 228-238, 384 -> 238-241, 512 -> 245.)
 //   NC: the B block KC x NC sits in L3 (shared by the cores): 2048 * 1024 * 4 = 8 MiB per
-//       thread (f32), 2048 * 768 * 8 = 12 MiB (f64). f32 n = 4096: NC 4096 (16 MiB) and 2048
+//       thread (f32), 2048 * 1024 * 8 = 16 MiB (f64). f32 n = 4096: NC 4096 (16 MiB) and 2048
 //       measured the same (474-486 GFLOP/s); the smaller block leaves L3 room for both threads.
 // AVX2 keeps the Haswell-class BLIS shapes (6x16 / 6x8) with the same rules for 32 KiB L1.
 // The generic kernels use small tiles the compiler can keep in 16 SSE registers.
@@ -64,7 +69,7 @@ const GemmKernel<double>& gemm_kernel<double>(Isa isa) {
   static const GemmKernel<double> avx2 = {cpu::avx2::dgemm_ukr_6x8, 6, 8, 72, 256, 4080, act_tile<double, Isa::avx2>,
                                            cpu::generic::pack_a<double>, cpu::generic::pack_b<double>,
                                             cpu::avx2::ddot_kernel};
-  static const GemmKernel<double> avx512 = {cpu::avx512::dgemm_ukr_14x16, 14, 16, 112, 768, 2048, act_tile<double, Isa::avx512>,
+  static const GemmKernel<double> avx512 = {cpu::avx512::dgemm_ukr_14x16, 14, 16, 84, 1024, 2048, act_tile<double, Isa::avx512>,
                                              cpu::avx512::pack_a<double>, cpu::avx512::pack_b<double>,
                                             cpu::avx512::ddot_kernel};
   if (isa == Isa::avx512) return avx512;
@@ -95,7 +100,7 @@ const GemmKernel<float>& avx512_8rows<float>() {
 }
 template <>
 const GemmKernel<double>& avx512_8rows<double>() {
-  static const GemmKernel<double> k = {cpu::avx512::dgemm_ukr_8x16, 8, 16, 112, 768, 2048, act_tile<double, Isa::avx512>,
+  static const GemmKernel<double> k = {cpu::avx512::dgemm_ukr_8x16, 8, 16, 80, 1024, 2048, act_tile<double, Isa::avx512>,
                                        cpu::avx512::pack_a<double>, cpu::avx512::pack_b<double>, cpu::avx512::ddot_kernel};
   return k;
 }

@@ -13,14 +13,22 @@
 
 namespace nnk::cpu::avx512 {
 
-// Vector traits for the two dtypes: L lanes, a square transpose of L x L.
+// Vector traits for the two dtypes: L lanes, a square transpose of L x L. loadn / storen
+// take plain moves when all L lanes are wanted: a copy of pack_lines on a 1024 x 1024 f64 B
+// (K blocks of 512, panels of 16) took 0.74 ms with masked moves against 0.45 ms with plain
+// ones from memory, 0.31 against 0.26 ms from L3 (one thread; in a whole GEMM the
+// difference is inside the noise).
 struct F32 {
   using T = float;
   using reg = __m512;
   static constexpr int L = 16;
   static inline reg zero() { return _mm512_setzero_ps(); }
-  static inline reg loadn(const T* p, int n) { return _mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1u), p); }
-  static inline void storen(T* p, reg x, int n) { _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1u), x); }
+  static inline reg loadn(const T* p, int n) {
+    return n == L ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1u), p);
+  }
+  static inline void storen(T* p, reg x, int n) {
+    if (n == L) _mm512_storeu_ps(p, x); else _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1u), x);
+  }
   static inline void transpose(reg* r) { transpose16(r); }
 };
 struct F64 {
@@ -28,8 +36,12 @@ struct F64 {
   using reg = __m512d;
   static constexpr int L = 8;
   static inline reg zero() { return _mm512_setzero_pd(); }
-  static inline reg loadn(const T* p, int n) { return _mm512_maskz_loadu_pd((__mmask8)((1u << n) - 1u), p); }
-  static inline void storen(T* p, reg x, int n) { _mm512_mask_storeu_pd(p, (__mmask8)((1u << n) - 1u), x); }
+  static inline reg loadn(const T* p, int n) {
+    return n == L ? _mm512_loadu_pd(p) : _mm512_maskz_loadu_pd((__mmask8)((1u << n) - 1u), p);
+  }
+  static inline void storen(T* p, reg x, int n) {
+    if (n == L) _mm512_storeu_pd(p, x); else _mm512_mask_storeu_pd(p, (__mmask8)((1u << n) - 1u), x);
+  }
   static inline void transpose(reg* r) { transpose8(r); }
 };
 
