@@ -194,6 +194,36 @@ def test_dlpack_round_trip(max_version):
     assert d["readonly"] == (max_version is not None)
 
 
+@pytest.mark.parametrize("dtype,typestr,item", [("int64", "<i8", 8), ("int32", "<i4", 4), ("bool", "|b1", 1)])
+def test_device_array_index_and_bool_elements(dtype, typestr, item):
+    # max_pool2d's indices (int64) and dropout's mask (bool) come back as DeviceArrays.
+    v = _C._cuda_view(0x5000, [2, 7], dtype, 0, False)
+    assert v.dtype == np.dtype(dtype) and v.nbytes == 14 * item and dtype in repr(v)
+    assert v.__cuda_array_interface__["typestr"] == typestr
+    for mv in (None, (1, 0)):
+        # The DLPack export carries the element type: parsed back as what it is.
+        want_index, want_mask = dtype != "bool", dtype == "bool"
+        d = _C._cuda_parse(FakeDLPack(v, max_version=mv), "t", index=want_index, mask=want_mask)
+        assert d["dtype"] == dtype and d["shape"] == (2, 7) and d["strides"] == (7, 1)
+    # Passed on directly: an index array where indices go, a mask where masks go, and
+    # never where floats are expected.
+    if dtype == "bool":
+        assert _C._cuda_parse(v, "mask", mask=True)["dtype"] == "bool"
+        with pytest.raises(TypeError, match="indices"):
+            _C._cuda_parse(v, "target", index=True)
+    else:
+        assert _C._cuda_parse(v, "target", index=True)["dtype"] == dtype
+        with pytest.raises(TypeError, match="mask"):
+            _C._cuda_parse(v, "mask", mask=True)
+    with pytest.raises(TypeError, match="x: expected float32 or float64"):
+        _C._cuda_parse(v, "x")
+    f = _C._cuda_view(0x5000, [3], "float32", 0, False)
+    with pytest.raises(TypeError, match="indices"):
+        _C._cuda_parse(f, "target", index=True)
+    with pytest.raises(ValueError, match="dtype"):
+        _C._cuda_view(0x5000, [3], "int16", 0, False)
+
+
 def test_dlpack_export_checks():
     v = _C._cuda_view(0x3000, [2], "float32", 0, False)
     with pytest.raises(BufferError):

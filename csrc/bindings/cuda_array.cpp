@@ -256,16 +256,30 @@ bool is_device_like(py::handle obj) {
 }
 
 namespace {
+// The element type's numpy name.
+std::string elem_name(const DeviceArray& a) {
+  return a.index_bits ? (a.index_bits == 32 ? "int32" : "int64") : a.boolean ? "bool" : dtype_name(a.dtype);
+}
+
 DevTensor parse_device(py::handle obj, const char* name, Want want) {
   if (py::isinstance<py::array>(obj)) mixed(name);
   if (py::isinstance<DeviceArray>(obj)) {
-    // DeviceArray holds float32 / float64 only.
-    if (want == Want::index) throw TypeError(std::string(name) + ": expected int32 or int64 indices, got a float DeviceArray");
     const DeviceArray& a = obj.cast<const DeviceArray&>();
+    const bool ok = want == Want::index ? a.index_bits != 0
+                  : want == Want::mask ? a.index_bits == 0
+                  : (a.index_bits == 0 && !a.boolean);
+    if (!ok)
+      throw TypeError(std::string(name) +
+                      (want == Want::index ? ": expected int32 or int64 indices"
+                       : want == Want::mask ? ": expected a bool, float32 or float64 mask"
+                                            : ": expected float32 or float64") +
+                      ", got a DeviceArray of " + elem_name(a));
     DevTensor t;
     t.owner = py::reinterpret_borrow<py::object>(obj);
     t.ptr = a.ptr;
     t.dtype = a.dtype;
+    t.index_bits = a.index_bits;
+    t.boolean = a.boolean;
     t.shape = a.shape;
     t.strides = a.strides;
     t.device = a.device;
@@ -298,25 +312,36 @@ void require_cuda() {
 
 namespace {
 
-py::object make_device_array(DType dt, const std::vector<index_t>& shape, DevTensor& view) {
-  index_t bytes = dtype_size(dt);
+// Elements of a new DeviceArray (see DeviceArray).
+struct Elem {
+  DType dtype = DType::f32;
+  int index_bits = 0;
+  bool boolean = false;
+};
+
+py::object make_device_array(Elem e, const std::vector<index_t>& shape, DevTensor& view) {
+  DeviceArray a;
+  a.dtype = e.dtype;
+  a.index_bits = e.index_bits;
+  a.boolean = e.boolean;
+  index_t bytes = a.item_size();
   for (index_t s : shape) {
     if (s < 0) throw ValueError("negative dimension in output shape " + shape_str(shape));
     bytes = checked_mul(bytes, s, "output");
   }
 #if defined(NNK_WITH_CUDA)
   require_cuda();
-  DeviceArray a;
   a.buf = std::make_shared<DeviceBuffer>();
   a.buf->ptr = nnk::cuda::device_malloc(size_t(bytes));
   a.buf->owned = true;
   a.ptr = a.buf->ptr;
-  a.dtype = dt;
   a.shape = shape;
   a.strides = c_strides(shape);
   a.device = nnk::cuda::current_device();
   view.ptr = a.ptr;
-  view.dtype = dt;
+  view.dtype = a.dtype;
+  view.index_bits = a.index_bits;
+  view.boolean = a.boolean;
   view.shape = a.shape;
   view.strides = a.strides;
   view.device = a.device;
@@ -331,7 +356,7 @@ py::object make_device_array(DType dt, const std::vector<index_t>& shape, DevTen
 
 // Byte range [lo, hi) spanned by t (empty when numel == 0).
 void extent(const DevTensor& t, intptr_t& lo, intptr_t& hi) {
-  const index_t item = dtype_size(t.dtype);
+  const index_t item = t.item_size();
   lo = hi = reinterpret_cast<intptr_t>(t.ptr);
   if (t.numel() == 0) return;
   for (int d = 0; d < t.ndim(); ++d) {
@@ -345,15 +370,28 @@ void extent(const DevTensor& t, intptr_t& lo, intptr_t& hi) {
 
 DevTensor dev_empty(DType dt, const std::vector<index_t>& shape) {
   DevTensor t;
-  make_device_array(dt, shape, t);
+  make_device_array(Elem{dt, 0, false}, shape, t);
+  return t;
+}
+
+DevTensor dev_empty_index(const std::vector<index_t>& shape) {
+  DevTensor t;
+  make_device_array(Elem{DType::f32, 64, false}, shape, t);
+  return t;
+}
+
+DevTensor dev_empty_bool(const std::vector<index_t>& shape) {
+  DevTensor t;
+  make_device_array(Elem{DType::f32, 0, true}, shape, t);
   return t;
 }
 
 DevTensor dev_contiguous(const DevTensor& t) {
   if (t.is_contiguous()) return t;
-  DevTensor c = dev_empty(t.dtype, t.shape);
+  DevTensor c;
+  make_device_array(Elem{t.dtype, t.index_bits, t.boolean}, t.shape, c);
 #if defined(NNK_WITH_CUDA)
-  nnk::cuda::strided_copy(t.dtype, c.ptr, t.ptr, t.ndim(), t.shape.data(), t.strides.data());
+  nnk::cuda::strided_copy_items(t.item_size(), c.ptr, t.ptr, t.ndim(), t.shape.data(), t.strides.data());
 #endif
   return c;
 }
@@ -417,7 +455,9 @@ void fill_dl(M* m, const DeviceArray& a, ExportCtx* ctx) {
   t.data = a.ptr;
   t.device = {kDLCUDA, a.device};
   t.ndim = int32_t(a.shape.size());
-  t.dtype = {kDLFloat, uint8_t(a.dtype == DType::f32 ? 32 : 64), 1};
+  t.dtype = a.index_bits ? DLDataType{kDLInt, uint8_t(a.index_bits), 1}
+            : a.boolean  ? DLDataType{kDLBool, 8, 1}
+                         : DLDataType{kDLFloat, uint8_t(a.dtype == DType::f32 ? 32 : 64), 1};
   t.shape = ctx->shape.data();
   t.strides = ctx->strides.data();
   t.byte_offset = 0;
@@ -489,7 +529,14 @@ py::tuple shape_tuple(const std::vector<index_t>& s) {
   return t;
 }
 
-py::dtype np_dtype(DType dt) { return dt == DType::f32 ? py::dtype::of<float>() : py::dtype::of<double>(); }
+py::dtype np_dtype(const DeviceArray& a) { return py::dtype(elem_name(a)); }
+
+// The __cuda_array_interface__ typestr of a's elements.
+const char* typestr(const DeviceArray& a) {
+  if (a.index_bits) return a.index_bits == 32 ? "<i4" : "<i8";
+  if (a.boolean) return "|b1";
+  return a.dtype == DType::f32 ? "<f4" : "<f8";
+}
 
 py::object asarray(py::handle obj) {
   if (py::isinstance<DeviceArray>(obj)) return py::reinterpret_borrow<py::object>(obj);
@@ -497,7 +544,7 @@ py::object asarray(py::handle obj) {
     throw ValueError("nnkernels.cuda.asarray: already a CUDA array; pass it to the ops directly");
   Tensor h = contiguous(as_float(obj, "host_array"));
   DevTensor d;
-  py::object res = make_device_array(h.dtype, h.shape, d);
+  py::object res = make_device_array(Elem{h.dtype, 0, false}, h.shape, d);
 #if defined(NNK_WITH_CUDA)
   nnk::cuda::copy_h2d(d.ptr, h.ptr, size_t(h.numel() * dtype_size(h.dtype)));
 #endif
@@ -508,26 +555,27 @@ py::object asarray(py::handle obj) {
 
 void bind_cuda_array(py::module_& m) {
   py::class_<DeviceArray>(m, "DeviceArray",
-                          "A float32 / float64 array in CUDA device memory, returned by the ops "
+                          "An array in CUDA device memory (float32 / float64; int64 indices and bool "
+                          "masks from the ops that return them), returned by the ops "
                           "when given CUDA arrays. Exposes __cuda_array_interface__ (v3) and "
                           "DLPack, so torch.as_tensor / torch.from_dlpack / cupy.asarray wrap it "
                           "without a copy; .numpy() copies it to the host.")
       .def_property_readonly("shape", [](const DeviceArray& a) { return shape_tuple(a.shape); })
-      .def_property_readonly("dtype", [](const DeviceArray& a) { return np_dtype(a.dtype); })
+      .def_property_readonly("dtype", [](const DeviceArray& a) { return np_dtype(a); })
       .def_property_readonly("ndim", [](const DeviceArray& a) { return a.shape.size(); })
       .def_property_readonly("size", [](const DeviceArray& a) { return a.numel(); })
-      .def_property_readonly("nbytes", [](const DeviceArray& a) { return a.numel() * dtype_size(a.dtype); })
+      .def_property_readonly("nbytes", [](const DeviceArray& a) { return a.numel() * a.item_size(); })
       .def_property_readonly("device", [](const DeviceArray& a) { return a.device; })
       .def_property_readonly("__cuda_array_interface__", [](const DeviceArray& a) {
         py::dict d;
         d["shape"] = shape_tuple(a.shape);
-        d["typestr"] = a.dtype == DType::f32 ? "<f4" : "<f8";
+        d["typestr"] = typestr(a);
         d["data"] = py::make_tuple(py::int_(reinterpret_cast<uintptr_t>(a.ptr)), a.readonly);
         if (contiguous_strides(a.shape, a.strides)) {
           d["strides"] = py::none();
         } else {
           std::vector<index_t> bs;
-          for (index_t s : a.strides) bs.push_back(s * dtype_size(a.dtype));
+          for (index_t s : a.strides) bs.push_back(s * a.item_size());
           d["strides"] = shape_tuple(bs);
         }
         d["version"] = 3;
@@ -546,24 +594,26 @@ void bind_cuda_array(py::module_& m) {
         throw TypeError("DeviceArray lives in CUDA device memory; use .numpy() to copy it to the host");
       })
       .def("__repr__", [](const DeviceArray& a) {
-        return "DeviceArray(shape=" + shape_str(a.shape) + ", dtype=" + dtype_name(a.dtype) +
+        return "DeviceArray(shape=" + shape_str(a.shape) + ", dtype=" + elem_name(a) +
                ", device=cuda:" + std::to_string(a.device) + ")";
       })
       .def("numpy", [](const DeviceArray& a) {
-        Tensor h = empty(a.dtype, a.shape);
+        py::array h(np_dtype(a), std::vector<py::ssize_t>(a.shape.begin(), a.shape.end()));
 #if defined(NNK_WITH_CUDA)
+        const size_t bytes = size_t(a.numel() * a.item_size());
         if (!contiguous_strides(a.shape, a.strides)) {
           DevTensor v;
-          v.ptr = a.ptr; v.dtype = a.dtype; v.shape = a.shape; v.strides = a.strides;
+          v.ptr = a.ptr; v.dtype = a.dtype; v.index_bits = a.index_bits; v.boolean = a.boolean;
+          v.shape = a.shape; v.strides = a.strides;
           DevTensor c = dev_contiguous(v);
-          nnk::cuda::copy_d2h(h.ptr, c.ptr, size_t(a.numel() * dtype_size(a.dtype)));
+          nnk::cuda::copy_d2h(h.mutable_data(), c.ptr, bytes);
         } else {
-          nnk::cuda::copy_d2h(h.ptr, a.ptr, size_t(a.numel() * dtype_size(a.dtype)));
+          nnk::cuda::copy_d2h(h.mutable_data(), a.ptr, bytes);
         }
 #else
         no_cuda();
 #endif
-        return h.arr;
+        return h;
       }, "Copy to a new host numpy array (waits for the kernels writing it).");
 
   m.def("cuda_asarray", &asarray);
@@ -600,7 +650,10 @@ void bind_cuda_array(py::module_& m) {
     a.ptr = a.buf->ptr;
     if (dtype == "float32") a.dtype = DType::f32;
     else if (dtype == "float64") a.dtype = DType::f64;
-    else throw ValueError("dtype: float32 or float64");
+    else if (dtype == "int32") a.index_bits = 32;
+    else if (dtype == "int64") a.index_bits = 64;
+    else if (dtype == "bool") a.boolean = true;
+    else throw ValueError("dtype: float32, float64, int32, int64 or bool");
     a.strides = c_strides(shape);
     a.shape = std::move(shape);
     a.device = device;

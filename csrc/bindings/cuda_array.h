@@ -51,15 +51,20 @@ struct DeviceBuffer {
   ~DeviceBuffer();
 };
 
+// Elements: float32 / float64 (dtype), or, for the ops' index and mask outputs (max_pool2d's
+// indices, dropout's mask), int32 / int64 (index_bits) or bool (boolean; one byte each).
 struct DeviceArray {
   std::shared_ptr<DeviceBuffer> buf;
   void* ptr = nullptr;
   DType dtype = DType::f32;
+  int index_bits = 0;
+  bool boolean = false;
   std::vector<index_t> shape;
   std::vector<index_t> strides;  // elements
   int device = 0;
   bool readonly = false;
   index_t numel() const;
+  index_t item_size() const { return index_bits ? index_bits / 8 : (boolean ? 1 : dtype_size(dtype)); }
 };
 
 // A CUDA array argument (ours or foreign), checked like the CPU path's Tensor.
@@ -102,6 +107,10 @@ struct DevArg { py::handle h; };
 // ---- after the checks: CUDA calls (RuntimeError in a build without CUDA) ----
 // A new C-contiguous DeviceArray (sizes checked for int64 overflow -> ValueError).
 DevTensor dev_empty(DType dt, const std::vector<index_t>& shape);
+// The same with int64 elements (index_bits = 64: max_pool2d's indices) or bool ones
+// (boolean: dropout's mask).
+DevTensor dev_empty_index(const std::vector<index_t>& shape);
+DevTensor dev_empty_bool(const std::vector<index_t>& shape);
 // t itself when C-contiguous, else a contiguous device copy.
 DevTensor dev_contiguous(const DevTensor& t);
 // out=: None -> dev_empty; otherwise a writeable C-contiguous CUDA array of the right dtype

@@ -40,6 +40,9 @@ void stream_wait_default(uintptr_t stream);
 // dst (C-contiguous) = src (any element strides), ndim <= 8.
 void strided_copy(DType dt, void* dst, const void* src, int ndim, const index_t* shape,
                   const index_t* strides);
+// The same for elements of item_bytes = 1, 4 or 8 bytes (bool, int32, int64 arrays): raw copies.
+void strided_copy_items(index_t item_bytes, void* dst, const void* src, int ndim, const index_t* shape,
+                        const index_t* strides);
 void fill_zero(void* dst, size_t bytes);
 void copy_d2d(void* dst, const void* src, size_t bytes);  // queued on stream 0
 

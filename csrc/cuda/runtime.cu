@@ -3,6 +3,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <string>
 
 #include "cuda/api.h"
 #include "cuda/cuda_check.h"
@@ -119,9 +120,11 @@ __global__ void strided_copy_kernel(T* __restrict__ dst, const T* __restrict__ s
 
 }  // namespace
 
-void strided_copy(DType dt, void* dst, const void* src, int ndim, const index_t* shape,
-                  const index_t* strides) {
+void strided_copy_items(index_t item_bytes, void* dst, const void* src, int ndim, const index_t* shape,
+                        const index_t* strides) {
   if (ndim > kMaxDims) throw ValueError("CUDA arrays of more than 8 dimensions are not supported");
+  if (item_bytes != 1 && item_bytes != 4 && item_bytes != 8)
+    throw ValueError("strided copy of " + std::to_string(item_bytes) + "-byte elements");
   Dims d;
   d.ndim = ndim;
   index_t n = 1;
@@ -132,13 +135,21 @@ void strided_copy(DType dt, void* dst, const void* src, int ndim, const index_t*
   }
   if (n == 0) return;
   const Launch l = elementwise_launch(n);
-  if (dt == DType::f32)
-    strided_copy_kernel<float><<<unsigned(l.grid_x), l.block>>>(
-        static_cast<float*>(dst), static_cast<const float*>(src), n, d);
+  if (item_bytes == 1)
+    strided_copy_kernel<uint8_t><<<unsigned(l.grid_x), l.block>>>(
+        static_cast<uint8_t*>(dst), static_cast<const uint8_t*>(src), n, d);
+  else if (item_bytes == 4)
+    strided_copy_kernel<uint32_t><<<unsigned(l.grid_x), l.block>>>(
+        static_cast<uint32_t*>(dst), static_cast<const uint32_t*>(src), n, d);
   else
-    strided_copy_kernel<double><<<unsigned(l.grid_x), l.block>>>(
-        static_cast<double*>(dst), static_cast<const double*>(src), n, d);
+    strided_copy_kernel<uint64_t><<<unsigned(l.grid_x), l.block>>>(
+        static_cast<uint64_t*>(dst), static_cast<const uint64_t*>(src), n, d);
   CUDA_CHECK(cudaGetLastError());
+}
+
+void strided_copy(DType dt, void* dst, const void* src, int ndim, const index_t* shape,
+                  const index_t* strides) {
+  strided_copy_items(dtype_size(dt), dst, src, ndim, shape, strides);
 }
 
 }  // namespace nnk::cuda
