@@ -258,6 +258,13 @@ def test_routing_errors_before_cuda():
         ops.gemm(f32(3, 4), np.ones((4, 2), np.float32))      # device first, host second
     with pytest.raises(ValueError, match="host"):
         ops.gemm(np.ones((3, 4), np.float32), f32(4, 2))      # host first, device second
+    # matmul's geometry is the CPU path's (matmul_geom), checked before any CUDA call.
+    with pytest.raises(ValueError, match="cannot be multiplied"):
+        ops.matmul(f32(2, 3, 4), f32(5))
+    with pytest.raises(ValueError, match="do not broadcast"):
+        ops.matmul(f32(2, 3, 4), f32(3, 4, 5))
+    with pytest.raises(ValueError, match="at least 1 dimension"):
+        ops.matmul(f32(), f32(3))
     with pytest.raises(ValueError, match="axis"):
         ops.softmax(f32(3, 4), axis=2)
     with pytest.raises(ValueError, match="activation"):
@@ -448,6 +455,21 @@ def test_gemm_tile_positions(dtype, side):
 
 
 @needs_built
+def test_matmul_batch_stride():
+    """cu_matmul runs one batched GEMM over the flattened batch: an operand's batch strides
+    flatten to one step, or the operand is copied out first (None)."""
+    S = lambda shape, st: _C._cuda_launch("batch_stride", "float32", list(shape) + list(st))
+    assert S([4, 3], [3 * 35, 35]) == 35          # contiguous (4, 3, 5, 7)
+    assert S([4, 3], [0, 0]) == 0                 # broadcast over the whole batch
+    assert S([4, 3], [35, 0]) is None             # broadcast over the inner dim only
+    assert S([4, 3], [0, 35]) is None             # broadcast over the outer dim only
+    assert S([4, 1, 3], [105, 999, 35]) == 35     # a size-1 dim's stride does not count
+    assert S([1, 3], [0, 35]) == 35
+    assert S([], []) == 0
+    assert S([2, 3], [-3 * 35, -35]) == -35       # reversed views
+
+
+@needs_built
 def test_launch_math():
     L = _C._cuda_launch
     assert L("gemm", "float32", [4096, 4096, 1]) == dict(grid=(32, 32, 1), block=256)
@@ -590,6 +612,28 @@ def test_gpu_matmul_batched(rng, dtype, no_tf32):
     close(ops.matmul(tcuda(a), tcuda(b)), tcuda(a) @ tcuda(b), dtype, factor=4)
     b2 = rng.standard_normal((17, 45)).astype(dtype)
     close(ops.matmul(tcuda(a), tcuda(b2)), tcuda(a) @ tcuda(b2), dtype, factor=4)
+
+
+@needs_gpu
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DT)
+@pytest.mark.parametrize("sa,sb", [((7,), (7,)), ((7,), (7, 5)), ((3, 7), (7,)), ((2, 3, 7), (7,)),
+                                   ((7,), (4, 7, 5)), ((2, 1, 3, 7), (1, 4, 7, 5)), ((4, 3, 7), (1, 7, 5)),
+                                   ((1, 3, 7), (4, 7, 5)), ((2, 3, 3, 7), (3, 7, 5)), ((0, 3, 7), (7, 2))])
+def test_gpu_matmul_broadcast_and_vectors(rng, dtype, no_tf32, sa, sb):
+    """1-D operands and broadcast batch dims, as torch.matmul (and the CPU path): operands
+    whose batch strides flatten to one step are read in place, the others copied out."""
+    a = rng.standard_normal(sa).astype(dtype)
+    b = rng.standard_normal(sb).astype(dtype)
+    got = ops.matmul(tcuda(a), tcuda(b))
+    want = torch.matmul(tcuda(a), tcuda(b))
+    assert tuple(got.shape) == tuple(want.shape)
+    close(got, want, dtype, factor=4)
+    close(got, ops.matmul(a, b), dtype, factor=4)  # the CPU path
+    # A transposed (non-contiguous) batched operand.
+    if len(sb) == 3:
+        bt = tcuda(rng.standard_normal((sb[0], sb[2], sb[1])).astype(dtype)).transpose(1, 2)
+        close(ops.matmul(tcuda(a), bt), torch.matmul(tcuda(a), bt), dtype, factor=4)
 
 
 @needs_gpu

@@ -131,34 +131,54 @@ py::object cu_gemm(DevArg a_, py::handle b_, py::handle c_, bool ta, bool tb, do
   return out.owner;
 }
 
-// 2-D @ 2-D, or batched with equal batch dims (one side may be 2-D). Other forms:
-// NotImplementedError.
+// One operand of a batched product over the flattened batch: its element stride from one
+// batch entry to the next, when its strides over `batch` (C order) allow a single one
+// (broadcast dims have stride 0; dims of size 1 do not count).
+bool single_batch_stride(const std::vector<index_t>& batch, const std::vector<index_t>& st, index_t& step) {
+  bool first = true;
+  index_t expect = 0;  // the stride the next outer dim needs
+  step = 0;
+  for (int d = int(batch.size()) - 1; d >= 0; --d) {
+    if (batch[d] == 1) continue;
+    if (first) step = st[d];
+    else if (st[d] != expect) return false;
+    first = false;
+    expect = st[d] * batch[d];
+  }
+  return true;
+}
+
+// matmul as torch: 1-D operands, broadcast batch dims (the same geometry as the CPU path,
+// matmul_geom). The product is one batched GEMM over the flattened batch: an operand whose
+// batch strides do not flatten to one stride (for example broadcast over an inner batch dim
+// only) is first copied out to (batch..., M, K) (or (batch..., K, N)).
 py::object cu_matmul(DevArg a_, py::handle b_, py::handle out_) {
   DevTensor a = as_device(a_.h, "a"), b = as_device(b_, "b");
   same_dtype(a, "a", b, "b");
-  if (a.ndim() < 2 || b.ndim() < 2) not_on_cuda("matmul with 1-D operands");
-  const int an = a.ndim(), bn = b.ndim();
-  const index_t M = a.shape[an - 2], K = a.shape[an - 1], Kb = b.shape[bn - 2], N = b.shape[bn - 1];
-  if (K != Kb)
-    throw ValueError("matmul: a " + shape_str(a.shape) + " and b " + shape_str(b.shape) + " cannot be multiplied");
-  std::vector<index_t> ab(a.shape.begin(), a.shape.end() - 2), bb(b.shape.begin(), b.shape.end() - 2);
-  if (!ab.empty() && !bb.empty() && ab != bb) not_on_cuda("matmul with broadcast batch dims");
-  std::vector<index_t> oshape = ab.empty() ? bb : ab;
-  index_t batch = 1;
-  for (index_t s : oshape) batch *= s;
-  oshape.push_back(M);
-  oshape.push_back(N);
-  DevTensor out = dev_output_check(out_, a.dtype, oshape, {&a, &b});
+  const MatmulGeom mg = matmul_geom(a.shape, a.strides, b.shape, b.strides);
+  DevTensor out = dev_output_check(out_, a.dtype, mg.oshape, {&a, &b});
   dev_prepare({&a, &b});
-  // Batched operands are made contiguous so one batch stride covers the batch dims.
-  if (an > 2) a = dev_contiguous(a);
-  if (bn > 2) b = dev_contiguous(b);
-  out = out_or_new(out, a.dtype, oshape);
+  index_t batch = 1;
+  for (index_t s : mg.batch) batch *= s;
+  // The operand as a (batch..., R, C) view with strides (sx..., rs, cs), flattened.
+  auto flat = [&](const DevTensor& t, const std::vector<index_t>& sx, index_t R, index_t C, index_t& rs,
+                  index_t& cs, index_t& step) {
+    if (single_batch_stride(mg.batch, sx, step)) return t;
+    DevTensor v = t;
+    v.shape = mg.batch; v.shape.push_back(R); v.shape.push_back(C);
+    v.strides = sx; v.strides.push_back(rs); v.strides.push_back(cs);
+    DevTensor c = dev_contiguous(v);
+    rs = C; cs = 1; step = R * C;
+    return c;
+  };
   cu::GemmParams g;
-  g.dtype = a.dtype; g.M = M; g.N = N; g.K = K; g.batch = batch;
-  g.a = a.ptr; g.rs_a = a.strides[an - 2]; g.cs_a = a.strides[an - 1]; g.batch_a = an > 2 ? M * K : 0;
-  g.b = b.ptr; g.rs_b = b.strides[bn - 2]; g.cs_b = b.strides[bn - 1]; g.batch_b = bn > 2 ? K * N : 0;
-  g.c = out.ptr; g.rs_c = N; g.batch_c = M * N;
+  g.dtype = a.dtype; g.M = mg.M; g.N = mg.N; g.K = mg.K; g.batch = batch;
+  g.rs_a = mg.rs_a; g.cs_a = mg.cs_a; g.rs_b = mg.rs_b; g.cs_b = mg.cs_b;
+  const DevTensor af = flat(a, mg.sa, mg.M, mg.K, g.rs_a, g.cs_a, g.batch_a);
+  const DevTensor bf = flat(b, mg.sb, mg.K, mg.N, g.rs_b, g.cs_b, g.batch_b);
+  out = out_or_new(out, a.dtype, mg.oshape);
+  g.a = af.ptr; g.b = bf.ptr;
+  g.c = out.ptr; g.rs_c = mg.N; g.batch_c = mg.M * mg.N;
   {
     py::gil_scoped_release nogil;
     cu::gemm(g);
@@ -1162,6 +1182,12 @@ void bind_cuda(py::module_& m) {
       need(0);
       return dt == DType::f32 ? gemm_tile_positions<float>(kind == "gemm_tile_rows")
                               : gemm_tile_positions<double>(kind == "gemm_tile_rows");
+    }
+    if (kind == "batch_stride") {  // a = batch shape then an operand's strides over it
+      if (a.size() % 2) throw ValueError("_cuda_launch: batch_stride takes a shape and as many strides");
+      const std::vector<index_t> shape(a.begin(), a.begin() + a.size() / 2), st(a.begin() + a.size() / 2, a.end());
+      index_t step = 0;
+      return single_batch_stride(shape, st, step) ? py::object(py::int_(step)) : py::object(py::none());
     }
     if (kind == "gemm") { need(3); l = cu::gemm_launch(dt, a[0], a[1], a[2]); }
     else if (kind == "elementwise") { need(1); l = cu::elementwise_launch(a[0]); }

@@ -104,49 +104,24 @@ py::object py_matmul(py::handle a_, py::handle b_, py::handle out_) {
   Tensor a = as_float(a_, "a");
   Tensor b = as_float(b_, "b");
   check_same_dtype(a, "a", b, "b");
-  if (a.ndim() == 0 || b.ndim() == 0)
-    throw ValueError("matmul: a " + shape_str(a) + " and b " + shape_str(b) +
-                     ": both arguments need at least 1 dimension");
-  const bool a_vec = a.ndim() == 1, b_vec = b.ndim() == 1;
-  // Matrix views: a (..., M, K), b (..., K, N).
-  std::vector<index_t> ash = a.shape, ast = a.strides, bsh = b.shape, bst = b.strides;
-  if (a_vec) { ash.insert(ash.begin(), 1); ast.insert(ast.begin(), 0); }
-  if (b_vec) { bsh.push_back(1); bst.push_back(0); }
-  const int an = int(ash.size()), bn = int(bsh.size());
-  const index_t M = ash[an - 2], K = ash[an - 1], Kb = bsh[bn - 2], N = bsh[bn - 1];
-  if (K != Kb)
-    throw ValueError("matmul: a " + shape_str(a) + " and b " + shape_str(b) + " cannot be multiplied");
-  const int bd = std::max(an, bn) - 2;
-  std::vector<index_t> bshape(bd), sa(bd), sb(bd), sc(bd);
-  for (int d = 0; d < bd; ++d) {
-    const int da = d - (bd - (an - 2)), db = d - (bd - (bn - 2));
-    const index_t xa = da >= 0 ? ash[da] : 1, xb = db >= 0 ? bsh[db] : 1;
-    if (xa != xb && xa != 1 && xb != 1)
-      throw ValueError("matmul: batch dimensions of a " + shape_str(a) + " and b " + shape_str(b) +
-                       " do not broadcast");
-    bshape[d] = std::max(xa, xb);
-    if (xa == 0 || xb == 0) bshape[d] = 0;
-    sa[d] = (da >= 0 && xa != 1) ? ast[da] : 0;
-    sb[d] = (db >= 0 && xb != 1) ? bst[db] : 0;
-  }
-  std::vector<index_t> oshape = bshape;
-  if (!a_vec) oshape.push_back(M);
-  if (!b_vec) oshape.push_back(N);
-  Tensor out = output(out_, a.dtype, oshape, {&a, &b});
+  const MatmulGeom mg = matmul_geom(a.shape, a.strides, b.shape, b.strides);
+  Tensor out = output(out_, a.dtype, mg.oshape, {&a, &b});
   // C strides of the (..., M, N) view of out.
-  index_t st = M * N;
-  for (int d = bd - 1; d >= 0; --d) { sc[d] = st; st *= bshape[d]; }
+  const int bd = int(mg.batch.size());
+  std::vector<index_t> sc(static_cast<size_t>(bd));
+  index_t st = mg.M * mg.N;
+  for (int d = bd - 1; d >= 0; --d) { sc[d] = st; st *= mg.batch[d]; }
   GemmArgs g = base_args(a.dtype);
-  g.M = M; g.N = N; g.K = K;
-  g.a = a.ptr; g.rs_a = ast[an - 2]; g.cs_a = ast[an - 1];
-  g.b = b.ptr; g.rs_b = bst[bn - 2]; g.cs_b = bst[bn - 1];
-  g.c = out.ptr; g.rs_c = N; g.cs_c = 1;
+  g.M = mg.M; g.N = mg.N; g.K = mg.K;
+  g.a = a.ptr; g.rs_a = mg.rs_a; g.cs_a = mg.cs_a;
+  g.b = b.ptr; g.rs_b = mg.rs_b; g.cs_b = mg.cs_b;
+  g.c = out.ptr; g.rs_c = mg.N; g.cs_c = 1;
   g.beta = 0.0;
   BatchSpec bs;
   bs.ndim = bd;
-  bs.shape = bshape.data();
-  bs.stride_a = sa.data();
-  bs.stride_b = sb.data();
+  bs.shape = mg.batch.data();
+  bs.stride_a = mg.sa.data();
+  bs.stride_b = mg.sb.data();
   bs.stride_c = sc.data();
   {
     py::gil_scoped_release nogil;

@@ -3,6 +3,7 @@
 #include "bindings/cuda_array.h"
 #include "core/mempool.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <sstream>
 
@@ -249,6 +250,41 @@ bool broadcast_strides(const std::vector<index_t>& shape, const std::vector<inde
   }
   out = std::move(st);
   return true;
+}
+
+MatmulGeom matmul_geom(const std::vector<index_t>& a_shape, const std::vector<index_t>& a_strides,
+                       const std::vector<index_t>& b_shape, const std::vector<index_t>& b_strides) {
+  if (a_shape.empty() || b_shape.empty())
+    throw ValueError("matmul: a " + shape_str(a_shape) + " and b " + shape_str(b_shape) +
+                     ": both arguments need at least 1 dimension");
+  const bool a_vec = a_shape.size() == 1, b_vec = b_shape.size() == 1;
+  // Matrix views: a (..., M, K), b (..., K, N).
+  std::vector<index_t> ash = a_shape, ast = a_strides, bsh = b_shape, bst = b_strides;
+  if (a_vec) { ash.insert(ash.begin(), 1); ast.insert(ast.begin(), 0); }
+  if (b_vec) { bsh.push_back(1); bst.push_back(0); }
+  const int an = int(ash.size()), bn = int(bsh.size());
+  MatmulGeom g;
+  g.M = ash[an - 2]; g.K = ash[an - 1]; g.N = bsh[bn - 1];
+  if (g.K != bsh[bn - 2])
+    throw ValueError("matmul: a " + shape_str(a_shape) + " and b " + shape_str(b_shape) + " cannot be multiplied");
+  g.rs_a = ast[an - 2]; g.cs_a = ast[an - 1];
+  g.rs_b = bst[bn - 2]; g.cs_b = bst[bn - 1];
+  const int bd = std::max(an, bn) - 2;
+  g.batch.resize(bd); g.sa.resize(bd); g.sb.resize(bd);
+  for (int d = 0; d < bd; ++d) {
+    const int da = d - (bd - (an - 2)), db = d - (bd - (bn - 2));
+    const index_t xa = da >= 0 ? ash[da] : 1, xb = db >= 0 ? bsh[db] : 1;
+    if (xa != xb && xa != 1 && xb != 1)
+      throw ValueError("matmul: batch dimensions of a " + shape_str(a_shape) + " and b " + shape_str(b_shape) +
+                       " do not broadcast");
+    g.batch[d] = (xa == 0 || xb == 0) ? 0 : std::max(xa, xb);
+    g.sa[d] = (da >= 0 && xa != 1) ? ast[da] : 0;
+    g.sb[d] = (db >= 0 && xb != 1) ? bst[db] : 0;
+  }
+  g.oshape = g.batch;
+  if (!a_vec) g.oshape.push_back(g.M);
+  if (!b_vec) g.oshape.push_back(g.N);
+  return g;
 }
 
 }  // namespace nnk::bind

@@ -42,6 +42,19 @@ bool broadcast_strides(const std::vector<index_t>& shape, const std::vector<inde
                        const std::vector<index_t>& full, std::vector<index_t>& out);
 inline std::string shape_str(const Tensor& t) { return shape_str(t.shape); }
 
+// matmul's operands read as torch does: a 1-D a is (1, K) and a 1-D b (K, 1) (that dim is
+// dropped from the result); the batch dims broadcast. ValueError naming both shapes otherwise.
+// Shared by the CPU and CUDA bindings.
+struct MatmulGeom {
+  index_t M = 0, K = 0, N = 0;
+  index_t rs_a = 0, cs_a = 0, rs_b = 0, cs_b = 0;  // the matrices' element strides
+  std::vector<index_t> batch;   // the broadcast batch shape
+  std::vector<index_t> sa, sb;  // a's and b's element strides over it (0 where broadcast)
+  std::vector<index_t> oshape;  // the result's shape
+};
+MatmulGeom matmul_geom(const std::vector<index_t>& a_shape, const std::vector<index_t>& a_strides,
+                       const std::vector<index_t>& b_shape, const std::vector<index_t>& b_strides);
+
 // numpy.asarray(obj) without copying when possible; TypeError unless float32/float64.
 Tensor as_float(py::handle obj, const char* name);
 // int32 or int64 index arrays (class targets, embedding ids); TypeError otherwise.

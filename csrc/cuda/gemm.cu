@@ -14,6 +14,8 @@
 // as the tile is written. Accumulation in T (as cuBLAS without TF32).
 #include <cuda_runtime.h>
 
+#include <algorithm>
+
 #include "cuda/api.h"
 #include "cuda/cuda_check.h"
 #include "cuda/device.cuh"
@@ -163,9 +165,14 @@ void launch(const GemmParams& g) {
   p.bias = static_cast<const T*>(g.bias); p.bias_per_row = g.bias_per_row;
   p.alpha = T(g.alpha); p.beta = g.c_in ? T(g.beta) : T(0);
   p.act = g.act;
-  const Launch l = gemm_launch(g.dtype, g.M, g.N, g.batch);
-  gemm_kernel<T><<<dim3(unsigned(l.grid_x), unsigned(l.grid_y), unsigned(l.grid_z)), l.block>>>(p);
-  CUDA_CHECK(cudaGetLastError());
+  // The batch goes in the grid's z (at most 65535): longer batches in chunks.
+  for (index_t b0 = 0; b0 < g.batch; b0 += kMaxGridYZ) {
+    const Launch l = gemm_launch(g.dtype, g.M, g.N, std::min<index_t>(kMaxGridYZ, g.batch - b0));
+    GemmArgsT<T> q = p;
+    q.a += b0 * g.batch_a; q.b += b0 * g.batch_b; q.c += b0 * g.batch_c;
+    gemm_kernel<T><<<dim3(unsigned(l.grid_x), unsigned(l.grid_y), unsigned(l.grid_z)), l.block>>>(q);
+    CUDA_CHECK(cudaGetLastError());
+  }
 }
 
 }  // namespace

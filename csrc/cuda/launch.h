@@ -42,8 +42,9 @@ NNK_HD constexpr int gemm_tile_pos(int t, int i, int threads, int vw) {
   return (i / vw) * threads * vw + t * vw + i % vw;
 }
 
+constexpr index_t kMaxGridYZ = 65535;
 inline void check_grid_yz(index_t y, index_t z, const char* what) {
-  if (y > 65535 || z > 65535)
+  if (y > kMaxGridYZ || z > kMaxGridYZ)
     throw ValueError(std::string(what) + ": too large for one CUDA launch (grid y/z > 65535)");
 }
 
