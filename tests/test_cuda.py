@@ -285,7 +285,7 @@ def test_routing_errors_before_cuda():
         ops.conv2d_backward(f32(1, 6, 6, 6), f32(1, 4, 8, 8), f32(6, 3, 3, 3), groups=2)
     with pytest.raises(TypeError, match="grad_out"):
         ops.conv2d_backward(FakeCAI((1, 6, 6, 6), "<f8"), f32(1, 3, 8, 8), f32(6, 3, 3, 3))
-    with pytest.raises(ValueError, match="head dims"):
+    with pytest.raises(ValueError, match="head dim"):
         ops.scaled_dot_product_attention(f32(2, 5, 8), f32(2, 7, 4), f32(2, 7, 4))
     with pytest.raises(ValueError, match="step"):
         ops.adam_step_(f32(4), f32(4), f32(4), f32(4), step=0)
@@ -325,13 +325,22 @@ def test_routing_errors_before_cuda():
         bwd(f32(2, 5, 6), f32(2, 5, 8), f32(2, 7, 8), f32(2, 7, 6), f32(2, 5, 6), f32(2, 7))
     with pytest.raises(TypeError, match="lse"):
         bwd(f32(2, 5, 6), f32(2, 5, 8), f32(2, 7, 8), f32(2, 7, 6), f32(2, 5, 6), FakeCAI((2, 5), "<f8"))
-    with pytest.raises(ValueError, match="head dims"):
+    with pytest.raises(ValueError, match="head dim"):
         bwd(f32(2, 5, 6), f32(2, 5, 8), f32(2, 7, 4), f32(2, 7, 6), f32(2, 5, 6), f32(2, 5))
     with pytest.raises(ValueError, match="broadcast"):
         bwd(f32(2, 5, 6), f32(2, 5, 8), f32(2, 7, 8), f32(2, 7, 6), f32(2, 5, 6), f32(2, 5),
             attn_mask=FakeCAI((3, 1, 7), "|b1"))
-    with pytest.raises(NotImplementedError):  # GQA / broadcast batch dims
+    # broadcast batch dims and GQA: the CPU path's rules (attn_batch), before any CUDA call
+    with pytest.raises(ValueError, match="enable_gqa"):
         sdpa(f32(4, 5, 8), f32(2, 7, 8), f32(2, 7, 8))
+    with pytest.raises(ValueError, match="multiple"):
+        sdpa(f32(2, 6, 5, 8), f32(2, 4, 7, 8), f32(2, 4, 7, 8), enable_gqa=True)
+    with pytest.raises(ValueError, match="do not broadcast"):
+        sdpa(f32(3, 4, 5, 8), f32(2, 4, 7, 8), f32(2, 4, 7, 8))
+    with pytest.raises(ValueError, match="batch dims"):
+        sdpa(f32(2, 4, 5, 8), f32(2, 4, 7, 8), f32(4, 7, 8))
+    with pytest.raises(NotImplementedError, match="batch dims"):
+        sdpa(f32(1, 1, 1, 1, 2, 4, 5, 8), f32(1, 1, 1, 1, 2, 2, 7, 8), f32(1, 1, 1, 1, 2, 2, 7, 8), enable_gqa=True)
     # recurrent forward: the CPU binding's checks
     with pytest.raises(ValueError, match="w_hh"):
         ops.lstm(f32(5, 2, 3), None, None, f32(16, 3), f32(12, 3))
@@ -385,7 +394,7 @@ def test_routing_errors_before_cuda():
         ops.cross_entropy_backward(f32(4, 5), FakeCAI((4,), "<i4"), "all")
     # An op without a CUDA kernel reaches the host binding: ValueError, not a crash.
     with pytest.raises(ValueError, match="CUDA array"):
-        ops.max_pool2d(f32(1, 1, 4, 4), 2)
+        ops.im2col(f32(1, 1, 4, 4), 2)
 
 
 @needs_built
@@ -808,6 +817,38 @@ def test_gpu_flash_attention_backward(rng, dtype, causal, L, S, E, Ev):
         t = [tcuda(x).requires_grad_(True) for x in (q, k, v)]
         F.scaled_dot_product_attention(*t, is_causal=causal).backward(tcuda(g))
         for ours, ref in zip((dq, dk, dv), t):
+            close(ours, ref.grad, dtype, factor=32)
+
+
+@needs_gpu
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DT)
+@pytest.mark.parametrize("qs,ks,gqa", [((2, 6), (2, 2), True), ((2, 4), (2, 1), True), ((3, 2), (1, 2), False),
+                                       ((2,), (3, 2), False), ((4,), (), False), ((1, 3), (2, 3), False),
+                                       ((1, 3), (0, 1), False)])
+def test_gpu_flash_attention_gqa_and_broadcast(rng, dtype, qs, ks, gqa):
+    """Broadcast batch dims and GQA (k / v heads dividing q's): the operands are expanded to
+    the broadcast batch, the gradients of k and v (and of a broadcast q) summed back; against
+    our CPU path (which reads them in place) and torch autograd."""
+    L, S, E, Ev = 13, 21, 16, 8
+    q = rng.standard_normal(qs + (L, E)).astype(dtype)
+    k = rng.standard_normal(ks + (S, E)).astype(dtype)
+    v = rng.standard_normal(ks + (S, Ev)).astype(dtype)
+    cout, clse = ops.scaled_dot_product_attention(q, k, v, enable_gqa=gqa, return_lse=True)
+    g = rng.standard_normal(cout.shape).astype(dtype)
+    out, lse = ops.scaled_dot_product_attention(tcuda(q), tcuda(k), tcuda(v), enable_gqa=gqa, return_lse=True)
+    close(out, cout, dtype, factor=8)
+    close(lse, clse, dtype, factor=8)
+    grads = ops.scaled_dot_product_attention_backward(tcuda(g), tcuda(q), tcuda(k), tcuda(v), out, lse,
+                                                      enable_gqa=gqa)
+    cgrads = ops.scaled_dot_product_attention_backward(g, q, k, v, cout, clse, enable_gqa=gqa)
+    for ours, ref, x in zip(grads, cgrads, (q, k, v)):
+        assert tuple(ours.shape) == x.shape
+        close(ours, ref, dtype, factor=32)
+    if cout.size:
+        t = [tcuda(x).requires_grad_(True) for x in (q, k, v)]
+        F.scaled_dot_product_attention(*t, enable_gqa=gqa).backward(tcuda(g))
+        for ours, ref in zip(grads, t):
             close(ours, ref.grad, dtype, factor=32)
 
 

@@ -86,53 +86,15 @@ AttnPlan plan_attention(py::handle qo, py::handle ko, py::handle vo, py::handle 
   check_same_dtype(a.q, "q", a.k, "k");
   check_same_dtype(a.q, "q", a.v, "v");
   const Tensor &q = a.q, &k = a.k, &v = a.v;
-  if (q.ndim() < 2 || k.ndim() < 2 || v.ndim() < 2)
-    throw ValueError("scaled_dot_product_attention: q, k, v must be at least 2-D (..., L, E), got q " +
-                     shape_str(q) + ", k " + shape_str(k) + ", v " + shape_str(v));
-  if (q.size(-1) != k.size(-1))
-    throw ValueError("scaled_dot_product_attention: q " + shape_str(q) + " and k " + shape_str(k) +
-                     " must have the same head dim E (last dim)");
-  if (k.size(-2) != v.size(-2))
-    throw ValueError("scaled_dot_product_attention: k " + shape_str(k) + " and v " + shape_str(v) +
-                     " must have the same number of keys S (dim -2)");
-  const std::vector<index_t> qb(q.shape.begin(), q.shape.end() - 2);
-  const std::vector<index_t> kb(k.shape.begin(), k.shape.end() - 2);
-  const std::vector<index_t> vb(v.shape.begin(), v.shape.end() - 2);
-  if (kb != vb)
-    throw ValueError("scaled_dot_product_attention: k " + shape_str(k) + " and v " + shape_str(v) +
-                     " must have the same batch dims");
-  const int nb = int(std::max(qb.size(), kb.size()));
-  // Right-aligned sizes (1 where a tensor has fewer dims).
-  auto sz = [&](const std::vector<index_t>& s, int d) {
-    const int o = d - (nb - int(s.size()));
-    return o < 0 ? index_t(1) : s[size_t(o)];
-  };
+  const AttnBatch ab = attn_batch(q.shape, k.shape, v.shape, gqa);
+  const std::vector<index_t>& group = ab.group;
+  const int nb = int(ab.out.size());
   auto st = [&](const Tensor& t, int d) {  // stride of batch dim d (right-aligned), 0 if absent
     const int o = d - (nb - (t.ndim() - 2));
     return o < 0 ? index_t(0) : t.strides[size_t(o)];
   };
-  std::vector<index_t> group(size_t(nb), 1);  // query heads per kv head on the gqa dim
-  a.out_batch.resize(size_t(nb));
-  for (int d = 0; d < nb; ++d) {
-    const index_t s1 = sz(qb, d), s2 = sz(kb, d);
-    const bool head_dim = d == nb - 1 && !qb.empty() && !kb.empty();
-    if (s1 == s2 || s2 == 1 || s1 == 1) {
-      a.out_batch[size_t(d)] = std::max(s1, s2);
-      if (s1 == 0 || s2 == 0) a.out_batch[size_t(d)] = 0;
-    } else if (gqa && head_dim) {
-      if (s1 % s2 != 0)
-        throw ValueError("scaled_dot_product_attention: enable_gqa: q's heads " + std::to_string(s1) +
-                         " (q " + shape_str(q) + ") must be a multiple of k's heads " +
-                         std::to_string(s2) + " (k " + shape_str(k) + ")");
-      a.out_batch[size_t(d)] = s1;
-      group[size_t(d)] = s1 / s2;
-    } else {
-      throw ValueError("scaled_dot_product_attention: batch dims of q " + shape_str(q) + " and k " +
-                       shape_str(k) + " do not broadcast" +
-                       (head_dim && !gqa ? " (different head counts need enable_gqa=True)" : ""));
-    }
-  }
-  const index_t L = q.size(-2), S = k.size(-2), E = q.size(-1), Ev = v.size(-1);
+  a.out_batch = ab.out;
+  const index_t L = ab.L, S = ab.S, E = ab.E, Ev = ab.Ev;
 
   // mask: broadcastable to (out_batch..., L, S)
   a.mask = as_mask(mask, q.dtype);
@@ -153,8 +115,8 @@ AttnPlan plan_attention(py::handle qo, py::handle ko, py::handle vo, py::handle 
 
   index_t NB = 1;
   for (index_t s : a.out_batch) NB = checked_mul(NB, s, "scaled_dot_product_attention: batch");
-  for (index_t s : qb) a.NQ *= s;
-  for (index_t s : kb) a.NKV *= s;
+  for (index_t s : ab.qb) a.NQ *= s;
+  for (index_t s : ab.kb) a.NKV *= s;
   a.off_q.resize(size_t(NB));
   a.off_k.resize(size_t(NB));
   a.off_v.resize(size_t(NB));
@@ -166,14 +128,14 @@ AttnPlan plan_attention(py::handle qo, py::handle ko, py::handle vo, py::handle 
     index_t oq = 0, ok_ = 0, ov = 0, om = 0, fq = 0, fk = 0;
     for (int d = 0; d < nb; ++d) {
       const index_t i = idx[size_t(d)];
-      const index_t iq = sz(qb, d) == 1 ? 0 : i;
-      const index_t ik = sz(kb, d) == 1 ? 0 : i / group[size_t(d)];
+      const index_t iq = ab.q_size(d) == 1 ? 0 : i;
+      const index_t ik = ab.k_size(d) == 1 ? 0 : i / group[size_t(d)];
       oq += iq * st(q, d);
       ok_ += ik * st(k, d);
       ov += ik * st(v, d);
       om += i * mstride(d);
-      fq = fq * sz(qb, d) + iq;
-      fk = fk * sz(kb, d) + ik;
+      fq = fq * ab.q_size(d) + iq;
+      fk = fk * ab.k_size(d) + ik;
     }
     a.off_q[size_t(b)] = oq;
     a.off_k[size_t(b)] = ok_;

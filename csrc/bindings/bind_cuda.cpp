@@ -709,6 +709,12 @@ ConvGeom conv_geom(const char* op, const DevTensor& x, const DevTensor& w, py::h
   return g;
 }
 
+cu::ConvGemmDims conv_gemm_dims(DType dt, const ConvGeom& g) {
+  cu::ConvGemmDims d;
+  d.dtype = dt; d.N = g.N; d.C = g.C; d.O = g.O; d.G = g.G; d.KK = g.KH * g.KW; d.P = g.OH * g.OW;
+  return d;
+}
+
 py::object cu_conv2d(DevArg x_, py::handle w_, py::handle b_, py::handle stride_, py::handle padding_,
                      py::handle dilation_, int64_t groups, py::handle out_) {
   DevTensor x = as_device(x_.h, "x"), w = as_device(w_, "weight"), bias;
@@ -728,22 +734,12 @@ py::object cu_conv2d(DevArg x_, py::handle w_, py::handle b_, py::handle stride_
   w = dev_contiguous(w);
   if (!b_.is_none()) bias = dev_contiguous(bias);
   out = out_or_new(out, x.dtype, oshape);
-  const index_t G = cg.G, Cg = C / G, Og = O / G, KK = KH * KW, P = OH * OW;
-  DevTensor cols = dev_empty(x.dtype, {N, C * KK, P});
-  const index_t item = dtype_size(x.dtype);
+  const cu::ConvGemmDims d = conv_gemm_dims(x.dtype, cg);
+  DevTensor cols = dev_empty(x.dtype, {N, C * KH * KW, OH * OW});
   {
     py::gil_scoped_release nogil;
     cu::im2col(x.dtype, cols.ptr, x.ptr, N, C, H, W, KH, KW, cg.pd[0], cg.pd[1], cg.st[0], cg.st[1], cg.dl[0], cg.dl[1], OH, OW);
-    for (index_t g = 0; g < G; ++g) {
-      cu::GemmParams p;
-      p.dtype = x.dtype; p.M = Og; p.N = P; p.K = Cg * KK; p.batch = N;
-      p.a = static_cast<const char*>(w.ptr) + g * Og * Cg * KK * item; p.rs_a = Cg * KK; p.cs_a = 1;
-      p.b = static_cast<const char*>(cols.ptr) + g * Cg * KK * P * item; p.rs_b = P; p.cs_b = 1;
-      p.batch_b = C * KK * P;
-      p.c = static_cast<char*>(out.ptr) + g * Og * P * item; p.rs_c = P; p.batch_c = O * P;
-      if (!b_.is_none()) { p.bias = static_cast<const char*>(bias.ptr) + g * Og * item; p.bias_per_row = true; }
-      cu::gemm(p);
-    }
+    cu::conv_gemm_forward(d, out.ptr, w.ptr, cols.ptr, b_.is_none() ? nullptr : bias.ptr);
   }
   return out.owner;
 }
@@ -766,33 +762,15 @@ py::tuple cu_conv2d_backward(DevArg g_, py::handle x_, py::handle w_, py::handle
   w = dev_contiguous(w);
   const DType dt = x.dtype;
   const index_t N = cg.N, C = cg.C, O = cg.O, KK = cg.KH * cg.KW, P = cg.OH * cg.OW;
-  const index_t G = cg.G, Cg = C / G, Og = O / G, item = dtype_size(dt);
+  const cu::ConvGemmDims d = conv_gemm_dims(dt, cg);
   DevTensor dx = dev_empty(dt, x.shape), dw = dev_empty(dt, w.shape), db = dev_empty(dt, {O});
   DevTensor cols = dev_empty(dt, {N, C * KK, P}), dcols = dev_empty(dt, {N, C * KK, P});
   {
     py::gil_scoped_release nogil;
-    const auto at = [&](const DevTensor& t, index_t off) { return static_cast<const char*>(t.ptr) + off * item; };
-    const auto at_w = [&](const DevTensor& t, index_t off) { return static_cast<char*>(t.ptr) + off * item; };
     cu::im2col(dt, cols.ptr, x.ptr, N, C, cg.H, cg.W, cg.KH, cg.KW, cg.pd[0], cg.pd[1], cg.st[0], cg.st[1],
                cg.dl[0], cg.dl[1], cg.OH, cg.OW);
-    if (N == 0 || P == 0) cu::fill_zero(dw.ptr, size_t(O * Cg * KK * item));
-    for (index_t g = 0; g < G; ++g) {
-      for (index_t n = 0; n < N && P > 0; ++n) {  // dW_g += dY_{n,g} (Og x P) cols_{n,g}^T (P x Cg KK)
-        cu::GemmParams p;
-        p.dtype = dt; p.M = Og; p.N = Cg * KK; p.K = P;
-        p.a = at(gy, (n * O + g * Og) * P); p.rs_a = P; p.cs_a = 1;
-        p.b = at(cols, (n * C * KK + g * Cg * KK) * P); p.rs_b = 1; p.cs_b = P;
-        p.c = at_w(dw, g * Og * Cg * KK); p.rs_c = Cg * KK;
-        if (n > 0) { p.c_in = p.c; p.rs_cin = Cg * KK; p.cs_cin = 1; p.beta = 1.0; }
-        cu::gemm(p);
-      }
-      cu::GemmParams q;  // dcols_{n,g} (Cg KK x P) = W_g^T (Cg KK x Og) dY_{n,g} (Og x P), all n
-      q.dtype = dt; q.M = Cg * KK; q.N = P; q.K = Og; q.batch = N;
-      q.a = at(w, g * Og * Cg * KK); q.rs_a = 1; q.cs_a = Cg * KK;
-      q.b = at(gy, g * Og * P); q.rs_b = P; q.cs_b = 1; q.batch_b = O * P;
-      q.c = at_w(dcols, g * Cg * KK * P); q.rs_c = P; q.batch_c = C * KK * P;
-      cu::gemm(q);
-    }
+    cu::conv_gemm_dweight(d, dw.ptr, gy.ptr, cols.ptr);
+    cu::conv_gemm_dcols(d, dcols.ptr, w.ptr, gy.ptr);
     cu::col2im(dt, dx.ptr, dcols.ptr, N, C, cg.H, cg.W, cg.KH, cg.KW, cg.pd[0], cg.pd[1], cg.st[0], cg.st[1],
                cg.dl[0], cg.dl[1], cg.OH, cg.OW);
     cu::channel_sum(dt, db.ptr, gy.ptr, N, O, P);
@@ -800,29 +778,392 @@ py::tuple cu_conv2d_backward(DevArg g_, py::handle x_, py::handle w_, py::handle
   return py::make_tuple(dx.owner, dw.owner, db.owner);
 }
 
+// ---- conv_transpose2d, pooling ----
+// Checks and messages as the CPU binding (bind_conv.cpp), all before the first CUDA call.
+
+// An int or a sequence of 1 or 2 ints (numpy integers through __index__) -> (h, w), as the CPU
+// binding's parse_pair: TypeError for another type, ValueError for another length.
+std::array<index_t, 2> int_pair(py::handle h, const char* name, const std::string& op) {
+  const auto as_int = [&](py::handle v) -> index_t {
+    if (py::isinstance<py::bool_>(v) || !PyIndex_Check(v.ptr()))
+      throw TypeError(op + ": " + name + " must be an int or a pair of ints, got " +
+                      std::string(py::str(py::type::of(v).attr("__name__"))));
+    PyObject* i = PyNumber_Index(v.ptr());
+    if (!i) throw py::error_already_set();
+    return py::reinterpret_steal<py::object>(i).cast<index_t>();
+  };
+  if (py::isinstance<py::tuple>(h) || py::isinstance<py::list>(h)) {
+    py::sequence s = py::reinterpret_borrow<py::sequence>(h);
+    if (s.size() == 1) { const index_t v = as_int(s[0]); return {v, v}; }
+    if (s.size() != 2)
+      throw ValueError(op + ": " + name + " must be an int or a pair of ints, got a sequence of " +
+                       std::to_string(s.size()));
+    return {as_int(s[0]), as_int(s[1])};
+  }
+  const index_t v = as_int(h);
+  return {v, v};
+}
+std::string pair_text(const std::array<index_t, 2>& p) {
+  return "(" + std::to_string(p[0]) + ", " + std::to_string(p[1]) + ")";
+}
+void check_pair(const std::array<index_t, 2>& p, bool positive, const char* name, const std::string& op) {
+  if (positive ? (p[0] <= 0 || p[1] <= 0) : (p[0] < 0 || p[1] < 0))
+    throw ValueError(op + ": " + name + (positive ? " must be positive, got " : " must be non-negative, got ") +
+                     pair_text(p));
+}
+
+// conv_transpose2d as the conv2d whose backward-data it is (ConvGeom above): that conv's input
+// is the transposed op's output (N, C = weight.shape[1] * groups, H, W), its output the
+// transposed op's x (N, O = C_in, OH, OW); weight (C_in, C / groups, KH, KW) is that conv's
+// weight as it stands. H = (OH - 1) sh - 2 ph + dh (KH - 1) + output_padding_h + 1.
+ConvGeom convt_geom(const std::string& op, const DevTensor& x, const DevTensor& w, py::handle stride_,
+                    py::handle padding_, py::handle output_padding_, int64_t groups, py::handle dilation_) {
+  if (x.ndim() != 3 && x.ndim() != 4)
+    throw ValueError(op + ": x must be 3-D (C, H, W) or 4-D (N, C, H, W), got shape " + shape_str(x.shape));
+  if (w.ndim() != 4)
+    throw ValueError(op + ": weight must be 4-D (C_in, C_out/groups, kh, kw), got shape " + shape_str(w.shape));
+  const auto st = int_pair(stride_, "stride", op), dl = int_pair(dilation_, "dilation", op);
+  const auto pd = int_pair(padding_, "padding", op), opd = int_pair(output_padding_, "output_padding", op);
+  check_pair(st, true, "stride", op);
+  check_pair(dl, true, "dilation", op);
+  check_pair(pd, false, "padding", op);
+  check_pair(opd, false, "output_padding", op);
+  if (groups <= 0) throw ValueError(op + ": groups must be positive, got " + std::to_string(groups));
+  if ((opd[0] >= st[0] && opd[0] >= dl[0]) || (opd[1] >= st[1] && opd[1] >= dl[1]))
+    throw ValueError(op + ": output_padding " + pair_text(opd) + " must be smaller than either stride " +
+                     pair_text(st) + " or dilation " + pair_text(dl));
+  const int nd = x.ndim();
+  const index_t Cin = x.shape[nd - 3];
+  if (Cin % groups != 0)
+    throw ValueError(op + ": groups=" + std::to_string(groups) + " does not divide the input channels of x " +
+                     shape_str(x.shape));
+  if (w.shape[0] != Cin)
+    throw ValueError(op + ": weight " + shape_str(w.shape) + " expects " + std::to_string(w.shape[0]) +
+                     " input channels (weight.shape[0]), but x " + shape_str(x.shape) + " has " + std::to_string(Cin));
+  if (w.shape[2] <= 0 || w.shape[3] <= 0)
+    throw ValueError(op + ": weight " + shape_str(w.shape) + " has an empty kernel");
+  ConvGeom g;
+  g.unbatched = nd == 3;
+  g.N = g.unbatched ? 1 : x.shape[0];
+  g.O = Cin; g.OH = x.shape[nd - 2]; g.OW = x.shape[nd - 1];
+  g.C = w.shape[1] * groups; g.KH = w.shape[2]; g.KW = w.shape[3]; g.G = groups;
+  g.st = st; g.dl = dl; g.pd = pd;
+  g.H = (g.OH - 1) * st[0] - 2 * pd[0] + dl[0] * (g.KH - 1) + opd[0] + 1;
+  g.W = (g.OW - 1) * st[1] - 2 * pd[1] + dl[1] * (g.KW - 1) + opd[1] + 1;
+  if (g.H <= 0 || g.W <= 0)
+    throw ValueError(op + ": x " + shape_str(x.shape) + " and weight " + shape_str(w.shape) +
+                     " give a non-positive output size " + pair_text({g.H, g.W}));
+  return g;
+}
+// The transposed op's output shape: (N, C, H, W), or (C, H, W) for an unbatched x.
+std::vector<index_t> convt_out_shape(const ConvGeom& g) {
+  return g.unbatched ? std::vector<index_t>{g.C, g.H, g.W} : std::vector<index_t>{g.N, g.C, g.H, g.W};
+}
+
+// y = col2im(cols) + bias with cols_{n,g} = W_g^T x_{n,g} (conv2d's backward-data).
+py::object cu_conv_transpose2d(DevArg x_, py::handle w_, py::handle b_, py::handle stride_, py::handle padding_,
+                               py::handle output_padding_, int64_t groups, py::handle dilation_) {
+  const std::string op = "conv_transpose2d";
+  DevTensor x = as_device(x_.h, "x"), w = as_device(w_, "weight"), bias;
+  same_dtype(x, "x", w, "weight");
+  const ConvGeom cg = convt_geom(op, x, w, stride_, padding_, output_padding_, groups, dilation_);
+  if (!b_.is_none()) {
+    bias = as_device(b_, "bias");
+    same_dtype(x, "x", bias, "bias");
+    if (bias.shape != std::vector<index_t>{cg.C})
+      throw ValueError(op + ": bias " + shape_str(bias.shape) + " must have shape " + shape_str({cg.C}) +
+                       " for weight " + shape_str(w.shape) + " and groups=" + std::to_string(groups));
+  }
+  dev_prepare({&x, &w, b_.is_none() ? nullptr : &bias});
+  x = dev_contiguous(x);
+  w = dev_contiguous(w);
+  if (!b_.is_none()) bias = dev_contiguous(bias);
+  const DType dt = x.dtype;
+  const cu::ConvGemmDims d = conv_gemm_dims(dt, cg);
+  DevTensor out = dev_empty(dt, convt_out_shape(cg));
+  DevTensor cols = dev_empty(dt, {cg.N, cg.C * d.KK, d.P});
+  {
+    py::gil_scoped_release nogil;
+    cu::conv_gemm_dcols(d, cols.ptr, w.ptr, x.ptr);
+    cu::col2im(dt, out.ptr, cols.ptr, cg.N, cg.C, cg.H, cg.W, cg.KH, cg.KW, cg.pd[0], cg.pd[1], cg.st[0], cg.st[1],
+               cg.dl[0], cg.dl[1], cg.OH, cg.OW, b_.is_none() ? nullptr : bias.ptr);
+  }
+  return out.owner;
+}
+
+// -> (grad_x, grad_weight, grad_bias): cols = im2col(grad_out); grad_x = conv2d(grad_out, W)
+// (per group W_g cols_g); grad_W_g = sum over images, in order, of x_{n,g} cols_{n,g}^T;
+// grad_b = channel sums of grad_out. Deterministic.
+py::tuple cu_conv_transpose2d_backward(DevArg g_, py::handle x_, py::handle w_, py::handle stride_,
+                                       py::handle padding_, py::handle output_padding_, int64_t groups,
+                                       py::handle dilation_) {
+  const std::string op = "conv_transpose2d_backward";
+  DevTensor gy = as_device(g_.h, "grad_out"), x = as_device(x_, "x"), w = as_device(w_, "weight");
+  same_dtype(x, "x", w, "weight");
+  same_dtype(x, "x", gy, "grad_out");
+  const ConvGeom cg = convt_geom(op, x, w, stride_, padding_, output_padding_, groups, dilation_);
+  const std::vector<index_t> yshape = convt_out_shape(cg);
+  if (gy.shape != yshape)
+    throw ValueError(op + ": grad_out " + shape_str(gy.shape) + " must have shape " + shape_str(yshape));
+  dev_prepare({&gy, &x, &w});
+  gy = dev_contiguous(gy);
+  x = dev_contiguous(x);
+  w = dev_contiguous(w);
+  const DType dt = x.dtype;
+  const cu::ConvGemmDims d = conv_gemm_dims(dt, cg);
+  DevTensor dx = dev_empty(dt, x.shape), dw = dev_empty(dt, w.shape), db = dev_empty(dt, {cg.C});
+  DevTensor cols = dev_empty(dt, {cg.N, cg.C * d.KK, d.P});
+  {
+    py::gil_scoped_release nogil;
+    cu::im2col(dt, cols.ptr, gy.ptr, cg.N, cg.C, cg.H, cg.W, cg.KH, cg.KW, cg.pd[0], cg.pd[1], cg.st[0], cg.st[1],
+               cg.dl[0], cg.dl[1], cg.OH, cg.OW);
+    cu::conv_gemm_forward(d, dx.ptr, w.ptr, cols.ptr, nullptr);
+    cu::conv_gemm_dweight(d, dw.ptr, x.ptr, cols.ptr);
+    cu::channel_sum(dt, db.ptr, gy.ptr, cg.N, cg.C, cg.H * cg.W);
+  }
+  return py::make_tuple(dx.owner, dw.owner, db.owner);
+}
+
+// torch's pooling_output_shape (as the CPU binding).
+index_t pool_out_size(index_t n, index_t k, index_t s, index_t p, index_t d, bool ceil) {
+  const index_t num = n + 2 * p - d * (k - 1) - 1 + (ceil ? s - 1 : 0);
+  index_t o = (num >= 0 ? num / s : -((-num + s - 1) / s)) + 1;
+  if (ceil && (o - 1) * s >= n + p) --o;
+  return o;
+}
+
+struct PoolCall {
+  cu::PoolDims g;
+  std::vector<index_t> out_shape;
+};
+
+// x's shape xs (N, C, H, W) or (C, H, W) and the pooling parameters, checked as the CPU
+// binding's pool_args (torch's pool2d_shape_check).
+PoolCall pool_call(const std::string& op, const std::vector<index_t>& xs, py::handle k_, py::handle s_,
+                   py::handle p_, py::handle d_, bool ceil) {
+  if (xs.size() != 3 && xs.size() != 4)
+    throw ValueError(op + ": x must be 3-D (C, H, W) or 4-D (N, C, H, W), got shape " + shape_str(xs));
+  const auto k = int_pair(k_, "kernel_size", op);
+  const bool no_stride = s_.is_none() || (py::isinstance<py::sequence>(s_) && !py::isinstance<py::str>(s_) &&
+                                          py::len(s_) == 0);
+  const auto s = no_stride ? k : int_pair(s_, "stride", op);
+  const auto p = int_pair(p_, "padding", op), d = int_pair(d_, "dilation", op);
+  check_pair(k, true, "kernel_size", op);
+  check_pair(s, true, "stride", op);
+  check_pair(d, true, "dilation", op);
+  check_pair(p, false, "padding", op);
+  if (p[0] > k[0] / 2 || p[1] > k[1] / 2)
+    throw ValueError(op + ": padding " + pair_text(p) + " must be at most half of kernel_size " + pair_text(k));
+  const size_t nd = xs.size();
+  const index_t H = xs[nd - 2], W = xs[nd - 1];
+  if (H <= 0 || W <= 0 || xs[nd - 3] <= 0)
+    throw ValueError(op + ": x " + shape_str(xs) + " must have non-zero channel and spatial sizes");
+  PoolCall a;
+  cu::PoolDims& g = a.g;
+  g.planes = 1;
+  for (size_t i = 0; i + 2 < nd; ++i) g.planes *= xs[i];
+  g.H = H; g.W = W;
+  g.kh = k[0]; g.kw = k[1]; g.sh = s[0]; g.sw = s[1]; g.ph = p[0]; g.pw = p[1]; g.dh = d[0]; g.dw = d[1];
+  g.Ho = pool_out_size(H, k[0], s[0], p[0], d[0], ceil);
+  g.Wo = pool_out_size(W, k[1], s[1], p[1], d[1], ceil);
+  if (g.Ho < 1 || g.Wo < 1)
+    throw ValueError(op + ": x " + shape_str(xs) + " with kernel_size " + pair_text(k) + ", dilation " +
+                     pair_text(d) + " and padding " + pair_text(p) + " gives an empty output " + pair_text({g.Ho, g.Wo}));
+  a.out_shape = xs;
+  a.out_shape[nd - 2] = g.Ho;
+  a.out_shape[nd - 1] = g.Wo;
+  return a;
+}
+
+// input_shape: a sequence of ints (TypeError otherwise), as the CPU binding.
+std::vector<index_t> shape_of(py::handle h, const char* name, const std::string& op) {
+  if (!py::isinstance<py::sequence>(h) || py::isinstance<py::str>(h))
+    throw TypeError(op + ": " + name + " must be a sequence of ints");
+  std::vector<index_t> v;
+  for (py::handle e : py::reinterpret_borrow<py::sequence>(h)) {
+    PyObject* i = PyNumber_Index(e.ptr());
+    if (!i) throw py::error_already_set();
+    v.push_back(py::reinterpret_steal<py::object>(i).cast<index_t>());
+  }
+  return v;
+}
+
+// The (planes, rows, cols) view of a 3-D or 4-D CUDA array, read through its strides.
+cu::PlaneView plane_view(const DevTensor& t) {
+  const int nd = t.ndim();
+  cu::PlaneView v;
+  v.p = t.ptr;
+  v.C = t.shape[nd - 3];
+  v.sn = nd == 4 ? t.strides[0] : 0;
+  v.sc = t.strides[nd - 3];
+  v.sr = t.strides[nd - 2];
+  v.ss = t.strides[nd - 1];
+  return v;
+}
+
+py::object cu_max_pool2d(DevArg x_, py::handle k_, py::handle s_, py::handle p_, py::handle d_, bool ceil,
+                         bool return_indices) {
+  DevTensor x = as_device(x_.h, "x");
+  const PoolCall a = pool_call("max_pool2d", x.shape, k_, s_, p_, d_, ceil);
+  dev_prepare({&x});
+  DevTensor y = dev_empty(x.dtype, a.out_shape), idx;
+  if (return_indices) idx = dev_empty_index(a.out_shape);
+  {
+    py::gil_scoped_release nogil;
+    cu::max_pool2d(x.dtype, a.g, y.ptr, return_indices ? static_cast<int64_t*>(idx.ptr) : nullptr, plane_view(x));
+  }
+  if (return_indices) return py::make_tuple(y.owner, idx.owner);
+  return y.owner;
+}
+
+// dx = grad_out summed at indices (int32 / int64, flat within each H * W plane). Every index is
+// checked to lie in [0, H * W) before dx is written (IndexError otherwise, as the CPU path).
+py::object cu_max_pool2d_backward(DevArg g_, py::handle idx_, py::handle shape_) {
+  const std::string op = "max_pool2d_backward";
+  DevTensor go = as_device(g_.h, "grad_out");
+  DevTensor idx = as_device_index(idx_, "indices");
+  const std::vector<index_t> xs = shape_of(shape_, "input_shape", op);
+  if (xs.size() != 3 && xs.size() != 4)
+    throw ValueError(op + ": input_shape must have 3 or 4 entries, got " + shape_str(xs));
+  for (index_t v : xs)
+    if (v < 0) throw ValueError(op + ": input_shape " + shape_str(xs) + " has a negative size");
+  if (go.shape != idx.shape)
+    throw ValueError(op + ": grad_out " + shape_str(go.shape) + " and indices " + shape_str(idx.shape) +
+                     " must have the same shape");
+  if (go.ndim() != int(xs.size()) || !std::equal(xs.begin(), xs.end() - 2, go.shape.begin()))
+    throw ValueError(op + ": grad_out " + shape_str(go.shape) + " does not match input_shape " + shape_str(xs));
+  const size_t nd = xs.size();
+  cu::PoolDims g;
+  g.planes = 1;
+  for (size_t i = 0; i + 2 < nd; ++i) g.planes *= xs[i];
+  g.H = xs[nd - 2]; g.W = xs[nd - 1];
+  g.Ho = go.shape[nd - 2]; g.Wo = go.shape[nd - 1];
+  dev_prepare({&go, &idx});
+  go = dev_contiguous(go);
+  idx = dev_contiguous(idx);
+  index_t bad;
+  {
+    py::gil_scoped_release nogil;
+    bad = cu::first_bad_class(idx.ptr, idx.index_bits, 1, idx.numel(), g.H * g.W);
+  }
+  if (bad >= 0)
+    throw IndexError(op + ": indices hold a value outside [0, H*W) for input_shape " + shape_str(xs));
+  DevTensor dx = dev_empty(go.dtype, xs);
+  {
+    py::gil_scoped_release nogil;
+    cu::max_pool2d_backward(go.dtype, g, dx.ptr, go.ptr, idx.ptr, idx.index_bits);
+  }
+  return dx.owner;
+}
+
+py::object cu_avg_pool2d(DevArg x_, py::handle k_, py::handle s_, py::handle p_, bool ceil, bool cip) {
+  DevTensor x = as_device(x_.h, "x");
+  const PoolCall a = pool_call("avg_pool2d", x.shape, k_, s_, p_, py::int_(1), ceil);
+  dev_prepare({&x});
+  DevTensor y = dev_empty(x.dtype, a.out_shape);
+  {
+    py::gil_scoped_release nogil;
+    cu::avg_pool2d(x.dtype, a.g, y.ptr, plane_view(x), cip);
+  }
+  return y.owner;
+}
+
+py::object cu_avg_pool2d_backward(DevArg g_, py::handle shape_, py::handle k_, py::handle s_, py::handle p_,
+                                  bool ceil, bool cip) {
+  const std::string op = "avg_pool2d_backward";
+  DevTensor go = as_device(g_.h, "grad_out");
+  const std::vector<index_t> xs = shape_of(shape_, "input_shape", op);
+  const PoolCall a = pool_call(op, xs, k_, s_, p_, py::int_(1), ceil);
+  if (go.shape != a.out_shape)
+    throw ValueError(op + ": grad_out " + shape_str(go.shape) + " must have shape " + shape_str(a.out_shape) +
+                     " for input_shape " + shape_str(xs));
+  dev_prepare({&go});
+  DevTensor dx = dev_empty(go.dtype, xs);
+  {
+    py::gil_scoped_release nogil;
+    cu::avg_pool2d_backward(go.dtype, a.g, dx.ptr, plane_view(go), cip);
+  }
+  return dx.owner;
+}
+
 // ---- attention forward ----
+// An operand of attention laid out over the broadcast batch: the dims of the batch (with
+// GQA's head dim split as (key/value heads, group)), then the operand's last two dims, with
+// the operand's strides, 0 where it is broadcast or repeated (`reduced`: its gradient sums
+// over those dims). `needed`: some dim is broadcast or repeated, so the kernels (which take
+// one contiguous (BH, rows, cols) block per operand) read an expanded copy.
+struct ExpandedView {
+  std::vector<index_t> shape, strides;
+  std::vector<bool> reduced;
+  bool needed = false;
+};
+
+ExpandedView expanded_view(const AttnBatch& ab, const DevTensor& t, bool is_q) {
+  ExpandedView e;
+  const int nb = int(ab.out.size()), tb = t.ndim() - 2;
+  auto add = [&](index_t n, index_t st, bool red) {
+    e.shape.push_back(n);
+    e.strides.push_back(red ? 0 : st);
+    e.reduced.push_back(red);
+    e.needed = e.needed || (red && n != 1);  // (n = 0: an empty batch, zero gradients)
+  };
+  for (int d = 0; d < nb; ++d) {
+    const int o = d - (nb - tb);
+    const index_t own = is_q ? ab.q_size(d) : ab.k_size(d), st = o < 0 ? 0 : t.strides[size_t(o)];
+    const index_t group = is_q ? 1 : ab.group[size_t(d)];
+    if (group > 1) {
+      add(own, st, false);
+      add(group, 0, true);
+    } else {
+      add(ab.out[size_t(d)], st, own == 1);
+    }
+  }
+  for (int d = tb; d < t.ndim(); ++d) add(t.shape[size_t(d)], t.strides[size_t(d)], false);
+  return e;
+}
+
+// t laid out as its expanded view (a contiguous (BH, rows, cols) block).
+DevTensor expand_operand(const DevTensor& t, const ExpandedView& e) {
+  if (!e.needed) return dev_contiguous(t);
+  DevTensor v = t;
+  v.shape = e.shape;
+  v.strides = e.strides;
+  return dev_contiguous(v);
+}
+
+// The gradient of an operand from its gradient over the expanded layout.
+DevTensor reduce_operand(const DevTensor& g, const ExpandedView& e, const std::vector<index_t>& shape) {
+  if (!e.needed) return g;
+  DevTensor r = dev_empty(g.dtype, shape);
+  std::unique_ptr<bool[]> red(new bool[e.reduced.size()]);
+  for (size_t d = 0; d < e.reduced.size(); ++d) red[d] = e.reduced[d];
+  cu::sum_dims(g.dtype, r.ptr, g.ptr, int(e.shape.size()), e.shape.data(), red.get());
+  return r;
+}
+
 // The checked geometry of an attention call (forward and backward; `fn` names it in errors):
-// q (..., L, E), k (..., S, E), v (..., S, Ev) with equal batch dims; a bool or float mask
-// (q's dtype) broadcastable to (batch..., L, S), as on the CPU; no GQA or head dims over 128
-// on CUDA yet.
+// the CPU path's shape rules (attn_batch: broadcast batch dims, GQA), a bool or float mask
+// (q's dtype) broadcastable to (batch..., L, S); head dims over 128 not on CUDA yet.
 struct SdpaGeom {
+  AttnBatch ab;
   index_t L = 0, S = 0, E = 0, Ev = 0, BH = 1;
   double scale = 1.0;
   std::vector<index_t> out_shape, lse_shape;
+  ExpandedView xq, xk, xv;
   DevTensor mask;  // parsed when given (mask.ptr / owner set)
   bool has_mask = false;
   std::vector<index_t> mask_strides;  // per dim of (batch..., L, S), 0 where broadcast
 };
 
-// The kernels' view of the (parsed, shape-checked) mask of g, batch dims `batch`.
-cu::AttnMaskView mask_view(const SdpaGeom& g, const std::vector<index_t>& batch) {
+// The kernels' view of the (parsed, shape-checked) mask of g.
+cu::AttnMaskView mask_view(const SdpaGeom& g) {
   cu::AttnMaskView m;
   if (!g.has_mask) return m;
   m.p = g.mask.ptr;
   m.kind = g.mask.boolean ? cu::AttnMaskView::boolean : cu::AttnMaskView::additive;
-  m.nb = int(batch.size());
+  m.nb = int(g.ab.out.size());
   for (int d = 0; d < m.nb; ++d) {
-    m.bshape[d] = batch[size_t(d)];
+    m.bshape[d] = g.ab.out[size_t(d)];
     m.bstride[d] = g.mask_strides[size_t(d)];
   }
   m.sl = g.mask_strides[size_t(m.nb)];
@@ -831,32 +1172,25 @@ cu::AttnMaskView mask_view(const SdpaGeom& g, const std::vector<index_t>& batch)
 }
 
 SdpaGeom sdpa_geom(const std::string& fn, const DevTensor& q, const DevTensor& k, const DevTensor& v,
-                   py::handle mask, bool causal, py::handle scale_) {
+                   py::handle mask, bool causal, py::handle scale_, bool gqa) {
   same_dtype(q, "q", k, "k");
   same_dtype(q, "q", v, "v");
-  if (q.ndim() < 2 || k.ndim() < 2 || v.ndim() < 2)
-    throw ValueError(fn + ": q, k and v need at least 2 dimensions");
+  SdpaGeom g;
+  g.ab = attn_batch(q.shape, k.shape, v.shape, gqa);
   if (!mask.is_none() && causal)
     throw ValueError(fn + ": attn_mask and is_causal=True cannot be combined");
-  SdpaGeom g;
-  const int nd = q.ndim();
-  g.L = q.shape[nd - 2];
-  g.E = q.shape[nd - 1];
-  g.S = k.shape[k.ndim() - 2];
-  g.Ev = v.shape[v.ndim() - 1];
-  if (k.shape[k.ndim() - 1] != g.E) throw ValueError(fn + ": q " + shape_str(q.shape) + " and k " + shape_str(k.shape) + " have different head dims");
-  if (v.shape[v.ndim() - 2] != g.S) throw ValueError(fn + ": k " + shape_str(k.shape) + " and v " + shape_str(v.shape) + " have different lengths");
-  std::vector<index_t> qb(q.shape.begin(), q.shape.end() - 2), kb(k.shape.begin(), k.shape.end() - 2),
-      vb(v.shape.begin(), v.shape.end() - 2);
-  if (kb != vb) throw ValueError(fn + ": k and v batch dims differ");
-  if (qb != kb) not_on_cuda(fn + " with broadcast batch dims or GQA");
-  if (qb.size() > 8) not_on_cuda(fn + " with more than 8 batch dims");
+  g.L = g.ab.L; g.S = g.ab.S; g.E = g.ab.E; g.Ev = g.ab.Ev;
+  g.xq = expanded_view(g.ab, q, true);
+  g.xk = expanded_view(g.ab, k, false);
+  g.xv = expanded_view(g.ab, v, false);
+  if (g.ab.out.size() > 6 || g.xk.shape.size() > 8)
+    not_on_cuda(fn + " with more than 6 batch dims (or 5 with GQA)");
   if (!mask.is_none()) {
     g.mask = as_device_mask(mask, "attn_mask");
     if (!g.mask.boolean && g.mask.dtype != q.dtype)
       throw TypeError("attn_mask: float mask dtype " + std::string(dtype_name(g.mask.dtype)) +
                       " does not match q's dtype " + dtype_name(q.dtype));
-    std::vector<index_t> full = qb;
+    std::vector<index_t> full = g.ab.out;
     full.push_back(g.L);
     full.push_back(g.S);
     if (!broadcast_strides(g.mask.shape, g.mask.strides, full, g.mask_strides))
@@ -866,22 +1200,23 @@ SdpaGeom sdpa_geom(const std::string& fn, const DevTensor& q, const DevTensor& k
   }
   if (g.E > 128 || g.Ev > 128) not_on_cuda(fn + " with head dims > 128");
   g.scale = scale_.is_none() ? 1.0 / std::sqrt(double(g.E)) : scale_.cast<double>();
-  for (index_t d : qb) g.BH *= d;
-  g.out_shape = g.lse_shape = qb;
+  for (index_t d : g.ab.out) g.BH *= d;
+  g.out_shape = g.lse_shape = g.ab.out;
   g.out_shape.push_back(g.L);
   g.out_shape.push_back(g.Ev);
   g.lse_shape.push_back(g.L);
   return g;
 }
 
+// Broadcast batch dims and GQA: q, k, v are copied out to the broadcast batch (k and v once
+// per query head of their group) and, in the backward, the gradients summed back in order.
 py::object cu_sdpa(DevArg q_, py::handle k_, py::handle v_, py::handle mask, bool causal,
                    py::handle scale_, bool gqa, bool return_lse) {
   DevTensor q = as_device(q_.h, "q"), k = as_device(k_, "k"), v = as_device(v_, "v");
-  (void)gqa;
-  const SdpaGeom sg = sdpa_geom("scaled_dot_product_attention", q, k, v, mask, causal, scale_);
+  const SdpaGeom sg = sdpa_geom("scaled_dot_product_attention", q, k, v, mask, causal, scale_, gqa);
   dev_prepare({&q, &k, &v, sg.has_mask ? &sg.mask : nullptr});
-  const cu::AttnMaskView mv = mask_view(sg, std::vector<index_t>(q.shape.begin(), q.shape.end() - 2));
-  q = dev_contiguous(q); k = dev_contiguous(k); v = dev_contiguous(v);
+  const cu::AttnMaskView mv = mask_view(sg);
+  q = expand_operand(q, sg.xq); k = expand_operand(k, sg.xk); v = expand_operand(v, sg.xv);
   DevTensor out = dev_empty(q.dtype, sg.out_shape), lse = dev_empty(q.dtype, sg.lse_shape);
   {
     py::gil_scoped_release nogil;
@@ -901,8 +1236,7 @@ py::object cu_sdpa_bwd(DevArg g_, py::handle q_, py::handle k_, py::handle v_, p
   same_dtype(q, "q", g, "grad_out");
   same_dtype(q, "q", out, "out");
   same_dtype(q, "q", lse, "lse");
-  (void)gqa;
-  const SdpaGeom sg = sdpa_geom(fn, q, k, v, mask, causal, scale_);
+  const SdpaGeom sg = sdpa_geom(fn, q, k, v, mask, causal, scale_, gqa);
   if (g.shape != sg.out_shape)
     throw ValueError(fn + ": grad_out " + shape_str(g.shape) + " must have the output's shape " + shape_str(sg.out_shape));
   if (out.shape != sg.out_shape)
@@ -910,16 +1244,26 @@ py::object cu_sdpa_bwd(DevArg g_, py::handle q_, py::handle k_, py::handle v_, p
   if (lse.shape != sg.lse_shape)
     throw ValueError(fn + ": lse " + shape_str(lse.shape) + " must have shape " + shape_str(sg.lse_shape));
   dev_prepare({&g, &q, &k, &v, &out, &lse, sg.has_mask ? &sg.mask : nullptr});
-  const cu::AttnMaskView mv = mask_view(sg, std::vector<index_t>(q.shape.begin(), q.shape.end() - 2));
-  g = dev_contiguous(g); q = dev_contiguous(q); k = dev_contiguous(k); v = dev_contiguous(v);
+  const cu::AttnMaskView mv = mask_view(sg);
+  const std::vector<index_t> qs = q.shape, ks = k.shape, vs = v.shape;
+  g = dev_contiguous(g);
+  q = expand_operand(q, sg.xq); k = expand_operand(k, sg.xk); v = expand_operand(v, sg.xv);
   out = dev_contiguous(out); lse = dev_contiguous(lse);
-  DevTensor dq = dev_empty(q.dtype, q.shape), dk = dev_empty(q.dtype, k.shape), dv = dev_empty(q.dtype, v.shape);
+  // Gradients over the expanded layout (BH, rows, cols), or straight in the operand's shape
+  // (the same contiguous elements) when it was not expanded.
+  const index_t BH = sg.BH;
+  auto grad = [&](const ExpandedView& e, const std::vector<index_t>& shape, index_t rows, index_t cols) {
+    return dev_empty(q.dtype, e.needed ? std::vector<index_t>{BH, rows, cols} : shape);
+  };
+  DevTensor dq = grad(sg.xq, qs, sg.L, sg.E), dk = grad(sg.xk, ks, sg.S, sg.E), dv = grad(sg.xv, vs, sg.S, sg.Ev);
   {
     py::gil_scoped_release nogil;
     cu::flash_attention_backward(q.dtype, dq.ptr, dk.ptr, dv.ptr, g.ptr, q.ptr, k.ptr, v.ptr, out.ptr,
-                                 lse.ptr, sg.BH, sg.L, sg.S, sg.E, sg.Ev, sg.scale, causal, mv);
+                                 lse.ptr, BH, sg.L, sg.S, sg.E, sg.Ev, sg.scale, causal, mv);
   }
-  return py::make_tuple(dq.owner, dk.owner, dv.owner);
+  // Summed over the broadcast / repeated dims back to the operands' shapes.
+  return py::make_tuple(reduce_operand(dq, sg.xq, qs).owner, reduce_operand(dk, sg.xk, ks).owner,
+                        reduce_operand(dv, sg.xv, vs).owner);
 }
 
 // ---- recurrent layers ----
@@ -1118,6 +1462,95 @@ py::tuple cu_rnn_backward(const std::string& op, const std::string& family, py::
                         cu_or_none(want_bias, db_ih), cu_or_none(want_bias, db_hh));
 }
 
+// ---- embedding, dropout ----
+// Checks and messages as bind_attn.cpp. Ids (any shape, int32 / int64) are read in place through
+// their strides; an id outside [0, V) -> IndexError naming the first bad position (C order),
+// found before any output is allocated or written.
+cu::IndexView ids_view(const DevTensor& t) {
+  if (t.ndim() > 8) throw ValueError("indices: more than 8 dimensions");
+  cu::IndexView v;
+  v.p = t.ptr;
+  v.bits = t.index_bits;
+  v.ndim = t.ndim();
+  for (int d = 0; d < t.ndim(); ++d) {
+    v.shape[d] = t.shape[d];
+    v.strides[d] = t.strides[d];
+  }
+  return v;
+}
+void cu_check_ids(const cu::IndexView& ids, index_t V, const char* op) {
+  index_t bad;
+  long long id = 0;
+  {
+    py::gil_scoped_release nogil;
+    bad = cu::embedding_first_bad(ids, V, &id);
+  }
+  if (bad >= 0)
+    throw IndexError(std::string(op) + ": index " + std::to_string(id) + " at flat position " +
+                     std::to_string(bad) + " is out of range for num_embeddings " + std::to_string(V));
+}
+// idx.shape + (D,), its byte count checked for int64 overflow (ValueError before any CUDA call).
+std::vector<index_t> embedding_out_shape(const DevTensor& idx, index_t D, DType dt) {
+  std::vector<index_t> s = idx.shape;
+  s.push_back(D);
+  index_t bytes = dtype_size(dt);
+  for (index_t v : s) bytes = checked_mul(bytes, v, "output");
+  return s;
+}
+
+py::object cu_embedding(DevArg i_, py::handle w_) {
+  DevTensor idx = as_device_index(i_.h, "indices");
+  DevTensor w = as_device(w_, "weight");
+  if (w.ndim() != 2) throw ValueError("weight: expected 2-D input, got shape " + shape_str(w.shape));
+  const index_t V = w.shape[0], D = w.shape[1];
+  const std::vector<index_t> os = embedding_out_shape(idx, D, w.dtype);
+  const cu::IndexView ids = ids_view(idx);
+  dev_prepare({&idx, &w});
+  cu_check_ids(ids, V, "embedding");
+  DevTensor out = dev_empty(w.dtype, os);
+  {
+    py::gil_scoped_release nogil;
+    cu::embedding_forward(w.dtype, out.ptr, w.ptr, w.strides[0], w.strides[1], ids, D);
+  }
+  return out.owner;
+}
+
+py::object cu_embedding_bwd(DevArg g_, py::handle i_, index_t V) {
+  DevTensor idx = as_device_index(i_, "indices");
+  DevTensor g = as_device(g_.h, "grad_out");
+  if (V < 0) throw ValueError("embedding_backward: num_embeddings must be >= 0, got " + std::to_string(V));
+  if (g.ndim() != idx.ndim() + 1 || !std::equal(idx.shape.begin(), idx.shape.end(), g.shape.begin()))
+    throw ValueError("embedding_backward: grad_out " + shape_str(g.shape) + " must have shape indices " +
+                     shape_str(idx.shape) + " + (D,)");
+  const index_t D = g.shape.back();
+  checked_mul(checked_mul(V, D, "embedding_backward"), dtype_size(g.dtype), "embedding_backward");
+  const cu::IndexView ids = ids_view(idx);
+  dev_prepare({&g, &idx});
+  cu_check_ids(ids, V, "embedding_backward");
+  g = dev_contiguous(g);
+  DevTensor dw = dev_empty(g.dtype, {V, D});
+  {
+    py::gil_scoped_release nogil;
+    cu::embedding_backward(g.dtype, dw.ptr, g.ptr, ids, V, D);
+  }
+  return dw.owner;
+}
+
+// (y, mask): mask a bool CUDA array, both bitwise the CPU path's for the same seed.
+py::tuple cu_dropout(DevArg x_, double p, uint64_t seed) {
+  if (!(p >= 0.0 && p <= 1.0))
+    throw ValueError("dropout: p must be in [0, 1], got " + std::to_string(p));
+  DevTensor x = as_device(x_.h, "x");
+  dev_prepare({&x});
+  x = dev_contiguous(x);
+  DevTensor y = dev_empty(x.dtype, x.shape), mask = dev_empty_bool(x.shape);
+  {
+    py::gil_scoped_release nogil;
+    cu::dropout(x.dtype, y.ptr, mask.ptr, x.ptr, x.numel(), p, seed);
+  }
+  return py::make_tuple(y.owner, mask.owner);
+}
+
 void bind_cuda_ops(py::module_& m) {
   const auto pre = py::prepend();
   m.def("gemm", &cu_gemm, pre);
@@ -1154,10 +1587,20 @@ void bind_cuda_ops(py::module_& m) {
   m.def("cross_entropy_backward", &cu_cross_entropy_bwd, pre);
   m.def("layer_norm", &cu_layer_norm, pre);
   m.def("layer_norm_backward", &cu_layer_norm_bwd, pre);
+  m.def("embedding", &cu_embedding, py::arg("indices"), py::arg("weight"), pre);
+  m.def("embedding_backward", &cu_embedding_bwd, py::arg("grad_out"), py::arg("indices"),
+        py::arg("num_embeddings"), pre);
+  m.def("dropout", &cu_dropout, py::arg("x"), py::arg("p"), py::arg("seed"), pre);
   m.def("sgd_step_", &cu_sgd, pre);
   m.def("adam_step_", &cu_adam, pre);
   m.def("conv2d", &cu_conv2d, pre);
   m.def("conv2d_backward", &cu_conv2d_backward, pre);
+  m.def("conv_transpose2d", &cu_conv_transpose2d, pre);
+  m.def("conv_transpose2d_backward", &cu_conv_transpose2d_backward, pre);
+  m.def("max_pool2d", &cu_max_pool2d, pre);
+  m.def("max_pool2d_backward", &cu_max_pool2d_backward, pre);
+  m.def("avg_pool2d", &cu_avg_pool2d, pre);
+  m.def("avg_pool2d_backward", &cu_avg_pool2d_backward, pre);
   m.def("scaled_dot_product_attention", &cu_sdpa, pre);
   m.def("scaled_dot_product_attention_backward", &cu_sdpa_bwd, pre);
   m.def("rnn_forward", &cu_rnn_forward, pre);

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <sstream>
+#include <string>
 
 namespace nnk::bind {
 
@@ -285,6 +286,58 @@ MatmulGeom matmul_geom(const std::vector<index_t>& a_shape, const std::vector<in
   if (!a_vec) g.oshape.push_back(g.M);
   if (!b_vec) g.oshape.push_back(g.N);
   return g;
+}
+
+namespace {
+index_t right_aligned(const std::vector<index_t>& s, size_t nb, int d) {
+  const int o = d - int(nb - s.size());
+  return o < 0 ? index_t(1) : s[size_t(o)];
+}
+}  // namespace
+
+index_t AttnBatch::q_size(int d) const { return right_aligned(qb, out.size(), d); }
+index_t AttnBatch::k_size(int d) const { return right_aligned(kb, out.size(), d); }
+
+AttnBatch attn_batch(const std::vector<index_t>& q, const std::vector<index_t>& k, const std::vector<index_t>& v,
+                     bool gqa) {
+  if (q.size() < 2 || k.size() < 2 || v.size() < 2)
+    throw ValueError("scaled_dot_product_attention: q, k, v must be at least 2-D (..., L, E), got q " +
+                     shape_str(q) + ", k " + shape_str(k) + ", v " + shape_str(v));
+  AttnBatch a;
+  a.L = q[q.size() - 2]; a.E = q.back(); a.S = k[k.size() - 2]; a.Ev = v.back();
+  if (k.back() != a.E)
+    throw ValueError("scaled_dot_product_attention: q " + shape_str(q) + " and k " + shape_str(k) +
+                     " must have the same head dim E (last dim)");
+  if (v[v.size() - 2] != a.S)
+    throw ValueError("scaled_dot_product_attention: k " + shape_str(k) + " and v " + shape_str(v) +
+                     " must have the same number of keys S (dim -2)");
+  a.qb.assign(q.begin(), q.end() - 2);
+  a.kb.assign(k.begin(), k.end() - 2);
+  if (a.kb != std::vector<index_t>(v.begin(), v.end() - 2))
+    throw ValueError("scaled_dot_product_attention: k " + shape_str(k) + " and v " + shape_str(v) +
+                     " must have the same batch dims");
+  const int nb = int(std::max(a.qb.size(), a.kb.size()));
+  a.out.assign(size_t(nb), 1);
+  a.group.assign(size_t(nb), 1);
+  for (int d = 0; d < nb; ++d) {
+    const index_t s1 = a.q_size(d), s2 = a.k_size(d);
+    const bool head_dim = d == nb - 1 && !a.qb.empty() && !a.kb.empty();
+    if (s1 == s2 || s2 == 1 || s1 == 1) {
+      a.out[size_t(d)] = (s1 == 0 || s2 == 0) ? 0 : std::max(s1, s2);
+    } else if (gqa && head_dim) {
+      if (s1 % s2 != 0)
+        throw ValueError("scaled_dot_product_attention: enable_gqa: q's heads " + std::to_string(s1) +
+                         " (q " + shape_str(q) + ") must be a multiple of k's heads " +
+                         std::to_string(s2) + " (k " + shape_str(k) + ")");
+      a.out[size_t(d)] = s1;
+      a.group[size_t(d)] = s1 / s2;
+    } else {
+      throw ValueError("scaled_dot_product_attention: batch dims of q " + shape_str(q) + " and k " +
+                       shape_str(k) + " do not broadcast" +
+                       (head_dim && !gqa ? " (different head counts need enable_gqa=True)" : ""));
+    }
+  }
+  return a;
 }
 
 }  // namespace nnk::bind

@@ -55,6 +55,21 @@ struct MatmulGeom {
 MatmulGeom matmul_geom(const std::vector<index_t>& a_shape, const std::vector<index_t>& a_strides,
                        const std::vector<index_t>& b_shape, const std::vector<index_t>& b_strides);
 
+// scaled_dot_product_attention's shapes, shared by the CPU and CUDA bindings: q (..., L, E),
+// k (..., S, E), v (..., S, Ev); the batch dims broadcast as in torch.matmul, and with gqa the
+// head dim (-3) of k and v may divide q's (query head h uses key/value head h / group).
+// ValueError naming the shapes otherwise.
+struct AttnBatch {
+  index_t L = 0, S = 0, E = 0, Ev = 0;
+  std::vector<index_t> qb, kb;   // q's and k's (= v's) batch dims
+  std::vector<index_t> out;      // the broadcast batch shape
+  std::vector<index_t> group;    // per dim of out: query heads per key/value head (1 but on the gqa dim)
+  index_t q_size(int d) const;   // q's / k's size on dim d of out (1 where absent)
+  index_t k_size(int d) const;
+};
+AttnBatch attn_batch(const std::vector<index_t>& q, const std::vector<index_t>& k, const std::vector<index_t>& v,
+                     bool gqa);
+
 // numpy.asarray(obj) without copying when possible; TypeError unless float32/float64.
 Tensor as_float(py::handle obj, const char* name);
 // int32 or int64 index arrays (class targets, embedding ids); TypeError otherwise.

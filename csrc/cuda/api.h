@@ -43,6 +43,11 @@ void strided_copy(DType dt, void* dst, const void* src, int ndim, const index_t*
 // The same for elements of item_bytes = 1, 4 or 8 bytes (bool, int32, int64 arrays): raw copies.
 void strided_copy_items(index_t item_bytes, void* dst, const void* src, int ndim, const index_t* shape,
                         const index_t* strides);
+// dst (C-contiguous) = src (C-contiguous, `shape`, ndim <= 8) summed over the dims with
+// reduced[d]: each dst element adds its src entries in C order (deterministic). The
+// gradients of operands that were broadcast or repeated (attention's broadcast batch dims
+// and GQA heads) are summed this way.
+void sum_dims(DType dt, void* dst, const void* src, int ndim, const index_t* shape, const bool* reduced);
 void fill_zero(void* dst, size_t bytes);
 void copy_d2d(void* dst, const void* src, size_t bytes);  // queued on stream 0
 
@@ -119,12 +124,56 @@ void im2col(DType dt, void* cols, const void* x, index_t N, index_t C, index_t H
             index_t dw, index_t OH, index_t OW);
 
 // dx (N, C, H, W) = the sum of the columns' entries over the patches that read each pixel
-// (the adjoint of im2col; a gather, deterministic). Same geometry arguments as im2col.
+// (the adjoint of im2col; a gather, deterministic), plus bias[c] (length C) when not null
+// (conv_transpose2d). Same geometry arguments as im2col.
 void col2im(DType dt, void* dx, const void* cols, index_t N, index_t C, index_t H, index_t W,
             index_t KH, index_t KW, index_t ph, index_t pw, index_t sh, index_t sw, index_t dh,
-            index_t dw, index_t OH, index_t OW);
+            index_t dw, index_t OH, index_t OW, const void* bias = nullptr);
 // db[o] = sum of dy[n, o, :] over n and the P positions (dy contiguous (N, O, P)), in order.
 void channel_sum(DType dt, void* db, const void* dy, index_t N, index_t O, index_t P);
+// The per-group GEMMs of a convolution x (N, C, H, W) -> y (N, O, OH, OW) with G groups,
+// weight (O, C / G, KH, KW), KK = KH * KW, P = OH * OW, cols = im2col(x) (N, C * KK, P); all
+// contiguous. conv_transpose2d runs the same GEMMs with its x in y's place.
+struct ConvGemmDims {
+  DType dtype = DType::f32;
+  index_t N = 0, C = 0, O = 0, G = 1, KK = 0, P = 0;
+};
+// y_{n,g} = W_g cols_{n,g} (+ bias (O) per output channel when not null): one batched GEMM per group.
+void conv_gemm_forward(const ConvGemmDims& d, void* y, const void* w, const void* cols, const void* bias);
+// dcols_{n,g} = W_g^T dy_{n,g} (dcols like cols, dy like y): one batched GEMM per group.
+void conv_gemm_dcols(const ConvGemmDims& d, void* dcols, const void* w, const void* dy);
+// dw_g = sum over n, in image order, of dy_{n,g} cols_{n,g}^T (one GEMM per image and group,
+// accumulated in place: deterministic); zero when N or P is 0.
+void conv_gemm_dweight(const ConvGemmDims& d, void* dw, const void* dy, const void* cols);
+
+// ---- pooling (pool.cu) ----
+// 2-D pooling over planes (the N * C planes of an (N, C, H, W) or (C, H, W) array), geometry
+// and conventions as the CPU path (cpu/pool/pool.h, torch's): output (oh, ow) pools rows
+// oh * sh - ph + i * dh (i < kh) and columns ow * sw - pw + j * dw; Ho, Wo from the caller.
+struct PoolDims {
+  index_t planes = 0, H = 0, W = 0, Ho = 0, Wo = 0;
+  index_t kh = 1, kw = 1, sh = 1, sw = 1, ph = 0, pw = 0, dh = 1, dw = 1;
+};
+// A strided (planes, rows, cols) view: element (q, r, s) at p + (q / C) * sn + (q % C) * sc +
+// r * sr + s * ss elements (a 3-D array: C = planes, sn = 0).
+struct PlaneView {
+  const void* p = nullptr;
+  index_t C = 1, sn = 0, sc = 0, sr = 0, ss = 0;
+};
+// y (planes, Ho, Wo) = window maxima; idx (same shape, int64, flat within the H * W plane) or
+// null. A NaN wins (the last NaN of the window), as the CPU path; a thread per output.
+void max_pool2d(DType dt, const PoolDims& g, void* y, int64_t* idx, const PlaneView& x);
+// dx (planes, H, W) = dy (planes, Ho, Wo) summed at idx (contiguous, int32 / int64 by
+// idx_bits; every value must already be checked to lie in [0, H * W)); per element in
+// output order (deterministic, bitwise the CPU's sums): a warp per plane, no atomics.
+void max_pool2d_backward(DType dt, const PoolDims& g, void* dx, const void* dy, const void* idx,
+                         int idx_bits);
+// y (planes, Ho, Wo) = window means; divisors as the CPU path (count_include_pad, ceil_mode).
+void avg_pool2d(DType dt, const PoolDims& g, void* y, const PlaneView& x, bool count_include_pad);
+// dx (planes, H, W): each element gathers dy / divisor over the windows holding it, in
+// output order (deterministic); a thread per input element.
+void avg_pool2d_backward(DType dt, const PoolDims& g, void* dx, const PlaneView& dy,
+                         bool count_include_pad);
 
 // ---- recurrent layers (rnn.cu) ----
 enum class RnnFamily : int { rnn_tanh = 0, rnn_relu, lstm, gru };
@@ -184,5 +233,31 @@ void flash_attention_backward(DType dt, void* dq, void* dk, void* dv, const void
                               const void* q, const void* k, const void* v, const void* out,
                               const void* lse, index_t BH, index_t L, index_t S, index_t E,
                               index_t Ev, double scale, bool causal, const AttnMaskView& mask);
+
+// ---- embedding, dropout (embed.cu) ----
+// Embedding ids as a strided view: int32 / int64 (bits) of any shape (ndim <= 8) with element
+// strides; position i is the C-order flat index (as the CPU path's contiguous copy).
+struct IndexView {
+  const void* p = nullptr;
+  int bits = 64;
+  int ndim = 0;
+  index_t shape[8] = {};
+  index_t strides[8] = {};
+};
+// The first position whose id lies outside [0, V), its id in *bad_id; -1 when every id is in
+// range (then *bad_id is untouched). Waits for the result.
+index_t embedding_first_bad(const IndexView& ids, index_t V, long long* bad_id);
+// out (N, D) contiguous: row i = weight row id_i; weight (V, D) read through its element
+// strides rs, cs. Ids must be in range (embedding_first_bad).
+void embedding_forward(DType dt, void* out, const void* weight, index_t rs, index_t cs,
+                       const IndexView& ids, index_t D);
+// dw (V, D) contiguous, written with `=`: row v = the sum of g's rows i (g (N, D) contiguous)
+// with id_i = v, added in increasing i (the CPU path's order and bits; no atomics); rows no
+// id names are 0. Ids must be in range.
+void embedding_backward(DType dt, void* dw, const void* g, const IndexView& ids, index_t V,
+                        index_t D);
+// y, mask (one byte per element, 0 / 1), x: n contiguous elements. The CPU path's dropout_fwd
+// bit for bit: Philox 4x32-10 keyed by seed, counter i / 4, word i % 4; p in [0, 1].
+void dropout(DType dt, void* y, void* mask, const void* x, index_t n, double p, uint64_t seed);
 
 }  // namespace nnk::cuda

@@ -1,8 +1,15 @@
-// im2col / col2im for conv2d on the GPU (conv2d = im2col + the batched GEMM of gemm.cu; the
-// backward: dW from dY and the columns, dcols = W^T dY, dx = col2im(dcols), db by sums):
+// im2col / col2im and the GEMMs of conv2d and conv_transpose2d on the GPU:
+//   conv2d:               cols = im2col(x), then per group y_g = W_g cols_g (conv_gemm_forward)
+//   conv2d backward:      dW_g = sum_n dY_{n,g} cols_{n,g}^T in image order (conv_gemm_dweight),
+//                         dcols_g = W_g^T dY_g (conv_gemm_dcols), dx = col2im(dcols), db = sums
+//   conv_transpose2d:     conv2d's backward-data: cols_g = W_g^T x_g, y = col2im(cols) + bias
+//   its backward:         dx = conv2d(dY, W) (im2col + conv_gemm_forward), dW by
+//                         conv_gemm_dweight with x in dY's place, db = channel sums of dY
+// The column layout is F.unfold's:
 //   cols[n, (c * KH + i) * KW + j, oh * OW + ow] = x[n, c, oh * sh - ph + i * dh, ow * sw - pw + j * dw]
-// (0 outside the image), the F.unfold layout. One thread per element of cols; consecutive
-// threads take consecutive output positions, so writes coalesce and reads mostly do.
+// (0 outside the image). im2col: one thread per element of cols; consecutive threads take
+// consecutive output positions, so writes coalesce and reads mostly do. col2im: one thread per
+// pixel gathering its entries (no atomics). Everything is deterministic.
 #include <cuda_runtime.h>
 
 #include "cuda/api.h"
@@ -37,9 +44,11 @@ __global__ void im2col_kernel(T* __restrict__ cols, const T* __restrict__ x, ind
 
 // col2im as a gather (deterministic, no atomics): one thread per element of dx,
 //   dx[n, c, h, w] = sum over (i, j) with h = oh * sh - ph + i * dh, w = ow * sw - pw + j * dw
-//                    of cols[n, (c * KH + i) * KW + j, oh * OW + ow].
+//                    of cols[n, (c * KH + i) * KW + j, oh * OW + ow]  (+ bias[c] when given,
+//                    added after the sum as the CPU's conv_transpose2d does).
 template <typename T>
-__global__ void col2im_kernel(T* __restrict__ dx, const T* __restrict__ cols, index_t total,
+__global__ void col2im_kernel(T* __restrict__ dx, const T* __restrict__ cols, const T* __restrict__ bias,
+                              index_t total,
                               index_t C, index_t H, index_t W, index_t KH, index_t KW, index_t ph,
                               index_t pw, index_t sh, index_t sw, index_t dh, index_t dw,
                               index_t OH, index_t OW) {
@@ -66,7 +75,7 @@ __global__ void col2im_kernel(T* __restrict__ dx, const T* __restrict__ cols, in
         acc += cn[(i * KW + j) * OH * OW + oh * OW + ow];
       }
     }
-    dx[e] = acc;
+    dx[e] = bias ? acc + bias[c] : acc;
   }
 }
 
@@ -87,18 +96,18 @@ __global__ void channel_sum_kernel(T* __restrict__ db, const T* __restrict__ dy,
 
 void col2im(DType dt, void* dx, const void* cols, index_t N, index_t C, index_t H, index_t W,
             index_t KH, index_t KW, index_t ph, index_t pw, index_t sh, index_t sw, index_t dh,
-            index_t dw, index_t OH, index_t OW) {
+            index_t dw, index_t OH, index_t OW, const void* bias) {
   const index_t total = N * C * H * W;
   if (total == 0) return;
   const Launch l = elementwise_launch(total);
   if (dt == DType::f32)
     col2im_kernel<float><<<unsigned(l.grid_x), l.block>>>(
-        static_cast<float*>(dx), static_cast<const float*>(cols), total, C, H, W, KH, KW, ph, pw,
-        sh, sw, dh, dw, OH, OW);
+        static_cast<float*>(dx), static_cast<const float*>(cols), static_cast<const float*>(bias), total,
+        C, H, W, KH, KW, ph, pw, sh, sw, dh, dw, OH, OW);
   else
     col2im_kernel<double><<<unsigned(l.grid_x), l.block>>>(
-        static_cast<double*>(dx), static_cast<const double*>(cols), total, C, H, W, KH, KW, ph, pw,
-        sh, sw, dh, dw, OH, OW);
+        static_cast<double*>(dx), static_cast<const double*>(cols), static_cast<const double*>(bias), total,
+        C, H, W, KH, KW, ph, pw, sh, sw, dh, dw, OH, OW);
   CUDA_CHECK(cudaGetLastError());
 }
 
@@ -127,6 +136,53 @@ void im2col(DType dt, void* cols, const void* x, index_t N, index_t C, index_t H
         static_cast<double*>(cols), static_cast<const double*>(x), total, C, H, W, KH, KW, ph, pw,
         sh, sw, dh, dw, OH, OW);
   CUDA_CHECK(cudaGetLastError());
+}
+
+// The per-group GEMMs (ConvGemmDims in api.h). Offsets in elements, scaled by the item size.
+namespace {
+const void* at(const void* p, index_t off, index_t item) { return static_cast<const char*>(p) + off * item; }
+void* at(void* p, index_t off, index_t item) { return static_cast<char*>(p) + off * item; }
+}  // namespace
+
+void conv_gemm_forward(const ConvGemmDims& d, void* y, const void* w, const void* cols, const void* bias) {
+  const index_t Cg = d.C / d.G, Og = d.O / d.G, item = dtype_size(d.dtype);
+  for (index_t g = 0; g < d.G; ++g) {  // y_{n,g} (Og x P) = W_g (Og x Cg KK) cols_{n,g} (Cg KK x P), all n
+    GemmParams p;
+    p.dtype = d.dtype; p.M = Og; p.N = d.P; p.K = Cg * d.KK; p.batch = d.N;
+    p.a = at(w, g * Og * Cg * d.KK, item); p.rs_a = Cg * d.KK; p.cs_a = 1;
+    p.b = at(cols, g * Cg * d.KK * d.P, item); p.rs_b = d.P; p.cs_b = 1; p.batch_b = d.C * d.KK * d.P;
+    p.c = at(y, g * Og * d.P, item); p.rs_c = d.P; p.batch_c = d.O * d.P;
+    if (bias) { p.bias = at(bias, g * Og, item); p.bias_per_row = true; }
+    gemm(p);
+  }
+}
+
+void conv_gemm_dcols(const ConvGemmDims& d, void* dcols, const void* w, const void* dy) {
+  const index_t Cg = d.C / d.G, Og = d.O / d.G, item = dtype_size(d.dtype);
+  for (index_t g = 0; g < d.G; ++g) {  // dcols_{n,g} (Cg KK x P) = W_g^T (Cg KK x Og) dY_{n,g} (Og x P), all n
+    GemmParams q;
+    q.dtype = d.dtype; q.M = Cg * d.KK; q.N = d.P; q.K = Og; q.batch = d.N;
+    q.a = at(w, g * Og * Cg * d.KK, item); q.rs_a = 1; q.cs_a = Cg * d.KK;
+    q.b = at(dy, g * Og * d.P, item); q.rs_b = d.P; q.cs_b = 1; q.batch_b = d.O * d.P;
+    q.c = at(dcols, g * Cg * d.KK * d.P, item); q.rs_c = d.P; q.batch_c = d.C * d.KK * d.P;
+    gemm(q);
+  }
+}
+
+void conv_gemm_dweight(const ConvGemmDims& d, void* dw, const void* dy, const void* cols) {
+  const index_t Cg = d.C / d.G, Og = d.O / d.G, item = dtype_size(d.dtype);
+  if (d.N == 0 || d.P == 0) fill_zero(dw, size_t(d.O * Cg * d.KK * item));
+  for (index_t g = 0; g < d.G; ++g) {
+    for (index_t n = 0; n < d.N && d.P > 0; ++n) {  // dW_g += dY_{n,g} (Og x P) cols_{n,g}^T (P x Cg KK)
+      GemmParams p;
+      p.dtype = d.dtype; p.M = Og; p.N = Cg * d.KK; p.K = d.P;
+      p.a = at(dy, (n * d.O + g * Og) * d.P, item); p.rs_a = d.P; p.cs_a = 1;
+      p.b = at(cols, (n * d.C * d.KK + g * Cg * d.KK) * d.P, item); p.rs_b = 1; p.cs_b = d.P;
+      p.c = at(dw, g * Og * Cg * d.KK, item); p.rs_c = Cg * d.KK;
+      if (n > 0) { p.c_in = p.c; p.rs_cin = Cg * d.KK; p.cs_cin = 1; p.beta = 1.0; }
+      gemm(p);
+    }
+  }
 }
 
 }  // namespace nnk::cuda

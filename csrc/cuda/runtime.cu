@@ -2,6 +2,7 @@
 // C-contiguous before the kernels that want them so).
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 
@@ -150,6 +151,62 @@ void strided_copy_items(index_t item_bytes, void* dst, const void* src, int ndim
 void strided_copy(DType dt, void* dst, const void* src, int ndim, const index_t* shape,
                   const index_t* strides) {
   strided_copy_items(dtype_size(dt), dst, src, ndim, shape, strides);
+}
+
+namespace {
+// Kept dims (in order) address dst; reduced dims are walked in C order for each of its elements.
+struct SumDims {
+  int nk = 0, nr = 0;
+  index_t kshape[kMaxDims], kstride[kMaxDims];  // kept dims: sizes, src strides
+  index_t rshape[kMaxDims], rstride[kMaxDims];  // reduced dims
+  index_t rcount = 1;
+};
+
+template <typename T>
+__global__ void sum_dims_kernel(T* __restrict__ dst, const T* __restrict__ src, index_t n, SumDims d) {
+  for (index_t i = blockIdx.x * index_t(blockDim.x) + threadIdx.x; i < n;
+       i += index_t(gridDim.x) * blockDim.x) {
+    index_t rem = i, base = 0;
+    for (int k = d.nk - 1; k >= 0; --k) {
+      base += (rem % d.kshape[k]) * d.kstride[k];
+      rem /= d.kshape[k];
+    }
+    T acc = T(0);
+    for (index_t r = 0; r < d.rcount; ++r) {
+      index_t rr = r, off = 0;
+      for (int k = d.nr - 1; k >= 0; --k) {
+        off += (rr % d.rshape[k]) * d.rstride[k];
+        rr /= d.rshape[k];
+      }
+      acc += src[base + off];
+    }
+    dst[i] = acc;
+  }
+}
+}  // namespace
+
+void sum_dims(DType dt, void* dst, const void* src, int ndim, const index_t* shape, const bool* reduced) {
+  if (ndim > kMaxDims) throw ValueError("CUDA arrays of more than 8 dimensions are not supported");
+  SumDims d;
+  index_t stride = 1, n = 1;
+  for (int k = ndim - 1; k >= 0; --k) {  // src's C strides, split into kept and reduced dims
+    if (reduced[k]) { d.rshape[d.nr] = shape[k]; d.rstride[d.nr++] = stride; d.rcount *= shape[k]; }
+    else { d.kshape[d.nk] = shape[k]; d.kstride[d.nk++] = stride; n *= shape[k]; }
+    stride *= shape[k];
+  }
+  std::reverse(d.kshape, d.kshape + d.nk); std::reverse(d.kstride, d.kstride + d.nk);
+  std::reverse(d.rshape, d.rshape + d.nr); std::reverse(d.rstride, d.rstride + d.nr);
+  if (n == 0) return;
+  if (stride == 0) {  // nothing to sum: zeros
+    fill_zero(dst, size_t(n * dtype_size(dt)));
+    return;
+  }
+  const Launch l = elementwise_launch(n);
+  if (dt == DType::f32)
+    sum_dims_kernel<float><<<unsigned(l.grid_x), l.block>>>(static_cast<float*>(dst), static_cast<const float*>(src), n, d);
+  else
+    sum_dims_kernel<double><<<unsigned(l.grid_x), l.block>>>(static_cast<double*>(dst), static_cast<const double*>(src), n, d);
+  CUDA_CHECK(cudaGetLastError());
 }
 
 }  // namespace nnk::cuda
