@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-shot GPU check (issue 7): on a machine with an NVIDIA GPU, CUDA (nvcc) and torch with
-# CUDA, build nnkernels with the CUDA part, run tests/test_cuda.py and a short benchmark
+# CUDA, build nnkernels with the CUDA part, run tests/test_cuda*.py and a short benchmark
 # against torch, and print a summary table. About 8 minutes at most (stage time limits below).
 #   usage: bench/gpu_check.sh [output dir]      (default: $OUT, else bench/out/gpu)
 # Needs only pip packages already installed (torch, numpy, pytest, and for the build either
@@ -42,10 +42,10 @@ if [ $build_rc -ne 0 ]; then tail -40 "$out/build.log"; exit 1; fi
 
 # ---- tests (<= 200 s) ----
 t0=$(date +%s)
-timeout 200 python -m pytest tests/test_cuda.py -q -p no:cacheprovider -ra --junitxml="$out/test_cuda.xml" \
+timeout 240 python -m pytest tests/test_cuda.py tests/test_cuda_embed.py tests/test_cuda_pool.py -q -p no:cacheprovider -ra --junitxml="$out/test_cuda.xml" \
   > "$out/test_cuda.log" 2>&1
 test_rc=$?
-log "tests/test_cuda.py rc=$test_rc in $(( $(date +%s) - t0 )) s: $(tail -1 "$out/test_cuda.log")"
+log "tests/test_cuda*.py rc=$test_rc in $(( $(date +%s) - t0 )) s: $(tail -1 "$out/test_cuda.log")"
 grep -E "^(FAILED|ERROR)" "$out/test_cuda.log" | head -40 | tee -a "$out/summary.txt"
 
 # ---- benchmark (<= 150 s) ----
