@@ -3,7 +3,8 @@
 Run by bench/gpu_check.sh on a machine with an NVIDIA GPU; prints a table and writes JSON.
 Times are medians over `--reps` runs bracketed by CUDA events on the legacy default stream
 (where both torch and nnkernels queue their kernels), after warm-up. TF32 is disabled in
-torch for every case (cuBLAS / cuDNN then compute in true float32, as nnkernels does).
+torch for every case (cuBLAS / cuDNN then compute in true float32, as nnkernels does), but
+the one GEMM case marked TF32, where both sides use it.
 """
 
 import argparse
@@ -51,6 +52,21 @@ def cases(quick):
     a, b = rn(n, n), rn(n, n)
     out.append((f"gemm f32 n={n} (no TF32)", 2 * n ** 3,
                 lambda: ops.matmul(a, b), lambda: torch.matmul(a, b)))
+
+    def ours_tf32(a=a, b=b):
+        nnkernels.cuda.set_allow_tf32(True)
+        try:
+            return ops.matmul(a, b)
+        finally:
+            nnkernels.cuda.set_allow_tf32(False)
+
+    def torch_tf32(a=a, b=b):
+        torch.backends.cuda.matmul.allow_tf32 = True
+        try:
+            return torch.matmul(a, b)
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = False
+    out.append((f"gemm f32 n={n} TF32 (both)", 2 * n ** 3, ours_tf32, torch_tf32))
 
     for causal in (False, True):
         q, k, v = rn(4, 16, 2048, 64), rn(4, 16, 2048, 64), rn(4, 16, 2048, 64)

@@ -623,6 +623,55 @@ def test_gpu_matmul_batched(rng, dtype, no_tf32):
     close(ops.matmul(tcuda(a), tcuda(b2)), tcuda(a) @ tcuda(b2), dtype, factor=4)
 
 
+def test_allow_tf32_flag():
+    """The TF32 switch: off by default (as torch), a bool only; kept in builds without CUDA."""
+    assert nnkernels.cuda.get_allow_tf32() is False
+    try:
+        nnkernels.cuda.set_allow_tf32(True)
+        assert nnkernels.cuda.get_allow_tf32() is True
+    finally:
+        nnkernels.cuda.set_allow_tf32(False)
+    assert nnkernels.cuda.get_allow_tf32() is False
+    with pytest.raises(TypeError, match="bool"):
+        nnkernels.cuda.set_allow_tf32(1)
+
+
+@pytest.fixture
+def tf32():
+    nnkernels.cuda.set_allow_tf32(True)
+    yield
+    nnkernels.cuda.set_allow_tf32(False)
+
+
+@needs_gpu
+@pytest.mark.cuda
+@pytest.mark.parametrize("M,N,K", [(512, 512, 512), (1, 1, 1), (129, 77, 31), (300, 1000, 8), (17, 33, 1000)])
+def test_gpu_gemm_tf32(rng, tf32, M, N, K):
+    """float32 GEMMs on TF32 tensor cores: within TF32's rounding (10-bit mantissa: about
+    5e-4 relative per product) of a float64 product, visibly coarser than the float32 path
+    (so the tensor cores did run), with the epilogue (bias, activation) and any strides."""
+    a = rng.standard_normal((M, K)).astype(np.float32)
+    b = rng.standard_normal((K, N)).astype(np.float32)
+    ref = a.astype(np.float64) @ b.astype(np.float64)
+    rel = lambda x, r: np.linalg.norm(x.astype(np.float64) - r) / max(np.linalg.norm(r), 1e-300)
+    got = ops.matmul(tcuda(a), tcuda(b)).numpy()
+    assert rel(got, ref) < 2e-3
+    nnkernels.cuda.set_allow_tf32(False)
+    exact = ops.matmul(tcuda(a), tcuda(b)).numpy()
+    nnkernels.cuda.set_allow_tf32(True)
+    assert rel(exact, ref) < 1e-5
+    if K >= 8:
+        assert rel(got, ref) > 3 * rel(exact, ref)
+    # transposed operands and the fused epilogue (linear: x W^T + b, relu)
+    w = rng.standard_normal((N, K)).astype(np.float32)
+    bias = rng.standard_normal(N).astype(np.float32)
+    y = ops.linear(tcuda(a), tcuda(w), tcuda(bias), activation="relu").numpy()
+    yref = np.maximum(a.astype(np.float64) @ w.T.astype(np.float64) + bias, 0)
+    assert rel(y, yref) < 2e-3
+    got_t = ops.matmul(tcuda(a.T.copy()).T, tcuda(b)).numpy()
+    assert rel(got_t, ref) < 2e-3
+
+
 @needs_gpu
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", DT)

@@ -1612,6 +1612,17 @@ void bind_cuda_ops(py::module_& m) {
 
 void bind_cuda(py::module_& m) {
   bind_cuda_array(m);
+  // The TF32 switch for float32 GEMMs (None: only read it). Kept without CUDA too (no effect).
+  m.def("cuda_allow_tf32", [](py::handle flag) {
+#if defined(NNK_WITH_CUDA)
+    if (!flag.is_none()) cu::set_allow_tf32(flag.cast<bool>());
+    return cu::allow_tf32();
+#else
+    static bool on = false;
+    if (!flag.is_none()) on = flag.cast<bool>();
+    return on;
+#endif
+  });
 #if defined(NNK_WITH_CUDA)
   bind_cuda_ops(m);
   // Internal (tests): the launch-shape arithmetic of launch.h.

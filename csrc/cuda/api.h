@@ -52,6 +52,10 @@ void fill_zero(void* dst, size_t bytes);
 void copy_d2d(void* dst, const void* src, size_t bytes);  // queued on stream 0
 
 // ---- GEMM (gemm.cu) ----
+// Float32 GEMMs on TF32 tensor cores (inputs rounded to a 10-bit mantissa) while set; off by
+// default (torch's allow_tf32 for matmuls). Process-wide.
+void set_allow_tf32(bool on);
+bool allow_tf32();
 // C[b][m, n] = act(alpha * sum_k A[b][m, k] B[b][k, n] + beta * Cin[m, n] + bias), per batch
 // b < batch with A[b] = a + b * batch_a (likewise B, C; Cin is shared). Cin is read only when
 // beta != 0. bias: length N (per column) or, with bias_per_row, length M.

@@ -12,7 +12,19 @@
 // of threads to elements follows the unit-stride dimension so global reads coalesce.
 // The epilogue applies alpha, beta * Cin (broadcast strides), bias and the activation once,
 // as the tile is written. Accumulation in T (as cuBLAS without TF32).
+//
+// TF32 (float32, opt-in with nnkernels.cuda.set_allow_tf32(True); off by default, as torch's
+// allow_tf32 for matmuls): the same 128 x 128 x 8 tiles, loads and epilogue, but the products
+// on tensor cores (WMMA m16n16k8, inputs rounded to TF32's 10-bit mantissa, float
+// accumulators): 8 warps as 2 x 4, each a 64 x 32 piece of C as 4 x 2 fragments; A stored
+// row-major (As[m][k]) for the fragments. The epilogue goes through a 16 x 16 shared scratch
+// per warp. Every float32 GEMM of the CUDA part (gemm, matmul, linear, conv, rnn) takes it
+// while the flag is set.
 #include <cuda_runtime.h>
+#include <mma.h>
+
+#include <atomic>
+#include <type_traits>
 
 #include <algorithm>
 
@@ -47,6 +59,53 @@ __device__ __forceinline__ void load16(const double* p, double* out) {
   out[0] = v.x; out[1] = v.y;
 }
 
+// The global -> register half of a K-step, shared by both kernels: NT threads load a BM x BK
+// tile of A and a BK x BN tile of B (zeros past the edges). Thread -> element maps follow the
+// unit-stride dimension (along k when A is row-major, cs_a == 1; along n for B unless it is
+// column-major) so the reads coalesce; a_pos / b_pos give each loaded element's tile position.
+template <typename T, int BM, int BN, int BK, int NT>
+struct TileLoads {
+  static constexpr int A_PER = BM * BK / NT, B_PER = BN * BK / NT;  // elements each thread loads
+  static_assert(BM * BK % NT == 0 && BN * BK % NT == 0, "tile / thread mismatch");
+  T ra[A_PER], rb[B_PER];
+  bool a_kfast, b_nfast;
+  __device__ explicit TileLoads(const GemmArgsT<T>& p) : a_kfast(p.cs_a == 1), b_nfast(p.cs_b == 1 || p.rs_b != 1) {}
+  __device__ __forceinline__ void a_pos(int e, int& mm, int& kk) const {
+    mm = a_kfast ? e / BK : e % BM;
+    kk = a_kfast ? e % BK : e / BM;
+  }
+  __device__ __forceinline__ void b_pos(int e, int& nn, int& kk) const {
+    nn = b_nfast ? e % BN : e / BK;
+    kk = b_nfast ? e / BN : e % BK;
+  }
+  __device__ __forceinline__ void load(const GemmArgsT<T>& p, const T* A, const T* B, index_t m0, index_t n0,
+                                       index_t k0, int tid) {
+#pragma unroll
+    for (int i = 0; i < A_PER; ++i) {
+      int mm, kk;
+      a_pos(tid + i * NT, mm, kk);
+      const index_t m = m0 + mm, k = k0 + kk;
+      ra[i] = (m < p.M && k < p.K) ? A[m * p.rs_a + k * p.cs_a] : T(0);
+    }
+#pragma unroll
+    for (int i = 0; i < B_PER; ++i) {
+      int nn, kk;
+      b_pos(tid + i * NT, nn, kk);
+      const index_t n = n0 + nn, k = k0 + kk;
+      rb[i] = (n < p.N && k < p.K) ? B[k * p.rs_b + n * p.cs_b] : T(0);
+    }
+  }
+};
+
+// C[m, n] from its accumulated product: alpha, beta * Cin, bias, activation.
+template <typename T>
+__device__ __forceinline__ void write_c(const GemmArgsT<T>& p, T* C, index_t m, index_t n, T acc) {
+  T v = p.alpha * acc;
+  if (p.beta != T(0)) v += p.beta * p.c_in[m * p.rs_cin + n * p.cs_cin];
+  if (p.bias) v += p.bias[p.bias_per_row ? m : n];
+  C[m * p.rs_c + n] = dev::act_apply(p.act, v, T(0));
+}
+
 template <typename T>
 __global__ void __launch_bounds__((GemmTile<T>::BM / GemmTile<T>::TM) * (GemmTile<T>::BN / GemmTile<T>::TN))
 gemm_kernel(GemmArgsT<T> p) {
@@ -54,8 +113,6 @@ gemm_kernel(GemmArgsT<T> p) {
   constexpr int TM = GemmTile<T>::TM, TN = GemmTile<T>::TN, VW = GemmTile<T>::VW;
   constexpr int TY = BM / TM, TX = BN / TN;
   constexpr int NT = TY * TX;
-  constexpr int A_PER = BM * BK / NT, B_PER = BN * BK / NT;  // elements each thread loads
-  static_assert(BM * BK % NT == 0 && BN * BK % NT == 0, "tile / thread mismatch");
   static_assert(VW * sizeof(T) == 16 && TM % VW == 0 && TN % VW == 0, "16-byte groups");
 
   __shared__ __align__(16) T As[2][BK][BM + VW];
@@ -68,39 +125,20 @@ gemm_kernel(GemmArgsT<T> p) {
   const T* B = p.b + index_t(blockIdx.z) * p.batch_b;
   T* C = p.c + index_t(blockIdx.z) * p.batch_c;
 
-  // Thread -> element maps: along k when A is row-major (cs_a == 1), else along m.
-  const bool a_kfast = p.cs_a == 1;
-  const bool b_nfast = p.cs_b == 1 || p.rs_b != 1;
-  T ra[A_PER], rb[B_PER];
-
-  auto load = [&](index_t k0) {
+  TileLoads<T, BM, BN, BK, NT> ld(p);
+  auto load = [&](index_t k0) { ld.load(p, A, B, m0, n0, k0, tid); };
+  auto store = [&](int buf) {  // A transposed (As[k][m]), B as is
 #pragma unroll
-    for (int i = 0; i < A_PER; ++i) {
-      const int e = tid + i * NT;
-      const int mm = a_kfast ? e / BK : e % BM, kk = a_kfast ? e % BK : e / BM;
-      const index_t m = m0 + mm, k = k0 + kk;
-      ra[i] = (m < p.M && k < p.K) ? A[m * p.rs_a + k * p.cs_a] : T(0);
+    for (int i = 0; i < ld.A_PER; ++i) {
+      int mm, kk;
+      ld.a_pos(tid + i * NT, mm, kk);
+      As[buf][kk][mm] = ld.ra[i];
     }
 #pragma unroll
-    for (int i = 0; i < B_PER; ++i) {
-      const int e = tid + i * NT;
-      const int nn = b_nfast ? e % BN : e / BK, kk = b_nfast ? e / BN : e % BK;
-      const index_t n = n0 + nn, k = k0 + kk;
-      rb[i] = (n < p.N && k < p.K) ? B[k * p.rs_b + n * p.cs_b] : T(0);
-    }
-  };
-  auto store = [&](int buf) {
-#pragma unroll
-    for (int i = 0; i < A_PER; ++i) {
-      const int e = tid + i * NT;
-      const int mm = a_kfast ? e / BK : e % BM, kk = a_kfast ? e % BK : e / BM;
-      As[buf][kk][mm] = ra[i];
-    }
-#pragma unroll
-    for (int i = 0; i < B_PER; ++i) {
-      const int e = tid + i * NT;
-      const int nn = b_nfast ? e % BN : e / BK, kk = b_nfast ? e / BN : e % BK;
-      Bs[buf][kk][nn] = rb[i];
+    for (int i = 0; i < ld.B_PER; ++i) {
+      int nn, kk;
+      ld.b_pos(tid + i * NT, nn, kk);
+      Bs[buf][kk][nn] = ld.rb[i];
     }
   };
 
@@ -146,13 +184,104 @@ gemm_kernel(GemmArgsT<T> p) {
     for (int j = 0; j < TN; ++j) {
       const index_t n = n0 + gemm_tile_pos(tx, j, TX, VW);
       if (n >= p.N) continue;
-      T v = p.alpha * acc[i][j];
-      if (p.beta != T(0)) v += p.beta * p.c_in[m * p.rs_cin + n * p.cs_cin];
-      if (p.bias) v += p.bias[p.bias_per_row ? m : n];
-      C[m * p.rs_c + n] = dev::act_apply(p.act, v, T(0));
+      write_c(p, C, m, n, acc[i][j]);
     }
   }
 }
+
+// ---- TF32 tensor-core kernel (float32, opt-in) ----
+constexpr int kTfBM = GemmTile<float>::BM, kTfBN = GemmTile<float>::BN, kTfBK = GemmTile<float>::BK;
+constexpr int kTfWarpsM = 2, kTfWarpsN = 4, kTfThreads = 32 * kTfWarpsM * kTfWarpsN;
+constexpr int kTfWM = kTfBM / kTfWarpsM, kTfWN = kTfBN / kTfWarpsN;  // each warp's piece of C
+constexpr int kTfFM = kTfWM / 16, kTfFN = kTfWN / 16;                // its 16 x 16 fragments
+constexpr int kTfLdA = kTfBK + 4, kTfLdB = kTfBN + 4;  // padded rows (multiples of 4 floats, 16 B)
+static_assert(kTfBK == 8 && kTfThreads == (kTfBM / GemmTile<float>::TM) * (kTfBN / GemmTile<float>::TN),
+              "the TF32 kernel uses the float32 tiles and launch shape");
+
+__global__ void __launch_bounds__(kTfThreads) gemm_tf32_kernel(GemmArgsT<float> p) {
+  using namespace nvcuda;
+  // Fragment loads need 32-byte aligned starts: rows of 16 (A) and columns of 16 (B) apart.
+  __shared__ __align__(32) float As[2][kTfBM][kTfLdA];
+  __shared__ __align__(32) float Bs[2][kTfBK][kTfLdB];
+  __shared__ __align__(32) float Cs[kTfWarpsM * kTfWarpsN][16 * 16];
+
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int wm = warp / kTfWarpsN, wn = warp % kTfWarpsN;
+  const index_t m0 = index_t(blockIdx.y) * kTfBM, n0 = index_t(blockIdx.x) * kTfBN;
+  const float* A = p.a + index_t(blockIdx.z) * p.batch_a;
+  const float* B = p.b + index_t(blockIdx.z) * p.batch_b;
+  float* C = p.c + index_t(blockIdx.z) * p.batch_c;
+
+  TileLoads<float, kTfBM, kTfBN, kTfBK, kTfThreads> ld(p);
+  auto store = [&](int buf) {  // both row-major: As[m][k], Bs[k][n]
+#pragma unroll
+    for (int i = 0; i < ld.A_PER; ++i) {
+      int mm, kk;
+      ld.a_pos(tid + i * kTfThreads, mm, kk);
+      As[buf][mm][kk] = ld.ra[i];
+    }
+#pragma unroll
+    for (int i = 0; i < ld.B_PER; ++i) {
+      int nn, kk;
+      ld.b_pos(tid + i * kTfThreads, nn, kk);
+      Bs[buf][kk][nn] = ld.rb[i];
+    }
+  };
+
+  wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[kTfFM][kTfFN];
+#pragma unroll
+  for (int i = 0; i < kTfFM; ++i)
+#pragma unroll
+    for (int j = 0; j < kTfFN; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
+
+  const index_t ksteps = (p.K + kTfBK - 1) / kTfBK;
+  if (ksteps > 0) {
+    ld.load(p, A, B, m0, n0, 0, tid);
+    store(0);
+  }
+  __syncthreads();
+  for (index_t s = 0; s < ksteps; ++s) {
+    const int cur = int(s & 1);
+    if (s + 1 < ksteps) ld.load(p, A, B, m0, n0, (s + 1) * kTfBK, tid);  // overlaps the MMAs
+    wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> af[kTfFM];
+    wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> bf[kTfFN];
+#pragma unroll
+    for (int i = 0; i < kTfFM; ++i) {
+      wmma::load_matrix_sync(af[i], &As[cur][wm * kTfWM + i * 16][0], kTfLdA);
+#pragma unroll
+      for (int t = 0; t < af[i].num_elements; ++t) af[i].x[t] = wmma::__float_to_tf32(af[i].x[t]);
+    }
+#pragma unroll
+    for (int j = 0; j < kTfFN; ++j) {
+      wmma::load_matrix_sync(bf[j], &Bs[cur][0][wn * kTfWN + j * 16], kTfLdB);
+#pragma unroll
+      for (int t = 0; t < bf[j].num_elements; ++t) bf[j].x[t] = wmma::__float_to_tf32(bf[j].x[t]);
+    }
+#pragma unroll
+    for (int i = 0; i < kTfFM; ++i)
+#pragma unroll
+      for (int j = 0; j < kTfFN; ++j) wmma::mma_sync(acc[i][j], af[i], bf[j], acc[i][j]);
+    if (s + 1 < ksteps) store(cur ^ 1);  // the other buffer: nobody reads it this step
+    __syncthreads();
+  }
+
+  // Epilogue: each fragment through this warp's scratch, 8 elements per lane.
+  float* cs = Cs[warp];
+#pragma unroll
+  for (int i = 0; i < kTfFM; ++i)
+#pragma unroll
+    for (int j = 0; j < kTfFN; ++j) {
+      wmma::store_matrix_sync(cs, acc[i][j], 16, wmma::mem_row_major);
+      __syncwarp();
+      for (int e = lane; e < 16 * 16; e += 32) {
+        const index_t m = m0 + wm * kTfWM + i * 16 + e / 16, n = n0 + wn * kTfWN + j * 16 + e % 16;
+        if (m < p.M && n < p.N) write_c(p, C, m, n, cs[e]);
+      }
+      __syncwarp();
+    }
+}
+
+std::atomic<bool> g_allow_tf32{false};
 
 template <typename T>
 void launch(const GemmParams& g) {
@@ -170,12 +299,21 @@ void launch(const GemmParams& g) {
     const Launch l = gemm_launch(g.dtype, g.M, g.N, std::min<index_t>(kMaxGridYZ, g.batch - b0));
     GemmArgsT<T> q = p;
     q.a += b0 * g.batch_a; q.b += b0 * g.batch_b; q.c += b0 * g.batch_c;
-    gemm_kernel<T><<<dim3(unsigned(l.grid_x), unsigned(l.grid_y), unsigned(l.grid_z)), l.block>>>(q);
+    const dim3 grid(unsigned(l.grid_x), unsigned(l.grid_y), unsigned(l.grid_z));
+    if constexpr (std::is_same_v<T, float>) {
+      if (g_allow_tf32.load(std::memory_order_relaxed)) gemm_tf32_kernel<<<grid, kTfThreads>>>(q);
+      else gemm_kernel<T><<<grid, l.block>>>(q);
+    } else {
+      gemm_kernel<T><<<grid, l.block>>>(q);
+    }
     CUDA_CHECK(cudaGetLastError());
   }
 }
 
 }  // namespace
+
+void set_allow_tf32(bool on) { g_allow_tf32.store(on, std::memory_order_relaxed); }
+bool allow_tf32() { return g_allow_tf32.load(std::memory_order_relaxed); }
 
 void gemm(const GemmParams& g) {
   if (g.M == 0 || g.N == 0 || g.batch == 0) return;

@@ -15,7 +15,8 @@ from . import _C
 
 DeviceArray = _C.DeviceArray
 
-__all__ = ["DeviceArray", "asarray", "is_available", "device_count", "synchronize"]
+__all__ = ["DeviceArray", "asarray", "is_available", "device_count", "synchronize", "set_allow_tf32",
+           "get_allow_tf32"]
 
 
 def is_available():
@@ -39,3 +40,19 @@ def synchronize():
     """Wait for every kernel queued by nnkernels (the ops are asynchronous on the GPU;
     ``DeviceArray.numpy()`` waits by itself)."""
     _C.cuda_synchronize()
+
+
+def set_allow_tf32(flag):
+    """Run float32 GEMMs on the GPU (gemm, matmul, linear, and those inside conv2d,
+    conv_transpose2d and the recurrent ops) on TF32 tensor cores: inputs rounded to a 10-bit
+    mantissa (relative error about 1e-3 instead of 1e-6), float32 accumulation. Off by
+    default, as torch's ``torch.backends.cuda.matmul.allow_tf32``. Process-wide; no effect
+    on the CPU paths or on a build without CUDA. flag must be a bool (TypeError otherwise)."""
+    if not isinstance(flag, bool):
+        raise TypeError(f"set_allow_tf32: flag must be a bool, got {type(flag).__name__}")
+    _C.cuda_allow_tf32(flag)
+
+
+def get_allow_tf32():
+    """Whether float32 GEMMs on the GPU use TF32 tensor cores (see :func:`set_allow_tf32`)."""
+    return bool(_C.cuda_allow_tf32(None))
