@@ -12,23 +12,8 @@ import pytest
 import nnkernels
 from nnkernels import _C, ops
 
-CUDA = nnkernels.config()["cuda"]
-BUILT = CUDA["built"]
-AVAILABLE = CUDA["available"]
-
-needs_built = pytest.mark.skipif(not BUILT, reason="nnkernels was built without CUDA")
-needs_gpu = pytest.mark.skipif(not AVAILABLE, reason="no usable CUDA GPU (config()['cuda']['available'] is False)")
-no_gpu = pytest.mark.skipif(AVAILABLE, reason="would launch a kernel on the fake pointer: only without a GPU")
-
-FAKE_PTR = 0x7F0000001000
-
-
-class FakeCAI:
-    """An object exposing a hand-made __cuda_array_interface__ (version 3)."""
-
-    def __init__(self, shape, typestr="<f4", strides=None, ptr=FAKE_PTR, readonly=False, **extra):
-        self.__cuda_array_interface__ = dict(shape=tuple(shape), typestr=typestr, strides=strides,
-                                             data=(ptr, readonly), version=3, **extra)
+from cuda_support import (AVAILABLE, BUILT, CUDA, DT, FAKE_PTR, FakeCAI, close, f32, needs_built,  # noqa: F401
+                          needs_gpu, no_gpu, no_tf32, tcuda)
 
 
 class FakeDLPack:
@@ -44,10 +29,6 @@ class FakeDLPack:
         if self.max_version is None:
             return self.source.__dlpack__()
         return self.source.__dlpack__(max_version=self.max_version)
-
-
-def f32(*shape):
-    return FakeCAI(shape, "<f4")
 
 
 # ---------------------------------------------------------------------------------------
@@ -509,35 +490,6 @@ if AVAILABLE:
     import torch
     import torch.nn.functional as F
 
-GPU_TOL = {np.float32: 1e-5, np.float64: 1e-12}
-
-
-def close(ours, ref, dtype, factor=1.0):
-    ours = ours.numpy() if isinstance(ours, nnkernels.cuda.DeviceArray) else np.asarray(ours)
-    ref = ref.detach().cpu().numpy() if hasattr(ref, "detach") else np.asarray(ref)
-    assert ours.shape == tuple(ref.shape), (ours.shape, ref.shape)
-    num = np.linalg.norm(ours.astype(np.float64) - ref.astype(np.float64))
-    den = max(np.linalg.norm(ref.astype(np.float64)), 1e-300)
-    assert num / den <= factor * GPU_TOL[np.dtype(dtype).type], f"relative error {num / den:.3e}"
-
-
-def tcuda(a):
-    return torch.from_numpy(np.ascontiguousarray(a)).cuda()
-
-
-@pytest.fixture
-def no_tf32():
-    if AVAILABLE:
-        old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
-        yield
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
-    else:
-        yield
-
-
-DT = [np.float32, np.float64]
 
 
 @needs_gpu

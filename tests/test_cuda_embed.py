@@ -12,27 +12,8 @@ import pytest
 import nnkernels
 from nnkernels import _C, ops
 
-CUDA = nnkernels.config()["cuda"]
-BUILT = CUDA["built"]
-AVAILABLE = CUDA["available"]
-
-needs_built = pytest.mark.skipif(not BUILT, reason="nnkernels was built without CUDA")
-needs_gpu = pytest.mark.skipif(not AVAILABLE, reason="no usable CUDA GPU (config()['cuda']['available'] is False)")
-no_gpu = pytest.mark.skipif(AVAILABLE, reason="would launch a kernel on the fake pointer: only without a GPU")
-
-FAKE_PTR = 0x7F0000001000
-
-
-class FakeCAI:
-    """An object exposing a hand-made __cuda_array_interface__ (version 3)."""
-
-    def __init__(self, shape, typestr="<f4", strides=None, ptr=FAKE_PTR, readonly=False):
-        self.__cuda_array_interface__ = dict(shape=tuple(shape), typestr=typestr, strides=strides,
-                                             data=(ptr, readonly), version=3)
-
-
-def f32(*shape):
-    return FakeCAI(shape, "<f4")
+from cuda_support import (AVAILABLE, BUILT, DT, FAKE_PTR, FakeCAI, close, f32, host,  # noqa: F401
+                          needs_built, needs_gpu, no_gpu, tcuda)
 
 
 def i64(*shape):
@@ -146,28 +127,7 @@ if AVAILABLE:
     import torch
     import torch.nn.functional as F
 
-GPU_TOL = {np.float32: 1e-5, np.float64: 1e-12}
-DT = [np.float32, np.float64]
 IT = [np.int32, np.int64]
-
-
-def host(a):
-    """A CUDA result (DeviceArray or torch tensor) as a numpy array."""
-    if isinstance(a, nnkernels.cuda.DeviceArray):
-        return a.numpy()
-    return a.detach().cpu().numpy()
-
-
-def tcuda(a):
-    return torch.from_numpy(np.array(a, order="C")).cuda()  # np.array keeps 0-d arrays 0-d
-
-
-def close(ours, ref, dtype, factor=1.0):
-    ours, ref = host(ours), np.asarray(host(ref) if hasattr(ref, "detach") else ref)
-    assert ours.shape == ref.shape, (ours.shape, ref.shape)
-    num = np.linalg.norm(ours.astype(np.float64) - ref.astype(np.float64))
-    den = max(np.linalg.norm(ref.astype(np.float64)), 1e-300)
-    assert num / den <= factor * GPU_TOL[np.dtype(dtype).type], f"relative error {num / den:.3e}"
 
 
 def bits_equal(a, b):

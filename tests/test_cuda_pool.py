@@ -12,23 +12,9 @@ import pytest
 import nnkernels
 from nnkernels import _C, ops
 
-CUDA = nnkernels.config()["cuda"]
-BUILT = CUDA["built"]
-AVAILABLE = CUDA["available"]
-
-needs_built = pytest.mark.skipif(not BUILT, reason="nnkernels was built without CUDA")
-needs_gpu = pytest.mark.skipif(not AVAILABLE, reason="no usable CUDA GPU (config()['cuda']['available'] is False)")
-no_gpu = pytest.mark.skipif(AVAILABLE, reason="would launch a kernel on the fake pointer: only without a GPU")
-
-FAKE_PTR = 0x7F0000001000
-
-
-class FakeCAI:
-    """An object exposing a hand-made __cuda_array_interface__ (version 3)."""
-
-    def __init__(self, shape, typestr="<f4", strides=None, ptr=FAKE_PTR, readonly=False):
-        self.__cuda_array_interface__ = dict(shape=tuple(shape), typestr=typestr, strides=strides,
-                                             data=(ptr, readonly), version=3)
+from cuda_support import (AVAILABLE, BUILT, DT, FAKE_PTR, FakeCAI, close, needs_built,  # noqa: F401
+                          needs_gpu, no_gpu, no_tf32, tcuda)
+from cuda_support import host as to_np
 
 
 def dev(*shape, dtype="float32"):
@@ -192,48 +178,10 @@ if AVAILABLE:
     import torch
     import torch.nn.functional as F
 
-GPU_TOL = {np.float32: 1e-5, np.float64: 1e-12}
-DT = [np.float32, np.float64]
-
-
-def to_np(a):
-    if isinstance(a, nnkernels.cuda.DeviceArray):
-        return a.numpy()
-    if hasattr(a, "detach"):
-        return a.detach().cpu().numpy()
-    return np.asarray(a)
-
-
-def close(ours, ref, dtype, factor=1.0):
-    ours, ref = to_np(ours), to_np(ref)
-    assert ours.shape == ref.shape, (ours.shape, ref.shape)
-    assert np.array_equal(np.isnan(ours), np.isnan(ref)), "NaN positions differ"
-    keep = ~np.isnan(ref)
-    o, r = np.where(keep, ours, 0).astype(np.float64), np.where(keep, ref, 0).astype(np.float64)
-    num, den = np.linalg.norm(o - r), max(np.linalg.norm(r), 1e-300)
-    assert num / den <= factor * GPU_TOL[np.dtype(dtype).type], f"relative error {num / den:.3e}"
-
-
-def tcuda(a):
-    return torch.from_numpy(np.ascontiguousarray(a)).cuda()
-
-
 def strided(rng, shape, dtype):
     """A non-contiguous (every other column) host array and its CUDA view with the same strides."""
     big = rng.standard_normal(shape[:-1] + (2 * shape[-1],)).astype(dtype)
     return big[..., ::2], tcuda(big)[..., ::2]
-
-
-@pytest.fixture
-def no_tf32():
-    if AVAILABLE:
-        old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
-        yield
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
-    else:
-        yield
 
 
 # x shape, Cout / groups, kernel, conv_transpose2d keywords (odd and prime sizes, groups,

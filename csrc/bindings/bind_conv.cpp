@@ -381,14 +381,6 @@ namespace nnk::bind {
 
 namespace {
 
-// torch's pooling_output_shape.
-index_t pool_out(index_t n, index_t k, index_t s, index_t p, index_t d, bool ceil) {
-  const index_t num = n + 2 * p - d * (k - 1) - 1 + (ceil ? s - 1 : 0);
-  index_t o = (num >= 0 ? num / s : -((-num + s - 1) / s)) + 1;
-  if (ceil && (o - 1) * s >= n + p) --o;
-  return o;
-}
-
 struct PoolArgs {
   PoolGeom g;
   bool batched;
@@ -421,8 +413,8 @@ PoolArgs pool_args(const char* op, const std::vector<index_t>& xs, py::handle k_
   PoolGeom& g = a.g;
   g.planes = planes; g.H = H; g.W = W;
   g.kh = k[0]; g.kw = k[1]; g.sh = s[0]; g.sw = s[1]; g.ph = p[0]; g.pw = p[1]; g.dh = d[0]; g.dw = d[1];
-  g.Ho = pool_out(H, k[0], s[0], p[0], d[0], ceil);
-  g.Wo = pool_out(W, k[1], s[1], p[1], d[1], ceil);
+  g.Ho = pool_out_size(H, k[0], s[0], p[0], d[0], ceil);
+  g.Wo = pool_out_size(W, k[1], s[1], p[1], d[1], ceil);
   if (g.Ho < 1 || g.Wo < 1)
     throw ValueError(std::string(op) + ": x " + shape_str(xs) + " with kernel_size " + pair_str(k) + ", dilation " +
                      pair_str(d) + " and padding " + pair_str(p) + " gives an empty output " + pair_str({g.Ho, g.Wo}));

@@ -924,14 +924,6 @@ py::tuple cu_conv_transpose2d_backward(DevArg g_, py::handle x_, py::handle w_, 
   return py::make_tuple(dx.owner, dw.owner, db.owner);
 }
 
-// torch's pooling_output_shape (as the CPU binding).
-index_t pool_out_size(index_t n, index_t k, index_t s, index_t p, index_t d, bool ceil) {
-  const index_t num = n + 2 * p - d * (k - 1) - 1 + (ceil ? s - 1 : 0);
-  index_t o = (num >= 0 ? num / s : -((-num + s - 1) / s)) + 1;
-  if (ceil && (o - 1) * s >= n + p) --o;
-  return o;
-}
-
 struct PoolCall {
   cu::PoolDims g;
   std::vector<index_t> out_shape;

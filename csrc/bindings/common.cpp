@@ -253,6 +253,13 @@ bool broadcast_strides(const std::vector<index_t>& shape, const std::vector<inde
   return true;
 }
 
+index_t pool_out_size(index_t n, index_t k, index_t s, index_t p, index_t d, bool ceil) {
+  const index_t num = n + 2 * p - d * (k - 1) - 1 + (ceil ? s - 1 : 0);
+  index_t o = (num >= 0 ? num / s : -((-num + s - 1) / s)) + 1;
+  if (ceil && (o - 1) * s >= n + p) --o;  // the last window must start inside the input or left padding
+  return o;
+}
+
 MatmulGeom matmul_geom(const std::vector<index_t>& a_shape, const std::vector<index_t>& a_strides,
                        const std::vector<index_t>& b_shape, const std::vector<index_t>& b_strides) {
   if (a_shape.empty() || b_shape.empty())

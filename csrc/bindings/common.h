@@ -55,6 +55,10 @@ struct MatmulGeom {
 MatmulGeom matmul_geom(const std::vector<index_t>& a_shape, const std::vector<index_t>& a_strides,
                        const std::vector<index_t>& b_shape, const std::vector<index_t>& b_strides);
 
+// Pooling's output size along one dim (torch's pooling_output_shape), shared by the CPU and
+// CUDA bindings: n input, k kernel, s stride, p padding, d dilation.
+index_t pool_out_size(index_t n, index_t k, index_t s, index_t p, index_t d, bool ceil);
+
 // scaled_dot_product_attention's shapes, shared by the CPU and CUDA bindings: q (..., L, E),
 // k (..., S, E), v (..., S, Ev); the batch dims broadcast as in torch.matmul, and with gqa the
 // head dim (-3) of k and v may divide q's (query head h uses key/value head h / group).

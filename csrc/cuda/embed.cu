@@ -30,6 +30,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "core/philox.h"
 #include "cuda/api.h"
 #include "cuda/cuda_check.h"
 #include "cuda/launch.h"
@@ -137,25 +138,6 @@ __global__ void embed_bwd_kernel(T* __restrict__ dw, const T* __restrict__ g, co
   }
 }
 
-// Philox 4x32-10 (Salmon et al., SC'11), the CPU path's constants and word order.
-constexpr uint32_t kPhiloxM0 = 0xD2511F53u, kPhiloxM1 = 0xCD9E8D57u;
-constexpr uint32_t kPhiloxW0 = 0x9E3779B9u, kPhiloxW1 = 0xBB67AE85u;
-
-__device__ __forceinline__ void philox_block(uint32_t c[4], uint32_t k0, uint32_t k1) {
-#pragma unroll
-  for (int r = 0; r < 10; ++r) {
-    const uint32_t hi0 = __umulhi(kPhiloxM0, c[0]), lo0 = kPhiloxM0 * c[0];
-    const uint32_t hi1 = __umulhi(kPhiloxM1, c[2]), lo1 = kPhiloxM1 * c[2];
-    const uint32_t n0 = hi1 ^ c[1] ^ k0, n2 = hi0 ^ c[3] ^ k1;
-    c[0] = n0;
-    c[1] = lo1;
-    c[2] = n2;
-    c[3] = lo0;
-    k0 += kPhiloxW0;
-    k1 += kPhiloxW1;
-  }
-}
-
 // x * scale as the CPU path computes it: an uncontracted product, and a NaN x comes out as
 // itself, quieted (x86 and Arm propagate a NaN operand's payload; the GPU's product would be
 // its canonical NaN). scale is finite and positive (p < 1), so only a NaN x gives a NaN.
@@ -172,7 +154,7 @@ __global__ void dropout_kernel(T* __restrict__ y, uint8_t* __restrict__ mask, co
   const index_t nb = (n + 3) / 4;
   for (index_t b = blockIdx.x * index_t(blockDim.x) + threadIdx.x; b < nb; b += index_t(gridDim.x) * blockDim.x) {
     uint32_t c[4] = {uint32_t(uint64_t(b)), uint32_t(uint64_t(b) >> 32), 0u, 0u};
-    philox_block(c, k0, k1);
+    philox4x32_10(c, k0, k1);
     const index_t i0 = b * 4;
     const index_t m = n - i0;
 #pragma unroll
@@ -206,13 +188,11 @@ void embed_bwd(void* dw, const void* g, const index_t* pos, const index_t* start
 
 template <typename T>
 void dropout_t(void* y, void* mask, const void* x, index_t n, double p, uint64_t seed) {
-  // The CPU path's expressions (cpu/norm/norm.cpp, dropout_fwd), evaluated on the host.
-  const uint64_t thr = p >= 1.0 ? (uint64_t(1) << 32) : uint64_t(std::ldexp(p, 32));
-  const T scale = p >= 1.0 ? T(0) : T(1.0 / (1.0 - p));
-  const uint32_t k0 = uint32_t(seed), k1 = uint32_t(seed >> 32);
+  const DropoutParams dp = dropout_params(p, seed);  // the CPU path's (core/philox.h)
   const index_t nb = ceil_div(n, 4);
   dropout_kernel<T><<<grid_for(nb, kEltBlock), kEltBlock>>>(static_cast<T*>(y), static_cast<uint8_t*>(mask),
-                                                             static_cast<const T*>(x), n, thr, scale, k0, k1);
+                                                             static_cast<const T*>(x), n, dp.thr, T(dp.scale),
+                                                             dp.k0, dp.k1);
   CUDA_CHECK(cudaGetLastError());
 }
 

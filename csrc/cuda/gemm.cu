@@ -95,6 +95,22 @@ struct TileLoads {
       rb[i] = (n < p.N && k < p.K) ? B[k * p.rs_b + n * p.cs_b] : T(0);
     }
   }
+  // The loaded elements into shared memory: put_a(mm, kk, value), put_b(nn, kk, value).
+  template <class PA, class PB>
+  __device__ __forceinline__ void scatter(int tid, PA&& put_a, PB&& put_b) const {
+#pragma unroll
+    for (int i = 0; i < A_PER; ++i) {
+      int mm, kk;
+      a_pos(tid + i * NT, mm, kk);
+      put_a(mm, kk, ra[i]);
+    }
+#pragma unroll
+    for (int i = 0; i < B_PER; ++i) {
+      int nn, kk;
+      b_pos(tid + i * NT, nn, kk);
+      put_b(nn, kk, rb[i]);
+    }
+  }
 };
 
 // C[m, n] from its accumulated product: alpha, beta * Cin, bias, activation.
@@ -128,18 +144,7 @@ gemm_kernel(GemmArgsT<T> p) {
   TileLoads<T, BM, BN, BK, NT> ld(p);
   auto load = [&](index_t k0) { ld.load(p, A, B, m0, n0, k0, tid); };
   auto store = [&](int buf) {  // A transposed (As[k][m]), B as is
-#pragma unroll
-    for (int i = 0; i < ld.A_PER; ++i) {
-      int mm, kk;
-      ld.a_pos(tid + i * NT, mm, kk);
-      As[buf][kk][mm] = ld.ra[i];
-    }
-#pragma unroll
-    for (int i = 0; i < ld.B_PER; ++i) {
-      int nn, kk;
-      ld.b_pos(tid + i * NT, nn, kk);
-      Bs[buf][kk][nn] = ld.rb[i];
-    }
+    ld.scatter(tid, [&](int mm, int kk, T v) { As[buf][kk][mm] = v; }, [&](int nn, int kk, T v) { Bs[buf][kk][nn] = v; });
   };
 
   T acc[TM][TN];
@@ -214,18 +219,8 @@ __global__ void __launch_bounds__(kTfThreads) gemm_tf32_kernel(GemmArgsT<float> 
 
   TileLoads<float, kTfBM, kTfBN, kTfBK, kTfThreads> ld(p);
   auto store = [&](int buf) {  // both row-major: As[m][k], Bs[k][n]
-#pragma unroll
-    for (int i = 0; i < ld.A_PER; ++i) {
-      int mm, kk;
-      ld.a_pos(tid + i * kTfThreads, mm, kk);
-      As[buf][mm][kk] = ld.ra[i];
-    }
-#pragma unroll
-    for (int i = 0; i < ld.B_PER; ++i) {
-      int nn, kk;
-      ld.b_pos(tid + i * kTfThreads, nn, kk);
-      Bs[buf][kk][nn] = ld.rb[i];
-    }
+    ld.scatter(tid, [&](int mm, int kk, float v) { As[buf][mm][kk] = v; },
+               [&](int nn, int kk, float v) { Bs[buf][kk][nn] = v; });
   };
 
   wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[kTfFM][kTfFN];

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <vector>
 
+#include "core/philox.h"
 #include "core/cpu_features.h"
 #include "core/mempool.h"
 #include "core/parallel.h"
@@ -38,22 +39,6 @@ constexpr index_t kMaxLnBlocks = 256;     // partial dw / db rows at most
 inline index_t idx_at(const int32_t* i32, const int64_t* i64, index_t i) {
   return i32 ? index_t(i32[i]) : index_t(i64[i]);
 }
-
-struct Philox {
-  static constexpr uint32_t M0 = 0xD2511F53u, M1 = 0xCD9E8D57u;
-  static constexpr uint32_t W0 = 0x9E3779B9u, W1 = 0xBB67AE85u;
-  static inline void block(uint32_t c[4], uint32_t k0, uint32_t k1) {
-    for (int r = 0; r < 10; ++r) {
-      const uint64_t p0 = uint64_t(M0) * c[0], p1 = uint64_t(M1) * c[2];
-      const uint32_t hi0 = uint32_t(p0 >> 32), lo0 = uint32_t(p0);
-      const uint32_t hi1 = uint32_t(p1 >> 32), lo1 = uint32_t(p1);
-      const uint32_t n0 = hi1 ^ c[1] ^ k0, n2 = hi0 ^ c[3] ^ k1;
-      c[0] = n0; c[1] = lo1; c[2] = n2; c[3] = lo0;
-      k0 += W0;
-      k1 += W1;
-    }
-  }
-};
 
 }  // namespace
 
@@ -148,17 +133,16 @@ void embedding_bwd(T* dw, const T* g, const int32_t* idx32, const int64_t* idx64
 
 template <typename T>
 void dropout_fwd(T* y, uint8_t* mask, const T* x, index_t n, double p, uint64_t seed) {
-  const uint64_t thr = p >= 1.0 ? (uint64_t(1) << 32) : uint64_t(std::ldexp(p, 32));
-  const T scale = p >= 1.0 ? T(0) : T(1.0 / (1.0 - p));
-  const uint32_t k0 = uint32_t(seed), k1 = uint32_t(seed >> 32);
+  const DropoutParams dp = dropout_params(p, seed);
+  const T scale = T(dp.scale);
   const index_t nb = ceil_div(n, 4);
   parallel_for(nb, kGrain / 4, [&](index_t b0, index_t b1) {
     for (index_t bi = b0; bi < b1; ++bi) {
       uint32_t c[4] = {uint32_t(uint64_t(bi)), uint32_t(uint64_t(bi) >> 32), 0u, 0u};
-      Philox::block(c, k0, k1);
+      philox4x32_10(c, dp.k0, dp.k1);
       const index_t i0 = bi * 4, m = std::min<index_t>(4, n - i0);
       for (index_t j = 0; j < m; ++j) {
-        const bool keep = uint64_t(c[j]) >= thr;
+        const bool keep = uint64_t(c[j]) >= dp.thr;
         mask[i0 + j] = keep;
         y[i0 + j] = keep ? x[i0 + j] * scale : T(0);
       }
