@@ -93,6 +93,34 @@ def test_elementwise_forward_backward(isa, rng, name, dtype):
         assert_close(dx, ref, dtype, torch32_factor(tf, x, g, ref, dtype))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_elementwise_streaming_stores_same_bits(isa, rng, dtype):
+    """Outputs past the last-level cache go out by non-temporal stores (act.cpp): with the
+    cache size forced to one byte every size streams, and the results are the same bits."""
+    from nnkernels import _C
+    sizes = [0, 1, 15, 16, 17, 255, 1031, 40009, 2 * 16384 + 37, 8 * 16384 + 5]
+    cases = [(n, name) for n in sizes for name in ACTS]
+
+    def run():
+        out = []
+        for n, name in cases:
+            fwd, _, bwd, saved = ACTS[name]
+            x = data(np.random.default_rng(n), n, dtype)
+            g = data(np.random.default_rng(n + 1), n, dtype, 1.0)
+            y = fwd(x)
+            out += [y, bwd(g, x if saved == "x" else y)]
+        return out
+    ref = run()
+    assert _C._llc_bytes(1) == 1
+    try:
+        got = run()
+    finally:
+        _C._llc_bytes(0)
+    for a, e in zip(got, ref):
+        assert a.dtype == e.dtype and np.array_equal(a.view(np.uint8), e.view(np.uint8))
+    assert _C._llc_bytes() > 1
+
+
 @pytest.mark.parametrize("name", list(ACTS))
 def test_elementwise_reference_kernel(rng, name):
     """The scalar nnk::ref kernels agree with the vectorised ones."""

@@ -9,11 +9,12 @@ namespace nnk {
 
 template <typename T>
 struct ActIsaKernels {
-  // y[i] = act(x[i]), i < n (y may equal x).
-  void (*fwd)(T* y, const T* x, index_t n, Act act, T param);
+  // y[i] = act(x[i]), i < n (y may equal x). stream: y's whole aligned vectors by
+  // non-temporal stores (fenced before returning), for outputs past the last-level cache.
+  void (*fwd)(T* y, const T* x, index_t n, Act act, T param, bool stream);
   // dx[i] = g[i] * act'(.), from v = x (relu, leaky_relu, gelu, gelu_tanh) or v = y
-  // (sigmoid, tanh), i < n.
-  void (*bwd)(T* dx, const T* g, const T* v, index_t n, Act act, T param);
+  // (sigmoid, tanh), i < n. stream: as fwd.
+  void (*bwd)(T* dx, const T* g, const T* v, index_t n, Act act, T param, bool stream);
   // Softmax over `rows` contiguous rows of length D (the inner == 1 case).
   void (*softmax_rows)(T* y, const T* x, index_t rows, index_t D, bool log);
   void (*softmax_bwd_rows)(T* dx, const T* g, const T* y, index_t rows, index_t D, bool log);
