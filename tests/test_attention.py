@@ -309,6 +309,8 @@ def test_errors(rng):
         ops.scaled_dot_product_attention(q, k[:, :2], k[:, :2])
     with pytest.raises(ValueError, match="multiple"):
         ops.scaled_dot_product_attention(q, k[:, :3], k[:, :3], enable_gqa=True)
+    with pytest.raises(ValueError, match="multiple"):  # zero key heads: an error, not a division by zero
+        ops.scaled_dot_product_attention(q, k[:, :0], k[:, :0], enable_gqa=True)
     with pytest.raises(ValueError, match="attn_mask"):
         ops.scaled_dot_product_attention(q, k, k, np.ones((5, 7), bool))
     with pytest.raises(ValueError, match="is_causal"):

@@ -316,6 +316,12 @@ def test_routing_errors_before_cuda():
         sdpa(f32(4, 5, 8), f32(2, 7, 8), f32(2, 7, 8))
     with pytest.raises(ValueError, match="multiple"):
         sdpa(f32(2, 6, 5, 8), f32(2, 4, 7, 8), f32(2, 4, 7, 8), enable_gqa=True)
+    with pytest.raises(ValueError, match="multiple"):
+        sdpa(f32(4, 3, 8), f32(0, 5, 8), f32(0, 5, 8), enable_gqa=True)
+    with pytest.raises(ValueError, match="grid"):  # the kernels' grid y, before any CUDA call
+        sdpa(f32(1024, 64, 5, 8), f32(1024, 64, 7, 8), f32(1024, 64, 7, 8))
+    with pytest.raises(ValueError, match="grid"):
+        ops.matmul(f32(128 * 70000, 4), f32(4, 8))
     with pytest.raises(ValueError, match="do not broadcast"):
         sdpa(f32(3, 4, 5, 8), f32(2, 4, 7, 8), f32(2, 4, 7, 8))
     with pytest.raises(ValueError, match="batch dims"):

@@ -157,6 +157,7 @@ py::object cu_matmul(DevArg a_, py::handle b_, py::handle out_) {
   same_dtype(a, "a", b, "b");
   const MatmulGeom mg = matmul_geom(a.shape, a.strides, b.shape, b.strides);
   DevTensor out = dev_output_check(out_, a.dtype, mg.oshape, {&a, &b});
+  cu::gemm_launch(a.dtype, mg.M, mg.N, 1);  // grid y <= 65535 (ValueError), before any CUDA call
   dev_prepare({&a, &b});
   index_t batch = 1;
   for (index_t s : mg.batch) batch *= s;
@@ -1103,7 +1104,7 @@ ExpandedView expanded_view(const AttnBatch& ab, const DevTensor& t, bool is_q) {
     const int o = d - (nb - tb);
     const index_t own = is_q ? ab.q_size(d) : ab.k_size(d), st = o < 0 ? 0 : t.strides[size_t(o)];
     const index_t group = is_q ? 1 : ab.group[size_t(d)];
-    if (group > 1) {
+    if (group != 1) {  // (group 0: q has no heads on this dim, enable_gqa)
       add(own, st, false);
       add(group, 0, true);
     } else {
@@ -1193,6 +1194,7 @@ SdpaGeom sdpa_geom(const std::string& fn, const DevTensor& q, const DevTensor& k
   if (g.E > 128 || g.Ev > 128) not_on_cuda(fn + " with head dims > 128");
   g.scale = scale_.is_none() ? 1.0 / std::sqrt(double(g.E)) : scale_.cast<double>();
   for (index_t d : g.ab.out) g.BH *= d;
+  cu::check_grid_yz(g.BH, 1, fn.c_str());  // the kernels' grid y (ValueError), before any CUDA call
   g.out_shape = g.lse_shape = g.ab.out;
   g.out_shape.push_back(g.L);
   g.out_shape.push_back(g.Ev);

@@ -332,7 +332,7 @@ AttnBatch attn_batch(const std::vector<index_t>& q, const std::vector<index_t>& 
     if (s1 == s2 || s2 == 1 || s1 == 1) {
       a.out[size_t(d)] = (s1 == 0 || s2 == 0) ? 0 : std::max(s1, s2);
     } else if (gqa && head_dim) {
-      if (s1 % s2 != 0)
+      if (s2 == 0 || s1 % s2 != 0)
         throw ValueError("scaled_dot_product_attention: enable_gqa: q's heads " + std::to_string(s1) +
                          " (q " + shape_str(q) + ") must be a multiple of k's heads " +
                          std::to_string(s2) + " (k " + shape_str(k) + ")");
