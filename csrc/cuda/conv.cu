@@ -12,7 +12,10 @@
 // pixel gathering its entries (no atomics). Everything is deterministic.
 #include <cuda_runtime.h>
 
+#include <algorithm>
+
 #include "cuda/api.h"
+#include "cuda/device.cuh"
 #include "cuda/cuda_check.h"
 #include "cuda/launch.h"
 
@@ -79,16 +82,37 @@ __global__ void col2im_kernel(T* __restrict__ dx, const T* __restrict__ cols, co
   }
 }
 
-// db[o] = sum over n and positions of dy[n, o, :], in order: a thread per channel.
+// db[o] = sum over n and positions of dy[n, o, :]: a block of kSumThreads per channel. Thread
+// t adds positions t, t + kSumThreads, ... of each image in order (coalesced reads), then the
+// warps' sums (dev::warp_sum) are added in warp order: a fixed order, so every run gives the
+// same bits (not the CPU's sequential order). A thread per channel had summed N * P values
+// serially: milliseconds for a few channels of large images.
+constexpr int kSumThreads = 256;
+
 template <typename T>
-__global__ void channel_sum_kernel(T* __restrict__ db, const T* __restrict__ dy, index_t N,
-                                   index_t O, index_t P) {
-  for (index_t o = blockIdx.x * index_t(blockDim.x) + threadIdx.x; o < O;
-       o += index_t(gridDim.x) * blockDim.x) {
+__global__ void __launch_bounds__(kSumThreads) channel_sum_kernel(T* __restrict__ db, const T* __restrict__ dy,
+                                                                  index_t N, index_t O, index_t P) {
+  __shared__ T part[kSumThreads / 32];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  for (index_t o = blockIdx.x; o < O; o += gridDim.x) {
     T acc = T(0);
-    for (index_t n = 0; n < N; ++n)
-      for (index_t q = 0; q < P; ++q) acc += dy[(n * O + o) * P + q];
-    db[o] = acc;
+    if (P == 1) {  // column sums of an (N, O) matrix (linear_backward's bias): threads over n
+      for (index_t n = threadIdx.x; n < N; n += kSumThreads) acc += dy[n * O + o];
+    } else {
+      for (index_t n = 0; n < N; ++n) {
+        const T* row = dy + (n * O + o) * P;
+        for (index_t q = threadIdx.x; q < P; q += kSumThreads) acc += row[q];
+      }
+    }
+    acc = dev::warp_sum(acc);
+    if (lane == 0) part[warp] = acc;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      T sum = T(0);
+      for (int w = 0; w < kSumThreads / 32; ++w) sum += part[w];
+      db[o] = sum;
+    }
+    __syncthreads();  // part is rewritten for the next channel
   }
 }
 
@@ -113,11 +137,11 @@ void col2im(DType dt, void* dx, const void* cols, index_t N, index_t C, index_t 
 
 void channel_sum(DType dt, void* db, const void* dy, index_t N, index_t O, index_t P) {
   if (O == 0) return;
-  const Launch l = elementwise_launch(O);
+  const unsigned grid = unsigned(std::min<index_t>(O, index_t(1) << 20));  // grid-stride over channels
   if (dt == DType::f32)
-    channel_sum_kernel<float><<<unsigned(l.grid_x), l.block>>>(static_cast<float*>(db), static_cast<const float*>(dy), N, O, P);
+    channel_sum_kernel<float><<<grid, kSumThreads>>>(static_cast<float*>(db), static_cast<const float*>(dy), N, O, P);
   else
-    channel_sum_kernel<double><<<unsigned(l.grid_x), l.block>>>(static_cast<double*>(db), static_cast<const double*>(dy), N, O, P);
+    channel_sum_kernel<double><<<grid, kSumThreads>>>(static_cast<double*>(db), static_cast<const double*>(dy), N, O, P);
   CUDA_CHECK(cudaGetLastError());
 }
 
