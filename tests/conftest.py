@@ -1,5 +1,6 @@
 """Shared test fixtures: seeded RNG, the tolerance table, the `isa` fixture."""
 
+import contextlib
 import zlib
 
 import numpy as np
@@ -61,3 +62,16 @@ def isa(request):
     nnkernels.set_isa(request.param)
     yield request.param
     nnkernels.set_isa(best)
+
+
+@contextlib.contextmanager
+def streaming_forced():
+    """The kernels' last-level cache size forced to one byte, so every output that may go out
+    by non-temporal stores does (the tests compare the bits with the cached path's)."""
+    from nnkernels import _C
+    assert _C._llc_bytes(1) == 1
+    try:
+        yield
+    finally:
+        _C._llc_bytes(0)
+    assert _C._llc_bytes() > 1

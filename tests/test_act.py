@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 import nnkernels
 from nnkernels import ops
-from conftest import ACT_ULP, DTYPES, TOL, assert_close, rel_err
+from conftest import ACT_ULP, DTYPES, TOL, assert_close, rel_err, streaming_forced
 
 # Sizes around every vector width (4, 2, 8, 16 lanes), primes, and one above the threading
 # threshold (2 x 16384 elements).
@@ -97,7 +97,6 @@ def test_elementwise_forward_backward(isa, rng, name, dtype):
 def test_elementwise_streaming_stores_same_bits(isa, rng, dtype):
     """Outputs past the last-level cache go out by non-temporal stores (act.cpp): with the
     cache size forced to one byte every size streams, and the results are the same bits."""
-    from nnkernels import _C
     sizes = [0, 1, 15, 16, 17, 255, 1031, 40009, 2 * 16384 + 37, 8 * 16384 + 5]
     cases = [(n, name) for n in sizes for name in ACTS]
 
@@ -111,14 +110,10 @@ def test_elementwise_streaming_stores_same_bits(isa, rng, dtype):
             out += [y, bwd(g, x if saved == "x" else y)]
         return out
     ref = run()
-    assert _C._llc_bytes(1) == 1
-    try:
+    with streaming_forced():
         got = run()
-    finally:
-        _C._llc_bytes(0)
     for a, e in zip(got, ref):
         assert a.dtype == e.dtype and np.array_equal(a.view(np.uint8), e.view(np.uint8))
-    assert _C._llc_bytes() > 1
 
 
 @pytest.mark.parametrize("name", list(ACTS))

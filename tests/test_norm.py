@@ -8,7 +8,7 @@ import torch.nn.functional as F
 import nnkernels
 from nnkernels import _C, ops
 
-from conftest import DTYPES, TOL, assert_close
+from conftest import DTYPES, TOL, assert_close, streaming_forced
 
 # ---- layer norm ---------------------------------------------------------------------------
 
@@ -85,16 +85,12 @@ def test_layer_norm_streaming_stores(isa, rng, dtype):
             y, m, r = ops.layer_norm(x, ns, w, b, return_stats=True)
             return (y, m, r) + tuple(ops.layer_norm_backward(g, x, ns, m, r, w, b))
         ref = run()
-        assert _C._llc_bytes(1) == 1
-        try:
+        with streaming_forced():
             got = run()
-        finally:
-            _C._llc_bytes(0)
         for a, e in zip(got, ref):
             assert np.array_equal(a, e)
         ry, rdx, _, _ = torch_ln(x, ns, w, b, 1e-5, g)
         assert_close(got[0], ry, dtype, 4.0 if dtype == np.float32 else 10.0)
-    assert _C._llc_bytes() > 1
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
