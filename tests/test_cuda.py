@@ -6,6 +6,8 @@ machine without a GPU every call stops at an argument check or at the first CUDA
 (RuntimeError); the tests that would reach a kernel are skipped where a GPU exists.
 """
 
+import types
+
 import numpy as np
 import pytest
 
@@ -379,9 +381,22 @@ def test_routing_errors_before_cuda():
         ops.cross_entropy_backward(f32(4, 5), FakeCAI((4,), "<i4"), "none", f32(5))
     with pytest.raises(ValueError, match="reduction"):
         ops.cross_entropy_backward(f32(4, 5), FakeCAI((4,), "<i4"), "all")
-    # An op without a CUDA kernel reaches the host binding: ValueError, not a crash.
-    with pytest.raises(ValueError, match="CUDA array"):
-        ops.im2col(f32(1, 1, 4, 4), 2)
+    # im2col / col2im: the CPU binding's geometry and messages (conv_args.h)
+    for bad in [lambda m: m.im2col(m.x4, 0), lambda m: m.im2col(m.x2, 2), lambda m: m.col2im(m.c13, (5, 5), 2),
+                lambda m: m.col2im(m.c15, (5, 5), 2), lambda m: m.col2im(m.c, (5, 5), 2, padding=-1),
+                lambda m: m.im2col(m.x4, 9)]:
+        errors = []
+        for m in (types.SimpleNamespace(im2col=ops.im2col, col2im=ops.col2im, x4=f32(2, 3, 5, 5), x2=f32(5, 5),
+                                        c=f32(2, 12, 16), c13=f32(2, 13, 16), c15=f32(2, 12, 15)),
+                  types.SimpleNamespace(im2col=ops.im2col, col2im=ops.col2im, x4=np.ones((2, 3, 5, 5), np.float32),
+                                        x2=np.ones((5, 5), np.float32), c=np.ones((2, 12, 16), np.float32),
+                                        c13=np.ones((2, 13, 16), np.float32), c15=np.ones((2, 12, 15), np.float32))):
+            with pytest.raises(ValueError) as e:
+                bad(m)
+            errors.append(str(e.value))
+        assert errors[0] == errors[1]
+    with pytest.raises(TypeError, match="x"):
+        ops.im2col(FakeCAI((2, 3, 5, 5), "<i4"), 2)
 
 
 @needs_built
@@ -389,6 +404,10 @@ def test_routing_errors_before_cuda():
 def test_no_driver_is_runtimeerror():
     with pytest.raises(RuntimeError, match="CUDA"):
         ops.relu(f32(3))
+    with pytest.raises(RuntimeError, match="CUDA"):
+        ops.im2col(f32(2, 3, 5, 5), 2)
+    with pytest.raises(RuntimeError, match="CUDA"):
+        ops.col2im(f32(12, 16), (5, 5), 2)
     with pytest.raises(RuntimeError, match="CUDA"):
         ops.scaled_dot_product_attention_backward(f32(2, 5, 6), f32(2, 5, 8), f32(2, 7, 8),
                                                   f32(2, 7, 6), f32(2, 5, 6), f32(2, 5))
@@ -753,6 +772,29 @@ def test_gpu_conv2d(rng, dtype, cfg, no_tf32):
     ours = ops.conv2d(tcuda(x), tcuda(w), tcuda(b), **cfg)
     close(ours, F.conv2d(tcuda(x), tcuda(w), tcuda(b), **cfg), dtype, factor=8)
     close(ours, ops.conv2d(x, w, b, **cfg), dtype, factor=8)
+
+
+@needs_gpu
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DT)
+@pytest.mark.parametrize("shape,k,kw", [((2, 3, 7, 9), 3, dict(padding=1)), ((1, 2, 11, 6), (2, 3), dict(stride=(2, 1), dilation=(1, 2))),
+                                        ((4, 5, 5), 2, dict(stride=2)), ((0, 3, 5, 5), 2, dict())])
+def test_gpu_im2col_col2im(rng, dtype, shape, k, kw):
+    """F.unfold / F.fold: against torch on the GPU and our CPU path (a gather each way, no
+    sums in im2col: bitwise equal to the CPU)."""
+    x = rng.standard_normal(shape).astype(dtype)
+    cols = ops.im2col(tcuda(x), k, **kw)
+    cpu = ops.im2col(x, k, **kw)
+    np.testing.assert_array_equal(cols.numpy(), cpu)
+    if shape[0]:
+        close(cols, F.unfold(tcuda(x), k, **kw), dtype)
+    back = ops.col2im(cols, shape[-2:], k, **kw)
+    close(back, ops.col2im(cpu, shape[-2:], k, **kw), dtype)
+    if shape[0]:
+        close(back, F.fold(tcuda(cpu), shape[-2:], k, **kw), dtype)
+    # a non-contiguous image
+    xt = tcuda(np.swapaxes(x, -1, -2).copy()).transpose(-1, -2)
+    np.testing.assert_array_equal(ops.im2col(xt, k, **kw).numpy(), cpu)
 
 
 @needs_gpu

@@ -5,48 +5,13 @@
 #include <string>
 
 #include "bindings/common.h"
+#include "bindings/conv_args.h"
 #include "cpu/conv/conv.h"
 #include "cpu/pool/pool.h"
 
 namespace nnk::bind {
 
 namespace {
-
-using Pair = std::array<index_t, 2>;
-
-std::string pair_str(const Pair& p) { return "(" + std::to_string(p[0]) + ", " + std::to_string(p[1]) + ")"; }
-
-// int or a sequence of 1 or 2 ints -> (h, w).
-Pair parse_pair(py::handle h, const char* name, const char* op) {
-  auto as_int = [&](py::handle v) -> index_t {
-    if (py::isinstance<py::bool_>(v) || !py::isinstance<py::int_>(py::reinterpret_borrow<py::object>(v))) {
-      // numpy integers are accepted through __index__.
-      if (!PyIndex_Check(v.ptr()) || py::isinstance<py::bool_>(v))
-        throw TypeError(std::string(op) + ": " + name + " must be an int or a pair of ints, got " +
-                        std::string(py::str(py::type::of(v).attr("__name__"))));
-    }
-    return py::reinterpret_steal<py::object>(PyNumber_Index(v.ptr())).cast<index_t>();
-  };
-  if (py::isinstance<py::tuple>(h) || py::isinstance<py::list>(h)) {
-    py::sequence s = py::reinterpret_borrow<py::sequence>(h);
-    if (s.size() == 1) { index_t v = as_int(s[0]); return {v, v}; }
-    if (s.size() != 2)
-      throw ValueError(std::string(op) + ": " + name + " must be an int or a pair of ints, got a sequence of " +
-                       std::to_string(s.size()));
-    return {as_int(s[0]), as_int(s[1])};
-  }
-  index_t v = as_int(h);
-  return {v, v};
-}
-
-void check_positive(const Pair& p, const char* name, const char* op) {
-  if (p[0] <= 0 || p[1] <= 0)
-    throw ValueError(std::string(op) + ": " + name + " must be positive, got " + pair_str(p));
-}
-void check_nonneg(const Pair& p, const char* name, const char* op) {
-  if (p[0] < 0 || p[1] < 0)
-    throw ValueError(std::string(op) + ": " + name + " must be non-negative, got " + pair_str(p));
-}
 
 // x (N, C, H, W) or (C, H, W) -> 4-D view (contiguous); `batched` says which.
 Tensor as_image(py::handle h, const char* name, const char* op, bool& batched) {
@@ -272,36 +237,12 @@ py::tuple py_conv_transpose2d_backward(py::handle go_, py::handle x_, py::handle
   return py::make_tuple(gx.arr, gw.arr, gb.arr);
 }
 
-// Geometry of unfold / fold (groups 1, no weight).
-ConvGeom fold_geom(const char* op, index_t N, index_t C, index_t H, index_t W, py::handle k_, py::handle d_,
-                   py::handle p_, py::handle s_) {
-  const Pair k = parse_pair(k_, "kernel_size", op), d = parse_pair(d_, "dilation", op);
-  const Pair p = parse_pair(p_, "padding", op), s = parse_pair(s_, "stride", op);
-  check_positive(k, "kernel_size", op);
-  check_positive(d, "dilation", op);
-  check_positive(s, "stride", op);
-  check_nonneg(p, "padding", op);
-  ConvGeom g;
-  g.N = N; g.C = C; g.H = H; g.W = W; g.Cout = C;
-  g.kh = k[0]; g.kw = k[1]; g.dh = d[0]; g.dw = d[1]; g.pt = p[0]; g.pl = p[1]; g.sh = s[0]; g.sw = s[1];
-  const index_t nh = H + 2 * p[0] - d[0] * (k[0] - 1) - 1, nw = W + 2 * p[1] - d[1] * (k[1] - 1) - 1;
-  if (nh < 0 || nw < 0)
-    throw ValueError(std::string(op) + ": kernel_size " + pair_str(k) + " with dilation " + pair_str(d) +
-                     " is larger than the padded spatial size " + pair_str({H + 2 * p[0], W + 2 * p[1]}));
-  g.Ho = nh / s[0] + 1;
-  g.Wo = nw / s[1] + 1;
-  return g;
-}
-
 py::object py_im2col(py::handle x_, py::handle k, py::handle d, py::handle p, py::handle s) {
   const char* op = "im2col";
   bool batched;
   Tensor x = as_image(x_, "x", op, batched);
-  ConvGeom g = fold_geom(op, x.shape[0], x.shape[1], x.shape[2], x.shape[3], k, d, p, s);
-  const index_t K = checked_mul(g.C, checked_mul(g.kh, g.kw, op), op);
-  std::vector<index_t> shape = {K, g.L()};
-  if (batched) shape.insert(shape.begin(), g.N);
-  Tensor out = empty(x.dtype, shape);
+  const ConvGeom g = fold_geom(op, x.shape[0], x.shape[1], x.shape[2], x.shape[3], k, d, p, s);
+  Tensor out = empty(x.dtype, im2col_shape(g, batched));
   {
     py::gil_scoped_release nogil;
     im2col(x.dtype, g, out.ptr, x.ptr);
@@ -310,25 +251,10 @@ py::object py_im2col(py::handle x_, py::handle k, py::handle d, py::handle p, py
 }
 
 py::object py_col2im(py::handle c_, py::handle size_, py::handle k, py::handle d, py::handle p, py::handle s) {
-  const char* op = "col2im";
   Tensor c = as_float(c_, "cols");
-  if (c.ndim() != 2 && c.ndim() != 3)
-    throw ValueError(std::string(op) + ": cols must be 2-D (C*kh*kw, L) or 3-D (N, C*kh*kw, L), got shape " + shape_str(c));
-  const bool batched = c.ndim() == 3;
+  bool batched;
+  const ConvGeom g = col2im_geom(c.shape, size_, k, d, p, s, batched);
   c = contiguous(c);
-  const Pair sz = parse_pair(size_, "output_size", op);
-  check_nonneg(sz, "output_size", op);
-  const Pair kk = parse_pair(k, "kernel_size", op);
-  check_positive(kk, "kernel_size", op);
-  const index_t N = batched ? c.shape[0] : 1, K = c.shape[batched ? 1 : 0], L = c.shape[batched ? 2 : 1];
-  if (K % (kk[0] * kk[1]) != 0)
-    throw ValueError(std::string(op) + ": cols " + shape_str(c) + ": dimension " + std::to_string(K) +
-                     " is not divisible by the kernel size " + pair_str(kk));
-  ConvGeom g = fold_geom(op, N, K / (kk[0] * kk[1]), sz[0], sz[1], k, d, p, s);
-  if (g.L() != L)
-    throw ValueError(std::string(op) + ": cols " + shape_str(c) + " has " + std::to_string(L) +
-                     " blocks, but output_size " + pair_str(sz) + " with these parameters gives " +
-                     pair_str({g.Ho, g.Wo}) + " = " + std::to_string(g.L()));
   Tensor out = empty(c.dtype, image_shape(batched, g.N, g.C, g.H, g.W));
   {
     py::gil_scoped_release nogil;

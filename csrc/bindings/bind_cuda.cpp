@@ -16,6 +16,7 @@
 #include <array>
 #include <cmath>
 
+#include "bindings/conv_args.h"
 #include "bindings/cuda_array.h"
 #include "bindings/loss_args.h"
 #if defined(NNK_WITH_CUDA)
@@ -777,6 +778,44 @@ py::tuple cu_conv2d_backward(DevArg g_, py::handle x_, py::handle w_, py::handle
     cu::channel_sum(dt, db.ptr, gy.ptr, N, O, P);
   }
   return py::make_tuple(dx.owner, dw.owner, db.owner);
+}
+
+// ---- im2col / col2im (F.unfold / F.fold) ----
+// The CPU binding's geometry and messages (conv_args.h); the kernels of conv.cu.
+py::object cu_im2col(DevArg x_, py::handle k, py::handle d, py::handle p, py::handle s) {
+  const char* op = "im2col";
+  DevTensor x = as_device(x_.h, "x");
+  if (x.ndim() != 3 && x.ndim() != 4)
+    throw ValueError(std::string(op) + ": x must be 3-D (C, H, W) or 4-D (N, C, H, W), got shape " + shape_str(x.shape));
+  const bool batched = x.ndim() == 4;
+  const int o = batched ? 1 : 0;
+  const nnk::ConvGeom g = fold_geom(op, batched ? x.shape[0] : 1, x.shape[size_t(o)], x.shape[size_t(o + 1)],
+                                    x.shape[size_t(o + 2)], k, d, p, s);
+  const std::vector<index_t> shape = im2col_shape(g, batched);
+  dev_prepare({&x});
+  x = dev_contiguous(x);
+  DevTensor out = dev_empty(x.dtype, shape);
+  {
+    py::gil_scoped_release nogil;
+    cu::im2col(x.dtype, out.ptr, x.ptr, g.N, g.C, g.H, g.W, g.kh, g.kw, g.pt, g.pl, g.sh, g.sw, g.dh, g.dw, g.Ho, g.Wo);
+  }
+  return out.owner;
+}
+
+py::object cu_col2im(DevArg c_, py::handle size, py::handle k, py::handle d, py::handle p, py::handle s) {
+  DevTensor c = as_device(c_.h, "cols");
+  bool batched;
+  const nnk::ConvGeom g = col2im_geom(c.shape, size, k, d, p, s, batched);
+  const std::vector<index_t> shape =
+      batched ? std::vector<index_t>{g.N, g.C, g.H, g.W} : std::vector<index_t>{g.C, g.H, g.W};
+  dev_prepare({&c});
+  c = dev_contiguous(c);
+  DevTensor out = dev_empty(c.dtype, shape);
+  {
+    py::gil_scoped_release nogil;
+    cu::col2im(c.dtype, out.ptr, c.ptr, g.N, g.C, g.H, g.W, g.kh, g.kw, g.pt, g.pl, g.sh, g.sw, g.dh, g.dw, g.Ho, g.Wo);
+  }
+  return out.owner;
 }
 
 // ---- conv_transpose2d, pooling ----
@@ -1591,6 +1630,8 @@ void bind_cuda_ops(py::module_& m) {
   m.def("conv2d_backward", &cu_conv2d_backward, pre);
   m.def("conv_transpose2d", &cu_conv_transpose2d, pre);
   m.def("conv_transpose2d_backward", &cu_conv_transpose2d_backward, pre);
+  m.def("im2col", &cu_im2col, pre);
+  m.def("col2im", &cu_col2im, pre);
   m.def("max_pool2d", &cu_max_pool2d, pre);
   m.def("max_pool2d_backward", &cu_max_pool2d_backward, pre);
   m.def("avg_pool2d", &cu_avg_pool2d, pre);

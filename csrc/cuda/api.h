@@ -133,7 +133,8 @@ void im2col(DType dt, void* cols, const void* x, index_t N, index_t C, index_t H
 void col2im(DType dt, void* dx, const void* cols, index_t N, index_t C, index_t H, index_t W,
             index_t KH, index_t KW, index_t ph, index_t pw, index_t sh, index_t sw, index_t dh,
             index_t dw, index_t OH, index_t OW, const void* bias = nullptr);
-// db[o] = sum of dy[n, o, :] over n and the P positions (dy contiguous (N, O, P)), in order.
+// db[o] = sum of dy[n, o, :] over n and the P positions (dy contiguous (N, O, P)): a block
+// per channel, partial sums and a tree in a fixed order (deterministic).
 void channel_sum(DType dt, void* db, const void* dy, index_t N, index_t O, index_t P);
 // The per-group GEMMs of a convolution x (N, C, H, W) -> y (N, O, OH, OW) with G groups,
 // weight (O, C / G, KH, KW), KK = KH * KW, P = OH * OW, cols = im2col(x) (N, C * KK, P); all
