@@ -330,6 +330,13 @@ def test_routing_errors_before_cuda():
         sdpa(f32(2, 4, 5, 8), f32(2, 4, 7, 8), f32(4, 7, 8))
     with pytest.raises(NotImplementedError, match="batch dims"):
         sdpa(f32(1, 1, 1, 1, 2, 4, 5, 8), f32(1, 1, 1, 1, 2, 2, 7, 8), f32(1, 1, 1, 1, 2, 2, 7, 8), enable_gqa=True)
+    # unbatched recurrent forward: state shapes, no cache
+    with pytest.raises(ValueError, match="h0"):
+        ops.lstm(f32(5, 3), f32(5), None, f32(16, 3), f32(16, 4))
+    with pytest.raises(ValueError, match="h"):
+        ops.lstm_cell(f32(3), f32(1, 4), None, f32(16, 3), f32(16, 4))
+    with pytest.raises(ValueError, match="batched"):
+        ops.gru(f32(5, 3), None, f32(12, 3), f32(12, 4), return_cache=True)
     # recurrent forward: the CPU binding's checks
     with pytest.raises(ValueError, match="w_hh"):
         ops.lstm(f32(5, 2, 3), None, None, f32(16, 3), f32(12, 3))
@@ -404,6 +411,13 @@ def test_routing_errors_before_cuda():
 def test_no_driver_is_runtimeerror():
     with pytest.raises(RuntimeError, match="CUDA"):
         ops.relu(f32(3))
+    # unbatched recurrent inputs get through the checks (read as B = 1)
+    with pytest.raises(RuntimeError, match="CUDA"):
+        ops.lstm(f32(5, 3), f32(4), None, f32(16, 3), f32(16, 4))
+    with pytest.raises(RuntimeError, match="CUDA"):
+        ops.gru(f32(5, 3), f32(1, 4), f32(12, 3), f32(12, 4))
+    with pytest.raises(RuntimeError, match="CUDA"):
+        ops.rnn_cell(f32(3), f32(4), f32(4, 3), f32(4, 4))
     with pytest.raises(RuntimeError, match="CUDA"):
         ops.im2col(f32(2, 3, 5, 5), 2)
     with pytest.raises(RuntimeError, match="CUDA"):
@@ -969,6 +983,37 @@ def rnn_arrays(rng, dtype, mode, T, B, I, H):
     wh = (rng.standard_normal((G * H, H)) * 0.3).astype(dtype)
     bi, bh = (rng.standard_normal(G * H).astype(dtype) for _ in range(2))
     return x, h0, c0, wi, wh, bi, bh
+
+
+@needs_gpu
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DT)
+@pytest.mark.parametrize("mode", ["tanh", "lstm", "gru"])
+def test_gpu_rnn_unbatched(rng, dtype, mode):
+    """Unbatched inputs (x (T, I) / (I,)): the CUDA binding reads them as B = 1 and shapes
+    its results as the CPU path's ops.py does ((H,) states, or (1, H) when given so)."""
+    T, I, H = 6, 5, 7
+    x, h0, c0, wi, wh, bi, bh = rnn_arrays(rng, dtype, "rnn" if mode == "tanh" else mode, T, 1, I, H)
+    x1, h1, c1 = x[:, 0], h0[0], c0[0] if c0 is not None else None
+    d = lambda a: None if a is None else tcuda(a)
+    for hh, cc in ((h1, c1), (None, None), (h0, c0)):  # (H,), zeros, (1, H)
+        if mode == "lstm":
+            ours, ref = ops.lstm(d(x1), d(hh), d(cc), d(wi), d(wh), d(bi), d(bh)), ops.lstm(x1, hh, cc, wi, wh, bi, bh)
+        elif mode == "gru":
+            ours, ref = ops.gru(d(x1), d(hh), d(wi), d(wh), d(bi), d(bh)), ops.gru(x1, hh, wi, wh, bi, bh)
+        else:
+            ours, ref = ops.rnn(d(x1), d(hh), d(wi), d(wh), d(bi), d(bh)), ops.rnn(x1, hh, wi, wh, bi, bh)
+        for o, r in zip(ours, ref):
+            close(o, r, dtype, factor=8)
+    # cells: x (I,), states (H,)
+    if mode == "lstm":
+        ours, ref = ops.lstm_cell(d(x1[0]), d(h1), d(c1), d(wi), d(wh)), ops.lstm_cell(x1[0], h1, c1, wi, wh)
+    elif mode == "gru":
+        ours, ref = (ops.gru_cell(d(x1[0]), d(h1), d(wi), d(wh)),), (ops.gru_cell(x1[0], h1, wi, wh),)
+    else:
+        ours, ref = (ops.rnn_cell(d(x1[0]), None, d(wi), d(wh)),), (ops.rnn_cell(x1[0], None, wi, wh),)
+    for o, r in zip(ours, ref):
+        close(o, r, dtype, factor=8)
 
 
 @rnn_gpu_cases

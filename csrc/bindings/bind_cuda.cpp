@@ -1305,11 +1305,21 @@ py::object cu_sdpa_bwd(DevArg g_, py::handle q_, py::handle k_, py::handle v_, p
 struct CuRnnInputs {
   cu::RnnParams p;
   DevTensor x, h0, c0, w_ih, w_hh, b_ih, b_hh;
+  // Unbatched forward (x (I,) for a cell, (T, I) for a sequence): x and the states are read
+  // as B = 1; a state given as (H,) (or None) comes back as (H,), one given as (1, H) (a
+  // sequence's only) as (1, H), as the CPU path's ops.py does.
+  bool unbatched = false, h_1d = false, c_1d = false;
 };
+
+// Size-1 dim inserted at `pos` (stride 0): the batch dim of an unbatched input.
+void insert_unit_dim(DevTensor& t, size_t pos) {
+  t.shape.insert(t.shape.begin() + std::ptrdiff_t(pos), 1);
+  t.strides.insert(t.strides.begin() + std::ptrdiff_t(pos), 0);
+}
 
 CuRnnInputs cu_rnn_parse(const std::string& op, const std::string& family, py::handle nl, bool cell,
                          py::handle x_, py::handle h0_, py::handle c0_, py::handle w_ih_,
-                         py::handle w_hh_, py::handle b_ih_, py::handle b_hh_) {
+                         py::handle w_hh_, py::handle b_ih_, py::handle b_hh_, bool allow_unbatched = false) {
   cu::RnnFamily kind;
   if (family == "lstm") {
     kind = cu::RnnFamily::lstm;
@@ -1332,6 +1342,8 @@ CuRnnInputs cu_rnn_parse(const std::string& op, const std::string& family, py::h
   in.w_hh = as_device(w_hh_, "w_hh");
   same_dtype(x, "x", in.w_ih, "w_ih");
   same_dtype(x, "x", in.w_hh, "w_hh");
+  in.unbatched = allow_unbatched && x.ndim() == (cell ? 1 : 2);
+  if (in.unbatched) insert_unit_dim(x, cell ? 0 : 1);
   rank(x, "x", {cell ? 2 : 3});
   rank(in.w_ih, "w_ih", {2});
   rank(in.w_hh, "w_hh", {2});
@@ -1346,11 +1358,17 @@ CuRnnInputs cu_rnn_parse(const std::string& op, const std::string& family, py::h
   if (in.w_ih.shape[0] != GH || in.w_ih.shape[1] != I)
     throw ValueError(op + ": w_ih " + shape_str(in.w_ih.shape) + " must have shape (" + gs + ", I) = " +
                      shape_str({GH, I}) + " for x " + shape_str(x.shape) + " and w_hh " + shape_str(in.w_hh.shape));
-  auto state = [&](py::handle h, const char* name) {
+  auto state = [&](py::handle h, const char* name, bool& one_d) {
     DevTensor t;
+    one_d = in.unbatched;
     if (h.is_none()) return t;  // zeros, made after the checks
     t = as_device(h, name);
     same_dtype(x, "x", t, name);
+    one_d = in.unbatched && (t.ndim() == 1 || cell);
+    if (in.unbatched && cell && t.ndim() != 1)
+      throw ValueError(op + ": " + name + " " + shape_str(t.shape) + " must have shape (H,) = " + shape_str({H}) +
+                       " for an unbatched x " + shape_str({x.shape[1]}));
+    if (one_d) insert_unit_dim(t, 0);
     if (t.shape != std::vector<index_t>{B, H})
       throw ValueError(op + ": " + name + " " + shape_str(t.shape) + " must have shape (B, H) = " +
                        shape_str({B, H}) + " for x " + shape_str(x.shape) + " and w_hh " + shape_str(in.w_hh.shape));
@@ -1366,8 +1384,8 @@ CuRnnInputs cu_rnn_parse(const std::string& op, const std::string& family, py::h
                        shape_str({GH}) + " for w_hh " + shape_str(in.w_hh.shape));
     return t;
   };
-  in.h0 = state(h0_, cell ? "h" : "h0");
-  if (lstm) in.c0 = state(c0_, cell ? "c" : "c0");
+  in.h0 = state(h0_, cell ? "h" : "h0", in.h_1d);
+  if (lstm) in.c0 = state(c0_, cell ? "c" : "c0", in.c_1d);
   in.b_ih = bias(b_ih_, "b_ih");
   in.b_hh = bias(b_hh_, "b_hh");
   cu::RnnParams& p = in.p;
@@ -1410,7 +1428,9 @@ py::object cu_or_none(bool have, const DevTensor& t) { return have ? t.owner : p
 py::tuple cu_rnn_forward(const std::string& op, const std::string& family, py::handle nl, bool cell,
                          DevArg x_, py::handle h0_, py::handle c0_, py::handle w_ih_, py::handle w_hh_,
                          py::handle b_ih_, py::handle b_hh_, bool cache) {
-  CuRnnInputs in = cu_rnn_parse(op, family, nl, cell, x_.h, h0_, c0_, w_ih_, w_hh_, b_ih_, b_hh_);
+  CuRnnInputs in = cu_rnn_parse(op, family, nl, cell, x_.h, h0_, c0_, w_ih_, w_hh_, b_ih_, b_hh_, true);
+  if (in.unbatched && cache)
+    throw ValueError(op + ": return_cache=True needs the batched layout (x (T, B, I))");
   cu_rnn_prepare(in, {});
   const cu::RnnParams& p = in.p;
   const DType dt = p.dtype;
@@ -1418,10 +1438,13 @@ py::tuple cu_rnn_forward(const std::string& op, const std::string& family, py::h
   const bool lstm = p.kind == cu::RnnFamily::lstm, gated = lstm || p.kind == cu::RnnFamily::gru;
   const index_t GH = (lstm ? 4 : (gated ? 3 : 1)) * H;
   const bool keep = cache && gated;
-  DevTensor out = cell ? dev_empty(dt, {B, H}) : dev_empty(dt, {T, B, H});
-  DevTensor h_n = cell ? out : dev_empty(dt, {B, H});
+  // Unbatched: the same elements as (., 1, H), shaped as the CPU path returns them.
+  const std::vector<index_t> hs = in.h_1d ? std::vector<index_t>{H} : std::vector<index_t>{B, H};
+  DevTensor out = cell ? dev_empty(dt, hs)
+                       : dev_empty(dt, in.unbatched ? std::vector<index_t>{T, H} : std::vector<index_t>{T, B, H});
+  DevTensor h_n = cell ? out : dev_empty(dt, hs);
   DevTensor c_n, gates, extra;
-  if (lstm) c_n = dev_empty(dt, {B, H});
+  if (lstm) c_n = dev_empty(dt, in.c_1d ? std::vector<index_t>{H} : std::vector<index_t>{B, H});
   if (keep) {
     gates = dev_empty(dt, {T, B, GH});
     extra = dev_empty(dt, {T, B, H});

@@ -298,8 +298,12 @@ __all__ += [
 
 
 def _rnn_ndim(a):
+    """The rank of a host input for the unbatched forms below; CUDA arrays give -1: the
+    CUDA binding reads unbatched inputs itself (and shapes its results as this path does)."""
     import numpy as np
 
+    if _C._cuda_is_device(a):
+        return -1
     return np.ndim(a)
 
 
