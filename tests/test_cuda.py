@@ -864,6 +864,9 @@ def test_gpu_flash_attention_backward(rng, dtype, causal, L, S, E, Ev):
     k = rng.standard_normal((2, 3, S, E)).astype(dtype)
     v = rng.standard_normal((2, 3, S, Ev)).astype(dtype)
     g = rng.standard_normal((2, 3, L, Ev)).astype(dtype)
+    # With a single key (S = 1) softmax's gradient is zero: dq and dk are rounding noise,
+    # so they are compared on the scale of the gradient flowing in.
+    fl = np.linalg.norm(g) if S == 1 else 1e-300
     out, lse = ops.scaled_dot_product_attention(tcuda(q), tcuda(k), tcuda(v), is_causal=causal,
                                                 return_lse=True)
     dq, dk, dv = ops.scaled_dot_product_attention_backward(tcuda(g), tcuda(q), tcuda(k), tcuda(v),
@@ -873,14 +876,14 @@ def test_gpu_flash_attention_backward(rng, dtype, causal, L, S, E, Ev):
     for ours, ref in zip((dq, dk, dv), ops.scaled_dot_product_attention_backward(
             g, q, k, v, cout, clse, is_causal=causal)):
         if ref.size:
-            close(ours, ref, dtype, factor=32)
+            close(ours, ref, dtype, factor=32, floor=fl)
         else:
             assert ours.shape == ref.shape
     if L and S:  # and torch autograd on the GPU
         t = [tcuda(x).requires_grad_(True) for x in (q, k, v)]
         F.scaled_dot_product_attention(*t, is_causal=causal).backward(tcuda(g))
         for ours, ref in zip((dq, dk, dv), t):
-            close(ours, ref.grad, dtype, factor=32)
+            close(ours, ref.grad, dtype, factor=32, floor=fl)
 
 
 @needs_gpu
