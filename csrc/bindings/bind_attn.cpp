@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "bindings/common.h"
+#include "bindings/embed_args.h"
 #include "core/cpu_features.h"
 #include "cpu/attention/attention.h"
 #include "cpu/norm/norm.h"
@@ -358,11 +359,7 @@ void check_indices(const Tensor& idx, index_t V, const char* op) {
     py::gil_scoped_release nogil;
     bad = embedding_check(i32, i64, idx.numel(), V);
   }
-  if (bad >= 0) {
-    const index_t v = i32 ? index_t(i32[bad]) : index_t(i64[bad]);
-    throw IndexError(std::string(op) + ": index " + std::to_string(v) + " at flat position " +
-                     std::to_string(bad) + " is out of range for num_embeddings " + std::to_string(V));
-  }
+  if (bad >= 0) throw embedding_index_error(op, i32 ? i32[bad] : i64[bad], bad, V);
 }
 
 py::object py_embedding(py::handle io, py::handle wo) {
@@ -388,11 +385,7 @@ py::object py_embedding(py::handle io, py::handle wo) {
 py::object py_embedding_bwd(py::handle go, py::handle io, index_t V) {
   Tensor idx = contiguous(as_index(io, "indices"));
   Tensor g = as_float(go, "grad_out");
-  if (V < 0) throw ValueError("embedding_backward: num_embeddings must be >= 0, got " + std::to_string(V));
-  if (g.ndim() != idx.ndim() + 1 ||
-      !std::equal(idx.shape.begin(), idx.shape.end(), g.shape.begin()))
-    throw ValueError("embedding_backward: grad_out " + shape_str(g) + " must have shape indices " +
-                     shape_str(idx) + " + (D,)");
+  check_embedding_backward(V, g.shape, idx.shape);
   g = contiguous(g);
   const index_t D = g.size(-1);
   check_indices(idx, V, "embedding_backward");
@@ -410,8 +403,7 @@ py::object py_embedding_bwd(py::handle go, py::handle io, index_t V) {
 // ---- dropout ----------------------------------------------------------------------------
 
 py::tuple py_dropout(py::handle xo, double p, uint64_t seed) {
-  if (!(p >= 0.0 && p <= 1.0))
-    throw ValueError("dropout: p must be in [0, 1], got " + std::to_string(p));
+  check_dropout_p(p);
   Tensor x = contiguous(as_float(xo, "x"));
   Tensor y = empty(x.dtype, x.shape);
   py::array_t<bool> mask(std::vector<py::ssize_t>(x.shape.begin(), x.shape.end()));

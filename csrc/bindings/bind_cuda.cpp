@@ -18,6 +18,7 @@
 
 #include "bindings/conv_args.h"
 #include "bindings/cuda_array.h"
+#include "bindings/embed_args.h"
 #include "bindings/loss_args.h"
 #if defined(NNK_WITH_CUDA)
 #include "cuda/api.h"
@@ -58,9 +59,7 @@ void same_dtype(const DevTensor& a, const char* an, const DevTensor& b, const ch
                     "'s dtype " + dtype_name(a.dtype));
 }
 void rank(const DevTensor& t, const char* name, std::initializer_list<int> ranks) {
-  for (int r : ranks)
-    if (t.ndim() == r) return;
-  throw ValueError(std::string(name) + ": unexpected rank, got shape " + shape_str(t.shape));
+  check_rank(t.shape, name, ranks);  // the CPU binding's message
 }
 void same_shape(const DevTensor& a, const char* an, const DevTensor& b, const char* bn) {
   if (a.shape != b.shape)
@@ -821,37 +820,6 @@ py::object cu_col2im(DevArg c_, py::handle size, py::handle k, py::handle d, py:
 // ---- conv_transpose2d, pooling ----
 // Checks and messages as the CPU binding (bind_conv.cpp), all before the first CUDA call.
 
-// An int or a sequence of 1 or 2 ints (numpy integers through __index__) -> (h, w), as the CPU
-// binding's parse_pair: TypeError for another type, ValueError for another length.
-std::array<index_t, 2> int_pair(py::handle h, const char* name, const std::string& op) {
-  const auto as_int = [&](py::handle v) -> index_t {
-    if (py::isinstance<py::bool_>(v) || !PyIndex_Check(v.ptr()))
-      throw TypeError(op + ": " + name + " must be an int or a pair of ints, got " +
-                      std::string(py::str(py::type::of(v).attr("__name__"))));
-    PyObject* i = PyNumber_Index(v.ptr());
-    if (!i) throw py::error_already_set();
-    return py::reinterpret_steal<py::object>(i).cast<index_t>();
-  };
-  if (py::isinstance<py::tuple>(h) || py::isinstance<py::list>(h)) {
-    py::sequence s = py::reinterpret_borrow<py::sequence>(h);
-    if (s.size() == 1) { const index_t v = as_int(s[0]); return {v, v}; }
-    if (s.size() != 2)
-      throw ValueError(op + ": " + name + " must be an int or a pair of ints, got a sequence of " +
-                       std::to_string(s.size()));
-    return {as_int(s[0]), as_int(s[1])};
-  }
-  const index_t v = as_int(h);
-  return {v, v};
-}
-std::string pair_text(const std::array<index_t, 2>& p) {
-  return "(" + std::to_string(p[0]) + ", " + std::to_string(p[1]) + ")";
-}
-void check_pair(const std::array<index_t, 2>& p, bool positive, const char* name, const std::string& op) {
-  if (positive ? (p[0] <= 0 || p[1] <= 0) : (p[0] < 0 || p[1] < 0))
-    throw ValueError(op + ": " + name + (positive ? " must be positive, got " : " must be non-negative, got ") +
-                     pair_text(p));
-}
-
 // conv_transpose2d as the conv2d whose backward-data it is (ConvGeom above): that conv's input
 // is the transposed op's output (N, C = weight.shape[1] * groups, H, W), its output the
 // transposed op's x (N, O = C_in, OH, OW); weight (C_in, C / groups, KH, KW) is that conv's
@@ -860,39 +828,16 @@ ConvGeom convt_geom(const std::string& op, const DevTensor& x, const DevTensor& 
                     py::handle padding_, py::handle output_padding_, int64_t groups, py::handle dilation_) {
   if (x.ndim() != 3 && x.ndim() != 4)
     throw ValueError(op + ": x must be 3-D (C, H, W) or 4-D (N, C, H, W), got shape " + shape_str(x.shape));
-  if (w.ndim() != 4)
-    throw ValueError(op + ": weight must be 4-D (C_in, C_out/groups, kh, kw), got shape " + shape_str(w.shape));
-  const auto st = int_pair(stride_, "stride", op), dl = int_pair(dilation_, "dilation", op);
-  const auto pd = int_pair(padding_, "padding", op), opd = int_pair(output_padding_, "output_padding", op);
-  check_pair(st, true, "stride", op);
-  check_pair(dl, true, "dilation", op);
-  check_pair(pd, false, "padding", op);
-  check_pair(opd, false, "output_padding", op);
-  if (groups <= 0) throw ValueError(op + ": groups must be positive, got " + std::to_string(groups));
-  if ((opd[0] >= st[0] && opd[0] >= dl[0]) || (opd[1] >= st[1] && opd[1] >= dl[1]))
-    throw ValueError(op + ": output_padding " + pair_text(opd) + " must be smaller than either stride " +
-                     pair_text(st) + " or dilation " + pair_text(dl));
-  const int nd = x.ndim();
-  const index_t Cin = x.shape[nd - 3];
-  if (Cin % groups != 0)
-    throw ValueError(op + ": groups=" + std::to_string(groups) + " does not divide the input channels of x " +
-                     shape_str(x.shape));
-  if (w.shape[0] != Cin)
-    throw ValueError(op + ": weight " + shape_str(w.shape) + " expects " + std::to_string(w.shape[0]) +
-                     " input channels (weight.shape[0]), but x " + shape_str(x.shape) + " has " + std::to_string(Cin));
-  if (w.shape[2] <= 0 || w.shape[3] <= 0)
-    throw ValueError(op + ": weight " + shape_str(w.shape) + " has an empty kernel");
+  std::vector<index_t> x4 = x.shape;
+  if (x.ndim() == 3) x4.insert(x4.begin(), 1);
+  const nnk::ConvGeom t = nnk::bind::convt_geom(op.c_str(), x4, w.shape, stride_, padding_, output_padding_, groups,
+                                                dilation_);  // the CPU binding's checks (conv_args.h)
   ConvGeom g;
-  g.unbatched = nd == 3;
-  g.N = g.unbatched ? 1 : x.shape[0];
-  g.O = Cin; g.OH = x.shape[nd - 2]; g.OW = x.shape[nd - 1];
-  g.C = w.shape[1] * groups; g.KH = w.shape[2]; g.KW = w.shape[3]; g.G = groups;
-  g.st = st; g.dl = dl; g.pd = pd;
-  g.H = (g.OH - 1) * st[0] - 2 * pd[0] + dl[0] * (g.KH - 1) + opd[0] + 1;
-  g.W = (g.OW - 1) * st[1] - 2 * pd[1] + dl[1] * (g.KW - 1) + opd[1] + 1;
-  if (g.H <= 0 || g.W <= 0)
-    throw ValueError(op + ": x " + shape_str(x.shape) + " and weight " + shape_str(w.shape) +
-                     " give a non-positive output size " + pair_text({g.H, g.W}));
+  g.unbatched = x.ndim() == 3;
+  g.N = t.N;
+  g.O = t.Cout; g.OH = t.Ho; g.OW = t.Wo;
+  g.C = t.C; g.H = t.H; g.W = t.W; g.KH = t.kh; g.KW = t.kw; g.G = t.groups;
+  g.st = {t.sh, t.sw}; g.dl = {t.dh, t.dw}; g.pd = {t.pt, t.pl};
   return g;
 }
 // The transposed op's output shape: (N, C, H, W), or (C, H, W) for an unbatched x.
@@ -964,60 +909,12 @@ py::tuple cu_conv_transpose2d_backward(DevArg g_, py::handle x_, py::handle w_, 
   return py::make_tuple(dx.owner, dw.owner, db.owner);
 }
 
-struct PoolCall {
+// The kernels' view of the CPU binding's pooling geometry (the same fields).
+cu::PoolDims pool_dims(const PoolGeom& p) {
   cu::PoolDims g;
-  std::vector<index_t> out_shape;
-};
-
-// x's shape xs (N, C, H, W) or (C, H, W) and the pooling parameters, checked as the CPU
-// binding's pool_args (torch's pool2d_shape_check).
-PoolCall pool_call(const std::string& op, const std::vector<index_t>& xs, py::handle k_, py::handle s_,
-                   py::handle p_, py::handle d_, bool ceil) {
-  if (xs.size() != 3 && xs.size() != 4)
-    throw ValueError(op + ": x must be 3-D (C, H, W) or 4-D (N, C, H, W), got shape " + shape_str(xs));
-  const auto k = int_pair(k_, "kernel_size", op);
-  const bool no_stride = s_.is_none() || (py::isinstance<py::sequence>(s_) && !py::isinstance<py::str>(s_) &&
-                                          py::len(s_) == 0);
-  const auto s = no_stride ? k : int_pair(s_, "stride", op);
-  const auto p = int_pair(p_, "padding", op), d = int_pair(d_, "dilation", op);
-  check_pair(k, true, "kernel_size", op);
-  check_pair(s, true, "stride", op);
-  check_pair(d, true, "dilation", op);
-  check_pair(p, false, "padding", op);
-  if (p[0] > k[0] / 2 || p[1] > k[1] / 2)
-    throw ValueError(op + ": padding " + pair_text(p) + " must be at most half of kernel_size " + pair_text(k));
-  const size_t nd = xs.size();
-  const index_t H = xs[nd - 2], W = xs[nd - 1];
-  if (H <= 0 || W <= 0 || xs[nd - 3] <= 0)
-    throw ValueError(op + ": x " + shape_str(xs) + " must have non-zero channel and spatial sizes");
-  PoolCall a;
-  cu::PoolDims& g = a.g;
-  g.planes = 1;
-  for (size_t i = 0; i + 2 < nd; ++i) g.planes *= xs[i];
-  g.H = H; g.W = W;
-  g.kh = k[0]; g.kw = k[1]; g.sh = s[0]; g.sw = s[1]; g.ph = p[0]; g.pw = p[1]; g.dh = d[0]; g.dw = d[1];
-  g.Ho = pool_out_size(H, k[0], s[0], p[0], d[0], ceil);
-  g.Wo = pool_out_size(W, k[1], s[1], p[1], d[1], ceil);
-  if (g.Ho < 1 || g.Wo < 1)
-    throw ValueError(op + ": x " + shape_str(xs) + " with kernel_size " + pair_text(k) + ", dilation " +
-                     pair_text(d) + " and padding " + pair_text(p) + " gives an empty output " + pair_text({g.Ho, g.Wo}));
-  a.out_shape = xs;
-  a.out_shape[nd - 2] = g.Ho;
-  a.out_shape[nd - 1] = g.Wo;
-  return a;
-}
-
-// input_shape: a sequence of ints (TypeError otherwise), as the CPU binding.
-std::vector<index_t> shape_of(py::handle h, const char* name, const std::string& op) {
-  if (!py::isinstance<py::sequence>(h) || py::isinstance<py::str>(h))
-    throw TypeError(op + ": " + name + " must be a sequence of ints");
-  std::vector<index_t> v;
-  for (py::handle e : py::reinterpret_borrow<py::sequence>(h)) {
-    PyObject* i = PyNumber_Index(e.ptr());
-    if (!i) throw py::error_already_set();
-    v.push_back(py::reinterpret_steal<py::object>(i).cast<index_t>());
-  }
-  return v;
+  g.planes = p.planes; g.H = p.H; g.W = p.W; g.Ho = p.Ho; g.Wo = p.Wo;
+  g.kh = p.kh; g.kw = p.kw; g.sh = p.sh; g.sw = p.sw; g.ph = p.ph; g.pw = p.pw; g.dh = p.dh; g.dw = p.dw;
+  return g;
 }
 
 // The (planes, rows, cols) view of a 3-D or 4-D CUDA array, read through its strides.
@@ -1036,13 +933,13 @@ cu::PlaneView plane_view(const DevTensor& t) {
 py::object cu_max_pool2d(DevArg x_, py::handle k_, py::handle s_, py::handle p_, py::handle d_, bool ceil,
                          bool return_indices) {
   DevTensor x = as_device(x_.h, "x");
-  const PoolCall a = pool_call("max_pool2d", x.shape, k_, s_, p_, d_, ceil);
+  const PoolArgs a = pool_args("max_pool2d", x.shape, k_, s_, p_, d_, ceil);
   dev_prepare({&x});
   DevTensor y = dev_empty(x.dtype, a.out_shape), idx;
   if (return_indices) idx = dev_empty_index(a.out_shape);
   {
     py::gil_scoped_release nogil;
-    cu::max_pool2d(x.dtype, a.g, y.ptr, return_indices ? static_cast<int64_t*>(idx.ptr) : nullptr, plane_view(x));
+    cu::max_pool2d(x.dtype, pool_dims(a.g), y.ptr, return_indices ? static_cast<int64_t*>(idx.ptr) : nullptr, plane_view(x));
   }
   if (return_indices) return py::make_tuple(y.owner, idx.owner);
   return y.owner;
@@ -1054,22 +951,8 @@ py::object cu_max_pool2d_backward(DevArg g_, py::handle idx_, py::handle shape_)
   const std::string op = "max_pool2d_backward";
   DevTensor go = as_device(g_.h, "grad_out");
   DevTensor idx = as_device_index(idx_, "indices");
-  const std::vector<index_t> xs = shape_of(shape_, "input_shape", op);
-  if (xs.size() != 3 && xs.size() != 4)
-    throw ValueError(op + ": input_shape must have 3 or 4 entries, got " + shape_str(xs));
-  for (index_t v : xs)
-    if (v < 0) throw ValueError(op + ": input_shape " + shape_str(xs) + " has a negative size");
-  if (go.shape != idx.shape)
-    throw ValueError(op + ": grad_out " + shape_str(go.shape) + " and indices " + shape_str(idx.shape) +
-                     " must have the same shape");
-  if (go.ndim() != int(xs.size()) || !std::equal(xs.begin(), xs.end() - 2, go.shape.begin()))
-    throw ValueError(op + ": grad_out " + shape_str(go.shape) + " does not match input_shape " + shape_str(xs));
-  const size_t nd = xs.size();
-  cu::PoolDims g;
-  g.planes = 1;
-  for (size_t i = 0; i + 2 < nd; ++i) g.planes *= xs[i];
-  g.H = xs[nd - 2]; g.W = xs[nd - 1];
-  g.Ho = go.shape[nd - 2]; g.Wo = go.shape[nd - 1];
+  const std::vector<index_t> xs = shape_arg(shape_, "input_shape", op.c_str());
+  const cu::PoolDims g = pool_dims(max_pool_backward_geom(xs, go.shape, idx.shape));
   dev_prepare({&go, &idx});
   go = dev_contiguous(go);
   idx = dev_contiguous(idx);
@@ -1090,12 +973,12 @@ py::object cu_max_pool2d_backward(DevArg g_, py::handle idx_, py::handle shape_)
 
 py::object cu_avg_pool2d(DevArg x_, py::handle k_, py::handle s_, py::handle p_, bool ceil, bool cip) {
   DevTensor x = as_device(x_.h, "x");
-  const PoolCall a = pool_call("avg_pool2d", x.shape, k_, s_, p_, py::int_(1), ceil);
+  const PoolArgs a = pool_args("avg_pool2d", x.shape, k_, s_, p_, py::int_(1), ceil);
   dev_prepare({&x});
   DevTensor y = dev_empty(x.dtype, a.out_shape);
   {
     py::gil_scoped_release nogil;
-    cu::avg_pool2d(x.dtype, a.g, y.ptr, plane_view(x), cip);
+    cu::avg_pool2d(x.dtype, pool_dims(a.g), y.ptr, plane_view(x), cip);
   }
   return y.owner;
 }
@@ -1104,8 +987,8 @@ py::object cu_avg_pool2d_backward(DevArg g_, py::handle shape_, py::handle k_, p
                                   bool ceil, bool cip) {
   const std::string op = "avg_pool2d_backward";
   DevTensor go = as_device(g_.h, "grad_out");
-  const std::vector<index_t> xs = shape_of(shape_, "input_shape", op);
-  const PoolCall a = pool_call(op, xs, k_, s_, p_, py::int_(1), ceil);
+  const std::vector<index_t> xs = shape_arg(shape_, "input_shape", op.c_str());
+  const PoolArgs a = pool_args(op.c_str(), xs, k_, s_, p_, py::int_(1), ceil);
   if (go.shape != a.out_shape)
     throw ValueError(op + ": grad_out " + shape_str(go.shape) + " must have shape " + shape_str(a.out_shape) +
                      " for input_shape " + shape_str(xs));
@@ -1113,7 +996,7 @@ py::object cu_avg_pool2d_backward(DevArg g_, py::handle shape_, py::handle k_, p
   DevTensor dx = dev_empty(go.dtype, xs);
   {
     py::gil_scoped_release nogil;
-    cu::avg_pool2d_backward(go.dtype, a.g, dx.ptr, plane_view(go), cip);
+    cu::avg_pool2d_backward(go.dtype, pool_dims(a.g), dx.ptr, plane_view(go), cip);
   }
   return dx.owner;
 }
@@ -1541,9 +1424,7 @@ void cu_check_ids(const cu::IndexView& ids, index_t V, const char* op) {
     py::gil_scoped_release nogil;
     bad = cu::embedding_first_bad(ids, V, &id);
   }
-  if (bad >= 0)
-    throw IndexError(std::string(op) + ": index " + std::to_string(id) + " at flat position " +
-                     std::to_string(bad) + " is out of range for num_embeddings " + std::to_string(V));
+  if (bad >= 0) throw embedding_index_error(op, id, bad, V);
 }
 // idx.shape + (D,), its byte count checked for int64 overflow (ValueError before any CUDA call).
 std::vector<index_t> embedding_out_shape(const DevTensor& idx, index_t D, DType dt) {
@@ -1557,7 +1438,7 @@ std::vector<index_t> embedding_out_shape(const DevTensor& idx, index_t D, DType 
 py::object cu_embedding(DevArg i_, py::handle w_) {
   DevTensor idx = as_device_index(i_.h, "indices");
   DevTensor w = as_device(w_, "weight");
-  if (w.ndim() != 2) throw ValueError("weight: expected 2-D input, got shape " + shape_str(w.shape));
+  rank(w, "weight", {2});
   const index_t V = w.shape[0], D = w.shape[1];
   const std::vector<index_t> os = embedding_out_shape(idx, D, w.dtype);
   const cu::IndexView ids = ids_view(idx);
@@ -1574,10 +1455,7 @@ py::object cu_embedding(DevArg i_, py::handle w_) {
 py::object cu_embedding_bwd(DevArg g_, py::handle i_, index_t V) {
   DevTensor idx = as_device_index(i_, "indices");
   DevTensor g = as_device(g_.h, "grad_out");
-  if (V < 0) throw ValueError("embedding_backward: num_embeddings must be >= 0, got " + std::to_string(V));
-  if (g.ndim() != idx.ndim() + 1 || !std::equal(idx.shape.begin(), idx.shape.end(), g.shape.begin()))
-    throw ValueError("embedding_backward: grad_out " + shape_str(g.shape) + " must have shape indices " +
-                     shape_str(idx.shape) + " + (D,)");
+  check_embedding_backward(V, g.shape, idx.shape);
   const index_t D = g.shape.back();
   checked_mul(checked_mul(V, D, "embedding_backward"), dtype_size(g.dtype), "embedding_backward");
   const cu::IndexView ids = ids_view(idx);
@@ -1594,8 +1472,7 @@ py::object cu_embedding_bwd(DevArg g_, py::handle i_, index_t V) {
 
 // (y, mask): mask a bool CUDA array, both bitwise the CPU path's for the same seed.
 py::tuple cu_dropout(DevArg x_, double p, uint64_t seed) {
-  if (!(p >= 0.0 && p <= 1.0))
-    throw ValueError("dropout: p must be in [0, 1], got " + std::to_string(p));
+  check_dropout_p(p);
   DevTensor x = as_device(x_.h, "x");
   dev_prepare({&x});
   x = dev_contiguous(x);

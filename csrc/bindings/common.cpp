@@ -148,13 +148,17 @@ void check_same_dtype(const Tensor& a, const char* an, const Tensor& b, const ch
 }
 
 void check_rank(const Tensor& t, const char* name, std::initializer_list<int> ranks) {
+  check_rank(t.shape, name, ranks);
+}
+
+void check_rank(const std::vector<index_t>& shape, const char* name, std::initializer_list<int> ranks) {
   for (int r : ranks)
-    if (t.ndim() == r) return;
+    if (int(shape.size()) == r) return;
   std::ostringstream os;
   os << name << ": expected ";
   bool first = true;
   for (int r : ranks) { os << (first ? "" : " or ") << r << "-D"; first = false; }
-  os << " input, got shape " << shape_str(t);
+  os << " input, got shape " << shape_str(shape);
   throw ValueError(os.str());
 }
 

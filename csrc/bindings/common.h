@@ -85,6 +85,8 @@ Tensor contiguous(const Tensor& t);
 void check_same_dtype(const Tensor& a, const char* an, const Tensor& b, const char* bn);
 // Raises ValueError unless t.ndim() is one of `ranks`.
 void check_rank(const Tensor& t, const char* name, std::initializer_list<int> ranks);
+// The same for an array of shape `shape` (the CUDA binding's arrays).
+void check_rank(const std::vector<index_t>& shape, const char* name, std::initializer_list<int> ranks);
 
 // A new C-contiguous array (sizes checked for int64 overflow -> ValueError; allocation
 // failure -> MemoryError).

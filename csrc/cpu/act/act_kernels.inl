@@ -53,12 +53,7 @@ struct ActImpl {
   // With `stream`, y's whole vectors from its first vector-aligned element on go out by
   // non-temporal stores (the caller fences): an output past the last-level cache then costs
   // no read for ownership (elementwise ops on 4M floats: three 16 MiB streams instead of four).
-  static inline index_t stream_head(const T* y, index_t n) {
-    constexpr uintptr_t kVecBytes = uintptr_t(L) * sizeof(T);
-    const uintptr_t mis = reinterpret_cast<uintptr_t>(y) % kVecBytes;
-    if (mis % sizeof(T) != 0) return -1;  // never vector-aligned: plain stores
-    return std::min<index_t>(n, index_t((kVecBytes - mis) % kVecBytes / sizeof(T)));
-  }
+  static inline index_t stream_head(const T* y, index_t n) { return cpu::stream_head(y, n, uintptr_t(L) * sizeof(T)); }
 
   template <class F>
   static inline void map1(T* y, const T* x, index_t n, F f, const T* pf0 = nullptr, bool stream = false) {

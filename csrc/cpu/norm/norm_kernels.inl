@@ -25,11 +25,10 @@ struct NormImpl {
   template <class F>
   static inline void out_row(T* dst, index_t D, bool stream, const T* pf0, const T* pf1, F&& f) {
     constexpr index_t kLine = 64 / index_t(sizeof(T));
-    constexpr uintptr_t kVecBytes = uintptr_t(L) * sizeof(T);
     index_t d = 0, s0 = D;  // dst[s0:] streamed
-    const uintptr_t mis = reinterpret_cast<uintptr_t>(dst) % kVecBytes;
-    if (stream && mis % sizeof(T) == 0) {
-      s0 = std::min<index_t>(D, index_t((kVecBytes - mis) % kVecBytes / sizeof(T)));
+    const index_t h = stream ? cpu::stream_head(dst, D, uintptr_t(L) * sizeof(T)) : -1;
+    if (h >= 0) {
+      s0 = h;
       if (s0 > 0) st(dst, f(index_t(0), s0), s0);
       d = s0;
     }

@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "core/types.h"
+#include "cpu/simd/stream.h"
 
 namespace nnk::cpu::avx2 {
 

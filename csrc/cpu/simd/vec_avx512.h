@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "core/types.h"
+#include "cpu/simd/stream.h"
 
 namespace nnk::cpu::avx512 {
 

@@ -24,6 +24,7 @@
 #include <cstring>
 
 #include "core/types.h"
+#include "cpu/simd/stream.h"
 
 namespace nnk::cpu::generic {
 
