@@ -92,17 +92,57 @@ def cases(f):
     return combos
 
 
-def main(module_name):
+class TorchAsCuda:
+    """A host torch tensor presented as CUDA memory (__cuda_array_interface__, no copy): with
+    the emulator, device pointers are host pointers."""
+
+    def __init__(self, t):
+        t = t.detach()
+        item = t.element_size()
+        typestr = np.dtype(str(t.dtype).replace("torch.", "")).str if t.dtype != torch.bool else "|b1"
+        self.tensor = t
+        self.__cuda_array_interface__ = dict(
+            shape=tuple(t.shape), typestr=typestr, strides=tuple(st * item for st in t.stride()),
+            data=(t.data_ptr(), False), version=3)
+
+
+def emulated_ops():
+    """The real ops, with host torch tensors passed as CUDA arrays."""
+    def conv(a):
+        if isinstance(a, torch.Tensor):
+            return TorchAsCuda(a)
+        if isinstance(a, (list, tuple)):
+            return type(a)(conv(x) for x in a)
+        return a
+
+    def wrapped(f):
+        return lambda *a, **kw: f(*conv(a), **{k: conv(v) for k, v in kw.items()})
+    names = [k for k in dir(real_ops) if not k.startswith("_") and callable(getattr(real_ops, k))]
+    return types.SimpleNamespace(**{k: wrapped(getattr(real_ops, k)) for k in names})
+
+
+def main(module_name, emu=False, only=None):
     map_cuda_to_cpu()
     mod = __import__(module_name)
     tcuda = lambda a: torch.from_numpy(np.array(a, order="C"))  # noqa: E731
-    ops = host_ops()
+    if emu:
+        devices = nnkernels.config()["cuda"]["devices"]
+        if not devices or not devices[0].startswith("nnkernels CUDA emulator"):
+            sys.exit("--emu needs a build with -DNNKERNELS_CUDA_EMU=ON (tools/cuda_emu/README.md)")
+        ops, cuda_ns = emulated_ops(), nnkernels
+        # torch here has no CUDA: our device arrays reach it as host copies
+        for name in ["from_dlpack", "as_tensor"]:
+            f = getattr(torch, name)
+            setattr(torch, name, lambda a, *r, _f=f, **k: _f(a.numpy(), *r, **k)
+                    if isinstance(a, nnkernels.cuda.DeviceArray) else _f(a, *r, **k))
+    else:
+        ops, cuda_ns = host_ops(), types.SimpleNamespace(cuda=HostCuda, config=nnkernels.config)
     for k, v in dict(torch=torch, F=F, tcuda=tcuda, ops=ops).items():
         setattr(mod, k, v)  # module-level helpers of the test file see them too
-    ns = dict(mod.__dict__, nnkernels=types.SimpleNamespace(cuda=HostCuda, config=nnkernels.config))
+    ns = dict(mod.__dict__, nnkernels=cuda_ns)
     ok = failed = 0
     for name, f in list(mod.__dict__.items()):
-        if not name.startswith("test_gpu") or not callable(f):
+        if not name.startswith("test_gpu") or not callable(f) or (only and only not in name):
             continue
         src = inspect.getsource(f)
         exec(src[src.index("def " + name):], ns)  # the body without its skip marks
@@ -110,15 +150,26 @@ def main(module_name):
         for c in cases(f):
             kwargs = {p: c.get(p, np.random.default_rng(0) if p == "rng" else None)
                       for p in inspect.signature(fn).parameters}
+            if emu and "tf32" in kwargs:  # the fixture: TF32 on for this test
+                nnkernels.cuda.set_allow_tf32(True)
             try:
                 fn(**kwargs)
                 ok += 1
             except Exception as e:  # a report line per failing case
                 failed += 1
                 shown = {k: v for k, v in c.items() if k != "rng"}
-                print("FAIL", name, shown, type(e).__name__, str(e)[:160].replace("\n", " "))
+                print("FAIL", name, shown, type(e).__name__, str(e)[:300].replace("\n", " "), flush=True)
+            finally:
+                if emu:
+                    nnkernels.cuda.set_allow_tf32(False)
     print(f"{module_name}: {ok} cases passed, {failed} failed")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "test_cuda")
+    import argparse
+    ap = argparse.ArgumentParser()
+    ap.add_argument("module", nargs="?", default="test_cuda")
+    ap.add_argument("--emu", action="store_true", help="run the ops on the CUDA emulator build")
+    ap.add_argument("-k", dest="only", help="only tests whose name contains this")
+    a = ap.parse_args()
+    main(a.module, a.emu, a.only)

@@ -314,7 +314,7 @@ void forward_t(const RnnParams& p, T* out, T* h_n, T* c_n, T* gates, T* extra) {
     void* args[] = {&kind, const_cast<index_t*>(&Tn), const_cast<index_t*>(&B), const_cast<index_t*>(&H), &U,
                     const_cast<T**>(&whh), &rs, &cs, const_cast<T**>(&bhh), const_cast<T**>(&h0),
                     const_cast<T**>(&c0), &out, &P, &c_n, &extra};
-    CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(rnn_persistent_kernel<T>), dim3(unsigned(blocks)),
+    CUDA_CHECK(cudaLaunchCooperativeKernel(rnn_persistent_kernel<T>, dim3(unsigned(blocks)),
                                            dim3(kPersistThreads), args, smem, cudaStream_t(0)));
     CUDA_CHECK(cudaGetLastError());
     if (h_n) copy_d2d(h_n, out + (Tn - 1) * B * H, es * size_t(B * H));
