@@ -4,6 +4,11 @@
 #include <sys/mman.h>
 #include <ucontext.h>
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#endif
+
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -15,15 +20,60 @@
 #include <string>
 #include <vector>
 
+// ---- fiber context switch: a few instructions on x86-64 (no signal-mask syscall, as
+// swapcontext makes), ucontext elsewhere ----
+#if defined(__x86_64__)
+extern "C" void nnk_emu_switch(void** save_sp, void* new_sp);
+asm(R"(
+  .text
+  .globl nnk_emu_switch
+  .type nnk_emu_switch, @function
+nnk_emu_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  subq $8, %rsp
+  stmxcsr (%rsp)
+  fnstcw 4(%rsp)
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  ldmxcsr (%rsp)
+  fldcw 4(%rsp)
+  addq $8, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size nnk_emu_switch, .-nnk_emu_switch
+  .section .note.GNU-stack,"",@progbits
+  .text
+)");
+#endif
+
 namespace nnk_emu {
 
 thread_local Current cur;
 
+struct Ctx {
+#if defined(__x86_64__)
+  void* sp = nullptr;
+#else
+  ucontext_t uc;
+#endif
+};
+
 enum class Wait { run, block_bar, warp_bar, grid_bar, done };
 
 struct ThreadState {
-  ucontext_t uc;
+  Ctx ctx;
   void* stack = nullptr;
+  void* asan_fake = nullptr;
   Wait wait = Wait::run;
   unsigned warp_mask = 0;   // at a warp barrier: the lanes it waits for
   const char* bar_file = nullptr;
@@ -60,7 +110,9 @@ struct Block {
   std::vector<ThreadState> th;
   std::vector<unsigned char> dyn;
   std::vector<uint64_t> slots;  // warp exchange: one value per thread
-  ucontext_t sched;
+  Ctx sched;
+  const void* sched_stack = nullptr;  // the scheduler's stack, for ASan's fiber annotations
+  size_t sched_stack_size = 0;
   std::exception_ptr error;
   bool at_grid = false, finished = false;
 };
@@ -75,22 +127,78 @@ std::string where(const char* what) {
          std::to_string(t.z) + "))";
 }
 
-void yield_to_scheduler() {
-  ThreadState* t = cur.thread;
-  Block* b = g_block;
-  swapcontext(&t->uc, &b->sched);
+#if defined(__SANITIZE_ADDRESS__)
+void asan_start(void** fake, const void* bottom, size_t size) { __sanitizer_start_switch_fiber(fake, bottom, size); }
+void asan_finish(void* fake, const void** bottom, size_t* size) { __sanitizer_finish_switch_fiber(fake, bottom, size); }
+#else
+void asan_start(void**, const void*, size_t) {}
+void asan_finish(void*, const void**, size_t*) {}
+#endif
+
+void raw_switch(Ctx& from, Ctx& to) {
+#if defined(__x86_64__)
+  nnk_emu_switch(&from.sp, to.sp);
+#else
+  swapcontext(&from.uc, &to.uc);
+#endif
 }
 
-void fiber_entry() {
+// Scheduler -> thread t, until t yields or exits.
+void enter(Block& b, ThreadState& t) {
+  void* fake = nullptr;
+  asan_start(&fake, t.stack, kStack);
+  raw_switch(b.sched, t.ctx);
+  asan_finish(fake, nullptr, nullptr);
+}
+
+// Thread -> scheduler; returns when the scheduler resumes the thread.
+void leave(bool exiting) {
+  ThreadState* t = cur.thread;
+  Block* b = g_block;
+  asan_start(exiting ? nullptr : &t->asan_fake, b->sched_stack, b->sched_stack_size);
+  raw_switch(t->ctx, b->sched);
+  asan_finish(t->asan_fake, &b->sched_stack, &b->sched_stack_size);
+}
+
+void yield_to_scheduler() { leave(false); }
+
+[[noreturn]] void fiber_entry() {
   Block* b = g_block;
   ThreadState* t = cur.thread;
+  asan_finish(nullptr, &b->sched_stack, &b->sched_stack_size);
   try {
     (*g_body)();
   } catch (...) {
     if (!b->error) b->error = std::current_exception();
   }
   t->wait = Wait::done;
-  swapcontext(&t->uc, &b->sched);
+  leave(true);
+  __builtin_trap();  // never resumed
+}
+
+void init_fiber(ThreadState& t) {
+#if defined(__SANITIZE_ADDRESS__)
+  // A reused stack keeps the redzones of the frames its last fiber left without returning.
+  ASAN_UNPOISON_MEMORY_REGION(t.stack, kStack);
+#endif
+#if defined(__x86_64__)
+  // The stack nnk_emu_switch pops into fiber_entry: MXCSR / x87 control word, r15..r12, rbx,
+  // rbp, the return address, and a null "caller" so that fiber_entry starts 16-byte aligned
+  // less 8, as after a call.
+  auto* top = reinterpret_cast<uint64_t*>(static_cast<char*>(t.stack) + kStack);
+  uint64_t* sp = top - 9;
+  sp[8] = 0;
+  sp[7] = reinterpret_cast<uint64_t>(&fiber_entry);
+  for (int i = 1; i <= 6; ++i) sp[i] = 0;
+  sp[0] = 0x037Full << 32 | 0x1F80u;
+  t.ctx.sp = sp;
+#else
+  getcontext(&t.ctx.uc);
+  t.ctx.uc.uc_stack.ss_sp = t.stack;
+  t.ctx.uc.uc_stack.ss_size = kStack;
+  t.ctx.uc.uc_link = nullptr;
+  makecontext(&t.ctx.uc, reinterpret_cast<void (*)()>(&fiber_entry), 0);
+#endif
 }
 
 enum class Order { fwd, rev, rand };
@@ -129,7 +237,7 @@ void run_block(Block& b, const LaunchState& ls, const std::function<void()>& bod
       cur.thread = &t;
       cur.thread_idx = t.idx;
       ran = true;
-      swapcontext(&b.sched, &t.uc);
+      enter(b, t);
       if (b.error) std::rethrow_exception(b.error);
     }
     // Release the barriers whose members have all arrived.
@@ -303,11 +411,7 @@ void run_grid(const char* name, const char* file, int line, const Cfg& c, const 
       t.linear = int(k);
       t.idx = {unsigned(k % bl.x), unsigned(k / bl.x % bl.y), unsigned(k / (1ull * bl.x * bl.y))};
       t.stack = g_stacks.get();
-      getcontext(&t.uc);
-      t.uc.uc_stack.ss_sp = t.stack;
-      t.uc.uc_stack.ss_size = kStack;
-      t.uc.uc_link = nullptr;
-      makecontext(&t.uc, fiber_entry, 0);
+      init_fiber(t);
     }
     return b;
   };
