@@ -126,9 +126,11 @@ void launch(const char* name, const char* file, int line, const Cfg& c, F call, 
 }
 
 template <class... P, size_t... I>
-void launch_packed(const Cfg& c, void (*k)(P...), void** args, bool coop, std::index_sequence<I...>) {
+void launch_packed(const char* file, int line, const Cfg& c, void (*k)(P...), void** args, bool coop,
+                   std::index_sequence<I...>) {
   std::tuple<std::decay_t<P>...> t(*static_cast<std::decay_t<P>*>(args[I])...);
-  run_grid("cooperative kernel", "", 0, c, reinterpret_cast<const void*>(k), [&] { std::apply(k, t); }, coop);
+  run_grid("cudaLaunchCooperativeKernel", file, line, c, reinterpret_cast<const void*>(k),
+           [&] { std::apply(k, t); }, coop);
 }
 
 size_t max_dyn_smem(const void* func);
@@ -268,8 +270,9 @@ cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* n, F* func, int t
 }
 template <class... P>
 cudaError_t cudaLaunchCooperativeKernel(void (*func)(P...), dim3 grid, dim3 block, void** args, size_t smem = 0,
-                                        cudaStream_t s = nullptr) {
-  ::nnk_emu::launch_packed(::nnk_emu::Cfg(grid, block, smem, s), func, args, true,
+                                        cudaStream_t s = nullptr, const char* file = __builtin_FILE(),
+                                        int line = __builtin_LINE()) {
+  ::nnk_emu::launch_packed(file, line, ::nnk_emu::Cfg(grid, block, smem, s), func, args, true,
                            std::index_sequence_for<P...>{});
   return cudaSuccess;
 }
