@@ -330,6 +330,11 @@ def test_routing_errors_before_cuda():
         sdpa(f32(2, 4, 5, 8), f32(2, 4, 7, 8), f32(4, 7, 8))
     with pytest.raises(NotImplementedError, match="batch dims"):
         sdpa(f32(1, 1, 1, 1, 2, 4, 5, 8), f32(1, 1, 1, 1, 2, 2, 7, 8), f32(1, 1, 1, 1, 2, 2, 7, 8), enable_gqa=True)
+    with pytest.raises(NotImplementedError, match="head dims > 256"):
+        sdpa(f32(2, 5, 257), f32(2, 7, 257), f32(2, 7, 8))
+    with pytest.raises(NotImplementedError, match="head dims > 256"):
+        ops.scaled_dot_product_attention_backward(f32(2, 5, 300), f32(2, 5, 8), f32(2, 7, 8), f32(2, 7, 300),
+                                                  f32(2, 5, 300), f32(2, 5))
     # unbatched recurrent forward: state shapes, no cache
     with pytest.raises(ValueError, match="h0"):
         ops.lstm(f32(5, 3), f32(5), None, f32(16, 3), f32(16, 4))
@@ -517,6 +522,8 @@ def test_launch_math():
     assert kt("float32", 2048, 2048, 0, True) == 1        # causal block skipping
     assert kt("float32", 2048, 2048, 63, True) == 64
     assert kt("float64", 2048, 2048, 0, True) == 2        # 16-key tiles for float64
+    kd = lambda dt, d: L("attention_key_tiles", dt, [2048, 2048, 0, 1, d])
+    assert (kd("float32", 128), kd("float32", 129), kd("float64", 256)) == (1, 2, 4)  # halved past 128
     assert kt("float32", 10, 1000, 0, True) == 1
     assert kt("float32", 100, 0, 0, False) == 0
 
@@ -839,7 +846,8 @@ def test_gpu_conv2d_backward(rng, dtype, cfg, no_tf32):
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", DT)
 @pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("L,S,E,Ev", [(1, 1, 8, 8), (77, 77, 64, 64), (50, 130, 40, 24), (130, 33, 128, 128)])
+@pytest.mark.parametrize("L,S,E,Ev", [(1, 1, 8, 8), (77, 77, 64, 64), (50, 130, 40, 24), (130, 33, 128, 128),
+                                      (40, 37, 256, 129), (19, 50, 160, 256)])
 def test_gpu_flash_attention(rng, dtype, causal, L, S, E, Ev):
     q = rng.standard_normal((2, 3, L, E)).astype(dtype)
     k = rng.standard_normal((2, 3, S, E)).astype(dtype)
@@ -858,7 +866,7 @@ def test_gpu_flash_attention(rng, dtype, causal, L, S, E, Ev):
 @pytest.mark.parametrize("dtype", DT)
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("L,S,E,Ev", [(1, 1, 8, 8), (77, 77, 64, 64), (50, 130, 40, 24), (130, 33, 128, 128),
-                                      (0, 9, 16, 16), (9, 0, 16, 16)])
+                                      (0, 9, 16, 16), (9, 0, 16, 16), (40, 37, 256, 129), (19, 50, 160, 256)])
 def test_gpu_flash_attention_backward(rng, dtype, causal, L, S, E, Ev):
     q = rng.standard_normal((2, 3, L, E)).astype(dtype)
     k = rng.standard_normal((2, 3, S, E)).astype(dtype)
@@ -893,9 +901,9 @@ def test_gpu_flash_attention_backward(rng, dtype, causal, L, S, E, Ev):
                                        ((2,), (3, 2), False), ((4,), (), False), ((1, 3), (2, 3), False),
                                        ((1, 3), (0, 1), False)])
 def test_gpu_flash_attention_gqa_and_broadcast(rng, dtype, qs, ks, gqa):
-    """Broadcast batch dims and GQA (k / v heads dividing q's): the operands are expanded to
-    the broadcast batch, the gradients of k and v (and of a broadcast q) summed back; against
-    our CPU path (which reads them in place) and torch autograd."""
+    """Broadcast batch dims and GQA (k / v heads dividing q's): the kernels read the operands
+    in place and sum the gradients of k and v (and of a broadcast q) over the batch-heads
+    they serve; against our CPU path and torch autograd."""
     L, S, E, Ev = 13, 21, 16, 8
     q = rng.standard_normal(qs + (L, E)).astype(dtype)
     k = rng.standard_normal(ks + (S, E)).astype(dtype)
@@ -916,6 +924,38 @@ def test_gpu_flash_attention_gqa_and_broadcast(rng, dtype, qs, ks, gqa):
         F.scaled_dot_product_attention(*t, enable_gqa=gqa).backward(tcuda(g))
         for ours, ref in zip(grads, t):
             close(ours, ref.grad, dtype, factor=32)
+
+
+@needs_gpu
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DT)
+@pytest.mark.parametrize("gqa,causal", [(False, False), (False, True), (True, False), (True, True)])
+def test_gpu_flash_attention_strided_operands(rng, dtype, gqa, causal):
+    """q, k, v as views of a fused projection (B, L, 3, H, E) transposed to (B, H, L, E), and
+    v with a column step of 2: read in place with their strides, forward and backward,
+    against the CPU path on contiguous copies and torch autograd."""
+    B, L, H, E = 2, 37, 4, 16
+    kvh = 2 if gqa else H
+    x = tcuda(rng.standard_normal((B, L, 3, H, 2 * E)).astype(dtype))
+    q = x[:, :, 0, :, :E].transpose(1, 2)
+    k = x[:, :, 1, :kvh, E:].transpose(1, 2)
+    v = x[:, :, 2, :kvh, ::2].transpose(1, 2)
+    assert not (q.is_contiguous() or k.is_contiguous() or v.is_contiguous())
+    qc, kc, vc = (np.ascontiguousarray(host(t)) for t in (q, k, v))
+    out, lse = ops.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=gqa, return_lse=True)
+    cout, clse = ops.scaled_dot_product_attention(qc, kc, vc, is_causal=causal, enable_gqa=gqa, return_lse=True)
+    close(out, cout, dtype, factor=8)
+    close(lse, clse, dtype, factor=8)
+    g = rng.standard_normal(cout.shape).astype(dtype)
+    gt = tcuda(np.repeat(g, 2, axis=-1))[..., ::2]  # a strided grad_out too
+    grads = ops.scaled_dot_product_attention_backward(gt, q, k, v, out, lse, is_causal=causal, enable_gqa=gqa)
+    cgrads = ops.scaled_dot_product_attention_backward(g, qc, kc, vc, cout, clse, is_causal=causal, enable_gqa=gqa)
+    for ours, ref in zip(grads, cgrads):
+        close(ours, ref, dtype, factor=32)
+    t = [tcuda(a).requires_grad_(True) for a in (qc, kc, vc)]
+    F.scaled_dot_product_attention(*t, is_causal=causal, enable_gqa=gqa).backward(tcuda(g))
+    for ours, ref in zip(grads, t):
+        close(ours, ref.grad, dtype, factor=32)
 
 
 @needs_gpu

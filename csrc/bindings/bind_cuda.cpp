@@ -1005,12 +1005,10 @@ py::object cu_avg_pool2d_backward(DevArg g_, py::handle shape_, py::handle k_, p
 // An operand of attention laid out over the broadcast batch: the dims of the batch (with
 // GQA's head dim split as (key/value heads, group)), then the operand's last two dims, with
 // the operand's strides, 0 where it is broadcast or repeated (`reduced`: its gradient sums
-// over those dims). `needed`: some dim is broadcast or repeated, so the kernels (which take
-// one contiguous (BH, rows, cols) block per operand) read an expanded copy.
+// over those dims). The kernels read it in place through this view (no expanded copy).
 struct ExpandedView {
   std::vector<index_t> shape, strides;
   std::vector<bool> reduced;
-  bool needed = false;
 };
 
 ExpandedView expanded_view(const AttnBatch& ab, const DevTensor& t, bool is_q) {
@@ -1020,7 +1018,6 @@ ExpandedView expanded_view(const AttnBatch& ab, const DevTensor& t, bool is_q) {
     e.shape.push_back(n);
     e.strides.push_back(red ? 0 : st);
     e.reduced.push_back(red);
-    e.needed = e.needed || (red && n != 1);  // (n = 0: an empty batch, zero gradients)
   };
   for (int d = 0; d < nb; ++d) {
     const int o = d - (nb - tb);
@@ -1030,30 +1027,26 @@ ExpandedView expanded_view(const AttnBatch& ab, const DevTensor& t, bool is_q) {
       add(own, st, false);
       add(group, 0, true);
     } else {
-      add(ab.out[size_t(d)], st, own == 1);
+      add(ab.out[size_t(d)], st, own == 1 && ab.out[size_t(d)] != 1);
     }
   }
   for (int d = tb; d < t.ndim(); ++d) add(t.shape[size_t(d)], t.strides[size_t(d)], false);
   return e;
 }
 
-// t laid out as its expanded view (a contiguous (BH, rows, cols) block).
-DevTensor expand_operand(const DevTensor& t, const ExpandedView& e) {
-  if (!e.needed) return dev_contiguous(t);
-  DevTensor v = t;
-  v.shape = e.shape;
-  v.strides = e.strides;
-  return dev_contiguous(v);
-}
-
-// The gradient of an operand from its gradient over the expanded layout.
-DevTensor reduce_operand(const DevTensor& g, const ExpandedView& e, const std::vector<index_t>& shape) {
-  if (!e.needed) return g;
-  DevTensor r = dev_empty(g.dtype, shape);
-  std::unique_ptr<bool[]> red(new bool[e.reduced.size()]);
-  for (size_t d = 0; d < e.reduced.size(); ++d) red[d] = e.reduced[d];
-  cu::sum_dims(g.dtype, r.ptr, g.ptr, int(e.shape.size()), e.shape.data(), red.get());
-  return r;
+// The kernels' view of operand t (its device pointer) through its expanded layout.
+cu::AttnOperand operand_view(const DevTensor& t, const ExpandedView& e) {
+  cu::AttnOperand o;
+  o.p = t.ptr;
+  o.nb = int(e.shape.size()) - 2;
+  for (int d = 0; d < o.nb; ++d) {
+    o.bshape[d] = e.shape[size_t(d)];
+    o.bstride[d] = e.strides[size_t(d)];
+    o.reduced[d] = e.reduced[size_t(d)];
+  }
+  o.rs = e.strides[size_t(o.nb)];
+  o.cs = e.strides[size_t(o.nb) + 1];
+  return o;
 }
 
 // The checked geometry of an attention call (forward and backward; `fn` names it in errors):
@@ -1113,7 +1106,7 @@ SdpaGeom sdpa_geom(const std::string& fn, const DevTensor& q, const DevTensor& k
                        shape_str(full) + " (q " + shape_str(q.shape) + ", k " + shape_str(k.shape) + ")");
     g.has_mask = true;
   }
-  if (g.E > 128 || g.Ev > 128) not_on_cuda(fn + " with head dims > 128");
+  if (g.E > cu::kAttnMaxDim || g.Ev > cu::kAttnMaxDim) not_on_cuda(fn + " with head dims > 256");
   g.scale = scale_.is_none() ? 1.0 / std::sqrt(double(g.E)) : scale_.cast<double>();
   for (index_t d : g.ab.out) g.BH *= d;
   cu::check_grid_yz(g.BH, 1, fn.c_str());  // the kernels' grid y (ValueError), before any CUDA call
@@ -1124,20 +1117,20 @@ SdpaGeom sdpa_geom(const std::string& fn, const DevTensor& q, const DevTensor& k
   return g;
 }
 
-// Broadcast batch dims and GQA: q, k, v are copied out to the broadcast batch (k and v once
-// per query head of their group) and, in the backward, the gradients summed back in order.
+// Broadcast batch dims, GQA and any strides: q, k, v are read in place (no copies); in the
+// backward, the kernels sum each gradient over the dims its operand is broadcast or repeated
+// over, in a fixed order.
 py::object cu_sdpa(DevArg q_, py::handle k_, py::handle v_, py::handle mask, bool causal,
                    py::handle scale_, bool gqa, bool return_lse) {
   DevTensor q = as_device(q_.h, "q"), k = as_device(k_, "k"), v = as_device(v_, "v");
   const SdpaGeom sg = sdpa_geom("scaled_dot_product_attention", q, k, v, mask, causal, scale_, gqa);
   dev_prepare({&q, &k, &v, sg.has_mask ? &sg.mask : nullptr});
   const cu::AttnMaskView mv = mask_view(sg);
-  q = expand_operand(q, sg.xq); k = expand_operand(k, sg.xk); v = expand_operand(v, sg.xv);
   DevTensor out = dev_empty(q.dtype, sg.out_shape), lse = dev_empty(q.dtype, sg.lse_shape);
   {
     py::gil_scoped_release nogil;
-    cu::flash_attention_forward(q.dtype, out.ptr, lse.ptr, q.ptr, k.ptr, v.ptr, sg.BH, sg.L, sg.S, sg.E,
-                                sg.Ev, sg.scale, causal, mv);
+    cu::flash_attention_forward(q.dtype, out.ptr, lse.ptr, operand_view(q, sg.xq), operand_view(k, sg.xk),
+                                operand_view(v, sg.xv), sg.BH, sg.L, sg.S, sg.E, sg.Ev, sg.scale, causal, mv);
   }
   if (return_lse) return py::make_tuple(out.owner, lse.owner);
   return out.owner;
@@ -1161,25 +1154,18 @@ py::object cu_sdpa_bwd(DevArg g_, py::handle q_, py::handle k_, py::handle v_, p
     throw ValueError(fn + ": lse " + shape_str(lse.shape) + " must have shape " + shape_str(sg.lse_shape));
   dev_prepare({&g, &q, &k, &v, &out, &lse, sg.has_mask ? &sg.mask : nullptr});
   const cu::AttnMaskView mv = mask_view(sg);
-  const std::vector<index_t> qs = q.shape, ks = k.shape, vs = v.shape;
   g = dev_contiguous(g);
-  q = expand_operand(q, sg.xq); k = expand_operand(k, sg.xk); v = expand_operand(v, sg.xv);
-  out = dev_contiguous(out); lse = dev_contiguous(lse);
-  // Gradients over the expanded layout (BH, rows, cols), or straight in the operand's shape
-  // (the same contiguous elements) when it was not expanded.
-  const index_t BH = sg.BH;
-  auto grad = [&](const ExpandedView& e, const std::vector<index_t>& shape, index_t rows, index_t cols) {
-    return dev_empty(q.dtype, e.needed ? std::vector<index_t>{BH, rows, cols} : shape);
-  };
-  DevTensor dq = grad(sg.xq, qs, sg.L, sg.E), dk = grad(sg.xk, ks, sg.S, sg.E), dv = grad(sg.xv, vs, sg.S, sg.Ev);
+  out = dev_contiguous(out);
+  lse = dev_contiguous(lse);
+  // Each gradient in its operand's shape (contiguous): the own layout the kernels write.
+  DevTensor dq = dev_empty(q.dtype, q.shape), dk = dev_empty(q.dtype, k.shape), dv = dev_empty(q.dtype, v.shape);
   {
     py::gil_scoped_release nogil;
-    cu::flash_attention_backward(q.dtype, dq.ptr, dk.ptr, dv.ptr, g.ptr, q.ptr, k.ptr, v.ptr, out.ptr,
-                                 lse.ptr, BH, sg.L, sg.S, sg.E, sg.Ev, sg.scale, causal, mv);
+    cu::flash_attention_backward(q.dtype, dq.ptr, dk.ptr, dv.ptr, g.ptr, operand_view(q, sg.xq),
+                                 operand_view(k, sg.xk), operand_view(v, sg.xv), out.ptr, lse.ptr, sg.BH, sg.L,
+                                 sg.S, sg.E, sg.Ev, sg.scale, causal, mv);
   }
-  // Summed over the broadcast / repeated dims back to the operands' shapes.
-  return py::make_tuple(reduce_operand(dq, sg.xq, qs).owner, reduce_operand(dk, sg.xk, ks).owner,
-                        reduce_operand(dv, sg.xv, vs).owner);
+  return py::make_tuple(dq.owner, dk.owner, dv.owner);
 }
 
 // ---- recurrent layers ----
@@ -1583,9 +1569,9 @@ void bind_cuda(py::module_& m) {
     else if (kind == "rows") { need(1); l = cu::rows_launch(a[0]); }
     else if (kind == "norm") { need(1); l = cu::norm_launch(a[0]); }
     else if (kind == "attention") { need(2); l = cu::attn_launch(dt, a[0], a[1]); }
-    else if (kind == "attention_key_tiles") {
-      need(4);
-      return py::cast(cu::attn_key_tiles(dt, a[0], a[1], a[2], a[3] != 0));
+    else if (kind == "attention_key_tiles") {  // L, S, query tile, causal[, head dim]
+      if (a.size() != 5) need(4);
+      return py::cast(cu::attn_key_tiles(dt, a[0], a[1], a[2], a[3] != 0, a.size() > 4 ? a[4] : 0));
     } else throw ValueError("_cuda_launch: unknown kind " + kind);
     py::dict d;
     d["grid"] = py::make_tuple(l.grid_x, l.grid_y, l.grid_z);

@@ -43,11 +43,6 @@ void strided_copy(DType dt, void* dst, const void* src, int ndim, const index_t*
 // The same for elements of item_bytes = 1, 4 or 8 bytes (bool, int32, int64 arrays): raw copies.
 void strided_copy_items(index_t item_bytes, void* dst, const void* src, int ndim, const index_t* shape,
                         const index_t* strides);
-// dst (C-contiguous) = src (C-contiguous, `shape`, ndim <= 8) summed over the dims with
-// reduced[d]: each dst element adds its src entries in C order (deterministic). The
-// gradients of operands that were broadcast or repeated (attention's broadcast batch dims
-// and GQA heads) are summed this way.
-void sum_dims(DType dt, void* dst, const void* src, int ndim, const index_t* shape, const bool* reduced);
 void fill_zero(void* dst, size_t bytes);
 void copy_d2d(void* dst, const void* src, size_t bytes);  // queued on stream 0
 
@@ -227,16 +222,42 @@ struct AttnMaskView {
   index_t bstride[8] = {};
   index_t sl = 0, ss = 0;
 };
-// q (BH, L, E), k (BH, S, E), v (BH, S, Ev), out (BH, L, Ev), lse (BH, L); contiguous;
-// E, Ev <= kAttnMaxDim. A row whose keys are all masked out gives out 0 and lse -inf.
-void flash_attention_forward(DType dt, void* out, void* lse, const void* q, const void* k,
-                             const void* v, index_t BH, index_t L, index_t S, index_t E,
+// An attention operand (q, k or v) read in place: row r, column c of batch-head bh (an index
+// over the broadcast batch, GQA's head dim split as (key/value heads, group)) at
+// p + base(bh) + r * rs + c * cs (elements), base(bh) decomposing bh over bshape (row-major)
+// with strides bstride. reduced[d]: the operand is broadcast or repeated over dim d (stride
+// 0); its gradient sums over those dims, so it has the operand's own layout: the other dims,
+// row-major, then (rows, cols), contiguous.
+struct AttnOperand {
+  const void* p = nullptr;
+  int nb = 0;
+  index_t bshape[8] = {};
+  index_t bstride[8] = {};
+  bool reduced[8] = {};
+  index_t rs = 0, cs = 1;
+  index_t own_count() const {  // batch-heads of the operand's own layout
+    index_t n = 1;
+    for (int d = 0; d < nb; ++d) n *= reduced[d] ? 1 : bshape[d];
+    return n;
+  }
+  index_t reduced_count() const {  // batch-heads summed into each of them
+    index_t n = 1;
+    for (int d = 0; d < nb; ++d) n *= reduced[d] ? bshape[d] : 1;
+    return n;
+  }
+};
+// q (BH, L, E), k (BH, S, E), v (BH, S, Ev) as AttnOperands (any strides, broadcast and GQA
+// read in place); out (BH, L, Ev), lse (BH, L) contiguous; E, Ev <= kAttnMaxDim. A row whose
+// keys are all masked out gives out 0 and lse -inf.
+void flash_attention_forward(DType dt, void* out, void* lse, const AttnOperand& q, const AttnOperand& k,
+                             const AttnOperand& v, index_t BH, index_t L, index_t S, index_t E,
                              index_t Ev, double scale, bool causal, const AttnMaskView& mask);
-// Gradients from dout (BH, L, Ev) and the forward's out and lse: dq (BH, L, E), dk (BH, S, E),
-// dv (BH, S, Ev); contiguous; deterministic (each element has one owner thread).
+// Gradients from dout (BH, L, Ev) and the forward's out and lse (contiguous): dq, dk, dv in
+// their operands' own layouts (contiguous; summed over the dims each operand is broadcast or
+// repeated over, in a fixed order); deterministic (each element has one owner thread).
 void flash_attention_backward(DType dt, void* dq, void* dk, void* dv, const void* dout,
-                              const void* q, const void* k, const void* v, const void* out,
-                              const void* lse, index_t BH, index_t L, index_t S, index_t E,
+                              const AttnOperand& q, const AttnOperand& k, const AttnOperand& v,
+                              const void* out, const void* lse, index_t BH, index_t L, index_t S, index_t E,
                               index_t Ev, double scale, bool causal, const AttnMaskView& mask);
 
 // ---- embedding, dropout (embed.cu) ----

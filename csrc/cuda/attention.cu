@@ -17,7 +17,11 @@
 // Masks (AttnMaskView): a boolean mask makes a score -inf where it is false, an additive one
 // is added to the scaled score; read per element (base offset of the batch-head once per
 // thread). A row with no visible key (S == 0, or every key masked) gives out 0 and lse -inf.
+// Operands (AttnOperand) are read in place with their strides: broadcast batch dims and
+// GQA's shared key/value heads cost no copies (the block's base offsets are computed once).
 #include <cuda_runtime.h>
+
+#include <type_traits>
 
 #include "cuda/api.h"
 #include "cuda/cuda_check.h"
@@ -28,26 +32,27 @@ namespace nnk::cuda {
 
 namespace {
 
-// Rows [r0, r0 + R) of a (rows x n) row-major matrix into shared memory, zero past `rows`;
-// all NT threads of the block take part (consecutive threads read consecutive words).
+// Rows [r0, r0 + R) of a (rows x n) matrix (row stride rs, column stride cs) into shared
+// memory, zero past `rows`; all NT threads of the block take part (consecutive threads read
+// consecutive columns).
 template <typename T, int R, int MAXD, int NT>
-__device__ __forceinline__ void load_tile(T (&dst)[R][MAXD], const T* __restrict__ src, index_t r0,
-                                          index_t rows, int n, int tid) {
+__device__ __forceinline__ void load_tile(T (&dst)[R][MAXD], const T* __restrict__ src, index_t rs, index_t cs,
+                                          index_t r0, index_t rows, int n, int tid) {
   for (int e = tid; e < R * n; e += NT) {
     const int rr = e / n, d = e % n;
-    dst[rr][d] = r0 + rr < rows ? src[(r0 + rr) * n + d] : T(0);
+    dst[rr][d] = r0 + rr < rows ? src[(r0 + rr) * rs + d * cs] : T(0);
   }
 }
 
-// A quad's dims d = ql + 4 t (< n) of a row into registers, times mul (0 past n or for an
-// invalid row); and back, times mul.
+// A quad's dims d = ql + 4 t (< n) of a row (column stride cs) into registers, times mul (0
+// past n or for an invalid row); and back (contiguous), times mul.
 template <typename T, int DQ>
-__device__ __forceinline__ void quad_load(T (&r)[DQ], const T* __restrict__ p, bool valid, int ql, int n,
-                                          T mul = T(1)) {
+__device__ __forceinline__ void quad_load(T (&r)[DQ], const T* __restrict__ p, index_t cs, bool valid, int ql,
+                                          int n, T mul = T(1)) {
 #pragma unroll
   for (int t = 0; t < DQ; ++t) {
     const int d = ql + 4 * t;
-    r[t] = (valid && d < n) ? p[d] * mul : T(0);
+    r[t] = (valid && d < n) ? p[d * cs] * mul : T(0);
   }
 }
 template <typename T, int DQ>
@@ -59,6 +64,40 @@ __device__ __forceinline__ void quad_store(T* __restrict__ p, const T (&r)[DQ], 
   }
 }
 
+// Offset in elements of batch-head bh: bh decomposed over the batch dims shape (row-major),
+// times their strides (masks and operands alike).
+__device__ __forceinline__ index_t batch_offset(int nb, const index_t* shape, const index_t* stride, index_t bh) {
+  index_t off = 0;
+  for (int d = nb - 1; d >= 0; --d) {
+    off += (bh % shape[d]) * stride[d];
+    bh /= shape[d];
+  }
+  return off;
+}
+template <typename T>
+__device__ __forceinline__ const T* operand_base(const AttnOperand& o, index_t bh) {
+  return static_cast<const T*>(o.p) + batch_offset(o.nb, o.bshape, o.bstride, bh);
+}
+// Batch-heads summed into each of the operand's own (AttnOperand::reduced_count, on the device).
+__device__ __forceinline__ index_t reduced_count(const AttnOperand& o) {
+  index_t n = 1;
+  for (int d = 0; d < o.nb; ++d) n *= o.reduced[d] ? o.bshape[d] : 1;
+  return n;
+}
+// The batch-head (over the broadcast batch) of an operand's own batch-head `own` and its
+// red-th combination of the dims it is broadcast / repeated over (both row-major).
+__device__ __forceinline__ index_t expand_bh(const AttnOperand& o, index_t own, index_t red) {
+  index_t bh = 0, mul = 1;
+  for (int d = o.nb - 1; d >= 0; --d) {
+    const index_t n = o.bshape[d];
+    index_t& src = o.reduced[d] ? red : own;
+    bh += (src % n) * mul;
+    src /= n;
+    mul *= n;
+  }
+  return bh;
+}
+
 // Keys a block of query rows visits: all, or with causal masking (key j <= query i) those up
 // to its last query (attn_key_tiles in launch.h counts the same on the host).
 __device__ __forceinline__ index_t key_end(index_t L, index_t S, bool causal) {
@@ -68,15 +107,10 @@ __device__ __forceinline__ index_t key_end(index_t L, index_t S, bool causal) {
   return last < S ? last : S;
 }
 
-// Offset of batch-head bh's mask in elements, and the mask's term for (query i, key j):
-// 0 or -inf (boolean), the value (additive).
+// Offset of batch-head bh's mask in elements; the mask's term for (query i, key j): 0 or
+// -inf (boolean), the value (additive).
 __device__ __forceinline__ index_t mask_base(const AttnMaskView& m, index_t bh) {
-  index_t off = 0;
-  for (int d = m.nb - 1; d >= 0; --d) {
-    off += (bh % m.bshape[d]) * m.bstride[d];
-    bh /= m.bshape[d];
-  }
-  return off;
+  return batch_offset(m.nb, m.bshape, m.bstride, bh);
 }
 template <typename T>
 __device__ __forceinline__ T mask_term(const AttnMaskView& m, index_t base, index_t i, index_t j) {
@@ -99,9 +133,8 @@ __device__ __forceinline__ T quad_dot(const T (&a)[DQ], const T (&b)[MAXD], int 
 
 template <typename T, int MAXD, int BC>
 __global__ void __launch_bounds__(4 * kAttnRows)
-flash_fwd_kernel(T* __restrict__ out, T* __restrict__ lse, const T* __restrict__ q,
-                 const T* __restrict__ k, const T* __restrict__ v, index_t L, index_t S, int E,
-                 int Ev, T scale, bool causal, AttnMaskView mask) {
+flash_fwd_kernel(T* __restrict__ out, T* __restrict__ lse, AttnOperand q, AttnOperand k, AttnOperand v,
+                 index_t L, index_t S, int E, int Ev, T scale, bool causal, AttnMaskView mask) {
   constexpr int NT = 4 * kAttnRows, DQ = MAXD / 4;
   __shared__ T Ks[BC][MAXD];
   __shared__ T Vs[BC][MAXD];
@@ -112,19 +145,19 @@ flash_fwd_kernel(T* __restrict__ out, T* __restrict__ lse, const T* __restrict__
   const bool valid = qi < L;
   const bool masked = mask.kind != AttnMaskView::none && valid;
   const index_t mbase = masked ? mask_base(mask, bh) : 0;
-  const T* qp = q + (bh * L + (valid ? qi : 0)) * E;
-  const T* kp = k + bh * S * E;
-  const T* vp = v + bh * S * Ev;
+  const T* qp = operand_base<T>(q, bh) + (valid ? qi : 0) * q.rs;
+  const T* kp = operand_base<T>(k, bh);
+  const T* vp = operand_base<T>(v, bh);
 
   T qr[DQ], acc[DQ] = {};
-  quad_load(qr, qp, valid, ql, E, scale);
+  quad_load(qr, qp, q.cs, valid, ql, E, scale);
   T m = -INFINITY, l = T(0);
 
   const index_t kv_end = key_end(L, S, causal);
   for (index_t k0 = 0; k0 < kv_end; k0 += BC) {
     __syncthreads();  // the previous tile is no longer read
-    load_tile<T, BC, MAXD, NT>(Ks, kp, k0, S, E, tid);
-    load_tile<T, BC, MAXD, NT>(Vs, vp, k0, S, Ev, tid);
+    load_tile<T, BC, MAXD, NT>(Ks, kp, k.rs, k.cs, k0, S, E, tid);
+    load_tile<T, BC, MAXD, NT>(Vs, vp, v.rs, v.cs, k0, S, Ev, tid);
     __syncthreads();
 
     T s[BC];
@@ -160,14 +193,13 @@ flash_fwd_kernel(T* __restrict__ out, T* __restrict__ lse, const T* __restrict__
 }
 
 template <typename T, int MAXD>
-void launch(void* out, void* lse, const void* q, const void* k, const void* v, index_t BH,
+void launch(void* out, void* lse, const AttnOperand& q, const AttnOperand& k, const AttnOperand& v, index_t BH,
             index_t L, index_t S, index_t E, index_t Ev, double scale, bool causal, const AttnMaskView& mask) {
-  constexpr int BC = sizeof(T) == 4 ? 32 : 16;
+  constexpr int BC = attn_bc(sizeof(T) == 4, MAXD);
   static_assert(MAXD <= kAttnMaxDim, "head dim");
   const Launch lc = attn_launch(dtype_of<T>::value, BH, L);
   flash_fwd_kernel<T, MAXD, BC><<<dim3(unsigned(lc.grid_x), unsigned(lc.grid_y)), lc.block>>>(
-      static_cast<T*>(out), static_cast<T*>(lse), static_cast<const T*>(q),
-      static_cast<const T*>(k), static_cast<const T*>(v), L, S, int(E), int(Ev), T(scale), causal, mask);
+      static_cast<T*>(out), static_cast<T*>(lse), q, k, v, L, S, int(E), int(Ev), T(scale), causal, mask);
   CUDA_CHECK(cudaGetLastError());
 }
 
@@ -176,13 +208,16 @@ void launch(void* out, void* lse, const void* q, const void* k, const void* v, i
 // or where row i saw no key), dp_ij = dO_i . v_j, ds_ij = p_ij (dp_ij - D_i) with
 // D_i = dO_i . O_i. Three kernels:
 //   1. D: one warp per row.
-//   2. dK, dV: a block per (batch-head, tile of kAttnRows keys), a quad per key holding k_j,
-//      v_j and the dk_j, dv_j accumulators in registers (dims ql + 4 t); Q, dO, lse and D
-//      tiles of BR queries in shared memory. dv_j += p dO_i, dk_j += ds q_i (scaled at the
-//      end). Causal: query tiles from the block's first key on.
-//   3. dQ: a block per (batch-head, tile of kAttnRows queries), a quad per query holding q_i,
-//      dO_i and the dq_i accumulator; K and V tiles in shared memory (as the forward).
-//      dq_i += ds k_j (scaled at the end). Causal: key tiles up to the block's last query.
+//   2. dK, dV: a block per (k's own batch-head, tile of kAttnRows keys), a quad per key
+//      holding k_j, v_j and the dk_j, dv_j accumulators in registers (dims ql + 4 t); Q, dO,
+//      lse and D tiles of BR queries in shared memory. dv_j += p dO_i, dk_j += ds q_i
+//      (scaled at the end). Causal: query tiles from the block's first key on. The block
+//      visits every batch-head k is broadcast or repeated to (GQA: the query heads of its
+//      group) in turn, so the sum over them needs no expanded copy.
+//   3. dQ: a block per (q's own batch-head, tile of kAttnRows queries), a quad per query
+//      holding q_i, dO_i and the dq_i accumulator; K and V tiles in shared memory (as the
+//      forward). dq_i += ds k_j (scaled at the end). Causal: key tiles up to the block's last
+//      query. Likewise over the batch-heads q is broadcast to.
 // Each output element has one owner thread and a fixed order of accumulation.
 
 template <typename T>
@@ -199,10 +234,9 @@ __global__ void attn_rowdot_kernel(T* __restrict__ D, const T* __restrict__ dout
 
 template <typename T, int MAXD, int BR>
 __global__ void __launch_bounds__(4 * kAttnRows)
-flash_bwd_kv_kernel(T* __restrict__ dk, T* __restrict__ dv, const T* __restrict__ q,
-                    const T* __restrict__ k, const T* __restrict__ v, const T* __restrict__ dout,
-                    const T* __restrict__ lse, const T* __restrict__ D, index_t L, index_t S,
-                    int E, int Ev, T scale, bool causal, AttnMaskView mask) {
+flash_bwd_kv_kernel(T* __restrict__ dk, T* __restrict__ dv, AttnOperand q, AttnOperand k, AttnOperand v,
+                    const T* __restrict__ dout, const T* __restrict__ lse, const T* __restrict__ D, index_t L,
+                    index_t S, int E, int Ev, T scale, bool causal, AttnMaskView mask) {
   constexpr int NT = 4 * kAttnRows, DQ = MAXD / 4;
   __shared__ T Qs[BR][MAXD];
   __shared__ T dOs[BR][MAXD];
@@ -210,114 +244,114 @@ flash_bwd_kv_kernel(T* __restrict__ dk, T* __restrict__ dv, const T* __restrict_
   __shared__ T Dsh[BR];
 
   const int tid = threadIdx.x, ql = tid % 4, row = tid / 4;
-  const index_t bh = blockIdx.y;
+  const index_t own = blockIdx.y, nred = reduced_count(k);
   const index_t kj = index_t(blockIdx.x) * kAttnRows + row;
   const bool valid = kj < S;
-  const T* kp = k + (bh * S + (valid ? kj : 0)) * E;
-  const T* vp = v + (bh * S + (valid ? kj : 0)) * Ev;
-  const T* qp = q + bh * L * E;
-  const T* dop = dout + bh * L * Ev;
   const bool masked = mask.kind != AttnMaskView::none;
-  const index_t mbase = masked ? mask_base(mask, bh) : 0;
 
   T kr[DQ], vr[DQ], dka[DQ] = {}, dva[DQ] = {};
-  quad_load(kr, kp, valid, ql, E);
-  quad_load(vr, vp, valid, ql, Ev);
+  {
+    const index_t bh0 = expand_bh(k, own, 0);  // k and v are the same for every bh summed over
+    quad_load(kr, operand_base<T>(k, bh0) + (valid ? kj : 0) * k.rs, k.cs, valid, ql, E);
+    quad_load(vr, operand_base<T>(v, bh0) + (valid ? kj : 0) * v.rs, v.cs, valid, ql, Ev);
+  }
   // Causal (key j seen by queries i >= j): start at the tile holding the block's first key.
   const index_t i_begin = causal ? (index_t(blockIdx.x) * kAttnRows / BR) * BR : 0;
-  for (index_t i0 = i_begin; i0 < L; i0 += BR) {
-    __syncthreads();  // the previous tile is no longer read
-    load_tile<T, BR, MAXD, NT>(Qs, qp, i0, L, E, tid);
-    load_tile<T, BR, MAXD, NT>(dOs, dop, i0, L, Ev, tid);
-    if (tid < BR) {
-      const bool in = i0 + tid < L;
-      Ls[tid] = in ? lse[bh * L + i0 + tid] : T(-INFINITY);
-      Dsh[tid] = in ? D[bh * L + i0 + tid] : T(0);
-    }
-    __syncthreads();
+  for (index_t red = 0; red < nred; ++red) {
+    const index_t bh = expand_bh(k, own, red);
+    const T* qp = operand_base<T>(q, bh);
+    const T* dop = dout + bh * L * Ev;
+    const index_t mbase = masked ? mask_base(mask, bh) : 0;
+    for (index_t i0 = i_begin; i0 < L; i0 += BR) {
+      __syncthreads();  // the previous tile is no longer read
+      load_tile<T, BR, MAXD, NT>(Qs, qp, q.rs, q.cs, i0, L, E, tid);
+      load_tile<T, BR, MAXD, NT>(dOs, dop, Ev, 1, i0, L, Ev, tid);
+      if (tid < BR) {
+        const bool in = i0 + tid < L;
+        Ls[tid] = in ? lse[bh * L + i0 + tid] : T(-INFINITY);
+        Dsh[tid] = in ? D[bh * L + i0 + tid] : T(0);
+      }
+      __syncthreads();
 #pragma unroll 1
-    for (int ii = 0; ii < BR; ++ii) {
-      const index_t qi = i0 + ii;
-      T s = quad_dot<T, DQ, MAXD>(kr, Qs[ii], ql, E) * scale;
-      const T dp = quad_dot<T, DQ, MAXD>(vr, dOs[ii], ql, Ev);
-      const T li = Ls[ii];
-      const bool vis = valid && qi < L && li != T(-INFINITY) && !(causal && kj > qi);
-      if (masked && vis) s += mask_term<T>(mask, mbase, qi, kj);
-      const T p = vis ? dev::exp_(s - li) : T(0);
-      const T ds = p * (dp - Dsh[ii]);
+      for (int ii = 0; ii < BR; ++ii) {
+        const index_t qi = i0 + ii;
+        T s = quad_dot<T, DQ, MAXD>(kr, Qs[ii], ql, E) * scale;
+        const T dp = quad_dot<T, DQ, MAXD>(vr, dOs[ii], ql, Ev);
+        const T li = Ls[ii];
+        const bool vis = valid && qi < L && li != T(-INFINITY) && !(causal && kj > qi);
+        if (masked && vis) s += mask_term<T>(mask, mbase, qi, kj);
+        const T p = vis ? dev::exp_(s - li) : T(0);
+        const T ds = p * (dp - Dsh[ii]);
 #pragma unroll
-      for (int t = 0; t < DQ; ++t) {
-        const int d = ql + 4 * t;
-        if (d < Ev) dva[t] = fma(p, dOs[ii][d], dva[t]);
-        if (d < E) dka[t] = fma(ds, Qs[ii][d], dka[t]);
+        for (int t = 0; t < DQ; ++t) {
+          const int d = ql + 4 * t;
+          if (d < Ev) dva[t] = fma(p, dOs[ii][d], dva[t]);
+          if (d < E) dka[t] = fma(ds, Qs[ii][d], dka[t]);
+        }
       }
     }
   }
   if (!valid) return;
-  quad_store(dk + (bh * S + kj) * E, dka, ql, E, scale);
-  quad_store(dv + (bh * S + kj) * Ev, dva, ql, Ev);
+  quad_store(dk + (own * S + kj) * E, dka, ql, E, scale);
+  quad_store(dv + (own * S + kj) * Ev, dva, ql, Ev);
 }
 
 template <typename T, int MAXD, int BC>
 __global__ void __launch_bounds__(4 * kAttnRows)
-flash_bwd_q_kernel(T* __restrict__ dq, const T* __restrict__ q, const T* __restrict__ k,
-                   const T* __restrict__ v, const T* __restrict__ dout, const T* __restrict__ lse,
-                   const T* __restrict__ D, index_t L, index_t S, int E, int Ev, T scale,
-                   bool causal, AttnMaskView mask) {
+flash_bwd_q_kernel(T* __restrict__ dq, AttnOperand q, AttnOperand k, AttnOperand v, const T* __restrict__ dout,
+                   const T* __restrict__ lse, const T* __restrict__ D, index_t L, index_t S, int E, int Ev,
+                   T scale, bool causal, AttnMaskView mask) {
   constexpr int NT = 4 * kAttnRows, DQ = MAXD / 4;
   __shared__ T Ks[BC][MAXD];
   __shared__ T Vs[BC][MAXD];
 
   const int tid = threadIdx.x, ql = tid % 4, row = tid / 4;
-  const index_t bh = blockIdx.y;
+  const index_t own = blockIdx.y, nred = reduced_count(q);
   const index_t qi = index_t(blockIdx.x) * kAttnRows + row;
   const bool valid = qi < L;
-  const T* qp = q + (bh * L + (valid ? qi : 0)) * E;
-  const T* gp = dout + (bh * L + (valid ? qi : 0)) * Ev;
-  const T* kp = k + bh * S * E;
-  const T* vp = v + bh * S * Ev;
+  const bool masked = mask.kind != AttnMaskView::none && valid;
 
   T qr[DQ], gr[DQ], acc[DQ] = {};
-  quad_load(qr, qp, valid, ql, E);
-  quad_load(gr, gp, valid, ql, Ev);
-  const T li = valid ? lse[bh * L + qi] : T(-INFINITY);
-  const T Di = valid ? D[bh * L + qi] : T(0);
-  const bool masked = mask.kind != AttnMaskView::none && valid;
-  const index_t mbase = masked ? mask_base(mask, bh) : 0;
-
+  quad_load(qr, operand_base<T>(q, expand_bh(q, own, 0)) + (valid ? qi : 0) * q.rs, q.cs, valid, ql, E);
   const index_t kv_end = key_end(L, S, causal);
-  for (index_t k0 = 0; k0 < kv_end; k0 += BC) {
-    __syncthreads();
-    load_tile<T, BC, MAXD, NT>(Ks, kp, k0, S, E, tid);
-    load_tile<T, BC, MAXD, NT>(Vs, vp, k0, S, Ev, tid);
-    __syncthreads();
+  for (index_t red = 0; red < nred; ++red) {
+    const index_t bh = expand_bh(q, own, red);
+    quad_load(gr, dout + (bh * L + (valid ? qi : 0)) * Ev, 1, valid, ql, Ev);
+    const T li = valid ? lse[bh * L + qi] : T(-INFINITY);
+    const T Di = valid ? D[bh * L + qi] : T(0);
+    const index_t mbase = masked ? mask_base(mask, bh) : 0;
+    const T* kp = operand_base<T>(k, bh);
+    const T* vp = operand_base<T>(v, bh);
+    for (index_t k0 = 0; k0 < kv_end; k0 += BC) {
+      __syncthreads();  // the previous tile is no longer read
+      load_tile<T, BC, MAXD, NT>(Ks, kp, k.rs, k.cs, k0, S, E, tid);
+      load_tile<T, BC, MAXD, NT>(Vs, vp, v.rs, v.cs, k0, S, Ev, tid);
+      __syncthreads();
 #pragma unroll 1
-    for (int j = 0; j < BC; ++j) {
-      const index_t key = k0 + j;
-      T s = quad_dot<T, DQ, MAXD>(qr, Ks[j], ql, E) * scale;
-      const T dp = quad_dot<T, DQ, MAXD>(gr, Vs[j], ql, Ev);
-      const bool vis = valid && key < S && li != T(-INFINITY) && !(causal && key > qi);
-      if (masked && vis) s += mask_term<T>(mask, mbase, qi, key);
-      const T p = vis ? dev::exp_(s - li) : T(0);
-      const T ds = p * (dp - Di);
+      for (int j = 0; j < BC; ++j) {
+        const index_t key = k0 + j;
+        T s = quad_dot<T, DQ, MAXD>(qr, Ks[j], ql, E) * scale;
+        const T dp = quad_dot<T, DQ, MAXD>(gr, Vs[j], ql, Ev);
+        const bool vis = valid && key < S && li != T(-INFINITY) && !(causal && key > qi);
+        if (masked && vis) s += mask_term<T>(mask, mbase, qi, key);
+        const T p = vis ? dev::exp_(s - li) : T(0);
+        const T ds = p * (dp - Di);
 #pragma unroll
-      for (int t = 0; t < DQ; ++t)
-        if (ql + 4 * t < E) acc[t] = fma(ds, Ks[j][ql + 4 * t], acc[t]);
+        for (int t = 0; t < DQ; ++t)
+          if (ql + 4 * t < E) acc[t] = fma(ds, Ks[j][ql + 4 * t], acc[t]);
+      }
     }
   }
   if (!valid) return;
-  quad_store(dq + (bh * L + qi) * E, acc, ql, E, scale);
+  quad_store(dq + (own * L + qi) * E, acc, ql, E, scale);
 }
 
 template <typename T, int MAXD>
-void launch_bwd(void* dq, void* dk, void* dv, const void* dout, const void* q, const void* k,
-                const void* v, const void* out, const void* lse, index_t BH, index_t L,
+void launch_bwd(void* dq, void* dk, void* dv, const void* dout, const AttnOperand& q, const AttnOperand& k,
+                const AttnOperand& v, const void* out, const void* lse, index_t BH, index_t L,
                 index_t S, index_t E, index_t Ev, double scale, bool causal, const AttnMaskView& mask) {
-  constexpr int BC = sizeof(T) == 4 ? 32 : 16;
+  constexpr int BC = attn_bc(sizeof(T) == 4, MAXD);
   static_assert(MAXD <= kAttnMaxDim, "head dim");
-  const T* Q = static_cast<const T*>(q);
-  const T* K = static_cast<const T*>(k);
-  const T* V = static_cast<const T*>(v);
   const T* G = static_cast<const T*>(dout);
   const T* LS = static_cast<const T*>(lse);
   DeviceScratch dbuf(sizeof(T) * size_t(BH * L));
@@ -326,15 +360,15 @@ void launch_bwd(void* dq, void* dk, void* dv, const void* dout, const void* q, c
     const Launch lr = attn_rowdot_launch(BH * L);
     attn_rowdot_kernel<T><<<dim3(unsigned(lr.grid_x)), lr.block>>>(Dd, G, static_cast<const T*>(out), BH * L, int(Ev));
     CUDA_CHECK(cudaGetLastError());
-    const Launch lc = attn_launch(dtype_of<T>::value, BH, L);
+    const Launch lc = attn_launch(dtype_of<T>::value, q.own_count(), L);
     flash_bwd_q_kernel<T, MAXD, BC><<<dim3(unsigned(lc.grid_x), unsigned(lc.grid_y)), lc.block>>>(
-        static_cast<T*>(dq), Q, K, V, G, LS, Dd, L, S, int(E), int(Ev), T(scale), causal, mask);
+        static_cast<T*>(dq), q, k, v, G, LS, Dd, L, S, int(E), int(Ev), T(scale), causal, mask);
     CUDA_CHECK(cudaGetLastError());
   }
   if (S > 0) {
-    const Launch lk = attn_launch(dtype_of<T>::value, BH, S);  // key tiles of kAttnRows
+    const Launch lk = attn_launch(dtype_of<T>::value, k.own_count(), S);  // key tiles of kAttnRows
     flash_bwd_kv_kernel<T, MAXD, BC><<<dim3(unsigned(lk.grid_x), unsigned(lk.grid_y)), lk.block>>>(
-        static_cast<T*>(dk), static_cast<T*>(dv), Q, K, V, G, LS, Dd, L, S, int(E), int(Ev), T(scale),
+        static_cast<T*>(dk), static_cast<T*>(dv), q, k, v, G, LS, Dd, L, S, int(E), int(Ev), T(scale),
         causal, mask);
     CUDA_CHECK(cudaGetLastError());
   }
@@ -342,36 +376,54 @@ void launch_bwd(void* dq, void* dk, void* dv, const void* dout, const void* q, c
 
 }  // namespace
 
-void flash_attention_forward(DType dt, void* out, void* lse, const void* q, const void* k,
-                             const void* v, index_t BH, index_t L, index_t S, index_t E,
+void flash_attention_forward(DType dt, void* out, void* lse, const AttnOperand& q, const AttnOperand& k,
+                             const AttnOperand& v, index_t BH, index_t L, index_t S, index_t E,
                              index_t Ev, double scale, bool causal, const AttnMaskView& mask) {
   if (BH == 0 || L == 0) return;
   if (E > kAttnMaxDim || Ev > kAttnMaxDim)
-    throw ValueError("scaled_dot_product_attention: CUDA head dims must be <= 128");
-  const bool small = E <= 64 && Ev <= 64;
+    throw ValueError("scaled_dot_product_attention: CUDA head dims must be <= 256");
+  const index_t dmax = E > Ev ? E : Ev;
   if (dt == DType::f32) {
-    if (small) launch<float, 64>(out, lse, q, k, v, BH, L, S, E, Ev, scale, causal, mask);
-    else launch<float, 128>(out, lse, q, k, v, BH, L, S, E, Ev, scale, causal, mask);
+    if (dmax <= 64) launch<float, 64>(out, lse, q, k, v, BH, L, S, E, Ev, scale, causal, mask);
+    else if (dmax <= 128) launch<float, 128>(out, lse, q, k, v, BH, L, S, E, Ev, scale, causal, mask);
+    else launch<float, 256>(out, lse, q, k, v, BH, L, S, E, Ev, scale, causal, mask);
   } else {
-    if (small) launch<double, 64>(out, lse, q, k, v, BH, L, S, E, Ev, scale, causal, mask);
-    else launch<double, 128>(out, lse, q, k, v, BH, L, S, E, Ev, scale, causal, mask);
+    if (dmax <= 64) launch<double, 64>(out, lse, q, k, v, BH, L, S, E, Ev, scale, causal, mask);
+    else if (dmax <= 128) launch<double, 128>(out, lse, q, k, v, BH, L, S, E, Ev, scale, causal, mask);
+    else launch<double, 256>(out, lse, q, k, v, BH, L, S, E, Ev, scale, causal, mask);
   }
 }
 
 void flash_attention_backward(DType dt, void* dq, void* dk, void* dv, const void* dout,
-                              const void* q, const void* k, const void* v, const void* out,
-                              const void* lse, index_t BH, index_t L, index_t S, index_t E,
+                              const AttnOperand& q, const AttnOperand& k, const AttnOperand& v,
+                              const void* out, const void* lse, index_t BH, index_t L, index_t S, index_t E,
                               index_t Ev, double scale, bool causal, const AttnMaskView& mask) {
-  if (BH == 0 || (L == 0 && S == 0)) return;
   if (E > kAttnMaxDim || Ev > kAttnMaxDim)
-    throw ValueError("scaled_dot_product_attention_backward: CUDA head dims must be <= 128");
-  const bool small = E <= 64 && Ev <= 64;
+    throw ValueError("scaled_dot_product_attention_backward: CUDA head dims must be <= 256");
+  if (BH == 0) {  // an empty batch: an operand broadcast over it still gets (zero) gradients
+    const size_t es = dt == DType::f32 ? 4 : 8;
+    fill_zero(dq, es * size_t(q.own_count() * L * E));
+    fill_zero(dk, es * size_t(k.own_count() * S * E));
+    fill_zero(dv, es * size_t(v.own_count() * S * Ev));
+    return;
+  }
+  if (L == 0 && S == 0) return;
+  const index_t dmax = E > Ev ? E : Ev;
+  auto run = [&](auto t, auto maxd) {
+    using T = decltype(t);
+    launch_bwd<T, decltype(maxd)::value>(dq, dk, dv, dout, q, k, v, out, lse, BH, L, S, E, Ev, scale, causal, mask);
+  };
+  using D64 = std::integral_constant<int, 64>;
+  using D128 = std::integral_constant<int, 128>;
+  using D256 = std::integral_constant<int, 256>;
   if (dt == DType::f32) {
-    if (small) launch_bwd<float, 64>(dq, dk, dv, dout, q, k, v, out, lse, BH, L, S, E, Ev, scale, causal, mask);
-    else launch_bwd<float, 128>(dq, dk, dv, dout, q, k, v, out, lse, BH, L, S, E, Ev, scale, causal, mask);
+    if (dmax <= 64) run(0.0f, D64{});
+    else if (dmax <= 128) run(0.0f, D128{});
+    else run(0.0f, D256{});
   } else {
-    if (small) launch_bwd<double, 64>(dq, dk, dv, dout, q, k, v, out, lse, BH, L, S, E, Ev, scale, causal, mask);
-    else launch_bwd<double, 128>(dq, dk, dv, dout, q, k, v, out, lse, BH, L, S, E, Ev, scale, causal, mask);
+    if (dmax <= 64) run(0.0, D64{});
+    else if (dmax <= 128) run(0.0, D128{});
+    else run(0.0, D256{});
   }
 }
 

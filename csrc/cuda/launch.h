@@ -93,11 +93,13 @@ inline Launch norm_launch(index_t rows) {
 }
 
 // Flash attention forward: 4 threads (a "quad") per query row, kAttnRows query rows per
-// block; K/V tiles of attn_bc(dt) keys in static shared memory; head dims up to
-// kAttnMaxDim. grid x: query tiles, grid y: batch * heads.
+// block; K/V tiles of attn_bc(dt, head dim) keys in static shared memory (smaller tiles for
+// head dims over 128, to stay within 48 KiB); head dims up to kAttnMaxDim. grid x: query
+// tiles, grid y: batch * heads.
 constexpr int kAttnRows = 32;
-constexpr int kAttnMaxDim = 128;
-inline int attn_bc(DType dt) { return dt == DType::f32 ? 32 : 16; }
+constexpr int kAttnMaxDim = 256;
+NNK_HD constexpr int attn_bc(bool f32, int max_dim) { return (f32 ? 32 : 16) / (max_dim > 128 ? 2 : 1); }
+inline int attn_bc(DType dt, index_t head_dim = 0) { return attn_bc(dt == DType::f32, head_dim > 128 ? 256 : 128); }
 inline Launch attn_launch(DType dt, index_t BH, index_t L) {
   (void)dt;
   Launch l;
@@ -116,8 +118,8 @@ inline Launch attn_rowdot_launch(index_t rows) {
 }
 // Number of key tiles a query tile visits: all of them, or with causal masking only those
 // holding a key j <= the tile's last query row (block skipping).
-inline index_t attn_key_tiles(DType dt, index_t L, index_t S, index_t q_tile, bool causal) {
-  const index_t bc = attn_bc(dt);
+inline index_t attn_key_tiles(DType dt, index_t L, index_t S, index_t q_tile, bool causal, index_t head_dim = 0) {
+  const index_t bc = attn_bc(dt, head_dim);
   index_t kv_end = S;
   if (causal) {
     index_t last_q = (q_tile + 1) * kAttnRows;
