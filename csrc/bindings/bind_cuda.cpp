@@ -1470,8 +1470,55 @@ py::tuple cu_dropout(DevArg x_, double p, uint64_t seed) {
   return py::make_tuple(y.owner, mask.owner);
 }
 
+// The nn layers' device helpers (nnkernels.cuda's private functions): gradient accumulation,
+// dropout's backward, and host values copied into an existing device array.
+void cu_accumulate_(DevArg y_, py::handle x_) {
+  DevTensor y = as_device(y_.h, "y"), x = as_device(x_, "x");
+  same_dtype(y, "y", x, "x");
+  if (x.shape != y.shape)
+    throw ValueError("accumulate: shapes " + shape_str(y.shape) + " and " + shape_str(x.shape) + " differ");
+  if (!y.is_contiguous() || y.readonly) throw ValueError("accumulate: y must be writeable and C-contiguous");
+  dev_prepare({&y, &x});
+  x = dev_contiguous(x);
+  py::gil_scoped_release nogil;
+  cu::add_inplace(y.dtype, y.ptr, x.ptr, y.numel());
+}
+
+py::object cu_dropout_backward(DevArg g_, py::handle mask_, double p) {
+  check_dropout_p(p);
+  DevTensor g = as_device(g_.h, "grad"), mask = as_device_mask(mask_, "mask");
+  if (!mask.boolean) throw TypeError("mask: expected the bool mask of dropout");
+  if (mask.shape != g.shape)
+    throw ValueError("dropout_backward: mask " + shape_str(mask.shape) + " and grad " + shape_str(g.shape) + " differ");
+  dev_prepare({&g, &mask});
+  g = dev_contiguous(g);
+  mask = dev_contiguous(mask);
+  DevTensor dx = dev_empty(g.dtype, g.shape);
+  {
+    py::gil_scoped_release nogil;
+    cu::dropout_backward(g.dtype, dx.ptr, g.ptr, mask.ptr, g.numel(), p);
+  }
+  return dx.owner;
+}
+
+void cu_copy_from_host_(DevArg dst_, py::handle src_) {
+  DevTensor dst = as_device(dst_.h, "dst");
+  Tensor src = contiguous(as_float(src_, "src"));
+  if (src.dtype != dst.dtype)
+    throw TypeError(std::string("copy_from_host: src dtype ") + dtype_name(src.dtype) + " is not dst's " +
+                    dtype_name(dst.dtype));
+  if (src.shape != dst.shape)
+    throw ValueError("copy_from_host: shapes " + shape_str(dst.shape) + " and " + shape_str(src.shape) + " differ");
+  if (!dst.is_contiguous() || dst.readonly) throw ValueError("copy_from_host: dst must be writeable and C-contiguous");
+  dev_prepare({&dst});
+  cu::copy_h2d(dst.ptr, src.ptr, size_t(src.numel() * dtype_size(src.dtype)));
+}
+
 void bind_cuda_ops(py::module_& m) {
   const auto pre = py::prepend();
+  m.def("_cuda_accumulate_", &cu_accumulate_);
+  m.def("_cuda_dropout_backward", &cu_dropout_backward);
+  m.def("_cuda_copy_from_host_", &cu_copy_from_host_);
   m.def("gemm", &cu_gemm, pre);
   m.def("matmul", &cu_matmul, pre);
   m.def("linear", &cu_linear, pre);

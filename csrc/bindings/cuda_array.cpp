@@ -542,6 +542,23 @@ py::object asarray(py::handle obj) {
   if (py::isinstance<DeviceArray>(obj)) return py::reinterpret_borrow<py::object>(obj);
   if (is_device_like(obj))
     throw ValueError("nnkernels.cuda.asarray: already a CUDA array; pass it to the ops directly");
+  // int32 / int64 (class targets, embedding ids) and bool (masks) arrays too, as the ops'
+  // index and mask arguments take them; anything else must be float32 / float64.
+  py::array a = py::array::ensure(obj);
+  if (a && (a.dtype().kind() == 'b' ||
+            (a.dtype().kind() == 'i' && (a.dtype().itemsize() == 4 || a.dtype().itemsize() == 8)))) {
+    Elem e;
+    if (a.dtype().kind() == 'b') e.boolean = true;
+    else e.index_bits = int(a.dtype().itemsize()) * 8;
+    py::array c = py::array::ensure(a.attr("astype")(a.dtype().attr("newbyteorder")("=")), py::array::c_style);
+    std::vector<index_t> shape(c.shape(), c.shape() + c.ndim());
+    DevTensor d;
+    py::object res = make_device_array(e, shape, d);
+#if defined(NNK_WITH_CUDA)
+    nnk::cuda::copy_h2d(d.ptr, c.data(), size_t(c.nbytes()));
+#endif
+    return res;
+  }
   Tensor h = contiguous(as_float(obj, "host_array"));
   DevTensor d;
   py::object res = make_device_array(Elem{h.dtype, 0, false}, h.shape, d);
@@ -586,6 +603,39 @@ void bind_cuda_array(py::module_& m) {
            py::arg("max_version") = py::none(), py::arg("dl_device") = py::none(),
            py::arg("copy") = py::none())
       .def("__dlpack_device__", [](const DeviceArray& a) { return py::make_tuple(kDLCUDA, a.device); })
+      .def("reshape", [](const DeviceArray& a, py::args args) {
+        // A view with a new shape (one -1 inferred), as numpy's reshape of a C-contiguous array.
+        py::handle spec = args.size() == 1 && !py::isinstance<py::int_>(args[0]) ? args[0] : py::handle(args);
+        std::vector<index_t> shape;
+        int infer = -1;
+        index_t known = 1;
+        for (py::handle h : spec) {
+          const index_t n = h.cast<index_t>();
+          if (n == -1 && infer < 0) {
+            infer = int(shape.size());
+          } else if (n < 0) {
+            throw ValueError("reshape: sizes must be >= 0 (one -1 at most), got " + std::to_string(n));
+          } else {
+            known *= n;
+          }
+          shape.push_back(n);
+        }
+        const index_t total = a.numel();
+        if (infer >= 0) {
+          if (known == 0 || total % known != 0)
+            throw ValueError("reshape: cannot reshape " + shape_str(a.shape) + " into " + shape_str(shape));
+          shape[size_t(infer)] = total / known;
+        } else if (known != total) {
+          throw ValueError("reshape: cannot reshape " + shape_str(a.shape) + " into " + shape_str(shape));
+        }
+        if (!contiguous_strides(a.shape, a.strides))
+          throw ValueError("reshape: the DeviceArray is not C-contiguous");
+        DeviceArray v = a;
+        v.shape = shape;
+        v.strides.assign(shape.size(), 1);
+        for (int d = int(shape.size()) - 2; d >= 0; --d) v.strides[size_t(d)] = v.strides[size_t(d) + 1] * shape[size_t(d) + 1];
+        return v;
+      }, "A view of this C-contiguous array with another shape (sizes, or one tuple; one -1 inferred).")
       .def("__len__", [](const DeviceArray& a) {
         if (a.shape.empty()) throw py::type_error("len() of a 0-d DeviceArray");
         return a.shape[0];

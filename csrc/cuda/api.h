@@ -44,6 +44,8 @@ void strided_copy(DType dt, void* dst, const void* src, int ndim, const index_t*
 void strided_copy_items(index_t item_bytes, void* dst, const void* src, int ndim, const index_t* shape,
                         const index_t* strides);
 void fill_zero(void* dst, size_t bytes);
+// y += x over n contiguous elements, in place (the nn layers' gradient accumulation).
+void add_inplace(DType dt, void* y, const void* x, index_t n);
 void copy_d2d(void* dst, const void* src, size_t bytes);  // queued on stream 0
 
 // ---- GEMM (gemm.cu) ----
@@ -285,5 +287,8 @@ void embedding_backward(DType dt, void* dw, const void* g, const IndexView& ids,
 // y, mask (one byte per element, 0 / 1), x: n contiguous elements. The CPU path's dropout_fwd
 // bit for bit: Philox 4x32-10 keyed by seed, counter i / 4, word i % 4; p in [0, 1].
 void dropout(DType dt, void* y, void* mask, const void* x, index_t n, double p, uint64_t seed);
+// dx = dy * mask * scale (n contiguous elements; mask one byte each), scale = 1 / (1 - p)
+// cast to the dtype (0 when p == 1): the backward of dropout, as the nn layer's CPU path.
+void dropout_backward(DType dt, void* dx, const void* dy, const void* mask, index_t n, double p);
 
 }  // namespace nnk::cuda

@@ -168,6 +168,13 @@ __global__ void dropout_kernel(T* __restrict__ y, uint8_t* __restrict__ mask, co
   }
 }
 
+template <typename T>
+__global__ void dropout_bwd_kernel(T* __restrict__ dx, const T* __restrict__ dy, const uint8_t* __restrict__ mask,
+                                   index_t n, T scale) {
+  for (index_t i = blockIdx.x * index_t(blockDim.x) + threadIdx.x; i < n; i += index_t(gridDim.x) * blockDim.x)
+    dx[i] = (mask[i] ? dy[i] : T(0)) * scale;
+}
+
 unsigned grid_for(index_t n, int per_block) {
   return unsigned(std::clamp<index_t>(ceil_div(n, per_block), 1, kMaxGrid));
 }
@@ -260,6 +267,19 @@ void embedding_backward(DType dt, void* dw, const void* g, const IndexView& ids_
   CUDA_CHECK(cudaGetLastError());
   if (dt == DType::f32) embed_bwd<float>(dw, g, pout, st, V, D);
   else embed_bwd<double>(dw, g, pout, st, V, D);
+}
+
+void dropout_backward(DType dt, void* dx, const void* dy, const void* mask, index_t n, double p) {
+  if (n == 0) return;
+  const double scale = p == 1.0 ? 0.0 : 1.0 / (1.0 - p);
+  const auto* m = static_cast<const uint8_t*>(mask);
+  if (dt == DType::f32)
+    dropout_bwd_kernel<float><<<grid_for(n, kEltBlock), kEltBlock>>>(static_cast<float*>(dx),
+                                                                    static_cast<const float*>(dy), m, n, float(scale));
+  else
+    dropout_bwd_kernel<double><<<grid_for(n, kEltBlock), kEltBlock>>>(static_cast<double*>(dx),
+                                                                     static_cast<const double*>(dy), m, n, scale);
+  CUDA_CHECK(cudaGetLastError());
 }
 
 void dropout(DType dt, void* y, void* mask, const void* x, index_t n, double p, uint64_t seed) {

@@ -96,6 +96,24 @@ void fill_zero(void* dst, size_t bytes) {
 }
 
 namespace {
+template <typename T>
+__global__ void add_inplace_kernel(T* __restrict__ y, const T* __restrict__ x, index_t n) {
+  for (index_t i = blockIdx.x * index_t(blockDim.x) + threadIdx.x; i < n; i += index_t(gridDim.x) * blockDim.x)
+    y[i] += x[i];
+}
+}  // namespace
+
+void add_inplace(DType dt, void* y, const void* x, index_t n) {
+  if (n == 0) return;
+  const Launch l = elementwise_launch(n);
+  if (dt == DType::f32)
+    add_inplace_kernel<float><<<unsigned(l.grid_x), l.block>>>(static_cast<float*>(y), static_cast<const float*>(x), n);
+  else
+    add_inplace_kernel<double><<<unsigned(l.grid_x), l.block>>>(static_cast<double*>(y), static_cast<const double*>(x), n);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+namespace {
 
 constexpr int kMaxDims = 8;
 struct Dims {

@@ -30,7 +30,8 @@ def device_count():
 
 
 def asarray(host_array):
-    """Copy a host array (float32 / float64, anything ``numpy.asarray`` takes) to a new
+    """Copy a host array (float32 / float64; int32 / int64 for class targets and ids; bool
+    for masks; anything ``numpy.asarray`` takes) to a new
     C-contiguous :class:`DeviceArray` on the current device; a DeviceArray is returned as is.
     RuntimeError without CUDA or without a GPU."""
     return _C.cuda_asarray(host_array)

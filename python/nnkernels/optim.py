@@ -7,9 +7,15 @@ parameters without a gradient skipped, ``param_groups`` with per-group settings)
 import numpy as np
 
 from . import ops
-from .nn.module import Module, Parameter
+from .nn.module import Module, Parameter, _on_device, _to_device
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW"]
+
+
+def _zeros_like(a):
+    """Zeros of a's shape and dtype, in a's memory (host or CUDA)."""
+    z = np.zeros(a.shape, a.dtype)
+    return _to_device(z, "cuda") if _on_device(a) else z
 
 
 class Optimizer:
@@ -106,8 +112,10 @@ class SGD(Optimizer):
                 if mom != 0:
                     st = self._state(p)
                     buf = st.get("momentum_buffer")
+                    if buf is not None:  # follows a parameter moved to another device
+                        buf = st["momentum_buffer"] = _to_device(buf, p.device)
                     if buf is None or buf.dtype != p.data.dtype:
-                        buf = st["momentum_buffer"] = np.empty_like(p.data)
+                        buf = st["momentum_buffer"] = _zeros_like(p.data)
                         step = 1
                 ops.sgd_step_(p.data, p.grad, buf, lr=lr, momentum=mom, dampening=damp,
                               weight_decay=wd, nesterov=nest, step=step)
@@ -146,9 +154,12 @@ class Adam(Optimizer):
                 if p.grad is None:
                     continue
                 st = self.state.get(p)
+                if st is not None:  # follows a parameter moved to another device
+                    for k in ("exp_avg", "exp_avg_sq"):
+                        st[k] = _to_device(st[k], p.device)
                 if st is None or st["exp_avg"].dtype != p.data.dtype:
-                    st = self.state[p] = {"step": 0, "exp_avg": np.zeros_like(p.data),
-                                          "exp_avg_sq": np.zeros_like(p.data)}
+                    st = self.state[p] = {"step": 0, "exp_avg": _zeros_like(p.data),
+                                          "exp_avg_sq": _zeros_like(p.data)}
                 st["step"] += 1
                 ops.adam_step_(p.data, p.grad, st["exp_avg"], st["exp_avg_sq"], step=st["step"], lr=lr,
                                beta1=b1, beta2=b2, eps=eps, weight_decay=wd, decoupled=dec)

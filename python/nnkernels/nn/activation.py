@@ -6,12 +6,14 @@ import warnings
 import numpy as np
 
 from .. import ops
-from .module import Module
+from .module import Module, _is_cuda_array
 
 __all__ = ["ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax", "LogSoftmax", "Flatten", "Unflatten"]
 
 
 class ReLU(Module):
+    _cuda_ok = True
+
     """``nn.ReLU`` (``inplace`` is accepted and ignored: results are new arrays)."""
 
     def __init__(self, inplace=False):
@@ -32,6 +34,8 @@ class ReLU(Module):
 
 
 class LeakyReLU(Module):
+    _cuda_ok = True
+
     """``nn.LeakyReLU(negative_slope=0.01)``."""
 
     def __init__(self, negative_slope=0.01, inplace=False):
@@ -53,6 +57,8 @@ class LeakyReLU(Module):
 
 
 class Sigmoid(Module):
+    _cuda_ok = True
+
     """``nn.Sigmoid`` (backward from the output, as torch)."""
 
     def __init__(self):
@@ -69,6 +75,8 @@ class Sigmoid(Module):
 
 
 class Tanh(Module):
+    _cuda_ok = True
+
     """``nn.Tanh`` (backward from the output, as torch)."""
 
     def __init__(self):
@@ -85,6 +93,8 @@ class Tanh(Module):
 
 
 class GELU(Module):
+    _cuda_ok = True
+
     """``nn.GELU(approximate='none')``; ``approximate='tanh'`` for the tanh form."""
 
     def __init__(self, approximate="none"):
@@ -114,6 +124,8 @@ def _implicit_dim(ndim, name):
 
 
 class Softmax(Module):
+    _cuda_ok = True
+
     """``nn.Softmax(dim=None)`` (dim=None: torch's legacy implicit choice, with its warning)."""
 
     def __init__(self, dim=None):
@@ -136,6 +148,8 @@ class Softmax(Module):
 
 
 class LogSoftmax(Module):
+    _cuda_ok = True
+
     """``nn.LogSoftmax(dim=None)``."""
 
     def __init__(self, dim=None):
@@ -157,7 +171,15 @@ class LogSoftmax(Module):
         return f"dim={self.dim}"
 
 
+def _as_reshapeable(x):
+    """x itself when it is a CUDA array (DeviceArray, torch CUDA tensor, CuPy: each has a
+    reshape), else numpy.asarray(x)."""
+    return x if _is_cuda_array(x) else np.asarray(x)
+
+
 class Flatten(Module):
+    _cuda_ok = True
+
     """``nn.Flatten(start_dim=1, end_dim=-1)``: a reshape (a view when it can be)."""
 
     def __init__(self, start_dim=1, end_dim=-1):
@@ -167,8 +189,8 @@ class Flatten(Module):
         self._ctx = None
 
     def forward(self, x):
-        x = np.asarray(x)
-        shape = x.shape
+        x = _as_reshapeable(x)
+        shape = tuple(x.shape)
         nd = max(len(shape), 1)
         s = self.start_dim + nd if self.start_dim < 0 else self.start_dim
         e = self.end_dim + nd if self.end_dim < 0 else self.end_dim
@@ -181,13 +203,15 @@ class Flatten(Module):
         return y
 
     def backward(self, grad):
-        return np.asarray(grad).reshape(self._saved())
+        return _as_reshapeable(grad).reshape(self._saved())
 
     def extra_repr(self):
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
 
 
 class Unflatten(Module):
+    _cuda_ok = True
+
     """``nn.Unflatten(dim, unflattened_size)``."""
 
     def __init__(self, dim, unflattened_size):
@@ -197,8 +221,8 @@ class Unflatten(Module):
         self._ctx = None
 
     def forward(self, x):
-        x = np.asarray(x)
-        shape = x.shape
+        x = _as_reshapeable(x)
+        shape = tuple(x.shape)
         d = self.dim + len(shape) if self.dim < 0 else self.dim
         if not 0 <= d < len(shape):
             raise IndexError(f"{self!r}: dimension out of range for an input of shape {shape}")
@@ -210,7 +234,7 @@ class Unflatten(Module):
         return y
 
     def backward(self, grad):
-        return np.asarray(grad).reshape(self._saved())
+        return _as_reshapeable(grad).reshape(self._saved())
 
     def extra_repr(self):
         return f"dim={self.dim}, unflattened_size={self.unflattened_size}"

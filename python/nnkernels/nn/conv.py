@@ -5,7 +5,7 @@ import math
 import numpy as np
 
 from .. import ops
-from .module import Module, Parameter, _check_dtype, _uniform
+from .module import Module, Parameter, _check_dtype, _parse_device, _uniform
 
 __all__ = ["Conv2d", "ConvTranspose2d"]
 
@@ -34,10 +34,11 @@ def _conv_repr(m, extra_output_padding=False):
 
 
 class _ConvBase(Module):
+    _cuda_ok = True
+
     def _setup(self, in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
                padding_mode, device):
-        if device not in (None, "cpu"):
-            raise ValueError(f"{type(self).__name__}: only device='cpu' is supported, got {device!r}")
+        _parse_device(device)
         if padding_mode != "zeros":
             raise NotImplementedError(f"{type(self).__name__}: padding_mode={padding_mode!r} is not "
                                       "supported (only 'zeros')")
@@ -85,6 +86,7 @@ class Conv2d(_ConvBase):
         bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
         self.weight = Parameter(_uniform((self.out_channels, self.in_channels // self.groups, kh, kw), bound, dt))
         self.bias = Parameter(_uniform((self.out_channels,), bound, dt)) if bias else None
+        self._init_device(device)
 
     def forward(self, x):
         try:
@@ -132,6 +134,7 @@ class ConvTranspose2d(_ConvBase):
         bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
         self.weight = Parameter(_uniform((self.in_channels, self.out_channels // self.groups, kh, kw), bound, dt))
         self.bias = Parameter(_uniform((self.out_channels,), bound, dt)) if bias else None
+        self._init_device(device)
 
     def _output_padding(self, x, output_size):
         if output_size is None:

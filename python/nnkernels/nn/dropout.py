@@ -4,7 +4,7 @@ import numpy as np
 
 from .. import ops
 from . import module as _module
-from .module import Module
+from .module import Module, _is_cuda_array
 
 __all__ = ["Dropout"]
 
@@ -23,6 +23,8 @@ class Dropout(Module):
         self.inplace = inplace
         self._ctx = None
 
+    _cuda_ok = True
+
     def forward(self, x):
         if not self.training or self.p == 0.0:
             self._keep(False)
@@ -36,6 +38,9 @@ class Dropout(Module):
         mask = self._saved()
         if mask is False:
             return grad
+        if _is_cuda_array(grad):
+            from .. import _C
+            return _C._cuda_dropout_backward(grad, mask, self.p)
         grad = np.asarray(grad)
         scale = 0.0 if self.p == 1.0 else 1.0 / (1.0 - self.p)
         return np.multiply(grad, mask, dtype=grad.dtype) * grad.dtype.type(scale)

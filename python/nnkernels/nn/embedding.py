@@ -38,6 +38,11 @@ class Embedding(Module):
             w = np.asarray(_weight, dtype=dt)
         self.weight = Parameter(w)
         self._ctx = None
+        self._init_device(device)
+
+    @property
+    def _cuda_ok(self):
+        return self.padding_idx is None  # (zeroing the padding row's gradient is host code)
 
     def forward(self, ids):
         y = ops.embedding(ids, self.weight.data)

@@ -3,12 +3,14 @@
 import math
 
 from .. import ops
-from .module import Module, Parameter, _check_dtype, _uniform
+from .module import Module, Parameter, _check_dtype, _parse_device, _uniform
 
 __all__ = ["Linear", "Identity"]
 
 
 class Linear(Module):
+    _cuda_ok = True
+
     """``nn.Linear(in_features, out_features, bias=True, dtype=float32)``: ``x @ W.T + b``.
 
     weight (out_features, in_features), bias (out_features,); both U(-1/sqrt(in), 1/sqrt(in))
@@ -17,8 +19,7 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True, device=None, dtype=None):
         super().__init__()
-        if device not in (None, "cpu"):
-            raise ValueError(f"Linear: only device='cpu' is supported, got {device!r}")
+        _parse_device(device)
         dt = _check_dtype(dtype)
         self.in_features = int(in_features)
         self.out_features = int(out_features)
@@ -28,6 +29,7 @@ class Linear(Module):
         self.weight = Parameter(_uniform((self.out_features, self.in_features), bound, dt))
         self.bias = Parameter(_uniform((self.out_features,), bound, dt)) if bias else None
         self._ctx = None
+        self._init_device(device)
 
     def forward(self, x):
         try:
@@ -50,6 +52,8 @@ class Linear(Module):
 
 
 class Identity(Module):
+    _cuda_ok = True
+
     """``nn.Identity``: returns its input; backward returns the gradient."""
 
     def __init__(self, *args, **kwargs):

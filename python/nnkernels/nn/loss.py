@@ -5,7 +5,7 @@ means 1; for "none" it is an array of the loss's shape)."""
 import numpy as np
 
 from .. import ops
-from .module import Module
+from .module import Module, _is_cuda_array
 
 __all__ = ["MSELoss", "CrossEntropyLoss", "BCEWithLogitsLoss"]
 
@@ -19,6 +19,8 @@ def _check_reduction(reduction):
 
 
 class MSELoss(Module):
+    _cuda_ok = True
+
     """``nn.MSELoss(reduction='mean')``."""
 
     def __init__(self, reduction="mean"):
@@ -40,6 +42,8 @@ class MSELoss(Module):
 
 
 class BCEWithLogitsLoss(Module):
+    _cuda_ok = True
+
     """``nn.BCEWithLogitsLoss(weight=None, reduction='mean', pos_weight=None)`` (weight and
     pos_weight are not supported)."""
 
@@ -66,6 +70,8 @@ class BCEWithLogitsLoss(Module):
 
 
 class CrossEntropyLoss(Module):
+    _cuda_ok = True
+
     """``nn.CrossEntropyLoss(weight=None, ignore_index=-100, reduction='mean',
     label_smoothing=0.0)`` with class-index targets.
 
@@ -98,7 +104,23 @@ class CrossEntropyLoss(Module):
                              f"of shape {x.shape} (expected {(x.shape[0],) + x.shape[2:]})")
         return np.moveaxis(x, 1, -1).reshape(-1, c), t.reshape(-1)
 
+    def _forward_cuda(self, x, t):
+        """CUDA inputs: (N, C) or (C,) logits with class-index targets, the op itself. Targets
+        equal to an ignore_index outside [0, C) (the default -100) are not left out here but
+        rejected by the op, as out-of-range classes."""
+        c = x.shape[-1] if len(x.shape) else 0
+        if len(x.shape) > 2:
+            raise NotImplementedError("CrossEntropyLoss: (N, C, d1, ...) inputs are not on CUDA yet; "
+                                      "flatten them to (N * d1 * ..., C)")
+        if 0 <= self.ignore_index < c:
+            raise NotImplementedError("CrossEntropyLoss: an ignore_index inside [0, C) is not on CUDA yet")
+        loss = ops.cross_entropy(x, t, self.reduction)
+        self._keep((x, t, None, None))
+        return loss
+
     def forward(self, input, target):
+        if _is_cuda_array(input):
+            return self._forward_cuda(input, target)
         x = np.asarray(input)
         t = np.asarray(target)
         flat = self._flatten(x, t)

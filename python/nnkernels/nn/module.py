@@ -7,6 +7,11 @@ inputs; ``None`` for inputs without a gradient), accumulates parameter gradients
 ``p.grad`` and releases what ``forward`` kept. Names, shapes and ``state_dict`` keys are
 torch's, so ``m.load_state_dict({k: v.numpy() for k, v in torch_m.state_dict().items()})``
 works.
+
+``m.to("cuda")`` (or ``m.cuda()``) moves the parameters into CUDA device memory
+(:class:`nnkernels.cuda.DeviceArray`); the layers then take and return CUDA arrays and run
+on the ops' CUDA paths. The layers that do so have ``_cuda_ok = True``; moving a model
+holding any other layer raises NotImplementedError before anything is moved.
 """
 
 from collections import OrderedDict
@@ -38,15 +43,48 @@ def _check_dtype(dtype):
     return dt
 
 
+def _on_device(a):
+    """Whether ``a`` is one of our CUDA arrays (a parameter or gradient moved by ``to``)."""
+    from ..cuda import DeviceArray
+    return isinstance(a, DeviceArray)
+
+
+def _parse_device(device):
+    """"cpu" or "cuda" from torch's spellings ("cuda", "cuda:0", "cpu"; None: no move)."""
+    if device is None:
+        return None
+    name = str(device)
+    if name == "cpu":
+        return "cpu"
+    if name in ("cuda", "cuda:0"):
+        return "cuda"
+    raise ValueError(f"device must be 'cpu' or 'cuda' (device 0), got {device!r}")
+
+
+def _to_device(a, device):
+    """``a`` (a host or device array, or None) in ``device``'s memory (itself when there)."""
+    if a is None or _on_device(a) == (device == "cuda"):
+        return a
+    if device == "cuda":
+        from .. import cuda
+        return cuda.asarray(a)
+    return a.numpy()
+
+
+def _is_cuda_array(a):
+    """A CUDA array of any kind (ours, torch CUDA tensors, CuPy arrays)."""
+    return _on_device(a) or hasattr(a, "__cuda_array_interface__")
+
+
 def _uniform(shape, bound, dtype):
     """U(-bound, bound) of ``shape`` in ``dtype`` (drawn in float64, then cast)."""
     return _generator().uniform(-bound, bound, size=shape).astype(dtype)
 
 
 class Parameter:
-    """A learnable array: ``.data`` (a C-contiguous numpy array, updated in place by the
-    optimizers) and ``.grad`` (None or an array of the same shape, accumulated by
-    ``backward``)."""
+    """A learnable array: ``.data`` (a C-contiguous numpy array, or a DeviceArray after
+    ``Module.to("cuda")``; updated in place by the optimizers) and ``.grad`` (None or an
+    array of the same shape, accumulated by ``backward``)."""
 
     __slots__ = ("data", "grad")
 
@@ -73,19 +111,29 @@ class Parameter:
     def ndim(self):
         return self.data.ndim
 
+    @property
+    def device(self):
+        """"cuda" when the data is in CUDA device memory, else "cpu"."""
+        return "cuda" if _on_device(self.data) else "cpu"
+
     def numpy(self):
-        """The data array itself (no copy), as ``torch.Tensor.numpy``."""
-        return self.data
+        """The data array itself (no copy), as ``torch.Tensor.numpy``; a host copy of it on
+        CUDA."""
+        return self.data.numpy() if _on_device(self.data) else self.data
 
     def __array__(self, dtype=None, copy=None):
-        if dtype is None or np.dtype(dtype) == self.data.dtype:
-            return self.data.copy() if copy else self.data
-        return self.data.astype(dtype)
+        data = self.numpy()
+        if dtype is None or np.dtype(dtype) == data.dtype:
+            return data.copy() if copy and data is self.data else data
+        return data.astype(dtype)
 
     def _accumulate(self, g):
         """Add ``g`` into ``.grad`` (the first gradient is taken as is: ops return new arrays)."""
         if self.grad is None:
             self.grad = g
+        elif _on_device(self.grad):
+            from .. import _C
+            _C._cuda_accumulate_(self.grad, g)
         else:
             self.grad += g
 
@@ -97,6 +145,9 @@ class Module:
     """Base class of every layer: registers Parameters and sub-Modules assigned as
     attributes (in assignment order, as torch), and gives ``parameters()``,
     ``state_dict()``, ``train()``/``eval()``, ``save``/``load`` and the dtype casts."""
+
+    # Whether the layer runs on CUDA arrays once its parameters are moved there (to("cuda")).
+    _cuda_ok = False
 
     def __init__(self):
         object.__setattr__(self, "_parameters", OrderedDict())
@@ -194,6 +245,9 @@ class Module:
         for p in self.parameters():
             if set_to_none or p.grad is None:
                 p.grad = None
+            elif _on_device(p.grad):
+                from .. import _C
+                _C._cuda_copy_from_host_(p.grad, np.zeros(p.grad.shape, p.grad.dtype))
             else:
                 p.grad[...] = 0
 
@@ -216,8 +270,10 @@ class Module:
         return out
 
     def state_dict(self):
-        """OrderedDict of key -> a copy of the parameter's array, keys as torch's."""
-        return OrderedDict((k, p.data.copy()) for k, p in self._state_entries())
+        """OrderedDict of key -> a host (numpy) copy of the parameter's array, keys as
+        torch's (for a model on CUDA too)."""
+        return OrderedDict((k, p.data.numpy() if _on_device(p.data) else p.data.copy())
+                           for k, p in self._state_entries())
 
     def load_state_dict(self, state_dict, strict=True):
         """Copy ``state_dict``'s values into the existing parameters, cast to their dtype.
@@ -255,7 +311,11 @@ class Module:
                                + "\n\t".join(errors))
         for k, p in entries:
             if k in values:
-                np.copyto(p.data, values[k], casting="unsafe")
+                if _on_device(p.data):
+                    from .. import _C
+                    _C._cuda_copy_from_host_(p.data, np.asarray(values[k]).astype(p.data.dtype))
+                else:
+                    np.copyto(p.data, values[k], casting="unsafe")
         return missing, unexpected
 
     def save(self, path):
@@ -269,21 +329,56 @@ class Module:
             self.load_state_dict({k: f[k] for k in f.files})
         return self
 
-    # -- dtype ----------------------------------------------------------------------------
+    # -- dtype and device -----------------------------------------------------------------
 
-    def to(self, dtype):
-        """Cast every parameter (and gradient) to ``dtype`` in place; returns self."""
-        dt = _check_dtype(dtype)
+    def to(self, *args, device=None, dtype=None):
+        """Cast every parameter (and gradient) to a dtype and / or move it to a device, in
+        place; returns self. As torch: ``to(dtype)``, ``to(device)``, ``to(device, dtype)``
+        or keywords; devices "cpu", "cuda", "cuda:0".
+
+        Moving to "cuda" needs every layer to run there (``_cuda_ok``): otherwise
+        NotImplementedError, before anything is moved. What forward kept is dropped.
+        """
+        for a in args:
+            if isinstance(a, str) or type(a).__name__ == "device":
+                device = a
+            else:
+                dtype = a
+        dev = _parse_device(device)
+        dt = _check_dtype(dtype) if dtype is not None else None
+        if dev == "cuda":
+            bad = sorted({type(m).__name__ for m in self.modules() if not m._cuda_ok})
+            if bad:
+                raise NotImplementedError(f"{', '.join(bad)}: not on CUDA yet (these layers run on the host "
+                                          "only; their ops take CUDA arrays directly)")
         for m in self.modules():
             for p in m._parameters.values():
-                if p.data.dtype != dt:
-                    p.data = p.data.astype(dt)
+                if p is None:
+                    continue
+                target = dev or p.device
+                if dt is not None and p.data.dtype != dt:
+                    p.data = _to_device(_to_device(p.data, "cpu").astype(dt), target)
                     if p.grad is not None:
-                        p.grad = np.asarray(p.grad).astype(dt)
-            if "dtype" in m.__dict__:
+                        p.grad = _to_device(np.asarray(_to_device(p.grad, "cpu")).astype(dt), target)
+                p.data = _to_device(p.data, target)
+                p.grad = _to_device(p.grad, target)
+            if dt is not None and "dtype" in m.__dict__:
                 object.__setattr__(m, "dtype", dt)
             object.__setattr__(m, "_ctx", None)
         return self
+
+    def _init_device(self, device):
+        """The end of a layer's __init__ given ``device=``: move there ("cpu": stay)."""
+        if _parse_device(device) == "cuda":
+            self.to("cuda")
+
+    def cuda(self):
+        """``to("cuda")``."""
+        return self.to("cuda")
+
+    def cpu(self):
+        """``to("cpu")``."""
+        return self.to("cpu")
 
     def double(self):
         return self.to(np.float64)
@@ -312,6 +407,8 @@ class Module:
 
 class _Container(Module):
     """What Sequential and ModuleList share: sub-modules keyed "0", "1", ... in order."""
+
+    _cuda_ok = True
 
     def append(self, module):
         if not isinstance(module, Module):

@@ -9,6 +9,8 @@ __all__ = ["LayerNorm"]
 
 
 class LayerNorm(Module):
+    _cuda_ok = True
+
     """``nn.LayerNorm(normalized_shape, eps=1e-5, elementwise_affine=True, bias=True,
     dtype=float32)``: weight ones, bias zeros (torch's initialisation)."""
 
@@ -28,6 +30,7 @@ class LayerNorm(Module):
             self.weight = None
             self.bias = None
         self._ctx = None
+        self._init_device(device)
 
     def forward(self, x):
         w = None if self.weight is None else self.weight.data

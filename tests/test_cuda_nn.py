@@ -1,0 +1,170 @@
+"""The nn layers and optimizers on CUDA (Module.to("cuda")): training on the GPU against the
+same model trained on the host, the moves and state dicts, and (on every machine) the
+checks made before anything is moved."""
+
+import numpy as np
+import pytest
+
+import nnkernels
+from nnkernels import nn, optim
+from cuda_support import AVAILABLE, host, needs_gpu, no_gpu
+
+DT = [np.float32, np.float64]
+# Training drifts apart by rounding (different summation orders on the GPU): per dtype, the
+# relative tolerance on losses and parameters after a few steps.
+TRAIN_TOL = {np.float32: 2e-4, np.float64: 1e-10}
+
+
+def dev(a):
+    """A host array as one of our DeviceArrays (float, int or bool)."""
+    return nnkernels.cuda.asarray(np.ascontiguousarray(a))
+
+
+def rel(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300)
+
+
+def train_both(make, opt, x, t, loss_fn, dtype, steps=4):
+    """The model `make()` trained on the host and, from the same initial state, on CUDA, with
+    the same seeds for dropout: losses and final parameters compared each step."""
+    nn.manual_seed(7)
+    cpu = make().to(dtype)
+    gpu = make().to(dtype)
+    gpu.load_state_dict(cpu.state_dict())
+    gpu.to("cuda")
+    assert all(p.device == "cuda" and isinstance(p.data, nnkernels.cuda.DeviceArray) for p in gpu.parameters())
+    oc, og = opt(cpu.parameters()), opt(gpu.parameters())
+    xd, td = dev(x), dev(t)
+    tol = TRAIN_TOL[np.dtype(dtype).type]
+    for step in range(steps):
+        for model, o, xi, ti in ((cpu, oc, x, t), (gpu, og, xd, td)):
+            nn.manual_seed(100 + step)  # the same dropout masks on both
+            o.zero_grad()
+            out = model(xi)
+            loss = loss_fn(out, ti)
+            model.backward(loss_fn.backward())
+            o.step()
+            if model is cpu:
+                lc = float(np.asarray(loss))
+            else:
+                lg = float(host(loss))
+        assert abs(lg - lc) <= tol * max(abs(lc), 1.0), (step, lg, lc)
+    sc, sg = cpu.state_dict(), gpu.state_dict()
+    assert sc.keys() == sg.keys()
+    for k in sc:
+        assert isinstance(sg[k], np.ndarray) and sg[k].dtype == sc[k].dtype
+        assert rel(sg[k], sc[k]) <= 4 * tol, (k, rel(sg[k], sc[k]))
+    return cpu, gpu
+
+
+@needs_gpu
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DT)
+def test_gpu_nn_mlp_training(rng, dtype):
+    """Linear, LayerNorm, GELU, Dropout, ReLU, CrossEntropyLoss and Adam on CUDA."""
+    x = rng.standard_normal((37, 13)).astype(dtype)
+    t = rng.integers(0, 5, 37).astype(np.int64)
+
+    def make():
+        return nn.Sequential(nn.Linear(13, 24), nn.LayerNorm(24), nn.GELU(), nn.Dropout(0.3),
+                             nn.Linear(24, 16), nn.ReLU(), nn.Linear(16, 5))
+    train_both(make, lambda ps: optim.Adam(ps, lr=1e-2, weight_decay=1e-3), x, t, nn.CrossEntropyLoss(), dtype)
+
+
+@needs_gpu
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DT)
+def test_gpu_nn_cnn_training(rng, dtype):
+    """Conv2d, MaxPool2d, ConvTranspose2d, AvgPool2d, Flatten, Tanh, MSELoss and SGD with
+    Nesterov momentum on CUDA."""
+    x = rng.standard_normal((6, 3, 12, 12)).astype(dtype)
+    t = rng.standard_normal((6, 4)).astype(dtype)
+
+    def make():
+        return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                             nn.ConvTranspose2d(8, 6, 3, stride=2, padding=1, output_padding=1), nn.Tanh(),
+                             nn.AvgPool2d(3, stride=2), nn.Flatten(), nn.Linear(6 * 5 * 5, 4))
+    train_both(make, lambda ps: optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True), x, t, nn.MSELoss(), dtype)
+
+
+@needs_gpu
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DT)
+def test_gpu_nn_embedding_bce_training(rng, dtype):
+    """Embedding (int64 ids on CUDA), Unflatten, Sigmoid, BCEWithLogitsLoss and AdamW."""
+    ids = rng.integers(0, 11, (9, 4)).astype(np.int64)
+    t = (rng.random((9, 4, 3)) < 0.5).astype(dtype)
+
+    def make():
+        return nn.Sequential(nn.Embedding(11, 6), nn.Flatten(0, 1), nn.Linear(6, 3), nn.Sigmoid(),
+                             nn.Linear(3, 3), nn.Unflatten(0, (9, 4)))
+    train_both(make, lambda ps: optim.AdamW(ps, lr=1e-2), ids, t, nn.BCEWithLogitsLoss(), dtype)
+
+
+@needs_gpu
+@pytest.mark.cuda
+def test_gpu_nn_moves_and_state(rng):
+    """to("cuda") / cpu() / to(dtype) on CUDA keep the values; load_state_dict and zero_grad
+    write in place on the device; the optimizer's state follows a parameter moved back."""
+    nn.manual_seed(3)
+    m = nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 2))
+    ref = {k: v.copy() for k, v in m.state_dict().items()}
+    m.cuda()
+    datas = [p.data for p in m.parameters()]
+    new = {k: rng.standard_normal(v.shape) for k, v in ref.items()}  # float64, cast on load
+    m.load_state_dict(new)
+    assert all(p.data is d for p, d in zip(m.parameters(), datas))  # in place
+    for k, v in m.state_dict().items():
+        np.testing.assert_array_equal(v, new[k].astype(np.float32))
+    x = dev(rng.standard_normal((3, 5)).astype(np.float32))
+    out = m(x)
+    assert isinstance(out, nnkernels.cuda.DeviceArray) and out.shape == (3, 2)
+    m.backward(dev(np.ones((3, 2), np.float32)))
+    grads = [host(p.grad) for p in m.parameters()]
+    out = m(x)
+    m.backward(dev(np.ones((3, 2), np.float32)))  # accumulates on the device
+    for p, g in zip(m.parameters(), grads):
+        np.testing.assert_allclose(host(p.grad), 2 * g, rtol=1e-6, atol=1e-7)
+    o = optim.SGD(m.parameters(), lr=0.1, momentum=0.5)
+    o.step()
+    m.zero_grad(set_to_none=False)
+    assert all(not host(p.grad).any() for p in m.parameters())
+    m.to(np.float64)
+    assert all(p.device == "cuda" and p.dtype == np.float64 for p in m.parameters())
+    m.cpu()
+    assert all(isinstance(p.data, np.ndarray) and p.dtype == np.float64 for p in m.parameters())
+    m.float()
+    for p in m.parameters():
+        p.grad = np.ones_like(p.data)
+    o.step()  # momentum buffers (on the device) follow the parameters back to the host
+    assert all(isinstance(o.state[p]["momentum_buffer"], np.ndarray) for p in m.parameters())
+
+
+def test_nn_to_cuda_checks_before_moving():
+    """Layers that do not run on CUDA refuse the move before anything is moved; bad device
+    names are ValueError; all of this on any machine."""
+    m = nn.Sequential(nn.Linear(3, 4), nn.LSTM(4, 5))
+    with pytest.raises(NotImplementedError, match="LSTM"):
+        m.to("cuda")
+    assert all(isinstance(p.data, np.ndarray) for p in m.parameters())
+    with pytest.raises(NotImplementedError, match="Embedding"):
+        nn.Embedding(5, 3, padding_idx=0).cuda()
+    with pytest.raises(ValueError, match="device"):
+        nn.Linear(3, 4).to("cuda:1")
+    with pytest.raises(ValueError, match="device"):
+        nn.Linear(3, 4, device="tpu")
+    assert nn.Linear(3, 4, device="cpu").weight.device == "cpu"
+
+
+@no_gpu
+def test_nn_to_cuda_without_gpu():
+    """Without a usable GPU (or without CUDA) the move raises RuntimeError at the first
+    parameter and leaves the model on the host."""
+    m = nn.Sequential(nn.Linear(3, 4), nn.ReLU())
+    with pytest.raises(RuntimeError):
+        m.to("cuda")
+    assert all(isinstance(p.data, np.ndarray) for p in m.parameters())
+    with pytest.raises(RuntimeError):
+        nn.Conv2d(1, 2, 3, device="cuda")
+    assert not AVAILABLE
