@@ -68,12 +68,23 @@ def cases(quick):
             torch.backends.cuda.matmul.allow_tf32 = False
     out.append((f"gemm f32 n={n} TF32 (both)", 2 * n ** 3, ours_tf32, torch_tf32))
 
+    def quad_kernel(fn):  # the forward's older kernel, for comparison (NNKERNELS_CUDA_ATTN=quad)
+        def run():
+            os.environ["NNKERNELS_CUDA_ATTN"] = "quad"
+            try:
+                return fn()
+            finally:
+                del os.environ["NNKERNELS_CUDA_ATTN"]
+        return run
+
     for causal in (False, True):
         q, k, v = rn(4, 16, 2048, 64), rn(4, 16, 2048, 64), rn(4, 16, 2048, 64)
         flops = 4 * 4 * 16 * 2048 * 2048 * 64 // (2 if causal else 1)
-        out.append((f"flash attn fwd f32 (4,16,2048,64){' causal' if causal else ''}", flops,
-                    lambda q=q, k=k, v=v, c=causal: ops.scaled_dot_product_attention(q, k, v, is_causal=c),
-                    lambda q=q, k=k, v=v, c=causal: F.scaled_dot_product_attention(q, k, v, is_causal=c)))
+        name = f"flash attn fwd f32 (4,16,2048,64){' causal' if causal else ''}"
+        ours_a = lambda q=q, k=k, v=v, c=causal: ops.scaled_dot_product_attention(q, k, v, is_causal=c)
+        torch_a = lambda q=q, k=k, v=v, c=causal: F.scaled_dot_product_attention(q, k, v, is_causal=c)
+        out.append((name, flops, ours_a, torch_a))
+        out.append((name + " quad kernel", flops, quad_kernel(ours_a), torch_a))
 
     # forward + backward, compared on dq (ours: forward with lse, then the backward kernels)
     q, k, v, go = rn(4, 16, 2048, 64), rn(4, 16, 2048, 64), rn(4, 16, 2048, 64), rn(4, 16, 2048, 64)

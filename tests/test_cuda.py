@@ -928,6 +928,43 @@ def test_gpu_flash_attention_gqa_and_broadcast(rng, dtype, qs, ks, gqa):
 
 @needs_gpu
 @pytest.mark.cuda
+@pytest.mark.parametrize("seed", range(3))
+def test_gpu_flash_attention_tiled_and_quad_kernels(seed):
+    """float32 with head dims <= 64 has two forward kernels (tiled, the default; quad with
+    NNKERNELS_CUDA_ATTN=quad): both against the CPU path on random shapes (odd sizes, S = 0,
+    causal with L != S, bool masks with a fully masked row)."""
+    import os
+    rng = np.random.default_rng(seed)
+    for _ in range(12):
+        B, H = rng.integers(1, 3, 2)
+        L, S = int(rng.integers(1, 150)), int(rng.integers(0, 100))
+        E, Ev = int(rng.integers(1, 65)), int(rng.integers(1, 65))
+        causal = bool(rng.integers(0, 2))
+        q = rng.standard_normal((B, H, L, E)).astype(np.float32)
+        k = rng.standard_normal((B, H, S, E)).astype(np.float32)
+        v = rng.standard_normal((B, H, S, Ev)).astype(np.float32)
+        mask = None
+        if not causal and S and rng.integers(0, 2):
+            mask = rng.random((L, S)) < 0.5
+            mask[rng.integers(0, L)] = False
+        ref, rlse = ops.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, return_lse=True)
+        for kernel in ("tiled", "quad"):
+            os.environ["NNKERNELS_CUDA_ATTN"] = kernel
+            try:
+                out, lse = ops.scaled_dot_product_attention(tcuda(q), tcuda(k), tcuda(v), is_causal=causal,
+                                                            attn_mask=None if mask is None else tcuda(mask),
+                                                            return_lse=True)
+            finally:
+                del os.environ["NNKERNELS_CUDA_ATTN"]
+            close(out, ref, np.float32, factor=8)
+            lse = host(lse)
+            assert np.array_equal(np.isneginf(lse), np.isneginf(rlse))
+            fin = np.isfinite(rlse)
+            close(lse[fin], rlse[fin], np.float32, factor=8)
+
+
+@needs_gpu
+@pytest.mark.cuda
 @pytest.mark.parametrize("dtype", DT)
 @pytest.mark.parametrize("gqa,causal", [(False, False), (False, True), (True, False), (True, True)])
 def test_gpu_flash_attention_strided_operands(rng, dtype, gqa, causal):

@@ -21,6 +21,8 @@
 // GQA's shared key/value heads cost no copies (the block's base offsets are computed once).
 #include <cuda_runtime.h>
 
+#include <cstdlib>
+#include <string>
 #include <type_traits>
 
 #include "cuda/api.h"
@@ -203,6 +205,154 @@ void launch(void* out, void* lse, const AttnOperand& q, const AttnOperand& k, co
   CUDA_CHECK(cudaGetLastError());
 }
 
+// ---- tiled forward: float32, head dims <= 64 ----
+// The default for those (the quad kernel above takes the rest; NNKERNELS_CUDA_ATTN=quad
+// selects it for these too, for comparison). A block of 128 threads takes kTBr = 64 query
+// rows and visits K/V in tiles of kTBc = 32 keys. Thread (tx = tid % 8, ty = tid / 8) holds
+// the 4 x 4 scores of rows 4 ty + i and keys 4 tx + j, and the outputs of those rows in
+// columns 4 tx + c and 32 + 4 tx + c (c < 4). Both products are register-blocked from
+// shared memory read as float4: S = Q K^T from Q^T and K^T tiles (2 loads per 16 FMAs),
+// O += P V from P^T and V (3 loads per 32 FMAs). The 8 threads sharing a row are
+// consecutive lanes: the row max is three shuffles; the row sum stays per thread (each
+// thread's partial is rescaled by the same factor) until the end.
+constexpr int kTBr = 64, kTBc = 32, kTD = 64, kTThreads = 128;
+constexpr int kTQPad = kTBr + 4, kTKPad = kTBc + 4;  // row strides: float4-aligned
+
+__global__ void __launch_bounds__(kTThreads)
+flash_fwd_tiled_kernel(float* __restrict__ out, float* __restrict__ lse, AttnOperand q, AttnOperand k,
+                       AttnOperand v, index_t L, index_t S, int E, int Ev, float scale, bool causal,
+                       AttnMaskView mask) {
+  __shared__ __align__(16) float Qt[kTD][kTQPad];   // Q^T, scaled: Qt[d][row]
+  __shared__ __align__(16) float Kt[kTD][kTKPad];   // K^T: Kt[d][key]
+  __shared__ __align__(16) float Vs[kTBc][kTD];     // V: Vs[key][d]
+  __shared__ __align__(16) float Pt[kTBc][kTQPad];  // P^T: Pt[key][row]
+
+  const int tid = threadIdx.x, tx = tid % 8, ty = tid / 8;
+  const index_t bh = blockIdx.y, r0 = index_t(blockIdx.x) * kTBr;
+  const float* qp = operand_base<float>(q, bh);
+  const float* kp = operand_base<float>(k, bh);
+  const float* vp = operand_base<float>(v, bh);
+  for (int e = tid; e < kTBr * kTD; e += kTThreads) {  // consecutive threads: consecutive dims
+    const int rr = e / kTD, d = e % kTD;
+    const index_t row = r0 + rr;
+    Qt[d][rr] = (row < L && d < E) ? qp[row * q.rs + d * q.cs] * scale : 0.f;
+  }
+  const bool masked = mask.kind != AttnMaskView::none;
+  const index_t mbase = masked ? mask_base(mask, bh) : 0;
+  float acc[4][8] = {};
+  float m[4], l[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) m[i] = -INFINITY, l[i] = 0.f;
+
+  index_t kv_end = S;
+  if (causal) {
+    const index_t last = r0 + kTBr < L ? r0 + kTBr : L;
+    if (last < kv_end) kv_end = last;
+  }
+  for (index_t k0 = 0; k0 < kv_end; k0 += kTBc) {
+    __syncthreads();  // Q^T written; the previous K, V and P tiles no longer read
+    for (int e = tid; e < kTBc * kTD; e += kTThreads) {
+      const int j = e / kTD, d = e % kTD;
+      const index_t key = k0 + j;
+      Kt[d][j] = (key < S && d < E) ? kp[key * k.rs + d * k.cs] : 0.f;
+      Vs[j][d] = (key < S && d < Ev) ? vp[key * v.rs + d * v.cs] : 0.f;
+    }
+    __syncthreads();
+    float s[4][4] = {};
+    for (int d = 0; d < E; ++d) {
+      const float4 a = *reinterpret_cast<const float4*>(&Qt[d][4 * ty]);
+      const float4 b = *reinterpret_cast<const float4*>(&Kt[d][4 * tx]);
+      const float av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) s[i][j] = fmaf(av[i], bv[j], s[i][j]);
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const index_t row = r0 + 4 * ty + i;
+      float mt = -INFINITY;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const index_t key = k0 + 4 * tx + j;
+        float x = s[i][j];
+        if (key >= S || (causal && key > row)) x = -INFINITY;
+        else if (masked && row < L) x += mask_term<float>(mask, mbase, row, key);
+        s[i][j] = x;
+        mt = fmaxf(mt, x);
+      }
+      mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 1));
+      mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 2));
+      mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 4));
+      const float mn = fmaxf(m[i], mt);
+      // Nothing visible in this row yet: p = 0 and nothing to rescale.
+      const float corr = mn == -INFINITY ? 1.f : dev::exp_(m[i] - mn);
+      float ls = 0.f;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        s[i][j] = mn == -INFINITY ? 0.f : dev::exp_(s[i][j] - mn);
+        ls += s[i][j];
+      }
+      l[i] = l[i] * corr + ls;
+#pragma unroll
+      for (int c = 0; c < 8; ++c) acc[i][c] *= corr;
+      m[i] = mn;
+    }
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+      *reinterpret_cast<float4*>(&Pt[4 * tx + j][4 * ty]) = make_float4(s[0][j], s[1][j], s[2][j], s[3][j]);
+    __syncthreads();
+#pragma unroll 4
+    for (int j = 0; j < kTBc; ++j) {
+      const float4 pv = *reinterpret_cast<const float4*>(&Pt[j][4 * ty]);
+      const float4 v0 = *reinterpret_cast<const float4*>(&Vs[j][4 * tx]);
+      const float4 v1 = *reinterpret_cast<const float4*>(&Vs[j][32 + 4 * tx]);
+      const float pr[4] = {pv.x, pv.y, pv.z, pv.w};
+      const float vc[8] = {v0.x, v0.y, v0.z, v0.w, v1.x, v1.y, v1.z, v1.w};
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int c = 0; c < 8; ++c) acc[i][c] = fmaf(pr[i], vc[c], acc[i][c]);
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
+    l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
+    l[i] += __shfl_xor_sync(0xffffffffu, l[i], 4);
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const index_t row = r0 + 4 * ty + i;
+    if (row >= L) continue;
+    const float inv = l[i] > 0.f ? 1.f / l[i] : 0.f;
+    float* o = out + (bh * L + row) * Ev;
+#pragma unroll
+    for (int c = 0; c < 8; ++c) {
+      const int col = (c < 4 ? 0 : 32) + 4 * tx + c % 4;
+      if (col < Ev) o[col] = acc[i][c] * inv;
+    }
+    if (tx == 0) lse[bh * L + row] = l[i] > 0.f ? m[i] + dev::log_(l[i]) : -INFINITY;
+  }
+}
+
+// Whether the tiled kernel takes a forward (float32, head dims <= 64, not switched off).
+bool use_tiled(DType dt, index_t E, index_t Ev) {
+  if (dt != DType::f32 || E > kTD || Ev > kTD) return false;
+  const char* e = std::getenv("NNKERNELS_CUDA_ATTN");  // read at every call
+  return !(e && std::string(e) == "quad");
+}
+
+void launch_tiled(void* out, void* lse, const AttnOperand& q, const AttnOperand& k, const AttnOperand& v,
+                  index_t BH, index_t L, index_t S, index_t E, index_t Ev, double scale, bool causal,
+                  const AttnMaskView& mask) {
+  check_grid_yz(BH, 1, "scaled_dot_product_attention");
+  flash_fwd_tiled_kernel<<<dim3(unsigned(ceil_div(L, index_t(kTBr))), unsigned(BH)), kTThreads>>>(
+      static_cast<float*>(out), static_cast<float*>(lse), q, k, v, L, S, int(E), int(Ev), float(scale), causal,
+      mask);
+  CUDA_CHECK(cudaGetLastError());
+}
+
 // ---- backward (FlashAttention-2 style, deterministic: no atomics) ----
 // P is recomputed from the forward's lse: p_ij = exp(scale q_i . k_j - lse_i) (0 where masked
 // or where row i saw no key), dp_ij = dO_i . v_j, ds_ij = p_ij (dp_ij - D_i) with
@@ -382,6 +532,7 @@ void flash_attention_forward(DType dt, void* out, void* lse, const AttnOperand& 
   if (BH == 0 || L == 0) return;
   if (E > kAttnMaxDim || Ev > kAttnMaxDim)
     throw ValueError("scaled_dot_product_attention: CUDA head dims must be <= 256");
+  if (use_tiled(dt, E, Ev)) return launch_tiled(out, lse, q, k, v, BH, L, S, E, Ev, scale, causal, mask);
   const index_t dmax = E > Ev ? E : Ev;
   if (dt == DType::f32) {
     if (dmax <= 64) launch<float, 64>(out, lse, q, k, v, BH, L, S, E, Ev, scale, causal, mask);
