@@ -102,6 +102,53 @@ def test_gpu_nn_embedding_bce_training(rng, dtype):
     train_both(make, lambda ps: optim.AdamW(ps, lr=1e-2), ids, t, nn.BCEWithLogitsLoss(), dtype)
 
 
+class RecurrentHead(nn.Module):
+    """A recurrent layer's output through a Linear (the recurrent layer's states dropped)."""
+
+    _cuda_ok = True
+
+    def __init__(self, rnn, hidden, out):
+        super().__init__()
+        self.rnn = rnn
+        self.lin = nn.Linear(hidden, out)
+
+    def forward(self, x):
+        y, _ = self.rnn(x)
+        return self.lin(y)
+
+    def backward(self, g):
+        gx, _ = self.rnn.backward(self.lin.backward(g))
+        return gx
+
+
+@needs_gpu
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DT)
+@pytest.mark.parametrize("kind,batch_first,unbatched", [("LSTM", False, False), ("GRU", True, False),
+                                                       ("RNN", False, True)])
+def test_gpu_nn_recurrent_training(rng, dtype, kind, batch_first, unbatched):
+    """LSTM / GRU / RNN modules (2 layers, dropout between them, batch_first, unbatched
+    input) on CUDA: the per-layer states stacked and the dropout backward on the device."""
+    T, B, I, H = 7, 3, 5, 6
+    shape = (T, I) if unbatched else ((B, T, I) if batch_first else (T, B, I))
+    x = rng.standard_normal(shape).astype(dtype)
+    t = rng.standard_normal(shape[:-1] + (2,)).astype(dtype)
+
+    def make():
+        return RecurrentHead(getattr(nn, kind)(I, H, num_layers=2, dropout=0.25, batch_first=batch_first), H, 2)
+    cpu, gpu = train_both(make, lambda ps: optim.Adam(ps, lr=1e-2), x, t, nn.MSELoss(), dtype)
+    # the states, unbatched or not, as the host's
+    xd = dev(x)
+    for m, xi in ((cpu, x), (gpu, xd)):
+        m.eval()
+    yc, sc = cpu.rnn(x)
+    yg, sg = gpu.rnn(xd)
+    tol = TRAIN_TOL[np.dtype(dtype).type]
+    assert rel(host(yg), yc) <= tol
+    for a, b in zip(sg if kind == "LSTM" else (sg,), sc if kind == "LSTM" else (sc,)):
+        assert tuple(a.shape) == b.shape and rel(host(a), b) <= tol
+
+
 @needs_gpu
 @pytest.mark.cuda
 def test_gpu_nn_moves_and_state(rng):
@@ -144,8 +191,8 @@ def test_gpu_nn_moves_and_state(rng):
 def test_nn_to_cuda_checks_before_moving():
     """Layers that do not run on CUDA refuse the move before anything is moved; bad device
     names are ValueError; all of this on any machine."""
-    m = nn.Sequential(nn.Linear(3, 4), nn.LSTM(4, 5))
-    with pytest.raises(NotImplementedError, match="LSTM"):
+    m = nn.Sequential(nn.Linear(3, 4), nn.MultiheadAttention(4, 2))
+    with pytest.raises(NotImplementedError, match="MultiheadAttention"):
         m.to("cuda")
     assert all(isinstance(p.data, np.ndarray) for p in m.parameters())
     with pytest.raises(NotImplementedError, match="Embedding"):

@@ -568,6 +568,89 @@ py::object asarray(py::handle obj) {
   return res;
 }
 
+// A DevTensor view of a DeviceArray (no copy).
+DevTensor view_of(const DeviceArray& a, py::handle owner) {
+  DevTensor v;
+  v.owner = py::reinterpret_borrow<py::object>(owner);
+  v.ptr = a.ptr; v.dtype = a.dtype; v.index_bits = a.index_bits; v.boolean = a.boolean;
+  v.shape = a.shape; v.strides = a.strides; v.device = a.device; v.readonly = a.readonly;
+  return v;
+}
+
+// A new C-contiguous DeviceArray holding a's elements (always a copy).
+py::object copy_array(const DeviceArray& a, py::handle self) {
+  DevTensor c;
+  py::object res = make_device_array(Elem{a.dtype, a.index_bits, a.boolean}, a.shape, c);
+#if defined(NNK_WITH_CUDA)
+  if (a.numel()) {
+    DevTensor v = view_of(a, self);
+    nnk::cuda::strided_copy_items(v.item_size(), c.ptr, v.ptr, v.ndim(), v.shape.data(), v.strides.data());
+  }
+#else
+  (void)self;
+#endif
+  return res;
+}
+
+// numpy's basic indexing on a DeviceArray: ints, slices, None and one Ellipsis -> a view.
+DeviceArray index_view(const DeviceArray& a, py::handle key) {
+  py::tuple items = py::isinstance<py::tuple>(key) ? py::reinterpret_borrow<py::tuple>(key) : py::make_tuple(key);
+  int consumed = 0, ell = -1;
+  for (size_t i = 0; i < items.size(); ++i) {
+    py::handle it = items[i];
+    if (it.is(py::ellipsis())) {
+      if (ell >= 0) throw IndexError("an index can only have a single ellipsis ('...')");
+      ell = int(i);
+    } else if (!it.is_none()) {
+      ++consumed;
+    }
+  }
+  if (consumed > int(a.shape.size()))
+    throw IndexError("too many indices for a DeviceArray of " + std::to_string(a.shape.size()) + " dimensions");
+  DeviceArray v = a;
+  v.shape.clear();
+  v.strides.clear();
+  char* p = static_cast<char*>(a.ptr);
+  const index_t item = a.item_size();
+  size_t d = 0;
+  auto rest = [&] {  // the dims an Ellipsis stands for
+    const size_t n = a.shape.size() - size_t(consumed);
+    for (size_t e = 0; e < n; ++e, ++d) v.shape.push_back(a.shape[d]), v.strides.push_back(a.strides[d]);
+  };
+  for (size_t i = 0; i < items.size(); ++i) {
+    py::handle it = items[i];
+    if (int(i) == ell) {
+      rest();
+    } else if (it.is_none()) {
+      v.shape.push_back(1);
+      v.strides.push_back(0);
+    } else if (py::isinstance<py::slice>(it)) {
+      size_t start, stop, step, len;
+      if (!py::reinterpret_borrow<py::slice>(it).compute(size_t(a.shape[d]), &start, &stop, &step, &len))
+        throw py::error_already_set();
+      const index_t st = index_t(static_cast<py::ssize_t>(step));
+      p += index_t(start) * a.strides[d] * item;
+      v.shape.push_back(index_t(len));
+      v.strides.push_back(a.strides[d] * st);
+      ++d;
+    } else if (py::isinstance<py::int_>(it) || py::hasattr(it, "__index__")) {
+      index_t i0 = py::reinterpret_borrow<py::object>(it).attr("__index__")().cast<index_t>();
+      const index_t n = a.shape[d];
+      if (i0 < -n || i0 >= n)
+        throw IndexError("index " + std::to_string(i0) + " is out of bounds for axis " + std::to_string(d) +
+                         " with size " + std::to_string(n));
+      if (i0 < 0) i0 += n;
+      p += i0 * a.strides[d] * item;
+      ++d;
+    } else {
+      throw IndexError("DeviceArray indices: ints, slices, None and '...' only (got " + type_name(it) + ")");
+    }
+  }
+  if (ell < 0) rest();
+  v.ptr = p;
+  return v;
+}
+
 }  // namespace
 
 void bind_cuda_array(py::module_& m) {
@@ -636,6 +719,35 @@ void bind_cuda_array(py::module_& m) {
         for (int d = int(shape.size()) - 2; d >= 0; --d) v.strides[size_t(d)] = v.strides[size_t(d) + 1] * shape[size_t(d) + 1];
         return v;
       }, "A view of this C-contiguous array with another shape (sizes, or one tuple; one -1 inferred).")
+      .def("transpose", [](const DeviceArray& a, py::args args) {
+        // A view with the axes permuted (numpy's transpose: no axes reverses them).
+        const size_t nd = a.shape.size();
+        std::vector<index_t> axes;
+        py::handle spec = args.size() == 1 && !py::isinstance<py::int_>(args[0]) ? args[0] : py::handle(args);
+        for (py::handle h : spec) axes.push_back(h.cast<index_t>());
+        if (axes.empty())
+          for (size_t d = 0; d < nd; ++d) axes.push_back(index_t(nd - 1 - d));
+        if (axes.size() != nd) throw ValueError("transpose: axes don't match the array's " + std::to_string(nd) + " dims");
+        std::vector<bool> seen(nd, false);
+        DeviceArray v = a;
+        for (size_t d = 0; d < nd; ++d) {
+          index_t ax = axes[d] < 0 ? axes[d] + index_t(nd) : axes[d];
+          if (ax < 0 || ax >= index_t(nd) || seen[size_t(ax)]) throw ValueError("transpose: axes must be a permutation");
+          seen[size_t(ax)] = true;
+          v.shape[d] = a.shape[size_t(ax)];
+          v.strides[d] = a.strides[size_t(ax)];
+        }
+        return v;
+      }, "A view with the axes permuted (none given: reversed), as numpy.")
+      .def_property_readonly("T", [](const DeviceArray& a) {
+        DeviceArray v = a;
+        std::reverse(v.shape.begin(), v.shape.end());
+        std::reverse(v.strides.begin(), v.strides.end());
+        return v;
+      })
+      .def("__getitem__", &index_view, "Basic indexing (ints, slices, None, '...') -> a view.")
+      .def("copy", [](py::object self) { return copy_array(self.cast<const DeviceArray&>(), self); },
+           "A new C-contiguous device copy.")
       .def("__len__", [](const DeviceArray& a) {
         if (a.shape.empty()) throw py::type_error("len() of a 0-d DeviceArray");
         return a.shape[0];
@@ -667,6 +779,27 @@ void bind_cuda_array(py::module_& m) {
       }, "Copy to a new host numpy array (waits for the kernels writing it).");
 
   m.def("cuda_asarray", &asarray);
+  // The nn layers' np.stack for DeviceArrays: (n, *shape), C-contiguous.
+  m.def("_cuda_stack", [](py::sequence arrays) {
+    if (arrays.size() == 0) throw ValueError("_cuda_stack: need at least one array");
+    std::vector<DevTensor> ts;
+    for (py::handle h : arrays) ts.push_back(as_device(h, "arrays"));
+    for (const DevTensor& t : ts)
+      if (t.shape != ts[0].shape || t.dtype != ts[0].dtype)
+        throw ValueError("_cuda_stack: arrays of one shape and dtype needed");
+    std::vector<index_t> shape = ts[0].shape;
+    shape.insert(shape.begin(), index_t(ts.size()));
+    DevTensor out;
+    py::object res = make_device_array(Elem{ts[0].dtype, 0, false}, shape, out);
+#if defined(NNK_WITH_CUDA)
+    const size_t bytes = size_t(ts[0].numel() * ts[0].item_size());
+    for (size_t i = 0; i < ts.size(); ++i) {
+      DevTensor c = dev_contiguous(ts[i]);
+      if (bytes) nnk::cuda::copy_d2d(static_cast<char*>(out.ptr) + i * bytes, c.ptr, bytes);
+    }
+#endif
+    return res;
+  });
   m.def("cuda_synchronize", [] {
 #if defined(NNK_WITH_CUDA)
     require_cuda();

@@ -18,20 +18,35 @@ import numpy as np
 
 from .. import ops
 from . import module as _module
-from .module import Module, Parameter, _check_dtype
+from .module import Module, Parameter, _check_dtype, _is_cuda_array, _parse_device
 
 __all__ = ["RNN", "LSTM", "GRU"]
 
 _GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
 
 
+def _arr(a):
+    """a itself when it is a CUDA array (indexing and transposes are views there too), else
+    numpy.asarray(a)."""
+    return a if _is_cuda_array(a) else np.asarray(a)
+
+
+def _stack(arrays):
+    """numpy.stack, or its CUDA counterpart for DeviceArrays."""
+    if _is_cuda_array(arrays[0]):
+        from .. import _C
+        return _C._cuda_stack(arrays)
+    return np.stack(arrays)
+
+
 class _RNNBase(Module):
+    _cuda_ok = True
+
     def __init__(self, mode, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, proj_size=0, device=None, dtype=None):
         super().__init__()
         name = type(self).__name__
-        if device not in (None, "cpu"):
-            raise ValueError(f"{name}: only device='cpu' is supported, got {device!r}")
+        _parse_device(device)
         dt = _check_dtype(dtype)
         if bidirectional:
             raise ValueError(f"{name}: bidirectional=True is not supported")
@@ -69,6 +84,7 @@ class _RNNBase(Module):
             for pname, shape in shapes:
                 setattr(self, f"{pname}_l{k}", Parameter(_module._uniform(shape, bound, dt)))
         self._ctx = None
+        self._init_device(device)
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -92,7 +108,7 @@ class _RNNBase(Module):
 
     def _input(self, x):
         """x as (T, B, I) plus whether it was unbatched."""
-        x = np.asarray(x)
+        x = _arr(x)
         if x.ndim not in (2, 3):
             raise ValueError(f"{type(self).__name__}: expected input to be 2-D (T, input_size) or 3-D, "
                              f"got {x.ndim}-D of shape {x.shape}")
@@ -107,9 +123,9 @@ class _RNNBase(Module):
         """A state as (num_layers, B, H) (None stays None)."""
         if s is None:
             return None
-        s = np.asarray(s)
+        s = _arr(s)
         want = (self.num_layers, self.hidden_size) if unbatched else (self.num_layers, batch, self.hidden_size)
-        if s.shape != want:
+        if tuple(s.shape) != want:
             raise ValueError(f"{type(self).__name__}: expected {what} of shape {want}, got {s.shape}")
         return s[:, None] if unbatched else s
 
@@ -117,7 +133,7 @@ class _RNNBase(Module):
         """A gradient of the output as (T, B, H)."""
         if g is None:
             return None
-        g = np.asarray(g)
+        g = _arr(g)
         if unbatched:
             return g[:, None]
         return g.transpose(1, 0, 2) if self.batch_first else g
@@ -125,7 +141,7 @@ class _RNNBase(Module):
     def _grad_state(self, g, unbatched):
         if g is None:
             return None
-        g = np.asarray(g)
+        g = _arr(g)
         return g[:, None] if unbatched else g
 
     def _out(self, y, unbatched):
@@ -143,6 +159,9 @@ class _RNNBase(Module):
     def _dropout_back(self, g, mask):
         if mask is None:
             return g
+        if _is_cuda_array(g):
+            from .. import _C
+            return _C._cuda_dropout_backward(g, mask, self.dropout)
         scale = 0.0 if self.dropout == 1.0 else 1.0 / (1.0 - self.dropout)
         return np.multiply(g, mask, dtype=g.dtype) * g.dtype.type(scale)
 
@@ -174,7 +193,7 @@ class _RNNBase(Module):
                 nxt, mask = self._dropout_between(out)
             layers.append((inp, s0, out, cache, mask))
             inp = nxt
-        return out, tuple(np.stack(f) for f in finals), layers
+        return out, tuple(_stack(f) for f in finals), layers
 
     def _run_backward(self, g_out, g_states, layers):
         """Backward through every layer; returns (grad_x (T, B, I), per-state grads (L, B, H))."""
@@ -192,7 +211,7 @@ class _RNNBase(Module):
             g_out = dx
             if k > 0:
                 g_out = self._dropout_back(dx, layers[k - 1][4])
-        return g_out, tuple(np.stack(g) for g in g0)
+        return g_out, tuple(_stack(g) for g in g0)
 
     def _forward_states(self, x, states):
         try:
