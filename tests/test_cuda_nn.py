@@ -149,6 +149,76 @@ def test_gpu_nn_recurrent_training(rng, dtype, kind, batch_first, unbatched):
         assert tuple(a.shape) == b.shape and rel(host(a), b) <= tol
 
 
+class Encoder(nn.Module):
+    """Two TransformerEncoderLayers (post-norm with a causal mask, pre-norm with a key
+    padding mask) and a Linear head; masks given as host arrays."""
+
+    _cuda_ok = True
+
+    def __init__(self, d, batch_first):
+        super().__init__()
+        self.a = nn.TransformerEncoderLayer(d, 2, dim_feedforward=12, dropout=0.2, batch_first=batch_first)
+        self.b = nn.TransformerEncoderLayer(d, 2, dim_feedforward=10, dropout=0.0, activation="gelu",
+                                            batch_first=batch_first, norm_first=True)
+        self.head = nn.Linear(d, 3)
+        self.kpm = None
+
+    def forward(self, x):
+        y = self.a(x, is_causal=True, src_mask=np.triu(np.ones((7, 7), bool), 1))
+        return self.head(self.b(y, src_key_padding_mask=self.kpm))
+
+    def backward(self, g):
+        return self.a.backward(self.b.backward(self.head.backward(g)))
+
+
+@needs_gpu
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DT)
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_gpu_nn_transformer_training(rng, dtype, batch_first):
+    """TransformerEncoderLayer (MultiheadAttention on the fused qkv path, LayerNorm, dropout,
+    residual adds) on CUDA, with host masks copied to the device."""
+    B, L, d = 3, 7, 8
+    x = rng.standard_normal((B, L, d) if batch_first else (L, B, d)).astype(dtype)
+    t = rng.standard_normal(x.shape[:-1] + (3,)).astype(dtype)
+    kpm = np.zeros((B, L), bool)
+    kpm[1, 5:] = True
+
+    def make():
+        m = Encoder(d, batch_first)
+        m.kpm = kpm
+        return m
+    # SGD, not Adam: the key part of in_proj_bias has a zero gradient in exact arithmetic
+    # (softmax ignores a per-row constant), which Adam would blow up to lr-sized steps of
+    # rounding noise, different on the two devices.
+    train_both(make, lambda ps: optim.SGD(ps, lr=0.05, momentum=0.9), x, t, nn.MSELoss(), dtype)
+
+
+@needs_gpu
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DT)
+def test_gpu_nn_multihead_attention_separate_inputs(rng, dtype):
+    """MultiheadAttention with distinct query / key / value (the per-projection path: the
+    weight gradient's rows stacked on the device), unbatched and batched."""
+    mha_c = nn.MultiheadAttention(8, 4, dtype=dtype)
+    mha_g = nn.MultiheadAttention(8, 4, dtype=dtype)
+    mha_g.load_state_dict(mha_c.state_dict())
+    mha_g.cuda()
+    tol = TRAIN_TOL[np.dtype(dtype).type]
+    for shape_q, shape_kv in (((5, 2, 8), (6, 2, 8)), ((5, 8), (6, 8))):
+        q, k, v = (rng.standard_normal(s).astype(dtype) for s in (shape_q, shape_kv, shape_kv))
+        g = rng.standard_normal(shape_q).astype(dtype)
+        am = rng.random((5, 6)) < 0.3
+        am[:, 0] = False
+        yc, _ = mha_c(q, k, v, attn_mask=am)
+        yg, _ = mha_g(dev(q), dev(k), dev(v), attn_mask=am)
+        assert rel(host(yg), yc) <= tol
+        for a, b in zip(mha_g.backward(dev(g)), mha_c.backward(g)):
+            assert tuple(a.shape) == b.shape and rel(host(a), b) <= tol
+    for pc, pg in zip(mha_c.parameters(), mha_g.parameters()):
+        assert rel(host(pg.grad), pc.grad) <= tol
+
+
 @needs_gpu
 @pytest.mark.cuda
 def test_gpu_nn_moves_and_state(rng):
@@ -191,8 +261,10 @@ def test_gpu_nn_moves_and_state(rng):
 def test_nn_to_cuda_checks_before_moving():
     """Layers that do not run on CUDA refuse the move before anything is moved; bad device
     names are ValueError; all of this on any machine."""
-    m = nn.Sequential(nn.Linear(3, 4), nn.MultiheadAttention(4, 2))
-    with pytest.raises(NotImplementedError, match="MultiheadAttention"):
+    class HostOnly(nn.Module):  # a user's layer that did not declare _cuda_ok
+        pass
+    m = nn.Sequential(nn.Linear(3, 4), HostOnly())
+    with pytest.raises(NotImplementedError, match="HostOnly"):
         m.to("cuda")
     assert all(isinstance(p.data, np.ndarray) for p in m.parameters())
     with pytest.raises(NotImplementedError, match="Embedding"):

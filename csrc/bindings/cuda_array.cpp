@@ -568,6 +568,40 @@ py::object asarray(py::handle obj) {
   return res;
 }
 
+// Strides of `shape` viewing the elements of (old, old_strides) in C order without a copy
+// (numpy's no-copy reshape); false when no view exists.
+bool view_strides(const std::vector<index_t>& old_shape, const std::vector<index_t>& old_strides,
+                  const std::vector<index_t>& shape, std::vector<index_t>& strides) {
+  index_t n = 1;
+  for (index_t d : shape) n *= d;
+  if (n == 0) {
+    strides = c_strides(shape);
+    return true;
+  }
+  std::vector<index_t> os, ost;  // the old dims without the size-1 ones
+  for (size_t d = 0; d < old_shape.size(); ++d)
+    if (old_shape[d] != 1) os.push_back(old_shape[d]), ost.push_back(old_strides[d]);
+  strides.assign(shape.size(), 0);
+  size_t oi = 0, ni = 0;
+  const size_t on = os.size(), nn = shape.size();
+  while (ni < nn && oi < on) {
+    size_t oj = oi + 1, nj = ni + 1;
+    index_t op = os[oi], np_ = shape[ni];
+    while (op != np_) {
+      if (np_ < op) np_ *= shape[nj++];
+      else op *= os[oj++];
+    }
+    for (size_t k = oi; k + 1 < oj; ++k)
+      if (ost[k] != os[k + 1] * ost[k + 1]) return false;  // the group is not one run in memory
+    strides[nj - 1] = ost[oj - 1];
+    for (size_t k = nj - 1; k > ni; --k) strides[k - 1] = strides[k] * shape[k];
+    ni = nj;
+    oi = oj;
+  }
+  for (; ni < nn; ++ni) strides[ni] = 1;  // trailing size-1 dims
+  return true;
+}
+
 // A DevTensor view of a DeviceArray (no copy).
 DevTensor view_of(const DeviceArray& a, py::handle owner) {
   DevTensor v;
@@ -686,8 +720,10 @@ void bind_cuda_array(py::module_& m) {
            py::arg("max_version") = py::none(), py::arg("dl_device") = py::none(),
            py::arg("copy") = py::none())
       .def("__dlpack_device__", [](const DeviceArray& a) { return py::make_tuple(kDLCUDA, a.device); })
-      .def("reshape", [](const DeviceArray& a, py::args args) {
-        // A view with a new shape (one -1 inferred), as numpy's reshape of a C-contiguous array.
+      .def("reshape", [](py::object self, py::args args) -> py::object {
+        // numpy's reshape: a view when the strides allow one, else a C-contiguous copy
+        // reshaped. Sizes, or one tuple; one -1 inferred.
+        const DeviceArray& a = self.cast<const DeviceArray&>();
         py::handle spec = args.size() == 1 && !py::isinstance<py::int_>(args[0]) ? args[0] : py::handle(args);
         std::vector<index_t> shape;
         int infer = -1;
@@ -711,14 +747,19 @@ void bind_cuda_array(py::module_& m) {
         } else if (known != total) {
           throw ValueError("reshape: cannot reshape " + shape_str(a.shape) + " into " + shape_str(shape));
         }
-        if (!contiguous_strides(a.shape, a.strides))
-          throw ValueError("reshape: the DeviceArray is not C-contiguous");
-        DeviceArray v = a;
+        std::vector<index_t> strides;
+        if (view_strides(a.shape, a.strides, shape, strides)) {
+          DeviceArray v = a;
+          v.shape = shape;
+          v.strides = strides;
+          return py::cast(v);
+        }
+        py::object c = copy_array(a, self);
+        DeviceArray v = c.cast<const DeviceArray&>();
         v.shape = shape;
-        v.strides.assign(shape.size(), 1);
-        for (int d = int(shape.size()) - 2; d >= 0; --d) v.strides[size_t(d)] = v.strides[size_t(d) + 1] * shape[size_t(d) + 1];
-        return v;
-      }, "A view of this C-contiguous array with another shape (sizes, or one tuple; one -1 inferred).")
+        v.strides = c_strides(shape);
+        return py::cast(v);
+      }, "A view with another shape when the strides allow (else a reshaped contiguous copy), as numpy.")
       .def("transpose", [](const DeviceArray& a, py::args args) {
         // A view with the axes permuted (numpy's transpose: no axes reverses them).
         const size_t nd = a.shape.size();

@@ -3,7 +3,8 @@
 
 Masks follow torch's layer convention (True = masked out); they are turned into the op's
 convention (True = takes part) here. Attention-weight dropout is not supported (the fused
-op never forms the weights).
+op never forms the weights). On CUDA (``to("cuda")``) the masks are given as host arrays
+and combined on the host, then copied to the device.
 """
 
 import math
@@ -15,10 +16,52 @@ from . import module as _module
 from .activation import GELU, ReLU
 from .dropout import Dropout
 from .linear import Linear
-from .module import Module, Parameter, _check_dtype
+from .module import Module, Parameter, _check_dtype, _is_cuda_array, _on_device, _parse_device
 from .norm import LayerNorm
 
 __all__ = ["MultiheadAttention", "TransformerEncoderLayer"]
+
+
+def _arr(a):
+    """a itself when it is a CUDA array (views work there too), else numpy.asarray(a)."""
+    return a if _is_cuda_array(a) else np.asarray(a)
+
+
+def _add(a, b):
+    """a + b (same shapes): a new array; on CUDA for our DeviceArrays (which have no +)."""
+    if not (_on_device(a) or _on_device(b)):
+        return a + b
+    from .. import _C
+    if not _on_device(a):
+        a, b = b, a
+    c = a.copy()
+    _C._cuda_accumulate_(c, b)
+    return c
+
+
+def _contiguous(a):
+    return (a if a.__cuda_array_interface__["strides"] is None else a.copy()) if _on_device(a) \
+        else np.ascontiguousarray(a)
+
+
+def _cat_rows(parts):
+    """numpy.concatenate(parts) along axis 0 (CUDA: a stack of equal parts, reshaped)."""
+    if _on_device(parts[0]):
+        from .. import _C
+        s = _C._cuda_stack(parts)
+        return s.reshape((-1,) + tuple(parts[0].shape[1:]))
+    return np.concatenate(parts)
+
+
+def _cat_last(parts):
+    """numpy.concatenate(parts, axis=-1) of equal parts."""
+    if _on_device(parts[0]):
+        from .. import _C
+        s = _C._cuda_stack(parts)                               # (n, ..., E)
+        nd = len(s.shape)
+        s = s.transpose(tuple(range(1, nd - 1)) + (0, nd - 1))  # (..., n, E)
+        return s.reshape(tuple(parts[0].shape[:-1]) + (-1,))
+    return np.concatenate(parts, axis=-1)
 
 
 def _to_additive(mask, dtype):
@@ -39,6 +82,8 @@ def _combine(a, b, dtype):
 
 
 class MultiheadAttention(Module):
+    _cuda_ok = True
+
     """``nn.MultiheadAttention(embed_dim, num_heads, dropout=0.0, bias=True,
     batch_first=False, dtype=float32)`` with kdim = vdim = embed_dim.
 
@@ -74,6 +119,8 @@ class MultiheadAttention(Module):
         if bias:
             self.out_proj.bias.data[...] = 0
         self._ctx = None
+        _parse_device(device)
+        self._init_device(device)
 
     def _heads(self, t, b, n):
         """(B, n, E) -> (B, H, n, D) view."""
@@ -83,6 +130,9 @@ class MultiheadAttention(Module):
         """The op's (mask, is_causal) from torch's layer-convention masks."""
         h = self.num_heads
         am = None
+        if any(_is_cuda_array(m) for m in (attn_mask, key_padding_mask)):
+            raise NotImplementedError(f"{self!r}: give attn_mask and key_padding_mask as host arrays "
+                                      "(they are combined on the host, then copied to the device)")
         if attn_mask is not None:
             am = np.asarray(attn_mask)
             am = ~am if am.dtype == np.bool_ else am
@@ -102,7 +152,11 @@ class MultiheadAttention(Module):
         if is_causal and kpm is not None:
             am = np.tril(np.ones((l, s), dtype=bool))
             is_causal = False
-        return _combine(am, kpm, dtype), bool(is_causal)
+        mask = _combine(am, kpm, dtype)
+        if mask is not None and _on_device(self.in_proj_weight.data):
+            from .. import cuda
+            mask = cuda.asarray(mask)
+        return mask, bool(is_causal)
 
     def forward(self, query, key, value, key_padding_mask=None, need_weights=False, attn_mask=None,
                 average_attn_weights=True, is_causal=False):
@@ -110,7 +164,7 @@ class MultiheadAttention(Module):
             raise NotImplementedError("MultiheadAttention: need_weights=True is not supported "
                                       "(the fused attention never forms the weights)")
         same = query is key and key is value
-        q_in, k_in, v_in = (np.asarray(t) for t in (query, key, value))
+        q_in, k_in, v_in = (_arr(t) for t in (query, key, value))
         unbatched = q_in.ndim == 2
         if unbatched:
             q_in, k_in, v_in = q_in[None], k_in[None], v_in[None]
@@ -119,7 +173,7 @@ class MultiheadAttention(Module):
         if q_in.ndim != 3 or q_in.shape[-1] != self.embed_dim or k_in.shape[-1] != self.embed_dim \
                 or v_in.shape[-1] != self.embed_dim or k_in.shape[:2] != v_in.shape[:2] \
                 or q_in.shape[0] != k_in.shape[0]:
-            raise ValueError(f"{self!r}: query {np.shape(query)}, key {np.shape(key)}, value {np.shape(value)} "
+            raise ValueError(f"{self!r}: query {tuple(query.shape)}, key {tuple(key.shape)}, value {tuple(value.shape)} "
                              f"do not fit embed_dim={self.embed_dim} (batch_first={self.batch_first})")
         b, l, e = q_in.shape
         s = k_in.shape[1]
@@ -147,7 +201,7 @@ class MultiheadAttention(Module):
 
     def _backward(self, grad_out, sum_inputs):
         same, unbatched, q_in, k_in, v_in, q, k, v, out, lse, mask, causal = self._saved()
-        g = np.asarray(grad_out)
+        g = _arr(grad_out)
         if unbatched:
             g = g[None]
         elif not self.batch_first:
@@ -160,7 +214,7 @@ class MultiheadAttention(Module):
         w = self.in_proj_weight.data
         has_bias = self.in_proj_bias is not None
         if same:
-            dqkv = np.concatenate([dq, dk, dv], axis=-1)
+            dqkv = _cat_last([dq, dk, dv])
             gx, gw, gb = ops.linear_backward(dqkv, q_in, w, bias=has_bias)
             self.in_proj_weight._accumulate(gw)
             if has_bias:
@@ -170,24 +224,21 @@ class MultiheadAttention(Module):
             else:
                 grads = (ops.matmul(dq, w[:e]), ops.matmul(dk, w[e:2 * e]), ops.matmul(dv, w[2 * e:]))
         else:
-            gw = np.zeros_like(w)
-            gb = np.zeros(3 * e, w.dtype) if has_bias else None
-            grads = []
+            gws, gbs, grads = [], [], []
             for i, (d, x) in enumerate(((dq, q_in), (dk, k_in), (dv, v_in))):
                 gx, gwi, gbi = ops.linear_backward(d, x, w[i * e:(i + 1) * e], bias=has_bias)
-                gw[i * e:(i + 1) * e] = gwi
-                if has_bias:
-                    gb[i * e:(i + 1) * e] = gbi
+                gws.append(gwi)
+                gbs.append(gbi)
                 grads.append(gx)
-            self.in_proj_weight._accumulate(gw)
+            self.in_proj_weight._accumulate(_cat_rows(gws))
             if has_bias:
-                self.in_proj_bias._accumulate(gb)
+                self.in_proj_bias._accumulate(_cat_rows(gbs))
             if sum_inputs:
-                grads = (grads[0] + grads[1] + grads[2],)
+                grads = (_add(_add(grads[0], grads[1]), grads[2]),)
         if unbatched:
             grads = tuple(t[0] for t in grads)
         elif not self.batch_first:
-            grads = tuple(np.ascontiguousarray(t.transpose(1, 0, 2)) for t in grads)
+            grads = tuple(_contiguous(t.transpose(1, 0, 2)) for t in grads)
         return grads
 
     def backward(self, grad_out, grad_weights=None):
@@ -198,6 +249,8 @@ class MultiheadAttention(Module):
 
 
 class TransformerEncoderLayer(Module):
+    _cuda_ok = True
+
     """``nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward=2048, dropout=0.1,
     activation="relu", layer_norm_eps=1e-5, batch_first=False, norm_first=False, bias=True,
     dtype=float32)``: self-attention and a feedforward block, each with a residual and a
@@ -226,6 +279,8 @@ class TransformerEncoderLayer(Module):
             self.activation = GELU()
         else:
             raise ValueError(f"activation should be relu/gelu, not {activation!r}")
+        _parse_device(device)
+        self._init_device(device)
 
     def _sa(self, x, mask, kpm, is_causal):
         y, _ = self.self_attn(x, x, x, key_padding_mask=kpm, attn_mask=mask, is_causal=is_causal)
@@ -242,23 +297,23 @@ class TransformerEncoderLayer(Module):
         return self.self_attn._backward(self.dropout1.backward(g), sum_inputs=True)[0]
 
     def forward(self, src, src_mask=None, src_key_padding_mask=None, is_causal=False):
-        x = np.asarray(src)
+        x = _arr(src)
         if self.norm_first:
-            x = x + self._sa(self.norm1(x), src_mask, src_key_padding_mask, is_causal)
-            x = x + self._ff(self.norm2(x))
+            x = _add(x, self._sa(self.norm1(x), src_mask, src_key_padding_mask, is_causal))
+            x = _add(x, self._ff(self.norm2(x)))
         else:
-            x = self.norm1(x + self._sa(x, src_mask, src_key_padding_mask, is_causal))
-            x = self.norm2(x + self._ff(x))
+            x = self.norm1(_add(x, self._sa(x, src_mask, src_key_padding_mask, is_causal)))
+            x = self.norm2(_add(x, self._ff(x)))
         return x
 
     def backward(self, grad):
-        g = np.asarray(grad)
+        g = _arr(grad)
         if self.norm_first:
-            g = g + self.norm2.backward(self._ff_backward(g))
-            g = g + self.norm1.backward(self._sa_backward(g))
+            g = _add(g, self.norm2.backward(self._ff_backward(g)))
+            g = _add(g, self.norm1.backward(self._sa_backward(g)))
         else:
             g = self.norm2.backward(g)
-            g = g + self._ff_backward(g)
+            g = _add(g, self._ff_backward(g))
             g = self.norm1.backward(g)
-            g = g + self._sa_backward(g)
+            g = _add(g, self._sa_backward(g))
         return g
