@@ -16,8 +16,8 @@ TRAIN_TOL = {np.float32: 2e-4, np.float64: 1e-10}
 
 
 def dev(a):
-    """A host array as one of our DeviceArrays (float, int or bool)."""
-    return nnkernels.cuda.asarray(np.ascontiguousarray(a))
+    """A host array as one of our DeviceArrays (float, int or bool; 0-d stays 0-d)."""
+    return nnkernels.cuda.asarray(np.array(a, order="C"))
 
 
 def rel(a, b):
@@ -92,12 +92,13 @@ def test_gpu_nn_cnn_training(rng, dtype):
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", DT)
 def test_gpu_nn_embedding_bce_training(rng, dtype):
-    """Embedding (int64 ids on CUDA), Unflatten, Sigmoid, BCEWithLogitsLoss and AdamW."""
+    """Embedding (int64 ids on CUDA, a padding row), Unflatten, Sigmoid, BCEWithLogitsLoss
+    and AdamW."""
     ids = rng.integers(0, 11, (9, 4)).astype(np.int64)
     t = (rng.random((9, 4, 3)) < 0.5).astype(dtype)
 
     def make():
-        return nn.Sequential(nn.Embedding(11, 6), nn.Flatten(0, 1), nn.Linear(6, 3), nn.Sigmoid(),
+        return nn.Sequential(nn.Embedding(11, 6, padding_idx=2), nn.Flatten(0, 1), nn.Linear(6, 3), nn.Sigmoid(),
                              nn.Linear(3, 3), nn.Unflatten(0, (9, 4)))
     train_both(make, lambda ps: optim.AdamW(ps, lr=1e-2), ids, t, nn.BCEWithLogitsLoss(), dtype)
 
@@ -221,6 +222,24 @@ def test_gpu_nn_multihead_attention_separate_inputs(rng, dtype):
 
 @needs_gpu
 @pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DT)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_gpu_nn_cross_entropy_spatial(rng, dtype, reduction):
+    """CrossEntropyLoss on (N, C, d1, d2) logits (a transposed copy on the device) and on
+    (C,) logits, forward and backward, against the host."""
+    for xs, ts in (((2, 5, 3, 4), (2, 3, 4)), ((5,), ())):
+        x = rng.standard_normal(xs).astype(dtype)
+        t = np.asarray(rng.integers(0, 5, ts), np.int64)
+        lc, lg = nn.CrossEntropyLoss(reduction=reduction), nn.CrossEntropyLoss(reduction=reduction)
+        yc, yg = lc(x, t), lg(dev(x), dev(t))
+        assert rel(host(yg), yc) <= 1e-5 and np.shape(host(yg)) == np.shape(yc)
+        g = rng.standard_normal(np.shape(yc)).astype(dtype) if reduction == "none" else None
+        gc, gg = lc.backward(g), lg.backward(None if g is None else dev(g))
+        assert tuple(gg.shape) == gc.shape and rel(host(gg), gc) <= 1e-5
+
+
+@needs_gpu
+@pytest.mark.cuda
 def test_gpu_nn_moves_and_state(rng):
     """to("cuda") / cpu() / to(dtype) on CUDA keep the values; load_state_dict and zero_grad
     write in place on the device; the optimizer's state follows a parameter moved back."""
@@ -267,8 +286,6 @@ def test_nn_to_cuda_checks_before_moving():
     with pytest.raises(NotImplementedError, match="HostOnly"):
         m.to("cuda")
     assert all(isinstance(p.data, np.ndarray) for p in m.parameters())
-    with pytest.raises(NotImplementedError, match="Embedding"):
-        nn.Embedding(5, 3, padding_idx=0).cuda()
     with pytest.raises(ValueError, match="device"):
         nn.Linear(3, 4).to("cuda:1")
     with pytest.raises(ValueError, match="device"):

@@ -4,7 +4,7 @@ import numpy as np
 
 from .. import ops
 from . import module as _module
-from .module import Module, Parameter, _check_dtype
+from .module import Module, Parameter, _check_dtype, _on_device
 
 __all__ = ["Embedding"]
 
@@ -40,9 +40,7 @@ class Embedding(Module):
         self._ctx = None
         self._init_device(device)
 
-    @property
-    def _cuda_ok(self):
-        return self.padding_idx is None  # (zeroing the padding row's gradient is host code)
+    _cuda_ok = True
 
     def forward(self, ids):
         y = ops.embedding(ids, self.weight.data)
@@ -53,7 +51,11 @@ class Embedding(Module):
         ids = self._saved()
         gw = ops.embedding_backward(grad, ids, self.num_embeddings)
         if self.padding_idx is not None:
-            gw[self.padding_idx] = 0
+            if _on_device(gw):
+                from .. import _C
+                _C._cuda_copy_from_host_(gw[self.padding_idx], np.zeros(self.embedding_dim, gw.dtype))
+            else:
+                gw[self.padding_idx] = 0
         self.weight._accumulate(gw)
         return None
 

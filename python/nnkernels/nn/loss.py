@@ -105,17 +105,26 @@ class CrossEntropyLoss(Module):
         return np.moveaxis(x, 1, -1).reshape(-1, c), t.reshape(-1)
 
     def _forward_cuda(self, x, t):
-        """CUDA inputs: (N, C) or (C,) logits with class-index targets, the op itself. Targets
-        equal to an ignore_index outside [0, C) (the default -100) are not left out here but
-        rejected by the op, as out-of-range classes."""
-        c = x.shape[-1] if len(x.shape) else 0
-        if len(x.shape) > 2:
-            raise NotImplementedError("CrossEntropyLoss: (N, C, d1, ...) inputs are not on CUDA yet; "
-                                      "flatten them to (N * d1 * ..., C)")
+        """CUDA inputs: (C,), (N, C) or (N, C, d1, ...) logits (the last as a transposed copy
+        (N * d1 * ..., C)) with class-index targets. Targets equal to an ignore_index outside
+        [0, C) (the default -100) are not left out here but rejected by the op, as
+        out-of-range classes; one inside [0, C) is not supported on CUDA."""
+        shape = tuple(x.shape)
+        c = shape[1] if len(shape) > 1 else (shape[0] if shape else 0)
         if 0 <= self.ignore_index < c:
             raise NotImplementedError("CrossEntropyLoss: an ignore_index inside [0, C) is not on CUDA yet")
-        loss = ops.cross_entropy(x, t, self.reduction)
-        self._keep((x, t, None, None))
+        flat = None
+        if len(shape) > 2:
+            if tuple(t.shape) != (shape[0],) + shape[2:]:
+                raise ValueError(f"CrossEntropyLoss: target of shape {tuple(t.shape)} does not match input "
+                                 f"of shape {shape} (expected {(shape[0],) + shape[2:]})")
+            nd = len(shape)
+            flat = (x.transpose((0,) + tuple(range(2, nd)) + (1,)).reshape(-1, c), t.reshape(-1))
+        x2, t2 = flat if flat is not None else (x, t)
+        loss = ops.cross_entropy(x2, t2, self.reduction)
+        if self.reduction == "none" and flat is not None:
+            loss = loss.reshape(tuple(t.shape))
+        self._keep((x, t, flat, None))
         return loss
 
     def forward(self, input, target):
@@ -154,7 +163,7 @@ class CrossEntropyLoss(Module):
         if keep is None:
             g = grad_out
             if g is not None and self.reduction == "none" and flat is not None:
-                g = np.asarray(g).reshape(t2.shape)
+                g = (g if _is_cuda_array(g) else np.asarray(g)).reshape(tuple(t2.shape))
             gx = ops.cross_entropy_backward(x2, t2, self.reduction, g)
         else:
             n = int(keep.sum())
@@ -169,8 +178,12 @@ class CrossEntropyLoss(Module):
             if x.ndim <= 2:
                 gx = gx.reshape(x.shape)
             else:
-                shape = (x.shape[0],) + x.shape[2:] + (x.shape[1],)
-                gx = np.ascontiguousarray(np.moveaxis(gx.reshape(shape), -1, 1))
+                shape = (x.shape[0],) + tuple(x.shape[2:]) + (x.shape[1],)
+                if _is_cuda_array(gx):
+                    nd = len(shape)
+                    gx = gx.reshape(shape).transpose((0, nd - 1) + tuple(range(1, nd - 1))).copy()
+                else:
+                    gx = np.ascontiguousarray(np.moveaxis(gx.reshape(shape), -1, 1))
         return gx
 
     def extra_repr(self):
