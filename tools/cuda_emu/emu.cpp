@@ -201,17 +201,25 @@ void init_fiber(ThreadState& t) {
 #endif
 }
 
-enum class Order { fwd, rev, rand };
+// fwd / rev / rand: each pass runs every runnable thread (in that order) until it blocks.
+// warp / warprev: each warp in turn (in order / reversed, its lanes too) runs as far as it can, its own
+// warp barriers released on the way, before the next warp starts: a warp races ahead of
+// the others up to the next __syncthreads (exposing a missing barrier between a read of
+// shared memory and a later write of it).
+enum class Order { fwd, rev, rand, warp, warprev };
 Order order() {
   static Order o = [] {
     const char* e = std::getenv("NNK_EMU_ORDER");
     std::string s = e ? e : "fwd";
     if (s == "rev") return Order::rev;
     if (s == "rand") return Order::rand;
+    if (s == "warp") return Order::warp;
+    if (s == "warprev") return Order::warprev;
     return Order::fwd;
   }();
   return o;
 }
+bool reversed() { return order() == Order::rev || order() == Order::warprev; }
 thread_local std::mt19937 g_rng(12345);
 
 int warp_of(const ThreadState& t) { return t.linear / 32; }
@@ -221,24 +229,72 @@ int warp_of(const ThreadState& t) { return t.linear / 32; }
 void run_block(Block& b, const LaunchState& ls, const std::function<void()>& body) {
   const int n = int(b.th.size());
   std::vector<int> seq(n);
-  for (int i = 0; i < n; ++i) seq[i] = order() == Order::rev ? n - 1 - i : i;
+  for (int i = 0; i < n; ++i) seq[i] = reversed() ? n - 1 - i : i;
   g_block = &b;
   g_body = &body;
   cur.launch = &ls;
   cur.block_idx = b.idx;
   cur.dyn_smem = b.dyn.empty() ? nullptr : b.dyn.data();
   b.at_grid = false;
+  const int warps = (n + 31) / 32;
+  // Release warp w's warp barrier when every lane of its masks has arrived; true if released.
+  auto release_warp = [&](int w) {
+    unsigned waiting = 0, need = 0, exited = 0;
+    for (int l = 0; l < 32 && w * 32 + l < n; ++l) {
+      const ThreadState& t = b.th[w * 32 + l];
+      if (t.wait == Wait::warp_bar) waiting |= 1u << l, need |= t.warp_mask;
+      if (t.wait == Wait::done) exited |= 1u << l;
+    }
+    if (!waiting) return false;
+    const int lanes = std::min(32, n - w * 32);
+    const unsigned exist = lanes == 32 ? 0xffffffffu : ((1u << lanes) - 1);
+    if (need & ~exist) {
+      cur.thread = &b.th[w * 32];
+      throw std::runtime_error(where("warp sync mask names lanes past the block's last thread"));
+    }
+    if (need & exited) {
+      cur.thread_idx = b.th[w * 32 + __builtin_ctz(need & exited)].idx;
+      throw std::runtime_error(where("a lane in a __shfl_sync / __syncwarp mask has exited"));
+    }
+    if ((need & waiting) != need) return false;
+    for (int l = 0; l < 32; ++l)
+      if (waiting >> l & 1) b.th[w * 32 + l].wait = Wait::run;
+    return true;
+  };
+  auto run_thread = [&](ThreadState& t) {
+    cur.thread = &t;
+    cur.thread_idx = t.idx;
+    enter(b, t);
+    if (b.error) std::rethrow_exception(b.error);
+  };
+  const bool warp_ahead = order() == Order::warp || order() == Order::warprev;
   for (;;) {
     if (order() == Order::rand) std::shuffle(seq.begin(), seq.end(), g_rng);
-    bool ran = false;
-    for (int i : seq) {
-      ThreadState& t = b.th[i];
-      if (t.wait != Wait::run) continue;
-      cur.thread = &t;
-      cur.thread_idx = t.idx;
-      ran = true;
-      enter(b, t);
-      if (b.error) std::rethrow_exception(b.error);
+    bool ran = false, released = false;
+    if (warp_ahead) {
+      for (int wi = 0; wi < warps; ++wi) {
+        const int w = reversed() ? warps - 1 - wi : wi;
+        for (;;) {
+          bool any = false;
+          const int lanes = std::min(32, n - w * 32);
+          for (int li = 0; li < lanes; ++li) {
+            ThreadState& t = b.th[w * 32 + (reversed() ? lanes - 1 - li : li)];
+            if (t.wait != Wait::run) continue;
+            any = ran = true;
+            run_thread(t);
+          }
+          const bool rel = release_warp(w);
+          released = released || rel;
+          if (!any && !rel) break;
+        }
+      }
+    } else {
+      for (int i : seq) {
+        ThreadState& t = b.th[i];
+        if (t.wait != Wait::run) continue;
+        ran = true;
+        run_thread(t);
+      }
     }
     // Release the barriers whose members have all arrived.
     int alive = 0, at_block = 0, at_grid = 0;
@@ -251,32 +307,7 @@ void run_block(Block& b, const LaunchState& ls, const std::function<void()>& bod
       b.finished = true;
       return;
     }
-    bool released = false;
-    const int warps = (n + 31) / 32;
-    for (int w = 0; w < warps; ++w) {
-      unsigned waiting = 0, need = 0, exited = 0;
-      for (int l = 0; l < 32 && w * 32 + l < n; ++l) {
-        const ThreadState& t = b.th[w * 32 + l];
-        if (t.wait == Wait::warp_bar) waiting |= 1u << l, need |= t.warp_mask;
-        if (t.wait == Wait::done) exited |= 1u << l;
-      }
-      if (!waiting) continue;
-      const int lanes = std::min(32, n - w * 32);
-      const unsigned exist = lanes == 32 ? 0xffffffffu : ((1u << lanes) - 1);
-      if (need & ~exist) {
-        cur.thread = &b.th[w * 32];
-        throw std::runtime_error(where("warp sync mask names lanes past the block's last thread"));
-      }
-      if (need & exited) {
-        cur.thread_idx = b.th[w * 32 + __builtin_ctz(need & exited)].idx;
-        throw std::runtime_error(where("a lane in a __shfl_sync / __syncwarp mask has exited"));
-      }
-      if ((need & waiting) == need) {
-        for (int l = 0; l < 32; ++l)
-          if (waiting >> l & 1) b.th[w * 32 + l].wait = Wait::run;
-        released = true;
-      }
-    }
+    for (int w = 0; w < warps; ++w) released = release_warp(w) || released;
     if (!released && at_block && at_block == alive) {
       const ThreadState* first = nullptr;
       for (auto& t : b.th) {
@@ -445,7 +476,7 @@ void run_grid(const char* name, const char* file, int line, const Cfg& c, const 
     g_body = saved_body;
   };
   std::vector<unsigned long long> ids(blocks);
-  for (unsigned long long i = 0; i < blocks; ++i) ids[i] = order() == Order::rev ? blocks - 1 - i : i;
+  for (unsigned long long i = 0; i < blocks; ++i) ids[i] = reversed() ? blocks - 1 - i : i;
   if (order() == Order::rand) std::shuffle(ids.begin(), ids.end(), g_rng);
   try {
     if (!cooperative) {
