@@ -48,6 +48,11 @@ test_rc=$?
 log "tests/test_cuda*.py rc=$test_rc in $(( $(date +%s) - t0 )) s: $(tail -1 "$out/test_cuda.log")"
 grep -E "^(FAILED|ERROR)" "$out/test_cuda.log" | head -40 | tee -a "$out/summary.txt"
 
+# ---- the MLP example trained on the GPU through nnkernels.nn (<= 60 s; needs scikit-learn) ----
+t0=$(date +%s)
+timeout 60 python examples/mlp.py --device cuda --epochs 40 --out "$out" > "$out/mlp_cuda.log" 2>&1
+log "examples/mlp.py --device cuda rc=$? in $(( $(date +%s) - t0 )) s: $(tail -1 "$out/mlp_cuda.log")"
+
 # ---- benchmark (<= 150 s) ----
 t0=$(date +%s)
 timeout 150 python bench/gpu_bench.py --json "$out/gpu_bench.json" > "$out/gpu_bench.log" 2>&1

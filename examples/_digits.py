@@ -8,6 +8,27 @@ import time
 import numpy as np
 
 
+# --device for the examples whose model moves to CUDA as a whole (mlp.py, cnn.py).
+DEVICE_ARG = (("--device",), dict(choices=["cpu", "cuda"], default="cpu",
+                                  help="where the model trains (cuda: needs a CUDA build and a GPU)"))
+
+
+def _on_cuda(model):
+    return any(p.device == "cuda" for p in model.parameters())
+
+
+def _to_model(model, a):
+    """A host batch as the model wants it: itself, or a CUDA copy for a model on CUDA."""
+    if _on_cuda(model):
+        from nnkernels import cuda
+        return cuda.asarray(np.ascontiguousarray(a))
+    return a
+
+
+def _host(a):
+    return a.numpy() if hasattr(a, "numpy") and not isinstance(a, np.ndarray) else np.asarray(a)
+
+
 def parse_args(description, epochs=None, steps=None, extra=None):
     p = argparse.ArgumentParser(description=description)
     if epochs is not None:
@@ -55,7 +76,8 @@ def random_shift(x, rng):
 
 def predict(model, x, batch_size=512):
     model.eval()
-    out = np.concatenate([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+    out = np.concatenate([_host(model(_to_model(model, x[i:i + batch_size]))).argmax(1)
+                          for i in range(0, len(x), batch_size)])
     model.train()
     return out
 
@@ -83,11 +105,11 @@ def fit_classifier(model, opt, data, *, epochs, rng, batch_size, decay_at, decay
                 group["lr"] *= decay
         for idx in batches(len(xtr), batch_size, rng):
             x = xtr[idx] if augment is None else augment(xtr[idx], rng)
-            loss = loss_fn(model(x), ytr[idx])
+            loss = loss_fn(model(_to_model(model, x)), _to_model(model, ytr[idx]))
             opt.zero_grad()
             model.backward(loss_fn.backward())
             opt.step()
-            losses.append(loss)
+            losses.append(float(_host(loss)))
         accs.append(float((predict(model, xte) == yte).mean()))
         if epoch % 5 == 0 or epoch in (1, epochs):
             print(f"epoch {epoch:3d}  loss {np.mean(losses[-len(xtr) // batch_size:]):.4f}  "
