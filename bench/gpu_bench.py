@@ -43,6 +43,20 @@ def rel(ours, ref):
     return float((o - r).norm() / max(r.norm().item(), 1e-300))
 
 
+def with_env(name, value):
+    """fn -> fn run with the environment variable `name` set to `value` (the CUDA part reads
+    its kernel switches at every call)."""
+    def wrap(fn):
+        def run():
+            os.environ[name] = value
+            try:
+                return fn()
+            finally:
+                del os.environ[name]
+        return run
+    return wrap
+
+
 def cases(quick):
     g = torch.Generator(device="cuda").manual_seed(0)
     rn = lambda *s: torch.randn(*s, device="cuda", generator=g, dtype=torch.float32)
@@ -68,14 +82,7 @@ def cases(quick):
             torch.backends.cuda.matmul.allow_tf32 = False
     out.append((f"gemm f32 n={n} TF32 (both)", 2 * n ** 3, ours_tf32, torch_tf32))
 
-    def quad_kernel(fn):  # the forward's older kernel, for comparison (NNKERNELS_CUDA_ATTN=quad)
-        def run():
-            os.environ["NNKERNELS_CUDA_ATTN"] = "quad"
-            try:
-                return fn()
-            finally:
-                del os.environ["NNKERNELS_CUDA_ATTN"]
-        return run
+    quad_kernel = with_env("NNKERNELS_CUDA_ATTN", "quad")  # the forward's older kernel, for comparison
 
     for causal in (False, True):
         q, k, v = rn(4, 16, 2048, 64), rn(4, 16, 2048, 64), rn(4, 16, 2048, 64)
@@ -100,14 +107,7 @@ def cases(quick):
 
     # recurrent forward, T = 100, (B, I, H) = (64, 512, 512) vs cuDNN: ours with the persistent
     # kernel (default), and the per-step path (GEMMs + gate kernels) for comparison
-    def per_step(fn):
-        def run():
-            os.environ["NNKERNELS_CUDA_RNN_PERSISTENT"] = "0"
-            try:
-                return fn()
-            finally:
-                del os.environ["NNKERNELS_CUDA_RNN_PERSISTENT"]
-        return run
+    per_step = with_env("NNKERNELS_CUDA_RNN_PERSISTENT", "0")
 
     for kind in ("RNN", "LSTM"):
         G = 4 if kind == "LSTM" else 1

@@ -216,6 +216,15 @@ void launch(void* out, void* lse, const AttnOperand& q, const AttnOperand& k, co
 // consecutive lanes: the row max is three shuffles; the row sum stays per thread (each
 // thread's partial is rescaled by the same factor) until the end.
 constexpr int kTBr = 64, kTBc = 32, kTD = 64, kTThreads = 128;
+
+// acc[i][j] += a[i] b[j]: the register-blocked outer product of both tiled products.
+template <int M, int N>
+__device__ __forceinline__ void outer_fma(float (&acc)[M][N], const float (&a)[M], const float (&b)[N]) {
+#pragma unroll
+  for (int i = 0; i < M; ++i)
+#pragma unroll
+    for (int j = 0; j < N; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+}
 constexpr int kTQPad = kTBr + 4, kTKPad = kTBc + 4;  // row strides: float4-aligned
 
 __global__ void __launch_bounds__(kTThreads)
@@ -263,10 +272,7 @@ flash_fwd_tiled_kernel(float* __restrict__ out, float* __restrict__ lse, AttnOpe
       const float4 a = *reinterpret_cast<const float4*>(&Qt[d][4 * ty]);
       const float4 b = *reinterpret_cast<const float4*>(&Kt[d][4 * tx]);
       const float av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
-#pragma unroll
-      for (int i = 0; i < 4; ++i)
-#pragma unroll
-        for (int j = 0; j < 4; ++j) s[i][j] = fmaf(av[i], bv[j], s[i][j]);
+      outer_fma(s, av, bv);
     }
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
@@ -309,10 +315,7 @@ flash_fwd_tiled_kernel(float* __restrict__ out, float* __restrict__ lse, AttnOpe
       const float4 v1 = *reinterpret_cast<const float4*>(&Vs[j][32 + 4 * tx]);
       const float pr[4] = {pv.x, pv.y, pv.z, pv.w};
       const float vc[8] = {v0.x, v0.y, v0.z, v0.w, v1.x, v1.y, v1.z, v1.w};
-#pragma unroll
-      for (int i = 0; i < 4; ++i)
-#pragma unroll
-        for (int c = 0; c < 8; ++c) acc[i][c] = fmaf(pr[i], vc[c], acc[i][c]);
+      outer_fma(acc, pr, vc);
     }
   }
 #pragma unroll
