@@ -340,10 +340,10 @@ class Module:
         NotImplementedError, before anything is moved. What forward kept is dropped.
         """
         for a in args:
-            if isinstance(a, str) or type(a).__name__ == "device":
+            if type(a).__name__ == "device" or (isinstance(a, str) and (a in ("cpu", "cuda") or a.startswith("cuda:"))):
                 device = a
             else:
-                dtype = a
+                dtype = a  # a dtype, or a dtype's name ("float64")
         dev = _parse_device(device)
         dt = _check_dtype(dtype) if dtype is not None else None
         if dev == "cuda":
