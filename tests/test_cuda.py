@@ -163,6 +163,59 @@ def test_device_array_interfaces():
         np.asarray(v)
 
 
+def _cai_layout(d):
+    """(pointer, shape, byte strides) of a DeviceArray, strides spelled out when C-contiguous."""
+    cai = d.__cuda_array_interface__
+    shape = cai["shape"]
+    strides = cai["strides"]
+    if strides is None:
+        item = int(cai["typestr"][2:])
+        strides, acc = [], item
+        for n in reversed(shape):
+            strides.insert(0, acc)
+            acc *= n
+        strides = tuple(strides)
+    return cai["data"][0], shape, strides
+
+
+@pytest.mark.parametrize("case", [
+    lambda a: a[1], lambda a: a[:, None, 1:3], lambda a: a[..., ::-2], lambda a: a[-1, ..., 5],
+    lambda a: a.transpose(2, 0, 1), lambda a: a.T, lambda a: a.transpose(),
+    lambda a: a.reshape(6, 12), lambda a: a.reshape(-1), lambda a: a[..., 4:8].reshape(2, 3, 2, 2),
+    lambda a: a[:, :, ::2].reshape(6, 6), lambda a: a.transpose(1, 0, 2)[:, 1].reshape(3, 3, 4),
+    lambda a: a[None].reshape(2, 1, 3, 1, 12)])
+def test_device_array_views_match_numpy(case):
+    """DeviceArray indexing, transpose and (view) reshape give numpy's layout: the same
+    offset, shape and strides (metadata only: nothing is dereferenced)."""
+    base = 0x10000
+    h = np.zeros((2, 3, 12))
+    d = _C._cuda_view(base, [2, 3, 12], "float64", 0, False)
+    hv, dv = case(h), case(d)
+    assert np.shares_memory(hv, h)
+    ptr, shape, strides = _cai_layout(dv)
+    assert shape == hv.shape
+    assert ptr - base == hv.__array_interface__["data"][0] - h.__array_interface__["data"][0]
+    if hv.size > 1:
+        assert tuple(st for st, n in zip(strides, shape) if n > 1) == \
+            tuple(st for st, n in zip(hv.strides, hv.shape) if n > 1)
+
+
+def test_device_array_view_errors():
+    d = _C._cuda_view(0x10000, [2, 3], "float32", 0, False)
+    with pytest.raises(IndexError, match="out of bounds"):
+        d[2]
+    with pytest.raises(IndexError, match="too many"):
+        d[0, 0, 0]
+    with pytest.raises(IndexError, match="ints, slices"):
+        d[[0, 1]]
+    with pytest.raises(ValueError, match="permutation"):
+        d.transpose(0, 0)
+    with pytest.raises(ValueError, match="cannot reshape"):
+        d.reshape(4, 2)
+    with pytest.raises(ValueError, match=">= 0"):
+        d.reshape(-2, 3)
+
+
 @pytest.mark.parametrize("max_version", [None, (1, 0)])
 def test_dlpack_round_trip(max_version):
     v = _C._cuda_view(0x3000, [4, 6], "float32", 0, True)
