@@ -349,8 +349,9 @@ class Module:
         if dev == "cuda":
             bad = sorted({type(m).__name__ for m in self.modules() if not m._cuda_ok})
             if bad:
-                raise NotImplementedError(f"{', '.join(bad)}: not on CUDA yet (these layers run on the host "
-                                          "only; their ops take CUDA arrays directly)")
+                raise NotImplementedError(f"{', '.join(bad)}: not marked as running on CUDA (a Module of your "
+                                          "own sets the class attribute _cuda_ok = True when its forward and "
+                                          "backward work on CUDA arrays)")
         for m in self.modules():
             for p in m._parameters.values():
                 if p is None:
