@@ -42,7 +42,7 @@ if [ $build_rc -ne 0 ]; then tail -40 "$out/build.log"; exit 1; fi
 
 # ---- tests (<= 200 s) ----
 t0=$(date +%s)
-timeout 240 python -m pytest tests/test_cuda.py tests/test_cuda_embed.py tests/test_cuda_pool.py tests/test_cuda_nn.py -q -p no:cacheprovider -ra --junitxml="$out/test_cuda.xml" \
+timeout 240 python -m pytest tests/test_cuda.py tests/test_cuda_embed.py tests/test_cuda_pool.py tests/test_cuda_nn.py tests/test_cuda_fuzz.py -q -p no:cacheprovider -ra --junitxml="$out/test_cuda.xml" \
   > "$out/test_cuda.log" 2>&1
 test_rc=$?
 log "tests/test_cuda*.py rc=$test_rc in $(( $(date +%s) - t0 )) s: $(tail -1 "$out/test_cuda.log")"
