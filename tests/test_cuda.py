@@ -983,9 +983,9 @@ def test_gpu_flash_attention_gqa_and_broadcast(rng, dtype, qs, ks, gqa):
 @pytest.mark.cuda
 @pytest.mark.parametrize("seed", range(3))
 def test_gpu_flash_attention_tiled_and_quad_kernels(seed):
-    """float32 with head dims <= 64 has two forward kernels (tiled, the default; quad with
-    NNKERNELS_CUDA_ATTN=quad): both against the CPU path on random shapes (odd sizes, S = 0,
-    causal with L != S, bool masks with a fully masked row)."""
+    """float32 with head dims <= 64 has two sets of kernels (tiled, the default; quad with
+    NNKERNELS_CUDA_ATTN=quad): both, forward and backward, against the CPU path on random
+    shapes (odd sizes, S = 0, causal with L != S, bool masks with a fully masked row)."""
     import os
     rng = np.random.default_rng(seed)
     for _ in range(12):
@@ -1001,12 +1001,16 @@ def test_gpu_flash_attention_tiled_and_quad_kernels(seed):
             mask = rng.random((L, S)) < 0.5
             mask[rng.integers(0, L)] = False
         ref, rlse = ops.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, return_lse=True)
+        g = rng.standard_normal(ref.shape).astype(np.float32)
+        rgrads = ops.scaled_dot_product_attention_backward(g, q, k, v, ref, rlse, attn_mask=mask, is_causal=causal)
+        dm = None if mask is None else tcuda(mask)
         for kernel in ("tiled", "quad"):
             os.environ["NNKERNELS_CUDA_ATTN"] = kernel
             try:
                 out, lse = ops.scaled_dot_product_attention(tcuda(q), tcuda(k), tcuda(v), is_causal=causal,
-                                                            attn_mask=None if mask is None else tcuda(mask),
-                                                            return_lse=True)
+                                                            attn_mask=dm, return_lse=True)
+                grads = ops.scaled_dot_product_attention_backward(tcuda(g), tcuda(q), tcuda(k), tcuda(v), out, lse,
+                                                                  attn_mask=dm, is_causal=causal)
             finally:
                 del os.environ["NNKERNELS_CUDA_ATTN"]
             close(out, ref, np.float32, factor=8)
@@ -1014,6 +1018,9 @@ def test_gpu_flash_attention_tiled_and_quad_kernels(seed):
             assert np.array_equal(np.isneginf(lse), np.isneginf(rlse))
             fin = np.isfinite(rlse)
             close(lse[fin], rlse[fin], np.float32, factor=8)
+            # (a single visible key makes dq and dk rounding noise: compared on g's scale)
+            for o, r in zip(grads, rgrads):
+                close(o, r, np.float32, factor=32, floor=float(np.linalg.norm(g)))
 
 
 @needs_gpu

@@ -339,6 +339,248 @@ flash_fwd_tiled_kernel(float* __restrict__ out, float* __restrict__ lse, AttnOpe
   }
 }
 
+// ---- tiled backward: float32, head dims <= 64 (dynamic shared memory) ----
+// The same thread layout and register blocking as the tiled forward. P is recomputed from
+// the forward's lse, dP = dO V^T, dS = P (dP - D).
+//   dQ: a block per 64 query rows (of q's own batch-heads, visiting the batch-heads q is
+//       broadcast to); per 32-key tile, S and dP as 4 x 4 register tiles from Q^T / K^T and
+//       dO^T / V^T, dS^T to shared memory, then dQ (4 rows x 8 columns per thread) += dS K.
+//   dK, dV: a block per 32 keys (of k's own batch-heads, visiting the query heads of its
+//       group and any broadcast dims); per 64-row query tile, S^T and dP^T as 4 x 4 tiles
+//       (4 keys x 4 rows per thread) from K^T / Q^T and V^T / dO^T, P and dS to shared
+//       memory, then dV (4 keys x 4 columns) += P dO and dK += dS Q (Q scaled, so dK needs
+//       no further scale). Causal: query tiles from the block's first key on.
+constexpr int kTBwdQSmem = int(sizeof(float)) * (2 * kTD * kTQPad + 2 * kTD * kTKPad + kTBc * kTD + kTBc * kTQPad);
+constexpr int kTBwdKVSmem =
+    int(sizeof(float)) * (2 * kTD * kTKPad + 2 * kTD * kTQPad + 2 * kTBr * kTD + 2 * kTBr * kTKPad + 2 * kTBr);
+
+// Rows [r0, r0 + R) of an operand into shared memory, transposed (dst[d][r], row stride
+// pad) and / or as is (dst2[r][d], row stride kTD), times mul; zero past `rows` and n.
+__device__ __forceinline__ void tile_in(float* dst_t, int pad, float* dst, const float* src, index_t rs, index_t cs,
+                                        index_t r0, int R, index_t rows, int n, float mul, int tid) {
+  for (int e = tid; e < R * kTD; e += kTThreads) {
+    const int rr = e / kTD, d = e % kTD;
+    const index_t r = r0 + rr;
+    const float v = (r < rows && d < n) ? src[r * rs + d * cs] * mul : 0.f;
+    if (dst_t) dst_t[d * pad + rr] = v;
+    if (dst) dst[rr * kTD + d] = v;
+  }
+}
+
+// The 4 x 4 product sum_d a[d][ra + i] b[d][rb + j] over n rows of two transposed tiles.
+__device__ __forceinline__ void tile_dot(float (&s)[4][4], const float* at, int apad, int ra, const float* bt,
+                                         int bpad, int rb, int n) {
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) s[i][j] = 0.f;
+  for (int d = 0; d < n; ++d) {
+    const float4 a = *reinterpret_cast<const float4*>(at + d * apad + ra);
+    const float4 b = *reinterpret_cast<const float4*>(bt + d * bpad + rb);
+    const float av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
+    outer_fma(s, av, bv);
+  }
+}
+
+__global__ void __launch_bounds__(kTThreads)
+flash_bwd_q_tiled_kernel(float* __restrict__ dq, AttnOperand q, AttnOperand k, AttnOperand v,
+                         const float* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ D,
+                         index_t L, index_t S, int E, int Ev, float scale, bool causal, AttnMaskView mask) {
+  extern __shared__ __align__(16) float tsm[];
+  float* Qt = tsm;                      // [kTD][kTQPad], scaled
+  float* dOt = Qt + kTD * kTQPad;       // [kTD][kTQPad]
+  float* Kt = dOt + kTD * kTQPad;       // [kTD][kTKPad]
+  float* Vt = Kt + kTD * kTKPad;        // [kTD][kTKPad]
+  float* Ks = Vt + kTD * kTKPad;        // [kTBc][kTD]
+  float* dSt = Ks + kTBc * kTD;         // [kTBc][kTQPad]
+  const int tid = threadIdx.x, tx = tid % 8, ty = tid / 8;
+  const index_t own = blockIdx.y, nred = reduced_count(q), r0 = index_t(blockIdx.x) * kTBr;
+  const bool masked = mask.kind != AttnMaskView::none;
+  float acc[4][8] = {};
+  index_t kv_end = S;
+  if (causal) {
+    const index_t last = r0 + kTBr < L ? r0 + kTBr : L;
+    if (last < kv_end) kv_end = last;
+  }
+  for (index_t red = 0; red < nred; ++red) {
+    const index_t bh = expand_bh(q, own, red);
+    const float* kp = operand_base<float>(k, bh);
+    const float* vp = operand_base<float>(v, bh);
+    const index_t mbase = masked ? mask_base(mask, bh) : 0;
+    __syncthreads();  // the previous batch-head's tiles are no longer read
+    tile_in(Qt, kTQPad, nullptr, operand_base<float>(q, bh), q.rs, q.cs, r0, kTBr, L, E, scale, tid);
+    tile_in(dOt, kTQPad, nullptr, dout + bh * L * Ev, Ev, 1, r0, kTBr, L, Ev, 1.f, tid);
+    float li[4], di[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const index_t row = r0 + 4 * ty + i;
+      li[i] = row < L ? lse[bh * L + row] : -INFINITY;
+      di[i] = row < L ? D[bh * L + row] : 0.f;
+    }
+    for (index_t k0 = 0; k0 < kv_end; k0 += kTBc) {
+      __syncthreads();  // Q^T, dO^T written; the previous K, V and dS tiles no longer read
+      tile_in(Kt, kTKPad, Ks, kp, k.rs, k.cs, k0, kTBc, S, E, 1.f, tid);
+      tile_in(Vt, kTKPad, nullptr, vp, v.rs, v.cs, k0, kTBc, S, Ev, 1.f, tid);
+      __syncthreads();
+      float sc[4][4], dp[4][4];
+      tile_dot(sc, Qt, kTQPad, 4 * ty, Kt, kTKPad, 4 * tx, E);
+      tile_dot(dp, dOt, kTQPad, 4 * ty, Vt, kTKPad, 4 * tx, Ev);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const index_t row = r0 + 4 * ty + i;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const index_t key = k0 + 4 * tx + j;
+          const bool vis = row < L && key < S && li[i] != -INFINITY && !(causal && key > row);
+          float x = sc[i][j];
+          if (masked && vis) x += mask_term<float>(mask, mbase, row, key);
+          const float p = vis ? dev::exp_(x - li[i]) : 0.f;
+          sc[i][j] = p * (dp[i][j] - di[i]);  // dS
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+        *reinterpret_cast<float4*>(dSt + (4 * tx + j) * kTQPad + 4 * ty) =
+            make_float4(sc[0][j], sc[1][j], sc[2][j], sc[3][j]);
+      __syncthreads();
+#pragma unroll 4
+      for (int j = 0; j < kTBc; ++j) {
+        const float4 ds = *reinterpret_cast<const float4*>(dSt + j * kTQPad + 4 * ty);
+        const float4 k0v = *reinterpret_cast<const float4*>(Ks + j * kTD + 4 * tx);
+        const float4 k1v = *reinterpret_cast<const float4*>(Ks + j * kTD + 32 + 4 * tx);
+        const float dr[4] = {ds.x, ds.y, ds.z, ds.w};
+        const float kc[8] = {k0v.x, k0v.y, k0v.z, k0v.w, k1v.x, k1v.y, k1v.z, k1v.w};
+        outer_fma(acc, dr, kc);
+      }
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const index_t row = r0 + 4 * ty + i;
+    if (row >= L) continue;
+    float* o = dq + (own * L + row) * E;
+#pragma unroll
+    for (int c = 0; c < 8; ++c) {
+      const int col = (c < 4 ? 0 : 32) + 4 * tx + c % 4;
+      if (col < E) o[col] = acc[i][c] * scale;
+    }
+  }
+}
+
+__global__ void __launch_bounds__(kTThreads)
+flash_bwd_kv_tiled_kernel(float* __restrict__ dk, float* __restrict__ dv, AttnOperand q, AttnOperand k,
+                          AttnOperand v, const float* __restrict__ dout, const float* __restrict__ lse,
+                          const float* __restrict__ D, index_t L, index_t S, int E, int Ev, float scale,
+                          bool causal, AttnMaskView mask) {
+  extern __shared__ __align__(16) float tsm[];
+  float* Kt = tsm;                      // [kTD][kTKPad]
+  float* Vt = Kt + kTD * kTKPad;        // [kTD][kTKPad]
+  float* Qt = Vt + kTD * kTKPad;        // [kTD][kTQPad], scaled
+  float* dOt = Qt + kTD * kTQPad;       // [kTD][kTQPad]
+  float* Qs = dOt + kTD * kTQPad;       // [kTBr][kTD], scaled
+  float* dOs = Qs + kTBr * kTD;         // [kTBr][kTD]
+  float* Ps = dOs + kTBr * kTD;         // [kTBr][kTKPad]
+  float* dSs = Ps + kTBr * kTKPad;      // [kTBr][kTKPad]
+  float* Ls = dSs + kTBr * kTKPad;      // [kTBr]
+  float* Ds = Ls + kTBr;                // [kTBr]
+  const int tid = threadIdx.x, tk = tid % 8, tr = tid / 8;
+  const index_t own = blockIdx.y, nred = reduced_count(k), k0 = index_t(blockIdx.x) * kTBc;
+  const bool masked = mask.kind != AttnMaskView::none;
+  {
+    const index_t bh0 = expand_bh(k, own, 0);  // k and v are the same for every bh summed over
+    tile_in(Kt, kTKPad, nullptr, operand_base<float>(k, bh0), k.rs, k.cs, k0, kTBc, S, E, 1.f, tid);
+    tile_in(Vt, kTKPad, nullptr, operand_base<float>(v, bh0), v.rs, v.cs, k0, kTBc, S, Ev, 1.f, tid);
+  }
+  float dka[4][4] = {}, dva[4][4] = {};
+  const index_t i_begin = causal ? (k0 / kTBr) * kTBr : 0;
+  for (index_t red = 0; red < nred; ++red) {
+    const index_t bh = expand_bh(k, own, red);
+    const float* qp = operand_base<float>(q, bh);
+    const float* dop = dout + bh * L * Ev;
+    const index_t mbase = masked ? mask_base(mask, bh) : 0;
+    for (index_t i0 = i_begin; i0 < L; i0 += kTBr) {
+      __syncthreads();  // K^T, V^T written; the previous query tile no longer read
+      tile_in(Qt, kTQPad, Qs, qp, q.rs, q.cs, i0, kTBr, L, E, scale, tid);
+      tile_in(dOt, kTQPad, dOs, dop, Ev, 1, i0, kTBr, L, Ev, 1.f, tid);
+      for (int r = tid; r < kTBr; r += kTThreads) {
+        const bool in = i0 + r < L;
+        Ls[r] = in ? lse[bh * L + i0 + r] : -INFINITY;
+        Ds[r] = in ? D[bh * L + i0 + r] : 0.f;
+      }
+      __syncthreads();
+      float sc[4][4], dp[4][4];
+      tile_dot(sc, Kt, kTKPad, 4 * tk, Qt, kTQPad, 4 * tr, E);   // [key i][row j]
+      tile_dot(dp, Vt, kTKPad, 4 * tk, dOt, kTQPad, 4 * tr, Ev);
+      float p[4][4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const index_t key = k0 + 4 * tk + i;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const int rr = 4 * tr + j;
+          const index_t row = i0 + rr;
+          const float li = Ls[rr];
+          const bool vis = key < S && row < L && li != -INFINITY && !(causal && key > row);
+          float x = sc[i][j];
+          if (masked && vis) x += mask_term<float>(mask, mbase, row, key);
+          p[i][j] = vis ? dev::exp_(x - li) : 0.f;
+          sc[i][j] = p[i][j] * (dp[i][j] - Ds[rr]);  // dS
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        *reinterpret_cast<float4*>(Ps + (4 * tr + j) * kTKPad + 4 * tk) = make_float4(p[0][j], p[1][j], p[2][j], p[3][j]);
+        *reinterpret_cast<float4*>(dSs + (4 * tr + j) * kTKPad + 4 * tk) =
+            make_float4(sc[0][j], sc[1][j], sc[2][j], sc[3][j]);
+      }
+      __syncthreads();
+#pragma unroll 4
+      for (int r = 0; r < kTBr; ++r) {
+        const float4 pv = *reinterpret_cast<const float4*>(Ps + r * kTKPad + 4 * tk);
+        const float4 sv = *reinterpret_cast<const float4*>(dSs + r * kTKPad + 4 * tk);
+        const float4 ov = *reinterpret_cast<const float4*>(dOs + r * kTD + 4 * tr);
+        const float4 qv = *reinterpret_cast<const float4*>(Qs + r * kTD + 4 * tr);
+        const float pa[4] = {pv.x, pv.y, pv.z, pv.w}, sa[4] = {sv.x, sv.y, sv.z, sv.w};
+        const float oa[4] = {ov.x, ov.y, ov.z, ov.w}, qa[4] = {qv.x, qv.y, qv.z, qv.w};
+        outer_fma(dva, pa, oa);
+        outer_fma(dka, sa, qa);
+      }
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const index_t key = k0 + 4 * tk + i;
+    if (key >= S) continue;
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      const int col = 4 * tr + c;
+      if (col < E) dk[(own * S + key) * E + col] = dka[i][c];
+      if (col < Ev) dv[(own * S + key) * Ev + col] = dva[i][c];
+    }
+  }
+}
+
+void launch_bwd_tiled(void* dq, void* dk, void* dv, const float* G, const AttnOperand& q, const AttnOperand& k,
+                      const AttnOperand& v, const float* LS, const float* Dd, index_t L, index_t S, index_t E,
+                      index_t Ev, double scale, bool causal, const AttnMaskView& mask) {
+  if (L > 0) {
+    CUDA_CHECK(cudaFuncSetAttribute(flash_bwd_q_tiled_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    kTBwdQSmem));
+    flash_bwd_q_tiled_kernel<<<dim3(unsigned(ceil_div(L, index_t(kTBr))), unsigned(q.own_count())), kTThreads,
+                               kTBwdQSmem>>>(static_cast<float*>(dq), q, k, v, G, LS, Dd, L, S, int(E), int(Ev),
+                                             float(scale), causal, mask);
+    CUDA_CHECK(cudaGetLastError());
+  }
+  if (S > 0) {
+    CUDA_CHECK(cudaFuncSetAttribute(flash_bwd_kv_tiled_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    kTBwdKVSmem));
+    flash_bwd_kv_tiled_kernel<<<dim3(unsigned(ceil_div(S, index_t(kTBc))), unsigned(k.own_count())), kTThreads,
+                                kTBwdKVSmem>>>(static_cast<float*>(dk), static_cast<float*>(dv), q, k, v, G, LS, Dd,
+                                               L, S, int(E), int(Ev), float(scale), causal, mask);
+    CUDA_CHECK(cudaGetLastError());
+  }
+}
+
 // Whether the tiled kernel takes a forward (float32, head dims <= 64, not switched off).
 bool use_tiled(DType dt, index_t E, index_t Ev) {
   if (dt != DType::f32 || E > kTD || Ev > kTD) return false;
@@ -513,6 +755,12 @@ void launch_bwd(void* dq, void* dk, void* dv, const void* dout, const AttnOperan
     const Launch lr = attn_rowdot_launch(BH * L);
     attn_rowdot_kernel<T><<<dim3(unsigned(lr.grid_x)), lr.block>>>(Dd, G, static_cast<const T*>(out), BH * L, int(Ev));
     CUDA_CHECK(cudaGetLastError());
+  }
+  if constexpr (std::is_same<T, float>::value) {
+    if (use_tiled(DType::f32, E, Ev))
+      return launch_bwd_tiled(dq, dk, dv, G, q, k, v, LS, Dd, L, S, E, Ev, scale, causal, mask);
+  }
+  if (L > 0) {
     const Launch lc = attn_launch(dtype_of<T>::value, q.own_count(), L);
     flash_bwd_q_kernel<T, MAXD, BC><<<dim3(unsigned(lc.grid_x), unsigned(lc.grid_y)), lc.block>>>(
         static_cast<T*>(dq), q, k, v, G, LS, Dd, L, S, int(E), int(Ev), T(scale), causal, mask);

@@ -387,10 +387,18 @@ void grid_sync() {
   yield_to_scheduler();
 }
 
+// The dynamic shared memory a launch of `func` may ask for: 48 KiB unless raised by
+// cudaFuncSetAttribute. Launches through <<<>>> do not know their function (func null: the
+// rewritten launch wraps the kernel in a lambda); they get the largest value set for any.
 size_t max_dyn_smem(const void* func) {
   std::lock_guard<std::mutex> g(g_mu);
+  size_t m = 48 * 1024;
+  if (!func) {
+    for (auto& kv : g_dyn_smem) m = std::max(m, kv.second);
+    return m;
+  }
   auto it = g_dyn_smem.find(func);
-  return it == g_dyn_smem.end() ? 48 * 1024 : it->second;
+  return it == g_dyn_smem.end() ? m : it->second;
 }
 void set_max_dyn_smem(const void* func, int bytes) {
   std::lock_guard<std::mutex> g(g_mu);
