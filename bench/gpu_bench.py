@@ -104,6 +104,8 @@ def cases(quick):
         t = [x.detach().requires_grad_(True) for x in (q, k, v)]
         return torch.autograd.grad(F.scaled_dot_product_attention(*t), t[0], go)[0]
     out.append(("flash attn fwd+bwd f32 (4,16,2048,64)", 3 * 4 * 4 * 16 * 2048 * 2048 * 64, ours_fb, torch_fb))
+    out.append(("flash attn fwd+bwd f32 (4,16,2048,64) quad kernels", 3 * 4 * 4 * 16 * 2048 * 2048 * 64,
+                quad_kernel(ours_fb), torch_fb))
 
     # recurrent forward, T = 100, (B, I, H) = (64, 512, 512) vs cuDNN: ours with the persistent
     # kernel (default), and the per-step path (GEMMs + gate kernels) for comparison
