@@ -217,6 +217,19 @@ void launch(void* out, void* lse, const AttnOperand& q, const AttnOperand& k, co
 // thread's partial is rescaled by the same factor) until the end.
 constexpr int kTBr = 64, kTBc = 32, kTD = 64, kTThreads = 128;
 
+// 4 consecutive floats of shared memory (16-byte aligned) into registers.
+__device__ __forceinline__ void ld4(const float* p, float* o) {
+  const float4 v = *reinterpret_cast<const float4*>(p);
+  o[0] = v.x, o[1] = v.y, o[2] = v.z, o[3] = v.w;
+}
+// A 4 x 4 register tile t into shared memory transposed: column j of t as a float4 at
+// p + j * stride.
+__device__ __forceinline__ void store_tile_t(float* p, int stride, const float (&t)[4][4]) {
+#pragma unroll
+  for (int j = 0; j < 4; ++j)
+    *reinterpret_cast<float4*>(p + j * stride) = make_float4(t[0][j], t[1][j], t[2][j], t[3][j]);
+}
+
 // acc[i][j] += a[i] b[j]: the register-blocked outer product of both tiled products.
 template <int M, int N>
 __device__ __forceinline__ void outer_fma(float (&acc)[M][N], const float (&a)[M], const float (&b)[N]) {
@@ -269,9 +282,9 @@ flash_fwd_tiled_kernel(float* __restrict__ out, float* __restrict__ lse, AttnOpe
     __syncthreads();
     float s[4][4] = {};
     for (int d = 0; d < E; ++d) {
-      const float4 a = *reinterpret_cast<const float4*>(&Qt[d][4 * ty]);
-      const float4 b = *reinterpret_cast<const float4*>(&Kt[d][4 * tx]);
-      const float av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
+      float av[4], bv[4];
+      ld4(&Qt[d][4 * ty], av);
+      ld4(&Kt[d][4 * tx], bv);
       outer_fma(s, av, bv);
     }
 #pragma unroll
@@ -304,17 +317,14 @@ flash_fwd_tiled_kernel(float* __restrict__ out, float* __restrict__ lse, AttnOpe
       for (int c = 0; c < 8; ++c) acc[i][c] *= corr;
       m[i] = mn;
     }
-#pragma unroll
-    for (int j = 0; j < 4; ++j)
-      *reinterpret_cast<float4*>(&Pt[4 * tx + j][4 * ty]) = make_float4(s[0][j], s[1][j], s[2][j], s[3][j]);
+    store_tile_t(&Pt[4 * tx][4 * ty], kTQPad, s);
     __syncthreads();
 #pragma unroll 4
     for (int j = 0; j < kTBc; ++j) {
-      const float4 pv = *reinterpret_cast<const float4*>(&Pt[j][4 * ty]);
-      const float4 v0 = *reinterpret_cast<const float4*>(&Vs[j][4 * tx]);
-      const float4 v1 = *reinterpret_cast<const float4*>(&Vs[j][32 + 4 * tx]);
-      const float pr[4] = {pv.x, pv.y, pv.z, pv.w};
-      const float vc[8] = {v0.x, v0.y, v0.z, v0.w, v1.x, v1.y, v1.z, v1.w};
+      float pr[4], vc[8];
+      ld4(&Pt[j][4 * ty], pr);
+      ld4(&Vs[j][4 * tx], vc);
+      ld4(&Vs[j][32 + 4 * tx], vc + 4);
       outer_fma(acc, pr, vc);
     }
   }
@@ -375,9 +385,9 @@ __device__ __forceinline__ void tile_dot(float (&s)[4][4], const float* at, int 
 #pragma unroll
     for (int j = 0; j < 4; ++j) s[i][j] = 0.f;
   for (int d = 0; d < n; ++d) {
-    const float4 a = *reinterpret_cast<const float4*>(at + d * apad + ra);
-    const float4 b = *reinterpret_cast<const float4*>(bt + d * bpad + rb);
-    const float av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
+    float av[4], bv[4];
+    ld4(at + d * apad + ra, av);
+    ld4(bt + d * bpad + rb, bv);
     outer_fma(s, av, bv);
   }
 }
@@ -438,18 +448,14 @@ flash_bwd_q_tiled_kernel(float* __restrict__ dq, AttnOperand q, AttnOperand k, A
           sc[i][j] = p * (dp[i][j] - di[i]);  // dS
         }
       }
-#pragma unroll
-      for (int j = 0; j < 4; ++j)
-        *reinterpret_cast<float4*>(dSt + (4 * tx + j) * kTQPad + 4 * ty) =
-            make_float4(sc[0][j], sc[1][j], sc[2][j], sc[3][j]);
+      store_tile_t(dSt + 4 * tx * kTQPad + 4 * ty, kTQPad, sc);
       __syncthreads();
 #pragma unroll 4
       for (int j = 0; j < kTBc; ++j) {
-        const float4 ds = *reinterpret_cast<const float4*>(dSt + j * kTQPad + 4 * ty);
-        const float4 k0v = *reinterpret_cast<const float4*>(Ks + j * kTD + 4 * tx);
-        const float4 k1v = *reinterpret_cast<const float4*>(Ks + j * kTD + 32 + 4 * tx);
-        const float dr[4] = {ds.x, ds.y, ds.z, ds.w};
-        const float kc[8] = {k0v.x, k0v.y, k0v.z, k0v.w, k1v.x, k1v.y, k1v.z, k1v.w};
+        float dr[4], kc[8];
+        ld4(dSt + j * kTQPad + 4 * ty, dr);
+        ld4(Ks + j * kTD + 4 * tx, kc);
+        ld4(Ks + j * kTD + 32 + 4 * tx, kc + 4);
         outer_fma(acc, dr, kc);
       }
     }
@@ -527,21 +533,16 @@ flash_bwd_kv_tiled_kernel(float* __restrict__ dk, float* __restrict__ dv, AttnOp
           sc[i][j] = p[i][j] * (dp[i][j] - Ds[rr]);  // dS
         }
       }
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        *reinterpret_cast<float4*>(Ps + (4 * tr + j) * kTKPad + 4 * tk) = make_float4(p[0][j], p[1][j], p[2][j], p[3][j]);
-        *reinterpret_cast<float4*>(dSs + (4 * tr + j) * kTKPad + 4 * tk) =
-            make_float4(sc[0][j], sc[1][j], sc[2][j], sc[3][j]);
-      }
+      store_tile_t(Ps + 4 * tr * kTKPad + 4 * tk, kTKPad, p);
+      store_tile_t(dSs + 4 * tr * kTKPad + 4 * tk, kTKPad, sc);
       __syncthreads();
 #pragma unroll 4
       for (int r = 0; r < kTBr; ++r) {
-        const float4 pv = *reinterpret_cast<const float4*>(Ps + r * kTKPad + 4 * tk);
-        const float4 sv = *reinterpret_cast<const float4*>(dSs + r * kTKPad + 4 * tk);
-        const float4 ov = *reinterpret_cast<const float4*>(dOs + r * kTD + 4 * tr);
-        const float4 qv = *reinterpret_cast<const float4*>(Qs + r * kTD + 4 * tr);
-        const float pa[4] = {pv.x, pv.y, pv.z, pv.w}, sa[4] = {sv.x, sv.y, sv.z, sv.w};
-        const float oa[4] = {ov.x, ov.y, ov.z, ov.w}, qa[4] = {qv.x, qv.y, qv.z, qv.w};
+        float pa[4], sa[4], oa[4], qa[4];
+        ld4(Ps + r * kTKPad + 4 * tk, pa);
+        ld4(dSs + r * kTKPad + 4 * tk, sa);
+        ld4(dOs + r * kTD + 4 * tr, oa);
+        ld4(Qs + r * kTD + 4 * tr, qa);
         outer_fma(dva, pa, oa);
         outer_fma(dka, sa, qa);
       }
