@@ -12,9 +12,9 @@ __all__ = ["ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax", "LogSoftma
 
 
 class ReLU(Module):
-    _cuda_ok = True
-
     """``nn.ReLU`` (``inplace`` is accepted and ignored: results are new arrays)."""
+
+    _cuda_ok = True
 
     def __init__(self, inplace=False):
         super().__init__()
@@ -34,9 +34,9 @@ class ReLU(Module):
 
 
 class LeakyReLU(Module):
-    _cuda_ok = True
-
     """``nn.LeakyReLU(negative_slope=0.01)``."""
+
+    _cuda_ok = True
 
     def __init__(self, negative_slope=0.01, inplace=False):
         super().__init__()
@@ -57,9 +57,9 @@ class LeakyReLU(Module):
 
 
 class Sigmoid(Module):
-    _cuda_ok = True
-
     """``nn.Sigmoid`` (backward from the output, as torch)."""
+
+    _cuda_ok = True
 
     def __init__(self):
         super().__init__()
@@ -75,9 +75,9 @@ class Sigmoid(Module):
 
 
 class Tanh(Module):
-    _cuda_ok = True
-
     """``nn.Tanh`` (backward from the output, as torch)."""
+
+    _cuda_ok = True
 
     def __init__(self):
         super().__init__()
@@ -93,9 +93,9 @@ class Tanh(Module):
 
 
 class GELU(Module):
-    _cuda_ok = True
-
     """``nn.GELU(approximate='none')``; ``approximate='tanh'`` for the tanh form."""
+
+    _cuda_ok = True
 
     def __init__(self, approximate="none"):
         super().__init__()
@@ -124,9 +124,9 @@ def _implicit_dim(ndim, name):
 
 
 class Softmax(Module):
-    _cuda_ok = True
-
     """``nn.Softmax(dim=None)`` (dim=None: torch's legacy implicit choice, with its warning)."""
+
+    _cuda_ok = True
 
     def __init__(self, dim=None):
         super().__init__()
@@ -148,9 +148,9 @@ class Softmax(Module):
 
 
 class LogSoftmax(Module):
-    _cuda_ok = True
-
     """``nn.LogSoftmax(dim=None)``."""
+
+    _cuda_ok = True
 
     def __init__(self, dim=None):
         super().__init__()
@@ -178,9 +178,9 @@ def _as_reshapeable(x):
 
 
 class Flatten(Module):
-    _cuda_ok = True
-
     """``nn.Flatten(start_dim=1, end_dim=-1)``: a reshape (a view when it can be)."""
+
+    _cuda_ok = True
 
     def __init__(self, start_dim=1, end_dim=-1):
         super().__init__()
@@ -210,9 +210,9 @@ class Flatten(Module):
 
 
 class Unflatten(Module):
-    _cuda_ok = True
-
     """``nn.Unflatten(dim, unflattened_size)``."""
+
+    _cuda_ok = True
 
     def __init__(self, dim, unflattened_size):
         super().__init__()

@@ -82,8 +82,6 @@ def _combine(a, b, dtype):
 
 
 class MultiheadAttention(Module):
-    _cuda_ok = True
-
     """``nn.MultiheadAttention(embed_dim, num_heads, dropout=0.0, bias=True,
     batch_first=False, dtype=float32)`` with kdim = vdim = embed_dim.
 
@@ -93,6 +91,8 @@ class MultiheadAttention(Module):
     ``backward(grad_out) -> (grad_query, grad_key, grad_value)`` (when query, key and value
     are one array, the total gradient is their sum).
     """
+
+    _cuda_ok = True
 
     def __init__(self, embed_dim, num_heads, dropout=0.0, bias=True, add_bias_kv=False, add_zero_attn=False,
                  kdim=None, vdim=None, batch_first=False, device=None, dtype=None):
@@ -249,8 +249,6 @@ class MultiheadAttention(Module):
 
 
 class TransformerEncoderLayer(Module):
-    _cuda_ok = True
-
     """``nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward=2048, dropout=0.1,
     activation="relu", layer_norm_eps=1e-5, batch_first=False, norm_first=False, bias=True,
     dtype=float32)``: self-attention and a feedforward block, each with a residual and a
@@ -259,6 +257,8 @@ class TransformerEncoderLayer(Module):
     so in training mode with dropout > 0 the result differs from torch's in that one place
     (eval mode is identical). ``forward(src, src_mask=None, src_key_padding_mask=None,
     is_causal=False)``; ``backward(grad) -> grad_src``."""
+
+    _cuda_ok = True
 
     def __init__(self, d_model, nhead, dim_feedforward=2048, dropout=0.1, activation="relu",
                  layer_norm_eps=1e-5, batch_first=False, norm_first=False, bias=True, device=None, dtype=None):

@@ -9,13 +9,13 @@ __all__ = ["Linear", "Identity"]
 
 
 class Linear(Module):
-    _cuda_ok = True
-
     """``nn.Linear(in_features, out_features, bias=True, dtype=float32)``: ``x @ W.T + b``.
 
     weight (out_features, in_features), bias (out_features,); both U(-1/sqrt(in), 1/sqrt(in))
     as torch's default (kaiming_uniform with a = sqrt(5)). x: (..., in_features).
     """
+
+    _cuda_ok = True
 
     def __init__(self, in_features, out_features, bias=True, device=None, dtype=None):
         super().__init__()
@@ -52,9 +52,9 @@ class Linear(Module):
 
 
 class Identity(Module):
-    _cuda_ok = True
-
     """``nn.Identity``: returns its input; backward returns the gradient."""
+
+    _cuda_ok = True
 
     def __init__(self, *args, **kwargs):
         super().__init__()

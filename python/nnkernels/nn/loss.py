@@ -19,9 +19,9 @@ def _check_reduction(reduction):
 
 
 class MSELoss(Module):
-    _cuda_ok = True
-
     """``nn.MSELoss(reduction='mean')``."""
+
+    _cuda_ok = True
 
     def __init__(self, reduction="mean"):
         super().__init__()
@@ -42,10 +42,10 @@ class MSELoss(Module):
 
 
 class BCEWithLogitsLoss(Module):
-    _cuda_ok = True
-
     """``nn.BCEWithLogitsLoss(weight=None, reduction='mean', pos_weight=None)`` (weight and
     pos_weight are not supported)."""
+
+    _cuda_ok = True
 
     def __init__(self, weight=None, size_average=None, reduce=None, reduction="mean", pos_weight=None):
         super().__init__()
@@ -70,8 +70,6 @@ class BCEWithLogitsLoss(Module):
 
 
 class CrossEntropyLoss(Module):
-    _cuda_ok = True
-
     """``nn.CrossEntropyLoss(weight=None, ignore_index=-100, reduction='mean',
     label_smoothing=0.0)`` with class-index targets.
 
@@ -79,6 +77,8 @@ class CrossEntropyLoss(Module):
     ``ignore_index`` are left out of the loss and the mean, as torch. ``weight`` and
     ``label_smoothing`` are not supported.
     """
+
+    _cuda_ok = True
 
     def __init__(self, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean",
                  label_smoothing=0.0):

@@ -9,10 +9,10 @@ __all__ = ["LayerNorm"]
 
 
 class LayerNorm(Module):
-    _cuda_ok = True
-
     """``nn.LayerNorm(normalized_shape, eps=1e-5, elementwise_affine=True, bias=True,
     dtype=float32)``: weight ones, bias zeros (torch's initialisation)."""
+
+    _cuda_ok = True
 
     def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, device=None,
                  dtype=None):

@@ -9,12 +9,12 @@ __all__ = ["MaxPool2d", "AvgPool2d"]
 
 
 class MaxPool2d(Module):
-    _cuda_ok = True
-
     """``nn.MaxPool2d(kernel_size, stride=None, padding=0, dilation=1, return_indices=False,
     ceil_mode=False)``. Keeps the argmax indices for backward.
     With ``return_indices``, forward returns ``(y, indices)`` and ``backward(grad_y,
     grad_indices=None)`` ignores the second gradient."""
+
+    _cuda_ok = True
 
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False,
                  ceil_mode=False):
@@ -46,10 +46,10 @@ class MaxPool2d(Module):
 
 
 class AvgPool2d(Module):
-    _cuda_ok = True
-
     """``nn.AvgPool2d(kernel_size, stride=None, padding=0, ceil_mode=False,
     count_include_pad=True, divisor_override=None)`` (divisor_override is not supported)."""
+
+    _cuda_ok = True
 
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                  divisor_override=None):
