@@ -205,16 +205,16 @@ void launch(void* out, void* lse, const AttnOperand& q, const AttnOperand& k, co
   CUDA_CHECK(cudaGetLastError());
 }
 
-// ---- tiled forward: float32, head dims <= 64 ----
+// ---- tiled forward: float32, head dims <= 128 ----
 // The default for those (the quad kernel above takes the rest; NNKERNELS_CUDA_ATTN=quad
 // selects it for these too, for comparison). A block of 128 threads takes kTBr = 64 query
 // rows and visits K/V in tiles of kTBc = 32 keys. Thread (tx = tid % 8, ty = tid / 8) holds
 // the 4 x 4 scores of rows 4 ty + i and keys 4 tx + j, and the outputs of those rows in
-// columns 4 tx + c and 32 + 4 tx + c (c < 4). Both products are register-blocked from
-// shared memory read as float4: S = Q K^T from Q^T and K^T tiles (2 loads per 16 FMAs),
-// O += P V from P^T and V (3 loads per 32 FMAs). The 8 threads sharing a row are
-// consecutive lanes: the row max is three shuffles; the row sum stays per thread (each
-// thread's partial is rescaled by the same factor) until the end.
+// columns g * 32 + 4 tx + c (c < 4, g < D / 32; D = 64 or 128). Both products are
+// register-blocked from shared memory read as float4: S = Q K^T from Q^T and K^T tiles (2
+// loads per 16 FMAs), O += P V from P^T and V (1 + D / 32 loads per D / 2 FMAs). The 8
+// threads sharing a row are consecutive lanes: the row max is three shuffles; the row sum
+// stays per thread (each thread's partial is rescaled by the same factor) until the end.
 constexpr int kTBr = 64, kTBc = 32, kTD = 64, kTThreads = 128;
 
 // 4 consecutive floats of shared memory (16-byte aligned) into registers.
@@ -240,28 +240,38 @@ __device__ __forceinline__ void outer_fma(float (&acc)[M][N], const float (&a)[M
 }
 constexpr int kTQPad = kTBr + 4, kTKPad = kTBc + 4;  // row strides: float4-aligned
 
+template <int D>
+constexpr int fwd_tiled_smem() {
+  return int(sizeof(float)) * (D * kTQPad + D * kTKPad + kTBc * D + kTBc * kTQPad);
+}
+
+// D = 64 or 128 (head dims up to D): each thread's outputs are columns g * 32 + 4 tx + c
+// of its 4 rows (g < D / 32, c < 4). Dynamic shared memory: 43.5 KB (D = 64), 78 KB (128).
+template <int D>
 __global__ void __launch_bounds__(kTThreads)
 flash_fwd_tiled_kernel(float* __restrict__ out, float* __restrict__ lse, AttnOperand q, AttnOperand k,
                        AttnOperand v, index_t L, index_t S, int E, int Ev, float scale, bool causal,
                        AttnMaskView mask) {
-  __shared__ __align__(16) float Qt[kTD][kTQPad];   // Q^T, scaled: Qt[d][row]
-  __shared__ __align__(16) float Kt[kTD][kTKPad];   // K^T: Kt[d][key]
-  __shared__ __align__(16) float Vs[kTBc][kTD];     // V: Vs[key][d]
-  __shared__ __align__(16) float Pt[kTBc][kTQPad];  // P^T: Pt[key][row]
+  constexpr int G = D / 32;  // 4-column groups per thread
+  extern __shared__ __align__(16) float tsm[];
+  float* Qt = tsm;                 // [D][kTQPad]: Q^T, scaled
+  float* Kt = Qt + D * kTQPad;     // [D][kTKPad]: K^T
+  float* Vs = Kt + D * kTKPad;     // [kTBc][D]: V
+  float* Pt = Vs + kTBc * D;       // [kTBc][kTQPad]: P^T
 
   const int tid = threadIdx.x, tx = tid % 8, ty = tid / 8;
   const index_t bh = blockIdx.y, r0 = index_t(blockIdx.x) * kTBr;
   const float* qp = operand_base<float>(q, bh);
   const float* kp = operand_base<float>(k, bh);
   const float* vp = operand_base<float>(v, bh);
-  for (int e = tid; e < kTBr * kTD; e += kTThreads) {  // consecutive threads: consecutive dims
-    const int rr = e / kTD, d = e % kTD;
+  for (int e = tid; e < kTBr * D; e += kTThreads) {  // consecutive threads: consecutive dims
+    const int rr = e / D, d = e % D;
     const index_t row = r0 + rr;
-    Qt[d][rr] = (row < L && d < E) ? qp[row * q.rs + d * q.cs] * scale : 0.f;
+    Qt[d * kTQPad + rr] = (row < L && d < E) ? qp[row * q.rs + d * q.cs] * scale : 0.f;
   }
   const bool masked = mask.kind != AttnMaskView::none;
   const index_t mbase = masked ? mask_base(mask, bh) : 0;
-  float acc[4][8] = {};
+  float acc[4][4 * G] = {};
   float m[4], l[4];
 #pragma unroll
   for (int i = 0; i < 4; ++i) m[i] = -INFINITY, l[i] = 0.f;
@@ -273,18 +283,18 @@ flash_fwd_tiled_kernel(float* __restrict__ out, float* __restrict__ lse, AttnOpe
   }
   for (index_t k0 = 0; k0 < kv_end; k0 += kTBc) {
     __syncthreads();  // Q^T written; the previous K, V and P tiles no longer read
-    for (int e = tid; e < kTBc * kTD; e += kTThreads) {
-      const int j = e / kTD, d = e % kTD;
+    for (int e = tid; e < kTBc * D; e += kTThreads) {
+      const int j = e / D, d = e % D;
       const index_t key = k0 + j;
-      Kt[d][j] = (key < S && d < E) ? kp[key * k.rs + d * k.cs] : 0.f;
-      Vs[j][d] = (key < S && d < Ev) ? vp[key * v.rs + d * v.cs] : 0.f;
+      Kt[d * kTKPad + j] = (key < S && d < E) ? kp[key * k.rs + d * k.cs] : 0.f;
+      Vs[j * D + d] = (key < S && d < Ev) ? vp[key * v.rs + d * v.cs] : 0.f;
     }
     __syncthreads();
     float s[4][4] = {};
     for (int d = 0; d < E; ++d) {
       float av[4], bv[4];
-      ld4(&Qt[d][4 * ty], av);
-      ld4(&Kt[d][4 * tx], bv);
+      ld4(Qt + d * kTQPad + 4 * ty, av);
+      ld4(Kt + d * kTKPad + 4 * tx, bv);
       outer_fma(s, av, bv);
     }
 #pragma unroll
@@ -314,17 +324,17 @@ flash_fwd_tiled_kernel(float* __restrict__ out, float* __restrict__ lse, AttnOpe
       }
       l[i] = l[i] * corr + ls;
 #pragma unroll
-      for (int c = 0; c < 8; ++c) acc[i][c] *= corr;
+      for (int c = 0; c < 4 * G; ++c) acc[i][c] *= corr;
       m[i] = mn;
     }
-    store_tile_t(&Pt[4 * tx][4 * ty], kTQPad, s);
+    store_tile_t(Pt + 4 * tx * kTQPad + 4 * ty, kTQPad, s);
     __syncthreads();
 #pragma unroll 4
     for (int j = 0; j < kTBc; ++j) {
-      float pr[4], vc[8];
-      ld4(&Pt[j][4 * ty], pr);
-      ld4(&Vs[j][4 * tx], vc);
-      ld4(&Vs[j][32 + 4 * tx], vc + 4);
+      float pr[4], vc[4 * G];
+      ld4(Pt + j * kTQPad + 4 * ty, pr);
+#pragma unroll
+      for (int g = 0; g < G; ++g) ld4(Vs + j * D + g * 32 + 4 * tx, vc + 4 * g);
       outer_fma(acc, pr, vc);
     }
   }
@@ -341,8 +351,8 @@ flash_fwd_tiled_kernel(float* __restrict__ out, float* __restrict__ lse, AttnOpe
     const float inv = l[i] > 0.f ? 1.f / l[i] : 0.f;
     float* o = out + (bh * L + row) * Ev;
 #pragma unroll
-    for (int c = 0; c < 8; ++c) {
-      const int col = (c < 4 ? 0 : 32) + 4 * tx + c % 4;
+    for (int c = 0; c < 4 * G; ++c) {
+      const int col = (c / 4) * 32 + 4 * tx + c % 4;
       if (col < Ev) o[col] = acc[i][c] * inv;
     }
     if (tx == 0) lse[bh * L + row] = l[i] > 0.f ? m[i] + dev::log_(l[i]) : -INFINITY;
@@ -582,21 +592,32 @@ void launch_bwd_tiled(void* dq, void* dk, void* dv, const float* G, const AttnOp
   }
 }
 
-// Whether the tiled kernel takes a forward (float32, head dims <= 64, not switched off).
-bool use_tiled(DType dt, index_t E, index_t Ev) {
-  if (dt != DType::f32 || E > kTD || Ev > kTD) return false;
-  const char* e = std::getenv("NNKERNELS_CUDA_ATTN");  // read at every call
+// Whether the tiled kernels take a pass: float32, head dims <= max_dim (128 forward, 64
+// backward), not switched off (NNKERNELS_CUDA_ATTN=quad, read at every call).
+bool use_tiled(DType dt, index_t E, index_t Ev, index_t max_dim) {
+  if (dt != DType::f32 || E > max_dim || Ev > max_dim) return false;
+  const char* e = std::getenv("NNKERNELS_CUDA_ATTN");
   return !(e && std::string(e) == "quad");
+}
+
+template <int D>
+void launch_tiled_d(void* out, void* lse, const AttnOperand& q, const AttnOperand& k, const AttnOperand& v,
+                    index_t BH, index_t L, index_t S, index_t E, index_t Ev, double scale, bool causal,
+                    const AttnMaskView& mask) {
+  constexpr int smem = fwd_tiled_smem<D>();
+  CUDA_CHECK(cudaFuncSetAttribute(flash_fwd_tiled_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  flash_fwd_tiled_kernel<D><<<dim3(unsigned(ceil_div(L, index_t(kTBr))), unsigned(BH)), kTThreads, smem>>>(
+      static_cast<float*>(out), static_cast<float*>(lse), q, k, v, L, S, int(E), int(Ev), float(scale), causal,
+      mask);
+  CUDA_CHECK(cudaGetLastError());
 }
 
 void launch_tiled(void* out, void* lse, const AttnOperand& q, const AttnOperand& k, const AttnOperand& v,
                   index_t BH, index_t L, index_t S, index_t E, index_t Ev, double scale, bool causal,
                   const AttnMaskView& mask) {
   check_grid_yz(BH, 1, "scaled_dot_product_attention");
-  flash_fwd_tiled_kernel<<<dim3(unsigned(ceil_div(L, index_t(kTBr))), unsigned(BH)), kTThreads>>>(
-      static_cast<float*>(out), static_cast<float*>(lse), q, k, v, L, S, int(E), int(Ev), float(scale), causal,
-      mask);
-  CUDA_CHECK(cudaGetLastError());
+  if (E <= 64 && Ev <= 64) launch_tiled_d<64>(out, lse, q, k, v, BH, L, S, E, Ev, scale, causal, mask);
+  else launch_tiled_d<128>(out, lse, q, k, v, BH, L, S, E, Ev, scale, causal, mask);
 }
 
 // ---- backward (FlashAttention-2 style, deterministic: no atomics) ----
@@ -758,7 +779,7 @@ void launch_bwd(void* dq, void* dk, void* dv, const void* dout, const AttnOperan
     CUDA_CHECK(cudaGetLastError());
   }
   if constexpr (std::is_same<T, float>::value) {
-    if (use_tiled(DType::f32, E, Ev))
+    if (use_tiled(DType::f32, E, Ev, kTD))
       return launch_bwd_tiled(dq, dk, dv, G, q, k, v, LS, Dd, L, S, E, Ev, scale, causal, mask);
   }
   if (L > 0) {
@@ -784,7 +805,7 @@ void flash_attention_forward(DType dt, void* out, void* lse, const AttnOperand& 
   if (BH == 0 || L == 0) return;
   if (E > kAttnMaxDim || Ev > kAttnMaxDim)
     throw ValueError("scaled_dot_product_attention: CUDA head dims must be <= 256");
-  if (use_tiled(dt, E, Ev)) return launch_tiled(out, lse, q, k, v, BH, L, S, E, Ev, scale, causal, mask);
+  if (use_tiled(dt, E, Ev, 128)) return launch_tiled(out, lse, q, k, v, BH, L, S, E, Ev, scale, causal, mask);
   const index_t dmax = E > Ev ? E : Ev;
   if (dt == DType::f32) {
     if (dmax <= 64) launch<float, 64>(out, lse, q, k, v, BH, L, S, E, Ev, scale, causal, mask);
