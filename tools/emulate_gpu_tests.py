@@ -51,11 +51,14 @@ def as_device_result(r):
     return r
 
 
-def host_ops():
-    def wrapped(f):
-        return lambda *a, **kw: as_device_result(f(*a, **kw))
+def wrap_ops(wrapped):
+    """A namespace of every public op of nnkernels.ops, each passed through `wrapped`."""
     names = [k for k in dir(real_ops) if not k.startswith("_") and callable(getattr(real_ops, k))]
     return types.SimpleNamespace(**{k: wrapped(getattr(real_ops, k)) for k in names})
+
+
+def host_ops():
+    return wrap_ops(lambda f: lambda *a, **kw: as_device_result(f(*a, **kw)))
 
 
 def map_cuda_to_cpu():
@@ -123,10 +126,7 @@ def emulated_ops():
             return type(a)(conv(x) for x in a)
         return a
 
-    def wrapped(f):
-        return lambda *a, **kw: f(*conv(a), **{k: conv(v) for k, v in kw.items()})
-    names = [k for k in dir(real_ops) if not k.startswith("_") and callable(getattr(real_ops, k))]
-    return types.SimpleNamespace(**{k: wrapped(getattr(real_ops, k)) for k in names})
+    return wrap_ops(lambda f: lambda *a, **kw: f(*conv(a), **{k: conv(v) for k, v in kw.items()}))
 
 
 # Tests that need torch itself on a GPU (zero-copy DLPack / __cuda_array_interface__ into

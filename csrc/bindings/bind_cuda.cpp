@@ -781,6 +781,20 @@ py::tuple cu_conv2d_backward(DevArg g_, py::handle x_, py::handle w_, py::handle
 
 // ---- im2col / col2im (F.unfold / F.fold) ----
 // The CPU binding's geometry and messages (conv_args.h); the kernels of conv.cu.
+// im2col / col2im after their checks: `in` made contiguous, a new output of `shape`, then
+// kernel(dtype, out, in, the geometry's sizes) (cu::im2col or cu::col2im).
+template <class Kernel>
+py::object run_fold(DevTensor in, const std::vector<index_t>& shape, const nnk::ConvGeom& g, Kernel kernel) {
+  dev_prepare({&in});
+  in = dev_contiguous(in);
+  DevTensor out = dev_empty(in.dtype, shape);
+  {
+    py::gil_scoped_release nogil;
+    kernel(in.dtype, out.ptr, in.ptr, g.N, g.C, g.H, g.W, g.kh, g.kw, g.pt, g.pl, g.sh, g.sw, g.dh, g.dw, g.Ho, g.Wo);
+  }
+  return out.owner;
+}
+
 py::object cu_im2col(DevArg x_, py::handle k, py::handle d, py::handle p, py::handle s) {
   const char* op = "im2col";
   DevTensor x = as_device(x_.h, "x");
@@ -790,31 +804,15 @@ py::object cu_im2col(DevArg x_, py::handle k, py::handle d, py::handle p, py::ha
   const int o = batched ? 1 : 0;
   const nnk::ConvGeom g = fold_geom(op, batched ? x.shape[0] : 1, x.shape[size_t(o)], x.shape[size_t(o + 1)],
                                     x.shape[size_t(o + 2)], k, d, p, s);
-  const std::vector<index_t> shape = im2col_shape(g, batched);
-  dev_prepare({&x});
-  x = dev_contiguous(x);
-  DevTensor out = dev_empty(x.dtype, shape);
-  {
-    py::gil_scoped_release nogil;
-    cu::im2col(x.dtype, out.ptr, x.ptr, g.N, g.C, g.H, g.W, g.kh, g.kw, g.pt, g.pl, g.sh, g.sw, g.dh, g.dw, g.Ho, g.Wo);
-  }
-  return out.owner;
+  return run_fold(x, im2col_shape(g, batched), g, [](auto... a) { cu::im2col(a...); });
 }
 
 py::object cu_col2im(DevArg c_, py::handle size, py::handle k, py::handle d, py::handle p, py::handle s) {
   DevTensor c = as_device(c_.h, "cols");
   bool batched;
   const nnk::ConvGeom g = col2im_geom(c.shape, size, k, d, p, s, batched);
-  const std::vector<index_t> shape =
-      batched ? std::vector<index_t>{g.N, g.C, g.H, g.W} : std::vector<index_t>{g.C, g.H, g.W};
-  dev_prepare({&c});
-  c = dev_contiguous(c);
-  DevTensor out = dev_empty(c.dtype, shape);
-  {
-    py::gil_scoped_release nogil;
-    cu::col2im(c.dtype, out.ptr, c.ptr, g.N, g.C, g.H, g.W, g.kh, g.kw, g.pt, g.pl, g.sh, g.sw, g.dh, g.dw, g.Ho, g.Wo);
-  }
-  return out.owner;
+  return run_fold(c, batched ? std::vector<index_t>{g.N, g.C, g.H, g.W} : std::vector<index_t>{g.C, g.H, g.W}, g,
+                  [](auto... a) { cu::col2im(a...); });
 }
 
 // ---- conv_transpose2d, pooling ----
