@@ -1329,3 +1329,44 @@ def test_gpu_cross_entropy(rng, dtype, tdtype, N, C):
                 ops.cross_entropy(tcuda(x), tcuda(tb))
             with pytest.raises(IndexError, match="out of range"):
                 ops.cross_entropy_backward(tcuda(x), tcuda(tb))
+
+
+@needs_gpu
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DT)
+@pytest.mark.parametrize("tdtype", [np.int64, np.int32])
+@pytest.mark.parametrize("N,C,ignore,frac", [(41, 13, -100, 0.3), (29, 7, 3, 0.5), (6, 1000, 0, 1.0),
+                                             (None, 7, 4, 1.0), (53, 5, 2**40, 0.0)])
+def test_gpu_cross_entropy_ignore_index(rng, dtype, tdtype, N, C, ignore, frac):
+    """Targets equal to ignore_index: loss 0, zero gradient rows, left out of the mean (NaN
+    when none is kept), against torch and our CPU path; other bad targets still raise."""
+    import torch.nn.functional as F
+    shape = (C,) if N is None else (N, C)
+    x = (rng.standard_normal(shape) * 4).astype(dtype)
+    t = rng.integers(0, C, size=() if N is None else (N,))
+    t = np.where(rng.random(t.shape) < frac, ignore, t).astype(tdtype) if ignore < 2**31 else t.astype(tdtype)
+    kept = int(np.sum(t != ignore))
+    for red in ["mean", "sum", "none"]:
+        ours = ops.cross_entropy(tcuda(x), tcuda(t), reduction=red, ignore_index=ignore)
+        cpu = ops.cross_entropy(x, t, reduction=red, ignore_index=ignore)
+        ref = F.cross_entropy(tcuda(x).double(), tcuda(t).long(), reduction=red, ignore_index=ignore)
+        if red == "none":
+            close(ours, ref, dtype, factor=4)
+            close(ours, cpu, dtype, factor=4)
+            assert np.all(host(ours)[t == ignore] == 0)
+        elif red == "mean" and kept == 0:
+            assert np.isnan(ours) and np.isnan(cpu)
+        else:
+            np.testing.assert_allclose(ours, ref.item(), rtol=1e-12 if dtype == np.float64 else 1e-5)
+        xt = tcuda(x).requires_grad_(True)
+        go = rng.standard_normal(t.shape).astype(dtype) if red == "none" else -0.8
+        F.cross_entropy(xt, tcuda(t).long(), reduction=red, ignore_index=ignore).backward(
+            tcuda(go) if red == "none" else torch.tensor(go, dtype=xt.dtype, device="cuda"))
+        dx = ops.cross_entropy_backward(tcuda(x), tcuda(t), reduction=red,
+                                        grad_out=tcuda(go) if red == "none" else go, ignore_index=ignore)
+        close(dx, xt.grad, dtype, factor=4)
+        close(dx, ops.cross_entropy_backward(x, t, reduction=red, grad_out=go, ignore_index=ignore), dtype, factor=4)
+    if N and kept < N and not 0 <= ignore < C:
+        # with another ignore_index the ignored value is an out-of-range target
+        with pytest.raises(IndexError, match="out of range"):
+            ops.cross_entropy(tcuda(x), tcuda(t), ignore_index=C)

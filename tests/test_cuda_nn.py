@@ -198,6 +198,54 @@ def test_gpu_nn_transformer_training(rng, dtype, batch_first):
 @needs_gpu
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", DT)
+def test_gpu_nn_multihead_attention_device_masks(rng, dtype):
+    """attn_mask / key_padding_mask given as CUDA arrays (bool and float, 2-D and 3-D, a
+    strided bool view, with is_causal), forward and backward, against the host module given
+    the same masks on the host; a float mask of the other dtype is a TypeError on both."""
+    B, H, L, S, E = 2, 2, 5, 6, 8
+    mha_c = nn.MultiheadAttention(E, H, dtype=dtype, batch_first=True)
+    mha_g = nn.MultiheadAttention(E, H, dtype=dtype, batch_first=True)
+    mha_g.load_state_dict(mha_c.state_dict())
+    mha_g.cuda()
+    tol = TRAIN_TOL[np.dtype(dtype).type]
+    other = np.float64 if dtype == np.float32 else np.float32
+    am_b = rng.random((L, S)) < 0.3
+    am_b[:, 0] = False
+    am_f = np.where(am_b, -np.inf, rng.standard_normal((L, S))).astype(dtype)
+    am3 = np.where(rng.random((B * H, L, S)) < 0.3, -np.inf, rng.standard_normal((B * H, L, S))).astype(dtype)
+    am3[..., 1] = 0.5
+    kpm_b = np.zeros((B, S), bool)
+    kpm_b[1, 4:] = True
+    kpm_f = np.where(kpm_b, -np.inf, 0.25 * rng.standard_normal((B, S))).astype(dtype)
+    wide = rng.random((L, 2 * S)) < 0.3
+    wide[:, 0] = False
+    strided = dev(wide)[:, ::2]                      # a non-contiguous bool DeviceArray
+    cases = [dict(attn_mask=am_b), dict(attn_mask=am_f), dict(attn_mask=am3), dict(key_padding_mask=kpm_b),
+             dict(key_padding_mask=kpm_f), dict(key_padding_mask=kpm_f, is_causal=True),
+             dict(attn_mask=am_b, key_padding_mask=kpm_b), dict(attn_mask=am_f, key_padding_mask=kpm_b),
+             dict(attn_mask=strided)]
+    for case in cases:
+        q, k, v = (rng.standard_normal((B, n, E)).astype(dtype) for n in (L, S, S))
+        g = rng.standard_normal((B, L, E)).astype(dtype)
+        host_kw = {n: (host(m) if n.endswith("mask") and not isinstance(m, np.ndarray) else m)
+                   for n, m in case.items()}
+        dev_kw = {n: (dev(m) if isinstance(m, np.ndarray) else m) for n, m in case.items()}
+        yc, _ = mha_c(q, k, v, **host_kw)
+        yg, _ = mha_g(dev(q), dev(k), dev(v), **dev_kw)
+        assert rel(host(yg), yc) <= tol, sorted(case)
+        for a, b in zip(mha_g.backward(dev(g)), mha_c.backward(g)):
+            assert tuple(a.shape) == b.shape and rel(host(a), b) <= tol, sorted(case)
+    with pytest.raises(ValueError, match="host"):
+        mha_c(q, k, v, attn_mask=dev(am_b))
+    for m in (mha_c, mha_g):  # a float mask of the other dtype: TypeError, on both devices
+        a = (lambda x: x) if m is mha_c else dev
+        with pytest.raises(TypeError, match="dtype"):
+            m(a(q), a(k), a(v), attn_mask=a(am_f.astype(other)))
+
+
+@needs_gpu
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DT)
 def test_gpu_nn_multihead_attention_separate_inputs(rng, dtype):
     """MultiheadAttention with distinct query / key / value (the per-projection path: the
     weight gradient's rows stacked on the device), unbatched and batched."""
@@ -224,15 +272,23 @@ def test_gpu_nn_multihead_attention_separate_inputs(rng, dtype):
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", DT)
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_gpu_nn_cross_entropy_spatial(rng, dtype, reduction):
+@pytest.mark.parametrize("ignore", [-100, 3])
+def test_gpu_nn_cross_entropy_spatial(rng, dtype, reduction, ignore):
     """CrossEntropyLoss on (N, C, d1, d2) logits (a transposed copy on the device) and on
-    (C,) logits, forward and backward, against the host."""
+    (C,) logits, forward and backward, with some targets equal to ignore_index, against the
+    host."""
     for xs, ts in (((2, 5, 3, 4), (2, 3, 4)), ((5,), ())):
         x = rng.standard_normal(xs).astype(dtype)
-        t = np.asarray(rng.integers(0, 5, ts), np.int64)
-        lc, lg = nn.CrossEntropyLoss(reduction=reduction), nn.CrossEntropyLoss(reduction=reduction)
+        t = rng.integers(0, 5, ts)
+        t = np.asarray(np.where(rng.random(np.shape(t)) < 0.3, ignore, t), np.int64)
+        lc = nn.CrossEntropyLoss(reduction=reduction, ignore_index=ignore)
+        lg = nn.CrossEntropyLoss(reduction=reduction, ignore_index=ignore)
         yc, yg = lc(x, t), lg(dev(x), dev(t))
-        assert rel(host(yg), yc) <= 1e-5 and np.shape(host(yg)) == np.shape(yc)
+        assert np.shape(host(yg)) == np.shape(yc)
+        if np.all(np.isnan(yc)):  # the mean over no kept target
+            assert np.all(np.isnan(host(yg)))
+        else:
+            assert rel(host(yg), yc) <= 1e-5
         g = rng.standard_normal(np.shape(yc)).astype(dtype) if reduction == "none" else None
         gc, gg = lc.backward(g), lg.backward(None if g is None else dev(g))
         assert tuple(gg.shape) == gc.shape and rel(host(gg), gc) <= 1e-5

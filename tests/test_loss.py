@@ -342,7 +342,7 @@ def test_dtype_errors():
 
 
 @pytest.mark.parametrize("index_dtype", [np.int32, np.int64])
-@pytest.mark.parametrize("bad", [-1, 4, -100, 2**31 - 1])
+@pytest.mark.parametrize("bad", [-1, 4, -101, 2**31 - 1])
 def test_target_out_of_range(index_dtype, bad):
     x = np.zeros((3, 4))
     t = np.array([0, bad, 1], dtype=index_dtype)
@@ -351,8 +351,74 @@ def test_target_out_of_range(index_dtype, bad):
             ops.cross_entropy(x, t, reduction)
         with pytest.raises(IndexError):
             ops.cross_entropy_backward(x, t, reduction)
+        # -100 is torch's default ignore_index; with another one it is out of range
+        t2 = np.array([0, -100, 1], dtype=index_dtype)
+        with pytest.raises(IndexError, match="-100"):
+            ops.cross_entropy(x, t2, reduction, ignore_index=3)
+        with pytest.raises(IndexError, match="-100"):
+            ops.cross_entropy_backward(x, t2, reduction, ignore_index=bad)
     with pytest.raises(IndexError):
         ops.cross_entropy(np.zeros((2, 0)), np.zeros(2, index_dtype))  # no class at all
+    with pytest.raises(TypeError):
+        ops.cross_entropy(x, t, "mean", ignore_index=1.5)
+
+
+# ---- ignore_index -------------------------------------------------------------------------
+
+IGNORE_CASES = [  # (shape, ignore_index, fraction of targets set to it)
+    ((1, 1), -100, 1.0), ((7, 2), -100, 0.5), ((31, 7), 3, 0.3), ((13, 1000), 999, 0.2),
+    ((97, 1000), 0, 0.5), ((53, 11), 2**40, 0.4), ((17, 5), -100, 1.0), ((0, 5), -100, 0.0),
+    ((5,), -100, 1.0), ((5,), 2, 0.0), ((5,), 2, 1.0),
+]
+
+
+def ignore_inputs(shape, ignore, frac, dtype, index_dtype, rng):
+    x = (rng.standard_normal(shape) * 3).astype(dtype)
+    C = shape[-1]
+    t = rng.integers(0, C, size=shape[:-1])
+    if index_dtype == np.int32 and not (-2**31 <= ignore < 2**31):
+        frac = 0.0  # no int32 target can equal it: nothing is ignored (it must not be truncated)
+    t = np.where(rng.random(t.shape) < frac, ignore, t) if frac < 1 else np.full(t.shape, ignore)
+    return x, np.asarray(t).astype(index_dtype)
+
+
+@pytest.mark.parametrize("case", IGNORE_CASES, ids=lambda c: f"{c[0]}-ign{c[1]}-f{c[2]}")
+@pytest.mark.parametrize("index_dtype", [np.int32, np.int64])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cross_entropy_ignore_index(isa, case, index_dtype, reduction, dtype, rng):
+    """Targets equal to ignore_index: loss 0, zero gradient row, left out of the mean (NaN
+    when every target is ignored), as torch (float64, the exact reference) and the oracle."""
+    shape, ignore, frac = case
+    x, t = ignore_inputs(shape, ignore, frac, dtype, index_dtype, rng)
+    xt = torch.from_numpy(x.astype(np.float64)).requires_grad_(True)
+    ref = F.cross_entropy(xt, torch.from_numpy(t.astype(np.int64)), reduction=reduction, ignore_index=ignore)
+    g = rng.standard_normal(t.shape).astype(dtype) if reduction == "none" else np.array(-1.75, dtype)
+    ref.backward(torch.from_numpy(g.astype(np.float64)))
+    ours = ops.cross_entropy(x, t, reduction, ignore_index=ignore)
+    oracle = _C.loss_ref("ce", x, t, reduction, ignore_index=ignore)
+    for got in (ours, oracle):
+        if reduction == "none":
+            assert got.dtype == dtype and got.shape == t.shape
+            assert_close(got, ref.detach().numpy(), dtype)
+            assert np.all(got[t == ignore] == 0)
+        else:
+            assert type(got) is float
+            assert_close(np.array([got]), np.array([ref.item()]), dtype)
+    kept = int(np.sum(t != ignore))
+    if reduction == "mean":
+        assert np.isnan(ours) == (kept == 0)
+    gx = ops.cross_entropy_backward(x, t, reduction, g, ignore_index=ignore)
+    gx_oracle = _C.loss_ref_backward("ce", x, t, reduction, g, ignore_index=ignore)
+    assert np.all(gx[t == ignore] == 0) and np.all(gx_oracle[t == ignore] == 0)
+    # float32: relative to the terms each entry is made of, (softmax + onehot) |g| / count
+    gs = np.abs(g.astype(np.float64)) / (max(kept, 1) if reduction == "mean" else 1)
+    p = torch.softmax(torch.from_numpy(x.astype(np.float64)), -1).numpy()
+    terms = (p + (np.arange(shape[-1]) == t[..., None])) * (gs[..., None] if reduction == "none" else gs)
+    tol = TOL[dtype] * max(np.linalg.norm(terms), 1e-300)
+    for got in (gx, gx_oracle):
+        assert got.dtype == dtype and got.shape == x.shape
+        assert np.linalg.norm(got - xt.grad.numpy()) <= tol
 
 
 def test_reduction_errors():

@@ -175,16 +175,17 @@ def test_losses_match_torch(reduction, dtype, rng):
             ours.backward()
 
 
+@pytest.mark.parametrize("ignore", [-100, 2])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_cross_entropy_spatial_and_ignore_index(reduction, rng):
+def test_cross_entropy_spatial_and_ignore_index(reduction, ignore, rng):
     x = rng.standard_normal((3, 5, 4, 2))
     t = rng.integers(0, 5, (3, 4, 2))
-    t[0, 1, 0] = -100
-    t[2, 3, 1] = -100
-    for tt in (t, np.where(t < 0, 1, t)):  # with and without ignored targets
+    t[0, 1, 0] = ignore
+    t[2, 3, 1] = ignore
+    for tt in (t, np.where(t == ignore, 1, t)):  # with and without ignored targets
         xt = torch.tensor(x, requires_grad=True)
-        lt = torch.nn.CrossEntropyLoss(reduction=reduction)(xt, torch.tensor(tt))
-        ours = nn.CrossEntropyLoss(reduction=reduction)
+        lt = torch.nn.CrossEntropyLoss(reduction=reduction, ignore_index=ignore)(xt, torch.tensor(tt))
+        ours = nn.CrossEntropyLoss(reduction=reduction, ignore_index=ignore)
         loss = ours(x, tt)
         if reduction == "none":
             assert_close(loss, lt.detach().numpy(), np.float64)

@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <limits>
 
 #include "bindings/conv_args.h"
 #include "bindings/cuda_array.h"
@@ -454,60 +455,67 @@ py::object cu_elem_loss_bwd(cu::LossKind k, DevArg x_, py::handle t_, py::handle
 struct CuCe {
   DevTensor x, t;
   index_t N = 0, C = 0, ts = 0;
+  long long ignore = -100;
+  index_t kept = 0;  // targets not equal to ignore (the count "mean" divides by)
   std::vector<index_t> loss_shape;
 };
-CuCe cu_ce_args(DevArg x_, py::handle t_, const char* op) {
+CuCe cu_ce_args(DevArg x_, py::handle t_, int64_t ignore, const char* op) {
   CuCe a;
   a.x = as_device(x_.h, "logits");
   a.t = as_device_index(t_, "target");
   a.loss_shape = ce_loss_shape(a.x.shape, a.t.shape, op, a.N, a.C);
   a.ts = a.loss_shape.empty() ? 0 : a.t.strides[0];
+  a.ignore = ignore;
   return a;
 }
 void cu_ce_ready(CuCe& a) {
   a.x = dev_contiguous(a.x);
-  index_t bad;
+  index_t bad, ignored;
   {
     py::gil_scoped_release nogil;
-    bad = cu::first_bad_class(a.t.ptr, a.t.index_bits, a.ts, a.N, a.C);
+    bad = cu::first_bad_class(a.t.ptr, a.t.index_bits, a.ts, a.N, a.C, &a.ignore, &ignored);
   }
   if (bad >= 0)
     throw target_out_of_range(bad, cu::read_class(a.t.ptr, a.t.index_bits, a.ts, bad), a.C);
+  a.kept = a.N - ignored;
 }
 
-py::object cu_cross_entropy(DevArg x_, py::handle t_, py::handle red_) {
+py::object cu_cross_entropy(DevArg x_, py::handle t_, py::handle red_, int64_t ignore) {
   const char* op = "cross_entropy";
   const Reduction r = parse_reduction(red_, op);
-  CuCe a = cu_ce_args(x_, t_, op);
+  CuCe a = cu_ce_args(x_, t_, ignore, op);
   dev_prepare({&a.x, &a.t});
   cu_ce_ready(a);
   if (r == Reduction::none) {
     DevTensor out = dev_empty(a.x.dtype, a.loss_shape);
     py::gil_scoped_release nogil;
-    cu::cross_entropy_none(a.x.dtype, out.ptr, a.x.ptr, a.N, a.C, a.t.ptr, a.t.index_bits, a.ts);
+    cu::cross_entropy_none(a.x.dtype, out.ptr, a.x.ptr, a.N, a.C, a.t.ptr, a.t.index_bits, a.ts, a.ignore);
     return out.owner;
   }
   double s;
   {
     py::gil_scoped_release nogil;
-    s = cu::cross_entropy_sum(a.x.dtype, a.x.ptr, a.N, a.C, a.t.ptr, a.t.index_bits, a.ts);
+    s = cu::cross_entropy_sum(a.x.dtype, a.x.ptr, a.N, a.C, a.t.ptr, a.t.index_bits, a.ts, a.ignore);
   }
-  return py::float_(r == Reduction::mean ? s / double(a.N) : s);
+  if (r == Reduction::mean) s = a.kept ? s / double(a.kept) : std::numeric_limits<double>::quiet_NaN();
+  return py::float_(s);
 }
 
-py::object cu_cross_entropy_bwd(DevArg x_, py::handle t_, py::handle red_, py::handle go_) {
+py::object cu_cross_entropy_bwd(DevArg x_, py::handle t_, py::handle red_, py::handle go_, int64_t ignore) {
   const char* op = "cross_entropy_backward";
   const Reduction r = parse_reduction(red_, op);
-  CuCe a = cu_ce_args(x_, t_, op);
+  CuCe a = cu_ce_args(x_, t_, ignore, op);
   GradArg g = grad_arg(go_, op, r, a.x, "logits", a.loss_shape);
   dev_prepare({&a.x, &a.t, grad_ptr(g)});
   grad_ready(g);
   cu_ce_ready(a);
   DevTensor dx = dev_empty(a.x.dtype, a.x.shape);
+  // kept == 0 under "mean": every row is ignored (zero), so the scale is never used.
+  const double scale = r == Reduction::mean ? (a.kept ? g.gs / double(a.kept) : 0.0) : g.gs;
   {
     py::gil_scoped_release nogil;
-    cu::cross_entropy_backward(a.x.dtype, dx.ptr, a.x.ptr, a.N, a.C, a.t.ptr, a.t.index_bits, a.ts,
-                               g.array ? g.g.ptr : nullptr, 1, r == Reduction::mean ? g.gs / double(a.N) : g.gs);
+    cu::cross_entropy_backward(a.x.dtype, dx.ptr, a.x.ptr, a.N, a.C, a.t.ptr, a.t.index_bits, a.ts, a.ignore,
+                               g.array ? g.g.ptr : nullptr, 1, scale);
   }
   return dx.owner;
 }
@@ -1547,8 +1555,10 @@ void bind_cuda_ops(py::module_& m) {
   m.def("binary_cross_entropy_with_logits_backward", [](DevArg x, py::handle t, py::handle r, py::handle g) {
     return cu_elem_loss_bwd(cu::LossKind::bce, x, t, r, g);
   }, pre);
-  m.def("cross_entropy", &cu_cross_entropy, pre);
-  m.def("cross_entropy_backward", &cu_cross_entropy_bwd, pre);
+  m.def("cross_entropy", &cu_cross_entropy, py::arg("logits"), py::arg("target"), py::arg("reduction"),
+        py::arg("ignore_index") = -100, pre);
+  m.def("cross_entropy_backward", &cu_cross_entropy_bwd, py::arg("logits"), py::arg("target"), py::arg("reduction"),
+        py::arg("grad_out"), py::arg("ignore_index") = -100, pre);
   m.def("layer_norm", &cu_layer_norm, pre);
   m.def("layer_norm_backward", &cu_layer_norm_bwd, pre);
   m.def("embedding", &cu_embedding, py::arg("indices"), py::arg("weight"), pre);

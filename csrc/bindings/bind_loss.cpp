@@ -191,7 +191,7 @@ CeArgs ce_args(py::handle x_, py::handle t_, const char* op) {
   return a;
 }
 
-py::object py_cross_entropy(bool oracle, py::handle x_, py::handle t_, py::handle red_) {
+py::object py_cross_entropy(bool oracle, py::handle x_, py::handle t_, py::handle red_, int64_t ignore) {
   const Reduction r = parse_reduction(red_, "cross_entropy");
   CeArgs a = ce_args(x_, t_, "cross_entropy");
   Tensor out;
@@ -200,15 +200,16 @@ py::object py_cross_entropy(bool oracle, py::handle x_, py::handle t_, py::handl
   {
     py::gil_scoped_release nogil;
     if (a.x.dtype == DType::f32)
-      v = (oracle ? ref::cross_entropy_fwd<float> : cross_entropy_fwd<float>)(out.data<float>(), a.x.data<float>(), a.t.ptr, a.t64, a.N, a.C, r);
+      v = (oracle ? ref::cross_entropy_fwd<float> : cross_entropy_fwd<float>)(out.data<float>(), a.x.data<float>(), a.t.ptr, a.t64, a.N, a.C, r, ignore);
     else
-      v = (oracle ? ref::cross_entropy_fwd<double> : cross_entropy_fwd<double>)(out.data<double>(), a.x.data<double>(), a.t.ptr, a.t64, a.N, a.C, r);
+      v = (oracle ? ref::cross_entropy_fwd<double> : cross_entropy_fwd<double>)(out.data<double>(), a.x.data<double>(), a.t.ptr, a.t64, a.N, a.C, r, ignore);
   }
   if (r == Reduction::none) return out.arr;
   return py::float_(v);
 }
 
-py::object py_cross_entropy_bwd(bool oracle, py::handle x_, py::handle t_, py::handle red_, py::handle go_) {
+py::object py_cross_entropy_bwd(bool oracle, py::handle x_, py::handle t_, py::handle red_, py::handle go_,
+                                int64_t ignore) {
   const char* op = "cross_entropy_backward";
   const Reduction r = parse_reduction(red_, op);
   CeArgs a = ce_args(x_, t_, op);
@@ -222,10 +223,10 @@ py::object py_cross_entropy_bwd(bool oracle, py::handle x_, py::handle t_, py::h
     py::gil_scoped_release nogil;
     if (a.x.dtype == DType::f32)
       (oracle ? ref::cross_entropy_bwd<float> : cross_entropy_bwd<float>)(gx.data<float>(), a.x.data<float>(), a.t.ptr, a.t64,
-                               have_g ? g.data<float>() : nullptr, gs, a.N, a.C, r);
+                               have_g ? g.data<float>() : nullptr, gs, a.N, a.C, r, ignore);
     else
       (oracle ? ref::cross_entropy_bwd<double> : cross_entropy_bwd<double>)(gx.data<double>(), a.x.data<double>(), a.t.ptr, a.t64,
-                                have_g ? g.data<double>() : nullptr, gs, a.N, a.C, r);
+                                have_g ? g.data<double>() : nullptr, gs, a.N, a.C, r, ignore);
   }
   return gx.arr;
 }
@@ -253,23 +254,26 @@ void bind_loss(py::module_& m) {
           return py_elementwise_bwd(Elementwise::bce, false, x, y, r, g);
         },
         py::arg("logits"), py::arg("target"), py::arg("reduction"), py::arg("grad_out"));
-  m.def("cross_entropy", [](py::handle x, py::handle t, py::handle r) {
-    return py_cross_entropy(false, x, t, r);
-  }, py::arg("logits"), py::arg("target"), py::arg("reduction"));
-  m.def("cross_entropy_backward", [](py::handle x, py::handle t, py::handle r, py::handle g) {
-    return py_cross_entropy_bwd(false, x, t, r, g);
-  }, py::arg("logits"), py::arg("target"), py::arg("reduction"), py::arg("grad_out"));
+  m.def("cross_entropy", [](py::handle x, py::handle t, py::handle r, int64_t ignore) {
+    return py_cross_entropy(false, x, t, r, ignore);
+  }, py::arg("logits"), py::arg("target"), py::arg("reduction"), py::arg("ignore_index") = -100);
+  m.def("cross_entropy_backward", [](py::handle x, py::handle t, py::handle r, py::handle g, int64_t ignore) {
+    return py_cross_entropy_bwd(false, x, t, r, g, ignore);
+  }, py::arg("logits"), py::arg("target"), py::arg("reduction"), py::arg("grad_out"), py::arg("ignore_index") = -100);
 
-  // Internal: the scalar reference kernels (the oracle in tests); kind "mse", "bce" or "ce".
-  m.def("loss_ref", [](const std::string& kind, py::handle x, py::handle t, py::handle r) {
-    if (kind == "ce") return py_cross_entropy(true, x, t, r);
+  // Internal: the scalar reference kernels (the oracle in tests); kind "mse", "bce" or "ce"
+  // (ignore_index applies to "ce" only).
+  m.def("loss_ref", [](const std::string& kind, py::handle x, py::handle t, py::handle r, int64_t ignore) {
+    if (kind == "ce") return py_cross_entropy(true, x, t, r, ignore);
     return py_elementwise(parse_elementwise(kind), true, x, t, r);
-  });
+  }, py::arg("kind"), py::arg("x"), py::arg("t"), py::arg("reduction"), py::arg("ignore_index") = -100);
   m.def("loss_ref_backward",
-        [](const std::string& kind, py::handle x, py::handle t, py::handle r, py::handle g) {
-          if (kind == "ce") return py_cross_entropy_bwd(true, x, t, r, g);
+        [](const std::string& kind, py::handle x, py::handle t, py::handle r, py::handle g, int64_t ignore) {
+          if (kind == "ce") return py_cross_entropy_bwd(true, x, t, r, g, ignore);
           return py_elementwise_bwd(parse_elementwise(kind), true, x, t, r, g);
-        });
+        },
+        py::arg("kind"), py::arg("x"), py::arg("t"), py::arg("reduction"), py::arg("grad_out"),
+        py::arg("ignore_index") = -100);
 }
 
 }  // namespace nnk::bind

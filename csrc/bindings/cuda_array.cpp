@@ -531,6 +531,21 @@ py::tuple shape_tuple(const std::vector<index_t>& s) {
 
 py::dtype np_dtype(const DeviceArray& a) { return py::dtype(elem_name(a)); }
 
+// A device array's elements copied into a new C-contiguous host array (waits).
+py::array to_host(const DevTensor& t) {
+  const std::string name =
+      t.index_bits ? (t.index_bits == 32 ? "int32" : "int64") : t.boolean ? "bool" : dtype_name(t.dtype);
+  py::array h(py::dtype(name), std::vector<py::ssize_t>(t.shape.begin(), t.shape.end()));
+#if defined(NNK_WITH_CUDA)
+  const size_t bytes = size_t(t.numel() * t.item_size());
+  const DevTensor c = t.is_contiguous() ? t : dev_contiguous(t);
+  if (bytes) nnk::cuda::copy_d2h(h.mutable_data(), c.ptr, bytes);
+#else
+  no_cuda();
+#endif
+  return h;
+}
+
 // The __cuda_array_interface__ typestr of a's elements.
 const char* typestr(const DeviceArray& a) {
   if (a.index_bits) return a.index_bits == 32 ? "<i4" : "<i8";
@@ -801,22 +816,10 @@ void bind_cuda_array(py::module_& m) {
                ", device=cuda:" + std::to_string(a.device) + ")";
       })
       .def("numpy", [](const DeviceArray& a) {
-        py::array h(np_dtype(a), std::vector<py::ssize_t>(a.shape.begin(), a.shape.end()));
-#if defined(NNK_WITH_CUDA)
-        const size_t bytes = size_t(a.numel() * a.item_size());
-        if (!contiguous_strides(a.shape, a.strides)) {
-          DevTensor v;
-          v.ptr = a.ptr; v.dtype = a.dtype; v.index_bits = a.index_bits; v.boolean = a.boolean;
-          v.shape = a.shape; v.strides = a.strides;
-          DevTensor c = dev_contiguous(v);
-          nnk::cuda::copy_d2h(h.mutable_data(), c.ptr, bytes);
-        } else {
-          nnk::cuda::copy_d2h(h.mutable_data(), a.ptr, bytes);
-        }
-#else
-        no_cuda();
-#endif
-        return h;
+        DevTensor v;
+        v.ptr = a.ptr; v.dtype = a.dtype; v.index_bits = a.index_bits; v.boolean = a.boolean;
+        v.shape = a.shape; v.strides = a.strides;
+        return to_host(v);
       }, "Copy to a new host numpy array (waits for the kernels writing it).");
 
   m.def("cuda_asarray", &asarray);
@@ -841,6 +844,8 @@ void bind_cuda_array(py::module_& m) {
 #endif
     return res;
   });
+  // The nn layers' host copy of a CUDA mask of any kind (bool / float32 / float64).
+  m.def("_cuda_mask_to_host", [](py::handle obj) { return to_host(as_device_mask(obj, "mask")); });
   m.def("cuda_synchronize", [] {
 #if defined(NNK_WITH_CUDA)
     require_cuda();

@@ -90,16 +90,21 @@ double loss_sum(DType dt, LossKind k, const void* x, const void* t, index_t n);
 void loss_backward(DType dt, LossKind k, void* dx, const void* x, const void* t, const void* g,
                    double scale, index_t n);
 // Class-index targets t (int32 / int64 by bits, element stride ts): the first n < N with
-// t[n] outside [0, C), or -1; waits. read_class copies one target to the host.
-index_t first_bad_class(const void* t, int bits, index_t ts, index_t N, index_t C);
+// t[n] outside [0, C), or -1; waits. With `ignore` given, targets equal to *ignore are
+// allowed, and *n_ignored (when given) receives their count. read_class copies one target
+// to the host.
+index_t first_bad_class(const void* t, int bits, index_t ts, index_t N, index_t C, const long long* ignore = nullptr,
+                        index_t* n_ignored = nullptr);
 long long read_class(const void* t, int bits, index_t ts, index_t n);
 // Cross-entropy of logits x (N, C) contiguous: per-row losses (T), their sum in double
-// (waits), and dx = (softmax(x) - onehot(t)) * (g ? g[n * gs] : scale).
+// (waits), and dx = (softmax(x) - onehot(t)) * (g ? g[n * gs] : scale). Rows whose target
+// equals `ignore` give loss 0 and a zero gradient row.
 void cross_entropy_none(DType dt, void* loss, const void* x, index_t N, index_t C, const void* t, int bits,
-                        index_t ts);
-double cross_entropy_sum(DType dt, const void* x, index_t N, index_t C, const void* t, int bits, index_t ts);
+                        index_t ts, long long ignore);
+double cross_entropy_sum(DType dt, const void* x, index_t N, index_t C, const void* t, int bits, index_t ts,
+                         long long ignore);
 void cross_entropy_backward(DType dt, void* dx, const void* x, index_t N, index_t C, const void* t, int bits,
-                            index_t ts, const void* g, index_t gs, double scale);
+                            index_t ts, long long ignore, const void* g, index_t gs, double scale);
 
 // ---- layer norm (norm.cu) ----
 // rows x D contiguous; w, b may be null; mean and rstd (length rows) are written.

@@ -118,24 +118,37 @@ __device__ __forceinline__ long long target_at(const void* t, int bits, index_t 
   return bits == 32 ? (long long)(static_cast<const int*>(t)[n * ts]) : static_cast<const long long*>(t)[n * ts];
 }
 
+// flags[0]: the first bad position (atomicMin); flags[1]: the number of ignored targets.
 __global__ void first_bad_target(const void* __restrict__ t, int bits, index_t ts, index_t N, index_t C,
-                                 unsigned long long* __restrict__ first) {
+                                 bool has_ignore, long long ignore, unsigned long long* __restrict__ flags) {
+  unsigned long long ignored = 0;
   for (index_t n = blockIdx.x * index_t(blockDim.x) + threadIdx.x; n < N; n += index_t(gridDim.x) * blockDim.x) {
     const long long v = target_at(t, bits, ts, n);
-    if (v < 0 || v >= C) atomicMin(first, (unsigned long long)n);
+    if (has_ignore && v == ignore) ++ignored;
+    else if (v < 0 || v >= C) atomicMin(flags, (unsigned long long)n);
   }
+  if (ignored) atomicAdd(flags + 1, ignored);
 }
 
 // Per row: loss_n (T) or, with dx, the gradient row.
 template <typename T>
 __global__ void ce_rows_kernel(T* __restrict__ loss, T* __restrict__ dx, const T* __restrict__ x, index_t N,
-                               index_t C, const void* __restrict__ t, int bits, index_t ts,
+                               index_t C, const void* __restrict__ t, int bits, index_t ts, long long ignore,
                                const T* __restrict__ g, index_t gs, T scale) {
   const index_t r = index_t(blockIdx.x) * kRowWarps + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (r >= N) return;
   const T* xr = x + r * C;
-  const index_t tr = index_t(target_at(t, bits, ts, r));
+  const long long tl = target_at(t, bits, ts, r);
+  if (tl == ignore) {  // the whole warp takes this branch
+    if (!dx) {
+      if (lane == 0) loss[r] = T(0);
+    } else {
+      for (index_t c = lane; c < C; c += 32) dx[r * C + c] = T(0);
+    }
+    return;
+  }
+  const index_t tr = index_t(tl);
   T mx = -INFINITY;
   for (index_t c = lane; c < C; c += 32) mx = fmax(mx, xr[c]);
   mx = dev::warp_max(mx);
@@ -153,11 +166,11 @@ __global__ void ce_rows_kernel(T* __restrict__ loss, T* __restrict__ dx, const T
 }
 
 template <typename T>
-void ce_rows(T* loss, T* dx, const T* x, index_t N, index_t C, const void* t, int bits, index_t ts,
+void ce_rows(T* loss, T* dx, const T* x, index_t N, index_t C, const void* t, int bits, index_t ts, long long ignore,
              const T* g, index_t gs, double scale) {
   if (N == 0) return;
   const Launch l = rows_launch(N);
-  ce_rows_kernel<T><<<unsigned(l.grid_x), l.block>>>(loss, dx, x, N, C, t, bits, ts, g, gs, T(scale));
+  ce_rows_kernel<T><<<unsigned(l.grid_x), l.block>>>(loss, dx, x, N, C, t, bits, ts, ignore, g, gs, T(scale));
   CUDA_CHECK(cudaGetLastError());
 }
 
@@ -196,16 +209,20 @@ void loss_backward(DType dt, LossKind k, void* dx, const void* x, const void* t,
   CUDA_CHECK(cudaGetLastError());
 }
 
-index_t first_bad_class(const void* t, int bits, index_t ts, index_t N, index_t C) {
+index_t first_bad_class(const void* t, int bits, index_t ts, index_t N, index_t C, const long long* ignore,
+                        index_t* n_ignored) {
+  if (n_ignored) *n_ignored = 0;
   if (N == 0) return -1;
-  DeviceScratch flag(sizeof(unsigned long long));
-  unsigned long long none = ~0ull, r = 0;
-  copy_h2d(flag.p, &none, sizeof(none));
+  DeviceScratch flags(2 * sizeof(unsigned long long));
+  unsigned long long init[2] = {~0ull, 0}, r[2] = {0, 0};
+  copy_h2d(flags.p, init, sizeof(init));
   const Launch l = elementwise_launch(N);
-  first_bad_target<<<unsigned(l.grid_x), l.block>>>(t, bits, ts, N, C, static_cast<unsigned long long*>(flag.p));
+  first_bad_target<<<unsigned(l.grid_x), l.block>>>(t, bits, ts, N, C, ignore != nullptr, ignore ? *ignore : 0,
+                                                    static_cast<unsigned long long*>(flags.p));
   CUDA_CHECK(cudaGetLastError());
-  copy_d2h(&r, flag.p, sizeof(r));
-  return r == none ? index_t(-1) : index_t(r);
+  copy_d2h(r, flags.p, sizeof(r));
+  if (n_ignored) *n_ignored = index_t(r[1]);
+  return r[0] == init[0] ? index_t(-1) : index_t(r[0]);
 }
 
 long long read_class(const void* t, int bits, index_t ts, index_t n) {
@@ -220,27 +237,30 @@ long long read_class(const void* t, int bits, index_t ts, index_t n) {
 }
 
 void cross_entropy_none(DType dt, void* loss, const void* x, index_t N, index_t C, const void* t, int bits,
-                        index_t ts) {
+                        index_t ts, long long ignore) {
   if (dt == DType::f32)
-    ce_rows<float>(static_cast<float*>(loss), nullptr, static_cast<const float*>(x), N, C, t, bits, ts, nullptr, 0, 0.0);
+    ce_rows<float>(static_cast<float*>(loss), nullptr, static_cast<const float*>(x), N, C, t, bits, ts, ignore,
+                   nullptr, 0, 0.0);
   else
-    ce_rows<double>(static_cast<double*>(loss), nullptr, static_cast<const double*>(x), N, C, t, bits, ts, nullptr, 0, 0.0);
+    ce_rows<double>(static_cast<double*>(loss), nullptr, static_cast<const double*>(x), N, C, t, bits, ts, ignore,
+                    nullptr, 0, 0.0);
 }
 
-double cross_entropy_sum(DType dt, const void* x, index_t N, index_t C, const void* t, int bits, index_t ts) {
+double cross_entropy_sum(DType dt, const void* x, index_t N, index_t C, const void* t, int bits, index_t ts,
+                         long long ignore) {
   DeviceScratch rows(size_t(std::max<index_t>(N, 1) * dtype_size(dt)));
-  cross_entropy_none(dt, rows.p, x, N, C, t, bits, ts);
+  cross_entropy_none(dt, rows.p, x, N, C, t, bits, ts, ignore);
   if (dt == DType::f32) return device_sum(N, Values<float>{static_cast<const float*>(rows.p)});
   return device_sum(N, Values<double>{static_cast<const double*>(rows.p)});
 }
 
 void cross_entropy_backward(DType dt, void* dx, const void* x, index_t N, index_t C, const void* t, int bits,
-                            index_t ts, const void* g, index_t gs, double scale) {
+                            index_t ts, long long ignore, const void* g, index_t gs, double scale) {
   if (dt == DType::f32)
-    ce_rows<float>(nullptr, static_cast<float*>(dx), static_cast<const float*>(x), N, C, t, bits, ts,
+    ce_rows<float>(nullptr, static_cast<float*>(dx), static_cast<const float*>(x), N, C, t, bits, ts, ignore,
                    static_cast<const float*>(g), gs, scale);
   else
-    ce_rows<double>(nullptr, static_cast<double*>(dx), static_cast<const double*>(x), N, C, t, bits, ts,
+    ce_rows<double>(nullptr, static_cast<double*>(dx), static_cast<const double*>(x), N, C, t, bits, ts, ignore,
                     static_cast<const double*>(g), gs, scale);
 }
 

@@ -166,25 +166,27 @@ def mse_loss_backward(input, target, reduction="mean", grad_out=None):
     return _C.mse_loss_backward(input, target, reduction, grad_out)
 
 
-def cross_entropy(logits, target, reduction="mean"):
+def cross_entropy(logits, target, reduction="mean", ignore_index=-100):
     """``F.cross_entropy`` with class-index targets: ``logsumexp(logits[n]) - logits[n, t_n]``.
 
     logits: (N, C) float, or (C,) unbatched; target: (N,) int32/int64 class indices in
-    [0, C) (``()`` for unbatched; IndexError otherwise: there is no ``ignore_index``, so
-    torch's default -100 is an error too). reduction: "mean" (over N), "sum" (Python
-    floats) or "none" ((N,) or ()).
+    [0, C) (``()`` for unbatched), or equal to ``ignore_index`` (any integer, torch's default
+    -100): such a target gives loss 0, a zero gradient row, and is left out of the mean
+    (a mean over no kept target is NaN, as torch). Any other target is an IndexError.
+    reduction: "mean" (over the kept targets), "sum" (Python floats) or "none" ((N,) or ()).
     """
-    return _C.cross_entropy(logits, target, reduction)
+    return _C.cross_entropy(logits, target, reduction, ignore_index)
 
 
-def cross_entropy_backward(logits, target, reduction="mean", grad_out=None):
+def cross_entropy_backward(logits, target, reduction="mean", grad_out=None, ignore_index=-100):
     """Gradient of ``cross_entropy`` with respect to ``logits``, times ``grad_out``.
 
     grad_out: a scalar for "mean"/"sum", an (N,) array (``()`` unbatched) for "none"; None
     means 1. Returns logits' shape: ``(softmax(logits) - onehot(target)) * grad_out``
-    (``/ N`` for "mean").
+    (``/ count`` of the kept targets for "mean"); rows whose target is ``ignore_index``
+    are zero.
     """
-    return _C.cross_entropy_backward(logits, target, reduction, grad_out)
+    return _C.cross_entropy_backward(logits, target, reduction, grad_out, ignore_index)
 
 
 def binary_cross_entropy_with_logits(logits, target, reduction="mean"):

@@ -93,16 +93,23 @@ double elementwise_sum(Sum sum, const T* x, const T* y, index_t n) {
   });
 }
 
+// Checks every target not equal to `ignore` against [0, C); returns how many are not ignored
+// (the count "mean" divides by).
 template <typename I>
-void check_targets(const I* t, index_t N, index_t C) {
-  for (index_t n = 0; n < N; ++n)
+index_t check_targets(const I* t, index_t N, index_t C, int64_t ignore) {
+  index_t kept = 0;
+  for (index_t n = 0; n < N; ++n) {
+    if (int64_t(t[n]) == ignore) continue;
     if (t[n] < 0 || t[n] >= C)
       throw target_out_of_range(n, int64_t(t[n]), C);
+    ++kept;
+  }
+  return kept;
 }
 
-void check_targets(const void* t, bool t64, index_t N, index_t C) {
-  if (t64) check_targets(static_cast<const int64_t*>(t), N, C);
-  else check_targets(static_cast<const int32_t*>(t), N, C);
+index_t check_targets(const void* t, bool t64, index_t N, index_t C, int64_t ignore) {
+  if (t64) return check_targets(static_cast<const int64_t*>(t), N, C, ignore);
+  return check_targets(static_cast<const int32_t*>(t), N, C, ignore);
 }
 
 }  // namespace
@@ -161,12 +168,12 @@ void bce_logits_bwd(T* gx, const T* x, const T* t, const T* g, double g_scalar, 
 
 template <typename T>
 double cross_entropy_fwd(T* out, const T* x, const void* target, bool t64, index_t N, index_t C,
-                         Reduction r) {
-  check_targets(target, t64, N, C);
+                         Reduction r, int64_t ignore) {
+  const index_t kept = check_targets(target, t64, N, C, ignore);
   const LossKernels<T>& k = loss_kernels<T>();
   const auto rows = [&](T* o, index_t b, index_t e) {
-    return t64 ? k.ce_fwd_i64(o, x + b * C, static_cast<const int64_t*>(target) + b, e - b, C)
-               : k.ce_fwd_i32(o, x + b * C, static_cast<const int32_t*>(target) + b, e - b, C);
+    return t64 ? k.ce_fwd_i64(o, x + b * C, static_cast<const int64_t*>(target) + b, e - b, C, ignore)
+               : k.ce_fwd_i32(o, x + b * C, static_cast<const int32_t*>(target) + b, e - b, C, ignore);
   };
   const index_t row_elems = std::max<index_t>(C, 1);
   if (r == Reduction::none) {
@@ -178,24 +185,25 @@ double cross_entropy_fwd(T* out, const T* x, const void* target, bool t64, index
   const double total = chunked_sum(ceil_div(N, rpc), grain, [&](index_t c) {
     return rows(nullptr, c * rpc, std::min(N, (c + 1) * rpc));
   });
-  return finish<T>(total, N, r);
+  return finish<T>(total, kept, r);
 }
 
 template <typename T>
 void cross_entropy_bwd(T* gx, const T* x, const void* target, bool t64, const T* g,
-                       double g_scalar, index_t N, index_t C, Reduction r) {
-  check_targets(target, t64, N, C);
+                       double g_scalar, index_t N, index_t C, Reduction r, int64_t ignore) {
+  const index_t kept = check_targets(target, t64, N, C, ignore);
   const LossKernels<T>& k = loss_kernels<T>();
+  // kept == 0 under "mean": every row is ignored (zero), so the scale is never used.
   const T scale = r == Reduction::none ? T(1)
                   : r == Reduction::sum ? T(g_scalar)
-                                        : T(g_scalar / double(N));
+                                        : T(kept ? g_scalar / double(kept) : 0.0);
   const T* gp = r == Reduction::none ? g : nullptr;
   parallel_for(N, ceil_div(kGrainElems, std::max<index_t>(C, 1)), [&](index_t b, index_t e) {
     const T* gb = gp ? gp + b : nullptr;
     if (t64)
-      k.ce_bwd_i64(gx + b * C, x + b * C, static_cast<const int64_t*>(target) + b, gb, scale, e - b, C);
+      k.ce_bwd_i64(gx + b * C, x + b * C, static_cast<const int64_t*>(target) + b, gb, scale, e - b, C, ignore);
     else
-      k.ce_bwd_i32(gx + b * C, x + b * C, static_cast<const int32_t*>(target) + b, gb, scale, e - b, C);
+      k.ce_bwd_i32(gx + b * C, x + b * C, static_cast<const int32_t*>(target) + b, gb, scale, e - b, C, ignore);
   });
 }
 
@@ -203,15 +211,17 @@ template double mse_loss_fwd<float>(float*, const float*, const float*, index_t,
 template void mse_loss_bwd<float>(float*, const float*, const float*, const float*, double, index_t, Reduction);
 template double bce_logits_fwd<float>(float*, const float*, const float*, index_t, Reduction);
 template void bce_logits_bwd<float>(float*, const float*, const float*, const float*, double, index_t, Reduction);
-template double cross_entropy_fwd<float>(float*, const float*, const void*, bool, index_t, index_t, Reduction);
+template double cross_entropy_fwd<float>(float*, const float*, const void*, bool, index_t, index_t, Reduction,
+                                         int64_t);
 template void cross_entropy_bwd<float>(float*, const float*, const void*, bool, const float*, double, index_t, index_t,
-                                      Reduction);
+                                      Reduction, int64_t);
 template double mse_loss_fwd<double>(double*, const double*, const double*, index_t, Reduction);
 template void mse_loss_bwd<double>(double*, const double*, const double*, const double*, double, index_t, Reduction);
 template double bce_logits_fwd<double>(double*, const double*, const double*, index_t, Reduction);
 template void bce_logits_bwd<double>(double*, const double*, const double*, const double*, double, index_t, Reduction);
-template double cross_entropy_fwd<double>(double*, const double*, const void*, bool, index_t, index_t, Reduction);
+template double cross_entropy_fwd<double>(double*, const double*, const void*, bool, index_t, index_t, Reduction,
+                                          int64_t);
 template void cross_entropy_bwd<double>(double*, const double*, const void*, bool, const double*, double, index_t, index_t,
-                                      Reduction);
+                                      Reduction, int64_t);
 
 }  // namespace nnk

@@ -3,15 +3,17 @@
 //   mse_loss:   l_i = (x_i - y_i)^2                                   x, y: any shape, n elements
 //   cross_entropy (class-index targets):
 //               l_n = logsumexp_c(x[n, :]) - x[n, t_n]               x (N, C), t (N,) int32/int64
+//               l_n = 0 (and a zero gradient row) where t_n == ignore_index, as torch
 //   binary_cross_entropy_with_logits:
 //               l_i = max(x_i, 0) - x_i * t_i + log1p(exp(-|x_i|))   x, t: any shape, n elements
 //
 //   reduction: none -> out[i] = l_i (the unreduced shape); sum -> sum_i l_i; mean -> sum / count
-//   (count = n for mse/bce, N for cross_entropy; count 0 gives NaN, as torch).
+//   (count = n for mse/bce; for cross_entropy the number of targets not equal to ignore_index;
+//   count 0 gives NaN, as torch).
 //   Backward: grad_in = d(loss)/d(x) * g, where g is the scalar grad_out for mean/sum and the
 //   array grad_out (the unreduced shape; null means ones) for none:
 //     mse:  2 (x - y) g (/ n for mean)
-//     ce:   (softmax(x[n, :]) - onehot(t_n)) g_n (/ N for mean)
+//     ce:   (softmax(x[n, :]) - onehot(t_n)) g_n (/ count for mean; 0 where t_n is ignored)
 //     bce:  (sigmoid(x) - t) g (/ n for mean)
 //
 // All pointers are C-contiguous (the bindings make them so). Outputs are written with `=`.
@@ -51,14 +53,15 @@ template <typename T>
 void bce_logits_bwd(T* gx, const T* x, const T* t, const T* g, double g_scalar, index_t n,
                     Reduction r);
 
-// target: N int32 (t64 false) or int64 (t64 true) class indices; every one is checked to lie
-// in [0, C) before any logit is read (IndexError naming the first bad position otherwise).
+// target: N int32 (t64 false) or int64 (t64 true) class indices; every one not equal to
+// `ignore` (torch's ignore_index, any value) is checked to lie in [0, C) before any logit is
+// read (IndexError naming the first bad position otherwise).
 template <typename T>
 double cross_entropy_fwd(T* out, const T* x, const void* target, bool t64, index_t N, index_t C,
-                         Reduction r);
+                         Reduction r, int64_t ignore);
 template <typename T>
 void cross_entropy_bwd(T* gx, const T* x, const void* target, bool t64, const T* g,
-                       double g_scalar, index_t N, index_t C, Reduction r);
+                       double g_scalar, index_t N, index_t C, Reduction r, int64_t ignore);
 
 // --- per-ISA chunk kernels (loss_kernels.inl, single-threaded) --------------------------
 // *_none write l_i; *_sum return sum l_i in double; *_bwd write grad with
@@ -71,13 +74,14 @@ struct LossKernels {
   void (*bce_none)(T* out, const T* x, const T* t, index_t n);
   double (*bce_sum)(const T* x, const T* t, index_t n);
   void (*bce_bwd)(T* gx, const T* x, const T* t, const T* g, T scale, index_t n);
-  // ce_fwd: writes l_n to out when out is not null; returns sum_n l_n.
-  double (*ce_fwd_i32)(T* out, const T* x, const int32_t* t, index_t rows, index_t C);
-  double (*ce_fwd_i64)(T* out, const T* x, const int64_t* t, index_t rows, index_t C);
+  // ce_fwd: writes l_n to out when out is not null; returns sum_n l_n. Rows whose target
+  // equals `ignore` give l_n = 0 and a zero gradient row (their logits are not read).
+  double (*ce_fwd_i32)(T* out, const T* x, const int32_t* t, index_t rows, index_t C, int64_t ignore);
+  double (*ce_fwd_i64)(T* out, const T* x, const int64_t* t, index_t rows, index_t C, int64_t ignore);
   void (*ce_bwd_i32)(T* gx, const T* x, const int32_t* t, const T* g, T scale, index_t rows,
-                     index_t C);
+                     index_t C, int64_t ignore);
   void (*ce_bwd_i64)(T* gx, const T* x, const int64_t* t, const T* g, T scale, index_t rows,
-                     index_t C);
+                     index_t C, int64_t ignore);
 };
 
 namespace cpu {
@@ -109,10 +113,10 @@ void bce_logits_bwd(T* gx, const T* x, const T* t, const T* g, double g_scalar, 
                     Reduction r);
 template <typename T>
 double cross_entropy_fwd(T* out, const T* x, const void* target, bool t64, index_t N, index_t C,
-                         Reduction r);
+                         Reduction r, int64_t ignore);
 template <typename T>
 void cross_entropy_bwd(T* gx, const T* x, const void* target, bool t64, const T* g,
-                       double g_scalar, index_t N, index_t C, Reduction r);
+                       double g_scalar, index_t N, index_t C, Reduction r, int64_t ignore);
 }  // namespace ref
 
 }  // namespace nnk

@@ -190,9 +190,13 @@ inline double row_sumexp(T* e, const T* x, index_t C, T m) {
 
 // l_n = (m - x[n, t_n]) + log(sum_c exp(x[n, c] - m)), m the row max.
 template <typename T, typename I>
-double ce_fwd(T* out, const T* x, const I* t, index_t rows, index_t C) {
+double ce_fwd(T* out, const T* x, const I* t, index_t rows, index_t C, int64_t ignore) {
   double total = 0.0;
   for (index_t n = 0; n < rows; ++n) {
+    if (int64_t(t[n]) == ignore) {
+      if (out) out[n] = T(0);
+      continue;
+    }
     const T* xn = x + n * C;
     const T m = row_max(xn, C);
     const double s = row_sumexp<T>(nullptr, xn, C, m);
@@ -205,10 +209,14 @@ double ce_fwd(T* out, const T* x, const I* t, index_t rows, index_t C) {
 
 // grad[n, c] = (exp(x[n, c] - m) / s - [c == t_n]) g_n
 template <typename T, typename I>
-void ce_bwd(T* gx, const T* x, const I* t, const T* g, T scale, index_t rows, index_t C) {
+void ce_bwd(T* gx, const T* x, const I* t, const T* g, T scale, index_t rows, index_t C, int64_t ignore) {
   for (index_t n = 0; n < rows; ++n) {
     const T* xn = x + n * C;
     T* gn = gx + n * C;
+    if (int64_t(t[n]) == ignore) {
+      for (index_t c = 0; c < C; ++c) gn[c] = T(0);
+      continue;
+    }
     const T m = row_max(xn, C);
     const double s = row_sumexp(gn, xn, C, m);
     const double gv = g ? double(scale) * double(g[n]) : double(scale);

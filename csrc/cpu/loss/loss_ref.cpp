@@ -34,12 +34,20 @@ T bce1(T x, T t) {
   return (x > T(0) ? x : T(0)) - x * t + std::log1p(std::exp(-std::fabs(x)));
 }
 
-template <typename T>
-T target_at(const void* target, bool t64, index_t n, index_t C) {
-  const int64_t t = t64 ? static_cast<const int64_t*>(target)[n] : static_cast<const int32_t*>(target)[n];
-  if (t < 0 || t >= C)
-    throw target_out_of_range(n, t, C);
-  return T(t);
+int64_t target_at(const void* target, bool t64, index_t n) {
+  return t64 ? static_cast<const int64_t*>(target)[n] : static_cast<const int32_t*>(target)[n];
+}
+
+// Every target not equal to ignore lies in [0, C) (IndexError otherwise); returns their count.
+index_t kept_targets(const void* target, bool t64, index_t N, index_t C, int64_t ignore) {
+  index_t kept = 0;
+  for (index_t n = 0; n < N; ++n) {
+    const int64_t t = target_at(target, t64, n);
+    if (t == ignore) continue;
+    if (t < 0 || t >= C) throw target_out_of_range(n, t, C);
+    ++kept;
+  }
+  return kept;
 }
 
 // log(sum_c exp(x[c] - m)) + m with m the row max.
@@ -93,24 +101,30 @@ void bce_logits_bwd(T* gx, const T* x, const T* t, const T* g, double g_scalar, 
 
 template <typename T>
 double cross_entropy_fwd(T* out, const T* x, const void* target, bool t64, index_t N, index_t C,
-                         Reduction r) {
+                         Reduction r, int64_t ignore) {
+  const index_t kept = kept_targets(target, t64, N, C, ignore);
   double total = 0.0;
   for (index_t n = 0; n < N; ++n) {
-    const index_t t = index_t(target_at<T>(target, t64, n, C));
-    const double l = logsumexp(x + n * C, C) - double(x[n * C + t]);
+    const int64_t t = target_at(target, t64, n);
+    const double l = t == ignore ? 0.0 : logsumexp(x + n * C, C) - double(x[n * C + t]);
     if (r == Reduction::none) out[n] = T(l);
     else total += l;
   }
-  return r == Reduction::none ? 0.0 : finish<T>(total, N, r);
+  return r == Reduction::none ? 0.0 : finish<T>(total, kept, r);
 }
 
 template <typename T>
 void cross_entropy_bwd(T* gx, const T* x, const void* target, bool t64, const T* g,
-                       double g_scalar, index_t N, index_t C, Reduction r) {
+                       double g_scalar, index_t N, index_t C, Reduction r, int64_t ignore) {
+  const index_t kept = kept_targets(target, t64, N, C, ignore);
   for (index_t n = 0; n < N; ++n) {
-    const index_t t = index_t(target_at<T>(target, t64, n, C));
+    const int64_t t = target_at(target, t64, n);
+    if (t == ignore) {
+      for (index_t c = 0; c < C; ++c) gx[n * C + c] = T(0);
+      continue;
+    }
     const double lse = logsumexp(x + n * C, C);
-    const T gn = grad_at(g, g_scalar, n, N, r);
+    const T gn = grad_at(g, g_scalar, n, kept, r);
     for (index_t c = 0; c < C; ++c)
       gx[n * C + c] = (T(std::exp(double(x[n * C + c]) - lse)) - T(c == t ? 1 : 0)) * gn;
   }
@@ -120,14 +134,16 @@ template double mse_loss_fwd<float>(float*, const float*, const float*, index_t,
 template void mse_loss_bwd<float>(float*, const float*, const float*, const float*, double, index_t, Reduction);
 template double bce_logits_fwd<float>(float*, const float*, const float*, index_t, Reduction);
 template void bce_logits_bwd<float>(float*, const float*, const float*, const float*, double, index_t, Reduction);
-template double cross_entropy_fwd<float>(float*, const float*, const void*, bool, index_t, index_t, Reduction);
+template double cross_entropy_fwd<float>(float*, const float*, const void*, bool, index_t, index_t, Reduction,
+                                         int64_t);
 template void cross_entropy_bwd<float>(float*, const float*, const void*, bool, const float*, double, index_t, index_t,
-                                      Reduction);
+                                      Reduction, int64_t);
 template double mse_loss_fwd<double>(double*, const double*, const double*, index_t, Reduction);
 template void mse_loss_bwd<double>(double*, const double*, const double*, const double*, double, index_t, Reduction);
 template double bce_logits_fwd<double>(double*, const double*, const double*, index_t, Reduction);
 template void bce_logits_bwd<double>(double*, const double*, const double*, const double*, double, index_t, Reduction);
-template double cross_entropy_fwd<double>(double*, const double*, const void*, bool, index_t, index_t, Reduction);
+template double cross_entropy_fwd<double>(double*, const double*, const void*, bool, index_t, index_t, Reduction,
+                                          int64_t);
 template void cross_entropy_bwd<double>(double*, const double*, const void*, bool, const double*, double, index_t, index_t,
-                                      Reduction);
+                                      Reduction, int64_t);
 }  // namespace nnk::ref

@@ -3,15 +3,17 @@
 
 Masks follow torch's layer convention (True = masked out); they are turned into the op's
 convention (True = takes part) here. Attention-weight dropout is not supported (the fused
-op never forms the weights). On CUDA (``to("cuda")``) the masks are given as host arrays
-and combined on the host, then copied to the device.
+op never forms the weights). On CUDA (``to("cuda")``) the masks may be host or CUDA arrays:
+a single float mask of the module's dtype on the device is read in place by the op; any
+other CUDA mask is copied to the host (a synchronisation), combined there, and the result
+copied back to the device.
 """
 
 import math
 
 import numpy as np
 
-from .. import ops
+from .. import _C, ops
 from . import module as _module
 from .activation import GELU, ReLU
 from .dropout import Dropout
@@ -126,13 +128,35 @@ class MultiheadAttention(Module):
         """(B, n, E) -> (B, H, n, D) view."""
         return t.reshape(b, n, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
 
+    def _device_float_mask(self, m, is_attn, b, l, s, dtype):
+        """A single float CUDA mask of the module's dtype is additive in both conventions: the
+        op reads it in place (key_padding_mask (B, S) as a (B, 1, 1, S) view). None otherwise."""
+        if _C._cuda_parse(m, "mask", mask=True)["dtype"] != np.dtype(dtype).name:
+            return None
+        shape = tuple(m.shape)
+        if not is_attn:
+            return m.reshape(b, 1, 1, s) if shape == (b, s) else None
+        if shape == (l, s):
+            return m
+        return m.reshape(b, self.num_heads, l, s) if shape == (b * self.num_heads, l, s) else None
+
     def _mask(self, attn_mask, key_padding_mask, is_causal, b, l, s, dtype):
         """The op's (mask, is_causal) from torch's layer-convention masks."""
         h = self.num_heads
+        on_device = _on_device(self.in_proj_weight.data)
+        dev_masks = [m for m in (attn_mask, key_padding_mask) if m is not None and _is_cuda_array(m)]
+        if dev_masks and not on_device:
+            raise ValueError(f"{self!r} is on the host: give attn_mask and key_padding_mask as host arrays")
+        if on_device and len(dev_masks) == 1 and (attn_mask is not None or not is_causal) \
+                and (attn_mask is None) != (key_padding_mask is None):
+            direct = self._device_float_mask(dev_masks[0], attn_mask is not None, b, l, s, dtype)
+            if direct is not None:
+                return direct, False
+        # Otherwise CUDA masks are copied to the host (a synchronisation), combined there with
+        # the host ones, and the result copied back.
+        attn_mask, key_padding_mask = (_C._cuda_mask_to_host(m) if m is not None and _is_cuda_array(m) else m
+                                       for m in (attn_mask, key_padding_mask))
         am = None
-        if any(_is_cuda_array(m) for m in (attn_mask, key_padding_mask)):
-            raise NotImplementedError(f"{self!r}: give attn_mask and key_padding_mask as host arrays "
-                                      "(they are combined on the host, then copied to the device)")
         if attn_mask is not None:
             am = np.asarray(attn_mask)
             am = ~am if am.dtype == np.bool_ else am
@@ -153,7 +177,7 @@ class MultiheadAttention(Module):
             am = np.tril(np.ones((l, s), dtype=bool))
             is_causal = False
         mask = _combine(am, kpm, dtype)
-        if mask is not None and _on_device(self.in_proj_weight.data):
+        if mask is not None and on_device:
             from .. import cuda
             mask = cuda.asarray(mask)
         return mask, bool(is_causal)

@@ -74,8 +74,8 @@ class CrossEntropyLoss(Module):
     label_smoothing=0.0)`` with class-index targets.
 
     input: (N, C), (C,) or (N, C, d1, ...) (then target (N, d1, ...)); targets equal to
-    ``ignore_index`` are left out of the loss and the mean, as torch. ``weight`` and
-    ``label_smoothing`` are not supported.
+    ``ignore_index`` (any integer) are left out of the loss and the mean, as torch, on the
+    host and on CUDA. ``weight`` and ``label_smoothing`` are not supported.
     """
 
     _cuda_ok = True
@@ -93,97 +93,47 @@ class CrossEntropyLoss(Module):
         self.ignore_index = int(ignore_index)
         self._ctx = None
 
-    @staticmethod
-    def _flatten(x, t):
-        """(N, C, d...) -> (N*d..., C) logits and (N*d...,) targets; None when already 2-D."""
-        if x.ndim <= 2:
+    def _flat(self, x, t):
+        """(N, C, d...) logits -> (N*d..., C) (a transposed copy on CUDA) and (N*d...,) targets;
+        None when already 2-D or 1-D."""
+        shape = tuple(x.shape)
+        if len(shape) <= 2:
             return None
-        c = x.shape[1]
-        if t.shape != (x.shape[0],) + x.shape[2:]:
-            raise ValueError(f"CrossEntropyLoss: target of shape {t.shape} does not match input "
-                             f"of shape {x.shape} (expected {(x.shape[0],) + x.shape[2:]})")
+        c = shape[1]
+        if tuple(t.shape) != (shape[0],) + shape[2:]:
+            raise ValueError(f"CrossEntropyLoss: target of shape {tuple(t.shape)} does not match input "
+                             f"of shape {shape} (expected {(shape[0],) + shape[2:]})")
+        if _is_cuda_array(x):
+            nd = len(shape)
+            return x.transpose((0,) + tuple(range(2, nd)) + (1,)).reshape(-1, c), t.reshape(-1)
         return np.moveaxis(x, 1, -1).reshape(-1, c), t.reshape(-1)
 
-    def _forward_cuda(self, x, t):
-        """CUDA inputs: (C,), (N, C) or (N, C, d1, ...) logits (the last as a transposed copy
-        (N * d1 * ..., C)) with class-index targets. Targets equal to an ignore_index outside
-        [0, C) (the default -100) are not left out here but rejected by the op, as
-        out-of-range classes; one inside [0, C) is not supported on CUDA."""
-        shape = tuple(x.shape)
-        c = shape[1] if len(shape) > 1 else (shape[0] if shape else 0)
-        if 0 <= self.ignore_index < c:
-            raise NotImplementedError("CrossEntropyLoss: an ignore_index inside [0, C) is not on CUDA yet")
-        flat = None
-        if len(shape) > 2:
-            if tuple(t.shape) != (shape[0],) + shape[2:]:
-                raise ValueError(f"CrossEntropyLoss: target of shape {tuple(t.shape)} does not match input "
-                                 f"of shape {shape} (expected {(shape[0],) + shape[2:]})")
-            nd = len(shape)
-            flat = (x.transpose((0,) + tuple(range(2, nd)) + (1,)).reshape(-1, c), t.reshape(-1))
+    def forward(self, input, target):
+        cuda = _is_cuda_array(input)
+        x = input if cuda else np.asarray(input)
+        t = target if cuda or _is_cuda_array(target) else np.asarray(target)
+        flat = self._flat(x, t)
         x2, t2 = flat if flat is not None else (x, t)
-        loss = ops.cross_entropy(x2, t2, self.reduction)
+        loss = ops.cross_entropy(x2, t2, self.reduction, self.ignore_index)
         if self.reduction == "none" and flat is not None:
             loss = loss.reshape(tuple(t.shape))
-        self._keep((x, t, flat, None))
-        return loss
-
-    def forward(self, input, target):
-        if _is_cuda_array(input):
-            return self._forward_cuda(input, target)
-        x = np.asarray(input)
-        t = np.asarray(target)
-        flat = self._flatten(x, t)
-        x2, t2 = flat if flat is not None else (x, t)
-        keep = None
-        if t2.dtype.kind in "iu" and np.any(t2 == self.ignore_index):
-            # Leave the ignored targets out: the loss of the kept rows, the mean over them.
-            if x2.ndim == 1:
-                x2, t2 = x2[None], t2.reshape(1)
-                flat = (x2, t2)
-            keep = t2 != self.ignore_index
-            full = np.zeros(t2.shape, dtype=x.dtype)
-            full[keep] = ops.cross_entropy(x2[keep], t2[keep], "none")
-            n = int(keep.sum())
-            if self.reduction == "sum":
-                loss = float(full.sum())
-            elif self.reduction == "mean":
-                loss = float(full.sum() / n) if n else float("nan")
-            else:
-                loss = full
-        else:
-            loss = ops.cross_entropy(x2, t2, self.reduction)
-        if self.reduction == "none" and flat is not None:
-            loss = np.asarray(loss).reshape(t.shape)
-        self._keep((x, t, flat, keep))
+        self._keep((x, t, flat))
         return loss
 
     def backward(self, grad_out=None):
-        x, t, flat, keep = self._saved()
+        x, t, flat = self._saved()
         x2, t2 = flat if flat is not None else (x, t)
-        if keep is None:
-            g = grad_out
-            if g is not None and self.reduction == "none" and flat is not None:
-                g = (g if _is_cuda_array(g) else np.asarray(g)).reshape(tuple(t2.shape))
-            gx = ops.cross_entropy_backward(x2, t2, self.reduction, g)
-        else:
-            n = int(keep.sum())
-            if self.reduction == "none":
-                g = np.ones(t2.shape, x.dtype) if grad_out is None else np.asarray(grad_out, x.dtype).reshape(t2.shape)
-            else:
-                s = 1.0 if grad_out is None else float(grad_out)
-                g = np.full(t2.shape, s / n if (self.reduction == "mean" and n) else s, dtype=x.dtype)
-            g = np.where(keep, g, 0).astype(x.dtype)
-            gx = ops.cross_entropy_backward(x2, np.where(keep, t2, 0).astype(t2.dtype), "none", g)
+        g = grad_out
+        if g is not None and self.reduction == "none" and flat is not None:
+            g = (g if _is_cuda_array(g) else np.asarray(g)).reshape(tuple(t2.shape))
+        gx = ops.cross_entropy_backward(x2, t2, self.reduction, g, self.ignore_index)
         if flat is not None:
-            if x.ndim <= 2:
-                gx = gx.reshape(x.shape)
+            shape = (x.shape[0],) + tuple(x.shape[2:]) + (x.shape[1],)
+            nd = len(shape)
+            if _is_cuda_array(gx):
+                gx = gx.reshape(shape).transpose((0, nd - 1) + tuple(range(1, nd - 1))).copy()
             else:
-                shape = (x.shape[0],) + tuple(x.shape[2:]) + (x.shape[1],)
-                if _is_cuda_array(gx):
-                    nd = len(shape)
-                    gx = gx.reshape(shape).transpose((0, nd - 1) + tuple(range(1, nd - 1))).copy()
-                else:
-                    gx = np.ascontiguousarray(np.moveaxis(gx.reshape(shape), -1, 1))
+                gx = np.ascontiguousarray(np.moveaxis(gx.reshape(shape), -1, 1))
         return gx
 
     def extra_repr(self):
