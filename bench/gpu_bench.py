@@ -66,6 +66,9 @@ def cases(quick):
     a, b = rn(n, n), rn(n, n)
     out.append((f"gemm f32 n={n} (no TF32)", 2 * n ** 3,
                 lambda: ops.matmul(a, b), lambda: torch.matmul(a, b)))
+    scalar_loads = with_env("NNKERNELS_CUDA_GEMM_VEC", "0")  # the GEMM without 16-byte loads
+    out.append((f"gemm f32 n={n} (no TF32) scalar loads", 2 * n ** 3,
+                scalar_loads(lambda: ops.matmul(a, b)), lambda: torch.matmul(a, b)))
 
     def ours_tf32(a=a, b=b):
         nnkernels.cuda.set_allow_tf32(True)
@@ -135,6 +138,8 @@ def cases(quick):
     xc, wc, bc = rn(16, 64, 56, 56), rn(64, 64, 3, 3), rn(64)
     out.append(("conv2d fwd f32 (16,64,56x56,64,k3 p1)", 2 * 16 * 64 * 56 * 56 * 64 * 9,
                 lambda: ops.conv2d(xc, wc, bc, padding=1), lambda: F.conv2d(xc, wc, bc, padding=1)))
+    out.append(("conv2d fwd f32 (16,64,56x56,64,k3 p1) scalar loads", 2 * 16 * 64 * 56 * 56 * 64 * 9,
+                scalar_loads(lambda: ops.conv2d(xc, wc, bc, padding=1)), lambda: F.conv2d(xc, wc, bc, padding=1)))
 
     xl, wl, bl = rn(8192, 1024), rn(1024), rn(1024)
     out.append(("layer_norm f32 (8192, 1024)", None,

@@ -674,6 +674,62 @@ def test_gpu_matmul_batched(rng, dtype, no_tf32):
     close(ops.matmul(tcuda(a), tcuda(b2)), tcuda(a) @ tcuda(b2), dtype, factor=4)
 
 
+def _layout(x, kind, vw):
+    """x (R, C) on the GPU as: "row" C-contiguous; "col" a transposed view of a column-major
+    copy; "pad" a row-major view of a wider array (row stride a multiple of 16 bytes, the
+    columns short of it); "offset" a view starting one element past a 16-byte boundary."""
+    r, c = x.shape
+    if kind == "row":
+        return tcuda(x)
+    if kind == "col":
+        return tcuda(x.T.copy()).T
+    wide = np.zeros((r, -(-(c + 1) // vw) * vw + vw), x.dtype)
+    if kind == "pad":
+        wide[:, :c] = x
+        return tcuda(wide)[:, :c]
+    wide[:, 1:c + 1] = x
+    return tcuda(wide)[:, 1:c + 1]
+
+
+@needs_gpu
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DT)
+@pytest.mark.parametrize("tf32", [False, True])
+@pytest.mark.parametrize("M,N,K", [(132, 68, 20), (5, 130, 12), (128, 128, 8), (67, 33, 37), (4, 4, 4),
+                                   (260, 8, 124), (2, 6, 10)])
+def test_gpu_gemm_vector_loads(rng, dtype, tf32, M, N, K, no_tf32):
+    """The GEMM's 16-byte global loads (row- and column-major operands with 16-byte aligned
+    strides; groups crossing the edges of M, N and K loaded element by element) and its
+    scalar loads (misaligned bases), in every pairing, batched, against float64 products."""
+    if tf32 and dtype != np.float32:
+        return
+    vw = 16 // np.dtype(dtype).itemsize
+    a = rng.standard_normal((3, M, K)).astype(dtype)
+    b = rng.standard_normal((K, N)).astype(dtype)
+    kinds = ["row", "col", "pad", "offset"]
+    nnkernels.cuda.set_allow_tf32(tf32)
+    try:
+        for ka in kinds:
+            for kb in kinds:
+                av = _layout(a[1], ka, vw)
+                bv = _layout(b, kb, vw)
+                ref = a[1].astype(np.float64) @ b.astype(np.float64)
+                got = host(ops.matmul(av, bv))
+                if tf32:
+                    assert np.linalg.norm(got - ref) <= 2e-3 * np.linalg.norm(ref), (ka, kb)
+                else:
+                    close(got, ref, dtype, factor=max(1, K) ** 0.5)
+        # batched: the batch entries' bases are aligned or not depending on M * K
+        got = host(ops.matmul(tcuda(a), _layout(b, "pad", vw)))
+        ref = a.astype(np.float64) @ b.astype(np.float64)
+        if tf32:
+            assert np.linalg.norm(got - ref) <= 2e-3 * np.linalg.norm(ref)
+        else:
+            close(got, ref, dtype, factor=max(1, K) ** 0.5)
+    finally:
+        nnkernels.cuda.set_allow_tf32(False)
+
+
 def test_allow_tf32_flag():
     """The TF32 switch: off by default (as torch), a bool only; kept in builds without CUDA."""
     assert nnkernels.cuda.get_allow_tf32() is False

@@ -24,6 +24,9 @@
 #include <mma.h>
 
 #include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <string>
 #include <type_traits>
 
 #include <algorithm>
@@ -63,36 +66,85 @@ __device__ __forceinline__ void load16(const double* p, double* out) {
 // tile of A and a BK x BN tile of B (zeros past the edges). Thread -> element maps follow the
 // unit-stride dimension (along k when A is row-major, cs_a == 1; along n for B unless it is
 // column-major) so the reads coalesce; a_pos / b_pos give each loaded element's tile position.
-template <typename T, int BM, int BN, int BK, int NT>
+//
+// Vector loads (VEC, chosen on the host by vec_loads): when both operands' fast dimensions
+// have unit stride and their other strides (row / column, batch) and bases are multiples of
+// 16 bytes, each thread loads its A_PER (B_PER) elements as VW-wide groups of consecutive
+// elements along the fast dimension (one 16-byte load per group; a group crossing the matrix
+// edge is loaded element by element). The element order then is tid * PER + i instead of
+// tid + i * NT; a warp still covers whole 32-byte sectors, with a quarter of the load
+// instructions. A template parameter rather than a run-time flag: both paths in one kernel
+// took 183 registers instead of 128 (ptxas, sm_90), halving the blocks per SM.
+template <typename T, int BM, int BN, int BK, int NT, bool VEC>
 struct TileLoads {
   static constexpr int A_PER = BM * BK / NT, B_PER = BN * BK / NT;  // elements each thread loads
+  static constexpr int VW = 16 / int(sizeof(T));                     // elements per 16 bytes
   static_assert(BM * BK % NT == 0 && BN * BK % NT == 0, "tile / thread mismatch");
+  static_assert(A_PER % VW == 0 && B_PER % VW == 0 && BK % VW == 0, "whole 16-byte groups");
   T ra[A_PER], rb[B_PER];
   bool a_kfast, b_nfast;
   __device__ explicit TileLoads(const GemmArgsT<T>& p) : a_kfast(p.cs_a == 1), b_nfast(p.cs_b == 1 || p.rs_b != 1) {}
-  __device__ __forceinline__ void a_pos(int e, int& mm, int& kk) const {
+  // The tile position of a's i-th element of thread tid.
+  __device__ __forceinline__ void a_pos(int tid, int i, int& mm, int& kk) const {
+    const int e = VEC ? tid * A_PER + i : tid + i * NT;
     mm = a_kfast ? e / BK : e % BM;
     kk = a_kfast ? e % BK : e / BM;
   }
-  __device__ __forceinline__ void b_pos(int e, int& nn, int& kk) const {
+  __device__ __forceinline__ void b_pos(int tid, int i, int& nn, int& kk) const {
+    const int e = VEC ? tid * B_PER + i : tid + i * NT;
     nn = b_nfast ? e % BN : e / BK;
     kk = b_nfast ? e / BN : e % BK;
   }
   __device__ __forceinline__ void load(const GemmArgsT<T>& p, const T* A, const T* B, index_t m0, index_t n0,
                                        index_t k0, int tid) {
+    if constexpr (VEC) {
 #pragma unroll
-    for (int i = 0; i < A_PER; ++i) {
-      int mm, kk;
-      a_pos(tid + i * NT, mm, kk);
-      const index_t m = m0 + mm, k = k0 + kk;
-      ra[i] = (m < p.M && k < p.K) ? A[m * p.rs_a + k * p.cs_a] : T(0);
+      for (int g = 0; g < A_PER; g += VW) {
+        int mm, kk;
+        a_pos(tid, g, mm, kk);
+        const index_t m = m0 + mm, k = k0 + kk;  // the group runs along k (a_kfast) or m
+        const T* q = A + m * p.rs_a + k * p.cs_a;  // unit stride along the group
+        // elements of the group inside the matrix: VW, or fewer at an edge
+        const index_t left = a_kfast ? (m < p.M ? p.K - k : 0) : (k < p.K ? p.M - m : 0);
+        if (left >= VW) {
+          load16(q, ra + g);
+        } else {
+#pragma unroll
+          for (int v = 0; v < VW; ++v) ra[g + v] = v < left ? q[v] : T(0);
+        }
+      }
+    } else {
+#pragma unroll
+      for (int i = 0; i < A_PER; ++i) {
+        int mm, kk;
+        a_pos(tid, i, mm, kk);
+        const index_t m = m0 + mm, k = k0 + kk;
+        ra[i] = (m < p.M && k < p.K) ? A[m * p.rs_a + k * p.cs_a] : T(0);
+      }
     }
+    if constexpr (VEC) {
 #pragma unroll
-    for (int i = 0; i < B_PER; ++i) {
-      int nn, kk;
-      b_pos(tid + i * NT, nn, kk);
-      const index_t n = n0 + nn, k = k0 + kk;
-      rb[i] = (n < p.N && k < p.K) ? B[k * p.rs_b + n * p.cs_b] : T(0);
+      for (int g = 0; g < B_PER; g += VW) {
+        int nn, kk;
+        b_pos(tid, g, nn, kk);
+        const index_t n = n0 + nn, k = k0 + kk;  // the group runs along n (b_nfast) or k
+        const T* q = B + k * p.rs_b + n * p.cs_b;
+        const index_t left = b_nfast ? (k < p.K ? p.N - n : 0) : (n < p.N ? p.K - k : 0);
+        if (left >= VW) {
+          load16(q, rb + g);
+        } else {
+#pragma unroll
+          for (int v = 0; v < VW; ++v) rb[g + v] = v < left ? q[v] : T(0);
+        }
+      }
+    } else {
+#pragma unroll
+      for (int i = 0; i < B_PER; ++i) {
+        int nn, kk;
+        b_pos(tid, i, nn, kk);
+        const index_t n = n0 + nn, k = k0 + kk;
+        rb[i] = (n < p.N && k < p.K) ? B[k * p.rs_b + n * p.cs_b] : T(0);
+      }
     }
   }
   // The loaded elements into shared memory: put_a(mm, kk, value), put_b(nn, kk, value).
@@ -101,17 +153,36 @@ struct TileLoads {
 #pragma unroll
     for (int i = 0; i < A_PER; ++i) {
       int mm, kk;
-      a_pos(tid + i * NT, mm, kk);
+      a_pos(tid, i, mm, kk);
       put_a(mm, kk, ra[i]);
     }
 #pragma unroll
     for (int i = 0; i < B_PER; ++i) {
       int nn, kk;
-      b_pos(tid + i * NT, nn, kk);
+      b_pos(tid, i, nn, kk);
       put_b(nn, kk, rb[i]);
     }
   }
 };
+
+// Whether TileLoads may use 16-byte loads for this GEMM (see there): both operands' fast
+// dimensions unit-stride, every other stride and both bases multiples of 16 bytes.
+// NNKERNELS_CUDA_GEMM_VEC=0 turns them off (read at every call, as the other kernel switches).
+bool vec_loads_enabled() {
+  const char* e = std::getenv("NNKERNELS_CUDA_GEMM_VEC");
+  return !(e && std::string(e) == "0");
+}
+
+template <typename T>
+bool vec_loads(const GemmArgsT<T>& p, index_t batch) {
+  constexpr index_t VW = 16 / index_t(sizeof(T));
+  if (!vec_loads_enabled()) return false;
+  const auto aligned = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
+  const bool a_kfast = p.cs_a == 1, b_nfast = p.cs_b == 1 || p.rs_b != 1;
+  const bool a_ok = a_kfast ? p.rs_a % VW == 0 : (p.rs_a == 1 && p.cs_a % VW == 0);
+  const bool b_ok = b_nfast ? (p.cs_b == 1 && p.rs_b % VW == 0) : p.cs_b % VW == 0;
+  return a_ok && b_ok && aligned(p.a) && aligned(p.b) && (batch <= 1 || (p.batch_a % VW == 0 && p.batch_b % VW == 0));
+}
 
 // C[m, n] from its accumulated product: alpha, beta * Cin, bias, activation.
 template <typename T>
@@ -122,8 +193,14 @@ __device__ __forceinline__ void write_c(const GemmArgsT<T>& p, T* C, index_t m, 
   C[m * p.rs_c + n] = dev::act_apply(p.act, v, T(0));
 }
 
-template <typename T>
-__global__ void __launch_bounds__((GemmTile<T>::BM / GemmTile<T>::TM) * (GemmTile<T>::BN / GemmTile<T>::TN))
+// Registers (ptxas, nvcc 13): the scalar-load instances as before (float32 128 on sm_90, 133
+// on sm_80; no minimum of blocks: 0). The VEC instance took 141-149 registers unbounded,
+// which leaves one block of 256 threads per SM; bounded to 2 blocks (128 registers) it does
+// not spill. Which load path is faster is unmeasured: NNKERNELS_CUDA_GEMM_VEC=0 turns the
+// vector loads off (bench/gpu_bench.py times both).
+template <typename T, bool VEC>
+__global__ void __launch_bounds__((GemmTile<T>::BM / GemmTile<T>::TM) * (GemmTile<T>::BN / GemmTile<T>::TN),
+                                  VEC ? 2 : 0)
 gemm_kernel(GemmArgsT<T> p) {
   constexpr int BM = GemmTile<T>::BM, BN = GemmTile<T>::BN, BK = GemmTile<T>::BK;
   constexpr int TM = GemmTile<T>::TM, TN = GemmTile<T>::TN, VW = GemmTile<T>::VW;
@@ -141,7 +218,7 @@ gemm_kernel(GemmArgsT<T> p) {
   const T* B = p.b + index_t(blockIdx.z) * p.batch_b;
   T* C = p.c + index_t(blockIdx.z) * p.batch_c;
 
-  TileLoads<T, BM, BN, BK, NT> ld(p);
+  TileLoads<T, BM, BN, BK, NT, VEC> ld(p);
   auto load = [&](index_t k0) { ld.load(p, A, B, m0, n0, k0, tid); };
   auto store = [&](int buf) {  // A transposed (As[k][m]), B as is
     ld.scatter(tid, [&](int mm, int kk, T v) { As[buf][kk][mm] = v; }, [&](int nn, int kk, T v) { Bs[buf][kk][nn] = v; });
@@ -203,7 +280,8 @@ constexpr int kTfLdA = kTfBK + 4, kTfLdB = kTfBN + 4;  // padded rows (multiples
 static_assert(kTfBK == 8 && kTfThreads == (kTfBM / GemmTile<float>::TM) * (kTfBN / GemmTile<float>::TN),
               "the TF32 kernel uses the float32 tiles and launch shape");
 
-__global__ void __launch_bounds__(kTfThreads) gemm_tf32_kernel(GemmArgsT<float> p) {
+template <bool VEC>
+__global__ void __launch_bounds__(kTfThreads, VEC ? 2 : 0) gemm_tf32_kernel(GemmArgsT<float> p) {
   using namespace nvcuda;
   // Fragment loads need 32-byte aligned starts: rows of 16 (A) and columns of 16 (B) apart.
   __shared__ __align__(32) float As[2][kTfBM][kTfLdA];
@@ -217,7 +295,7 @@ __global__ void __launch_bounds__(kTfThreads) gemm_tf32_kernel(GemmArgsT<float> 
   const float* B = p.b + index_t(blockIdx.z) * p.batch_b;
   float* C = p.c + index_t(blockIdx.z) * p.batch_c;
 
-  TileLoads<float, kTfBM, kTfBN, kTfBK, kTfThreads> ld(p);
+  TileLoads<float, kTfBM, kTfBN, kTfBK, kTfThreads, VEC> ld(p);
   auto store = [&](int buf) {  // both row-major: As[m][k], Bs[k][n]
     ld.scatter(tid, [&](int mm, int kk, float v) { As[buf][mm][kk] = v; },
                [&](int nn, int kk, float v) { Bs[buf][kk][nn] = v; });
@@ -295,12 +373,17 @@ void launch(const GemmParams& g) {
     GemmArgsT<T> q = p;
     q.a += b0 * g.batch_a; q.b += b0 * g.batch_b; q.c += b0 * g.batch_c;
     const dim3 grid(unsigned(l.grid_x), unsigned(l.grid_y), unsigned(l.grid_z));
+    const bool vec = vec_loads(q, l.grid_z);
     if constexpr (std::is_same_v<T, float>) {
-      if (g_allow_tf32.load(std::memory_order_relaxed)) gemm_tf32_kernel<<<grid, kTfThreads>>>(q);
-      else gemm_kernel<T><<<grid, l.block>>>(q);
-    } else {
-      gemm_kernel<T><<<grid, l.block>>>(q);
+      if (g_allow_tf32.load(std::memory_order_relaxed)) {
+        if (vec) gemm_tf32_kernel<true><<<grid, kTfThreads>>>(q);
+        else gemm_tf32_kernel<false><<<grid, kTfThreads>>>(q);
+        CUDA_CHECK(cudaGetLastError());
+        continue;
+      }
     }
+    if (vec) gemm_kernel<T, true><<<grid, l.block>>>(q);
+    else gemm_kernel<T, false><<<grid, l.block>>>(q);
     CUDA_CHECK(cudaGetLastError());
   }
 }
