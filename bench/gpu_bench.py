@@ -140,6 +140,9 @@ def cases(quick):
                 lambda: ops.conv2d(xc, wc, bc, padding=1), lambda: F.conv2d(xc, wc, bc, padding=1)))
     out.append(("conv2d fwd f32 (16,64,56x56,64,k3 p1) scalar loads", 2 * 16 * 64 * 56 * 56 * 64 * 9,
                 scalar_loads(lambda: ops.conv2d(xc, wc, bc, padding=1)), lambda: F.conv2d(xc, wc, bc, padding=1)))
+    with_im2col = with_env("NNKERNELS_CUDA_CONV", "im2col")  # columns in memory, then the GEMM
+    out.append(("conv2d fwd f32 (16,64,56x56,64,k3 p1) im2col path", 2 * 16 * 64 * 56 * 56 * 64 * 9,
+                with_im2col(lambda: ops.conv2d(xc, wc, bc, padding=1)), lambda: F.conv2d(xc, wc, bc, padding=1)))
 
     xl, wl, bl = rn(8192, 1024), rn(1024), rn(1024)
     out.append(("layer_norm f32 (8192, 1024)", None,

@@ -6,6 +6,7 @@ machine without a GPU every call stops at an argument check or at the first CUDA
 (RuntimeError); the tests that would reach a kernel are skipped where a GPU exists.
 """
 
+import os
 import types
 
 import numpy as np
@@ -887,6 +888,52 @@ def test_gpu_optimizers(rng, dtype):
                 ops.adam_step_(p, tcuda(gr), s1, s2, step=step, lr=0.01,
                                weight_decay=0.01 if kind == "adam" else 0.1, decoupled=kind == "adamw")
         close(p, tp, dtype, factor=10)
+
+
+CONV_GEOMS = [  # (N, C, H, W), (O, KH, KW), conv2d keywords
+    ((2, 4, 13, 11), (6, 3, 3), dict(padding=1)),
+    ((3, 6, 9, 17), (4, 5, 3), dict(stride=(2, 3), padding=(2, 1), dilation=(1, 2), groups=2)),
+    ((1, 3, 1, 7), (5, 1, 3), dict(padding=(0, 4))),                 # padding wider than the kernel
+    ((2, 8, 6, 6), (8, 1, 1), dict()),                               # 1 x 1: K = C
+    ((2, 5, 7, 7), (3, 7, 7), dict()),                               # one output position
+    ((1, 4, 20, 23), (4, 3, 3), dict(stride=3, padding=2, dilation=3, groups=4)),
+    ((4, 2, 5, 129), (3, 2, 2), dict(stride=1, padding=(1, 0))),     # P = 4 * 128 + ...
+]
+
+
+@needs_gpu
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DT)
+@pytest.mark.parametrize("tf32", [False, True])
+@pytest.mark.parametrize("geom", CONV_GEOMS, ids=lambda g: f"{g[0]}-{g[1]}")
+def test_gpu_conv2d_implicit_gemm(rng, dtype, tf32, geom, no_tf32):
+    """conv2d's implicit GEMM (B gathered from x through the tap table) against the im2col
+    path (NNKERNELS_CUDA_CONV=im2col): the same products in the same order, so the same bits;
+    and against torch. Strides, dilations, groups, padding wider than the kernel, 1 x 1."""
+    if tf32 and dtype != np.float32:
+        return
+    (n, c, h, w_), (o, kh, kw), kwargs = geom
+    x = rng.standard_normal((n, c, h, w_)).astype(dtype)
+    w = rng.standard_normal((o, c // kwargs.get("groups", 1), kh, kw)).astype(dtype)
+    b = rng.standard_normal(o).astype(dtype)
+    nnkernels.cuda.set_allow_tf32(tf32)
+    old = os.environ.pop("NNKERNELS_CUDA_CONV", None)
+    try:
+        implicit = host(ops.conv2d(tcuda(x), tcuda(w), tcuda(b), **kwargs))
+        os.environ["NNKERNELS_CUDA_CONV"] = "im2col"
+        cols = host(ops.conv2d(tcuda(x), tcuda(w), tcuda(b), **kwargs))
+    finally:
+        nnkernels.cuda.set_allow_tf32(False)
+        os.environ.pop("NNKERNELS_CUDA_CONV", None)
+        if old is not None:
+            os.environ["NNKERNELS_CUDA_CONV"] = old
+    np.testing.assert_array_equal(implicit, cols)
+    ref = F.conv2d(torch.from_numpy(x).double(), torch.from_numpy(w).double(), torch.from_numpy(b).double(),
+                   **kwargs).numpy()
+    if tf32:
+        assert np.linalg.norm(implicit - ref) <= 3e-3 * np.linalg.norm(ref)
+    else:
+        close(implicit, ref, dtype, factor=8)
 
 
 @needs_gpu

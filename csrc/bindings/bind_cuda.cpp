@@ -718,6 +718,13 @@ ConvGeom conv_geom(const char* op, const DevTensor& x, const DevTensor& w, py::h
   return g;
 }
 
+cu::ConvFold conv_fold(const ConvGeom& g) {
+  cu::ConvFold f;
+  f.H = g.H; f.W = g.W; f.KH = g.KH; f.KW = g.KW; f.ph = g.pd[0]; f.pw = g.pd[1];
+  f.sh = g.st[0]; f.sw = g.st[1]; f.dh = g.dl[0]; f.dw = g.dl[1]; f.OH = g.OH; f.OW = g.OW;
+  return f;
+}
+
 cu::ConvGemmDims conv_gemm_dims(DType dt, const ConvGeom& g) {
   cu::ConvGemmDims d;
   d.dtype = dt; d.N = g.N; d.C = g.C; d.O = g.O; d.G = g.G; d.KK = g.KH * g.KW; d.P = g.OH * g.OW;
@@ -744,6 +751,12 @@ py::object cu_conv2d(DevArg x_, py::handle w_, py::handle b_, py::handle stride_
   if (!b_.is_none()) bias = dev_contiguous(bias);
   out = out_or_new(out, x.dtype, oshape);
   const cu::ConvGemmDims d = conv_gemm_dims(x.dtype, cg);
+  const cu::ConvFold f = conv_fold(cg);
+  if (cu::conv_implicit_ok(d, f)) {  // no columns in memory
+    py::gil_scoped_release nogil;
+    cu::conv_forward_implicit(d, f, out.ptr, w.ptr, x.ptr, b_.is_none() ? nullptr : bias.ptr);
+    return out.owner;
+  }
   DevTensor cols = dev_empty(x.dtype, {N, C * KH * KW, OH * OW});
   {
     py::gil_scoped_release nogil;

@@ -68,6 +68,21 @@ struct GemmParams {
   Act act = Act::none;
 };
 void gemm(const GemmParams& p);
+// The GEMM with B gathered from a convolution's input instead of read (implicit GEMM; used by
+// conv_forward_implicit): B[k, n] of batch entry z is x[z * batch_x + taps[k].off + corner(n)]
+// inside the image, else 0, with taps (ConvTap) per k on the device, padded to a multiple of 8 entries with {0, 32767, 0} (outside every image), and corner(n) =
+// (n / OW * sh - ph) * W + n % OW * sw - pw. g's b fields are unused.
+struct alignas(8) ConvTap {
+  int off;         // c H W + i dh W + j dw
+  short dh, dw;    // i dh, j dw
+};
+struct ConvGather {
+  const void* x = nullptr;
+  index_t batch_x = 0;
+  const ConvTap* taps = nullptr;
+  index_t H = 0, W = 0, OW = 0, ph = 0, pw = 0, sh = 0, sw = 0;
+};
+void gemm_conv(const GemmParams& g, const ConvGather& gather);
 
 // ---- elementwise activations, softmax (act.cu) ----
 // y = act(x), n contiguous elements; param: the leaky-ReLU slope.
@@ -147,6 +162,18 @@ struct ConvGemmDims {
 };
 // y_{n,g} = W_g cols_{n,g} (+ bias (O) per output channel when not null): one batched GEMM per group.
 void conv_gemm_forward(const ConvGemmDims& d, void* y, const void* w, const void* cols, const void* bias);
+// Geometry of a convolution's input side (im2col's arguments).
+struct ConvFold {
+  index_t H = 0, W = 0, KH = 0, KW = 0, ph = 0, pw = 0, sh = 0, sw = 0, dh = 0, dw = 0, OH = 0, OW = 0;
+};
+// Whether conv_forward_implicit takes this convolution: its per-image offsets fit 32-bit ints,
+// and NNKERNELS_CUDA_CONV is not "im2col" (read at every call).
+bool conv_implicit_ok(const ConvGemmDims& d, const ConvFold& f);
+// y = conv2d(x, w) (+ bias) with x (N, C, H, W) contiguous, as im2col + conv_gemm_forward but
+// without the columns: per group one batched implicit GEMM (gemm_conv) reading x through a
+// table of the kernel's taps.
+void conv_forward_implicit(const ConvGemmDims& d, const ConvFold& f, void* y, const void* w, const void* x,
+                           const void* bias);
 // dcols_{n,g} = W_g^T dy_{n,g} (dcols like cols, dy like y): one batched GEMM per group.
 void conv_gemm_dcols(const ConvGemmDims& d, void* dcols, const void* w, const void* dy);
 // dw_g = sum over n, in image order, of dy_{n,g} cols_{n,g}^T (one GEMM per image and group,

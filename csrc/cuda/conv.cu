@@ -13,6 +13,9 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <limits>
+#include <string>
 
 #include "cuda/api.h"
 #include "cuda/device.cuh"
@@ -178,6 +181,64 @@ void conv_gemm_forward(const ConvGemmDims& d, void* y, const void* w, const void
     p.c = at(y, g * Og * d.P, item); p.rs_c = d.P; p.batch_c = d.O * d.P;
     if (bias) { p.bias = at(bias, g * Og, item); p.bias_per_row = true; }
     gemm(p);
+  }
+}
+
+namespace {
+// taps[k] for k = (c * KH + i) * KW + j of one group: {c H W + i dh W + j dw, i dh, j dw}; for
+// K <= k < Kpad {0, 32767, 0}, a row below every image (gemm_conv reads whole K-steps).
+constexpr index_t kTapsAlign = 8;  // the GEMM's K-step (GemmTile<T>::BK)
+constexpr index_t kTapFar = 32767;
+__global__ void conv_taps_kernel(ConvTap* __restrict__ taps, index_t K, index_t Kpad, index_t KH, index_t KW,
+                                 index_t H, index_t W, index_t dh, index_t dw) {
+  for (index_t k = blockIdx.x * index_t(blockDim.x) + threadIdx.x; k < Kpad; k += index_t(gridDim.x) * blockDim.x) {
+    if (k >= K) {
+      taps[k] = ConvTap{0, short(kTapFar), 0};
+      continue;
+    }
+    const index_t c = k / (KH * KW), r = k % (KH * KW), i = r / KW, j = r % KW;
+    taps[k] = ConvTap{int(c * H * W + i * dh * W + j * dw), short(i * dh), short(j * dw)};
+  }
+}
+}  // namespace
+
+bool conv_implicit_ok(const ConvGemmDims& d, const ConvFold& f) {
+  const char* e = std::getenv("NNKERNELS_CUDA_CONV");
+  if (e && std::string(e) == "im2col") return false;
+  // The gather's int terms: the taps' offsets, and the window corners (negative in the
+  // padding); rows and columns reached stay below 2^29 (a column past the output has its
+  // corner row at -2^29).
+  const index_t lim = std::numeric_limits<int>::max(), lim29 = index_t(1) << 29;
+  const index_t Cg = d.C / std::max<index_t>(d.G, 1);
+  const index_t tap_max = Cg * f.H * f.W + f.KH * f.dh * f.W + f.KW * f.dw;
+  const index_t corner_max = (f.OH * f.sh + f.ph) * f.W + f.OW * f.sw + f.pw;
+  // The taps' row / column offsets are shorts; the padding taps' row offset (kTapFar) lies
+  // below every window's reach: -ph + kTapFar >= H.
+  return tap_max < lim && corner_max < lim && f.OH * f.sh + f.ph + f.KH * f.dh < lim29 &&
+         f.OW * f.sw + f.pw + f.KW * f.dw < lim29 && f.KH * f.dh <= kTapFar && f.KW * f.dw <= kTapFar &&
+         f.H + f.ph <= kTapFar;
+}
+
+void conv_forward_implicit(const ConvGemmDims& d, const ConvFold& f, void* y, const void* w, const void* x,
+                           const void* bias) {
+  const index_t Cg = d.C / d.G, Og = d.O / d.G, K = Cg * d.KK, item = dtype_size(d.dtype);
+  if (d.N == 0 || d.P == 0 || Og == 0) return;
+  const index_t Kpad = std::max<index_t>(ceil_div(K, kTapsAlign), 1) * kTapsAlign;
+  DeviceScratch taps(size_t(Kpad) * sizeof(ConvTap));
+  const Launch l = elementwise_launch(Kpad);
+  conv_taps_kernel<<<unsigned(l.grid_x), l.block>>>(static_cast<ConvTap*>(taps.p), K, Kpad, f.KH, f.KW, f.H, f.W, f.dh,
+                                                   f.dw);
+  CUDA_CHECK(cudaGetLastError());
+  for (index_t g = 0; g < d.G; ++g) {  // y_{n,g} (Og x P) = W_g (Og x K) im2col(x_{n,g}) (K x P), all n
+    GemmParams p;
+    p.dtype = d.dtype; p.M = Og; p.N = d.P; p.K = K; p.batch = d.N;
+    p.a = at(w, g * Og * K, item); p.rs_a = K; p.cs_a = 1;
+    p.c = at(y, g * Og * d.P, item); p.rs_c = d.P; p.batch_c = d.O * d.P;
+    if (bias) { p.bias = at(bias, g * Og, item); p.bias_per_row = true; }
+    ConvGather cv;
+    cv.x = at(x, g * Cg * f.H * f.W, item); cv.batch_x = d.C * f.H * f.W; cv.taps = static_cast<const ConvTap*>(taps.p);
+    cv.H = f.H; cv.W = f.W; cv.OW = f.OW; cv.ph = f.ph; cv.pw = f.pw; cv.sh = f.sh; cv.sw = f.sw;
+    gemm_conv(p, cv);
   }
 }
 

@@ -62,42 +62,78 @@ __device__ __forceinline__ void load16(const double* p, double* out) {
   out[0] = v.x; out[1] = v.y;
 }
 
+// Implicit-GEMM convolution (CONV): B = im2col(x) of one image and group is never formed;
+// B[k, n] is read from x through a per-k table of taps (conv.cu; padded to a whole number of
+// K-steps with taps of row offset 32767, past every image): k = (c, i, j) gives
+// off = c H W + i dh W + j dw, dh_i = i dh, dw_j = j dw, and the column n = (oh, ow) gives
+// the window's corner bh = oh sh - ph, bw = ow sw - pw, so that
+//   B[k, n] = x[off + bh W + bw]   when 0 <= bh + dh_i < H and 0 <= bw + dw_j < W, else 0.
+// ConvTap (api.h): 8 bytes per tap, 2 registers when loaded (16-byte taps made the float32
+// kernels spill in their main loop at 128 registers).
+// The window corner of a column past the output: no tap brings it inside the image.
+constexpr int kConvOff = -(1 << 29);
+template <typename T>
+struct ConvGatherT {
+  const T* x = nullptr;          // image 0 at this group's first channel
+  index_t batch_x = 0;           // elements between images (C H W)
+  const ConvTap* taps = nullptr;  // K entries
+  int H = 0, W = 0, OW = 0, ph = 0, pw = 0, sh = 0, sw = 0;
+};
+
 // The global -> register half of a K-step, shared by both kernels: NT threads load a BM x BK
 // tile of A and a BK x BN tile of B (zeros past the edges). Thread -> element maps follow the
 // unit-stride dimension (along k when A is row-major, cs_a == 1; along n for B unless it is
 // column-major) so the reads coalesce; a_pos / b_pos give each loaded element's tile position.
 //
-// Vector loads (VEC, chosen on the host by vec_loads): when both operands' fast dimensions
-// have unit stride and their other strides (row / column, batch) and bases are multiples of
-// 16 bytes, each thread loads its A_PER (B_PER) elements as VW-wide groups of consecutive
+// Vector loads (AVEC / BVEC, chosen on the host by vec_ok): when an operand's fast dimension
+// has unit stride and its other strides (row / column, batch) and base are multiples of 16
+// bytes, each thread loads its A_PER (B_PER) elements as VW-wide groups of consecutive
 // elements along the fast dimension (one 16-byte load per group; a group crossing the matrix
 // edge is loaded element by element). The element order then is tid * PER + i instead of
 // tid + i * NT; a warp still covers whole 32-byte sectors, with a quarter of the load
-// instructions. A template parameter rather than a run-time flag: both paths in one kernel
+// instructions. Template parameters rather than run-time flags: both paths in one kernel
 // took 183 registers instead of 128 (ptxas, sm_90), halving the blocks per SM.
-template <typename T, int BM, int BN, int BK, int NT, bool VEC>
+//
+// CONV: B gathered from x (ConvGatherT above) in the scalar order, where each thread's
+// elements share one column n = n0 + tid % BN (NT is a multiple of BN): its window corner is
+// worked out once.
+template <typename T, int BM, int BN, int BK, int NT, bool AVEC, bool BVEC, bool CONV>
 struct TileLoads {
   static constexpr int A_PER = BM * BK / NT, B_PER = BN * BK / NT;  // elements each thread loads
   static constexpr int VW = 16 / int(sizeof(T));                     // elements per 16 bytes
   static_assert(BM * BK % NT == 0 && BN * BK % NT == 0, "tile / thread mismatch");
   static_assert(A_PER % VW == 0 && B_PER % VW == 0 && BK % VW == 0, "whole 16-byte groups");
+  static_assert(!CONV || (!BVEC && NT % BN == 0), "the gather: scalar order, one column per thread");
   T ra[A_PER], rb[B_PER];
   bool a_kfast, b_nfast;
-  __device__ explicit TileLoads(const GemmArgsT<T>& p) : a_kfast(p.cs_a == 1), b_nfast(p.cs_b == 1 || p.rs_b != 1) {}
+  // CONV: bh W + bw, bh, bw of this thread's column; bh = kConvOff (every tap reads 0) for a
+  // column past the output.
+  int corner = 0, bh = kConvOff, bw = 0;
+  __device__ TileLoads(const GemmArgsT<T>& p, const ConvGatherT<T>& cv, index_t n0, int tid)
+      : a_kfast(p.cs_a == 1), b_nfast(CONV || p.cs_b == 1 || p.rs_b != 1) {
+    if constexpr (CONV) {
+      const index_t n = n0 + tid % BN;
+      if (n < p.N) {
+        bh = int(n / cv.OW) * cv.sh - cv.ph;
+        bw = int(n % cv.OW) * cv.sw - cv.pw;
+        corner = bh * cv.W + bw;
+      }
+    }
+  }
   // The tile position of a's i-th element of thread tid.
   __device__ __forceinline__ void a_pos(int tid, int i, int& mm, int& kk) const {
-    const int e = VEC ? tid * A_PER + i : tid + i * NT;
+    const int e = AVEC ? tid * A_PER + i : tid + i * NT;
     mm = a_kfast ? e / BK : e % BM;
     kk = a_kfast ? e % BK : e / BM;
   }
   __device__ __forceinline__ void b_pos(int tid, int i, int& nn, int& kk) const {
-    const int e = VEC ? tid * B_PER + i : tid + i * NT;
+    const int e = BVEC ? tid * B_PER + i : tid + i * NT;
     nn = b_nfast ? e % BN : e / BK;
     kk = b_nfast ? e / BN : e % BK;
   }
-  __device__ __forceinline__ void load(const GemmArgsT<T>& p, const T* A, const T* B, index_t m0, index_t n0,
-                                       index_t k0, int tid) {
-    if constexpr (VEC) {
+  __device__ __forceinline__ void load(const GemmArgsT<T>& p, const ConvGatherT<T>& cv, const T* A, const T* B,
+                                       index_t m0, index_t n0, index_t k0, int tid) {
+    if constexpr (AVEC) {
 #pragma unroll
       for (int g = 0; g < A_PER; g += VW) {
         int mm, kk;
@@ -122,7 +158,16 @@ struct TileLoads {
         ra[i] = (m < p.M && k < p.K) ? A[m * p.rs_a + k * p.cs_a] : T(0);
       }
     }
-    if constexpr (VEC) {
+    if constexpr (CONV) {
+      // Element i's k is k0 + tid / BN + i NT / BN; the table runs past K with taps that read 0.
+      const ConvTap* tk = cv.taps + k0 + tid / BN;
+#pragma unroll
+      for (int i = 0; i < B_PER; ++i) {
+        const ConvTap t = tk[i * (NT / BN)];  // the same entry across a warp's columns: a broadcast
+        rb[i] = unsigned(bh + t.dh) < unsigned(cv.H) && unsigned(bw + t.dw) < unsigned(cv.W) ? B[t.off + corner]
+                                                                                               : T(0);
+      }
+    } else if constexpr (BVEC) {
 #pragma unroll
       for (int g = 0; g < B_PER; g += VW) {
         int nn, kk;
@@ -165,23 +210,29 @@ struct TileLoads {
   }
 };
 
-// Whether TileLoads may use 16-byte loads for this GEMM (see there): both operands' fast
-// dimensions unit-stride, every other stride and both bases multiples of 16 bytes.
+// Whether TileLoads may use 16-byte loads for this GEMM's A and B (see there): the operand's
+// fast dimension unit-stride, its other strides and base multiples of 16 bytes.
 // NNKERNELS_CUDA_GEMM_VEC=0 turns them off (read at every call, as the other kernel switches).
 bool vec_loads_enabled() {
   const char* e = std::getenv("NNKERNELS_CUDA_GEMM_VEC");
   return !(e && std::string(e) == "0");
 }
 
+inline bool aligned16(const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; }
+
 template <typename T>
-bool vec_loads(const GemmArgsT<T>& p, index_t batch) {
+bool vec_ok_a(const GemmArgsT<T>& p, index_t batch) {
   constexpr index_t VW = 16 / index_t(sizeof(T));
-  if (!vec_loads_enabled()) return false;
-  const auto aligned = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
-  const bool a_kfast = p.cs_a == 1, b_nfast = p.cs_b == 1 || p.rs_b != 1;
-  const bool a_ok = a_kfast ? p.rs_a % VW == 0 : (p.rs_a == 1 && p.cs_a % VW == 0);
-  const bool b_ok = b_nfast ? (p.cs_b == 1 && p.rs_b % VW == 0) : p.cs_b % VW == 0;
-  return a_ok && b_ok && aligned(p.a) && aligned(p.b) && (batch <= 1 || (p.batch_a % VW == 0 && p.batch_b % VW == 0));
+  const bool strides = p.cs_a == 1 ? p.rs_a % VW == 0 : (p.rs_a == 1 && p.cs_a % VW == 0);
+  return vec_loads_enabled() && strides && aligned16(p.a) && (batch <= 1 || p.batch_a % VW == 0);
+}
+
+template <typename T>
+bool vec_ok_b(const GemmArgsT<T>& p, index_t batch) {
+  constexpr index_t VW = 16 / index_t(sizeof(T));
+  const bool nfast = p.cs_b == 1 || p.rs_b != 1;
+  const bool strides = nfast ? (p.cs_b == 1 && p.rs_b % VW == 0) : p.cs_b % VW == 0;
+  return vec_loads_enabled() && strides && aligned16(p.b) && (batch <= 1 || p.batch_b % VW == 0);
 }
 
 // C[m, n] from its accumulated product: alpha, beta * Cin, bias, activation.
@@ -193,15 +244,18 @@ __device__ __forceinline__ void write_c(const GemmArgsT<T>& p, T* C, index_t m, 
   C[m * p.rs_c + n] = dev::act_apply(p.act, v, T(0));
 }
 
-// Registers (ptxas, nvcc 13): the scalar-load instances as before (float32 128 on sm_90, 133
-// on sm_80; no minimum of blocks: 0). The VEC instance took 141-149 registers unbounded,
-// which leaves one block of 256 threads per SM; bounded to 2 blocks (128 registers) it does
-// not spill. Which load path is faster is unmeasured: NNKERNELS_CUDA_GEMM_VEC=0 turns the
-// vector loads off (bench/gpu_bench.py times both).
-template <typename T, bool VEC>
+// VEC: 16-byte loads of A, and of B unless CONV (B gathered from x: ConvGatherT, cv unused
+// otherwise). Registers (ptxas / cuobjdump -res-usage, nvcc 13, float32): the scalar-load GEMM
+// instance as before (128 on sm_90, 133 on sm_80; no minimum of blocks: 0). The VEC GEMM took
+// 141-149 registers unbounded, which leaves one block of 256 threads per SM; bounded to 2
+// blocks (128 registers) it does not spill. The CONV instances: 143 registers unbounded
+// (scalar A loads), 128 with a 56-byte stack bounded (VEC), its spills inside the main loop.
+// Which is faster is unmeasured: NNKERNELS_CUDA_GEMM_VEC=0 turns the vector loads off and
+// NNKERNELS_CUDA_CONV=im2col the implicit GEMM (bench/gpu_bench.py times all three).
+template <typename T, bool VEC, bool CONV>
 __global__ void __launch_bounds__((GemmTile<T>::BM / GemmTile<T>::TM) * (GemmTile<T>::BN / GemmTile<T>::TN),
                                   VEC ? 2 : 0)
-gemm_kernel(GemmArgsT<T> p) {
+gemm_kernel(GemmArgsT<T> p, ConvGatherT<T> cv) {
   constexpr int BM = GemmTile<T>::BM, BN = GemmTile<T>::BN, BK = GemmTile<T>::BK;
   constexpr int TM = GemmTile<T>::TM, TN = GemmTile<T>::TN, VW = GemmTile<T>::VW;
   constexpr int TY = BM / TM, TX = BN / TN;
@@ -215,11 +269,11 @@ gemm_kernel(GemmArgsT<T> p) {
   const int tx = tid % TX, ty = tid / TX;
   const index_t m0 = index_t(blockIdx.y) * BM, n0 = index_t(blockIdx.x) * BN;
   const T* A = p.a + index_t(blockIdx.z) * p.batch_a;
-  const T* B = p.b + index_t(blockIdx.z) * p.batch_b;
+  const T* B = CONV ? cv.x + index_t(blockIdx.z) * cv.batch_x : p.b + index_t(blockIdx.z) * p.batch_b;
   T* C = p.c + index_t(blockIdx.z) * p.batch_c;
 
-  TileLoads<T, BM, BN, BK, NT, VEC> ld(p);
-  auto load = [&](index_t k0) { ld.load(p, A, B, m0, n0, k0, tid); };
+  TileLoads<T, BM, BN, BK, NT, VEC, VEC && !CONV, CONV> ld(p, cv, n0, tid);
+  auto load = [&](index_t k0) { ld.load(p, cv, A, B, m0, n0, k0, tid); };
   auto store = [&](int buf) {  // A transposed (As[k][m]), B as is
     ld.scatter(tid, [&](int mm, int kk, T v) { As[buf][kk][mm] = v; }, [&](int nn, int kk, T v) { Bs[buf][kk][nn] = v; });
   };
@@ -280,8 +334,9 @@ constexpr int kTfLdA = kTfBK + 4, kTfLdB = kTfBN + 4;  // padded rows (multiples
 static_assert(kTfBK == 8 && kTfThreads == (kTfBM / GemmTile<float>::TM) * (kTfBN / GemmTile<float>::TN),
               "the TF32 kernel uses the float32 tiles and launch shape");
 
-template <bool VEC>
-__global__ void __launch_bounds__(kTfThreads, VEC ? 2 : 0) gemm_tf32_kernel(GemmArgsT<float> p) {
+template <bool VEC, bool CONV>
+__global__ void __launch_bounds__(kTfThreads, VEC ? 2 : 0) gemm_tf32_kernel(GemmArgsT<float> p,
+                                                                          ConvGatherT<float> cv) {
   using namespace nvcuda;
   // Fragment loads need 32-byte aligned starts: rows of 16 (A) and columns of 16 (B) apart.
   __shared__ __align__(32) float As[2][kTfBM][kTfLdA];
@@ -292,10 +347,10 @@ __global__ void __launch_bounds__(kTfThreads, VEC ? 2 : 0) gemm_tf32_kernel(Gemm
   const int wm = warp / kTfWarpsN, wn = warp % kTfWarpsN;
   const index_t m0 = index_t(blockIdx.y) * kTfBM, n0 = index_t(blockIdx.x) * kTfBN;
   const float* A = p.a + index_t(blockIdx.z) * p.batch_a;
-  const float* B = p.b + index_t(blockIdx.z) * p.batch_b;
+  const float* B = CONV ? cv.x + index_t(blockIdx.z) * cv.batch_x : p.b + index_t(blockIdx.z) * p.batch_b;
   float* C = p.c + index_t(blockIdx.z) * p.batch_c;
 
-  TileLoads<float, kTfBM, kTfBN, kTfBK, kTfThreads, VEC> ld(p);
+  TileLoads<float, kTfBM, kTfBN, kTfBK, kTfThreads, VEC, VEC && !CONV, CONV> ld(p, cv, n0, tid);
   auto store = [&](int buf) {  // both row-major: As[m][k], Bs[k][n]
     ld.scatter(tid, [&](int mm, int kk, float v) { As[buf][mm][kk] = v; },
                [&](int nn, int kk, float v) { Bs[buf][kk][nn] = v; });
@@ -309,13 +364,13 @@ __global__ void __launch_bounds__(kTfThreads, VEC ? 2 : 0) gemm_tf32_kernel(Gemm
 
   const index_t ksteps = (p.K + kTfBK - 1) / kTfBK;
   if (ksteps > 0) {
-    ld.load(p, A, B, m0, n0, 0, tid);
+    ld.load(p, cv, A, B, m0, n0, 0, tid);
     store(0);
   }
   __syncthreads();
   for (index_t s = 0; s < ksteps; ++s) {
     const int cur = int(s & 1);
-    if (s + 1 < ksteps) ld.load(p, A, B, m0, n0, (s + 1) * kTfBK, tid);  // overlaps the MMAs
+    if (s + 1 < ksteps) ld.load(p, cv, A, B, m0, n0, (s + 1) * kTfBK, tid);  // overlaps the MMAs
     wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> af[kTfFM];
     wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> bf[kTfFN];
 #pragma unroll
@@ -356,8 +411,24 @@ __global__ void __launch_bounds__(kTfThreads, VEC ? 2 : 0) gemm_tf32_kernel(Gemm
 
 std::atomic<bool> g_allow_tf32{false};
 
+template <typename T, bool CONV>
+void launch_kernel(const dim3& grid, int block, bool vec, const GemmArgsT<T>& q, const ConvGatherT<T>& cv) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (g_allow_tf32.load(std::memory_order_relaxed)) {
+      if (vec) gemm_tf32_kernel<true, CONV><<<grid, kTfThreads>>>(q, cv);
+      else gemm_tf32_kernel<false, CONV><<<grid, kTfThreads>>>(q, cv);
+      CUDA_CHECK(cudaGetLastError());
+      return;
+    }
+  }
+  if (vec) gemm_kernel<T, true, CONV><<<grid, block>>>(q, cv);
+  else gemm_kernel<T, false, CONV><<<grid, block>>>(q, cv);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+// gather: null for a GEMM; else B is gathered from the convolution input (gemm_conv).
 template <typename T>
-void launch(const GemmParams& g) {
+void launch(const GemmParams& g, const ConvGather* gather) {
   GemmArgsT<T> p;
   p.M = g.M; p.N = g.N; p.K = g.K;
   p.a = static_cast<const T*>(g.a); p.rs_a = g.rs_a; p.cs_a = g.cs_a; p.batch_a = g.batch_a;
@@ -367,24 +438,26 @@ void launch(const GemmParams& g) {
   p.bias = static_cast<const T*>(g.bias); p.bias_per_row = g.bias_per_row;
   p.alpha = T(g.alpha); p.beta = g.c_in ? T(g.beta) : T(0);
   p.act = g.act;
+  ConvGatherT<T> cv;
+  if (gather) {
+    cv.x = static_cast<const T*>(gather->x); cv.batch_x = gather->batch_x;
+    cv.taps = gather->taps;
+    cv.H = int(gather->H); cv.W = int(gather->W); cv.OW = int(gather->OW);
+    cv.ph = int(gather->ph); cv.pw = int(gather->pw); cv.sh = int(gather->sh); cv.sw = int(gather->sw);
+  }
   // The batch goes in the grid's z (at most 65535): longer batches in chunks.
   for (index_t b0 = 0; b0 < g.batch; b0 += kMaxGridYZ) {
     const Launch l = gemm_launch(g.dtype, g.M, g.N, std::min<index_t>(kMaxGridYZ, g.batch - b0));
     GemmArgsT<T> q = p;
+    ConvGatherT<T> qv = cv;
     q.a += b0 * g.batch_a; q.b += b0 * g.batch_b; q.c += b0 * g.batch_c;
     const dim3 grid(unsigned(l.grid_x), unsigned(l.grid_y), unsigned(l.grid_z));
-    const bool vec = vec_loads(q, l.grid_z);
-    if constexpr (std::is_same_v<T, float>) {
-      if (g_allow_tf32.load(std::memory_order_relaxed)) {
-        if (vec) gemm_tf32_kernel<true><<<grid, kTfThreads>>>(q);
-        else gemm_tf32_kernel<false><<<grid, kTfThreads>>>(q);
-        CUDA_CHECK(cudaGetLastError());
-        continue;
-      }
+    if (gather) {
+      qv.x += b0 * cv.batch_x;
+      launch_kernel<T, true>(grid, l.block, vec_ok_a(q, l.grid_z), q, qv);
+    } else {
+      launch_kernel<T, false>(grid, l.block, vec_ok_a(q, l.grid_z) && vec_ok_b(q, l.grid_z), q, qv);
     }
-    if (vec) gemm_kernel<T, true><<<grid, l.block>>>(q);
-    else gemm_kernel<T, false><<<grid, l.block>>>(q);
-    CUDA_CHECK(cudaGetLastError());
   }
 }
 
@@ -395,8 +468,17 @@ bool allow_tf32() { return g_allow_tf32.load(std::memory_order_relaxed); }
 
 void gemm(const GemmParams& g) {
   if (g.M == 0 || g.N == 0 || g.batch == 0) return;
-  if (g.dtype == DType::f32) launch<float>(g);
-  else launch<double>(g);
+  if (g.dtype == DType::f32) launch<float>(g, nullptr);
+  else launch<double>(g, nullptr);
+}
+
+void gemm_conv(const GemmParams& g, const ConvGather& gather) {
+  static_assert(sizeof(ConvTap) == 8, "ConvGather::taps: an int and two shorts per k");
+  static_assert(GemmTile<float>::BK == 8 && GemmTile<double>::BK == 8,
+                "conv.cu pads the tap table to multiples of 8");
+  if (g.M == 0 || g.N == 0 || g.batch == 0) return;
+  if (g.dtype == DType::f32) launch<float>(g, &gather);
+  else launch<double>(g, &gather);
 }
 
 }  // namespace nnk::cuda
