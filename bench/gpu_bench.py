@@ -66,6 +66,9 @@ def cases(quick):
     a, b = rn(n, n), rn(n, n)
     out.append((f"gemm f32 n={n} (no TF32)", 2 * n ** 3,
                 lambda: ops.matmul(a, b), lambda: torch.matmul(a, b)))
+    a64 = rn(64, n)
+    out.append((f"gemm f32 64x{n}x{n} (64-row tiles)", 2 * 64 * n * n,
+                lambda: ops.matmul(a64, b), lambda: torch.matmul(a64, b)))
     scalar_loads = with_env("NNKERNELS_CUDA_GEMM_VEC", "0")  # the GEMM without 16-byte loads
     out.append((f"gemm f32 n={n} (no TF32) scalar loads", 2 * n ** 3,
                 scalar_loads(lambda: ops.matmul(a, b)), lambda: torch.matmul(a, b)))

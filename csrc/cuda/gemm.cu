@@ -2,11 +2,12 @@
 //
 //   C[b][m, n] = act(alpha * sum_k A[b][m, k] * B[b][k, n] + beta * Cin[m, n] + bias)
 //
-// Each block computes a BM x BN tile of C (GemmTile<T> in launch.h), walking K in steps of
-// BK. The A tile is stored transposed (As[k][m], rows padded by VW so the transposing stores
-// spread over the banks) and the B tile as Bs[k][n], so the inner loop reads a TM-vector of A
-// and a TN-vector of B from shared memory, as 16-byte reads of VW consecutive values
-// (gemm_tile_pos), and does TM * TN FMAs into registers. Two shared buffers: while the block computes on one, the next K-step is
+// Each block computes a BM x BN tile of C (GemmTile<T>, or GemmTileHalf for float32 GEMMs with
+// few rows: launch.h), walking K in steps of BK. The A tile is stored transposed (As[k][m],
+// rows padded by VW so the transposing stores spread over the banks) and the B tile as
+// Bs[k][n], so the inner loop reads a TM-vector of A and a TN-vector of B from shared memory,
+// as 16-byte reads of VW consecutive values (gemm_tile_pos), and does TM * TN FMAs into
+// registers. Two shared buffers: while the block computes on one, the next K-step is
 // read from global memory into registers and stored into the other, so one __syncthreads
 // per K-step suffices. Loads read any strides (transposes cost nothing extra); the mapping
 // of threads to elements follows the unit-stride dimension so global reads coalesce.
@@ -101,9 +102,10 @@ template <typename T, int BM, int BN, int BK, int NT, bool AVEC, bool BVEC, bool
 struct TileLoads {
   static constexpr int A_PER = BM * BK / NT, B_PER = BN * BK / NT;  // elements each thread loads
   static constexpr int VW = 16 / int(sizeof(T));                     // elements per 16 bytes
-  static_assert(BM * BK % NT == 0 && BN * BK % NT == 0, "tile / thread mismatch");
-  static_assert(A_PER % VW == 0 && B_PER % VW == 0 && BK % VW == 0, "whole 16-byte groups");
+  static_assert(BM * BK % NT == 0 && BN * BK % NT == 0 && BK % VW == 0, "tile / thread mismatch");
   static_assert(!CONV || (!BVEC && NT % BN == 0), "the gather: scalar order, one column per thread");
+  // 16-byte loads need whole groups per thread (not A of the 64-row tile: 2 values each).
+  static constexpr bool AV = AVEC && A_PER % VW == 0, BV = BVEC && B_PER % VW == 0;
   T ra[A_PER], rb[B_PER];
   bool a_kfast, b_nfast;
   // CONV: bh W + bw, bh, bw of this thread's column; bh = kConvOff (every tap reads 0) for a
@@ -122,18 +124,18 @@ struct TileLoads {
   }
   // The tile position of a's i-th element of thread tid.
   __device__ __forceinline__ void a_pos(int tid, int i, int& mm, int& kk) const {
-    const int e = AVEC ? tid * A_PER + i : tid + i * NT;
+    const int e = AV ? tid * A_PER + i : tid + i * NT;
     mm = a_kfast ? e / BK : e % BM;
     kk = a_kfast ? e % BK : e / BM;
   }
   __device__ __forceinline__ void b_pos(int tid, int i, int& nn, int& kk) const {
-    const int e = BVEC ? tid * B_PER + i : tid + i * NT;
+    const int e = BV ? tid * B_PER + i : tid + i * NT;
     nn = b_nfast ? e % BN : e / BK;
     kk = b_nfast ? e / BN : e % BK;
   }
   __device__ __forceinline__ void load(const GemmArgsT<T>& p, const ConvGatherT<T>& cv, const T* A, const T* B,
                                        index_t m0, index_t n0, index_t k0, int tid) {
-    if constexpr (AVEC) {
+    if constexpr (AV) {
 #pragma unroll
       for (int g = 0; g < A_PER; g += VW) {
         int mm, kk;
@@ -167,7 +169,7 @@ struct TileLoads {
         rb[i] = unsigned(bh + t.dh) < unsigned(cv.H) && unsigned(bw + t.dw) < unsigned(cv.W) ? B[t.off + corner]
                                                                                                : T(0);
       }
-    } else if constexpr (BVEC) {
+    } else if constexpr (BV) {
 #pragma unroll
       for (int g = 0; g < B_PER; g += VW) {
         int nn, kk;
@@ -252,12 +254,12 @@ __device__ __forceinline__ void write_c(const GemmArgsT<T>& p, T* C, index_t m, 
 // (scalar A loads), 128 with a 56-byte stack bounded (VEC), its spills inside the main loop.
 // Which is faster is unmeasured: NNKERNELS_CUDA_GEMM_VEC=0 turns the vector loads off and
 // NNKERNELS_CUDA_CONV=im2col the implicit GEMM (bench/gpu_bench.py times all three).
-template <typename T, bool VEC, bool CONV>
-__global__ void __launch_bounds__((GemmTile<T>::BM / GemmTile<T>::TM) * (GemmTile<T>::BN / GemmTile<T>::TN),
-                                  VEC ? 2 : 0)
+// Tile: GemmTile<T> or GemmTileHalf (launch.h).
+template <typename T, class Tile, bool VEC, bool CONV>
+__global__ void __launch_bounds__((Tile::BM / Tile::TM) * (Tile::BN / Tile::TN), VEC ? 2 : 0)
 gemm_kernel(GemmArgsT<T> p, ConvGatherT<T> cv) {
-  constexpr int BM = GemmTile<T>::BM, BN = GemmTile<T>::BN, BK = GemmTile<T>::BK;
-  constexpr int TM = GemmTile<T>::TM, TN = GemmTile<T>::TN, VW = GemmTile<T>::VW;
+  constexpr int BM = Tile::BM, BN = Tile::BN, BK = Tile::BK;
+  constexpr int TM = Tile::TM, TN = Tile::TN, VW = Tile::VW;
   constexpr int TY = BM / TM, TX = BN / TN;
   constexpr int NT = TY * TX;
   static_assert(VW * sizeof(T) == 16 && TM % VW == 0 && TN % VW == 0, "16-byte groups");
@@ -411,18 +413,25 @@ __global__ void __launch_bounds__(kTfThreads, VEC ? 2 : 0) gemm_tf32_kernel(Gemm
 
 std::atomic<bool> g_allow_tf32{false};
 
+// tf32 / half: the TF32 kernel / the 64-row tile (float32), as gemm_launch chose the grid.
 template <typename T, bool CONV>
-void launch_kernel(const dim3& grid, int block, bool vec, const GemmArgsT<T>& q, const ConvGatherT<T>& cv) {
+void launch_kernel(const dim3& grid, int block, bool vec, bool tf32, bool half, const GemmArgsT<T>& q,
+                   const ConvGatherT<T>& cv) {
   if constexpr (std::is_same_v<T, float>) {
-    if (g_allow_tf32.load(std::memory_order_relaxed)) {
+    if (tf32) {
       if (vec) gemm_tf32_kernel<true, CONV><<<grid, kTfThreads>>>(q, cv);
       else gemm_tf32_kernel<false, CONV><<<grid, kTfThreads>>>(q, cv);
-      CUDA_CHECK(cudaGetLastError());
-      return;
+    } else if (half) {
+      if (vec) gemm_kernel<T, GemmTileHalf, true, CONV><<<grid, block>>>(q, cv);
+      else gemm_kernel<T, GemmTileHalf, false, CONV><<<grid, block>>>(q, cv);
+    } else {
+      if (vec) gemm_kernel<T, GemmTile<T>, true, CONV><<<grid, block>>>(q, cv);
+      else gemm_kernel<T, GemmTile<T>, false, CONV><<<grid, block>>>(q, cv);
     }
+  } else {
+    if (vec) gemm_kernel<T, GemmTile<T>, true, CONV><<<grid, block>>>(q, cv);
+    else gemm_kernel<T, GemmTile<T>, false, CONV><<<grid, block>>>(q, cv);
   }
-  if (vec) gemm_kernel<T, true, CONV><<<grid, block>>>(q, cv);
-  else gemm_kernel<T, false, CONV><<<grid, block>>>(q, cv);
   CUDA_CHECK(cudaGetLastError());
 }
 
@@ -446,17 +455,21 @@ void launch(const GemmParams& g, const ConvGather* gather) {
     cv.ph = int(gather->ph); cv.pw = int(gather->pw); cv.sh = int(gather->sh); cv.sw = int(gather->sw);
   }
   // The batch goes in the grid's z (at most 65535): longer batches in chunks.
+  const bool tf32 = std::is_same_v<T, float> && g_allow_tf32.load(std::memory_order_relaxed);
+  const bool half = !tf32 && gemm_half_tile(g.dtype, g.M);
   for (index_t b0 = 0; b0 < g.batch; b0 += kMaxGridYZ) {
-    const Launch l = gemm_launch(g.dtype, g.M, g.N, std::min<index_t>(kMaxGridYZ, g.batch - b0));
+    const Launch l = gemm_launch(g.dtype, g.M, g.N, std::min<index_t>(kMaxGridYZ, g.batch - b0), tf32);
     GemmArgsT<T> q = p;
     ConvGatherT<T> qv = cv;
     q.a += b0 * g.batch_a; q.b += b0 * g.batch_b; q.c += b0 * g.batch_c;
     const dim3 grid(unsigned(l.grid_x), unsigned(l.grid_y), unsigned(l.grid_z));
     if (gather) {
       qv.x += b0 * cv.batch_x;
-      launch_kernel<T, true>(grid, l.block, vec_ok_a(q, l.grid_z), q, qv);
+      // the 64-row tile loads A element by element (2 values per thread), B is gathered
+      launch_kernel<T, true>(grid, l.block, !half && vec_ok_a(q, l.grid_z), tf32, half, q, qv);
     } else {
-      launch_kernel<T, false>(grid, l.block, vec_ok_a(q, l.grid_z) && vec_ok_b(q, l.grid_z), q, qv);
+      launch_kernel<T, false>(grid, l.block, (half || vec_ok_a(q, l.grid_z)) && vec_ok_b(q, l.grid_z), tf32, half,
+                              q, qv);
     }
   }
 }
@@ -474,7 +487,7 @@ void gemm(const GemmParams& g) {
 
 void gemm_conv(const GemmParams& g, const ConvGather& gather) {
   static_assert(sizeof(ConvTap) == 8, "ConvGather::taps: an int and two shorts per k");
-  static_assert(GemmTile<float>::BK == 8 && GemmTile<double>::BK == 8,
+  static_assert(GemmTile<float>::BK == 8 && GemmTile<double>::BK == 8 && GemmTileHalf::BK == 8,
                 "conv.cu pads the tap table to multiples of 8");
   if (g.M == 0 || g.N == 0 || g.batch == 0) return;
   if (g.dtype == DType::f32) launch<float>(g, &gather);

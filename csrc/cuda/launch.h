@@ -29,6 +29,16 @@ template <> struct GemmTile<float> {
 template <> struct GemmTile<double> {
   static constexpr int BM = 64, BN = 64, BK = 8, TM = 4, TN = 4, VW = 2;
 };
+// float with few rows: 64 x 128 x 8 (256 threads, 4 x 8 per thread), taken when it pads M
+// less than the 128-row tile (gemm_half_tile): M = 64 (a conv's 64 output channels, a batch
+// of 64) fills it where the 128-row tile computes as many zero rows as real ones.
+struct GemmTileHalf {
+  static constexpr int BM = 64, BN = 128, BK = 8, TM = 4, TN = 8, VW = 4;
+};
+inline bool gemm_half_tile(DType dt, index_t M) {
+  return dt == DType::f32 && ceil_div(M, GemmTileHalf::BM) * GemmTileHalf::BM <
+                                 ceil_div(M, GemmTile<float>::BM) * GemmTile<float>::BM;
+}
 
 #if defined(__CUDACC__)
 #define NNK_HD __host__ __device__
@@ -49,12 +59,14 @@ inline void check_grid_yz(index_t y, index_t z, const char* what) {
 }
 
 // One block per BM x BN output tile; grid z runs over the batch.
-inline Launch gemm_launch(DType dt, index_t M, index_t N, index_t batch) {
+// tf32: the TF32 kernel (128 x 128 tiles only).
+inline Launch gemm_launch(DType dt, index_t M, index_t N, index_t batch, bool tf32 = false) {
   Launch l;
-  const int bm = dt == DType::f32 ? GemmTile<float>::BM : GemmTile<double>::BM;
-  const int bn = dt == DType::f32 ? GemmTile<float>::BN : GemmTile<double>::BN;
-  const int tm = dt == DType::f32 ? GemmTile<float>::TM : GemmTile<double>::TM;
-  const int tn = dt == DType::f32 ? GemmTile<float>::TN : GemmTile<double>::TN;
+  const bool half = !tf32 && gemm_half_tile(dt, M);
+  const int bm = half ? GemmTileHalf::BM : dt == DType::f32 ? GemmTile<float>::BM : GemmTile<double>::BM;
+  const int bn = half ? GemmTileHalf::BN : dt == DType::f32 ? GemmTile<float>::BN : GemmTile<double>::BN;
+  const int tm = half ? GemmTileHalf::TM : dt == DType::f32 ? GemmTile<float>::TM : GemmTile<double>::TM;
+  const int tn = half ? GemmTileHalf::TN : dt == DType::f32 ? GemmTile<float>::TN : GemmTile<double>::TN;
   l.grid_x = ceil_div(N, bn);
   l.grid_y = ceil_div(M, bm);
   l.grid_z = batch;
