@@ -679,6 +679,28 @@ def test_gpu_matmul_batched(rng, dtype, no_tf32):
     close(ops.matmul(tcuda(a), tcuda(b2)), tcuda(a) @ tcuda(b2), dtype, factor=4)
 
 
+@needs_gpu
+@pytest.mark.cuda
+def test_gpu_cat_last(rng):
+    """_cuda_cat_last (the attention layer's concatenation along the last dim): row-pitched
+    copies of contiguous and strided parts of unequal widths, as numpy.concatenate."""
+    for dtype in (np.float32, np.float64):
+        for lead in [(), (3,), (2, 5), (0, 4)]:
+            parts = [rng.standard_normal(lead + (w,)).astype(dtype) for w in (3, 1, 4)]
+            dev = [nnkernels.cuda.asarray(parts[0]), nnkernels.cuda.asarray(parts[1])]
+            wide = rng.standard_normal(lead + (8,)).astype(dtype)
+            dev.append(nnkernels.cuda.asarray(wide)[..., ::2])  # a strided view
+            parts[2] = wide[..., ::2]
+            got = _C._cuda_cat_last(dev)
+            assert got.shape == lead + (8,) and got.__cuda_array_interface__["strides"] is None
+            np.testing.assert_array_equal(got.numpy(), np.concatenate(parts, axis=-1))
+    a = nnkernels.cuda.asarray(np.zeros((2, 3), np.float32))
+    with pytest.raises(ValueError, match="last dim"):
+        _C._cuda_cat_last([a, nnkernels.cuda.asarray(np.zeros((3, 3), np.float32))])
+    with pytest.raises(ValueError, match="last dim"):
+        _C._cuda_cat_last([a, nnkernels.cuda.asarray(np.zeros((2, 3), np.float64))])
+
+
 def _layout(x, kind, vw):
     """x (R, C) on the GPU as: "row" C-contiguous; "col" a transposed view of a column-major
     copy; "pad" a row-major view of a wider array (row stride a multiple of 16 bytes, the

@@ -346,6 +346,11 @@ def test_nn_to_cuda_checks_before_moving():
         nn.Linear(3, 4).to("cuda:1")
     with pytest.raises(ValueError, match="device"):
         nn.Linear(3, 4, device="tpu")
+    with pytest.raises(ValueError, match="'tpu' is neither a device"):
+        nn.Linear(3, 4).to("tpu")
+    with pytest.raises(TypeError):
+        nn.Linear(3, 4).to("int32")  # a dtype, not a float one
+    assert nn.Linear(3, 4).to("float64").weight.data.dtype == np.float64
     assert nn.Linear(3, 4, device="cpu").weight.device == "cpu"
 
 

@@ -844,6 +844,39 @@ void bind_cuda_array(py::module_& m) {
 #endif
     return res;
   });
+  // The nn layers' numpy.concatenate(arrays, axis=-1) for DeviceArrays of one dtype whose
+  // shapes agree but in the last dim: one row-pitched copy per array into a new C-contiguous
+  // (..., sum of the last dims).
+  m.def("_cuda_cat_last", [](py::sequence arrays) {
+    if (arrays.size() == 0) throw ValueError("_cuda_cat_last: need at least one array");
+    std::vector<DevTensor> ts;
+    for (py::handle h : arrays) ts.push_back(as_device(h, "arrays"));
+    if (ts[0].ndim() == 0) throw ValueError("_cuda_cat_last: arrays need at least one dim");
+    std::vector<index_t> shape = ts[0].shape;
+    index_t total = 0;
+    for (const DevTensor& t : ts) {
+      if (t.ndim() != ts[0].ndim() || t.dtype != ts[0].dtype ||
+          !std::equal(t.shape.begin(), t.shape.end() - 1, ts[0].shape.begin()))
+        throw ValueError("_cuda_cat_last: arrays of one dtype, equal but in the last dim, needed");
+      total += t.shape.back();
+    }
+    shape.back() = total;
+    DevTensor out;
+    py::object res = make_device_array(Elem{ts[0].dtype, 0, false}, shape, out);
+#if defined(NNK_WITH_CUDA)
+    const size_t item = size_t(ts[0].item_size());
+    const size_t rows = size_t(total ? out.numel() / total : 0);
+    size_t off = 0;
+    for (const DevTensor& t : ts) {
+      const DevTensor c = t.is_contiguous() ? t : dev_contiguous(t);
+      const size_t w = size_t(t.shape.back()) * item;
+      nnk::cuda::copy_d2d_rows(static_cast<char*>(out.ptr) + off, size_t(total) * item, c.ptr, std::max<size_t>(w, 1),
+                               w, rows);
+      off += w;
+    }
+#endif
+    return res;
+  });
   // The nn layers' host copy of a CUDA mask of any kind (bool / float32 / float64).
   m.def("_cuda_mask_to_host", [](py::handle obj) { return to_host(as_device_mask(obj, "mask")); });
   m.def("cuda_synchronize", [] {

@@ -47,6 +47,9 @@ void fill_zero(void* dst, size_t bytes);
 // y += x over n contiguous elements, in place (the nn layers' gradient accumulation).
 void add_inplace(DType dt, void* y, const void* x, index_t n);
 void copy_d2d(void* dst, const void* src, size_t bytes);  // queued on stream 0
+// rows rows of width bytes each, from src (rows spitch bytes apart) to dst (dpitch apart);
+// queued on stream 0 (cudaMemcpy2DAsync).
+void copy_d2d_rows(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t rows);
 
 // ---- GEMM (gemm.cu) ----
 // Float32 GEMMs on TF32 tensor cores (inputs rounded to a 10-bit mantissa) while set; off by

@@ -22,7 +22,10 @@
 #include <cuda_runtime.h>
 
 #include <cstdlib>
+#include <mutex>
+#include <set>
 #include <string>
+#include <tuple>
 #include <type_traits>
 
 #include "cuda/api.h"
@@ -571,20 +574,34 @@ flash_bwd_kv_tiled_kernel(float* __restrict__ dk, float* __restrict__ dv, AttnOp
   }
 }
 
+// cudaFuncSetAttribute(MaxDynamicSharedMemorySize) once per kernel and device (the tiled
+// kernels' sizes are constants): it is a host call of about a microsecond, made before every
+// launch until the eighth session.
+template <class F>
+void ensure_dyn_smem(F* func, int bytes) {
+  static std::mutex mu;
+  static std::set<std::tuple<const void*, int, int>> done;
+  int dev = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  const auto key = std::make_tuple(reinterpret_cast<const void*>(func), dev, bytes);
+  std::lock_guard<std::mutex> lock(mu);
+  if (done.count(key)) return;
+  CUDA_CHECK(cudaFuncSetAttribute(func, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+  done.insert(key);
+}
+
 void launch_bwd_tiled(void* dq, void* dk, void* dv, const float* G, const AttnOperand& q, const AttnOperand& k,
                       const AttnOperand& v, const float* LS, const float* Dd, index_t L, index_t S, index_t E,
                       index_t Ev, double scale, bool causal, const AttnMaskView& mask) {
   if (L > 0) {
-    CUDA_CHECK(cudaFuncSetAttribute(flash_bwd_q_tiled_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    kTBwdQSmem));
+    ensure_dyn_smem(flash_bwd_q_tiled_kernel, kTBwdQSmem);
     flash_bwd_q_tiled_kernel<<<dim3(unsigned(ceil_div(L, index_t(kTBr))), unsigned(q.own_count())), kTThreads,
                                kTBwdQSmem>>>(static_cast<float*>(dq), q, k, v, G, LS, Dd, L, S, int(E), int(Ev),
                                              float(scale), causal, mask);
     CUDA_CHECK(cudaGetLastError());
   }
   if (S > 0) {
-    CUDA_CHECK(cudaFuncSetAttribute(flash_bwd_kv_tiled_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    kTBwdKVSmem));
+    ensure_dyn_smem(flash_bwd_kv_tiled_kernel, kTBwdKVSmem);
     flash_bwd_kv_tiled_kernel<<<dim3(unsigned(ceil_div(S, index_t(kTBc))), unsigned(k.own_count())), kTThreads,
                                 kTBwdKVSmem>>>(static_cast<float*>(dk), static_cast<float*>(dv), q, k, v, G, LS, Dd,
                                                L, S, int(E), int(Ev), float(scale), causal, mask);
@@ -605,7 +622,7 @@ void launch_tiled_d(void* out, void* lse, const AttnOperand& q, const AttnOperan
                     index_t BH, index_t L, index_t S, index_t E, index_t Ev, double scale, bool causal,
                     const AttnMaskView& mask) {
   constexpr int smem = fwd_tiled_smem<D>();
-  CUDA_CHECK(cudaFuncSetAttribute(flash_fwd_tiled_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  ensure_dyn_smem(flash_fwd_tiled_kernel<D>, smem);
   flash_fwd_tiled_kernel<D><<<dim3(unsigned(ceil_div(L, index_t(kTBr))), unsigned(BH)), kTThreads, smem>>>(
       static_cast<float*>(out), static_cast<float*>(lse), q, k, v, L, S, int(E), int(Ev), float(scale), causal,
       mask);

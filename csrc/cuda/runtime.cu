@@ -91,6 +91,11 @@ void copy_d2d(void* dst, const void* src, size_t bytes) {
   if (bytes) CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, 0));
 }
 
+void copy_d2d_rows(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t rows) {
+  if (width && rows)
+    CUDA_CHECK(cudaMemcpy2DAsync(dst, dpitch, src, spitch, width, rows, cudaMemcpyDeviceToDevice, 0));
+}
+
 void fill_zero(void* dst, size_t bytes) {
   if (bytes) CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, 0));
 }

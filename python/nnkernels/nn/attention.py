@@ -49,20 +49,15 @@ def _contiguous(a):
 def _cat_rows(parts):
     """numpy.concatenate(parts) along axis 0 (CUDA: a stack of equal parts, reshaped)."""
     if _on_device(parts[0]):
-        from .. import _C
         s = _C._cuda_stack(parts)
         return s.reshape((-1,) + tuple(parts[0].shape[1:]))
     return np.concatenate(parts)
 
 
 def _cat_last(parts):
-    """numpy.concatenate(parts, axis=-1) of equal parts."""
+    """numpy.concatenate(parts, axis=-1) of equal parts (on CUDA: one row-pitched copy each)."""
     if _on_device(parts[0]):
-        from .. import _C
-        s = _C._cuda_stack(parts)                               # (n, ..., E)
-        nd = len(s.shape)
-        s = s.transpose(tuple(range(1, nd - 1)) + (0, nd - 1))  # (..., n, E)
-        return s.reshape(tuple(parts[0].shape[:-1]) + (-1,))
+        return _C._cuda_cat_last(parts)
     return np.concatenate(parts, axis=-1)
 
 

@@ -343,6 +343,12 @@ class Module:
             if type(a).__name__ == "device" or (isinstance(a, str) and (a in ("cpu", "cuda") or a.startswith("cuda:"))):
                 device = a
             else:
+                if isinstance(a, str):
+                    try:
+                        np.dtype(a)
+                    except TypeError:
+                        raise ValueError(f"to: {a!r} is neither a device ('cpu', 'cuda', 'cuda:0') nor a "
+                                         "dtype") from None
                 dtype = a  # a dtype, or a dtype's name ("float64")
         dev = _parse_device(device)
         dt = _check_dtype(dtype) if dtype is not None else None
