@@ -971,8 +971,7 @@ def _TorchRowTransformer(torch):
     class RowTransformer(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.embed = torch.nn.Linear(8, 64)
-            self.pos = torch.nn.Parameter(torch.zeros(8, 64))
+            self.embed = torch.nn.Linear(16, 64)  # row pixels + one-hot position -> d
             self.layers = torch.nn.ModuleList([
                 torch.nn.TransformerEncoderLayer(64, 4, 128, dropout=0.0, batch_first=True, norm_first=True)
                 for _ in range(2)])
@@ -980,7 +979,7 @@ def _TorchRowTransformer(torch):
             self.head = torch.nn.Linear(64, 10)
 
         def forward(self, x):
-            h = self.embed(x.reshape(-1, 8, 8)) + self.pos
+            h = self.embed(x.reshape(-1, 8, 16))
             for layer in self.layers:
                 h = layer(h)
             return self.head(self.norm(h).mean(dim=1))
@@ -1024,6 +1023,8 @@ def _train_models(kind, dtype):
         ours = mod.RowReader() if kind == "rnn" else mod.RowTransformer(dropout=0.0)
         ref = _TorchRowReader(torch) if kind == "rnn" else _TorchRowTransformer(torch)
         x = rng.standard_normal((64, 64)).astype(npdt)
+        if kind == "transformer":
+            x = mod.with_positions(x)  # (64, 128): 8 tokens of 8 pixels and a one-hot position
     else:
         raise ValueError(kind)
     ref = ref.to(tdt)

@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 
-# --device for the examples whose model moves to CUDA as a whole (mlp.py, cnn.py).
+# --device for the examples whose model moves to CUDA as a whole (mlp, cnn, rnn, transformer).
 DEVICE_ARG = (("--device",), dict(choices=["cpu", "cuda"], default="cpu",
                                   help="where the model trains (cuda: needs a CUDA build and a GPU)"))
 

@@ -3,49 +3,51 @@
 loss while it trains and the held-out test accuracy; writes examples/out/rnn.png (loss
 curve, test accuracy per epoch, confusion matrix).
 
-    PYTHONPATH=python python examples/rnn.py [--epochs 40] [--cell lstm|gru] [--out DIR]
+    PYTHONPATH=python python examples/rnn.py [--epochs 40] [--cell lstm|gru] [--out DIR] [--device cuda]
 """
 
 import numpy as np
 
-from _digits import fit_classifier, load_digits_split, parse_args, report
+from _digits import DEVICE_ARG, fit_classifier, load_digits_split, parse_args, report
 
 from nnkernels import nn, optim
 
 
 class RowReader(nn.Module):
-    """(N, 64) pixels -> (N, 8, 8) rows -> LSTM/GRU (batch_first) -> h_T of the top layer ->
-    Linear -> logits (N, 10)."""
+    """(N, 64) pixels -> (N, 8, 8) rows -> LSTM/GRU (batch_first) -> its last hidden state h_T ->
+    Linear -> logits (N, 10). Only layer calls and views, so it runs on CUDA as well."""
 
-    def __init__(self, hidden=96, num_layers=1, cell="lstm"):
+    _cuda_ok = True
+
+    def __init__(self, hidden=96, cell="lstm"):
         super().__init__()
         self.cell = cell
         rnn = nn.LSTM if cell == "lstm" else nn.GRU
-        self.rnn = rnn(8, hidden, num_layers=num_layers, batch_first=True)
+        self.rnn = rnn(8, hidden, batch_first=True)
         self.head = nn.Linear(hidden, 10)
 
     def forward(self, x):
-        out, _ = self.rnn(x.reshape(-1, 8, 8))
-        self._keep(out.shape)
-        return self.head(out[:, -1])
+        _, state = self.rnn(x.reshape(-1, 8, 8))
+        h_n = state[0] if self.cell == "lstm" else state      # (1, N, hidden)
+        return self.head(h_n[0])
 
     def backward(self, grad):
-        shape = self._saved()
-        g_last = self.head.backward(grad)
-        g_out = np.zeros(shape, dtype=g_last.dtype)
-        g_out[:, -1] = g_last
-        self.rnn.backward(g_out)  # the input gradient (pixels) is not needed
+        g = self.head.backward(grad)                           # (N, hidden)
+        g_h = g.reshape((1,) + tuple(g.shape))
+        # the output sequence was not used (None); the input gradient (pixels) is not needed
+        self.rnn.backward(None, (g_h, None) if self.cell == "lstm" else g_h)
         return None
 
 
 def main():
     args = parse_args(__doc__.splitlines()[0], epochs=40,
                       extra=[(("--cell",), dict(choices=["lstm", "gru"], default="lstm",
-                                                help="recurrent layer (default lstm)"))])
+                                                help="recurrent layer (default lstm)")), DEVICE_ARG])
     nn.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     xtr, ytr, xte, yte = load_digits_split(args.seed)
     model = RowReader(cell=args.cell)
+    model.to(args.device)
     print(model)
     opt = optim.Adam(model.parameters(), lr=3e-3)
     data = (xtr, ytr, xte, yte)
