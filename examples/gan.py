@@ -7,14 +7,17 @@
 
 Writes examples/out/gan.png (real vs generated ring samples, the losses, generated digits).
 
-    PYTHONPATH=python python examples/gan.py [--steps 4000] [--digit-steps 3000] [--out DIR]
+    PYTHONPATH=python python examples/gan.py [--steps 4000] [--digit-steps 3000] [--out DIR] [--device cuda]
+
+With --device cuda both networks train on the GPU: noise and real batches are drawn on the
+host and copied over, samples copied back for the plots.
 """
 
 import os
 
 import numpy as np
 
-from _digits import Timer, load_digits_split, parse_args
+from _digits import DEVICE_ARG, Timer, load_digits_split, parse_args
 
 from nnkernels import nn, optim
 
@@ -38,11 +41,23 @@ def modes_covered(samples, min_fraction=0.02):
     return int((counts >= min_fraction * len(samples)).sum()), float(near.mean()), counts
 
 
-def gan_step(G, D, opt_g, opt_d, real, z, loss_fn):
+def on(device, a):
+    """A host array where the networks train: itself, or a CUDA copy."""
+    if device == "cuda":
+        from nnkernels import cuda
+        return cuda.asarray(np.ascontiguousarray(a))
+    return a
+
+
+def host(a):
+    return a if isinstance(a, np.ndarray) else a.numpy()
+
+
+def gan_step(G, D, opt_g, opt_d, real, z, loss_fn, device="cpu"):
     """One discriminator step and one generator step; returns (loss_d, loss_g)."""
     n = len(real)
-    ones = np.ones((n, 1), real.dtype)
-    zeros = np.zeros((n, 1), real.dtype)
+    ones = on(device, np.ones((n, 1), np.float32))
+    zeros = on(device, np.zeros((n, 1), np.float32))
     fake = G(z)  # G keeps what its backward needs until the generator step below
     # discriminator: real -> 1, fake -> 0
     opt_d.zero_grad()
@@ -64,19 +79,22 @@ def train_ring(args, rng):
     G = nn.Sequential(nn.Linear(zdim, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 2))
     D = nn.Sequential(nn.Linear(2, 128), nn.LeakyReLU(0.2), nn.Linear(128, 128), nn.LeakyReLU(0.2),
                       nn.Linear(128, 1))
+    dev = args.device
+    G.to(dev)
+    D.to(dev)
     opt_g = optim.Adam(G.parameters(), lr=1e-3, betas=(0.5, 0.999))
     opt_d = optim.Adam(D.parameters(), lr=1e-3, betas=(0.5, 0.999))
     loss_fn = nn.BCEWithLogitsLoss()
     hist, timer = [], Timer()
     for step in range(1, args.steps + 1):
         z = rng.standard_normal((256, zdim)).astype(np.float32)
-        hist.append(gan_step(G, D, opt_g, opt_d, ring_batch(rng, 256), z, loss_fn))
+        hist.append(gan_step(G, D, opt_g, opt_d, on(dev, ring_batch(rng, 256)), on(dev, z), loss_fn, dev))
         if step % 500 == 0 or step == args.steps:
-            fake = G(rng.standard_normal((2000, zdim)).astype(np.float32))
+            fake = host(G(on(dev, rng.standard_normal((2000, zdim)).astype(np.float32))))
             covered, quality, _ = modes_covered(fake)
             print(f"ring step {step:5d}  loss D {hist[-1][0]:.3f}  G {hist[-1][1]:.3f}  "
                   f"modes covered {covered}/8  near a mode {quality * 100:.0f}%  [{timer}]", flush=True)
-    samples = G(rng.standard_normal((2000, zdim)).astype(np.float32))
+    samples = host(G(on(dev, rng.standard_normal((2000, zdim)).astype(np.float32))))
     return samples, np.asarray(hist)
 
 
@@ -92,6 +110,9 @@ def train_digits(args, rng):
         nn.Conv2d(1, 32, 3, stride=2, padding=1), nn.LeakyReLU(0.2),      # 32 x 4 x 4
         nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.LeakyReLU(0.2),     # 64 x 2 x 2
         nn.Flatten(), nn.Linear(256, 1))
+    dev = args.device
+    G.to(dev)
+    D.to(dev)
     print(G)
     opt_g = optim.Adam(G.parameters(), lr=5e-4, betas=(0.5, 0.999))
     opt_d = optim.Adam(D.parameters(), lr=5e-4, betas=(0.5, 0.999))
@@ -100,10 +121,10 @@ def train_digits(args, rng):
     for step in range(1, args.digit_steps + 1):
         real = x[rng.integers(0, len(x), 64)]
         z = rng.standard_normal((64, zdim)).astype(np.float32)
-        hist.append(gan_step(G, D, opt_g, opt_d, real, z, loss_fn))
+        hist.append(gan_step(G, D, opt_g, opt_d, on(dev, real), on(dev, z), loss_fn, dev))
         if step % 500 == 0 or step == args.digit_steps:
             print(f"digits step {step:5d}  loss D {hist[-1][0]:.3f}  G {hist[-1][1]:.3f}  [{timer}]", flush=True)
-    samples = G(rng.standard_normal((100, zdim)).astype(np.float32))
+    samples = host(G(on(dev, rng.standard_normal((100, zdim)).astype(np.float32))))
     return (samples[:, 0] + 1) / 2, np.asarray(hist)
 
 
@@ -144,7 +165,8 @@ def plot(path, ring_samples, ring_hist, real_ring, digits, digit_hist, covered):
 def main():
     args = parse_args(__doc__.splitlines()[0], steps=4000,
                       extra=[(("--digit-steps",), dict(type=int, default=3000,
-                                                       help="training steps of the digits GAN (default 3000)"))])
+                                                       help="training steps of the digits GAN (default 3000)")),
+                             DEVICE_ARG])
     nn.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     ring_samples, ring_hist = train_ring(args, rng)
