@@ -112,6 +112,10 @@ def cases(quick):
     out.append(("flash attn fwd+bwd f32 (4,16,2048,64)", 3 * 4 * 4 * 16 * 2048 * 2048 * 64, ours_fb, torch_fb))
     out.append(("flash attn fwd+bwd f32 (4,16,2048,64) quad kernels", 3 * 4 * 4 * 16 * 2048 * 2048 * 64,
                 quad_kernel(ours_fb), torch_fb))
+    # head dim 128 (the tiled backward's D = 128 instance; the quad kernels on an sm_80)
+    q2, k2, v2, go2 = rn(2, 16, 2048, 128), rn(2, 16, 2048, 128), rn(2, 16, 2048, 128), rn(2, 16, 2048, 128)
+    out.append(("flash attn fwd+bwd f32 (2,16,2048,128)", 3 * 4 * 2 * 16 * 2048 * 2048 * 128,
+                lambda: ours_fb(q2, k2, v2, go2), lambda: torch_fb(q2, k2, v2, go2)))
 
     # recurrent forward, T = 100, (B, I, H) = (64, 512, 512) vs cuDNN: ours with the persistent
     # kernel (default), and the per-step path (GEMMs + gate kernels) for comparison

@@ -1114,34 +1114,38 @@ def test_gpu_flash_attention_gqa_and_broadcast(rng, dtype, qs, ks, gqa):
 @pytest.mark.parametrize("seed", range(4))
 def test_gpu_flash_attention_tiled_and_quad_kernels(seed):
     """float32 has two sets of kernels (tiled, the default for head dims <= 128 forward and
-    <= 64 backward; quad with NNKERNELS_CUDA_ATTN=quad): both, forward and backward, against
-    the CPU path on random shapes (odd sizes, S = 0, causal with L != S, bool masks with a
-    fully masked row)."""
+    backward (templated on 64 / 128); quad with NNKERNELS_CUDA_ATTN=quad): both, forward and
+    backward, against the CPU path on random shapes (odd sizes, S = 0, causal with L != S,
+    bool masks with a fully masked row, GQA)."""
     import os
     rng = np.random.default_rng(seed)
     for _ in range(12):
-        B, H = rng.integers(1, 3, 2)
+        B, H = int(rng.integers(1, 3)), int(rng.choice([1, 2, 4]))
+        gqa = H > 1 and bool(rng.integers(0, 2))
+        kvh = H // 2 if gqa else H
         L, S = int(rng.integers(1, 150)), int(rng.integers(0, 100))
-        E, Ev = int(rng.integers(1, 129)), int(rng.integers(1, 129))  # tiled: forward <= 128, backward <= 64
+        E, Ev = int(rng.integers(1, 129)), int(rng.integers(1, 129))  # tiled: head dims <= 128
         causal = bool(rng.integers(0, 2))
         q = rng.standard_normal((B, H, L, E)).astype(np.float32)
-        k = rng.standard_normal((B, H, S, E)).astype(np.float32)
-        v = rng.standard_normal((B, H, S, Ev)).astype(np.float32)
+        k = rng.standard_normal((B, kvh, S, E)).astype(np.float32)
+        v = rng.standard_normal((B, kvh, S, Ev)).astype(np.float32)
         mask = None
         if not causal and S and rng.integers(0, 2):
             mask = rng.random((L, S)) < 0.5
             mask[rng.integers(0, L)] = False
-        ref, rlse = ops.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, return_lse=True)
+        ref, rlse = ops.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, return_lse=True,
+                                                     enable_gqa=gqa)
         g = rng.standard_normal(ref.shape).astype(np.float32)
-        rgrads = ops.scaled_dot_product_attention_backward(g, q, k, v, ref, rlse, attn_mask=mask, is_causal=causal)
+        rgrads = ops.scaled_dot_product_attention_backward(g, q, k, v, ref, rlse, attn_mask=mask, is_causal=causal,
+                                                           enable_gqa=gqa)
         dm = None if mask is None else tcuda(mask)
         for kernel in ("tiled", "quad"):
             os.environ["NNKERNELS_CUDA_ATTN"] = kernel
             try:
                 out, lse = ops.scaled_dot_product_attention(tcuda(q), tcuda(k), tcuda(v), is_causal=causal,
-                                                            attn_mask=dm, return_lse=True)
+                                                            attn_mask=dm, return_lse=True, enable_gqa=gqa)
                 grads = ops.scaled_dot_product_attention_backward(tcuda(g), tcuda(q), tcuda(k), tcuda(v), out, lse,
-                                                                  attn_mask=dm, is_causal=causal)
+                                                                  attn_mask=dm, is_causal=causal, enable_gqa=gqa)
             finally:
                 del os.environ["NNKERNELS_CUDA_ATTN"]
             close(out, ref, np.float32, factor=8)

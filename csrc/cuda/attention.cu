@@ -218,7 +218,7 @@ void launch(void* out, void* lse, const AttnOperand& q, const AttnOperand& k, co
 // loads per 16 FMAs), O += P V from P^T and V (1 + D / 32 loads per D / 2 FMAs). The 8
 // threads sharing a row are consecutive lanes: the row max is three shuffles; the row sum
 // stays per thread (each thread's partial is rescaled by the same factor) until the end.
-constexpr int kTBr = 64, kTBc = 32, kTD = 64, kTThreads = 128;
+constexpr int kTBr = 64, kTBc = 32, kTThreads = 128;
 
 // 4 consecutive floats of shared memory (16-byte aligned) into registers.
 __device__ __forceinline__ void ld4(const float* p, float* o) {
@@ -362,31 +362,40 @@ flash_fwd_tiled_kernel(float* __restrict__ out, float* __restrict__ lse, AttnOpe
   }
 }
 
-// ---- tiled backward: float32, head dims <= 64 (dynamic shared memory) ----
+// ---- tiled backward: float32, head dims <= 128 (dynamic shared memory) ----
 // The same thread layout and register blocking as the tiled forward. P is recomputed from
-// the forward's lse, dP = dO V^T, dS = P (dP - D).
+// the forward's lse, dP = dO V^T, dS = P (dP - D). Templated on D = 64 / 128 (head dims up
+// to D).
 //   dQ: a block per 64 query rows (of q's own batch-heads, visiting the batch-heads q is
 //       broadcast to); per 32-key tile, S and dP as 4 x 4 register tiles from Q^T / K^T and
-//       dO^T / V^T, dS^T to shared memory, then dQ (4 rows x 8 columns per thread) += dS K.
+//       dO^T / V^T, dS^T to shared memory, then dQ (4 rows x D / 8 columns per thread) += dS K.
 //   dK, dV: a block per 32 keys (of k's own batch-heads, visiting the query heads of its
 //       group and any broadcast dims); per 64-row query tile, S^T and dP^T as 4 x 4 tiles
 //       (4 keys x 4 rows per thread) from K^T / Q^T and V^T / dO^T, P and dS to shared
-//       memory, then dV (4 keys x 4 columns) += P dO and dK += dS Q (Q scaled, so dK needs
-//       no further scale). Causal: query tiles from the block's first key on.
-constexpr int kTBwdQSmem = int(sizeof(float)) * (2 * kTD * kTQPad + 2 * kTD * kTKPad + kTBc * kTD + kTBc * kTQPad);
-constexpr int kTBwdKVSmem =
-    int(sizeof(float)) * (2 * kTD * kTKPad + 2 * kTD * kTQPad + 2 * kTBr * kTD + 2 * kTBr * kTKPad + 2 * kTBr);
+//       memory, then dV (4 keys x D / 16 columns) += P dO and dK += dS Q (Q scaled, so dK
+//       needs no further scale). Causal: query tiles from the block's first key on.
+// Dynamic shared memory: dQ 70 KB (D = 64) / 131.5 KB (128); dK, dV 103 KB / 191 KB, more
+// than an sm_80 block may have (163 KB): there the D = 128 backward uses the quad kernels.
+template <int D>
+constexpr int bwd_q_smem() {
+  return int(sizeof(float)) * (2 * D * kTQPad + 2 * D * kTKPad + kTBc * D + kTBc * kTQPad);
+}
+template <int D>
+constexpr int bwd_kv_smem() {
+  return int(sizeof(float)) * (2 * D * kTKPad + 2 * D * kTQPad + 2 * kTBr * D + 2 * kTBr * kTKPad + 2 * kTBr);
+}
 
 // Rows [r0, r0 + R) of an operand into shared memory, transposed (dst[d][r], row stride
-// pad) and / or as is (dst2[r][d], row stride kTD), times mul; zero past `rows` and n.
+// pad) and / or as is (dst2[r][d], row stride D), times mul; zero past `rows` and n.
+template <int D>
 __device__ __forceinline__ void tile_in(float* dst_t, int pad, float* dst, const float* src, index_t rs, index_t cs,
                                         index_t r0, int R, index_t rows, int n, float mul, int tid) {
-  for (int e = tid; e < R * kTD; e += kTThreads) {
-    const int rr = e / kTD, d = e % kTD;
+  for (int e = tid; e < R * D; e += kTThreads) {
+    const int rr = e / D, d = e % D;
     const index_t r = r0 + rr;
     const float v = (r < rows && d < n) ? src[r * rs + d * cs] * mul : 0.f;
     if (dst_t) dst_t[d * pad + rr] = v;
-    if (dst) dst[rr * kTD + d] = v;
+    if (dst) dst[rr * D + d] = v;
   }
 }
 
@@ -405,21 +414,23 @@ __device__ __forceinline__ void tile_dot(float (&s)[4][4], const float* at, int 
   }
 }
 
+template <int D>
 __global__ void __launch_bounds__(kTThreads)
 flash_bwd_q_tiled_kernel(float* __restrict__ dq, AttnOperand q, AttnOperand k, AttnOperand v,
-                         const float* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ D,
+                         const float* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ Dr,
                          index_t L, index_t S, int E, int Ev, float scale, bool causal, AttnMaskView mask) {
+  constexpr int G = D / 32;  // 4-column groups of dQ per thread: columns g * 32 + 4 tx + c
   extern __shared__ __align__(16) float tsm[];
-  float* Qt = tsm;                      // [kTD][kTQPad], scaled
-  float* dOt = Qt + kTD * kTQPad;       // [kTD][kTQPad]
-  float* Kt = dOt + kTD * kTQPad;       // [kTD][kTKPad]
-  float* Vt = Kt + kTD * kTKPad;        // [kTD][kTKPad]
-  float* Ks = Vt + kTD * kTKPad;        // [kTBc][kTD]
-  float* dSt = Ks + kTBc * kTD;         // [kTBc][kTQPad]
+  float* Qt = tsm;                      // [D][kTQPad], scaled
+  float* dOt = Qt + D * kTQPad;         // [D][kTQPad]
+  float* Kt = dOt + D * kTQPad;         // [D][kTKPad]
+  float* Vt = Kt + D * kTKPad;          // [D][kTKPad]
+  float* Ks = Vt + D * kTKPad;          // [kTBc][D]
+  float* dSt = Ks + kTBc * D;           // [kTBc][kTQPad]
   const int tid = threadIdx.x, tx = tid % 8, ty = tid / 8;
   const index_t own = blockIdx.y, nred = reduced_count(q), r0 = index_t(blockIdx.x) * kTBr;
   const bool masked = mask.kind != AttnMaskView::none;
-  float acc[4][8] = {};
+  float acc[4][4 * G] = {};
   index_t kv_end = S;
   if (causal) {
     const index_t last = r0 + kTBr < L ? r0 + kTBr : L;
@@ -431,19 +442,19 @@ flash_bwd_q_tiled_kernel(float* __restrict__ dq, AttnOperand q, AttnOperand k, A
     const float* vp = operand_base<float>(v, bh);
     const index_t mbase = masked ? mask_base(mask, bh) : 0;
     __syncthreads();  // the previous batch-head's tiles are no longer read
-    tile_in(Qt, kTQPad, nullptr, operand_base<float>(q, bh), q.rs, q.cs, r0, kTBr, L, E, scale, tid);
-    tile_in(dOt, kTQPad, nullptr, dout + bh * L * Ev, Ev, 1, r0, kTBr, L, Ev, 1.f, tid);
+    tile_in<D>(Qt, kTQPad, nullptr, operand_base<float>(q, bh), q.rs, q.cs, r0, kTBr, L, E, scale, tid);
+    tile_in<D>(dOt, kTQPad, nullptr, dout + bh * L * Ev, Ev, 1, r0, kTBr, L, Ev, 1.f, tid);
     float li[4], di[4];
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       const index_t row = r0 + 4 * ty + i;
       li[i] = row < L ? lse[bh * L + row] : -INFINITY;
-      di[i] = row < L ? D[bh * L + row] : 0.f;
+      di[i] = row < L ? Dr[bh * L + row] : 0.f;
     }
     for (index_t k0 = 0; k0 < kv_end; k0 += kTBc) {
       __syncthreads();  // Q^T, dO^T written; the previous K, V and dS tiles no longer read
-      tile_in(Kt, kTKPad, Ks, kp, k.rs, k.cs, k0, kTBc, S, E, 1.f, tid);
-      tile_in(Vt, kTKPad, nullptr, vp, v.rs, v.cs, k0, kTBc, S, Ev, 1.f, tid);
+      tile_in<D>(Kt, kTKPad, Ks, kp, k.rs, k.cs, k0, kTBc, S, E, 1.f, tid);
+      tile_in<D>(Vt, kTKPad, nullptr, vp, v.rs, v.cs, k0, kTBc, S, Ev, 1.f, tid);
       __syncthreads();
       float sc[4][4], dp[4][4];
       tile_dot(sc, Qt, kTQPad, 4 * ty, Kt, kTKPad, 4 * tx, E);
@@ -465,10 +476,10 @@ flash_bwd_q_tiled_kernel(float* __restrict__ dq, AttnOperand q, AttnOperand k, A
       __syncthreads();
 #pragma unroll 4
       for (int j = 0; j < kTBc; ++j) {
-        float dr[4], kc[8];
+        float dr[4], kc[4 * G];
         ld4(dSt + j * kTQPad + 4 * ty, dr);
-        ld4(Ks + j * kTD + 4 * tx, kc);
-        ld4(Ks + j * kTD + 32 + 4 * tx, kc + 4);
+#pragma unroll
+        for (int g = 0; g < G; ++g) ld4(Ks + j * D + g * 32 + 4 * tx, kc + 4 * g);
         outer_fma(acc, dr, kc);
       }
     }
@@ -479,26 +490,28 @@ flash_bwd_q_tiled_kernel(float* __restrict__ dq, AttnOperand q, AttnOperand k, A
     if (row >= L) continue;
     float* o = dq + (own * L + row) * E;
 #pragma unroll
-    for (int c = 0; c < 8; ++c) {
-      const int col = (c < 4 ? 0 : 32) + 4 * tx + c % 4;
+    for (int c = 0; c < 4 * G; ++c) {
+      const int col = (c / 4) * 32 + 4 * tx + c % 4;
       if (col < E) o[col] = acc[i][c] * scale;
     }
   }
 }
 
+template <int D>
 __global__ void __launch_bounds__(kTThreads)
 flash_bwd_kv_tiled_kernel(float* __restrict__ dk, float* __restrict__ dv, AttnOperand q, AttnOperand k,
                           AttnOperand v, const float* __restrict__ dout, const float* __restrict__ lse,
-                          const float* __restrict__ D, index_t L, index_t S, int E, int Ev, float scale,
+                          const float* __restrict__ Dr, index_t L, index_t S, int E, int Ev, float scale,
                           bool causal, AttnMaskView mask) {
+  constexpr int G = D / 64;  // 4-column groups of dK / dV per thread: columns g * 64 + 4 tr + c
   extern __shared__ __align__(16) float tsm[];
-  float* Kt = tsm;                      // [kTD][kTKPad]
-  float* Vt = Kt + kTD * kTKPad;        // [kTD][kTKPad]
-  float* Qt = Vt + kTD * kTKPad;        // [kTD][kTQPad], scaled
-  float* dOt = Qt + kTD * kTQPad;       // [kTD][kTQPad]
-  float* Qs = dOt + kTD * kTQPad;       // [kTBr][kTD], scaled
-  float* dOs = Qs + kTBr * kTD;         // [kTBr][kTD]
-  float* Ps = dOs + kTBr * kTD;         // [kTBr][kTKPad]
+  float* Kt = tsm;                      // [D][kTKPad]
+  float* Vt = Kt + D * kTKPad;          // [D][kTKPad]
+  float* Qt = Vt + D * kTKPad;          // [D][kTQPad], scaled
+  float* dOt = Qt + D * kTQPad;         // [D][kTQPad]
+  float* Qs = dOt + D * kTQPad;         // [kTBr][D], scaled
+  float* dOs = Qs + kTBr * D;           // [kTBr][D]
+  float* Ps = dOs + kTBr * D;           // [kTBr][kTKPad]
   float* dSs = Ps + kTBr * kTKPad;      // [kTBr][kTKPad]
   float* Ls = dSs + kTBr * kTKPad;      // [kTBr]
   float* Ds = Ls + kTBr;                // [kTBr]
@@ -507,10 +520,10 @@ flash_bwd_kv_tiled_kernel(float* __restrict__ dk, float* __restrict__ dv, AttnOp
   const bool masked = mask.kind != AttnMaskView::none;
   {
     const index_t bh0 = expand_bh(k, own, 0);  // k and v are the same for every bh summed over
-    tile_in(Kt, kTKPad, nullptr, operand_base<float>(k, bh0), k.rs, k.cs, k0, kTBc, S, E, 1.f, tid);
-    tile_in(Vt, kTKPad, nullptr, operand_base<float>(v, bh0), v.rs, v.cs, k0, kTBc, S, Ev, 1.f, tid);
+    tile_in<D>(Kt, kTKPad, nullptr, operand_base<float>(k, bh0), k.rs, k.cs, k0, kTBc, S, E, 1.f, tid);
+    tile_in<D>(Vt, kTKPad, nullptr, operand_base<float>(v, bh0), v.rs, v.cs, k0, kTBc, S, Ev, 1.f, tid);
   }
-  float dka[4][4] = {}, dva[4][4] = {};
+  float dka[4][4 * G] = {}, dva[4][4 * G] = {};
   const index_t i_begin = causal ? (k0 / kTBr) * kTBr : 0;
   for (index_t red = 0; red < nred; ++red) {
     const index_t bh = expand_bh(k, own, red);
@@ -519,12 +532,12 @@ flash_bwd_kv_tiled_kernel(float* __restrict__ dk, float* __restrict__ dv, AttnOp
     const index_t mbase = masked ? mask_base(mask, bh) : 0;
     for (index_t i0 = i_begin; i0 < L; i0 += kTBr) {
       __syncthreads();  // K^T, V^T written; the previous query tile no longer read
-      tile_in(Qt, kTQPad, Qs, qp, q.rs, q.cs, i0, kTBr, L, E, scale, tid);
-      tile_in(dOt, kTQPad, dOs, dop, Ev, 1, i0, kTBr, L, Ev, 1.f, tid);
+      tile_in<D>(Qt, kTQPad, Qs, qp, q.rs, q.cs, i0, kTBr, L, E, scale, tid);
+      tile_in<D>(dOt, kTQPad, dOs, dop, Ev, 1, i0, kTBr, L, Ev, 1.f, tid);
       for (int r = tid; r < kTBr; r += kTThreads) {
         const bool in = i0 + r < L;
         Ls[r] = in ? lse[bh * L + i0 + r] : -INFINITY;
-        Ds[r] = in ? D[bh * L + i0 + r] : 0.f;
+        Ds[r] = in ? Dr[bh * L + i0 + r] : 0.f;
       }
       __syncthreads();
       float sc[4][4], dp[4][4];
@@ -551,11 +564,14 @@ flash_bwd_kv_tiled_kernel(float* __restrict__ dk, float* __restrict__ dv, AttnOp
       __syncthreads();
 #pragma unroll 4
       for (int r = 0; r < kTBr; ++r) {
-        float pa[4], sa[4], oa[4], qa[4];
+        float pa[4], sa[4], oa[4 * G], qa[4 * G];
         ld4(Ps + r * kTKPad + 4 * tk, pa);
         ld4(dSs + r * kTKPad + 4 * tk, sa);
-        ld4(dOs + r * kTD + 4 * tr, oa);
-        ld4(Qs + r * kTD + 4 * tr, qa);
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+          ld4(dOs + r * D + g * 64 + 4 * tr, oa + 4 * g);
+          ld4(Qs + r * D + g * 64 + 4 * tr, qa + 4 * g);
+        }
         outer_fma(dva, pa, oa);
         outer_fma(dka, sa, qa);
       }
@@ -566,8 +582,8 @@ flash_bwd_kv_tiled_kernel(float* __restrict__ dk, float* __restrict__ dv, AttnOp
     const index_t key = k0 + 4 * tk + i;
     if (key >= S) continue;
 #pragma unroll
-    for (int c = 0; c < 4; ++c) {
-      const int col = 4 * tr + c;
+    for (int c = 0; c < 4 * G; ++c) {
+      const int col = (c / 4) * 64 + 4 * tr + c % 4;
       if (col < E) dk[(own * S + key) * E + col] = dka[i][c];
       if (col < Ev) dv[(own * S + key) * Ev + col] = dva[i][c];
     }
@@ -590,27 +606,47 @@ void ensure_dyn_smem(F* func, int bytes) {
   done.insert(key);
 }
 
+template <int D>
 void launch_bwd_tiled(void* dq, void* dk, void* dv, const float* G, const AttnOperand& q, const AttnOperand& k,
                       const AttnOperand& v, const float* LS, const float* Dd, index_t L, index_t S, index_t E,
                       index_t Ev, double scale, bool causal, const AttnMaskView& mask) {
+  constexpr int q_smem = bwd_q_smem<D>(), kv_smem = bwd_kv_smem<D>();
   if (L > 0) {
-    ensure_dyn_smem(flash_bwd_q_tiled_kernel, kTBwdQSmem);
-    flash_bwd_q_tiled_kernel<<<dim3(unsigned(ceil_div(L, index_t(kTBr))), unsigned(q.own_count())), kTThreads,
-                               kTBwdQSmem>>>(static_cast<float*>(dq), q, k, v, G, LS, Dd, L, S, int(E), int(Ev),
-                                             float(scale), causal, mask);
+    ensure_dyn_smem(flash_bwd_q_tiled_kernel<D>, q_smem);
+    flash_bwd_q_tiled_kernel<D><<<dim3(unsigned(ceil_div(L, index_t(kTBr))), unsigned(q.own_count())), kTThreads,
+                                  q_smem>>>(static_cast<float*>(dq), q, k, v, G, LS, Dd, L, S, int(E), int(Ev),
+                                            float(scale), causal, mask);
     CUDA_CHECK(cudaGetLastError());
   }
   if (S > 0) {
-    ensure_dyn_smem(flash_bwd_kv_tiled_kernel, kTBwdKVSmem);
-    flash_bwd_kv_tiled_kernel<<<dim3(unsigned(ceil_div(S, index_t(kTBc))), unsigned(k.own_count())), kTThreads,
-                                kTBwdKVSmem>>>(static_cast<float*>(dk), static_cast<float*>(dv), q, k, v, G, LS, Dd,
-                                               L, S, int(E), int(Ev), float(scale), causal, mask);
+    ensure_dyn_smem(flash_bwd_kv_tiled_kernel<D>, kv_smem);
+    flash_bwd_kv_tiled_kernel<D><<<dim3(unsigned(ceil_div(S, index_t(kTBc))), unsigned(k.own_count())), kTThreads,
+                                   kv_smem>>>(static_cast<float*>(dk), static_cast<float*>(dv), q, k, v, G, LS, Dd,
+                                              L, S, int(E), int(Ev), float(scale), causal, mask);
     CUDA_CHECK(cudaGetLastError());
   }
 }
 
-// Whether the tiled kernels take a pass: float32, head dims <= max_dim (128 forward, 64
-// backward), not switched off (NNKERNELS_CUDA_ATTN=quad, read at every call).
+// The tiled backward for head dims <= 128 where the device gives a block the shared memory
+// (an sm_80 block cannot hold the D = 128 dK / dV kernel's 191 KB); false: use the quad kernels.
+bool try_bwd_tiled(void* dq, void* dk, void* dv, const float* G, const AttnOperand& q, const AttnOperand& k,
+                   const AttnOperand& v, const float* LS, const float* Dd, index_t L, index_t S, index_t E,
+                   index_t Ev, double scale, bool causal, const AttnMaskView& mask) {
+  if (E <= 64 && Ev <= 64) {
+    launch_bwd_tiled<64>(dq, dk, dv, G, q, k, v, LS, Dd, L, S, E, Ev, scale, causal, mask);
+    return true;
+  }
+  int dev = 0, optin = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  if (bwd_kv_smem<128>() > optin || bwd_q_smem<128>() > optin) return false;
+  launch_bwd_tiled<128>(dq, dk, dv, G, q, k, v, LS, Dd, L, S, E, Ev, scale, causal, mask);
+  return true;
+}
+
+// Whether the tiled kernels take a pass: float32, head dims <= max_dim (128 forward and
+// backward; the backward also needs the shared memory: try_bwd_tiled), not switched off
+// (NNKERNELS_CUDA_ATTN=quad, read at every call).
 bool use_tiled(DType dt, index_t E, index_t Ev, index_t max_dim) {
   if (dt != DType::f32 || E > max_dim || Ev > max_dim) return false;
   const char* e = std::getenv("NNKERNELS_CUDA_ATTN");
@@ -796,8 +832,9 @@ void launch_bwd(void* dq, void* dk, void* dv, const void* dout, const AttnOperan
     CUDA_CHECK(cudaGetLastError());
   }
   if constexpr (std::is_same<T, float>::value) {
-    if (use_tiled(DType::f32, E, Ev, kTD))
-      return launch_bwd_tiled(dq, dk, dv, G, q, k, v, LS, Dd, L, S, E, Ev, scale, causal, mask);
+    if (use_tiled(DType::f32, E, Ev, 128) && try_bwd_tiled(dq, dk, dv, G, q, k, v, LS, Dd, L, S, E, Ev, scale,
+                                                          causal, mask))
+      return;
   }
   if (L > 0) {
     const Launch lc = attn_launch(dtype_of<T>::value, q.own_count(), L);
