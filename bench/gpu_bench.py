@@ -69,6 +69,11 @@ def cases(quick):
     a64 = rn(64, n)
     out.append((f"gemm f32 64x{n}x{n} (64-row tiles)", 2 * 64 * n * n,
                 lambda: ops.matmul(a64, b), lambda: torch.matmul(a64, b)))
+    aw, bw_ = rn(64, 3136), rn(3136, 576)  # a conv2d weight gradient's shape (one image)
+    out.append(("gemm f32 64x576x3136 (split K)", 2 * 64 * 576 * 3136,
+                lambda: ops.matmul(aw, bw_), lambda: torch.matmul(aw, bw_)))
+    out.append(("gemm f32 64x576x3136 unsplit", 2 * 64 * 576 * 3136,
+                with_env("NNKERNELS_CUDA_SPLIT_K", "0")(lambda: ops.matmul(aw, bw_)), lambda: torch.matmul(aw, bw_)))
     scalar_loads = with_env("NNKERNELS_CUDA_GEMM_VEC", "0")  # the GEMM without 16-byte loads
     out.append((f"gemm f32 n={n} (no TF32) scalar loads", 2 * n ** 3,
                 scalar_loads(lambda: ops.matmul(a, b)), lambda: torch.matmul(a, b)))

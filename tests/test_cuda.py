@@ -567,6 +567,15 @@ def test_launch_math():
     for m, rows in [(64, 1), (1, 1), (65, 1), (128, 1), (192, 3), (200, 2), (256, 2), (300, 5), (4097, 65)]:
         assert L("gemm", "float32", [m, 300, 1]) == dict(grid=(3, rows, 1), block=256), m
     assert L("gemm", "float64", [64, 300, 1]) == dict(grid=(5, 1, 1), block=256)
+    # split K: fewer output blocks than half the SMs, K at least 2 * 256 deep, one batch entry
+    assert L("gemm_splits", "float32", [5, 7, 5000, 1, 132]) == (16, 320)        # 1 block: 16 chunks
+    assert L("gemm_splits", "float32", [64, 576, 3136, 1, 132]) == (12, 264)     # 5 blocks; K / 256 = 12
+    assert L("gemm_splits", "float32", [64, 576, 3136, 2, 132])[0] == 1          # batched: no split
+    assert L("gemm_splits", "float32", [1024, 1024, 4096, 1, 132])[0] == 3       # 64 blocks: 192 with 3 chunks
+    assert L("gemm_splits", "float32", [2048, 1024, 4096, 1, 132])[0] == 1       # 128 blocks
+    assert L("gemm_splits", "float32", [5, 7, 511, 1, 132])[0] == 1              # too shallow
+    assert L("gemm_splits", "float64", [64, 64, 1 << 20, 1, 132]) == (16, 65536)
+    assert L("gemm_splits", "float32", [2048, 2048, 1 << 20, 1, 4096])[0] == 1   # parts would pass 2^22
     with pytest.raises(ValueError, match="grid"):
         L("gemm", "float32", [128 * 70000, 8, 1])
     assert L("elementwise", "float32", [0])["grid"][0] == 1
@@ -755,6 +764,43 @@ def test_gpu_gemm_vector_loads(rng, dtype, tf32, M, N, K, no_tf32):
             close(got, ref, dtype, factor=max(1, K) ** 0.5)
     finally:
         nnkernels.cuda.set_allow_tf32(False)
+
+
+@needs_gpu
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DT)
+@pytest.mark.parametrize("M,N,K,layout", [(5, 7, 5000, "row"), (64, 200, 3136, "col"), (130, 3, 1000, "row"),
+                                          (1, 1, 777, "col"), (9, 130, 2049, "row")])
+def test_gpu_gemm_split_k(rng, dtype, M, N, K, layout, no_tf32):
+    """GEMMs with few output blocks and a deep K run as K chunks summed in order (split K):
+    against float64 products and the unsplit kernel (NNKERNELS_CUDA_SPLIT_K=0), with the
+    epilogue (alpha, beta * C, bias, activation) applied once after the sum, transposed
+    operands, and the same bits on a second call."""
+    a = rng.standard_normal((M, K)).astype(dtype)
+    b = rng.standard_normal((K, N)).astype(dtype)
+    c = rng.standard_normal((M, N)).astype(dtype)
+    bias = rng.standard_normal(N).astype(dtype)
+    at = tcuda(a) if layout == "row" else tcuda(a.T.copy()).T
+    bt = tcuda(b) if layout == "row" else tcuda(b.T.copy()).T
+    ref = a.astype(np.float64) @ b.astype(np.float64)
+    got = host(ops.matmul(at, bt))
+    close(got, ref, dtype, factor=max(1, K) ** 0.5)
+    np.testing.assert_array_equal(got, host(ops.matmul(at, bt)))  # deterministic
+    old = os.environ.get("NNKERNELS_CUDA_SPLIT_K")
+    os.environ["NNKERNELS_CUDA_SPLIT_K"] = "0"
+    try:
+        whole = host(ops.matmul(at, bt))
+    finally:
+        if old is None:
+            del os.environ["NNKERNELS_CUDA_SPLIT_K"]
+        else:
+            os.environ["NNKERNELS_CUDA_SPLIT_K"] = old
+    close(got, whole, dtype, factor=max(1, K) ** 0.5)
+    # the epilogue after the sum: 0.5 * A B + 2 * C, then linear's bias and relu
+    got = host(ops.gemm(at, bt, tcuda(c), alpha=0.5, beta=2.0))
+    close(got, 0.5 * ref + 2.0 * c, dtype, factor=max(1, K) ** 0.5)
+    lin = host(ops.linear(at, bt.T, tcuda(bias), activation="relu"))
+    close(lin, np.maximum(ref + bias, 0), dtype, factor=max(1, K) ** 0.5)
 
 
 def test_allow_tf32_flag():

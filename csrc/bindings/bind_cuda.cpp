@@ -1632,6 +1632,11 @@ void bind_cuda(py::module_& m) {
       index_t step = 0;
       return single_batch_stride(shape, st, step) ? py::object(py::int_(step)) : py::object(py::none());
     }
+    if (kind == "gemm_splits") {  // M, N, K, batch, SMs -> S, depth of each chunk but the last
+      need(5);
+      const index_t S = cu::gemm_splits(dt, a[0], a[1], a[2], a[3], a[4]);
+      return py::object(py::make_tuple(S, S > 1 ? cu::gemm_split_depth(a[2], S) : a[2]));
+    }
     if (kind == "gemm") { need(3); l = cu::gemm_launch(dt, a[0], a[1], a[2]); }
     else if (kind == "elementwise") { need(1); l = cu::elementwise_launch(a[0]); }
     else if (kind == "rows") { need(1); l = cu::rows_launch(a[0]); }

@@ -71,6 +71,10 @@ struct GemmParams {
   Act act = Act::none;
 };
 void gemm(const GemmParams& p);
+// C = epilogue(sum over the p.batch entries z of A_z B_z) into one M x N C (p.batch_c unused):
+// the products into scratch (one batched launch), then summed in order z = 0, 1, ...
+// (deterministic). No entries (or K = 0): the epilogue of zeros.
+void gemm_batch_sum(const GemmParams& p);
 // The GEMM with B gathered from a convolution's input instead of read (implicit GEMM; used by
 // conv_forward_implicit): B[k, n] of batch entry z is x[z * batch_x + taps[k].off + corner(n)]
 // inside the image, else 0, with taps (ConvTap) per k on the device, padded to a multiple of 8 entries with {0, 32767, 0} (outside every image), and corner(n) =
@@ -179,8 +183,8 @@ void conv_forward_implicit(const ConvGemmDims& d, const ConvFold& f, void* y, co
                            const void* bias);
 // dcols_{n,g} = W_g^T dy_{n,g} (dcols like cols, dy like y): one batched GEMM per group.
 void conv_gemm_dcols(const ConvGemmDims& d, void* dcols, const void* w, const void* dy);
-// dw_g = sum over n, in image order, of dy_{n,g} cols_{n,g}^T (one GEMM per image and group,
-// accumulated in place: deterministic); zero when N or P is 0.
+// dw_g = sum over n, in image order, of dy_{n,g} cols_{n,g}^T (per group one gemm_batch_sum
+// over the images: deterministic); zero when N or P is 0.
 void conv_gemm_dweight(const ConvGemmDims& d, void* dw, const void* dy, const void* cols);
 
 // ---- pooling (pool.cu) ----

@@ -256,17 +256,13 @@ void conv_gemm_dcols(const ConvGemmDims& d, void* dcols, const void* w, const vo
 
 void conv_gemm_dweight(const ConvGemmDims& d, void* dw, const void* dy, const void* cols) {
   const index_t Cg = d.C / d.G, Og = d.O / d.G, item = dtype_size(d.dtype);
-  if (d.N == 0 || d.P == 0) fill_zero(dw, size_t(d.O * Cg * d.KK * item));
-  for (index_t g = 0; g < d.G; ++g) {
-    for (index_t n = 0; n < d.N && d.P > 0; ++n) {  // dW_g += dY_{n,g} (Og x P) cols_{n,g}^T (P x Cg KK)
-      GemmParams p;
-      p.dtype = d.dtype; p.M = Og; p.N = Cg * d.KK; p.K = d.P;
-      p.a = at(dy, (n * d.O + g * Og) * d.P, item); p.rs_a = d.P; p.cs_a = 1;
-      p.b = at(cols, (n * d.C * d.KK + g * Cg * d.KK) * d.P, item); p.rs_b = 1; p.cs_b = d.P;
-      p.c = at(dw, g * Og * Cg * d.KK, item); p.rs_c = Cg * d.KK;
-      if (n > 0) { p.c_in = p.c; p.rs_cin = Cg * d.KK; p.cs_cin = 1; p.beta = 1.0; }
-      gemm(p);
-    }
+  for (index_t g = 0; g < d.G; ++g) {  // dW_g = sum over images n of dY_{n,g} (Og x P) cols_{n,g}^T (P x Cg KK)
+    GemmParams p;
+    p.dtype = d.dtype; p.M = Og; p.N = Cg * d.KK; p.K = d.P; p.batch = d.N;
+    p.a = at(dy, g * Og * d.P, item); p.rs_a = d.P; p.cs_a = 1; p.batch_a = d.O * d.P;
+    p.b = at(cols, g * Cg * d.KK * d.P, item); p.rs_b = 1; p.cs_b = d.P; p.batch_b = d.C * d.KK * d.P;
+    p.c = at(dw, g * Og * Cg * d.KK, item); p.rs_c = Cg * d.KK;
+    gemm_batch_sum(p);  // the images' products at once, summed in image order
   }
 }
 

@@ -223,6 +223,12 @@ bool vec_loads_enabled() {
   return !(e && std::string(e) == "0");
 }
 
+// NNKERNELS_CUDA_SPLIT_K=0 turns split K off (read at every call).
+bool split_k_enabled() {
+  const char* e = std::getenv("NNKERNELS_CUDA_SPLIT_K");
+  return !(e && std::string(e) == "0");
+}
+
 inline bool aligned16(const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; }
 
 template <typename T>
@@ -438,6 +444,77 @@ void launch_kernel(const dim3& grid, int block, bool vec, bool tf32, bool half, 
   CUDA_CHECK(cudaGetLastError());
 }
 
+// C[m, n] = epilogue(sum over s < S of parts[s][m, n]), parts S contiguous M x N arrays, summed
+// in order s = 0, 1, ...: the split-K reduction (deterministic). One thread per element.
+template <typename T>
+__global__ void sum_parts_kernel(GemmArgsT<T> p, const T* __restrict__ parts, index_t S) {
+  const index_t MN = p.M * p.N;
+  for (index_t e = blockIdx.x * index_t(blockDim.x) + threadIdx.x; e < MN; e += index_t(gridDim.x) * blockDim.x) {
+    T acc = T(0);
+    for (index_t s = 0; s < S; ++s) acc += parts[s * MN + e];
+    write_c(p, p.c, e / p.N, e % p.N, acc);
+  }
+}
+
+int sm_count() {
+  int dev = 0, sms = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  return sms;
+}
+
+template <typename T>
+void launch(const GemmParams& g, const ConvGather* gather);
+
+// C = g's epilogue applied to the ordered sum of the n M x N arrays in parts.
+template <typename T>
+void sum_parts(const GemmParams& g, const void* parts, index_t n) {
+  GemmArgsT<T> p;
+  p.M = g.M; p.N = g.N; p.K = g.K;
+  p.c = static_cast<T*>(g.c); p.rs_c = g.rs_c;
+  p.c_in = static_cast<const T*>(g.c_in); p.rs_cin = g.rs_cin; p.cs_cin = g.cs_cin;
+  p.bias = static_cast<const T*>(g.bias); p.bias_per_row = g.bias_per_row;
+  p.alpha = T(g.alpha); p.beta = g.c_in ? T(g.beta) : T(0);
+  p.act = g.act;
+  const Launch l = elementwise_launch(g.M * g.N);
+  sum_parts_kernel<T><<<unsigned(l.grid_x), l.block>>>(p, static_cast<const T*>(parts), n);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+// g's products as plain M x N arrays (alpha 1, no epilogue) into c, rs_c = N.
+GemmParams plain_products(const GemmParams& g, void* c) {
+  GemmParams q = g;
+  q.c = c; q.rs_c = g.N; q.batch_c = g.M * g.N;
+  q.c_in = nullptr; q.beta = 0.0; q.bias = nullptr; q.alpha = 1.0; q.act = Act::none;
+  return q;
+}
+
+// Split K (gemm_splits in launch.h) for a GEMM of one batch entry: chunks 0..S-2 of depth kc
+// as one batched GEMM into parts, the last (shorter) chunk as a second, then the ordered sum
+// with g's epilogue.
+template <typename T>
+void launch_split(const GemmParams& g, index_t S) {
+  const index_t kc = gemm_split_depth(g.K, S), n = ceil_div(g.K, kc), MN = g.M * g.N;
+  DeviceScratch parts(size_t(n * MN) * sizeof(T));
+  GemmParams c = plain_products(g, parts.p);
+  c.K = kc; c.batch = n - 1; c.batch_a = kc * g.cs_a; c.batch_b = kc * g.rs_b;
+  launch<T>(c, nullptr);
+  c.K = g.K - (n - 1) * kc; c.batch = 1;
+  c.a = static_cast<const T*>(g.a) + (n - 1) * kc * g.cs_a;
+  c.b = static_cast<const T*>(g.b) + (n - 1) * kc * g.rs_b;
+  c.c = static_cast<T*>(parts.p) + (n - 1) * MN;
+  launch<T>(c, nullptr);
+  sum_parts<T>(g, parts.p, n);
+}
+
+// gemm_batch_sum: every batch entry's product into parts (one batched launch), summed in order.
+template <typename T>
+void launch_batch_sum(const GemmParams& g) {
+  DeviceScratch parts(size_t(g.batch * g.M * g.N) * sizeof(T));
+  launch<T>(plain_products(g, parts.p), nullptr);
+  sum_parts<T>(g, parts.p, g.batch);
+}
+
 // gather: null for a GEMM; else B is gathered from the convolution input (gemm_conv).
 template <typename T>
 void launch(const GemmParams& g, const ConvGather* gather) {
@@ -484,8 +561,27 @@ bool allow_tf32() { return g_allow_tf32.load(std::memory_order_relaxed); }
 
 void gemm(const GemmParams& g) {
   if (g.M == 0 || g.N == 0 || g.batch == 0) return;
+  const bool tf32 = g.dtype == DType::f32 && allow_tf32();
+  const index_t S = split_k_enabled() ? gemm_splits(g.dtype, g.M, g.N, g.K, g.batch, sm_count(), tf32) : 1;
+  if (S > 1) {
+    if (g.dtype == DType::f32) launch_split<float>(g, S);
+    else launch_split<double>(g, S);
+    return;
+  }
   if (g.dtype == DType::f32) launch<float>(g, nullptr);
   else launch<double>(g, nullptr);
+}
+
+void gemm_batch_sum(const GemmParams& g) {
+  if (g.M == 0 || g.N == 0) return;
+  if (g.batch == 0 || g.K == 0) {  // an empty sum: the epilogue of zeros
+    if (g.dtype == DType::f32) sum_parts<float>(g, nullptr, 0);
+    else sum_parts<double>(g, nullptr, 0);
+    return;
+  }
+  if (g.batch == 1) return gemm(g);
+  if (g.dtype == DType::f32) launch_batch_sum<float>(g);
+  else launch_batch_sum<double>(g);
 }
 
 void gemm_conv(const GemmParams& g, const ConvGather& gather) {

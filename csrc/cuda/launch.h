@@ -75,6 +75,25 @@ inline Launch gemm_launch(DType dt, index_t M, index_t N, index_t batch, bool tf
   return l;
 }
 
+// Split K (gemm.cu): a GEMM of one batch entry whose output tiles give fewer blocks than half
+// the GPU's SMs runs its K range as S chunks (multiples of the K-step, at least kSplitMinK
+// deep), computed as S batch entries into scratch and summed in order (deterministic). At
+// most kSplitMax chunks and kSplitMaxParts scratch elements. Returns S (1: no split).
+constexpr index_t kSplitMinK = 256, kSplitMax = 16, kSplitMaxParts = index_t(1) << 22;
+inline index_t gemm_splits(DType dt, index_t M, index_t N, index_t K, index_t batch, index_t sms, bool tf32 = false) {
+  if (batch != 1 || sms <= 0 || M <= 0 || N <= 0) return 1;
+  const Launch l = gemm_launch(dt, M, N, 1, tf32);
+  const index_t blocks = l.grid_x * l.grid_y;
+  if (2 * blocks > sms) return 1;
+  index_t s = ceil_div(sms, blocks);
+  s = s < K / kSplitMinK ? s : K / kSplitMinK;
+  s = s < kSplitMax ? s : kSplitMax;
+  s = s < kSplitMaxParts / (M * N) ? s : kSplitMaxParts / (M * N);
+  return s < 2 ? 1 : s;
+}
+// The K depth of each chunk but the last (a multiple of the K-step 8 of every GEMM tile).
+inline index_t gemm_split_depth(index_t K, index_t S) { return ceil_div(ceil_div(K, S), index_t(8)) * 8; }
+
 // Elementwise kernels: 256 threads and a grid-stride loop; at most 2^20 blocks (the loop
 // covers the rest), at least one.
 constexpr int kEltBlock = 256;
