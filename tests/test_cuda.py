@@ -561,11 +561,16 @@ def test_matmul_batch_stride():
 def test_launch_math():
     L = _C._cuda_launch
     assert L("gemm", "float32", [4096, 4096, 1]) == dict(grid=(32, 32, 1), block=256)
-    assert L("gemm", "float32", [129, 1, 3]) == dict(grid=(1, 3, 3), block=256)   # 64-row tiles: 192 rows
+    assert L("gemm", "float32", [129, 1, 3]) == dict(grid=(1, 3, 3), block=256)   # 64 x 64 tiles
     assert L("gemm", "float64", [4096, 100, 1]) == dict(grid=(2, 64, 1), block=256)
-    # float32: 64 x 128 tiles when they pad M less than 128 x 128 ones (M mod 128 in 1..64)
-    for m, rows in [(64, 1), (1, 1), (65, 1), (128, 1), (192, 3), (200, 2), (256, 2), (300, 5), (4097, 65)]:
+    # float32: 64-row tiles where they pad M by at least a quarter less than 128-row ones
+    for m, rows in [(64, 1), (1, 1), (65, 1), (128, 1), (192, 3), (200, 2), (256, 2), (300, 3), (4097, 33)]:
         assert L("gemm", "float32", [m, 300, 1]) == dict(grid=(3, rows, 1), block=256), m
+    # and 64-column tiles likewise for N (a conv's 7 x 7 positions), 64 x 64 for both
+    assert L("gemm", "float32", [512, 49, 1]) == dict(grid=(1, 4, 1), block=256)
+    assert L("gemm", "float32", [512, 196, 1]) == dict(grid=(2, 4, 1), block=256)   # 256 columns either way
+    assert L("gemm", "float32", [64, 49, 2]) == dict(grid=(1, 1, 2), block=256)
+    assert L("gemm", "float32", [4096, 4097, 1]) == dict(grid=(33, 32, 1), block=256)
     assert L("gemm", "float64", [64, 300, 1]) == dict(grid=(5, 1, 1), block=256)
     # split K: fewer output blocks than half the SMs, K at least 2 * 256 deep, one batch entry
     assert L("gemm_splits", "float32", [5, 7, 5000, 1, 132]) == (16, 320)        # 1 block: 16 chunks
@@ -971,6 +976,7 @@ CONV_GEOMS = [  # (N, C, H, W), (O, KH, KW), conv2d keywords
     ((1, 4, 20, 23), (4, 3, 3), dict(stride=3, padding=2, dilation=3, groups=4)),
     ((4, 2, 5, 129), (3, 2, 2), dict(stride=1, padding=(1, 0))),     # P = 4 * 128 + ...
     ((2, 3, 9, 9), (100, 3, 3), dict(padding=1)),                    # O = 100: the 128-row tile
+    ((2, 4, 7, 7), (200, 3, 3), dict(padding=1)),                    # 7 x 7 positions: 64-column tiles
 ]
 
 

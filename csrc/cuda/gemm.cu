@@ -422,24 +422,31 @@ __global__ void __launch_bounds__(kTfThreads, VEC ? 2 : 0) gemm_tf32_kernel(Gemm
 
 std::atomic<bool> g_allow_tf32{false};
 
-// tf32 / half: the TF32 kernel / the 64-row tile (float32), as gemm_launch chose the grid.
+template <typename T, class Tile, bool CONV>
+void launch_tile(const dim3& grid, int block, bool vec, const GemmArgsT<T>& q, const ConvGatherT<T>& cv) {
+  if (vec) gemm_kernel<T, Tile, true, CONV><<<grid, block>>>(q, cv);
+  else gemm_kernel<T, Tile, false, CONV><<<grid, block>>>(q, cv);
+}
+
+// tf32: the TF32 kernel; tile: the float32 tile (gemm_tile_kind), as gemm_launch chose the grid.
 template <typename T, bool CONV>
-void launch_kernel(const dim3& grid, int block, bool vec, bool tf32, bool half, const GemmArgsT<T>& q,
+void launch_kernel(const dim3& grid, int block, bool vec, bool tf32, GemmTileKind tile, const GemmArgsT<T>& q,
                    const ConvGatherT<T>& cv) {
   if constexpr (std::is_same_v<T, float>) {
     if (tf32) {
       if (vec) gemm_tf32_kernel<true, CONV><<<grid, kTfThreads>>>(q, cv);
       else gemm_tf32_kernel<false, CONV><<<grid, kTfThreads>>>(q, cv);
-    } else if (half) {
-      if (vec) gemm_kernel<T, GemmTileHalf, true, CONV><<<grid, block>>>(q, cv);
-      else gemm_kernel<T, GemmTileHalf, false, CONV><<<grid, block>>>(q, cv);
+    } else if (tile == GemmTileKind::half) {
+      launch_tile<T, GemmTileHalf, CONV>(grid, block, vec, q, cv);
+    } else if (tile == GemmTileKind::narrow) {
+      launch_tile<T, GemmTileNarrow, CONV>(grid, block, vec, q, cv);
+    } else if (tile == GemmTileKind::small) {
+      launch_tile<T, GemmTileSmall, CONV>(grid, block, vec, q, cv);
     } else {
-      if (vec) gemm_kernel<T, GemmTile<T>, true, CONV><<<grid, block>>>(q, cv);
-      else gemm_kernel<T, GemmTile<T>, false, CONV><<<grid, block>>>(q, cv);
+      launch_tile<T, GemmTile<T>, CONV>(grid, block, vec, q, cv);
     }
   } else {
-    if (vec) gemm_kernel<T, GemmTile<T>, true, CONV><<<grid, block>>>(q, cv);
-    else gemm_kernel<T, GemmTile<T>, false, CONV><<<grid, block>>>(q, cv);
+    launch_tile<T, GemmTile<T>, CONV>(grid, block, vec, q, cv);
   }
   CUDA_CHECK(cudaGetLastError());
 }
@@ -536,20 +543,23 @@ void launch(const GemmParams& g, const ConvGather* gather) {
   }
   // The batch goes in the grid's z (at most 65535): longer batches in chunks.
   const bool tf32 = std::is_same_v<T, float> && g_allow_tf32.load(std::memory_order_relaxed);
-  const bool half = !tf32 && gemm_half_tile(g.dtype, g.M);
+  const GemmTileKind tile = gemm_tile_kind(g.dtype, g.M, g.N, tf32);
+  // 16-byte loads need 4 (float32) / 2 (float64) values of an operand per thread: A of the
+  // 64-row tiles and B of the 64-column tiles have 2 and load element by element.
+  const bool a_wide = tile != GemmTileKind::half && tile != GemmTileKind::small;
+  const bool b_wide = tile != GemmTileKind::narrow && tile != GemmTileKind::small;
   for (index_t b0 = 0; b0 < g.batch; b0 += kMaxGridYZ) {
     const Launch l = gemm_launch(g.dtype, g.M, g.N, std::min<index_t>(kMaxGridYZ, g.batch - b0), tf32);
     GemmArgsT<T> q = p;
     ConvGatherT<T> qv = cv;
     q.a += b0 * g.batch_a; q.b += b0 * g.batch_b; q.c += b0 * g.batch_c;
     const dim3 grid(unsigned(l.grid_x), unsigned(l.grid_y), unsigned(l.grid_z));
-    if (gather) {
+    if (gather) {  // B is gathered
       qv.x += b0 * cv.batch_x;
-      // the 64-row tile loads A element by element (2 values per thread), B is gathered
-      launch_kernel<T, true>(grid, l.block, !half && vec_ok_a(q, l.grid_z), tf32, half, q, qv);
+      launch_kernel<T, true>(grid, l.block, a_wide && vec_ok_a(q, l.grid_z), tf32, tile, q, qv);
     } else {
-      launch_kernel<T, false>(grid, l.block, (half || vec_ok_a(q, l.grid_z)) && vec_ok_b(q, l.grid_z), tf32, half,
-                              q, qv);
+      const bool vec = (!a_wide || vec_ok_a(q, l.grid_z)) && (!b_wide || vec_ok_b(q, l.grid_z)) && (a_wide || b_wide);
+      launch_kernel<T, false>(grid, l.block, vec, tf32, tile, q, qv);
     }
   }
 }
@@ -586,7 +596,8 @@ void gemm_batch_sum(const GemmParams& g) {
 
 void gemm_conv(const GemmParams& g, const ConvGather& gather) {
   static_assert(sizeof(ConvTap) == 8, "ConvGather::taps: an int and two shorts per k");
-  static_assert(GemmTile<float>::BK == 8 && GemmTile<double>::BK == 8 && GemmTileHalf::BK == 8,
+  static_assert(GemmTile<float>::BK == 8 && GemmTile<double>::BK == 8 && GemmTileHalf::BK == 8 &&
+                    GemmTileNarrow::BK == 8 && GemmTileSmall::BK == 8,
                 "conv.cu pads the tap table to multiples of 8");
   if (g.M == 0 || g.N == 0 || g.batch == 0) return;
   if (g.dtype == DType::f32) launch<float>(g, &gather);

@@ -29,15 +29,47 @@ template <> struct GemmTile<float> {
 template <> struct GemmTile<double> {
   static constexpr int BM = 64, BN = 64, BK = 8, TM = 4, TN = 4, VW = 2;
 };
-// float with few rows: 64 x 128 x 8 (256 threads, 4 x 8 per thread), taken when it pads M
-// less than the 128-row tile (gemm_half_tile): M = 64 (a conv's 64 output channels, a batch
-// of 64) fills it where the 128-row tile computes as many zero rows as real ones.
-struct GemmTileHalf {
+// float32 tiles for small outputs (256 threads each): 64 x 128 (4 x 8 per thread) for few
+// rows (a conv's 64 output channels, a batch of 64), 128 x 64 (8 x 4) for few columns (a
+// conv's 7 x 7 or 8 x 8 positions, 64 output features), 64 x 64 (4 x 4) for both. Where the
+// 128 x 128 tile computes as many zeros as real outputs, they do not.
+struct GemmTileHalf {   // few rows
   static constexpr int BM = 64, BN = 128, BK = 8, TM = 4, TN = 8, VW = 4;
 };
-inline bool gemm_half_tile(DType dt, index_t M) {
-  return dt == DType::f32 && ceil_div(M, GemmTileHalf::BM) * GemmTileHalf::BM <
-                                 ceil_div(M, GemmTile<float>::BM) * GemmTile<float>::BM;
+struct GemmTileNarrow { // few columns
+  static constexpr int BM = 128, BN = 64, BK = 8, TM = 8, TN = 4, VW = 4;
+};
+struct GemmTileSmall {  // few of both
+  static constexpr int BM = 64, BN = 64, BK = 8, TM = 4, TN = 4, VW = 4;
+};
+enum class GemmTileKind : int { big = 0, half = 1, narrow = 2, small = 3 };
+// The float32 tile (TF32 and float64: always their one tile, `big`): a smaller tile when it
+// pads the output by at least a quarter less than the next larger one; the smaller tiles
+// reuse each shared-memory read for fewer FMAs, so a few percent of padding is not worth it.
+inline GemmTileKind gemm_tile_kind(DType dt, index_t M, index_t N, bool tf32 = false) {
+  if (dt != DType::f32 || tf32) return GemmTileKind::big;
+  auto pad = [](index_t n, index_t b) { return ceil_div(n, b) * b; };
+  const index_t m128 = pad(M, 128), m64 = pad(M, 64), n128 = pad(N, 128), n64 = pad(N, 64);
+  const auto fewer = [](index_t smaller, index_t larger) { return 4 * smaller <= 3 * larger; };
+  const bool few_rows = fewer(m64, m128), few_cols = fewer(n64, n128);
+  if (few_rows && few_cols) return GemmTileKind::small;
+  if (few_rows) return GemmTileKind::half;
+  if (few_cols) return GemmTileKind::narrow;
+  return GemmTileKind::big;
+}
+// (BM, BN, threads) of a kind.
+inline void gemm_tile_shape(DType dt, GemmTileKind k, int& bm, int& bn, int& threads) {
+  auto set = [&](auto tile) {
+    using Tl = decltype(tile);
+    bm = Tl::BM; bn = Tl::BN; threads = (Tl::BM / Tl::TM) * (Tl::BN / Tl::TN);
+  };
+  if (dt == DType::f64) return set(GemmTile<double>{});
+  switch (k) {
+    case GemmTileKind::half: return set(GemmTileHalf{});
+    case GemmTileKind::narrow: return set(GemmTileNarrow{});
+    case GemmTileKind::small: return set(GemmTileSmall{});
+    default: return set(GemmTile<float>{});
+  }
 }
 
 #if defined(__CUDACC__)
@@ -62,15 +94,12 @@ inline void check_grid_yz(index_t y, index_t z, const char* what) {
 // tf32: the TF32 kernel (128 x 128 tiles only).
 inline Launch gemm_launch(DType dt, index_t M, index_t N, index_t batch, bool tf32 = false) {
   Launch l;
-  const bool half = !tf32 && gemm_half_tile(dt, M);
-  const int bm = half ? GemmTileHalf::BM : dt == DType::f32 ? GemmTile<float>::BM : GemmTile<double>::BM;
-  const int bn = half ? GemmTileHalf::BN : dt == DType::f32 ? GemmTile<float>::BN : GemmTile<double>::BN;
-  const int tm = half ? GemmTileHalf::TM : dt == DType::f32 ? GemmTile<float>::TM : GemmTile<double>::TM;
-  const int tn = half ? GemmTileHalf::TN : dt == DType::f32 ? GemmTile<float>::TN : GemmTile<double>::TN;
+  int bm = 0, bn = 0, threads = 0;
+  gemm_tile_shape(dt, gemm_tile_kind(dt, M, N, tf32), bm, bn, threads);
   l.grid_x = ceil_div(N, bn);
   l.grid_y = ceil_div(M, bm);
   l.grid_z = batch;
-  l.block = (bm / tm) * (bn / tn);
+  l.block = threads;
   check_grid_yz(l.grid_y, l.grid_z, "gemm");
   return l;
 }
