@@ -986,27 +986,40 @@ CONV_GEOMS = [  # (N, C, H, W), (O, KH, KW), conv2d keywords
 @pytest.mark.parametrize("tf32", [False, True])
 @pytest.mark.parametrize("geom", CONV_GEOMS, ids=lambda g: f"{g[0]}-{g[1]}")
 def test_gpu_conv2d_implicit_gemm(rng, dtype, tf32, geom, no_tf32):
-    """conv2d's implicit GEMM (B gathered from x through the tap table) against the im2col
-    path (NNKERNELS_CUDA_CONV=im2col): the same products in the same order, so the same bits;
-    and against torch. Strides, dilations, groups, padding wider than the kernel, 1 x 1."""
+    """conv2d's implicit GEMMs (the forward with B gathered from x through the tap table, the
+    weight gradient with B gathered through the position table) against the im2col path
+    (NNKERNELS_CUDA_CONV=im2col): the same products in the same order, so the same bits; and
+    against torch / the CPU path. Strides, dilations, groups, padding wider than the kernel,
+    1 x 1."""
     if tf32 and dtype != np.float32:
         return
     (n, c, h, w_), (o, kh, kw), kwargs = geom
     x = rng.standard_normal((n, c, h, w_)).astype(dtype)
     w = rng.standard_normal((o, c // kwargs.get("groups", 1), kh, kw)).astype(dtype)
     b = rng.standard_normal(o).astype(dtype)
+    gy = rng.standard_normal(F.conv2d(torch.from_numpy(x), torch.from_numpy(w), **kwargs).shape).astype(dtype)
     nnkernels.cuda.set_allow_tf32(tf32)
     old = os.environ.pop("NNKERNELS_CUDA_CONV", None)
+    run = lambda: (host(ops.conv2d(tcuda(x), tcuda(w), tcuda(b), **kwargs)),
+                   [host(t) for t in ops.conv2d_backward(tcuda(gy), tcuda(x), tcuda(w), **kwargs)])
     try:
-        implicit = host(ops.conv2d(tcuda(x), tcuda(w), tcuda(b), **kwargs))
+        implicit, grads = run()
         os.environ["NNKERNELS_CUDA_CONV"] = "im2col"
-        cols = host(ops.conv2d(tcuda(x), tcuda(w), tcuda(b), **kwargs))
+        cols, grads_cols = run()
     finally:
         nnkernels.cuda.set_allow_tf32(False)
         os.environ.pop("NNKERNELS_CUDA_CONV", None)
         if old is not None:
             os.environ["NNKERNELS_CUDA_CONV"] = old
     np.testing.assert_array_equal(implicit, cols)
+    for a, c in zip(grads, grads_cols):  # the weight gradient gathered from x, or from its columns
+        np.testing.assert_array_equal(a, c)
+    cpu = ops.conv2d_backward(gy, x, w, **kwargs)
+    for a, c in zip(grads, cpu):
+        if tf32:
+            assert np.linalg.norm(a - c) <= 3e-3 * max(np.linalg.norm(c), 1e-30)
+        else:
+            close(a, c, dtype, factor=8)
     ref = F.conv2d(torch.from_numpy(x).double(), torch.from_numpy(w).double(), torch.from_numpy(b).double(),
                    **kwargs).numpy()
     if tf32:

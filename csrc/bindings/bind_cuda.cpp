@@ -785,13 +785,19 @@ py::tuple cu_conv2d_backward(DevArg g_, py::handle x_, py::handle w_, py::handle
   const DType dt = x.dtype;
   const index_t N = cg.N, C = cg.C, O = cg.O, KK = cg.KH * cg.KW, P = cg.OH * cg.OW;
   const cu::ConvGemmDims d = conv_gemm_dims(dt, cg);
+  const cu::ConvFold f = conv_fold(cg);
+  const bool implicit = cu::conv_implicit_ok(d, f);  // dW without the columns of x
   DevTensor dx = dev_empty(dt, x.shape), dw = dev_empty(dt, w.shape), db = dev_empty(dt, {O});
-  DevTensor cols = dev_empty(dt, {N, C * KK, P}), dcols = dev_empty(dt, {N, C * KK, P});
+  DevTensor cols = implicit ? DevTensor() : dev_empty(dt, {N, C * KK, P}), dcols = dev_empty(dt, {N, C * KK, P});
   {
     py::gil_scoped_release nogil;
-    cu::im2col(dt, cols.ptr, x.ptr, N, C, cg.H, cg.W, cg.KH, cg.KW, cg.pd[0], cg.pd[1], cg.st[0], cg.st[1],
-               cg.dl[0], cg.dl[1], cg.OH, cg.OW);
-    cu::conv_gemm_dweight(d, dw.ptr, gy.ptr, cols.ptr);
+    if (implicit) {
+      cu::conv_weight_grad_implicit(d, f, dw.ptr, gy.ptr, x.ptr);
+    } else {
+      cu::im2col(dt, cols.ptr, x.ptr, N, C, cg.H, cg.W, cg.KH, cg.KW, cg.pd[0], cg.pd[1], cg.st[0], cg.st[1],
+                 cg.dl[0], cg.dl[1], cg.OH, cg.OW);
+      cu::conv_gemm_dweight(d, dw.ptr, gy.ptr, cols.ptr);
+    }
     cu::conv_gemm_dcols(d, dcols.ptr, w.ptr, gy.ptr);
     cu::col2im(dt, dx.ptr, dcols.ptr, N, C, cg.H, cg.W, cg.KH, cg.KW, cg.pd[0], cg.pd[1], cg.st[0], cg.st[1],
                cg.dl[0], cg.dl[1], cg.OH, cg.OW);

@@ -26,6 +26,7 @@ struct DeviceScratch {
   void* p;
   explicit DeviceScratch(size_t bytes) : p(device_malloc(bytes)) {}
   ~DeviceScratch() { device_free(p); }
+  DeviceScratch(DeviceScratch&& o) noexcept : p(o.p) { o.p = nullptr; }
   DeviceScratch(const DeviceScratch&) = delete;
   DeviceScratch& operator=(const DeviceScratch&) = delete;
 };
@@ -73,8 +74,10 @@ struct GemmParams {
 void gemm(const GemmParams& p);
 // C = epilogue(sum over the p.batch entries z of A_z B_z) into one M x N C (p.batch_c unused):
 // the products into scratch (one batched launch), then summed in order z = 0, 1, ...
-// (deterministic). No entries (or K = 0): the epilogue of zeros.
-void gemm_batch_sum(const GemmParams& p);
+// (deterministic). No entries (or K = 0): the epilogue of zeros. gather: B gathered as in
+// gemm_conv (declared below).
+struct ConvGather;
+void gemm_batch_sum(const GemmParams& p, const ConvGather* gather = nullptr);
 // The GEMM with B gathered from a convolution's input instead of read (implicit GEMM; used by
 // conv_forward_implicit): B[k, n] of batch entry z is x[z * batch_x + taps[k].off + corner(n)]
 // inside the image, else 0, with taps (ConvTap) per k on the device, padded to a multiple of 8 entries with {0, 32767, 0} (outside every image), and corner(n) =
@@ -83,10 +86,14 @@ struct alignas(8) ConvTap {
   int off;         // c H W + i dh W + j dw
   short dh, dw;    // i dh, j dw
 };
+// With cols (per column n, a tap), the roles swap: k is a position (oh, ow) and n a tap
+// (c, i, j), the per-k table holds positions {corner, bh, bw} (the weight gradient's dY
+// cols^T); the element is x[z * batch_x + taps[k].off + cols[n].off] when inside the image.
 struct ConvGather {
   const void* x = nullptr;
   index_t batch_x = 0;
   const ConvTap* taps = nullptr;
+  const ConvTap* cols = nullptr;
   index_t H = 0, W = 0, OW = 0, ph = 0, pw = 0, sh = 0, sw = 0;
 };
 void gemm_conv(const GemmParams& g, const ConvGather& gather);
@@ -181,6 +188,11 @@ bool conv_implicit_ok(const ConvGemmDims& d, const ConvFold& f);
 // table of the kernel's taps.
 void conv_forward_implicit(const ConvGemmDims& d, const ConvFold& f, void* y, const void* w, const void* x,
                            const void* bias);
+// dw = conv2d's weight gradient from dy (N, O, OH, OW) and x (N, C, H, W), contiguous, as
+// conv_gemm_dweight with cols = im2col(x) but without the columns: per group one
+// gemm_batch_sum over the images with B gathered from x (positions along k, taps along n).
+// Under conv_implicit_ok. Zero when N or P is 0.
+void conv_weight_grad_implicit(const ConvGemmDims& d, const ConvFold& f, void* dw, const void* dy, const void* x);
 // dcols_{n,g} = W_g^T dy_{n,g} (dcols like cols, dy like y): one batched GEMM per group.
 void conv_gemm_dcols(const ConvGemmDims& d, void* dcols, const void* w, const void* dy);
 // dw_g = sum over n, in image order, of dy_{n,g} cols_{n,g}^T (per group one gemm_batch_sum

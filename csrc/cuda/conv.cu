@@ -200,6 +200,31 @@ __global__ void conv_taps_kernel(ConvTap* __restrict__ taps, index_t K, index_t 
     taps[k] = ConvTap{int(c * H * W + i * dh * W + j * dw), short(i * dh), short(j * dw)};
   }
 }
+// pos[p] for p = oh * OW + ow: the window corner {bh W + bw, bh, bw}, bh = oh sh - ph,
+// bw = ow sw - pw; for P <= p < Ppad {0, 32767, 0} (the weight gradient's implicit GEMM).
+__global__ void conv_positions_kernel(ConvTap* __restrict__ pos, index_t P, index_t Ppad, index_t OW, index_t W,
+                                      index_t sh, index_t sw, index_t ph, index_t pw) {
+  for (index_t p = blockIdx.x * index_t(blockDim.x) + threadIdx.x; p < Ppad; p += index_t(gridDim.x) * blockDim.x) {
+    if (p >= P) {
+      pos[p] = ConvTap{0, short(kTapFar), 0};
+      continue;
+    }
+    const index_t bh = p / OW * sh - ph, bw = p % OW * sw - pw;
+    pos[p] = ConvTap{int(bh * W + bw), short(bh), short(bw)};
+  }
+}
+
+// The taps of one group (K = C_g KH KW entries, padded to Kpad) on the device.
+DeviceScratch make_taps(const ConvFold& f, index_t K, index_t Kpad) {
+  DeviceScratch taps(size_t(std::max<index_t>(Kpad, 1)) * sizeof(ConvTap));
+  if (Kpad > 0) {
+    const Launch l = elementwise_launch(Kpad);
+    conv_taps_kernel<<<unsigned(l.grid_x), l.block>>>(static_cast<ConvTap*>(taps.p), K, Kpad, f.KH, f.KW, f.H, f.W,
+                                                     f.dh, f.dw);
+    CUDA_CHECK(cudaGetLastError());
+  }
+  return taps;
+}
 }  // namespace
 
 bool conv_implicit_ok(const ConvGemmDims& d, const ConvFold& f) {
@@ -214,21 +239,17 @@ bool conv_implicit_ok(const ConvGemmDims& d, const ConvFold& f) {
   const index_t corner_max = (f.OH * f.sh + f.ph) * f.W + f.OW * f.sw + f.pw;
   // The taps' row / column offsets are shorts; the padding taps' row offset (kTapFar) lies
   // below every window's reach: -ph + kTapFar >= H.
+  // The weight gradient's positions hold window corners as shorts too.
   return tap_max < lim && corner_max < lim && f.OH * f.sh + f.ph + f.KH * f.dh < lim29 &&
          f.OW * f.sw + f.pw + f.KW * f.dw < lim29 && f.KH * f.dh <= kTapFar && f.KW * f.dw <= kTapFar &&
-         f.H + f.ph <= kTapFar;
+         f.H + f.ph <= kTapFar && f.OH * f.sh + f.ph <= kTapFar && f.OW * f.sw + f.pw <= kTapFar;
 }
 
 void conv_forward_implicit(const ConvGemmDims& d, const ConvFold& f, void* y, const void* w, const void* x,
                            const void* bias) {
   const index_t Cg = d.C / d.G, Og = d.O / d.G, K = Cg * d.KK, item = dtype_size(d.dtype);
   if (d.N == 0 || d.P == 0 || Og == 0) return;
-  const index_t Kpad = std::max<index_t>(ceil_div(K, kTapsAlign), 1) * kTapsAlign;
-  DeviceScratch taps(size_t(Kpad) * sizeof(ConvTap));
-  const Launch l = elementwise_launch(Kpad);
-  conv_taps_kernel<<<unsigned(l.grid_x), l.block>>>(static_cast<ConvTap*>(taps.p), K, Kpad, f.KH, f.KW, f.H, f.W, f.dh,
-                                                   f.dw);
-  CUDA_CHECK(cudaGetLastError());
+  const DeviceScratch taps = make_taps(f, K, std::max<index_t>(ceil_div(K, kTapsAlign), 1) * kTapsAlign);
   for (index_t g = 0; g < d.G; ++g) {  // y_{n,g} (Og x P) = W_g (Og x K) im2col(x_{n,g}) (K x P), all n
     GemmParams p;
     p.dtype = d.dtype; p.M = Og; p.N = d.P; p.K = K; p.batch = d.N;
@@ -239,6 +260,29 @@ void conv_forward_implicit(const ConvGemmDims& d, const ConvFold& f, void* y, co
     cv.x = at(x, g * Cg * f.H * f.W, item); cv.batch_x = d.C * f.H * f.W; cv.taps = static_cast<const ConvTap*>(taps.p);
     cv.H = f.H; cv.W = f.W; cv.OW = f.OW; cv.ph = f.ph; cv.pw = f.pw; cv.sh = f.sh; cv.sw = f.sw;
     gemm_conv(p, cv);
+  }
+}
+
+void conv_weight_grad_implicit(const ConvGemmDims& d, const ConvFold& f, void* dw, const void* dy, const void* x) {
+  const index_t Cg = d.C / d.G, Og = d.O / d.G, K = Cg * d.KK, item = dtype_size(d.dtype);
+  if (Og == 0 || K == 0) return;
+  const DeviceScratch taps = make_taps(f, K, K);  // per column: no padding
+  const index_t Ppad = std::max<index_t>(ceil_div(d.P, kTapsAlign), 1) * kTapsAlign;
+  DeviceScratch pos(size_t(Ppad) * sizeof(ConvTap));
+  const Launch l = elementwise_launch(Ppad);
+  conv_positions_kernel<<<unsigned(l.grid_x), l.block>>>(static_cast<ConvTap*>(pos.p), d.P, Ppad, f.OW, f.W, f.sh,
+                                                        f.sw, f.ph, f.pw);
+  CUDA_CHECK(cudaGetLastError());
+  for (index_t g = 0; g < d.G; ++g) {  // dW_g = sum over images n of dY_{n,g} (Og x P) im2col(x_{n,g})^T (P x K)
+    GemmParams p;
+    p.dtype = d.dtype; p.M = Og; p.N = K; p.K = d.P; p.batch = d.N;
+    p.a = at(dy, g * Og * d.P, item); p.rs_a = d.P; p.cs_a = 1; p.batch_a = d.O * d.P;
+    p.c = at(dw, g * Og * K, item); p.rs_c = K;
+    ConvGather cv;
+    cv.x = at(x, g * Cg * f.H * f.W, item); cv.batch_x = d.C * f.H * f.W;
+    cv.taps = static_cast<const ConvTap*>(pos.p); cv.cols = static_cast<const ConvTap*>(taps.p);
+    cv.H = f.H; cv.W = f.W; cv.OW = f.OW; cv.ph = f.ph; cv.pw = f.pw; cv.sh = f.sh; cv.sw = f.sw;
+    gemm_batch_sum(p, &cv);  // the images' products at once, summed in image order
   }
 }
 

@@ -71,13 +71,17 @@ __device__ __forceinline__ void load16(const double* p, double* out) {
 //   B[k, n] = x[off + bh W + bw]   when 0 <= bh + dh_i < H and 0 <= bw + dw_j < W, else 0.
 // ConvTap (api.h): 8 bytes per tap, 2 registers when loaded (16-byte taps made the float32
 // kernels spill in their main loop at 128 registers).
+// CONV = 2, the weight gradient's product dY cols^T: the roles swap, k = (oh, ow) a position
+// and n = (c, i, j) a tap. The per-k table then holds positions {bh W + bw, bh, bw} and each
+// thread reads its column's tap from `cols`; the sum and the bounds test are the same.
 // The window corner of a column past the output: no tap brings it inside the image.
 constexpr int kConvOff = -(1 << 29);
 template <typename T>
 struct ConvGatherT {
-  const T* x = nullptr;          // image 0 at this group's first channel
-  index_t batch_x = 0;           // elements between images (C H W)
-  const ConvTap* taps = nullptr;  // K entries
+  const T* x = nullptr;           // image 0 at this group's first channel
+  index_t batch_x = 0;            // elements between images (C H W)
+  const ConvTap* taps = nullptr;  // per k (padded to whole K-steps)
+  const ConvTap* cols = nullptr;  // CONV = 2: per column n, the tap
   int H = 0, W = 0, OW = 0, ph = 0, pw = 0, sh = 0, sw = 0;
 };
 
@@ -98,7 +102,7 @@ struct ConvGatherT {
 // CONV: B gathered from x (ConvGatherT above) in the scalar order, where each thread's
 // elements share one column n = n0 + tid % BN (NT is a multiple of BN): its window corner is
 // worked out once.
-template <typename T, int BM, int BN, int BK, int NT, bool AVEC, bool BVEC, bool CONV>
+template <typename T, int BM, int BN, int BK, int NT, bool AVEC, bool BVEC, int CONV>
 struct TileLoads {
   static constexpr int A_PER = BM * BK / NT, B_PER = BN * BK / NT;  // elements each thread loads
   static constexpr int VW = 16 / int(sizeof(T));                     // elements per 16 bytes
@@ -108,17 +112,22 @@ struct TileLoads {
   static constexpr bool AV = AVEC && A_PER % VW == 0, BV = BVEC && B_PER % VW == 0;
   T ra[A_PER], rb[B_PER];
   bool a_kfast, b_nfast;
-  // CONV: bh W + bw, bh, bw of this thread's column; bh = kConvOff (every tap reads 0) for a
-  // column past the output.
+  // CONV: bh W + bw, bh, bw of this thread's column (1: its window corner; 2: its tap's
+  // offsets); bh = kConvOff (every element reads 0) for a column past the output.
   int corner = 0, bh = kConvOff, bw = 0;
   __device__ TileLoads(const GemmArgsT<T>& p, const ConvGatherT<T>& cv, index_t n0, int tid)
       : a_kfast(p.cs_a == 1), b_nfast(CONV || p.cs_b == 1 || p.rs_b != 1) {
-    if constexpr (CONV) {
+    if constexpr (CONV != 0) {
       const index_t n = n0 + tid % BN;
       if (n < p.N) {
-        bh = int(n / cv.OW) * cv.sh - cv.ph;
-        bw = int(n % cv.OW) * cv.sw - cv.pw;
-        corner = bh * cv.W + bw;
+        if constexpr (CONV == 1) {
+          bh = int(n / cv.OW) * cv.sh - cv.ph;
+          bw = int(n % cv.OW) * cv.sw - cv.pw;
+          corner = bh * cv.W + bw;
+        } else {
+          const ConvTap t = cv.cols[n];
+          corner = t.off, bh = t.dh, bw = t.dw;
+        }
       }
     }
   }
@@ -163,8 +172,8 @@ struct TileLoads {
         ra[i] = (m < p.M && k < p.K) ? A[m * p.rs_a + k * p.cs_a] : T(0);
       }
     }
-    if constexpr (CONV) {
-      // Element i's k is k0 + tid / BN + i NT / BN; the table runs past K with taps that read 0.
+    if constexpr (CONV != 0) {
+      // Element i's k is k0 + tid / BN + i NT / BN; the table runs past K with entries that read 0.
       const ConvTap* tk = cv.taps + k0 + tid / BN;
 #pragma unroll
       for (int i = 0; i < B_PER; ++i) {
@@ -264,7 +273,7 @@ __device__ __forceinline__ void write_c(const GemmArgsT<T>& p, T* C, index_t m, 
 // Which is faster is unmeasured: NNKERNELS_CUDA_GEMM_VEC=0 turns the vector loads off and
 // NNKERNELS_CUDA_CONV=im2col the implicit GEMM (bench/gpu_bench.py times all three).
 // Tile: GemmTile<T> or GemmTileHalf (launch.h).
-template <typename T, class Tile, bool VEC, bool CONV>
+template <typename T, class Tile, bool VEC, int CONV>
 __global__ void __launch_bounds__((Tile::BM / Tile::TM) * (Tile::BN / Tile::TN), VEC ? 2 : 0)
 gemm_kernel(GemmArgsT<T> p, ConvGatherT<T> cv) {
   constexpr int BM = Tile::BM, BN = Tile::BN, BK = Tile::BK;
@@ -283,7 +292,7 @@ gemm_kernel(GemmArgsT<T> p, ConvGatherT<T> cv) {
   const T* B = CONV ? cv.x + index_t(blockIdx.z) * cv.batch_x : p.b + index_t(blockIdx.z) * p.batch_b;
   T* C = p.c + index_t(blockIdx.z) * p.batch_c;
 
-  TileLoads<T, BM, BN, BK, NT, VEC, VEC && !CONV, CONV> ld(p, cv, n0, tid);
+  TileLoads<T, BM, BN, BK, NT, VEC, VEC && CONV == 0, CONV> ld(p, cv, n0, tid);
   auto load = [&](index_t k0) { ld.load(p, cv, A, B, m0, n0, k0, tid); };
   auto store = [&](int buf) {  // A transposed (As[k][m]), B as is
     ld.scatter(tid, [&](int mm, int kk, T v) { As[buf][kk][mm] = v; }, [&](int nn, int kk, T v) { Bs[buf][kk][nn] = v; });
@@ -345,7 +354,7 @@ constexpr int kTfLdA = kTfBK + 4, kTfLdB = kTfBN + 4;  // padded rows (multiples
 static_assert(kTfBK == 8 && kTfThreads == (kTfBM / GemmTile<float>::TM) * (kTfBN / GemmTile<float>::TN),
               "the TF32 kernel uses the float32 tiles and launch shape");
 
-template <bool VEC, bool CONV>
+template <bool VEC, int CONV>
 __global__ void __launch_bounds__(kTfThreads, VEC ? 2 : 0) gemm_tf32_kernel(GemmArgsT<float> p,
                                                                           ConvGatherT<float> cv) {
   using namespace nvcuda;
@@ -361,7 +370,7 @@ __global__ void __launch_bounds__(kTfThreads, VEC ? 2 : 0) gemm_tf32_kernel(Gemm
   const float* B = CONV ? cv.x + index_t(blockIdx.z) * cv.batch_x : p.b + index_t(blockIdx.z) * p.batch_b;
   float* C = p.c + index_t(blockIdx.z) * p.batch_c;
 
-  TileLoads<float, kTfBM, kTfBN, kTfBK, kTfThreads, VEC, VEC && !CONV, CONV> ld(p, cv, n0, tid);
+  TileLoads<float, kTfBM, kTfBN, kTfBK, kTfThreads, VEC, VEC && CONV == 0, CONV> ld(p, cv, n0, tid);
   auto store = [&](int buf) {  // both row-major: As[m][k], Bs[k][n]
     ld.scatter(tid, [&](int mm, int kk, float v) { As[buf][mm][kk] = v; },
                [&](int nn, int kk, float v) { Bs[buf][kk][nn] = v; });
@@ -422,14 +431,14 @@ __global__ void __launch_bounds__(kTfThreads, VEC ? 2 : 0) gemm_tf32_kernel(Gemm
 
 std::atomic<bool> g_allow_tf32{false};
 
-template <typename T, class Tile, bool CONV>
+template <typename T, class Tile, int CONV>
 void launch_tile(const dim3& grid, int block, bool vec, const GemmArgsT<T>& q, const ConvGatherT<T>& cv) {
   if (vec) gemm_kernel<T, Tile, true, CONV><<<grid, block>>>(q, cv);
   else gemm_kernel<T, Tile, false, CONV><<<grid, block>>>(q, cv);
 }
 
 // tf32: the TF32 kernel; tile: the float32 tile (gemm_tile_kind), as gemm_launch chose the grid.
-template <typename T, bool CONV>
+template <typename T, int CONV>
 void launch_kernel(const dim3& grid, int block, bool vec, bool tf32, GemmTileKind tile, const GemmArgsT<T>& q,
                    const ConvGatherT<T>& cv) {
   if constexpr (std::is_same_v<T, float>) {
@@ -516,9 +525,9 @@ void launch_split(const GemmParams& g, index_t S) {
 
 // gemm_batch_sum: every batch entry's product into parts (one batched launch), summed in order.
 template <typename T>
-void launch_batch_sum(const GemmParams& g) {
+void launch_batch_sum(const GemmParams& g, const ConvGather* gather) {
   DeviceScratch parts(size_t(g.batch * g.M * g.N) * sizeof(T));
-  launch<T>(plain_products(g, parts.p), nullptr);
+  launch<T>(plain_products(g, parts.p), gather);
   sum_parts<T>(g, parts.p, g.batch);
 }
 
@@ -537,7 +546,7 @@ void launch(const GemmParams& g, const ConvGather* gather) {
   ConvGatherT<T> cv;
   if (gather) {
     cv.x = static_cast<const T*>(gather->x); cv.batch_x = gather->batch_x;
-    cv.taps = gather->taps;
+    cv.taps = gather->taps; cv.cols = gather->cols;
     cv.H = int(gather->H); cv.W = int(gather->W); cv.OW = int(gather->OW);
     cv.ph = int(gather->ph); cv.pw = int(gather->pw); cv.sh = int(gather->sh); cv.sw = int(gather->sw);
   }
@@ -556,10 +565,12 @@ void launch(const GemmParams& g, const ConvGather* gather) {
     const dim3 grid(unsigned(l.grid_x), unsigned(l.grid_y), unsigned(l.grid_z));
     if (gather) {  // B is gathered
       qv.x += b0 * cv.batch_x;
-      launch_kernel<T, true>(grid, l.block, a_wide && vec_ok_a(q, l.grid_z), tf32, tile, q, qv);
+      const bool vec = a_wide && vec_ok_a(q, l.grid_z);
+      if (gather->cols) launch_kernel<T, 2>(grid, l.block, vec, tf32, tile, q, qv);
+      else launch_kernel<T, 1>(grid, l.block, vec, tf32, tile, q, qv);
     } else {
       const bool vec = (!a_wide || vec_ok_a(q, l.grid_z)) && (!b_wide || vec_ok_b(q, l.grid_z)) && (a_wide || b_wide);
-      launch_kernel<T, false>(grid, l.block, vec, tf32, tile, q, qv);
+      launch_kernel<T, 0>(grid, l.block, vec, tf32, tile, q, qv);
     }
   }
 }
@@ -582,16 +593,16 @@ void gemm(const GemmParams& g) {
   else launch<double>(g, nullptr);
 }
 
-void gemm_batch_sum(const GemmParams& g) {
+void gemm_batch_sum(const GemmParams& g, const ConvGather* gather) {
   if (g.M == 0 || g.N == 0) return;
   if (g.batch == 0 || g.K == 0) {  // an empty sum: the epilogue of zeros
     if (g.dtype == DType::f32) sum_parts<float>(g, nullptr, 0);
     else sum_parts<double>(g, nullptr, 0);
     return;
   }
-  if (g.batch == 1) return gemm(g);
-  if (g.dtype == DType::f32) launch_batch_sum<float>(g);
-  else launch_batch_sum<double>(g);
+  if (g.batch == 1 && !gather) return gemm(g);
+  if (g.dtype == DType::f32) launch_batch_sum<float>(g, gather);
+  else launch_batch_sum<double>(g, gather);
 }
 
 void gemm_conv(const GemmParams& g, const ConvGather& gather) {
