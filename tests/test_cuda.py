@@ -1015,7 +1015,24 @@ def test_gpu_conv2d_implicit_gemm(rng, dtype, tf32, geom, no_tf32):
     for a, c in zip(grads, grads_cols):  # the weight gradient gathered from x, or from its columns
         np.testing.assert_array_equal(a, c)
     cpu = ops.conv2d_backward(gy, x, w, **kwargs)
-    for a, c in zip(grads, cpu):
+    # conv_transpose2d's backward (both of its products are this convolution's) with the same
+    # weight: its input has the conv output's shape, its grad_out the conv input's
+    xt = rng.standard_normal(gy.shape).astype(dtype)
+    gt = rng.standard_normal(ops.conv_transpose2d(xt, w, **kwargs).shape).astype(dtype)
+    nnkernels.cuda.set_allow_tf32(tf32)
+    try:
+        t_implicit = [host(t) for t in ops.conv_transpose2d_backward(tcuda(gt), tcuda(xt), tcuda(w), **kwargs)]
+        os.environ["NNKERNELS_CUDA_CONV"] = "im2col"
+        t_cols = [host(t) for t in ops.conv_transpose2d_backward(tcuda(gt), tcuda(xt), tcuda(w), **kwargs)]
+    finally:
+        nnkernels.cuda.set_allow_tf32(False)
+        os.environ.pop("NNKERNELS_CUDA_CONV", None)
+        if old is not None:
+            os.environ["NNKERNELS_CUDA_CONV"] = old
+    for a, c in zip(t_implicit, t_cols):
+        np.testing.assert_array_equal(a, c)
+    cpu += ops.conv_transpose2d_backward(gt, xt, w, **kwargs)
+    for a, c in zip(grads + t_implicit, cpu):
         if tf32:
             assert np.linalg.norm(a - c) <= 3e-3 * max(np.linalg.norm(c), 1e-30)
         else:

@@ -418,9 +418,11 @@ py::object cu_elem_loss(cu::LossKind k, DevArg x_, py::handle t_, py::handle red
   const index_t n = x.numel();
   if (r == Reduction::none) {
     DevTensor out = dev_empty(x.dtype, x.shape);
-    py::gil_scoped_release nogil;
-    cu::loss_none(x.dtype, k, out.ptr, x.ptr, t.ptr, n);
-    return out.owner;
+    {
+      py::gil_scoped_release nogil;
+      cu::loss_none(x.dtype, k, out.ptr, x.ptr, t.ptr, n);
+    }
+    return out.owner;  // with the GIL held
   }
   double s;
   {
@@ -488,9 +490,11 @@ py::object cu_cross_entropy(DevArg x_, py::handle t_, py::handle red_, int64_t i
   cu_ce_ready(a);
   if (r == Reduction::none) {
     DevTensor out = dev_empty(a.x.dtype, a.loss_shape);
-    py::gil_scoped_release nogil;
-    cu::cross_entropy_none(a.x.dtype, out.ptr, a.x.ptr, a.N, a.C, a.t.ptr, a.t.index_bits, a.ts, a.ignore);
-    return out.owner;
+    {
+      py::gil_scoped_release nogil;
+      cu::cross_entropy_none(a.x.dtype, out.ptr, a.x.ptr, a.N, a.C, a.t.ptr, a.t.index_bits, a.ts, a.ignore);
+    }
+    return out.owner;  // with the GIL held
   }
   double s;
   {
@@ -753,8 +757,10 @@ py::object cu_conv2d(DevArg x_, py::handle w_, py::handle b_, py::handle stride_
   const cu::ConvGemmDims d = conv_gemm_dims(x.dtype, cg);
   const cu::ConvFold f = conv_fold(cg);
   if (cu::conv_implicit_ok(d, f)) {  // no columns in memory
-    py::gil_scoped_release nogil;
-    cu::conv_forward_implicit(d, f, out.ptr, w.ptr, x.ptr, b_.is_none() ? nullptr : bias.ptr);
+    {
+      py::gil_scoped_release nogil;
+      cu::conv_forward_implicit(d, f, out.ptr, w.ptr, x.ptr, b_.is_none() ? nullptr : bias.ptr);
+    }
     return out.owner;
   }
   DevTensor cols = dev_empty(x.dtype, {N, C * KH * KW, OH * OW});
@@ -903,7 +909,8 @@ py::object cu_conv_transpose2d(DevArg x_, py::handle w_, py::handle b_, py::hand
 
 // -> (grad_x, grad_weight, grad_bias): cols = im2col(grad_out); grad_x = conv2d(grad_out, W)
 // (per group W_g cols_g); grad_W_g = sum over images, in order, of x_{n,g} cols_{n,g}^T;
-// grad_b = channel sums of grad_out. Deterministic.
+// grad_b = channel sums of grad_out. Deterministic. Under conv_implicit_ok both products
+// gather from grad_out instead of forming cols.
 py::tuple cu_conv_transpose2d_backward(DevArg g_, py::handle x_, py::handle w_, py::handle stride_,
                                        py::handle padding_, py::handle output_padding_, int64_t groups,
                                        py::handle dilation_) {
@@ -921,7 +928,17 @@ py::tuple cu_conv_transpose2d_backward(DevArg g_, py::handle x_, py::handle w_, 
   w = dev_contiguous(w);
   const DType dt = x.dtype;
   const cu::ConvGemmDims d = conv_gemm_dims(dt, cg);
+  const cu::ConvFold f = conv_fold(cg);
   DevTensor dx = dev_empty(dt, x.shape), dw = dev_empty(dt, w.shape), db = dev_empty(dt, {cg.C});
+  if (cu::conv_implicit_ok(d, f)) {  // both products gather from grad_out: no columns
+    {
+      py::gil_scoped_release nogil;
+      cu::conv_forward_implicit(d, f, dx.ptr, w.ptr, gy.ptr, nullptr);
+      cu::conv_weight_grad_implicit(d, f, dw.ptr, x.ptr, gy.ptr);
+      cu::channel_sum(dt, db.ptr, gy.ptr, cg.N, cg.C, cg.H * cg.W);
+    }
+    return py::make_tuple(dx.owner, dw.owner, db.owner);
+  }
   DevTensor cols = dev_empty(dt, {cg.N, cg.C * d.KK, d.P});
   {
     py::gil_scoped_release nogil;
