@@ -155,6 +155,18 @@ def cases(quick):
     with_im2col = with_env("NNKERNELS_CUDA_CONV", "im2col")  # columns in memory, then the GEMM
     out.append(("conv2d fwd f32 (16,64,56x56,64,k3 p1) im2col path", 2 * 16 * 64 * 56 * 56 * 64 * 9,
                 with_im2col(lambda: ops.conv2d(xc, wc, bc, padding=1)), lambda: F.conv2d(xc, wc, bc, padding=1)))
+    # backward, compared on the weight gradient (torch: autograd through cuDNN)
+    gc = rn(16, 64, 56, 56)
+
+    def ours_cb():
+        return ops.conv2d_backward(gc, xc, wc, padding=1)[1]
+
+    def torch_cb():
+        t = [a.detach().requires_grad_(True) for a in (xc, wc)]
+        return torch.autograd.grad(F.conv2d(t[0], t[1], padding=1), t, gc)[1]
+    out.append(("conv2d bwd f32 (16,64,56x56,64,k3 p1)", 2 * 2 * 16 * 64 * 56 * 56 * 64 * 9, ours_cb, torch_cb))
+    out.append(("conv2d bwd f32 (16,64,56x56,64,k3 p1) im2col path", 2 * 2 * 16 * 64 * 56 * 56 * 64 * 9,
+                with_im2col(ours_cb), torch_cb))
 
     xl, wl, bl = rn(8192, 1024), rn(1024), rn(1024)
     out.append(("layer_norm f32 (8192, 1024)", None,
