@@ -185,45 +185,39 @@ void conv_gemm_forward(const ConvGemmDims& d, void* y, const void* w, const void
 }
 
 namespace {
-// taps[k] for k = (c * KH + i) * KW + j of one group: {c H W + i dh W + j dw, i dh, j dw}; for
-// K <= k < Kpad {0, 32767, 0}, a row below every image (gemm_conv reads whole K-steps).
+// The gather tables (gemm_conv): entry q = (c A + a) B + b is {c H W + r W + s, r, s} with
+// r = a s1 - o1, s = b s2 - o2; entries n <= q < npad are {0, 32767, 0}, a row below every
+// image (gemm_conv reads whole K-steps). Taps: (A, B) = (KH, KW), strides the dilations, no
+// offsets: {c H W + i dh W + j dw, i dh, j dw}. Positions: (A, B) = (OH, OW), strides the
+// convolution's, offsets its padding, c = 0: the window corners {bh W + bw, bh, bw}.
 constexpr index_t kTapsAlign = 8;  // the GEMM's K-step (GemmTile<T>::BK)
 constexpr index_t kTapFar = 32767;
-__global__ void conv_taps_kernel(ConvTap* __restrict__ taps, index_t K, index_t Kpad, index_t KH, index_t KW,
-                                 index_t H, index_t W, index_t dh, index_t dw) {
-  for (index_t k = blockIdx.x * index_t(blockDim.x) + threadIdx.x; k < Kpad; k += index_t(gridDim.x) * blockDim.x) {
-    if (k >= K) {
-      taps[k] = ConvTap{0, short(kTapFar), 0};
+__global__ void conv_table_kernel(ConvTap* __restrict__ t, index_t n, index_t npad, index_t A, index_t B, index_t s1,
+                                  index_t o1, index_t s2, index_t o2, index_t H, index_t W) {
+  for (index_t q = blockIdx.x * index_t(blockDim.x) + threadIdx.x; q < npad; q += index_t(gridDim.x) * blockDim.x) {
+    if (q >= n) {
+      t[q] = ConvTap{0, short(kTapFar), 0};
       continue;
     }
-    const index_t c = k / (KH * KW), r = k % (KH * KW), i = r / KW, j = r % KW;
-    taps[k] = ConvTap{int(c * H * W + i * dh * W + j * dw), short(i * dh), short(j * dw)};
-  }
-}
-// pos[p] for p = oh * OW + ow: the window corner {bh W + bw, bh, bw}, bh = oh sh - ph,
-// bw = ow sw - pw; for P <= p < Ppad {0, 32767, 0} (the weight gradient's implicit GEMM).
-__global__ void conv_positions_kernel(ConvTap* __restrict__ pos, index_t P, index_t Ppad, index_t OW, index_t W,
-                                      index_t sh, index_t sw, index_t ph, index_t pw) {
-  for (index_t p = blockIdx.x * index_t(blockDim.x) + threadIdx.x; p < Ppad; p += index_t(gridDim.x) * blockDim.x) {
-    if (p >= P) {
-      pos[p] = ConvTap{0, short(kTapFar), 0};
-      continue;
-    }
-    const index_t bh = p / OW * sh - ph, bw = p % OW * sw - pw;
-    pos[p] = ConvTap{int(bh * W + bw), short(bh), short(bw)};
+    const index_t c = q / (A * B), r = q / B % A * s1 - o1, s = q % B * s2 - o2;
+    t[q] = ConvTap{int(c * H * W + r * W + s), short(r), short(s)};
   }
 }
 
-// The taps of one group (K = C_g KH KW entries, padded to Kpad) on the device.
-DeviceScratch make_taps(const ConvFold& f, index_t K, index_t Kpad) {
-  DeviceScratch taps(size_t(std::max<index_t>(Kpad, 1)) * sizeof(ConvTap));
-  if (Kpad > 0) {
-    const Launch l = elementwise_launch(Kpad);
-    conv_taps_kernel<<<unsigned(l.grid_x), l.block>>>(static_cast<ConvTap*>(taps.p), K, Kpad, f.KH, f.KW, f.H, f.W,
-                                                     f.dh, f.dw);
+// A gather table of n entries padded to npad, on the device (conv_table_kernel's arguments).
+DeviceScratch make_table(index_t n, index_t npad, index_t A, index_t B, index_t s1, index_t o1, index_t s2,
+                         index_t o2, const ConvFold& f) {
+  DeviceScratch t(size_t(std::max<index_t>(npad, 1)) * sizeof(ConvTap));
+  if (npad > 0) {
+    const Launch l = elementwise_launch(npad);
+    conv_table_kernel<<<unsigned(l.grid_x), l.block>>>(static_cast<ConvTap*>(t.p), n, npad, A, B, s1, o1, s2, o2,
+                                                      f.H, f.W);
     CUDA_CHECK(cudaGetLastError());
   }
-  return taps;
+  return t;
+}
+DeviceScratch make_taps(const ConvFold& f, index_t K, index_t Kpad) {
+  return make_table(K, Kpad, f.KH, f.KW, f.dh, 0, f.dw, 0, f);
 }
 }  // namespace
 
@@ -267,12 +261,8 @@ void conv_weight_grad_implicit(const ConvGemmDims& d, const ConvFold& f, void* d
   const index_t Cg = d.C / d.G, Og = d.O / d.G, K = Cg * d.KK, item = dtype_size(d.dtype);
   if (Og == 0 || K == 0) return;
   const DeviceScratch taps = make_taps(f, K, K);  // per column: no padding
-  const index_t Ppad = std::max<index_t>(ceil_div(d.P, kTapsAlign), 1) * kTapsAlign;
-  DeviceScratch pos(size_t(Ppad) * sizeof(ConvTap));
-  const Launch l = elementwise_launch(Ppad);
-  conv_positions_kernel<<<unsigned(l.grid_x), l.block>>>(static_cast<ConvTap*>(pos.p), d.P, Ppad, f.OW, f.W, f.sh,
-                                                        f.sw, f.ph, f.pw);
-  CUDA_CHECK(cudaGetLastError());
+  const DeviceScratch pos = make_table(d.P, std::max<index_t>(ceil_div(d.P, kTapsAlign), 1) * kTapsAlign, f.OH, f.OW,
+                                       f.sh, f.ph, f.sw, f.pw, f);
   for (index_t g = 0; g < d.G; ++g) {  // dW_g = sum over images n of dY_{n,g} (Og x P) im2col(x_{n,g})^T (P x K)
     GemmParams p;
     p.dtype = d.dtype; p.M = Og; p.N = K; p.K = d.P; p.batch = d.N;
