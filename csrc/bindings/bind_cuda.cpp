@@ -792,9 +792,11 @@ py::tuple cu_conv2d_backward(DevArg g_, py::handle x_, py::handle w_, py::handle
   const index_t N = cg.N, C = cg.C, O = cg.O, KK = cg.KH * cg.KW, P = cg.OH * cg.OW;
   const cu::ConvGemmDims d = conv_gemm_dims(dt, cg);
   const cu::ConvFold f = conv_fold(cg);
-  const bool implicit = cu::conv_implicit_ok(d, f);  // dW without the columns of x
+  const bool implicit = cu::conv_implicit_ok(d, f);          // dW without the columns of x
+  const bool implicit_dx = cu::conv_input_grad_ok(d, f);     // dx without the columns of W^T dy
   DevTensor dx = dev_empty(dt, x.shape), dw = dev_empty(dt, w.shape), db = dev_empty(dt, {O});
-  DevTensor cols = implicit ? DevTensor() : dev_empty(dt, {N, C * KK, P}), dcols = dev_empty(dt, {N, C * KK, P});
+  DevTensor cols = implicit ? DevTensor() : dev_empty(dt, {N, C * KK, P});
+  DevTensor dcols = implicit_dx ? DevTensor() : dev_empty(dt, {N, C * KK, P});
   {
     py::gil_scoped_release nogil;
     if (implicit) {
@@ -804,9 +806,13 @@ py::tuple cu_conv2d_backward(DevArg g_, py::handle x_, py::handle w_, py::handle
                  cg.dl[0], cg.dl[1], cg.OH, cg.OW);
       cu::conv_gemm_dweight(d, dw.ptr, gy.ptr, cols.ptr);
     }
-    cu::conv_gemm_dcols(d, dcols.ptr, w.ptr, gy.ptr);
-    cu::col2im(dt, dx.ptr, dcols.ptr, N, C, cg.H, cg.W, cg.KH, cg.KW, cg.pd[0], cg.pd[1], cg.st[0], cg.st[1],
-               cg.dl[0], cg.dl[1], cg.OH, cg.OW);
+    if (implicit_dx) {
+      cu::conv_input_grad_implicit(d, f, dx.ptr, w.ptr, gy.ptr, nullptr);
+    } else {
+      cu::conv_gemm_dcols(d, dcols.ptr, w.ptr, gy.ptr);
+      cu::col2im(dt, dx.ptr, dcols.ptr, N, C, cg.H, cg.W, cg.KH, cg.KW, cg.pd[0], cg.pd[1], cg.st[0], cg.st[1],
+                 cg.dl[0], cg.dl[1], cg.OH, cg.OW);
+    }
     cu::channel_sum(dt, db.ptr, gy.ptr, N, O, P);
   }
   return py::make_tuple(dx.owner, dw.owner, db.owner);
@@ -876,7 +882,8 @@ std::vector<index_t> convt_out_shape(const ConvGeom& g) {
   return g.unbatched ? std::vector<index_t>{g.C, g.H, g.W} : std::vector<index_t>{g.N, g.C, g.H, g.W};
 }
 
-// y = col2im(cols) + bias with cols_{n,g} = W_g^T x_{n,g} (conv2d's backward-data).
+// y = col2im(cols) + bias with cols_{n,g} = W_g^T x_{n,g} (conv2d's backward-data); with
+// stride 1, conv_input_grad_implicit instead (no columns).
 py::object cu_conv_transpose2d(DevArg x_, py::handle w_, py::handle b_, py::handle stride_, py::handle padding_,
                                py::handle output_padding_, int64_t groups, py::handle dilation_) {
   const std::string op = "conv_transpose2d";
@@ -897,6 +904,14 @@ py::object cu_conv_transpose2d(DevArg x_, py::handle w_, py::handle b_, py::hand
   const DType dt = x.dtype;
   const cu::ConvGemmDims d = conv_gemm_dims(dt, cg);
   DevTensor out = dev_empty(dt, convt_out_shape(cg));
+  const cu::ConvFold f = conv_fold(cg);
+  if (cu::conv_input_grad_ok(d, f)) {  // stride 1: one implicit GEMM, no columns
+    {
+      py::gil_scoped_release nogil;
+      cu::conv_input_grad_implicit(d, f, out.ptr, w.ptr, x.ptr, b_.is_none() ? nullptr : bias.ptr);
+    }
+    return out.owner;
+  }
   DevTensor cols = dev_empty(dt, {cg.N, cg.C * d.KK, d.P});
   {
     py::gil_scoped_release nogil;

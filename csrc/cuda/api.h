@@ -193,6 +193,13 @@ void conv_forward_implicit(const ConvGemmDims& d, const ConvFold& f, void* y, co
 // gemm_batch_sum over the images with B gathered from x (positions along k, taps along n).
 // Under conv_implicit_ok. Zero when N or P is 0.
 void conv_weight_grad_implicit(const ConvGemmDims& d, const ConvFold& f, void* dw, const void* dy, const void* x);
+// Whether conv_input_grad_implicit takes this convolution: stride 1, and its offsets fit.
+bool conv_input_grad_ok(const ConvGemmDims& d, const ConvFold& f);
+// dx = conv2d's input gradient (col2im(W^T dy)), or conv_transpose2d's output with bias (per
+// channel of dx, may be null), without columns: per group one batched implicit GEMM of the
+// transposed weights (a (Cg, Og KK) copy) with dy gathered through negated taps.
+void conv_input_grad_implicit(const ConvGemmDims& d, const ConvFold& f, void* dx, const void* w, const void* dy,
+                              const void* bias);
 // dcols_{n,g} = W_g^T dy_{n,g} (dcols like cols, dy like y): one batched GEMM per group.
 void conv_gemm_dcols(const ConvGemmDims& d, void* dcols, const void* w, const void* dy);
 // dw_g = sum over n, in image order, of dy_{n,g} cols_{n,g}^T (per group one gemm_batch_sum

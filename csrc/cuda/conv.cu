@@ -204,20 +204,32 @@ __global__ void conv_table_kernel(ConvTap* __restrict__ t, index_t n, index_t np
   }
 }
 
-// A gather table of n entries padded to npad, on the device (conv_table_kernel's arguments).
+// A gather table of n entries padded to npad, over images of H x W, on the device
+// (conv_table_kernel's arguments).
 DeviceScratch make_table(index_t n, index_t npad, index_t A, index_t B, index_t s1, index_t o1, index_t s2,
-                         index_t o2, const ConvFold& f) {
+                         index_t o2, index_t H, index_t W) {
   DeviceScratch t(size_t(std::max<index_t>(npad, 1)) * sizeof(ConvTap));
   if (npad > 0) {
     const Launch l = elementwise_launch(npad);
     conv_table_kernel<<<unsigned(l.grid_x), l.block>>>(static_cast<ConvTap*>(t.p), n, npad, A, B, s1, o1, s2, o2,
-                                                      f.H, f.W);
+                                                      H, W);
     CUDA_CHECK(cudaGetLastError());
   }
   return t;
 }
 DeviceScratch make_taps(const ConvFold& f, index_t K, index_t Kpad) {
-  return make_table(K, Kpad, f.KH, f.KW, f.dh, 0, f.dw, 0, f);
+  return make_table(K, Kpad, f.KH, f.KW, f.dh, 0, f.dw, 0, f.H, f.W);
+}
+index_t pad_steps(index_t n) { return std::max<index_t>(ceil_div(n, kTapsAlign), 1) * kTapsAlign; }
+
+// wt[g][c][o][r] = w[g Og + o][c][r]: each group's weights as a (Cg, Og KK) matrix.
+template <typename T>
+__global__ void weight_t_kernel(T* __restrict__ wt, const T* __restrict__ w, index_t total, index_t Og, index_t Cg,
+                                index_t KK) {
+  for (index_t e = blockIdx.x * index_t(blockDim.x) + threadIdx.x; e < total; e += index_t(gridDim.x) * blockDim.x) {
+    const index_t r = e % KK, o = e / KK % Og, c = e / (KK * Og) % Cg, g = e / (KK * Og * Cg);
+    wt[e] = w[((g * Og + o) * Cg + c) * KK + r];
+  }
 }
 }  // namespace
 
@@ -243,7 +255,7 @@ void conv_forward_implicit(const ConvGemmDims& d, const ConvFold& f, void* y, co
                            const void* bias) {
   const index_t Cg = d.C / d.G, Og = d.O / d.G, K = Cg * d.KK, item = dtype_size(d.dtype);
   if (d.N == 0 || d.P == 0 || Og == 0) return;
-  const DeviceScratch taps = make_taps(f, K, std::max<index_t>(ceil_div(K, kTapsAlign), 1) * kTapsAlign);
+  const DeviceScratch taps = make_taps(f, K, pad_steps(K));
   for (index_t g = 0; g < d.G; ++g) {  // y_{n,g} (Og x P) = W_g (Og x K) im2col(x_{n,g}) (K x P), all n
     GemmParams p;
     p.dtype = d.dtype; p.M = Og; p.N = d.P; p.K = K; p.batch = d.N;
@@ -261,8 +273,7 @@ void conv_weight_grad_implicit(const ConvGemmDims& d, const ConvFold& f, void* d
   const index_t Cg = d.C / d.G, Og = d.O / d.G, K = Cg * d.KK, item = dtype_size(d.dtype);
   if (Og == 0 || K == 0) return;
   const DeviceScratch taps = make_taps(f, K, K);  // per column: no padding
-  const DeviceScratch pos = make_table(d.P, std::max<index_t>(ceil_div(d.P, kTapsAlign), 1) * kTapsAlign, f.OH, f.OW,
-                                       f.sh, f.ph, f.sw, f.pw, f);
+  const DeviceScratch pos = make_table(d.P, pad_steps(d.P), f.OH, f.OW, f.sh, f.ph, f.sw, f.pw, f.H, f.W);
   for (index_t g = 0; g < d.G; ++g) {  // dW_g = sum over images n of dY_{n,g} (Og x P) im2col(x_{n,g})^T (P x K)
     GemmParams p;
     p.dtype = d.dtype; p.M = Og; p.N = K; p.K = d.P; p.batch = d.N;
@@ -273,6 +284,47 @@ void conv_weight_grad_implicit(const ConvGemmDims& d, const ConvFold& f, void* d
     cv.taps = static_cast<const ConvTap*>(pos.p); cv.cols = static_cast<const ConvTap*>(taps.p);
     cv.H = f.H; cv.W = f.W; cv.OW = f.OW; cv.ph = f.ph; cv.pw = f.pw; cv.sh = f.sh; cv.sw = f.sw;
     gemm_batch_sum(p, &cv);  // the images' products at once, summed in image order
+  }
+}
+
+bool conv_input_grad_ok(const ConvGemmDims& d, const ConvFold& f) {
+  // dy is the gathered image here: its offsets fit ints, its rows and the padding taps' shorts
+  const index_t lim = std::numeric_limits<int>::max(), Og = d.O / std::max<index_t>(d.G, 1);
+  return f.sh == 1 && f.sw == 1 && conv_implicit_ok(d, f) && Og * f.OH * f.OW < lim &&
+         (f.H + f.ph) * f.OW + f.W + f.pw < lim && f.OH <= kTapFar && f.H + f.ph <= kTapFar &&
+         f.W + f.pw <= kTapFar;
+}
+
+void conv_input_grad_implicit(const ConvGemmDims& d, const ConvFold& f, void* dx, const void* w, const void* dy,
+                              const void* bias) {
+  const index_t Cg = d.C / d.G, Og = d.O / d.G, Kx = Og * d.KK, item = dtype_size(d.dtype);
+  if (d.N == 0 || Cg == 0 || f.H * f.W == 0) return;
+  // dx[c, h, w] = sum over (o, i, j) of W[o, c, i, j] dy[o, h + ph - i dh, w + pw - j dw]:
+  // taps {o OH OW - i dh OW - j dw, -i dh, -j dw} over dy's images, each column's corner
+  // (h + ph, w + pw): conv_table_kernel with strides -dh, -dw, and a stride 1, padding -p gather.
+  const DeviceScratch taps = make_table(Kx, pad_steps(Kx), f.KH, f.KW, -f.dh, 0, -f.dw, 0, f.OH, f.OW);
+  DeviceScratch wt(size_t(std::max<index_t>(d.G * Cg * Kx, 1)) * size_t(item));
+  if (Kx > 0) {
+    const index_t total = d.G * Cg * Kx;
+    const Launch l = elementwise_launch(total);
+    if (d.dtype == DType::f32)
+      weight_t_kernel<float><<<unsigned(l.grid_x), l.block>>>(static_cast<float*>(wt.p), static_cast<const float*>(w),
+                                                              total, Og, Cg, d.KK);
+    else
+      weight_t_kernel<double><<<unsigned(l.grid_x), l.block>>>(static_cast<double*>(wt.p),
+                                                               static_cast<const double*>(w), total, Og, Cg, d.KK);
+    CUDA_CHECK(cudaGetLastError());
+  }
+  for (index_t g = 0; g < d.G; ++g) {  // dx_{n,g} (Cg x H W) = W_g^T (Cg x Og KK) gathered dy_{n,g} (Og KK x H W)
+    GemmParams p;
+    p.dtype = d.dtype; p.M = Cg; p.N = f.H * f.W; p.K = Kx; p.batch = d.N;
+    p.a = at(wt.p, g * Cg * Kx, item); p.rs_a = Kx; p.cs_a = 1;
+    p.c = at(dx, g * Cg * f.H * f.W, item); p.rs_c = f.H * f.W; p.batch_c = d.C * f.H * f.W;
+    if (bias) { p.bias = at(bias, g * Cg, item); p.bias_per_row = true; }
+    ConvGather cv;
+    cv.x = at(dy, g * Og * d.P, item); cv.batch_x = d.O * d.P; cv.taps = static_cast<const ConvTap*>(taps.p);
+    cv.H = f.OH; cv.W = f.OW; cv.OW = f.W; cv.ph = -f.ph; cv.pw = -f.pw; cv.sh = 1; cv.sw = 1;
+    gemm_conv(p, cv);
   }
 }
 
