@@ -460,6 +460,21 @@ void launch_kernel(const dim3& grid, int block, bool vec, bool tf32, GemmTileKin
   CUDA_CHECK(cudaGetLastError());
 }
 
+// The kernels' typed arguments from the untyped ones.
+template <typename T>
+GemmArgsT<T> args_of(const GemmParams& g) {
+  GemmArgsT<T> p;
+  p.M = g.M; p.N = g.N; p.K = g.K;
+  p.a = static_cast<const T*>(g.a); p.rs_a = g.rs_a; p.cs_a = g.cs_a; p.batch_a = g.batch_a;
+  p.b = static_cast<const T*>(g.b); p.rs_b = g.rs_b; p.cs_b = g.cs_b; p.batch_b = g.batch_b;
+  p.c = static_cast<T*>(g.c); p.rs_c = g.rs_c; p.batch_c = g.batch_c;
+  p.c_in = static_cast<const T*>(g.c_in); p.rs_cin = g.rs_cin; p.cs_cin = g.cs_cin;
+  p.bias = static_cast<const T*>(g.bias); p.bias_per_row = g.bias_per_row;
+  p.alpha = T(g.alpha); p.beta = g.c_in ? T(g.beta) : T(0);
+  p.act = g.act;
+  return p;
+}
+
 // C[m, n] = epilogue(sum over s < S of parts[s][m, n]), parts S contiguous M x N arrays, summed
 // in order s = 0, 1, ...: the split-K reduction (deterministic). One thread per element.
 template <typename T>
@@ -485,13 +500,7 @@ void launch(const GemmParams& g, const ConvGather* gather);
 // C = g's epilogue applied to the ordered sum of the n M x N arrays in parts.
 template <typename T>
 void sum_parts(const GemmParams& g, const void* parts, index_t n) {
-  GemmArgsT<T> p;
-  p.M = g.M; p.N = g.N; p.K = g.K;
-  p.c = static_cast<T*>(g.c); p.rs_c = g.rs_c;
-  p.c_in = static_cast<const T*>(g.c_in); p.rs_cin = g.rs_cin; p.cs_cin = g.cs_cin;
-  p.bias = static_cast<const T*>(g.bias); p.bias_per_row = g.bias_per_row;
-  p.alpha = T(g.alpha); p.beta = g.c_in ? T(g.beta) : T(0);
-  p.act = g.act;
+  const GemmArgsT<T> p = args_of<T>(g);
   const Launch l = elementwise_launch(g.M * g.N);
   sum_parts_kernel<T><<<unsigned(l.grid_x), l.block>>>(p, static_cast<const T*>(parts), n);
   CUDA_CHECK(cudaGetLastError());
@@ -534,15 +543,7 @@ void launch_batch_sum(const GemmParams& g, const ConvGather* gather) {
 // gather: null for a GEMM; else B is gathered from the convolution input (gemm_conv).
 template <typename T>
 void launch(const GemmParams& g, const ConvGather* gather) {
-  GemmArgsT<T> p;
-  p.M = g.M; p.N = g.N; p.K = g.K;
-  p.a = static_cast<const T*>(g.a); p.rs_a = g.rs_a; p.cs_a = g.cs_a; p.batch_a = g.batch_a;
-  p.b = static_cast<const T*>(g.b); p.rs_b = g.rs_b; p.cs_b = g.cs_b; p.batch_b = g.batch_b;
-  p.c = static_cast<T*>(g.c); p.rs_c = g.rs_c; p.batch_c = g.batch_c;
-  p.c_in = static_cast<const T*>(g.c_in); p.rs_cin = g.rs_cin; p.cs_cin = g.cs_cin;
-  p.bias = static_cast<const T*>(g.bias); p.bias_per_row = g.bias_per_row;
-  p.alpha = T(g.alpha); p.beta = g.c_in ? T(g.beta) : T(0);
-  p.act = g.act;
+  const GemmArgsT<T> p = args_of<T>(g);
   ConvGatherT<T> cv;
   if (gather) {
     cv.x = static_cast<const T*>(gather->x); cv.batch_x = gather->batch_x;
@@ -583,7 +584,8 @@ bool allow_tf32() { return g_allow_tf32.load(std::memory_order_relaxed); }
 void gemm(const GemmParams& g) {
   if (g.M == 0 || g.N == 0 || g.batch == 0) return;
   const bool tf32 = g.dtype == DType::f32 && allow_tf32();
-  const index_t S = split_k_enabled() ? gemm_splits(g.dtype, g.M, g.N, g.K, g.batch, sm_count(), tf32) : 1;
+  // (the device queries only for a GEMM that could split: one batch entry)
+  const index_t S = g.batch == 1 && split_k_enabled() ? gemm_splits(g.dtype, g.M, g.N, g.K, 1, sm_count(), tf32) : 1;
   if (S > 1) {
     if (g.dtype == DType::f32) launch_split<float>(g, S);
     else launch_split<double>(g, S);
