@@ -122,9 +122,11 @@ def cases(quick):
     out.append(("flash attn fwd+bwd f32 (2,16,2048,128)", 3 * 4 * 2 * 16 * 2048 * 2048 * 128,
                 lambda: ours_fb(q2, k2, v2, go2), lambda: torch_fb(q2, k2, v2, go2)))
 
-    # recurrent forward, T = 100, (B, I, H) = (64, 512, 512) vs cuDNN: ours with the persistent
-    # kernel (default), and the per-step path (GEMMs + gate kernels) for comparison
+    # recurrent forward, T = 100, (B, I, H) = (64, 512, 512) vs cuDNN: ours with the tiled
+    # persistent kernel (default), the fifth session's persistent kernel ("rows") and the
+    # per-step path (GEMMs + gate kernels) for comparison
     per_step = with_env("NNKERNELS_CUDA_RNN_PERSISTENT", "0")
+    rows_kernel = with_env("NNKERNELS_CUDA_RNN_PERSISTENT", "rows")
 
     for kind in ("RNN", "LSTM"):
         G = 4 if kind == "LSTM" else 1
@@ -142,6 +144,7 @@ def cases(quick):
                 return mod(xs, hx)[0]
         flops = 2 * 100 * 64 * (512 + 512) * G * 512
         out.append((f"{kind.lower()} fwd f32 T=100 (64,512,512)", flops, ours_r, torch_r))
+        out.append((f"{kind.lower()} fwd f32 T=100 (64,512,512) rows kernel", flops, rows_kernel(ours_r), torch_r))
         out.append((f"{kind.lower()} fwd f32 T=100 (64,512,512) per-step path", flops, per_step(ours_r), torch_r))
 
     x = rn(8192, 4096)

@@ -583,6 +583,29 @@ def test_launch_math():
     assert L("gemm_splits", "float32", [2048, 2048, 1 << 20, 1, 4096])[0] == 1   # parts would pass 2^22
     with pytest.raises(ValueError, match="grid"):
         L("gemm", "float32", [128 * 70000, 8, 1])
+    # the tiled persistent RNN's plans: (U, Rb, Q, blocks, shared-memory bytes), every block on
+    # its own SM, the shared memory W rows (G U up to Q) + h rows (Rb up to R) of H up to a
+    # 16-byte vector, + the (Rb, G U) sums; None when W_hh and h do not fit on chip
+    assert L("rnn_plan", "float32", [1, 64, 512, 132, 232448]) == (32, 8, 8, 128, 82944)
+    assert L("rnn_plan", "float32", [4, 64, 512, 132, 232448]) == (16, 16, 8, 128, 167936)
+    assert L("rnn_plan", "float64", [4, 64, 512, 132, 232448]) is None
+    assert L("rnn_plan", "float32", [4, 64, 4096, 132, 232448]) is None
+    prng = np.random.default_rng(5)
+    for _ in range(200):
+        G, B, H, sms = int(prng.choice([1, 3, 4])), int(prng.integers(1, 300)), int(prng.integers(1, 1500)), \
+            int(prng.integers(1, 200))
+        dt = str(prng.choice(["float32", "float64"]))
+        lim = int(prng.integers(1 << 14, 232449))
+        plan = L("rnn_plan", dt, [G, B, H, sms, lim])
+        if plan is None:
+            continue
+        U, Rb, Q, blocks, smem = plan
+        es = 4 if dt == "float32" else 8
+        R = min(16, (64 if es == 4 else 32) // Q)
+        up = lambda n, m: -(-n // m) * m
+        assert Q in (1, 2, 4, 8) and 1 <= U <= H and 1 <= Rb <= B
+        assert blocks == -(-H // U) * -(-B // Rb) <= sms
+        assert smem == es * (up(H, 16 // es) * (up(G * U, Q) + up(Rb, R)) + Rb * G * U) <= lim
     assert L("elementwise", "float32", [0])["grid"][0] == 1
     assert L("elementwise", "float32", [257])["grid"][0] == 2
     assert L("elementwise", "float32", [1 << 40])["grid"][0] == 1 << 20
@@ -1473,6 +1496,55 @@ def test_gpu_rnn_backward(rng, dtype, mode, T, B, I, H):
         i_wi = 3 if kind == "LSTM" else 2
         close(ours[i_wi], mod.weight_ih_l0.grad, dtype, factor=16)
         close(ours[i_wi + 1], mod.weight_hh_l0.grad, dtype, factor=16)
+
+
+@needs_gpu
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DT)
+@pytest.mark.parametrize("mode", ["tanh", "relu", "lstm", "gru"])
+def test_gpu_rnn_persistent_plans(rng, dtype, mode):
+    """The tiled persistent forward under forced plans (NNKERNELS_CUDA_RNN_PLAN = U,Rb,Q): each
+    warp-tile shape Q = 1, 2, 4, 8; partial unit and row blocks; more tiles than warps; H not a
+    multiple of the 16-byte vector; one block. Also the default plan, the fifth session's
+    persistent kernel ("rows") and the per-step path, all against the CPU path with the cache.
+    A plan that does not fit, or is malformed, is a ValueError naming the variable."""
+    T, B, I, H = 4, 13, 6, 21
+    x, h0, c0, wi, wh, bi, bh = rnn_arrays(rng, dtype, mode, T, B, I, H)
+    d = tcuda
+
+    def run(dv):
+        if mode == "lstm":
+            r = ops.lstm(dv(x), dv(h0), dv(c0), dv(wi), dv(wh), dv(bi), dv(bh), return_cache=True)
+            return r[:3] + r[3]
+        if mode == "gru":
+            r = ops.gru(dv(x), dv(h0), dv(wi), dv(wh), dv(bi), dv(bh), return_cache=True)
+            return r[:2] + r[2]
+        return ops.rnn(dv(x), dv(h0), dv(wi), dv(wh), dv(bi), dv(bh), nonlinearity=mode)
+
+    ref = run(lambda a: a)
+    settings = [("NNKERNELS_CUDA_RNN_PLAN", p) for p in ["2,3,1", "3,5,2", "8,13,4", "5,4,8", "21,13,8", "7,1,2"]]
+    settings += [("NNKERNELS_CUDA_RNN_PLAN", None), ("NNKERNELS_CUDA_RNN_PERSISTENT", "rows"),
+                 ("NNKERNELS_CUDA_RNN_PERSISTENT", "0")]
+    for name, value in settings:
+        old = os.environ.pop(name, None)
+        if value is not None:
+            os.environ[name] = value
+        try:
+            ours = run(d)
+        finally:
+            os.environ.pop(name, None)
+            if old is not None:
+                os.environ[name] = old
+        assert len(ours) == len(ref)
+        for o, r in zip(ours, ref):
+            close(o, r, dtype, factor=8)
+    for bad, msg in [("1,1,1", "blocks"), ("3,5,3", "U,Rb,Q"), ("x", "U,Rb,Q")]:
+        os.environ["NNKERNELS_CUDA_RNN_PLAN"] = bad
+        try:
+            with pytest.raises(ValueError, match="NNKERNELS_CUDA_RNN_PLAN.*" + msg):
+                run(d)
+        finally:
+            os.environ.pop("NNKERNELS_CUDA_RNN_PLAN", None)
 
 
 @needs_gpu

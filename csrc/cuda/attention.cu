@@ -590,22 +590,6 @@ flash_bwd_kv_tiled_kernel(float* __restrict__ dk, float* __restrict__ dv, AttnOp
   }
 }
 
-// cudaFuncSetAttribute(MaxDynamicSharedMemorySize) once per kernel and device (the tiled
-// kernels' sizes are constants): it is a host call of about a microsecond, made before every
-// launch until the eighth session.
-template <class F>
-void ensure_dyn_smem(F* func, int bytes) {
-  static std::mutex mu;
-  static std::set<std::tuple<const void*, int, int>> done;
-  int dev = 0;
-  CUDA_CHECK(cudaGetDevice(&dev));
-  const auto key = std::make_tuple(reinterpret_cast<const void*>(func), dev, bytes);
-  std::lock_guard<std::mutex> lock(mu);
-  if (done.count(key)) return;
-  CUDA_CHECK(cudaFuncSetAttribute(func, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
-  done.insert(key);
-}
-
 template <int D>
 void launch_bwd_tiled(void* dq, void* dk, void* dv, const float* G, const AttnOperand& q, const AttnOperand& k,
                       const AttnOperand& v, const float* LS, const float* Dd, index_t L, index_t S, index_t E,

@@ -4,8 +4,11 @@
 #pragma once
 #include <cuda_runtime.h>
 
+#include <mutex>
+#include <set>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 
 namespace nnk::cuda {
 
@@ -24,3 +27,24 @@ namespace nnk::cuda {
     if (nnk_err_ != cudaSuccess)                                            \
       ::nnk::cuda::cuda_fail(nnk_err_, #call, __FILE__, __LINE__);          \
   } while (0)
+
+namespace nnk::cuda {
+
+// cudaFuncSetAttribute(MaxDynamicSharedMemorySize) once per kernel, device and size: a host
+// call of about a microsecond, made before every attention launch until the eighth session.
+// A kernel launched with several sizes should be given the largest (a later, smaller setting
+// would stay in force for the earlier size).
+template <class F>
+inline void ensure_dyn_smem(F* func, int bytes) {
+  static std::mutex mu;
+  static std::set<std::tuple<const void*, int, int>> done;
+  int dev = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  const auto key = std::make_tuple(reinterpret_cast<const void*>(func), dev, bytes);
+  std::lock_guard<std::mutex> lock(mu);
+  if (done.count(key)) return;
+  CUDA_CHECK(cudaFuncSetAttribute(func, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+  done.insert(key);
+}
+
+}  // namespace nnk::cuda

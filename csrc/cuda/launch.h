@@ -3,6 +3,7 @@
 // on machines without a GPU (through _C._cuda_launch). Grid dimensions y and z are limited
 // to 65535 by CUDA; every function here checks that and throws ValueError past it.
 #pragma once
+#include <algorithm>
 #include <cstddef>
 #include <string>
 
@@ -187,6 +188,71 @@ inline index_t attn_key_tiles(DType dt, index_t L, index_t S, index_t q_tile, bo
     if (last_q < kv_end) kv_end = last_q;
   }
   return ceil_div(kv_end, bc);
+}
+
+// Tiled persistent recurrent forward (rnn.cu, rnn_tiled_kernel): block (ug, rg) owns hidden
+// units [ug U, ug U + U) of every gate for batch rows [rg Rb, rg Rb + Rb). It keeps the G U
+// rows of W_hh in shared memory for the sequence and stages its Rb rows of h_{t-1} there each
+// step; its 8 warps compute the (Rb x G U) product in warp tiles of R rows x Q weight rows
+// (lanes split k, a reduce-scatter over the warp), then the gate maths. Q is 1, 2, 4 or 8;
+// R = min(16, NV / Q) with NV = 64 accumulators per lane (float) or 32 (double).
+constexpr int kRnnThreads = 256, kRnnWarps = kRnnThreads / 32;
+struct RnnTiledPlan {
+  int U = 0, Rb = 0, Q = 0;  // units per block, batch rows per block, weight rows per warp tile
+  index_t blocks = 0;        // ceil(H / U) ceil(B / Rb), unit groups fastest
+  size_t smem = 0;           // dynamic shared memory in bytes
+};
+inline int rnn_tiled_rows(DType dt, int Q) {
+  const int nv = dt == DType::f32 ? 64 : 32;
+  return nv / Q < 16 ? nv / Q : 16;
+}
+// Shared memory of a plan: W rows G U rounded up to Q, h rows Rb rounded up to R, both of row
+// stride H rounded up to a 16-byte vector; the (Rb, G U) step product.
+inline size_t rnn_tiled_smem(DType dt, index_t G, index_t H, int U, int Rb, int Q) {
+  const index_t es = dt == DType::f32 ? 4 : 8, ve = 16 / es, R = rnn_tiled_rows(dt, Q);
+  const index_t Hs = ceil_div(H, ve) * ve;
+  const index_t rows = ceil_div(G * U, index_t(Q)) * Q + ceil_div(index_t(Rb), R) * R;
+  return size_t(es * (Hs * rows + index_t(Rb) * G * U));
+}
+// A rough per-step cost of a plan in issue cycles of one SM: the warp tiles' loads, FMAs and
+// reduce-scatters (8 warps on 4 schedulers), staging h_{t-1} from L2 (per SM and for the whole
+// grid), the gate maths. Only used to rank plans.
+inline double rnn_tiled_cost(DType dt, index_t G, index_t B, index_t H, int U, int Rb, int Q, index_t blocks) {
+  const index_t es = dt == DType::f32 ? 4 : 8, ve = 16 / es, R = rnn_tiled_rows(dt, Q);
+  const index_t tiles = ceil_div(index_t(Rb), R) * ceil_div(G * U, index_t(Q));
+  const index_t kc = ceil_div(H, 32 * ve);
+  const double per_tile = double(kc * (R + Q + R * Q * ve) + 3 * R * Q);
+  const double compute = std::max(double(ceil_div(tiles, index_t(kRnnWarps))) * per_tile, double(tiles) * per_tile / 4);
+  const double stage = double(Rb * H * es) / 32 + double(blocks * Rb * H * es) / 4096;
+  const double gates = double(ceil_div(index_t(Rb) * U, index_t(kRnnThreads))) * 60;
+  return compute + stage + gates;
+}
+// The cheapest plan whose blocks all fit on the SMs at one block each (`sms`) in `smem_limit`
+// bytes of shared memory; false when none does (W_hh too large to stay on chip).
+inline bool rnn_tiled_plan(DType dt, index_t G, index_t B, index_t H, index_t sms, size_t smem_limit,
+                           RnnTiledPlan& best) {
+  if (B <= 0 || H <= 0 || sms <= 0) return false;
+  double best_cost = 0;
+  bool found = false;
+  for (index_t nu = 1; nu <= std::min(H, sms); ++nu) {
+    const index_t U = ceil_div(H, nu), nu_ = ceil_div(H, U);
+    if (nu_ != nu || U > (index_t(1) << 20)) continue;  // each unit count once
+    for (index_t nr = 1; nr <= std::min(B, sms / nu_); ++nr) {
+      const index_t Rb = ceil_div(B, nr), nr_ = ceil_div(B, Rb);
+      if (nr_ != nr || Rb > (index_t(1) << 20)) continue;
+      for (int Q = 1; Q <= 8; Q *= 2) {
+        const size_t smem = rnn_tiled_smem(dt, G, H, int(U), int(Rb), Q);
+        if (smem > smem_limit) continue;
+        const double c = rnn_tiled_cost(dt, G, B, H, int(U), int(Rb), Q, nu_ * nr_);
+        if (!found || c < best_cost) {
+          best = RnnTiledPlan{int(U), int(Rb), Q, nu_ * nr_, smem};
+          best_cost = c;
+          found = true;
+        }
+      }
+    }
+  }
+  return found;
 }
 
 }  // namespace nnk::cuda

@@ -15,15 +15,23 @@
 // Kernels are queued on stream 0 one after another, so step t's GEMM reads h_{t-1} after the
 // previous gate kernel wrote it.
 // Persistent forward (sequences, T >= 2, when W_hh fits on chip): after step 1, one cooperative
-// kernel runs every step. Block j owns hidden units [j U, j U + U) of every gate and keeps
-// their rows of W_hh in shared memory for the whole sequence; per step a warp takes a batch
-// row b: h_{t-1}[b] is read once (L2, __ldcg), each lane accumulating its k's against the
-// G U weight rows, a warp sum per row; lanes u < U then run the gate maths of unit u and write
-// h_t (and c_t, the cache) for it; a grid-wide barrier (cooperative_groups) ends the step.
-// So a step costs one barrier instead of 1-3 kernel launches, and W_hh is read from memory
-// once per sequence instead of once per step.
+// kernel runs every step, and a grid-wide barrier (cooperative_groups) ends each step. So a
+// step costs one barrier instead of 1-3 kernel launches, and W_hh is read from memory once
+// per sequence instead of once per step. Two kernels:
+// - tiled (default; rnn_tiled_kernel, the plan in launch.h): block (ug, rg) owns units
+//   [ug U, ug U + U) of every gate for batch rows [rg Rb, rg Rb + Rb): W_hh's rows of those
+//   units stay in shared memory, the block's rows of h_{t-1} are staged there each step, and
+//   the 8 warps compute the (Rb x G U) step product in R x Q register tiles (lanes split k in
+//   16-byte chunks, a warp reduce-scatter at the end), then a thread per (row, unit) runs the
+//   gate maths. Each weight value read from shared memory serves R batch rows.
+// - rows (NNKERNELS_CUDA_RNN_PERSISTENT=rows, the fifth session's; also where no tiled plan
+//   fits): block j owns units [j U, j U + U) for every batch row; a warp per batch row reads
+//   h_{t-1}[b] from L2 and reads each weight from shared memory once per row, a warp sum per
+//   gate row.
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
+#include <string>
 
 #include <cooperative_groups.h>
 #include <cuda_runtime.h>
@@ -158,6 +166,47 @@ __global__ void col_sum_kernel(T* __restrict__ db, const T* __restrict__ D, inde
 }
 #undef NNK_GRID_STRIDE
 
+__host__ __device__ __forceinline__ int rnn_gates(RnnFamily kind) {
+  return kind == RnnFamily::lstm ? 4 : (kind == RnnFamily::gru ? 3 : 1);
+}
+
+// The persistent kernels' gate maths for unit j of batch row b at step t: d[gi], the recurrent
+// sums h_{t-1} W_hh^T of the unit's gates (b_hh not included); pb, the row's (G H) slice of P
+// (the input side in; the activations out, as the gate kernels above); hp, h_{t-1}. Writes
+// h_t, and c_t (LSTM) / the n gate's hidden side (GRU) as the per-step path does.
+template <typename T>
+__device__ __forceinline__ void persistent_gates(RnnFamily kind, index_t t, index_t B, index_t H, index_t b,
+                                                 index_t j, const T (&d)[4], const T* bhh, T* pb, const T* c0,
+                                                 T* c_n, T* extra, const T* hp, T* out) {
+  const index_t e = b * H + j;
+  T* ht = out + t * B * H;
+  auto bias = [&](int gi) { return bhh ? bhh[gi * H + j] : T(0); };
+  if (kind == RnnFamily::rnn_tanh || kind == RnnFamily::rnn_relu) {
+    const T v = pb[j] + d[0] + bias(0);
+    ht[e] = kind == RnnFamily::rnn_relu ? (v > T(0) ? v : (v != v ? v : T(0))) : dev::tanh_(v);
+  } else if (kind == RnnFamily::lstm) {
+    const T ig = sigmoid_(pb[j] + d[0] + bias(0)), fg = sigmoid_(pb[H + j] + d[1] + bias(1));
+    const T gg = dev::tanh_(pb[2 * H + j] + d[2] + bias(2)), og = sigmoid_(pb[3 * H + j] + d[3] + bias(3));
+    const T cp = t == 0 ? c0[e] : (extra ? extra[(t - 1) * B * H + e] : c_n[e]);
+    const T c = fg * cp + ig * gg;
+    pb[j] = ig;
+    pb[H + j] = fg;
+    pb[2 * H + j] = gg;
+    pb[3 * H + j] = og;
+    (extra ? extra[t * B * H + e] : c_n[e]) = c;
+    ht[e] = og * dev::tanh_(c);
+  } else {
+    const T r = sigmoid_(pb[j] + d[0] + bias(0)), z = sigmoid_(pb[H + j] + d[1] + bias(1));
+    const T sn = d[2] + bias(2);
+    const T n = dev::tanh_(pb[2 * H + j] + r * sn);
+    pb[j] = r;
+    pb[H + j] = z;
+    pb[2 * H + j] = n;
+    if (extra) extra[t * B * H + e] = sn;
+    ht[e] = n + z * (__ldcg(hp + e) - n);
+  }
+}
+
 constexpr int kPersistThreads = 256;  // 8 warps
 constexpr int kPersistMaxGU = 32;     // G * U weight rows per block (accumulators per lane)
 
@@ -170,9 +219,7 @@ rnn_persistent_kernel(RnnFamily kind, index_t Tn, index_t B, index_t H, int U, c
   T* Ws = reinterpret_cast<T*>(smem_raw);  // row q = gi U + u: W_hh row gi H + u0 + u
   namespace cg = cooperative_groups;
   cg::grid_group grid = cg::this_grid();
-  const bool lstm = kind == RnnFamily::lstm, gru = kind == RnnFamily::gru;
-  const bool relu = kind == RnnFamily::rnn_relu;
-  const int G = lstm ? 4 : (gru ? 3 : 1), GU = G * U;
+  const int G = rnn_gates(kind), GU = G * U;
   const index_t GH = G * H;
   const index_t u0 = index_t(blockIdx.x) * U;
   const int Ub = int(H - u0 < U ? H - u0 : U);
@@ -187,7 +234,6 @@ rnn_persistent_kernel(RnnFamily kind, index_t Tn, index_t B, index_t H, int U, c
   for (index_t t = 0; t < Tn; ++t) {
     const T* hp = t == 0 ? h0 : out + (t - 1) * B * H;
     T* Pt = P + t * B * GH;
-    T* ht = out + t * B * H;
     for (index_t b = warp; b < B; b += nw) {
       T acc[kPersistMaxGU];
 #pragma unroll
@@ -210,35 +256,152 @@ rnn_persistent_kernel(RnnFamily kind, index_t Tn, index_t B, index_t H, int U, c
 #pragma unroll
         for (int gi = 0; gi < 4; ++gi)
           if (gi < G && q == gi * U + lane) d[gi] = acc[q];
-      const index_t e = b * H + j;
-      T* pb = Pt + b * GH;
-      auto bias = [&](int gi) { return bhh ? bhh[gi * H + j] : T(0); };
-      if (!lstm && !gru) {
-        const T v = pb[j] + d[0] + bias(0);
-        ht[e] = relu ? (v > T(0) ? v : (v != v ? v : T(0))) : dev::tanh_(v);
-      } else if (lstm) {
-        const T ig = sigmoid_(pb[j] + d[0] + bias(0)), fg = sigmoid_(pb[H + j] + d[1] + bias(1));
-        const T gg = dev::tanh_(pb[2 * H + j] + d[2] + bias(2)), og = sigmoid_(pb[3 * H + j] + d[3] + bias(3));
-        const T cp = t == 0 ? c0[e] : (extra ? extra[(t - 1) * B * H + e] : c_n[e]);
-        const T c = fg * cp + ig * gg;
-        pb[j] = ig;
-        pb[H + j] = fg;
-        pb[2 * H + j] = gg;
-        pb[3 * H + j] = og;
-        (extra ? extra[t * B * H + e] : c_n[e]) = c;
-        ht[e] = og * dev::tanh_(c);
-      } else {
-        const T r = sigmoid_(pb[j] + d[0] + bias(0)), z = sigmoid_(pb[H + j] + d[1] + bias(1));
-        const T sn = d[2] + bias(2);
-        const T n = dev::tanh_(pb[2 * H + j] + r * sn);
-        pb[j] = r;
-        pb[H + j] = z;
-        pb[2 * H + j] = n;
-        if (extra) extra[t * B * H + e] = sn;
-        ht[e] = n + z * (__ldcg(hp + e) - n);
-      }
+      persistent_gates(kind, t, B, H, b, j, d, bhh, Pt + b * GH, c0, c_n, extra, hp, out);
     }
     grid.sync();  // h_t complete (and visible) before any block starts step t + 1
+  }
+}
+
+// ---- tiled persistent forward (launch.h, RnnTiledPlan) ----
+struct RnnTiledArgs {
+  RnnFamily kind;
+  index_t Tn, B, H, Hs;  // Hs: shared-memory row stride (H rounded up to a 16-byte vector)
+  int U, Rb, Wrows, Hrows;  // Wrows = G U rounded up to Q, Hrows = Rb rounded up to R
+  const void* whh; index_t rs_whh, cs_whh;
+  const void* bhh; const void* h0; const void* c0;
+  void* out; void* P; void* c_n; void* extra;
+};
+
+// Sums each of a lane's N values over the warp, scattered: afterwards lane l holds in v[i],
+// i < max(1, N / 32), the warp sum of value l (N / 32) + i (N >= 32), or of value
+// l >> (5 - log2 N) (N < 32). One shuffle per value halving (N - 1 in all for N <= 32)
+// instead of five per value.
+template <int Off, int N, typename T, int Cap>
+__device__ __forceinline__ void reduce_scatter(T (&v)[Cap], int lane) {
+  if constexpr (Off >= 1) {
+    if constexpr (N > 1) {
+      constexpr int half = N / 2;
+      const bool up = (lane & Off) != 0;
+#pragma unroll
+      for (int i = 0; i < half; ++i) {
+        const T send = up ? v[i] : v[i + half];
+        const T keep = up ? v[i + half] : v[i];
+        v[i] = keep + __shfl_xor_sync(0xffffffffu, send, Off);
+      }
+      reduce_scatter<Off / 2, half>(v, lane);
+    } else {
+      v[0] += __shfl_xor_sync(0xffffffffu, v[0], Off);
+      reduce_scatter<Off / 2, 1>(v, lane);
+    }
+  }
+}
+
+template <typename T> struct Vec16;
+template <> struct Vec16<float> { using type = float4; };
+template <> struct Vec16<double> { using type = double2; };
+template <typename T>
+__device__ __forceinline__ void vec_fma(T& acc, const float4& h, const float4& w) {
+  acc = fma(h.x, w.x, acc); acc = fma(h.y, w.y, acc); acc = fma(h.z, w.z, acc); acc = fma(h.w, w.w, acc);
+}
+template <typename T>
+__device__ __forceinline__ void vec_fma(T& acc, const double2& h, const double2& w) {
+  acc = fma(h.x, w.x, acc); acc = fma(h.y, w.y, acc);
+}
+
+// Block (ug, rg), ug fastest: units [ug U, ug U + U) of every gate, batch rows [rg Rb, ...).
+// Shared memory: Ws (Wrows x Hs; row q = gi U + u holds W_hh row gi H + u0 + u, zero past the
+// block's units, past G U and past H), hs (Hrows x Hs; h_{t-1} of the block's rows, zero past
+// them and past H), Ys (Rb x G U; the step's recurrent sums). Per step: stage hs (L2, __ldcg;
+// every block wrote its part of h_{t-1} before the grid barrier), then each warp takes R x Q
+// tiles of Ys: its lanes take 16-byte chunks of k (conflict-free), each chunk's Q weight
+// vectors reused over R rows, and a reduce-scatter leaves one sum per lane (or several) to
+// store; then a thread per (row, unit) runs the gate maths.
+template <typename T, int Q>
+__global__ void __launch_bounds__(kRnnThreads, 1) rnn_tiled_kernel(const RnnTiledArgs a) {
+  constexpr int VE = 16 / sizeof(T);
+  constexpr int R = (sizeof(T) == 4 ? 64 : 32) / Q < 16 ? (sizeof(T) == 4 ? 64 : 32) / Q : 16;
+  constexpr int N = R * Q;  // accumulators per lane
+  using V = typename Vec16<T>::type;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  T* Ws = reinterpret_cast<T*>(smem_raw);
+  T* hs = Ws + index_t(a.Wrows) * a.Hs;
+  T* Ys = hs + index_t(a.Hrows) * a.Hs;
+  namespace cg = cooperative_groups;
+  cg::grid_group grid = cg::this_grid();
+  const index_t H = a.H, B = a.B, Hs = a.Hs;
+  const int U = a.U, G = rnn_gates(a.kind), GU = G * U;
+  const index_t nu = (H + U - 1) / U;
+  const index_t u0 = (index_t(blockIdx.x) % nu) * U, b0 = (index_t(blockIdx.x) / nu) * a.Rb;
+  const int Ub = int(H - u0 < U ? H - u0 : U), Rv = int(B - b0 < a.Rb ? B - b0 : a.Rb);
+  const T* whh = static_cast<const T*>(a.whh);
+  for (int q = 0; q < a.Wrows; ++q) {
+    const int gi = q / U, u = q % U;
+    const bool live = q < GU && u < Ub;
+    for (index_t k = threadIdx.x; k < Hs; k += kRnnThreads)
+      Ws[q * Hs + k] = live && k < H ? whh[(gi * H + u0 + u) * a.rs_whh + k * a.cs_whh] : T(0);
+  }
+  // Columns past H stay zero (they enter every sum, against zero weights); rows past the
+  // block's too (their sums are not stored, but then no NaN arithmetic runs).
+  for (int r = 0; r < a.Hrows; ++r)
+    for (index_t k = threadIdx.x; k < Hs; k += kRnnThreads)
+      if (r >= Rv || k >= H) hs[r * Hs + k] = T(0);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int row_tiles = (Rv + R - 1) / R, q_tiles = (GU + Q - 1) / Q;
+  const T* bhh = static_cast<const T*>(a.bhh);
+  const T* h0 = static_cast<const T*>(a.h0);
+  const T* c0 = static_cast<const T*>(a.c0);
+  T* out = static_cast<T*>(a.out);
+  T* P = static_cast<T*>(a.P);
+  T* c_n = static_cast<T*>(a.c_n);
+  T* extra = static_cast<T*>(a.extra);
+  for (index_t t = 0; t < a.Tn; ++t) {
+    const T* hp = t == 0 ? h0 : out + (t - 1) * B * H;
+    for (int r = 0; r < Rv; ++r)
+      for (index_t k = threadIdx.x; k < H; k += kRnnThreads) hs[r * Hs + k] = __ldcg(hp + (b0 + r) * H + k);
+    __syncthreads();  // hs staged (and the previous step's Ys read)
+    for (int tile = warp; tile < row_tiles * q_tiles; tile += kRnnWarps) {
+      const int rt = tile / q_tiles, qt = tile % q_tiles;
+      const T* hb = hs + index_t(rt) * R * Hs;
+      const T* wb = Ws + index_t(qt) * Q * Hs;
+      T acc[N];
+#pragma unroll
+      for (int i = 0; i < N; ++i) acc[i] = T(0);
+      for (index_t k = index_t(lane) * VE; k < Hs; k += 32 * VE) {
+        V w[Q];
+#pragma unroll
+        for (int q = 0; q < Q; ++q) w[q] = *reinterpret_cast<const V*>(wb + q * Hs + k);
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          const V h = *reinterpret_cast<const V*>(hb + r * Hs + k);
+#pragma unroll
+          for (int q = 0; q < Q; ++q) vec_fma(acc[r * Q + q], h, w[q]);
+        }
+      }
+      reduce_scatter<16, N>(acc, lane);
+      if constexpr (N >= 32) {
+#pragma unroll
+        for (int i = 0; i < N / 32; ++i) {
+          const int idx = lane * (N / 32) + i, r = rt * R + idx / Q, q = qt * Q + idx % Q;
+          if (r < Rv && q < GU) Ys[r * GU + q] = acc[i];
+        }
+      } else {
+        constexpr int sh = N == 16 ? 1 : (N == 8 ? 2 : (N == 4 ? 3 : (N == 2 ? 4 : 5)));
+        const int idx = lane >> sh, r = rt * R + idx / Q, q = qt * Q + idx % Q;
+        if ((lane & ((1 << sh) - 1)) == 0 && r < Rv && q < GU) Ys[r * GU + q] = acc[0];
+      }
+    }
+    __syncthreads();  // Ys complete
+    T* Pt = P + t * B * G * H;
+    for (int e = threadIdx.x; e < Rv * Ub; e += kRnnThreads) {
+      const int r = e / Ub, u = e % Ub;
+      T d[4] = {T(0), T(0), T(0), T(0)};
+#pragma unroll
+      for (int gi = 0; gi < 4; ++gi)
+        if (gi < G) d[gi] = Ys[r * GU + gi * U + u];
+      const index_t b = b0 + r;
+      persistent_gates(a.kind, t, B, H, b, u0 + u, d, bhh, Pt + b * G * H, c0, c_n, extra, hp, out);
+    }
+    grid.sync();  // h_t complete (and visible) before any block stages it for step t + 1
   }
 }
 
@@ -253,9 +416,6 @@ bool persistent_plan(index_t G, index_t H, int& U, int& blocks, size_t& smem) {
   CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
   CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
   if (!coop || H <= 0 || sms <= 0) return false;
-  // NNKERNELS_CUDA_RNN_PERSISTENT=0: the per-step path (for comparison; read at every call).
-  if (const char* e = std::getenv("NNKERNELS_CUDA_RNN_PERSISTENT"))
-    if (e[0] == '0') return false;
   // One block per SM where possible (fewer blocks re-read h_{t-1} from L2 each step); more
   // units per block only when W_hh does not fit otherwise.
   for (U = int(std::max<index_t>(1, ceil_div(H, index_t(sms)))); G * U <= kPersistMaxGU; ++U) {
@@ -273,6 +433,76 @@ bool persistent_plan(index_t G, index_t H, int& U, int& blocks, size_t& smem) {
     }
   }
   return false;
+}
+
+// Which recurrent forward runs (NNKERNELS_CUDA_RNN_PERSISTENT, read at every call so that one
+// benchmark run times each): "0" the per-step path, "rows" the fifth session's persistent
+// kernel (a warp per batch row, W_hh in shared memory), otherwise the tiled persistent kernel.
+enum class Persist { none, rows, tiled };
+Persist persist_mode() {
+  const char* e = std::getenv("NNKERNELS_CUDA_RNN_PERSISTENT");
+  if (e && e[0] == '0') return Persist::none;
+  if (e && std::string(e) == "rows") return Persist::rows;
+  return Persist::tiled;
+}
+
+// The tiled plan for this device, or false (no cooperative launch, or W_hh does not fit on
+// chip with one block per SM). NNKERNELS_CUDA_RNN_PLAN="U,Rb,Q" forces a plan (the tests run
+// each warp-tile shape with it); one that does not fit is a ValueError.
+bool tiled_plan(DType dt, index_t G, index_t B, index_t H, RnnTiledPlan& plan) {
+  int dev = 0, coop = 0, sms = 0, optin = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  if (!coop) return false;
+  if (const char* e = std::getenv("NNKERNELS_CUDA_RNN_PLAN")) {
+    int U = 0, Rb = 0, Q = 0;
+    if (std::sscanf(e, "%d,%d,%d", &U, &Rb, &Q) != 3 || U < 1 || Rb < 1 || (Q != 1 && Q != 2 && Q != 4 && Q != 8))
+      throw ValueError(std::string("NNKERNELS_CUDA_RNN_PLAN must be U,Rb,Q with Q in 1, 2, 4, 8; got ") + e);
+    plan = RnnTiledPlan{U, Rb, Q, ceil_div(H, index_t(U)) * ceil_div(B, index_t(Rb)),
+                        rnn_tiled_smem(dt, G, H, U, Rb, Q)};
+    if (plan.blocks > sms || plan.smem > size_t(optin))
+      throw ValueError(std::string("NNKERNELS_CUDA_RNN_PLAN=") + e + " needs " + std::to_string(plan.blocks) +
+                       " blocks and " + std::to_string(plan.smem) + " bytes of shared memory per block; the device has " +
+                       std::to_string(sms) + " SMs and " + std::to_string(optin) + " bytes");
+    return true;
+  }
+  return rnn_tiled_plan(dt, G, B, H, sms, size_t(optin), plan);
+}
+
+template <typename T, int Q>
+bool launch_tiled_q(RnnTiledArgs& a, const RnnTiledPlan& plan) {
+  int dev = 0, optin = 0, per_sm = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  ensure_dyn_smem(rnn_tiled_kernel<T, Q>, optin);  // the plans' sizes vary: allow the most
+  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, rnn_tiled_kernel<T, Q>, kRnnThreads, plan.smem));
+  if (per_sm < 1) return false;
+  void* args[] = {&a};
+  CUDA_CHECK(cudaLaunchCooperativeKernel(rnn_tiled_kernel<T, Q>, dim3(unsigned(plan.blocks)), dim3(kRnnThreads),
+                                         args, plan.smem, cudaStream_t(0)));
+  CUDA_CHECK(cudaGetLastError());
+  return true;
+}
+
+// The whole sequence in one cooperative launch of the tiled kernel; false when no plan fits.
+template <typename T>
+bool launch_tiled(const RnnParams& p, T* out, T* P, T* c_n, T* extra) {
+  const DType dt = sizeof(T) == 4 ? DType::f32 : DType::f64;
+  const index_t G = rnn_gates(p.kind), es = sizeof(T), ve = 16 / es;
+  RnnTiledPlan plan;
+  if (!tiled_plan(dt, G, p.B, p.H, plan)) return false;
+  const int R = rnn_tiled_rows(dt, plan.Q);
+  RnnTiledArgs a{p.kind, p.T, p.B, p.H, ceil_div(p.H, ve) * ve, plan.U, plan.Rb,
+                 int(ceil_div(G * plan.U, index_t(plan.Q)) * plan.Q), int(ceil_div(index_t(plan.Rb), index_t(R)) * R),
+                 p.w_hh, p.rs_whh, p.cs_whh, p.b_hh, p.h0, p.c0, out, P, c_n, extra};
+  switch (plan.Q) {
+    case 1: return launch_tiled_q<T, 1>(a, plan);
+    case 2: return launch_tiled_q<T, 2>(a, plan);
+    case 4: return launch_tiled_q<T, 4>(a, plan);
+    default: return launch_tiled_q<T, 8>(a, plan);
+  }
 }
 
 template <typename T>
@@ -308,7 +538,9 @@ void forward_t(const RnnParams& p, T* out, T* h_n, T* c_n, T* gates, T* extra) {
   const T* bhh = static_cast<const T*>(p.b_hh);
   int U = 0, blocks = 0;
   size_t smem = 0;
-  if (Tn >= 2 && persistent_plan<T>(G, H, U, blocks, smem)) {
+  const Persist mode = Tn >= 2 ? persist_mode() : Persist::none;
+  bool done = mode == Persist::tiled && launch_tiled<T>(p, out, P, c_n, extra);
+  if (!done && mode != Persist::none && persistent_plan<T>(G, H, U, blocks, smem)) {
     RnnFamily kind = p.kind;
     index_t rs = p.rs_whh, cs = p.cs_whh;
     void* args[] = {&kind, const_cast<index_t*>(&Tn), const_cast<index_t*>(&B), const_cast<index_t*>(&H), &U,
@@ -317,6 +549,9 @@ void forward_t(const RnnParams& p, T* out, T* h_n, T* c_n, T* gates, T* extra) {
     CUDA_CHECK(cudaLaunchCooperativeKernel(rnn_persistent_kernel<T>, dim3(unsigned(blocks)),
                                            dim3(kPersistThreads), args, smem, cudaStream_t(0)));
     CUDA_CHECK(cudaGetLastError());
+    done = true;
+  }
+  if (done) {
     if (h_n) copy_d2d(h_n, out + (Tn - 1) * B * H, es * size_t(B * H));
     if (lstm && extra) copy_d2d(c_n, extra + (Tn - 1) * B * H, es * size_t(B * H));
     return;
