@@ -146,6 +146,23 @@ def cases(quick):
         out.append((f"{kind.lower()} fwd f32 T=100 (64,512,512)", flops, ours_r, torch_r))
         out.append((f"{kind.lower()} fwd f32 T=100 (64,512,512) rows kernel", flops, rows_kernel(ours_r), torch_r))
         out.append((f"{kind.lower()} fwd f32 T=100 (64,512,512) per-step path", flops, per_step(ours_r), torch_r))
+    # LSTM forward + backward through time, compared on dx (torch: autograd through cuDNN);
+    # ours with the tiled persistent kernels, and the per-step path
+    mod = torch.nn.LSTM(512, 512).cuda()
+    xs, h0, go = rn(100, 64, 512), rn(64, 512), rn(100, 64, 512)
+    wi, wh, bi, bh = (p.detach() for p in mod.parameters())
+
+    def ours_lb():
+        o, _, _, cache = ops.lstm(xs, h0, h0, wi, wh, bi, bh, return_cache=True)
+        return ops.lstm_backward(go, None, None, xs, h0, h0, wi, wh, o, cache)[0]
+
+    def torch_lb():
+        xt = xs.detach().requires_grad_(True)
+        o = mod(xt, (h0[None], h0[None]))[0]
+        return torch.autograd.grad(o, xt, go)[0]
+    flops = 3 * 2 * 100 * 64 * (512 + 512) * 4 * 512
+    out.append(("lstm fwd+bwd f32 T=100 (64,512,512)", flops, ours_lb, torch_lb))
+    out.append(("lstm fwd+bwd f32 T=100 (64,512,512) per-step path", flops, per_step(ours_lb), torch_lb))
 
     x = rn(8192, 4096)
     out.append(("softmax f32 (8192, 4096)", None, lambda: ops.softmax(x), lambda: torch.softmax(x, -1)))

@@ -583,29 +583,33 @@ def test_launch_math():
     assert L("gemm_splits", "float32", [2048, 2048, 1 << 20, 1, 4096])[0] == 1   # parts would pass 2^22
     with pytest.raises(ValueError, match="grid"):
         L("gemm", "float32", [128 * 70000, 8, 1])
-    # the tiled persistent RNN's plans: (U, Rb, Q, blocks, shared-memory bytes), every block on
-    # its own SM, the shared memory W rows (G U up to Q) + h rows (Rb up to R) of H up to a
-    # 16-byte vector, + the (Rb, G U) sums; None when W_hh and h do not fit on chip
-    assert L("rnn_plan", "float32", [1, 64, 512, 132, 232448]) == (32, 8, 8, 128, 82944)
-    assert L("rnn_plan", "float32", [4, 64, 512, 132, 232448]) == (16, 16, 8, 128, 167936)
-    assert L("rnn_plan", "float64", [4, 64, 512, 132, 232448]) is None
-    assert L("rnn_plan", "float32", [4, 64, 4096, 132, 232448]) is None
+    # the tiled persistent RNN's plans, forward (nc = G columns per unit, K = H) and backward
+    # (nc = 1, K = G H): (U, Rb, Q, Kc, blocks, shared-memory bytes), every block on its own SM;
+    # the shared memory: nc U weight rows (up to Q) of K (up to a 16-byte vector), Rb staged
+    # rows (up to R) of Kc, the (Rb, nc U) sums; None when the weights do not fit on chip
+    assert L("rnn_plan", "float32", [1, 512, 64, 512, 132, 232448]) == (32, 8, 8, 512, 128, 82944)
+    assert L("rnn_plan", "float32", [4, 512, 64, 512, 132, 232448]) == (16, 16, 8, 512, 128, 167936)
+    assert L("rnn_plan", "float32", [1, 2048, 64, 512, 132, 232448])[3] == 1024    # staged in 2 chunks
+    assert L("rnn_plan", "float64", [4, 1024, 64, 1024, 132, 232448]) is None
+    assert L("rnn_plan", "float32", [4, 4096, 64, 4096, 132, 232448]) is None
     prng = np.random.default_rng(5)
-    for _ in range(200):
+    for _ in range(300):
         G, B, H, sms = int(prng.choice([1, 3, 4])), int(prng.integers(1, 300)), int(prng.integers(1, 1500)), \
             int(prng.integers(1, 200))
+        nc, K = (G, H) if prng.random() < 0.5 else (1, G * H)
         dt = str(prng.choice(["float32", "float64"]))
         lim = int(prng.integers(1 << 14, 232449))
-        plan = L("rnn_plan", dt, [G, B, H, sms, lim])
+        plan = L("rnn_plan", dt, [nc, K, B, H, sms, lim])
         if plan is None:
             continue
-        U, Rb, Q, blocks, smem = plan
+        U, Rb, Q, Kc, blocks, smem = plan
         es = 4 if dt == "float32" else 8
-        R = min(16, (64 if es == 4 else 32) // Q)
+        ve, R = 16 // es, min(16, (64 if es == 4 else 32) // Q)
         up = lambda n, m: -(-n // m) * m
         assert Q in (1, 2, 4, 8) and 1 <= U <= H and 1 <= Rb <= B
+        assert Kc == up(K, ve) or (Kc % (32 * ve) == 0 and 0 < Kc < K)
         assert blocks == -(-H // U) * -(-B // Rb) <= sms
-        assert smem == es * (up(H, 16 // es) * (up(G * U, Q) + up(Rb, R)) + Rb * G * U) <= lim
+        assert smem == es * (up(K, ve) * up(nc * U, Q) + Kc * up(Rb, R) + Rb * nc * U) <= lim
     assert L("elementwise", "float32", [0])["grid"][0] == 1
     assert L("elementwise", "float32", [257])["grid"][0] == 2
     assert L("elementwise", "float32", [1 << 40])["grid"][0] == 1 << 20
@@ -1503,26 +1507,33 @@ def test_gpu_rnn_backward(rng, dtype, mode, T, B, I, H):
 @pytest.mark.parametrize("dtype", DT)
 @pytest.mark.parametrize("mode", ["tanh", "relu", "lstm", "gru"])
 def test_gpu_rnn_persistent_plans(rng, dtype, mode):
-    """The tiled persistent forward under forced plans (NNKERNELS_CUDA_RNN_PLAN = U,Rb,Q): each
-    warp-tile shape Q = 1, 2, 4, 8; partial unit and row blocks; more tiles than warps; H not a
-    multiple of the 16-byte vector; one block. Also the default plan, the fifth session's
-    persistent kernel ("rows") and the per-step path, all against the CPU path with the cache.
-    A plan that does not fit, or is malformed, is a ValueError naming the variable."""
+    """The tiled persistent forward and backward under forced plans (NNKERNELS_CUDA_RNN_PLAN =
+    U,Rb,Q[,Kc]): each warp-tile shape Q = 1, 2, 4, 8; partial unit and row blocks; more tiles
+    than warps; H not a multiple of the 16-byte vector; one block; the operand staged in chunks
+    (Kc, the last one partial). Also the default plan, the fifth session's persistent forward
+    ("rows", with the per-step backward) and the per-step path, all against the CPU path (the
+    cache and every gradient). A plan that does not fit, or is malformed, is a ValueError
+    naming the variable."""
     T, B, I, H = 4, 13, 6, 21
     x, h0, c0, wi, wh, bi, bh = rnn_arrays(rng, dtype, mode, T, B, I, H)
-    d = tcuda
+    go = rng.standard_normal((T, B, H)).astype(dtype)
+    ghn, gcn = (rng.standard_normal((B, H)).astype(dtype) for _ in range(2))
 
     def run(dv):
         if mode == "lstm":
             r = ops.lstm(dv(x), dv(h0), dv(c0), dv(wi), dv(wh), dv(bi), dv(bh), return_cache=True)
-            return r[:3] + r[3]
+            g = ops.lstm_backward(dv(go), dv(ghn), dv(gcn), dv(x), dv(h0), dv(c0), dv(wi), dv(wh), r[0], r[3])
+            return r[:3] + r[3] + g
         if mode == "gru":
             r = ops.gru(dv(x), dv(h0), dv(wi), dv(wh), dv(bi), dv(bh), return_cache=True)
-            return r[:2] + r[2]
-        return ops.rnn(dv(x), dv(h0), dv(wi), dv(wh), dv(bi), dv(bh), nonlinearity=mode)
+            g = ops.gru_backward(dv(go), dv(ghn), dv(x), dv(h0), dv(wi), dv(wh), r[0], r[2])
+            return r[:2] + r[2] + g
+        r = ops.rnn(dv(x), dv(h0), dv(wi), dv(wh), dv(bi), dv(bh), nonlinearity=mode)
+        return r + ops.rnn_backward(dv(go), dv(ghn), dv(x), dv(h0), dv(wi), dv(wh), r[0], nonlinearity=mode)
 
     ref = run(lambda a: a)
-    settings = [("NNKERNELS_CUDA_RNN_PLAN", p) for p in ["2,3,1", "3,5,2", "8,13,4", "5,4,8", "21,13,8", "7,1,2"]]
+    plans = ["2,3,1", "3,5,2", "8,13,4", "5,4,8", "21,13,8", "7,1,2", "3,5,2,8", "5,4,8,12", "21,13,1,4"]
+    settings = [("NNKERNELS_CUDA_RNN_PLAN", p) for p in plans]
     settings += [("NNKERNELS_CUDA_RNN_PLAN", None), ("NNKERNELS_CUDA_RNN_PERSISTENT", "rows"),
                  ("NNKERNELS_CUDA_RNN_PERSISTENT", "0")]
     for name, value in settings:
@@ -1530,19 +1541,22 @@ def test_gpu_rnn_persistent_plans(rng, dtype, mode):
         if value is not None:
             os.environ[name] = value
         try:
-            ours = run(d)
+            ours = run(tcuda)
         finally:
             os.environ.pop(name, None)
             if old is not None:
                 os.environ[name] = old
         assert len(ours) == len(ref)
         for o, r in zip(ours, ref):
-            close(o, r, dtype, factor=8)
-    for bad, msg in [("1,1,1", "blocks"), ("3,5,3", "U,Rb,Q"), ("x", "U,Rb,Q")]:
+            if r is None:
+                assert o is None
+            else:
+                close(o, r, dtype, factor=16)
+    for bad, msg in [("1,1,1", "blocks"), ("3,5,3", "U,Rb,Q"), ("x", "U,Rb,Q"), ("3,5,2,6", "U,Rb,Q")]:
         os.environ["NNKERNELS_CUDA_RNN_PLAN"] = bad
         try:
             with pytest.raises(ValueError, match="NNKERNELS_CUDA_RNN_PLAN.*" + msg):
-                run(d)
+                run(tcuda)
         finally:
             os.environ.pop("NNKERNELS_CUDA_RNN_PLAN", None)
 

@@ -1675,11 +1675,11 @@ void bind_cuda(py::module_& m) {
       const index_t S = cu::gemm_splits(dt, a[0], a[1], a[2], a[3], a[4]);
       return py::object(py::make_tuple(S, S > 1 ? cu::gemm_split_depth(a[2], S) : a[2]));
     }
-    if (kind == "rnn_plan") {  // G, B, H, SMs, shared-memory limit -> (U, Rb, Q, blocks, smem) or None
-      need(5);
+    if (kind == "rnn_plan") {  // nc, K, B, H, SMs, shared-memory limit -> (U, Rb, Q, Kc, blocks, smem) or None
+      need(6);
       cu::RnnTiledPlan pl;
-      if (!cu::rnn_tiled_plan(dt, a[0], a[1], a[2], a[3], size_t(a[4]), pl)) return py::object(py::none());
-      return py::object(py::make_tuple(pl.U, pl.Rb, pl.Q, pl.blocks, pl.smem));
+      if (!cu::rnn_tiled_plan(dt, a[0], a[1], a[2], a[3], a[4], size_t(a[5]), pl)) return py::object(py::none());
+      return py::object(py::make_tuple(pl.U, pl.Rb, pl.Q, pl.Kc, pl.blocks, pl.smem));
     }
     if (kind == "gemm") { need(3); l = cu::gemm_launch(dt, a[0], a[1], a[2]); }
     else if (kind == "elementwise") { need(1); l = cu::elementwise_launch(a[0]); }

@@ -190,15 +190,19 @@ inline index_t attn_key_tiles(DType dt, index_t L, index_t S, index_t q_tile, bo
   return ceil_div(kv_end, bc);
 }
 
-// Tiled persistent recurrent forward (rnn.cu, rnn_tiled_kernel): block (ug, rg) owns hidden
-// units [ug U, ug U + U) of every gate for batch rows [rg Rb, rg Rb + Rb). It keeps the G U
-// rows of W_hh in shared memory for the sequence and stages its Rb rows of h_{t-1} there each
-// step; its 8 warps compute the (Rb x G U) product in warp tiles of R rows x Q weight rows
-// (lanes split k, a reduce-scatter over the warp), then the gate maths. Q is 1, 2, 4 or 8;
-// R = min(16, NV / Q) with NV = 64 accumulators per lane (float) or 32 (double).
+// Tiled persistent recurrent kernels (rnn.cu, rnn_tiled_kernel / rnn_tiled_bwd_kernel): block
+// (ug, rg) owns hidden units [ug U, ug U + U) for batch rows [rg Rb, rg Rb + Rb). Per step it
+// forms the (Rb x nc U) product of its rows of a (B x K) operand (h_{t-1}, K = H, in the
+// forward; D_h[t + 1], K = G H, in the backward) with nc U weight rows of length K that stay in
+// shared memory for the sequence (forward: nc = G, W_hh's rows of its units; backward: nc = 1,
+// W_hh's columns). The operand's rows are staged into shared memory Kc columns at a time. The
+// 8 warps take tiles of R rows x Q weight rows (lanes split k, a reduce-scatter over the warp).
+// Q is 1, 2, 4 or 8; R = min(16, NV / Q) with NV = 64 accumulators per lane (float) or 32
+// (double).
 constexpr int kRnnThreads = 256, kRnnWarps = kRnnThreads / 32;
 struct RnnTiledPlan {
   int U = 0, Rb = 0, Q = 0;  // units per block, batch rows per block, weight rows per warp tile
+  index_t Kc = 0;            // staging chunk (columns of the operand per pass)
   index_t blocks = 0;        // ceil(H / U) ceil(B / Rb), unit groups fastest
   size_t smem = 0;           // dynamic shared memory in bytes
 };
@@ -206,32 +210,44 @@ inline int rnn_tiled_rows(DType dt, int Q) {
   const int nv = dt == DType::f32 ? 64 : 32;
   return nv / Q < 16 ? nv / Q : 16;
 }
-// Shared memory of a plan: W rows G U rounded up to Q, h rows Rb rounded up to R, both of row
-// stride H rounded up to a 16-byte vector; the (Rb, G U) step product.
-inline size_t rnn_tiled_smem(DType dt, index_t G, index_t H, int U, int Rb, int Q) {
-  const index_t es = dt == DType::f32 ? 4 : 8, ve = 16 / es, R = rnn_tiled_rows(dt, Q);
-  const index_t Hs = ceil_div(H, ve) * ve;
-  const index_t rows = ceil_div(G * U, index_t(Q)) * Q + ceil_div(index_t(Rb), R) * R;
-  return size_t(es * (Hs * rows + index_t(Rb) * G * U));
+inline index_t rnn_tiled_vec(DType dt) { return dt == DType::f32 ? 4 : 2; }  // values per 16 bytes
+// Shared memory of a plan: nc U weight rows rounded up to Q, of stride K rounded up to a vector;
+// Rb staged rows rounded up to R, of stride Kc; the (Rb, nc U) step product.
+inline size_t rnn_tiled_smem(DType dt, index_t nc, index_t K, int U, int Rb, int Q, index_t Kc) {
+  const index_t es = dt == DType::f32 ? 4 : 8, ve = rnn_tiled_vec(dt), R = rnn_tiled_rows(dt, Q);
+  const index_t Ks = ceil_div(K, ve) * ve;
+  return size_t(es * (Ks * ceil_div(nc * U, index_t(Q)) * Q + Kc * ceil_div(index_t(Rb), R) * R + index_t(Rb) * nc * U));
+}
+// The widest staging chunk that fits beside the weights (K whole, else a multiple of 32
+// vectors, a warp's pass), or 0 when not even one pass fits.
+inline index_t rnn_tiled_chunk(DType dt, index_t nc, index_t K, int U, int Rb, int Q, size_t limit) {
+  const index_t ve = rnn_tiled_vec(dt), Ks = ceil_div(K, ve) * ve;
+  if (rnn_tiled_smem(dt, nc, K, U, Rb, Q, Ks) <= limit) return Ks;
+  const size_t fixed = rnn_tiled_smem(dt, nc, K, U, Rb, Q, 0);
+  if (fixed >= limit) return 0;
+  const index_t per_col = rnn_tiled_smem(dt, nc, K, U, Rb, Q, 1) - fixed;
+  const index_t Kc = index_t(limit - fixed) / per_col / (32 * ve) * (32 * ve);
+  return Kc >= 32 * ve ? Kc : 0;
 }
 // A rough per-step cost of a plan in issue cycles of one SM: the warp tiles' loads, FMAs and
-// reduce-scatters (8 warps on 4 schedulers), staging h_{t-1} from L2 (per SM and for the whole
-// grid), the gate maths. Only used to rank plans.
-inline double rnn_tiled_cost(DType dt, index_t G, index_t B, index_t H, int U, int Rb, int Q, index_t blocks) {
-  const index_t es = dt == DType::f32 ? 4 : 8, ve = 16 / es, R = rnn_tiled_rows(dt, Q);
-  const index_t tiles = ceil_div(index_t(Rb), R) * ceil_div(G * U, index_t(Q));
-  const index_t kc = ceil_div(H, 32 * ve);
-  const double per_tile = double(kc * (R + Q + R * Q * ve) + 3 * R * Q);
+// reduce-scatters (8 warps on 4 schedulers), staging the operand's rows from L2 (per SM and for
+// the whole grid), a barrier per chunk, the per-element maths. Only used to rank plans.
+inline double rnn_tiled_cost(DType dt, index_t nc, index_t K, int U, int Rb, int Q, index_t Kc, index_t blocks) {
+  const index_t es = dt == DType::f32 ? 4 : 8, ve = rnn_tiled_vec(dt), R = rnn_tiled_rows(dt, Q);
+  const index_t tiles = ceil_div(index_t(Rb), R) * ceil_div(nc * U, index_t(Q));
+  const index_t kc = ceil_div(K, 32 * ve), chunks = ceil_div(K, Kc);
+  const double per_tile = double(kc * (R + Q + R * Q * ve) + chunks * 3 * R * Q);
   const double compute = std::max(double(ceil_div(tiles, index_t(kRnnWarps))) * per_tile, double(tiles) * per_tile / 4);
-  const double stage = double(Rb * H * es) / 32 + double(blocks * Rb * H * es) / 4096;
-  const double gates = double(ceil_div(index_t(Rb) * U, index_t(kRnnThreads))) * 60;
-  return compute + stage + gates;
+  const double stage = double(Rb * K * es) / 32 + double(blocks * Rb * K * es) / 4096 + double(chunks) * 300;
+  const double elems = double(ceil_div(index_t(Rb) * U, index_t(kRnnThreads))) * 60;
+  return compute + stage + elems;
 }
 // The cheapest plan whose blocks all fit on the SMs at one block each (`sms`) in `smem_limit`
-// bytes of shared memory; false when none does (W_hh too large to stay on chip).
-inline bool rnn_tiled_plan(DType dt, index_t G, index_t B, index_t H, index_t sms, size_t smem_limit,
+// bytes of shared memory; false when none does (the weights too large to stay on chip).
+// nc: product columns per unit (G forward, 1 backward); K: the contraction (H, G H).
+inline bool rnn_tiled_plan(DType dt, index_t nc, index_t K, index_t B, index_t H, index_t sms, size_t smem_limit,
                            RnnTiledPlan& best) {
-  if (B <= 0 || H <= 0 || sms <= 0) return false;
+  if (B <= 0 || H <= 0 || K <= 0 || sms <= 0) return false;
   double best_cost = 0;
   bool found = false;
   for (index_t nu = 1; nu <= std::min(H, sms); ++nu) {
@@ -241,11 +257,11 @@ inline bool rnn_tiled_plan(DType dt, index_t G, index_t B, index_t H, index_t sm
       const index_t Rb = ceil_div(B, nr), nr_ = ceil_div(B, Rb);
       if (nr_ != nr || Rb > (index_t(1) << 20)) continue;
       for (int Q = 1; Q <= 8; Q *= 2) {
-        const size_t smem = rnn_tiled_smem(dt, G, H, int(U), int(Rb), Q);
-        if (smem > smem_limit) continue;
-        const double c = rnn_tiled_cost(dt, G, B, H, int(U), int(Rb), Q, nu_ * nr_);
+        const index_t Kc = rnn_tiled_chunk(dt, nc, K, int(U), int(Rb), Q, smem_limit);
+        if (Kc == 0) continue;
+        const double c = rnn_tiled_cost(dt, nc, K, int(U), int(Rb), Q, Kc, nu_ * nr_);
         if (!found || c < best_cost) {
-          best = RnnTiledPlan{int(U), int(Rb), Q, nu_ * nr_, smem};
+          best = RnnTiledPlan{int(U), int(Rb), Q, Kc, nu_ * nr_, rnn_tiled_smem(dt, nc, K, int(U), int(Rb), Q, Kc)};
           best_cost = c;
           found = true;
         }

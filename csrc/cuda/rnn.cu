@@ -99,60 +99,68 @@ __global__ void add_kernel(T* __restrict__ y, const T* __restrict__ x, index_t n
   NNK_GRID_STRIDE(e, n) y[e] += x[e];
 }
 
-// RNN: d = dh act'(h) (relu: dh where h > 0 or h is NaN).
+// The gate backward of one element e = (b, j) of step t, shared by the per-step kernels below
+// and the persistent backward. dhe: dh_t[e] in full (the recurrent product, dout_t, and for
+// GRU the carried direct part). D / Dh: the step's (B, G H) slices.
+// RNN: D = dh act'(h) (relu: dh where h > 0 or h is NaN).
+template <typename T>
+__device__ __forceinline__ void rnn_bwd_elem(T* D, T dhe, T v, bool relu, index_t e) {
+  D[e] = relu ? ((v > T(0) || v != v) ? dhe : T(0)) : dhe * (T(1) - v * v);
+}
+// LSTM: from the activated gates g, c_t, c_{t-1}; dc carried (dc_t in, dc_{t-1} out).
+template <typename T>
+__device__ __forceinline__ void lstm_bwd_elem(T* D, T* dc, T dhe, const T* g, const T* c, const T* cp,
+                                              index_t H, index_t b, index_t j, index_t e) {
+  const T* gb = g + b * 4 * H;
+  T* db = D + b * 4 * H;
+  const T i = gb[j], f = gb[H + j], gg = gb[2 * H + j], o = gb[3 * H + j];
+  const T tc = dev::tanh_(c[e]);
+  const T dcj = dc[e] + dhe * o * (T(1) - tc * tc);
+  db[3 * H + j] = dhe * tc * o * (T(1) - o);
+  db[j] = dcj * gg * i * (T(1) - i);
+  db[H + j] = dcj * cp[e] * f * (T(1) - f);
+  db[2 * H + j] = dcj * i * (T(1) - gg * gg);
+  dc[e] = dcj * f;
+}
+// GRU: D (input side) and Dh (hidden side, differs in n: dn r); returns the direct part of
+// dh_{t-1}, dh z, to which the next step's product adds.
+template <typename T>
+__device__ __forceinline__ T gru_bwd_elem(T* D, T* Dh, T dhe, const T* g, const T* hn, const T* hp, index_t H,
+                                          index_t b, index_t j, index_t e) {
+  const T* gb = g + b * 3 * H;
+  const T r = gb[j], z = gb[H + j], n = gb[2 * H + j];
+  const T dan = dhe * (T(1) - z) * (T(1) - n * n);
+  const T dar = dan * hn[e] * r * (T(1) - r);
+  const T daz = dhe * (hp[e] - n) * z * (T(1) - z);
+  T* db = D + b * 3 * H;
+  T* dhb = Dh + b * 3 * H;
+  db[j] = dar;
+  db[H + j] = daz;
+  db[2 * H + j] = dan;
+  dhb[j] = dar;
+  dhb[H + j] = daz;
+  dhb[2 * H + j] = dan * r;
+  return dhe * z;
+}
+
 template <typename T>
 __global__ void rnn_bwd_kernel(T* __restrict__ d, const T* __restrict__ dh, const T* __restrict__ h,
                                bool relu, index_t n) {
-  NNK_GRID_STRIDE(e, n) {
-    const T v = h[e];
-    d[e] = relu ? ((v > T(0) || v != v) ? dh[e] : T(0)) : dh[e] * (T(1) - v * v);
-  }
+  NNK_GRID_STRIDE(e, n) rnn_bwd_elem(d, dh[e], h[e], relu, e);
 }
 
-// LSTM: D (B, 4H) of step t from dh, dc (carried: dc_t in, dc_{t-1} out), the activated gates,
-// c_t and c_{t-1}.
 template <typename T>
 __global__ void lstm_bwd_kernel(T* __restrict__ D, T* __restrict__ dc, const T* __restrict__ dh,
                                 const T* __restrict__ g, const T* __restrict__ c,
                                 const T* __restrict__ cp, index_t B, index_t H) {
-  NNK_GRID_STRIDE(e, B * H) {
-    const index_t b = e / H, j = e % H;
-    const T* gb = g + b * 4 * H;
-    T* db = D + b * 4 * H;
-    const T i = gb[j], f = gb[H + j], gg = gb[2 * H + j], o = gb[3 * H + j];
-    const T tc = dev::tanh_(c[e]), dhe = dh[e];
-    const T dcj = dc[e] + dhe * o * (T(1) - tc * tc);
-    db[3 * H + j] = dhe * tc * o * (T(1) - o);
-    db[j] = dcj * gg * i * (T(1) - i);
-    db[H + j] = dcj * cp[e] * f * (T(1) - f);
-    db[2 * H + j] = dcj * i * (T(1) - gg * gg);
-    dc[e] = dcj * f;
-  }
+  NNK_GRID_STRIDE(e, B * H) lstm_bwd_elem(D, dc, dh[e], g, c, cp, H, e / H, e % H, e);
 }
 
-// GRU: D (input side) and Dh (hidden side, differs in n: dn r) of step t; dh becomes its
-// direct part dh z, to which the next step's product adds.
 template <typename T>
 __global__ void gru_bwd_kernel(T* __restrict__ D, T* __restrict__ Dh, T* __restrict__ dh,
                                const T* __restrict__ g, const T* __restrict__ hn,
                                const T* __restrict__ hp, index_t B, index_t H) {
-  NNK_GRID_STRIDE(e, B * H) {
-    const index_t b = e / H, j = e % H;
-    const T* gb = g + b * 3 * H;
-    const T r = gb[j], z = gb[H + j], n = gb[2 * H + j], dhe = dh[e];
-    const T dan = dhe * (T(1) - z) * (T(1) - n * n);
-    const T dar = dan * hn[e] * r * (T(1) - r);
-    const T daz = dhe * (hp[e] - n) * z * (T(1) - z);
-    T* db = D + b * 3 * H;
-    T* dhb = Dh + b * 3 * H;
-    db[j] = dar;
-    db[H + j] = daz;
-    db[2 * H + j] = dan;
-    dhb[j] = dar;
-    dhb[H + j] = daz;
-    dhb[2 * H + j] = dan * r;
-    dh[e] = dhe * z;
-  }
+  NNK_GRID_STRIDE(e, B * H) dh[e] = gru_bwd_elem(D, Dh, dh[e], g, hn, hp, H, e / H, e % H, e);
 }
 
 // db[j] = sum_r D[r, j], rows in order (deterministic): a thread per column.
@@ -262,14 +270,19 @@ rnn_persistent_kernel(RnnFamily kind, index_t Tn, index_t B, index_t H, int U, c
   }
 }
 
-// ---- tiled persistent forward (launch.h, RnnTiledPlan) ----
+// ---- tiled persistent forward and backward (launch.h, RnnTiledPlan) ----
 struct RnnTiledArgs {
   RnnFamily kind;
-  index_t Tn, B, H, Hs;  // Hs: shared-memory row stride (H rounded up to a 16-byte vector)
-  int U, Rb, Wrows, Hrows;  // Wrows = G U rounded up to Q, Hrows = Rb rounded up to R
+  index_t Tn, B, H;
+  int U, Rb;        // units and batch rows per block
+  int Wrows, Hrows;  // shared-memory rows: the product's columns rounded up to Q, Rb up to R
+  index_t K, Ks, Kc;  // contraction length; W's row stride (K up to a 16-byte vector); staging chunk
   const void* whh; index_t rs_whh, cs_whh;
   const void* bhh; const void* h0; const void* c0;
-  void* out; void* P; void* c_n; void* extra;
+  void* out; void* P; void* c_n; void* extra;  // forward
+  // backward: D, Dh (T, B, G H) (Dh == D but for GRU), dh (B, H: dh_n in, dh0 out), dc
+  // (LSTM: dc_n in, dc0 out), dout (T, B, H) or null; out, gates, extra as the forward wrote
+  void* D; void* Dh; void* dh; void* dc; const void* dout; const void* gates;
 };
 
 // Sums each of a lane's N values over the warp, scattered: afterwards lane l holds in v[i],
@@ -308,45 +321,105 @@ __device__ __forceinline__ void vec_fma(T& acc, const double2& h, const double2&
   acc = fma(h.x, w.x, acc); acc = fma(h.y, w.y, acc);
 }
 
-// Block (ug, rg), ug fastest: units [ug U, ug U + U) of every gate, batch rows [rg Rb, ...).
-// Shared memory: Ws (Wrows x Hs; row q = gi U + u holds W_hh row gi H + u0 + u, zero past the
-// block's units, past G U and past H), hs (Hrows x Hs; h_{t-1} of the block's rows, zero past
-// them and past H), Ys (Rb x G U; the step's recurrent sums). Per step: stage hs (L2, __ldcg;
-// every block wrote its part of h_{t-1} before the grid barrier), then each warp takes R x Q
-// tiles of Ys: its lanes take 16-byte chunks of k (conflict-free), each chunk's Q weight
-// vectors reused over R rows, and a reduce-scatter leaves one sum per lane (or several) to
-// store; then a thread per (row, unit) runs the gate maths.
+template <typename T, int Q>
+struct TiledShape {
+  static constexpr int VE = 16 / sizeof(T);
+  static constexpr int NV = sizeof(T) == 4 ? 64 : 32;
+  static constexpr int R = NV / Q < 16 ? NV / Q : 16;  // launch.h's rnn_tiled_rows
+  static constexpr int N = R * Q;                      // accumulators per lane
+};
+
+// The block's step product Ys[r ncols + q] = sum_k src(r, k) Ws[q Ks + k] for rows r < Rv and
+// columns q < ncols. Ws (Wrows x Ks) holds the block's weight rows for the whole sequence,
+// zero past K and past ncols. The source rows are staged into hs (Hrows x Kc) Kc columns at
+// a time (zero past K within the last chunk); each warp takes R x Q tiles of Ys, its lanes
+// 16-byte chunks of k (conflict-free), each chunk's Q weight vectors reused over R rows, and
+// a reduce-scatter leaves one sum per lane (or several) to add to Ys. Deterministic (a fixed
+// order). Starts after and ends with __syncthreads.
+template <typename T, int Q, class Src>
+__device__ __forceinline__ void tiled_product(const RnnTiledArgs& a, const T* Ws, T* hs, T* Ys, int ncols, int Rv,
+                                              Src src) {
+  using S = TiledShape<T, Q>;
+  constexpr int R = S::R, N = S::N, VE = S::VE;
+  using V = typename Vec16<T>::type;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int row_tiles = (Rv + R - 1) / R, q_tiles = (ncols + Q - 1) / Q;
+  for (index_t k0 = 0; k0 < a.K; k0 += a.Kc) {
+    const index_t kn = a.K - k0 < a.Kc ? a.K - k0 : a.Kc, kv = (kn + VE - 1) / VE * VE;
+    if (k0 > 0) __syncthreads();  // the previous chunk's reads of hs are done
+    for (int r = 0; r < Rv; ++r)
+      for (index_t k = threadIdx.x; k < kv; k += kRnnThreads) hs[r * a.Kc + k] = k < kn ? src(r, k0 + k) : T(0);
+    __syncthreads();
+    for (int tile = warp; tile < row_tiles * q_tiles; tile += kRnnWarps) {
+      const int rt = tile / q_tiles, qt = tile % q_tiles;
+      const T* hb = hs + index_t(rt) * R * a.Kc;
+      const T* wb = Ws + index_t(qt) * Q * a.Ks + k0;
+      T acc[N];
+#pragma unroll
+      for (int i = 0; i < N; ++i) acc[i] = T(0);
+      for (index_t k = index_t(lane) * VE; k < kv; k += 32 * VE) {
+        V w[Q];
+#pragma unroll
+        for (int q = 0; q < Q; ++q) w[q] = *reinterpret_cast<const V*>(wb + q * a.Ks + k);
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          const V h = *reinterpret_cast<const V*>(hb + r * a.Kc + k);
+#pragma unroll
+          for (int q = 0; q < Q; ++q) vec_fma(acc[r * Q + q], h, w[q]);
+        }
+      }
+      reduce_scatter<16, N>(acc, lane);
+      auto store = [&](int idx, T v) {
+        const int r = rt * R + idx / Q, q = qt * Q + idx % Q;
+        if (r < Rv && q < ncols) Ys[r * ncols + q] = k0 == 0 ? v : Ys[r * ncols + q] + v;
+      };
+      if constexpr (N >= 32) {
+#pragma unroll
+        for (int i = 0; i < N / 32; ++i) store(lane * (N / 32) + i, acc[i]);
+      } else {
+        constexpr int sh = N == 16 ? 1 : (N == 8 ? 2 : (N == 4 ? 3 : (N == 2 ? 4 : 5)));
+        if ((lane & ((1 << sh) - 1)) == 0) store(lane >> sh, acc[0]);
+      }
+    }
+  }
+  __syncthreads();  // Ys complete
+}
+
+// Shared memory of the tiled kernels: Ws (Wrows x Ks), hs (Hrows x Kc), Ys (Rb x ncols). The
+// rows of hs past the block's stay zero (their sums are not stored, but then no NaN
+// arithmetic runs).
+template <typename T>
+__device__ __forceinline__ void tiled_smem(const RnnTiledArgs& a, T*& Ws, T*& hs, T*& Ys, int Rv) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  Ws = reinterpret_cast<T*>(smem_raw);
+  hs = Ws + index_t(a.Wrows) * a.Ks;
+  Ys = hs + index_t(a.Hrows) * a.Kc;
+  for (int r = Rv; r < a.Hrows; ++r)
+    for (index_t k = threadIdx.x; k < a.Kc; k += kRnnThreads) hs[r * a.Kc + k] = T(0);
+}
+
+// Forward. Block (ug, rg), ug fastest: units [ug U, ug U + U) of every gate for batch rows
+// [rg Rb, ...). Ws row q = gi U + u is W_hh row gi H + u0 + u (K = H); per step the product
+// with h_{t-1}'s rows (L2, __ldcg: other blocks wrote them before the grid barrier), then a
+// thread per (row, unit) runs the gate maths.
 template <typename T, int Q>
 __global__ void __launch_bounds__(kRnnThreads, 1) rnn_tiled_kernel(const RnnTiledArgs a) {
-  constexpr int VE = 16 / sizeof(T);
-  constexpr int R = (sizeof(T) == 4 ? 64 : 32) / Q < 16 ? (sizeof(T) == 4 ? 64 : 32) / Q : 16;
-  constexpr int N = R * Q;  // accumulators per lane
-  using V = typename Vec16<T>::type;
-  extern __shared__ __align__(16) unsigned char smem_raw[];
-  T* Ws = reinterpret_cast<T*>(smem_raw);
-  T* hs = Ws + index_t(a.Wrows) * a.Hs;
-  T* Ys = hs + index_t(a.Hrows) * a.Hs;
   namespace cg = cooperative_groups;
   cg::grid_group grid = cg::this_grid();
-  const index_t H = a.H, B = a.B, Hs = a.Hs;
+  const index_t H = a.H, B = a.B;
   const int U = a.U, G = rnn_gates(a.kind), GU = G * U;
   const index_t nu = (H + U - 1) / U;
   const index_t u0 = (index_t(blockIdx.x) % nu) * U, b0 = (index_t(blockIdx.x) / nu) * a.Rb;
   const int Ub = int(H - u0 < U ? H - u0 : U), Rv = int(B - b0 < a.Rb ? B - b0 : a.Rb);
+  T *Ws, *hs, *Ys;
+  tiled_smem(a, Ws, hs, Ys, Rv);
   const T* whh = static_cast<const T*>(a.whh);
   for (int q = 0; q < a.Wrows; ++q) {
     const int gi = q / U, u = q % U;
     const bool live = q < GU && u < Ub;
-    for (index_t k = threadIdx.x; k < Hs; k += kRnnThreads)
-      Ws[q * Hs + k] = live && k < H ? whh[(gi * H + u0 + u) * a.rs_whh + k * a.cs_whh] : T(0);
+    for (index_t k = threadIdx.x; k < a.Ks; k += kRnnThreads)
+      Ws[q * a.Ks + k] = live && k < H ? whh[(gi * H + u0 + u) * a.rs_whh + k * a.cs_whh] : T(0);
   }
-  // Columns past H stay zero (they enter every sum, against zero weights); rows past the
-  // block's too (their sums are not stored, but then no NaN arithmetic runs).
-  for (int r = 0; r < a.Hrows; ++r)
-    for (index_t k = threadIdx.x; k < Hs; k += kRnnThreads)
-      if (r >= Rv || k >= H) hs[r * Hs + k] = T(0);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int row_tiles = (Rv + R - 1) / R, q_tiles = (GU + Q - 1) / Q;
   const T* bhh = static_cast<const T*>(a.bhh);
   const T* h0 = static_cast<const T*>(a.h0);
   const T* c0 = static_cast<const T*>(a.c0);
@@ -356,41 +429,7 @@ __global__ void __launch_bounds__(kRnnThreads, 1) rnn_tiled_kernel(const RnnTile
   T* extra = static_cast<T*>(a.extra);
   for (index_t t = 0; t < a.Tn; ++t) {
     const T* hp = t == 0 ? h0 : out + (t - 1) * B * H;
-    for (int r = 0; r < Rv; ++r)
-      for (index_t k = threadIdx.x; k < H; k += kRnnThreads) hs[r * Hs + k] = __ldcg(hp + (b0 + r) * H + k);
-    __syncthreads();  // hs staged (and the previous step's Ys read)
-    for (int tile = warp; tile < row_tiles * q_tiles; tile += kRnnWarps) {
-      const int rt = tile / q_tiles, qt = tile % q_tiles;
-      const T* hb = hs + index_t(rt) * R * Hs;
-      const T* wb = Ws + index_t(qt) * Q * Hs;
-      T acc[N];
-#pragma unroll
-      for (int i = 0; i < N; ++i) acc[i] = T(0);
-      for (index_t k = index_t(lane) * VE; k < Hs; k += 32 * VE) {
-        V w[Q];
-#pragma unroll
-        for (int q = 0; q < Q; ++q) w[q] = *reinterpret_cast<const V*>(wb + q * Hs + k);
-#pragma unroll
-        for (int r = 0; r < R; ++r) {
-          const V h = *reinterpret_cast<const V*>(hb + r * Hs + k);
-#pragma unroll
-          for (int q = 0; q < Q; ++q) vec_fma(acc[r * Q + q], h, w[q]);
-        }
-      }
-      reduce_scatter<16, N>(acc, lane);
-      if constexpr (N >= 32) {
-#pragma unroll
-        for (int i = 0; i < N / 32; ++i) {
-          const int idx = lane * (N / 32) + i, r = rt * R + idx / Q, q = qt * Q + idx % Q;
-          if (r < Rv && q < GU) Ys[r * GU + q] = acc[i];
-        }
-      } else {
-        constexpr int sh = N == 16 ? 1 : (N == 8 ? 2 : (N == 4 ? 3 : (N == 2 ? 4 : 5)));
-        const int idx = lane >> sh, r = rt * R + idx / Q, q = qt * Q + idx % Q;
-        if ((lane & ((1 << sh) - 1)) == 0 && r < Rv && q < GU) Ys[r * GU + q] = acc[0];
-      }
-    }
-    __syncthreads();  // Ys complete
+    tiled_product<T, Q>(a, Ws, hs, Ys, GU, Rv, [&](int r, index_t k) { return __ldcg(hp + (b0 + r) * H + k); });
     T* Pt = P + t * B * G * H;
     for (int e = threadIdx.x; e < Rv * Ub; e += kRnnThreads) {
       const int r = e / Ub, u = e % Ub;
@@ -402,6 +441,70 @@ __global__ void __launch_bounds__(kRnnThreads, 1) rnn_tiled_kernel(const RnnTile
       persistent_gates(a.kind, t, B, H, b, u0 + u, d, bhh, Pt + b * G * H, c0, c_n, extra, hp, out);
     }
     grid.sync();  // h_t complete (and visible) before any block stages it for step t + 1
+  }
+}
+
+// Backward through time. Block (ug, rg) as the forward's; Ws row u is W_hh's column u0 + u
+// (K = G H): dh_t[b, j] = sum_q D_h[t + 1][b, q] W_hh[q, j]. Per step t (from the last) the
+// product with D_h[t + 1]'s rows, then a thread per (row, unit) adds dout_t and the carried
+// part (dh_n at the last step; GRU's direct part) and runs the gate backward, writing D[t]
+// (and D_h[t]) for its unit's gates; a grid barrier, and after step 0 one more product gives
+// dh0 = D_h[0] W_hh (+ GRU's direct part).
+template <typename T, int Q>
+__global__ void __launch_bounds__(kRnnThreads, 1) rnn_tiled_bwd_kernel(const RnnTiledArgs a) {
+  namespace cg = cooperative_groups;
+  cg::grid_group grid = cg::this_grid();
+  const index_t H = a.H, B = a.B, Tn = a.Tn;
+  const int U = a.U, G = rnn_gates(a.kind);
+  const index_t GH = G * H;
+  const index_t nu = (H + U - 1) / U;
+  const index_t u0 = (index_t(blockIdx.x) % nu) * U, b0 = (index_t(blockIdx.x) / nu) * a.Rb;
+  const int Ub = int(H - u0 < U ? H - u0 : U), Rv = int(B - b0 < a.Rb ? B - b0 : a.Rb);
+  T *Ws, *hs, *Ys;
+  tiled_smem(a, Ws, hs, Ys, Rv);
+  const T* whh = static_cast<const T*>(a.whh);
+  for (int u = 0; u < a.Wrows; ++u)
+    for (index_t k = threadIdx.x; k < a.Ks; k += kRnnThreads)
+      Ws[u * a.Ks + k] = u < Ub && k < GH ? whh[k * a.rs_whh + (u0 + u) * a.cs_whh] : T(0);
+  const bool lstm = a.kind == RnnFamily::lstm, gru = a.kind == RnnFamily::gru;
+  const bool relu = a.kind == RnnFamily::rnn_relu;
+  const T* h0 = static_cast<const T*>(a.h0);
+  const T* c0 = static_cast<const T*>(a.c0);
+  const T* out = static_cast<const T*>(a.out);
+  const T* gates = static_cast<const T*>(a.gates);
+  const T* extra = static_cast<const T*>(a.extra);
+  const T* dout = static_cast<const T*>(a.dout);
+  T* D = static_cast<T*>(a.D);
+  T* Dh = static_cast<T*>(a.Dh);
+  T* dh = static_cast<T*>(a.dh);
+  T* dc = static_cast<T*>(a.dc);
+  for (index_t t = Tn - 1; t >= -1; --t) {
+    if (t < Tn - 1) {
+      const T* Dn = Dh + (t + 1) * B * GH;
+      tiled_product<T, Q>(a, Ws, hs, Ys, U, Rv, [&](int r, index_t k) { return __ldcg(Dn + (b0 + r) * GH + k); });
+    }
+    for (int e = threadIdx.x; e < Rv * Ub; e += kRnnThreads) {
+      const int r = e / Ub, u = e % Ub;
+      const index_t b = b0 + r, j = u0 + u, x = b * H + j;
+      T dhe = t < Tn - 1 ? Ys[r * U + u] : T(0);
+      if (t == Tn - 1 || gru) dhe += dh[x];  // dh_n, or GRU's direct part of the step after
+      if (t < 0) {
+        dh[x] = dhe;  // dh0
+        continue;
+      }
+      if (dout) dhe += dout[t * B * H + x];
+      T* Dt = D + t * B * GH;
+      if (lstm) {
+        lstm_bwd_elem(Dt, dc, dhe, gates + t * B * GH, extra + t * B * H, t == 0 ? c0 : extra + (t - 1) * B * H,
+                      H, b, j, x);
+      } else if (gru) {
+        dh[x] = gru_bwd_elem(Dt, Dh + t * B * GH, dhe, gates + t * B * GH, extra + t * B * H,
+                             t == 0 ? h0 : out + (t - 1) * B * H, H, b, j, x);
+      } else {
+        rnn_bwd_elem(Dt, dhe, out[t * B * H + x], relu, x);
+      }
+    }
+    if (t >= 0) grid.sync();  // D[t] (and D_h[t]) complete before any block stages them
   }
 }
 
@@ -446,10 +549,11 @@ Persist persist_mode() {
   return Persist::tiled;
 }
 
-// The tiled plan for this device, or false (no cooperative launch, or W_hh does not fit on
-// chip with one block per SM). NNKERNELS_CUDA_RNN_PLAN="U,Rb,Q" forces a plan (the tests run
-// each warp-tile shape with it); one that does not fit is a ValueError.
-bool tiled_plan(DType dt, index_t G, index_t B, index_t H, RnnTiledPlan& plan) {
+// The tiled plan for this device, or false (no cooperative launch, or the weights do not fit
+// on chip with one block per SM). nc, K: as rnn_tiled_plan (forward G, H; backward 1, G H).
+// NNKERNELS_CUDA_RNN_PLAN="U,Rb,Q[,Kc]" forces a plan (the tests run each warp-tile shape and
+// chunked staging with it); one that does not fit is a ValueError.
+bool tiled_plan(DType dt, index_t nc, index_t K, index_t B, index_t H, RnnTiledPlan& plan) {
   int dev = 0, coop = 0, sms = 0, optin = 0;
   CUDA_CHECK(cudaGetDevice(&dev));
   CUDA_CHECK(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, dev));
@@ -458,50 +562,62 @@ bool tiled_plan(DType dt, index_t G, index_t B, index_t H, RnnTiledPlan& plan) {
   if (!coop) return false;
   if (const char* e = std::getenv("NNKERNELS_CUDA_RNN_PLAN")) {
     int U = 0, Rb = 0, Q = 0;
-    if (std::sscanf(e, "%d,%d,%d", &U, &Rb, &Q) != 3 || U < 1 || Rb < 1 || (Q != 1 && Q != 2 && Q != 4 && Q != 8))
-      throw ValueError(std::string("NNKERNELS_CUDA_RNN_PLAN must be U,Rb,Q with Q in 1, 2, 4, 8; got ") + e);
-    plan = RnnTiledPlan{U, Rb, Q, ceil_div(H, index_t(U)) * ceil_div(B, index_t(Rb)),
-                        rnn_tiled_smem(dt, G, H, U, Rb, Q)};
-    if (plan.blocks > sms || plan.smem > size_t(optin))
+    long Kc = 0;
+    const int n = std::sscanf(e, "%d,%d,%d,%ld", &U, &Rb, &Q, &Kc);
+    if (n < 3 || U < 1 || Rb < 1 || (Q != 1 && Q != 2 && Q != 4 && Q != 8) || (n == 4 && (Kc < 4 || Kc % 4)))
+      throw ValueError(std::string("NNKERNELS_CUDA_RNN_PLAN must be U,Rb,Q[,Kc] with Q in 1, 2, 4, 8 and Kc a "
+                                   "positive multiple of 4; got ") + e);
+    const index_t ve = rnn_tiled_vec(dt), Ks = ceil_div(K, ve) * ve;
+    const index_t kc = n == 4 ? std::min<index_t>(Kc, Ks) : rnn_tiled_chunk(dt, nc, K, U, Rb, Q, size_t(optin));
+    plan = RnnTiledPlan{U, Rb, Q, kc, ceil_div(H, index_t(U)) * ceil_div(B, index_t(Rb)),
+                        rnn_tiled_smem(dt, nc, K, U, Rb, Q, std::max<index_t>(kc, ve))};
+    if (kc == 0 || plan.blocks > sms || plan.smem > size_t(optin))
       throw ValueError(std::string("NNKERNELS_CUDA_RNN_PLAN=") + e + " needs " + std::to_string(plan.blocks) +
                        " blocks and " + std::to_string(plan.smem) + " bytes of shared memory per block; the device has " +
                        std::to_string(sms) + " SMs and " + std::to_string(optin) + " bytes");
     return true;
   }
-  return rnn_tiled_plan(dt, G, B, H, sms, size_t(optin), plan);
+  return rnn_tiled_plan(dt, nc, K, B, H, sms, size_t(optin), plan);
 }
 
-template <typename T, int Q>
+template <typename T, int Q, bool BWD>
 bool launch_tiled_q(RnnTiledArgs& a, const RnnTiledPlan& plan) {
+  auto kernel = BWD ? rnn_tiled_bwd_kernel<T, Q> : rnn_tiled_kernel<T, Q>;
   int dev = 0, optin = 0, per_sm = 0;
   CUDA_CHECK(cudaGetDevice(&dev));
   CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-  ensure_dyn_smem(rnn_tiled_kernel<T, Q>, optin);  // the plans' sizes vary: allow the most
-  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, rnn_tiled_kernel<T, Q>, kRnnThreads, plan.smem));
+  ensure_dyn_smem(kernel, optin);  // the plans' sizes vary: allow the most
+  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kRnnThreads, plan.smem));
   if (per_sm < 1) return false;
   void* args[] = {&a};
-  CUDA_CHECK(cudaLaunchCooperativeKernel(rnn_tiled_kernel<T, Q>, dim3(unsigned(plan.blocks)), dim3(kRnnThreads),
-                                         args, plan.smem, cudaStream_t(0)));
+  CUDA_CHECK(cudaLaunchCooperativeKernel(kernel, dim3(unsigned(plan.blocks)), dim3(kRnnThreads), args, plan.smem,
+                                         cudaStream_t(0)));
   CUDA_CHECK(cudaGetLastError());
   return true;
 }
 
-// The whole sequence in one cooperative launch of the tiled kernel; false when no plan fits.
-template <typename T>
-bool launch_tiled(const RnnParams& p, T* out, T* P, T* c_n, T* extra) {
+// The whole sequence (the forward, or the backward) in one cooperative launch of a tiled
+// kernel; false when no plan fits. `a` carries the pointers; the plan's fields are set here.
+template <typename T, bool BWD>
+bool launch_tiled(RnnTiledArgs a) {
   const DType dt = sizeof(T) == 4 ? DType::f32 : DType::f64;
-  const index_t G = rnn_gates(p.kind), es = sizeof(T), ve = 16 / es;
+  const index_t G = rnn_gates(a.kind), ve = rnn_tiled_vec(dt);
+  const index_t nc = BWD ? 1 : G, K = BWD ? G * a.H : a.H;
   RnnTiledPlan plan;
-  if (!tiled_plan(dt, G, p.B, p.H, plan)) return false;
+  if (!tiled_plan(dt, nc, K, a.B, a.H, plan)) return false;
   const int R = rnn_tiled_rows(dt, plan.Q);
-  RnnTiledArgs a{p.kind, p.T, p.B, p.H, ceil_div(p.H, ve) * ve, plan.U, plan.Rb,
-                 int(ceil_div(G * plan.U, index_t(plan.Q)) * plan.Q), int(ceil_div(index_t(plan.Rb), index_t(R)) * R),
-                 p.w_hh, p.rs_whh, p.cs_whh, p.b_hh, p.h0, p.c0, out, P, c_n, extra};
+  a.U = plan.U;
+  a.Rb = plan.Rb;
+  a.Wrows = int(ceil_div(nc * plan.U, index_t(plan.Q)) * plan.Q);
+  a.Hrows = int(ceil_div(index_t(plan.Rb), index_t(R)) * R);
+  a.K = K;
+  a.Ks = ceil_div(K, ve) * ve;
+  a.Kc = plan.Kc;
   switch (plan.Q) {
-    case 1: return launch_tiled_q<T, 1>(a, plan);
-    case 2: return launch_tiled_q<T, 2>(a, plan);
-    case 4: return launch_tiled_q<T, 4>(a, plan);
-    default: return launch_tiled_q<T, 8>(a, plan);
+    case 1: return launch_tiled_q<T, 1, BWD>(a, plan);
+    case 2: return launch_tiled_q<T, 2, BWD>(a, plan);
+    case 4: return launch_tiled_q<T, 4, BWD>(a, plan);
+    default: return launch_tiled_q<T, 8, BWD>(a, plan);
   }
 }
 
@@ -539,7 +655,15 @@ void forward_t(const RnnParams& p, T* out, T* h_n, T* c_n, T* gates, T* extra) {
   int U = 0, blocks = 0;
   size_t smem = 0;
   const Persist mode = Tn >= 2 ? persist_mode() : Persist::none;
-  bool done = mode == Persist::tiled && launch_tiled<T>(p, out, P, c_n, extra);
+  bool done = false;
+  if (mode == Persist::tiled) {
+    RnnTiledArgs a{};
+    a.kind = p.kind; a.Tn = Tn; a.B = B; a.H = H;
+    a.whh = p.w_hh; a.rs_whh = p.rs_whh; a.cs_whh = p.cs_whh;
+    a.bhh = p.b_hh; a.h0 = p.h0; a.c0 = p.c0;
+    a.out = out; a.P = P; a.c_n = c_n; a.extra = extra;
+    done = launch_tiled<T, false>(a);
+  }
   if (!done && mode != Persist::none && persistent_plan<T>(G, H, U, blocks, smem)) {
     RnnFamily kind = p.kind;
     index_t rs = p.rs_whh, cs = p.cs_whh;
@@ -636,38 +760,50 @@ void backward_t(const RnnParams& p, const RnnBackward& g) {
   const Launch le = elementwise_launch(B * H);
   const dim3 grid(unsigned(le.grid_x));
 
-  GemmParams r;  // dh (B, H) = Dh[t] (B, GH) W_hh (GH, H) (+ dh for GRU: its direct part)
-  r.dtype = p.dtype;
-  r.M = B; r.N = H; r.K = GH;
-  r.rs_a = GH; r.cs_a = 1;
-  r.b = p.w_hh; r.rs_b = p.rs_whh; r.cs_b = p.cs_whh;
-  r.c = dh; r.rs_c = H;
-  if (gru) { r.c_in = dh; r.rs_cin = H; r.cs_cin = 1; r.beta = 1.0; }
+  // The steps: one cooperative launch of the tiled kernel, or per step a GEMM and gate kernels.
+  bool done = false;
+  if (Tn >= 2 && persist_mode() == Persist::tiled) {
+    RnnTiledArgs a{};
+    a.kind = p.kind; a.Tn = Tn; a.B = B; a.H = H;
+    a.whh = p.w_hh; a.rs_whh = p.rs_whh; a.cs_whh = p.cs_whh;
+    a.h0 = h0; a.c0 = c0; a.out = const_cast<T*>(out); a.extra = const_cast<T*>(extra);
+    a.D = D; a.Dh = Dh; a.dh = dh; a.dc = dc; a.dout = dout; a.gates = gates;
+    done = launch_tiled<T, true>(a);
+  }
+  if (!done) {
+    GemmParams r;  // dh (B, H) = Dh[t] (B, GH) W_hh (GH, H) (+ dh for GRU: its direct part)
+    r.dtype = p.dtype;
+    r.M = B; r.N = H; r.K = GH;
+    r.rs_a = GH; r.cs_a = 1;
+    r.b = p.w_hh; r.rs_b = p.rs_whh; r.cs_b = p.cs_whh;
+    r.c = dh; r.rs_c = H;
+    if (gru) { r.c_in = dh; r.rs_cin = H; r.cs_cin = 1; r.beta = 1.0; }
 
-  for (index_t t = Tn - 1; t >= 0; --t) {
-    if (t < Tn - 1) {
-      r.a = Dh + (t + 1) * B * GH;
-      gemm(r);
-    }
-    if (dout) {
-      add_kernel<T><<<grid, le.block>>>(dh, dout + t * B * H, B * H);
+    for (index_t t = Tn - 1; t >= 0; --t) {
+      if (t < Tn - 1) {
+        r.a = Dh + (t + 1) * B * GH;
+        gemm(r);
+      }
+      if (dout) {
+        add_kernel<T><<<grid, le.block>>>(dh, dout + t * B * H, B * H);
+        CUDA_CHECK(cudaGetLastError());
+      }
+      T* Dt = D + t * B * GH;
+      if (lstm) {
+        const T* cp = t == 0 ? c0 : extra + (t - 1) * B * H;
+        lstm_bwd_kernel<T><<<grid, le.block>>>(Dt, dc, dh, gates + t * B * GH, extra + t * B * H, cp, B, H);
+      } else if (gru) {
+        const T* hp = t == 0 ? h0 : out + (t - 1) * B * H;
+        gru_bwd_kernel<T><<<grid, le.block>>>(Dt, Dh + t * B * GH, dh, gates + t * B * GH, extra + t * B * H,
+                                              hp, B, H);
+      } else {
+        rnn_bwd_kernel<T><<<grid, le.block>>>(Dt, dh, out + t * B * H, relu, B * H);
+      }
       CUDA_CHECK(cudaGetLastError());
     }
-    T* Dt = D + t * B * GH;
-    if (lstm) {
-      const T* cp = t == 0 ? c0 : extra + (t - 1) * B * H;
-      lstm_bwd_kernel<T><<<grid, le.block>>>(Dt, dc, dh, gates + t * B * GH, extra + t * B * H, cp, B, H);
-    } else if (gru) {
-      const T* hp = t == 0 ? h0 : out + (t - 1) * B * H;
-      gru_bwd_kernel<T><<<grid, le.block>>>(Dt, Dh + t * B * GH, dh, gates + t * B * GH, extra + t * B * H,
-                                            hp, B, H);
-    } else {
-      rnn_bwd_kernel<T><<<grid, le.block>>>(Dt, dh, out + t * B * H, relu, B * H);
-    }
-    CUDA_CHECK(cudaGetLastError());
+    r.a = Dh;  // dh0 = D_h[0] W_hh (+ its direct part for GRU)
+    gemm(r);
   }
-  r.a = Dh;  // dh0 = D_h[0] W_hh (+ its direct part for GRU)
-  gemm(r);
 
   GemmParams x;  // dX (TB, I) = D W_ih
   x.dtype = p.dtype;
