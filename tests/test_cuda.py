@@ -384,11 +384,6 @@ def test_routing_errors_before_cuda():
         sdpa(f32(2, 4, 5, 8), f32(2, 4, 7, 8), f32(4, 7, 8))
     with pytest.raises(NotImplementedError, match="batch dims"):
         sdpa(f32(1, 1, 1, 1, 2, 4, 5, 8), f32(1, 1, 1, 1, 2, 2, 7, 8), f32(1, 1, 1, 1, 2, 2, 7, 8), enable_gqa=True)
-    with pytest.raises(NotImplementedError, match="head dims > 256"):
-        sdpa(f32(2, 5, 257), f32(2, 7, 257), f32(2, 7, 8))
-    with pytest.raises(NotImplementedError, match="head dims > 256"):
-        ops.scaled_dot_product_attention_backward(f32(2, 5, 300), f32(2, 5, 8), f32(2, 7, 8), f32(2, 7, 300),
-                                                  f32(2, 5, 300), f32(2, 5))
     # unbatched recurrent forward: state shapes, no cache
     with pytest.raises(ValueError, match="h0"):
         ops.lstm(f32(5, 3), f32(5), None, f32(16, 3), f32(16, 4))
@@ -1235,9 +1230,11 @@ def test_gpu_flash_attention_gqa_and_broadcast(rng, dtype, qs, ks, gqa):
 @pytest.mark.parametrize("seed", range(4))
 def test_gpu_flash_attention_tiled_and_quad_kernels(seed):
     """float32 has two sets of kernels (tiled, the default for head dims <= 128 forward and
-    backward (templated on 64 / 128); quad with NNKERNELS_CUDA_ATTN=quad): both, forward and
-    backward, against the CPU path on random shapes (odd sizes, S = 0, causal with L != S,
-    bool masks with a fully masked row, GQA)."""
+    backward (templated on 64 / 128); quad with NNKERNELS_CUDA_ATTN=quad) and the GEMM path
+    (NNKERNELS_CUDA_ATTN=gemm; the one for head dims over 256), here with a score budget of
+    2000 elements (NNKERNELS_CUDA_ATTN_CHUNK) so that long rows run in several chunks: each,
+    forward and backward, against the CPU path on random shapes (odd sizes, S = 0, causal with
+    L != S, bool masks with a fully masked row, GQA)."""
     import os
     rng = np.random.default_rng(seed)
     for _ in range(12):
@@ -1260,15 +1257,16 @@ def test_gpu_flash_attention_tiled_and_quad_kernels(seed):
         rgrads = ops.scaled_dot_product_attention_backward(g, q, k, v, ref, rlse, attn_mask=mask, is_causal=causal,
                                                            enable_gqa=gqa)
         dm = None if mask is None else tcuda(mask)
-        for kernel in ("tiled", "quad"):
+        for kernel in ("tiled", "quad", "gemm"):
             os.environ["NNKERNELS_CUDA_ATTN"] = kernel
+            os.environ["NNKERNELS_CUDA_ATTN_CHUNK"] = "2000"
             try:
                 out, lse = ops.scaled_dot_product_attention(tcuda(q), tcuda(k), tcuda(v), is_causal=causal,
                                                             attn_mask=dm, return_lse=True, enable_gqa=gqa)
                 grads = ops.scaled_dot_product_attention_backward(tcuda(g), tcuda(q), tcuda(k), tcuda(v), out, lse,
                                                                   attn_mask=dm, is_causal=causal, enable_gqa=gqa)
             finally:
-                del os.environ["NNKERNELS_CUDA_ATTN"]
+                del os.environ["NNKERNELS_CUDA_ATTN"], os.environ["NNKERNELS_CUDA_ATTN_CHUNK"]
             close(out, ref, np.float32, factor=8)
             lse = host(lse)
             assert np.array_equal(np.isneginf(lse), np.isneginf(rlse))
@@ -1277,6 +1275,59 @@ def test_gpu_flash_attention_tiled_and_quad_kernels(seed):
             # (a single visible key makes dq and dk rounding noise: compared on g's scale)
             for o, r in zip(grads, rgrads):
                 close(o, r, np.float32, factor=32, floor=float(np.linalg.norm(g)))
+
+
+@needs_gpu
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DT)
+@pytest.mark.parametrize("case", range(4))
+def test_gpu_attention_large_head_dims(rng, dtype, case):
+    """Head dims over 256 (the GEMM path: scores in memory): forward and backward against the
+    CPU path, the forward also against torch where no mask is given; an additive float mask
+    with -inf entries broadcast over the heads and a fully masked row, causal with L != S,
+    GQA with broadcast batch dims, a strided q, S = 0, and several score chunks."""
+    import os
+    import torch.nn.functional as F
+    B, H, kvh, L, S, E, Ev, causal, masked, chunk = [
+        (2, 3, 3, 37, 29, 300, 260, False, True, None),
+        (1, 4, 2, 23, 31, 257, 300, True, False, "100"),
+        (2, 2, 1, 5, 0, 264, 257, False, False, None),
+        (1, 2, 2, 17, 19, 512, 64, False, True, "40")][case]
+    qfull = rng.standard_normal((B, H, L, 2 * E)).astype(dtype)
+    q = qfull[..., ::2]                                                # strided head dim
+    k = rng.standard_normal((1, kvh, S, E)).astype(dtype)              # k, v broadcast over the batch
+    v = rng.standard_normal((1, kvh, S, Ev)).astype(dtype)
+    mask = None
+    if masked:
+        mask = (rng.standard_normal((B, 1, L, S)) * 2).astype(dtype)
+        mask[rng.random(mask.shape) < 0.2] = -np.inf
+        mask[:, :, 3] = -np.inf  # a row with no visible key
+    gqa = kvh != H
+    kw = dict(is_causal=causal, enable_gqa=gqa)
+    ref, rlse = ops.scaled_dot_product_attention(q, k, v, attn_mask=mask, return_lse=True, **kw)
+    g = rng.standard_normal(ref.shape).astype(dtype)
+    rgrads = ops.scaled_dot_product_attention_backward(g, q, k, v, ref, rlse, attn_mask=mask, **kw)
+    dm = None if mask is None else tcuda(mask)
+    qd = tcuda(qfull)[..., ::2]
+    if chunk:
+        os.environ["NNKERNELS_CUDA_ATTN_CHUNK"] = chunk
+    try:
+        out, lse = ops.scaled_dot_product_attention(qd, tcuda(k), tcuda(v), attn_mask=dm, return_lse=True, **kw)
+        grads = ops.scaled_dot_product_attention_backward(tcuda(g), qd, tcuda(k), tcuda(v), out, lse, attn_mask=dm,
+                                                          **kw)
+    finally:
+        os.environ.pop("NNKERNELS_CUDA_ATTN_CHUNK", None)
+    close(out, ref, dtype, factor=8)
+    lse = host(lse)
+    assert np.array_equal(np.isneginf(lse), np.isneginf(rlse))
+    fin = np.isfinite(rlse)
+    close(lse[fin], rlse[fin], dtype, factor=8)
+    assert len(grads) == len(rgrads) == 3
+    for o, r in zip(grads, rgrads):
+        close(o, r, dtype, factor=32, floor=float(np.linalg.norm(g)))
+    if S and mask is None:  # and torch's forward (k, v expanded over the batch)
+        t = [torch.from_numpy(np.array(np.broadcast_to(a, (B,) + a.shape[1:]))) for a in (q, k, v)]
+        close(out, F.scaled_dot_product_attention(*t, **kw), dtype, factor=8)
 
 
 @needs_gpu

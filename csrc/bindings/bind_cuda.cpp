@@ -1163,7 +1163,6 @@ SdpaGeom sdpa_geom(const std::string& fn, const DevTensor& q, const DevTensor& k
                        shape_str(full) + " (q " + shape_str(q.shape) + ", k " + shape_str(k.shape) + ")");
     g.has_mask = true;
   }
-  if (g.E > cu::kAttnMaxDim || g.Ev > cu::kAttnMaxDim) not_on_cuda(fn + " with head dims > 256");
   g.scale = scale_.is_none() ? 1.0 / std::sqrt(double(g.E)) : scale_.cast<double>();
   for (index_t d : g.ab.out) g.BH *= d;
   cu::check_grid_yz(g.BH, 1, fn.c_str());  // the kernels' grid y (ValueError), before any CUDA call

@@ -21,6 +21,7 @@
 // GQA's shared key/value heads cost no copies (the block's base offsets are computed once).
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <mutex>
 #include <set>
@@ -71,7 +72,8 @@ __device__ __forceinline__ void quad_store(T* __restrict__ p, const T (&r)[DQ], 
 
 // Offset in elements of batch-head bh: bh decomposed over the batch dims shape (row-major),
 // times their strides (masks and operands alike).
-__device__ __forceinline__ index_t batch_offset(int nb, const index_t* shape, const index_t* stride, index_t bh) {
+__host__ __device__ __forceinline__ index_t batch_offset(int nb, const index_t* shape, const index_t* stride,
+                                                        index_t bh) {
   index_t off = 0;
   for (int d = nb - 1; d >= 0; --d) {
     off += (bh % shape[d]) * stride[d];
@@ -835,14 +837,210 @@ void launch_bwd(void* dq, void* dk, void* dv, const void* dout, const AttnOperan
   }
 }
 
+// ---- any head dim: the scores in memory, products by the GEMM ----
+// For head dims over kAttnMaxDim (whose rows do not fit the kernels' registers), or with
+// NNKERNELS_CUDA_ATTN=gemm: per batch-head and chunk of Lc query rows (Lc S <= kScoreChunk
+// elements of scratch), S_c = scale Q_c K^T by the GEMM, the mask and causal masking applied
+// and each row turned into its softmax (and lse) by a block, O_c = P_c V by the GEMM. The
+// backward recomputes S_c and P_c from lse, forms dP_c = dO_c V^T, dS_c = P_c (dP_c - D) by a
+// block per row, then dV += P_c^T dO_c, dQ_c += scale dS_c K, dK += scale dS_c^T Q_c, each
+// gradient into its operand's own batch-head (the sums over broadcast / GQA heads in
+// batch-head order, then chunk order: deterministic). Same results as the flash kernels up
+// to rounding; a row with no visible key gives out 0, lse -inf and zero gradients.
+constexpr index_t kScoreChunk = index_t(1) << 22;
+constexpr int kSoftThreads = 256;
+
+template <typename T, bool MAX>
+__device__ __forceinline__ T block_reduce(T v, T* red) {
+  v = MAX ? dev::warp_max(v) : dev::warp_sum(v);
+  __syncthreads();  // red is reused
+  if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = v;
+  __syncthreads();
+  T r = red[0];
+  for (int w = 1; w < kSoftThreads / 32; ++w) r = MAX ? fmax(r, red[w]) : r + red[w];
+  return r;
+}
+
+// The score of (query i, key j) from the scaled product s: -inf past the causal diagonal
+// (key j <= query i kept), else s plus the mask's term.
+template <typename T>
+__device__ __forceinline__ T masked_score(T s, index_t i, index_t j, bool causal, const AttnMaskView& mask,
+                                          index_t mbase) {
+  if (causal && j > i) return T(-INFINITY);
+  return mask.kind == AttnMaskView::none ? s : s + mask_term<T>(mask, mbase, i, j);
+}
+
+// Block r: row r of the chunk (query i0 + r); Sc's row holds scale q_i . k_j and becomes P_i.
+template <typename T>
+__global__ void __launch_bounds__(kSoftThreads)
+attn_softmax_rows_kernel(T* __restrict__ Sc, T* __restrict__ lse, index_t S, index_t i0, bool causal,
+                         const AttnMaskView mask, index_t mbase) {
+  __shared__ T red[kSoftThreads / 32];
+  const index_t i = i0 + blockIdx.x;
+  T* row = Sc + index_t(blockIdx.x) * S;
+  T m = T(-INFINITY);
+  for (index_t j = threadIdx.x; j < S; j += kSoftThreads) {
+    const T s = masked_score(row[j], i, j, causal, mask, mbase);
+    row[j] = s;
+    m = fmax(m, s);
+  }
+  m = block_reduce<T, true>(m, red);
+  const bool none = m == T(-INFINITY);
+  T l = T(0);
+  for (index_t j = threadIdx.x; j < S; j += kSoftThreads) {
+    const T p = none ? T(0) : dev::exp_(row[j] - m);
+    row[j] = p;
+    l += p;
+  }
+  l = block_reduce<T, false>(l, red);
+  const T inv = none ? T(0) : T(1) / l;
+  for (index_t j = threadIdx.x; j < S; j += kSoftThreads) row[j] *= inv;
+  if (threadIdx.x == 0) lse[i] = none ? T(-INFINITY) : m + dev::log_(l);
+}
+
+// Block r: P_i = exp(S_ij - lse_i) (0 where masked or where the row saw no key) into Sc's row,
+// dS_i = P_i (dP_i - D_i) into dP's.
+template <typename T>
+__global__ void __launch_bounds__(kSoftThreads)
+attn_ds_rows_kernel(T* __restrict__ Sc, T* __restrict__ dP, const T* __restrict__ lse, const T* __restrict__ Dd,
+                    index_t S, index_t i0, bool causal, const AttnMaskView mask, index_t mbase) {
+  const index_t i = i0 + blockIdx.x;
+  T* srow = Sc + index_t(blockIdx.x) * S;
+  T* drow = dP + index_t(blockIdx.x) * S;
+  const T li = lse[i], Di = Dd[i];
+  for (index_t j = threadIdx.x; j < S; j += kSoftThreads) {
+    const T s = masked_score(srow[j], i, j, causal, mask, mbase);
+    const T p = (li == T(-INFINITY) || s == T(-INFINITY)) ? T(0) : dev::exp_(s - li);
+    srow[j] = p;
+    drow[j] = p * (drow[j] - Di);
+  }
+}
+
+// Batch-head bh's index among an operand's own batch-heads (its non-reduced dims, row-major).
+index_t own_index(const AttnOperand& o, index_t bh) {
+  index_t own = 0, mul = 1;
+  for (int d = o.nb - 1; d >= 0; --d) {
+    const index_t n = o.bshape[d], id = bh % n;
+    bh /= n;
+    if (!o.reduced[d]) {
+      own += id * mul;
+      mul *= n;
+    }
+  }
+  return own;
+}
+template <typename T>
+const T* host_base(const AttnOperand& o, index_t bh) {
+  return static_cast<const T*>(o.p) + batch_offset(o.nb, o.bshape, o.bstride, bh);
+}
+// Query rows per chunk; NNKERNELS_CUDA_ATTN_CHUNK overrides the scratch budget (elements; the
+// tests make it small to run several chunks).
+index_t score_rows(index_t L, index_t S) {
+  index_t budget = kScoreChunk;
+  if (const char* e = std::getenv("NNKERNELS_CUDA_ATTN_CHUNK")) budget = std::max<index_t>(1, std::atoll(e));
+  return std::max<index_t>(1, std::min<index_t>(L, budget / std::max<index_t>(S, 1)));
+}
+
+// C (M x N, row stride rs_c) = alpha A B (+ C when acc), A and B given by strides.
+template <typename T>
+void product(T* c, index_t rs_c, const T* a, index_t rs_a, index_t cs_a, const T* b, index_t rs_b, index_t cs_b,
+             index_t M, index_t N, index_t K, double alpha, bool acc) {
+  GemmParams g;
+  g.dtype = dtype_of<T>::value;
+  g.M = M; g.N = N; g.K = K;
+  g.a = a; g.rs_a = rs_a; g.cs_a = cs_a;
+  g.b = b; g.rs_b = rs_b; g.cs_b = cs_b;
+  g.c = c; g.rs_c = rs_c;
+  g.alpha = alpha;
+  if (acc) { g.c_in = c; g.rs_cin = rs_c; g.cs_cin = 1; g.beta = 1.0; }
+  gemm(g);
+}
+
+template <typename T>
+void gemm_attention_forward(void* out_, void* lse_, const AttnOperand& q, const AttnOperand& k, const AttnOperand& v,
+                            index_t BH, index_t L, index_t S, index_t E, index_t Ev, double scale, bool causal,
+                            const AttnMaskView& mask) {
+  T* out = static_cast<T*>(out_);
+  T* lse = static_cast<T*>(lse_);
+  const index_t Lc = score_rows(L, S);
+  DeviceScratch sbuf(sizeof(T) * size_t(std::max<index_t>(Lc * S, 1)));
+  T* Sc = static_cast<T*>(sbuf.p);
+  for (index_t bh = 0; bh < BH; ++bh) {
+    const T *qb = host_base<T>(q, bh), *kb = host_base<T>(k, bh), *vb = host_base<T>(v, bh);
+    const index_t mbase = mask.kind == AttnMaskView::none ? 0 : batch_offset(mask.nb, mask.bshape, mask.bstride, bh);
+    for (index_t i0 = 0; i0 < L; i0 += Lc) {
+      const index_t n = std::min(Lc, L - i0);
+      product<T>(Sc, S, qb + i0 * q.rs, q.rs, q.cs, kb, k.cs, k.rs, n, S, E, scale, false);  // scale Q_c K^T
+      attn_softmax_rows_kernel<T><<<unsigned(n), kSoftThreads>>>(Sc, lse + bh * L, S, i0, causal, mask, mbase);
+      CUDA_CHECK(cudaGetLastError());
+      product<T>(out + (bh * L + i0) * Ev, Ev, Sc, S, 1, vb, v.rs, v.cs, n, Ev, S, 1.0, false);  // P_c V
+    }
+  }
+}
+
+template <typename T>
+void gemm_attention_backward(void* dq_, void* dk_, void* dv_, const void* dout_, const AttnOperand& q,
+                             const AttnOperand& k, const AttnOperand& v, const void* out_, const void* lse_,
+                             index_t BH, index_t L, index_t S, index_t E, index_t Ev, double scale, bool causal,
+                             const AttnMaskView& mask) {
+  T* dq = static_cast<T*>(dq_);
+  T* dk = static_cast<T*>(dk_);
+  T* dv = static_cast<T*>(dv_);
+  const T* dout = static_cast<const T*>(dout_);
+  const T* lse = static_cast<const T*>(lse_);
+  fill_zero(dq, sizeof(T) * size_t(q.own_count() * L * E));
+  fill_zero(dk, sizeof(T) * size_t(k.own_count() * S * E));
+  fill_zero(dv, sizeof(T) * size_t(v.own_count() * S * Ev));
+  if (L == 0 || S == 0) return;
+  DeviceScratch dbuf(sizeof(T) * size_t(BH * L));  // D_i = dO_i . O_i
+  T* Dd = static_cast<T*>(dbuf.p);
+  const Launch lr = attn_rowdot_launch(BH * L);
+  attn_rowdot_kernel<T><<<dim3(unsigned(lr.grid_x)), lr.block>>>(Dd, dout, static_cast<const T*>(out_), BH * L,
+                                                                 int(Ev));
+  CUDA_CHECK(cudaGetLastError());
+  const index_t Lc = score_rows(L, S);
+  DeviceScratch sbuf(sizeof(T) * size_t(Lc * S)), pbuf(sizeof(T) * size_t(Lc * S));
+  T* Sc = static_cast<T*>(sbuf.p);
+  T* dP = static_cast<T*>(pbuf.p);
+  for (index_t bh = 0; bh < BH; ++bh) {
+    const T *qb = host_base<T>(q, bh), *kb = host_base<T>(k, bh), *vb = host_base<T>(v, bh);
+    T* dqb = dq + own_index(q, bh) * L * E;
+    T* dkb = dk + own_index(k, bh) * S * E;
+    T* dvb = dv + own_index(v, bh) * S * Ev;
+    const index_t mbase = mask.kind == AttnMaskView::none ? 0 : batch_offset(mask.nb, mask.bshape, mask.bstride, bh);
+    for (index_t i0 = 0; i0 < L; i0 += Lc) {
+      const index_t n = std::min(Lc, L - i0);
+      const T* qc = qb + i0 * q.rs;
+      const T* doc = dout + (bh * L + i0) * Ev;
+      product<T>(Sc, S, qc, q.rs, q.cs, kb, k.cs, k.rs, n, S, E, scale, false);  // scale Q_c K^T
+      product<T>(dP, S, doc, Ev, 1, vb, v.cs, v.rs, n, S, Ev, 1.0, false);        // dO_c V^T
+      attn_ds_rows_kernel<T><<<unsigned(n), kSoftThreads>>>(Sc, dP, lse + bh * L, Dd + bh * L, S, i0, causal, mask,
+                                                            mbase);
+      CUDA_CHECK(cudaGetLastError());
+      product<T>(dvb, Ev, Sc, 1, S, doc, Ev, 1, S, Ev, n, 1.0, true);                 // dV += P_c^T dO_c
+      product<T>(dqb + i0 * E, E, dP, S, 1, kb, k.rs, k.cs, n, E, S, scale, true);    // dQ_c += scale dS_c K
+      product<T>(dkb, E, dP, 1, S, qc, q.rs, q.cs, S, E, n, scale, true);            // dK += scale dS_c^T Q_c
+    }
+  }
+}
+
+bool use_gemm_path(index_t E, index_t Ev) {
+  if (E > kAttnMaxDim || Ev > kAttnMaxDim) return true;
+  const char* e = std::getenv("NNKERNELS_CUDA_ATTN");
+  return e && std::string(e) == "gemm";
+}
+
 }  // namespace
 
 void flash_attention_forward(DType dt, void* out, void* lse, const AttnOperand& q, const AttnOperand& k,
                              const AttnOperand& v, index_t BH, index_t L, index_t S, index_t E,
                              index_t Ev, double scale, bool causal, const AttnMaskView& mask) {
   if (BH == 0 || L == 0) return;
-  if (E > kAttnMaxDim || Ev > kAttnMaxDim)
-    throw ValueError("scaled_dot_product_attention: CUDA head dims must be <= 256");
+  if (use_gemm_path(E, Ev)) {
+    if (dt == DType::f32) gemm_attention_forward<float>(out, lse, q, k, v, BH, L, S, E, Ev, scale, causal, mask);
+    else gemm_attention_forward<double>(out, lse, q, k, v, BH, L, S, E, Ev, scale, causal, mask);
+    return;
+  }
   if (use_tiled(dt, E, Ev, 128)) return launch_tiled(out, lse, q, k, v, BH, L, S, E, Ev, scale, causal, mask);
   const index_t dmax = E > Ev ? E : Ev;
   if (dt == DType::f32) {
@@ -860,8 +1058,13 @@ void flash_attention_backward(DType dt, void* dq, void* dk, void* dv, const void
                               const AttnOperand& q, const AttnOperand& k, const AttnOperand& v,
                               const void* out, const void* lse, index_t BH, index_t L, index_t S, index_t E,
                               index_t Ev, double scale, bool causal, const AttnMaskView& mask) {
-  if (E > kAttnMaxDim || Ev > kAttnMaxDim)
-    throw ValueError("scaled_dot_product_attention_backward: CUDA head dims must be <= 256");
+  if (BH > 0 && use_gemm_path(E, Ev)) {
+    if (dt == DType::f32)
+      gemm_attention_backward<float>(dq, dk, dv, dout, q, k, v, out, lse, BH, L, S, E, Ev, scale, causal, mask);
+    else
+      gemm_attention_backward<double>(dq, dk, dv, dout, q, k, v, out, lse, BH, L, S, E, Ev, scale, causal, mask);
+    return;
+  }
   if (BH == 0) {  // an empty batch: an operand broadcast over it still gets (zero) gradients
     const size_t es = dt == DType::f32 ? 4 : 8;
     fill_zero(dq, es * size_t(q.own_count() * L * E));
