@@ -187,6 +187,20 @@ def cases(quick):
     out.append(("conv2d bwd f32 (16,64,56x56,64,k3 p1)", 2 * 2 * 16 * 64 * 56 * 56 * 64 * 9, ours_cb, torch_cb))
     out.append(("conv2d bwd f32 (16,64,56x56,64,k3 p1) im2col path", 2 * 2 * 16 * 64 * 56 * 56 * 64 * 9,
                 with_im2col(ours_cb), torch_cb))
+    # a strided convolution's backward (ResNet's downsampling: the input gradient in 4 phases of
+    # the stride), compared on dx; torch computes dx and dW as ours does
+    ws = rn(128, 64, 3, 3)
+    gs = rn(16, 128, 28, 28)
+
+    def ours_sb():
+        return ops.conv2d_backward(gs, xc, ws, stride=2, padding=1)[0]
+
+    def torch_sb():
+        t = [a.detach().requires_grad_(True) for a in (xc, ws)]
+        return torch.autograd.grad(F.conv2d(t[0], t[1], stride=2, padding=1), t, gs)[0]
+    fl = 2 * 2 * 16 * 128 * 28 * 28 * 64 * 9
+    out.append(("conv2d bwd f32 (16,64,56x56,128,k3 s2 p1)", fl, ours_sb, torch_sb))
+    out.append(("conv2d bwd f32 (16,64,56x56,128,k3 s2 p1) im2col path", fl, with_im2col(ours_sb), torch_sb))
 
     xl, wl, bl = rn(8192, 1024), rn(1024), rn(1024)
     out.append(("layer_norm f32 (8192, 1024)", None,

@@ -999,6 +999,9 @@ CONV_GEOMS = [  # (N, C, H, W), (O, KH, KW), conv2d keywords
     ((4, 2, 5, 129), (3, 2, 2), dict(stride=1, padding=(1, 0))),     # P = 4 * 128 + ...
     ((2, 3, 9, 9), (100, 3, 3), dict(padding=1)),                    # O = 100: the 128-row tile
     ((2, 4, 7, 7), (200, 3, 3), dict(padding=1)),                    # 7 x 7 positions: 64-column tiles
+    ((2, 3, 8, 7), (4, 3, 3), dict(stride=2, padding=1)),            # input-gradient phases of 2 x 2 / 1 x 2 taps
+    ((2, 4, 5, 6), (3, 1, 1), dict(stride=2)),                       # phases no tap reaches: zero
+    ((1, 2, 1, 9), (3, 1, 2), dict(stride=2)),                       # H < stride: an empty phase
 ]
 
 
@@ -1035,10 +1038,10 @@ def test_gpu_conv2d_implicit_gemm(rng, dtype, tf32, geom, no_tf32):
             os.environ["NNKERNELS_CUDA_CONV"] = old
     np.testing.assert_array_equal(implicit, cols)
     # the weight and bias gradients: the same products in the same order; the input gradient
-    # (implicit with stride 1) sums over (o, i, j) in one pass where col2im adds the taps last
-    strided = kwargs.get("stride", 1) != 1
+    # (implicit: per phase of the stride, stride 1 one phase) sums over (o, i, j) in one pass
+    # where col2im adds the taps last
     for i, (a, c) in enumerate(zip(grads, grads_cols)):
-        if i > 0 or strided:
+        if i > 0:
             np.testing.assert_array_equal(a, c)
         elif tf32:
             assert np.linalg.norm(a - c) <= 3e-3 * max(np.linalg.norm(c), 1e-30)
@@ -1061,7 +1064,7 @@ def test_gpu_conv2d_implicit_gemm(rng, dtype, tf32, geom, no_tf32):
             os.environ["NNKERNELS_CUDA_CONV"] = old
     for a, c in zip(t_implicit, t_cols):
         np.testing.assert_array_equal(a, c)
-    # conv_transpose2d's forward (stride 1: the input gradient's implicit GEMM, with its bias)
+    # conv_transpose2d's forward (the input gradient's implicit GEMM, with its bias)
     bt = rng.standard_normal(w.shape[1] * kwargs.get("groups", 1)).astype(dtype)
     t_out = host(ops.conv_transpose2d(tcuda(xt), tcuda(w), tcuda(bt), **kwargs))
     cpu += list(ops.conv_transpose2d_backward(gt, xt, w, **kwargs))

@@ -882,8 +882,8 @@ std::vector<index_t> convt_out_shape(const ConvGeom& g) {
   return g.unbatched ? std::vector<index_t>{g.C, g.H, g.W} : std::vector<index_t>{g.N, g.C, g.H, g.W};
 }
 
-// y = col2im(cols) + bias with cols_{n,g} = W_g^T x_{n,g} (conv2d's backward-data); with
-// stride 1, conv_input_grad_implicit instead (no columns).
+// y = col2im(cols) + bias with cols_{n,g} = W_g^T x_{n,g} (conv2d's backward-data); where its
+// offsets fit, conv_input_grad_implicit instead (no columns).
 py::object cu_conv_transpose2d(DevArg x_, py::handle w_, py::handle b_, py::handle stride_, py::handle padding_,
                                py::handle output_padding_, int64_t groups, py::handle dilation_) {
   const std::string op = "conv_transpose2d";
@@ -905,7 +905,7 @@ py::object cu_conv_transpose2d(DevArg x_, py::handle w_, py::handle b_, py::hand
   const cu::ConvGemmDims d = conv_gemm_dims(dt, cg);
   DevTensor out = dev_empty(dt, convt_out_shape(cg));
   const cu::ConvFold f = conv_fold(cg);
-  if (cu::conv_input_grad_ok(d, f)) {  // stride 1: one implicit GEMM, no columns
+  if (cu::conv_input_grad_ok(d, f)) {  // implicit GEMMs (one per phase of the stride), no columns
     {
       py::gil_scoped_release nogil;
       cu::conv_input_grad_implicit(d, f, out.ptr, w.ptr, x.ptr, b_.is_none() ? nullptr : bias.ptr);

@@ -70,6 +70,9 @@ struct GemmParams {
   const void* bias = nullptr; bool bias_per_row = false;
   double alpha = 1.0, beta = 0.0;
   Act act = Act::none;
+  // gemm_conv only: when c_cols > 0, column n of C is stored at (n / c_cols) c_rs2 +
+  // (n % c_cols) c_cs (a strided convolution's input-gradient phase), not at n.
+  index_t c_cols = 0, c_rs2 = 0, c_cs = 0;
 };
 void gemm(const GemmParams& p);
 // C = epilogue(sum over the p.batch entries z of A_z B_z) into one M x N C (p.batch_c unused):
@@ -193,11 +196,12 @@ void conv_forward_implicit(const ConvGemmDims& d, const ConvFold& f, void* y, co
 // gemm_batch_sum over the images with B gathered from x (positions along k, taps along n).
 // Under conv_implicit_ok. Zero when N or P is 0.
 void conv_weight_grad_implicit(const ConvGemmDims& d, const ConvFold& f, void* dw, const void* dy, const void* x);
-// Whether conv_input_grad_implicit takes this convolution: stride 1, and its offsets fit.
+// Whether conv_input_grad_implicit takes this convolution: its offsets fit (any stride).
 bool conv_input_grad_ok(const ConvGemmDims& d, const ConvFold& f);
 // dx = conv2d's input gradient (col2im(W^T dy)), or conv_transpose2d's output with bias (per
-// channel of dx, may be null), without columns: per group one batched implicit GEMM of the
-// transposed weights (a (Cg, Og KK) copy) with dy gathered through negated taps.
+// channel of dx, may be null), without columns: per phase of the stride (one for stride 1)
+// and group one batched implicit GEMM of the phase's transposed weights (a (Cg, Og ni nj)
+// copy) with dy gathered through the phase's taps, stored through the GEMM's column map.
 void conv_input_grad_implicit(const ConvGemmDims& d, const ConvFold& f, void* dx, const void* w, const void* dy,
                               const void* bias);
 // dcols_{n,g} = W_g^T dy_{n,g} (dcols like cols, dy like y): one batched GEMM per group.

@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <limits>
+#include <numeric>
 #include <string>
 
 #include "cuda/api.h"
@@ -222,14 +223,45 @@ DeviceScratch make_taps(const ConvFold& f, index_t K, index_t Kpad) {
 }
 index_t pad_steps(index_t n) { return std::max<index_t>(ceil_div(n, kTapsAlign), 1) * kTapsAlign; }
 
-// wt[g][c][o][r] = w[g Og + o][c][r]: each group's weights as a (Cg, Og KK) matrix.
+// wt[g][c][o][m][n] = w[g Og + o][c][i0 + m si][j0 + n sj] (m < ni, n < nj): each group's
+// weights at the taps of one input-gradient phase as a (Cg, Og ni nj) matrix (all taps, in
+// order, for stride 1).
 template <typename T>
-__global__ void weight_t_kernel(T* __restrict__ wt, const T* __restrict__ w, index_t total, index_t Og, index_t Cg,
-                                index_t KK) {
+__global__ void weight_phase_kernel(T* __restrict__ wt, const T* __restrict__ w, index_t total, index_t Og,
+                                    index_t Cg, index_t KH, index_t KW, index_t i0, index_t si, index_t ni, index_t j0,
+                                    index_t sj, index_t nj) {
   for (index_t e = blockIdx.x * index_t(blockDim.x) + threadIdx.x; e < total; e += index_t(gridDim.x) * blockDim.x) {
-    const index_t r = e % KK, o = e / KK % Og, c = e / (KK * Og) % Cg, g = e / (KK * Og * Cg);
-    wt[e] = w[((g * Og + o) * Cg + c) * KK + r];
+    const index_t n = e % nj, m = e / nj % ni, o = e / (nj * ni) % Og, c = e / (nj * ni * Og) % Cg;
+    const index_t g = e / (nj * ni * Og * Cg);
+    wt[e] = w[(((g * Og + o) * Cg + c) * KH + i0 + m * si) * KW + j0 + n * sj];
   }
+}
+
+// One dimension of an input-gradient phase: input positions h = r + s q (q < count) take the
+// taps i = i0 + m si (m < ni), those with (r + p - i d) a multiple of s, from dy's position
+// q + a0 - m step (a0 = (r + p - i0 d) / s, step = d si / s).
+struct PhaseDim {
+  index_t count = 0, i0 = 0, si = 1, ni = 0, a0 = 0, step = 0;
+};
+PhaseDim phase_dim(index_t r, index_t n, index_t k, index_t p, index_t s, index_t d) {
+  PhaseDim ph;
+  ph.count = r < n ? ceil_div(n - r, s) : 0;
+  ph.si = s / std::gcd(s, d);
+  auto mod = [s](index_t x) { return ((x % s) + s) % s; };
+  ph.i0 = -1;
+  for (index_t i = 0; i < ph.si && i < k; ++i)
+    if (mod(r + p - i * d) == 0) {
+      ph.i0 = i;
+      break;
+    }
+  if (ph.i0 < 0) {
+    ph.i0 = 0;
+    return ph;  // no tap reaches this phase
+  }
+  ph.ni = ceil_div(k - ph.i0, ph.si);
+  ph.a0 = (r + p - ph.i0 * d) / s;
+  ph.step = d * ph.si / s;
+  return ph;
 }
 }  // namespace
 
@@ -290,42 +322,56 @@ void conv_weight_grad_implicit(const ConvGemmDims& d, const ConvFold& f, void* d
 bool conv_input_grad_ok(const ConvGemmDims& d, const ConvFold& f) {
   // dy is the gathered image here: its offsets fit ints, its rows and the padding taps' shorts
   const index_t lim = std::numeric_limits<int>::max(), Og = d.O / std::max<index_t>(d.G, 1);
-  return f.sh == 1 && f.sw == 1 && conv_implicit_ok(d, f) && Og * f.OH * f.OW < lim &&
+  return conv_implicit_ok(d, f) && Og * f.OH * f.OW < lim &&
          (f.H + f.ph) * f.OW + f.W + f.pw < lim && f.OH <= kTapFar && f.H + f.ph <= kTapFar &&
          f.W + f.pw <= kTapFar;
 }
 
 void conv_input_grad_implicit(const ConvGemmDims& d, const ConvFold& f, void* dx, const void* w, const void* dy,
                               const void* bias) {
-  const index_t Cg = d.C / d.G, Og = d.O / d.G, Kx = Og * d.KK, item = dtype_size(d.dtype);
+  const index_t Cg = d.C / d.G, Og = d.O / d.G, item = dtype_size(d.dtype);
   if (d.N == 0 || Cg == 0 || f.H * f.W == 0) return;
-  // dx[c, h, w] = sum over (o, i, j) of W[o, c, i, j] dy[o, h + ph - i dh, w + pw - j dw]:
-  // taps {o OH OW - i dh OW - j dw, -i dh, -j dw} over dy's images, each column's corner
-  // (h + ph, w + pw): conv_table_kernel with strides -dh, -dw, and a stride 1, padding -p gather.
-  const DeviceScratch taps = make_table(Kx, pad_steps(Kx), f.KH, f.KW, -f.dh, 0, -f.dw, 0, f.OH, f.OW);
-  DeviceScratch wt(size_t(std::max<index_t>(d.G * Cg * Kx, 1)) * size_t(item));
-  if (Kx > 0) {
-    const index_t total = d.G * Cg * Kx;
-    const Launch l = elementwise_launch(total);
-    if (d.dtype == DType::f32)
-      weight_t_kernel<float><<<unsigned(l.grid_x), l.block>>>(static_cast<float*>(wt.p), static_cast<const float*>(w),
-                                                              total, Og, Cg, d.KK);
-    else
-      weight_t_kernel<double><<<unsigned(l.grid_x), l.block>>>(static_cast<double*>(wt.p),
-                                                               static_cast<const double*>(w), total, Og, Cg, d.KK);
-    CUDA_CHECK(cudaGetLastError());
-  }
-  for (index_t g = 0; g < d.G; ++g) {  // dx_{n,g} (Cg x H W) = W_g^T (Cg x Og KK) gathered dy_{n,g} (Og KK x H W)
-    GemmParams p;
-    p.dtype = d.dtype; p.M = Cg; p.N = f.H * f.W; p.K = Kx; p.batch = d.N;
-    p.a = at(wt.p, g * Cg * Kx, item); p.rs_a = Kx; p.cs_a = 1;
-    p.c = at(dx, g * Cg * f.H * f.W, item); p.rs_c = f.H * f.W; p.batch_c = d.C * f.H * f.W;
-    if (bias) { p.bias = at(bias, g * Cg, item); p.bias_per_row = true; }
-    ConvGather cv;
-    cv.x = at(dy, g * Og * d.P, item); cv.batch_x = d.O * d.P; cv.taps = static_cast<const ConvTap*>(taps.p);
-    cv.H = f.OH; cv.W = f.OW; cv.OW = f.W; cv.ph = -f.ph; cv.pw = -f.pw; cv.sh = 1; cv.sw = 1;
-    gemm_conv(p, cv);
-  }
+  // dx[c, h, w] = sum over (o, i, j) of W[o, c, i, j] dy[o, (h + ph - i dh) / sh, (w + pw - j dw) / sw]
+  // where both divide exactly. Per phase (rh, rw) of the input positions (h = rh + sh qh, ...),
+  // the taps that reach it (phase_dim) make a stride-1 correlation over the phase's grid: the
+  // phase's transposed weights (Cg x Og ni nj) times dy gathered through taps {o OH OW + r OW
+  // + s, r, s}, r = a0 - m step, from each column's corner (qh, qw); the GEMM's column map
+  // stores column (qh, qw) at dx's (rh + sh qh, rw + sw qw). Stride 1: one phase, all taps.
+  const bool strided = f.sh != 1 || f.sw != 1;
+  for (index_t rh = 0; rh < f.sh; ++rh)
+    for (index_t rw = 0; rw < f.sw; ++rw) {
+      const PhaseDim ph = phase_dim(rh, f.H, f.KH, f.ph, f.sh, f.dh), pw = phase_dim(rw, f.W, f.KW, f.pw, f.sw, f.dw);
+      if (ph.count == 0 || pw.count == 0) continue;
+      const index_t Kx = Og * ph.ni * pw.ni;
+      const DeviceScratch taps = make_table(Kx, pad_steps(Kx), ph.ni, pw.ni, -ph.step, -ph.a0, -pw.step, -pw.a0,
+                                            f.OH, f.OW);
+      DeviceScratch wt(size_t(std::max<index_t>(d.G * Cg * Kx, 1)) * size_t(item));
+      if (Kx > 0) {
+        const index_t total = d.G * Cg * Kx;
+        const Launch l = elementwise_launch(total);
+        auto run = [&](auto zero) {
+          using T = decltype(zero);
+          weight_phase_kernel<T><<<unsigned(l.grid_x), l.block>>>(static_cast<T*>(wt.p), static_cast<const T*>(w),
+                                                                  total, Og, Cg, f.KH, f.KW, ph.i0, ph.si, ph.ni,
+                                                                  pw.i0, pw.si, pw.ni);
+        };
+        if (d.dtype == DType::f32) run(0.0f);
+        else run(0.0);
+        CUDA_CHECK(cudaGetLastError());
+      }
+      for (index_t g = 0; g < d.G; ++g) {  // dx_{n,g} at the phase = W_g^T at its taps (Cg x Kx) gathered dy (Kx x QH QW)
+        GemmParams p;
+        p.dtype = d.dtype; p.M = Cg; p.N = ph.count * pw.count; p.K = Kx; p.batch = d.N;
+        p.a = at(wt.p, g * Cg * Kx, item); p.rs_a = Kx; p.cs_a = 1;
+        p.c = at(dx, g * Cg * f.H * f.W + rh * f.W + rw, item); p.rs_c = f.H * f.W; p.batch_c = d.C * f.H * f.W;
+        if (strided) { p.c_cols = pw.count; p.c_rs2 = f.sh * f.W; p.c_cs = f.sw; }
+        if (bias) { p.bias = at(bias, g * Cg, item); p.bias_per_row = true; }
+        ConvGather cv;
+        cv.x = at(dy, g * Og * d.P, item); cv.batch_x = d.O * d.P; cv.taps = static_cast<const ConvTap*>(taps.p);
+        cv.H = f.OH; cv.W = f.OW; cv.OW = pw.count; cv.ph = 0; cv.pw = 0; cv.sh = 1; cv.sw = 1;
+        gemm_conv(p, cv);
+      }
+    }
 }
 
 void conv_gemm_dcols(const ConvGemmDims& d, void* dcols, const void* w, const void* dy) {

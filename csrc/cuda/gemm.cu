@@ -51,6 +51,7 @@ struct GemmArgsT {
   const T* bias; bool bias_per_row;
   T alpha, beta;
   Act act;
+  index_t c_cols, c_rs2, c_cs;  // GemmParams' column map (CONV = 1 instances only)
 };
 
 // VW = 16 / sizeof(T) consecutive values of shared memory (16-byte aligned) into registers.
@@ -255,13 +256,25 @@ bool vec_ok_b(const GemmArgsT<T>& p, index_t batch) {
   return vec_loads_enabled() && strides && aligned16(p.b) && (batch <= 1 || p.batch_b % VW == 0);
 }
 
-// C[m, n] from its accumulated product: alpha, beta * Cin, bias, activation.
+// C[m, n] from its accumulated product: alpha, beta * Cin, bias, activation; stored at column
+// offset cn (n, or the column map's: col_offset).
 template <typename T>
-__device__ __forceinline__ void write_c(const GemmArgsT<T>& p, T* C, index_t m, index_t n, T acc) {
+__device__ __forceinline__ void write_c(const GemmArgsT<T>& p, T* C, index_t m, index_t n, T acc, index_t cn) {
   T v = p.alpha * acc;
   if (p.beta != T(0)) v += p.beta * p.c_in[m * p.rs_cin + n * p.cs_cin];
   if (p.bias) v += p.bias[p.bias_per_row ? m : n];
-  C[m * p.rs_c + n] = dev::act_apply(p.act, v, T(0));
+  C[m * p.rs_c + cn] = dev::act_apply(p.act, v, T(0));
+}
+template <typename T>
+__device__ __forceinline__ void write_c(const GemmArgsT<T>& p, T* C, index_t m, index_t n, T acc) {
+  write_c(p, C, m, n, acc, n);
+}
+// (32-bit division: a phase has fewer than 2^31 columns, conv_input_grad_ok.)
+template <typename T>
+__device__ __forceinline__ index_t col_offset(const GemmArgsT<T>& p, index_t n) {
+  if (!p.c_cols) return n;
+  const unsigned q = unsigned(n) / unsigned(p.c_cols), r = unsigned(n) - q * unsigned(p.c_cols);
+  return index_t(q) * p.c_rs2 + index_t(r) * p.c_cs;
 }
 
 // VEC: 16-byte loads of A, and of B unless CONV (B gathered from x: ConvGatherT, cv unused
@@ -332,15 +345,29 @@ gemm_kernel(GemmArgsT<T> p, ConvGatherT<T> cv) {
     __syncthreads();
   }
 
-#pragma unroll
-  for (int i = 0; i < TM; ++i) {
-    const index_t m = m0 + gemm_tile_pos(ty, i, TY, VW);
-    if (m >= p.M) continue;
+  if constexpr (CONV == 1) {  // the column map: one division per column
 #pragma unroll
     for (int j = 0; j < TN; ++j) {
       const index_t n = n0 + gemm_tile_pos(tx, j, TX, VW);
       if (n >= p.N) continue;
-      write_c(p, C, m, n, acc[i][j]);
+      const index_t cn = col_offset(p, n);
+#pragma unroll
+      for (int i = 0; i < TM; ++i) {
+        const index_t m = m0 + gemm_tile_pos(ty, i, TY, VW);
+        if (m < p.M) write_c(p, C, m, n, acc[i][j], cn);
+      }
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+      const index_t m = m0 + gemm_tile_pos(ty, i, TY, VW);
+      if (m >= p.M) continue;
+#pragma unroll
+      for (int j = 0; j < TN; ++j) {
+        const index_t n = n0 + gemm_tile_pos(tx, j, TX, VW);
+        if (n >= p.N) continue;
+        write_c(p, C, m, n, acc[i][j]);
+      }
     }
   }
 }
@@ -423,7 +450,7 @@ __global__ void __launch_bounds__(kTfThreads, VEC ? 2 : 0) gemm_tf32_kernel(Gemm
       __syncwarp();
       for (int e = lane; e < 16 * 16; e += 32) {
         const index_t m = m0 + wm * kTfWM + i * 16 + e / 16, n = n0 + wn * kTfWN + j * 16 + e % 16;
-        if (m < p.M && n < p.N) write_c(p, C, m, n, cs[e]);
+        if (m < p.M && n < p.N) write_c(p, C, m, n, cs[e], CONV == 1 ? col_offset(p, n) : n);
       }
       __syncwarp();
     }
@@ -472,6 +499,7 @@ GemmArgsT<T> args_of(const GemmParams& g) {
   p.bias = static_cast<const T*>(g.bias); p.bias_per_row = g.bias_per_row;
   p.alpha = T(g.alpha); p.beta = g.c_in ? T(g.beta) : T(0);
   p.act = g.act;
+  p.c_cols = g.c_cols; p.c_rs2 = g.c_rs2; p.c_cs = g.c_cs;
   return p;
 }
 
@@ -511,6 +539,7 @@ GemmParams plain_products(const GemmParams& g, void* c) {
   GemmParams q = g;
   q.c = c; q.rs_c = g.N; q.batch_c = g.M * g.N;
   q.c_in = nullptr; q.beta = 0.0; q.bias = nullptr; q.alpha = 1.0; q.act = Act::none;
+  q.c_cols = 0;
   return q;
 }
 
