@@ -29,6 +29,7 @@
 //   h_{t-1}[b] from L2 and reads each weight from shared memory once per row, a warp sum per
 //   gate row.
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -329,26 +330,35 @@ struct TiledShape {
   static constexpr int N = R * Q;                      // accumulators per lane
 };
 
-// The block's step product Ys[r ncols + q] = sum_k src(r, k) Ws[q Ks + k] for rows r < Rv and
-// columns q < ncols. Ws (Wrows x Ks) holds the block's weight rows for the whole sequence,
-// zero past K and past ncols. The source rows are staged into hs (Hrows x Kc) Kc columns at
-// a time (zero past K within the last chunk); each warp takes R x Q tiles of Ys, its lanes
+// The block's step product Ys[r ncols + q] = sum_k src[r ld + k] Ws[q Ks + k] for rows r < Rv
+// and columns q < ncols. Ws (Wrows x Ks) holds the block's weight rows for the whole sequence,
+// zero past K and past ncols. The source rows (L2, __ldcg: other blocks wrote them before the
+// grid barrier) are staged into hs (Hrows x Kc) Kc columns at a time, zero past K within the
+// last chunk; as 16-byte loads when src and ld allow. Each warp takes R x Q tiles of Ys, its lanes
 // 16-byte chunks of k (conflict-free), each chunk's Q weight vectors reused over R rows, and
 // a reduce-scatter leaves one sum per lane (or several) to add to Ys. Deterministic (a fixed
 // order). Starts after and ends with __syncthreads.
-template <typename T, int Q, class Src>
+template <typename T, int Q>
 __device__ __forceinline__ void tiled_product(const RnnTiledArgs& a, const T* Ws, T* hs, T* Ys, int ncols, int Rv,
-                                              Src src) {
+                                              const T* src, index_t ld) {
   using S = TiledShape<T, Q>;
   constexpr int R = S::R, N = S::N, VE = S::VE;
   using V = typename Vec16<T>::type;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int row_tiles = (Rv + R - 1) / R, q_tiles = (ncols + Q - 1) / Q;
+  const bool vec = reinterpret_cast<uintptr_t>(src) % 16 == 0 && ld % VE == 0 && a.K % VE == 0;
   for (index_t k0 = 0; k0 < a.K; k0 += a.Kc) {
     const index_t kn = a.K - k0 < a.Kc ? a.K - k0 : a.Kc, kv = (kn + VE - 1) / VE * VE;
     if (k0 > 0) __syncthreads();  // the previous chunk's reads of hs are done
-    for (int r = 0; r < Rv; ++r)
-      for (index_t k = threadIdx.x; k < kv; k += kRnnThreads) hs[r * a.Kc + k] = k < kn ? src(r, k0 + k) : T(0);
+    if (vec) {  // whole vectors: K and Kc are multiples of VE, so kn is too
+      for (int r = 0; r < Rv; ++r)
+        for (index_t k = index_t(threadIdx.x) * VE; k < kn; k += kRnnThreads * VE)
+          *reinterpret_cast<V*>(hs + r * a.Kc + k) = __ldcg(reinterpret_cast<const V*>(src + r * ld + k0 + k));
+    } else {
+      for (int r = 0; r < Rv; ++r)
+        for (index_t k = threadIdx.x; k < kv; k += kRnnThreads)
+          hs[r * a.Kc + k] = k < kn ? __ldcg(src + r * ld + k0 + k) : T(0);
+    }
     __syncthreads();
     for (int tile = warp; tile < row_tiles * q_tiles; tile += kRnnWarps) {
       const int rt = tile / q_tiles, qt = tile % q_tiles;
@@ -400,8 +410,7 @@ __device__ __forceinline__ void tiled_smem(const RnnTiledArgs& a, T*& Ws, T*& hs
 
 // Forward. Block (ug, rg), ug fastest: units [ug U, ug U + U) of every gate for batch rows
 // [rg Rb, ...). Ws row q = gi U + u is W_hh row gi H + u0 + u (K = H); per step the product
-// with h_{t-1}'s rows (L2, __ldcg: other blocks wrote them before the grid barrier), then a
-// thread per (row, unit) runs the gate maths.
+// with h_{t-1}'s rows, then a thread per (row, unit) runs the gate maths.
 template <typename T, int Q>
 __global__ void __launch_bounds__(kRnnThreads, 1) rnn_tiled_kernel(const RnnTiledArgs a) {
   namespace cg = cooperative_groups;
@@ -429,7 +438,7 @@ __global__ void __launch_bounds__(kRnnThreads, 1) rnn_tiled_kernel(const RnnTile
   T* extra = static_cast<T*>(a.extra);
   for (index_t t = 0; t < a.Tn; ++t) {
     const T* hp = t == 0 ? h0 : out + (t - 1) * B * H;
-    tiled_product<T, Q>(a, Ws, hs, Ys, GU, Rv, [&](int r, index_t k) { return __ldcg(hp + (b0 + r) * H + k); });
+    tiled_product<T, Q>(a, Ws, hs, Ys, GU, Rv, hp + b0 * H, H);
     T* Pt = P + t * B * G * H;
     for (int e = threadIdx.x; e < Rv * Ub; e += kRnnThreads) {
       const int r = e / Ub, u = e % Ub;
@@ -481,7 +490,7 @@ __global__ void __launch_bounds__(kRnnThreads, 1) rnn_tiled_bwd_kernel(const Rnn
   for (index_t t = Tn - 1; t >= -1; --t) {
     if (t < Tn - 1) {
       const T* Dn = Dh + (t + 1) * B * GH;
-      tiled_product<T, Q>(a, Ws, hs, Ys, U, Rv, [&](int r, index_t k) { return __ldcg(Dn + (b0 + r) * GH + k); });
+      tiled_product<T, Q>(a, Ws, hs, Ys, U, Rv, Dn + b0 * GH, GH);
     }
     for (int e = threadIdx.x; e < Rv * Ub; e += kRnnThreads) {
       const int r = e / Ub, u = e % Ub;
