@@ -1,6 +1,7 @@
 """Random shapes through the CUDA ops against our CPU path (itself tested against torch in
 float64 and float32): GEMM / matmul / linear with transposed, sliced and broadcast
-operands, convolutions and pooling with random geometry, the row ops and the losses.
+operands, convolutions and pooling with random geometry, the row ops and the losses, and
+recurrent layers forward and backward.
 Float64 keeps the comparison tight (rounding differs only by summation order). Run on a
 GPU, and on the CUDA emulator (tools/emulate_gpu_tests.py --emu)."""
 
@@ -176,3 +177,43 @@ def test_gpu_fuzz_rows_and_losses(seed):
             close(ops.binary_cross_entropy_with_logits(strided(rng, p), strided(rng, tb), red),
                   ops.binary_cross_entropy_with_logits(p, tb, red), F64)
             close(ops.mse_loss(strided(rng, p), strided(rng, tb), red), ops.mse_loss(p, tb, red), F64)
+
+
+@needs_gpu
+@pytest.mark.cuda
+@pytest.mark.parametrize("seed", SEEDS)
+def test_gpu_fuzz_recurrent(seed):
+    """Random recurrent layers (every family, T >= 2: the tiled persistent kernels under the
+    plan the device's SM count gives) forward with the cache and backward through time, a
+    strided w_hh, some final-state gradients given."""
+    rng = np.random.default_rng(seed)
+    for _ in range(4):
+        mode = str(rng.choice(["tanh", "relu", "lstm", "gru"]))
+        T, B, I, H = int(rng.integers(2, 6)), int(rng.integers(1, 40)), int(rng.integers(1, 12)), \
+            int(rng.integers(1, 70))
+        G = {"lstm": 4, "gru": 3}.get(mode, 1)
+        x, h0, c0 = rng.standard_normal((T, B, I)), rng.standard_normal((B, H)), rng.standard_normal((B, H))
+        wi, wh = rng.standard_normal((G * H, I)) * 0.3, rng.standard_normal((G * H, H)) * 0.3
+        bi, bh = rng.standard_normal(G * H), rng.standard_normal(G * H)
+        go, ghn, gcn = rng.standard_normal((T, B, H)), rng.standard_normal((B, H)), rng.standard_normal((B, H))
+        ghn = ghn if rng.integers(0, 2) else None
+
+        def run(dv, whv):
+            if mode == "lstm":
+                r = ops.lstm(dv(x), dv(h0), dv(c0), dv(wi), whv, dv(bi), dv(bh), return_cache=True)
+                return r[:3] + r[3] + ops.lstm_backward(dv(go), dv(ghn), dv(gcn), dv(x), dv(h0), dv(c0), dv(wi),
+                                                        whv, r[0], r[3])
+            if mode == "gru":
+                r = ops.gru(dv(x), dv(h0), dv(wi), whv, dv(bi), dv(bh), return_cache=True)
+                return r[:2] + r[2] + ops.gru_backward(dv(go), dv(ghn), dv(x), dv(h0), dv(wi), whv, r[0], r[2])
+            r = ops.rnn(dv(x), dv(h0), dv(wi), whv, dv(bi), dv(bh), nonlinearity=mode)
+            return r + ops.rnn_backward(dv(go), dv(ghn), dv(x), dv(h0), dv(wi), whv, r[0], nonlinearity=mode)
+
+        dv = lambda a: None if a is None else tcuda(a)  # noqa: E731
+        ours, ref = run(dv, strided(rng, wh)), run(lambda a: a, wh)
+        assert len(ours) == len(ref)
+        for o, r in zip(ours, ref):
+            if r is None:
+                assert o is None
+            else:
+                close(o, r, F64, factor=16)
