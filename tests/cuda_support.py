@@ -69,6 +69,17 @@ def close(ours, ref, dtype, factor=1.0, floor=1e-300):
     assert num / den <= factor * GPU_TOL[np.dtype(dtype).type], f"relative error {num / den:.3e}"
 
 
+def close_each(ours, ref, dtype, factor=1.0):
+    """close() pairwise over two equally long sequences of results; None where ref has None
+    (an op's optional outputs, such as bias gradients)."""
+    assert len(ours) == len(ref), (len(ours), len(ref))
+    for o, r in zip(ours, ref):
+        if r is None:
+            assert o is None
+        else:
+            close(o, r, dtype, factor=factor)
+
+
 @pytest.fixture
 def no_tf32():
     """torch's float32 GPU products in true float32 (TF32 off), as nnkernels' by default."""

@@ -15,8 +15,8 @@ import pytest
 import nnkernels
 from nnkernels import _C, ops
 
-from cuda_support import (AVAILABLE, BUILT, CUDA, DT, FAKE_PTR, FakeCAI, close, f32, host,  # noqa: F401
-                          needs_built, needs_gpu, no_gpu, no_tf32, tcuda)
+from cuda_support import (AVAILABLE, BUILT, CUDA, DT, FAKE_PTR, FakeCAI, close, close_each,  # noqa: F401
+                          f32, host, needs_built, needs_gpu, no_gpu, no_tf32, tcuda)
 
 
 class FakeDLPack:
@@ -1527,12 +1527,7 @@ def test_gpu_rnn_backward(rng, dtype, mode, T, B, I, H):
             dv(go), dv(ghn), dv(x), dv(h0), dv(wi), dv(wh),
             ops.rnn(dv(x), dv(h0), dv(wi), dv(wh), dv(bi), dv(bh), nonlinearity=mode)[0], nonlinearity=mode)
     ours, ref = run(d), run(lambda a: a)
-    assert len(ours) == len(ref)
-    for o, r in zip(ours, ref):
-        if r is None:
-            assert o is None
-        else:
-            close(o, r, dtype, factor=16)
+    close_each(ours, ref, dtype, factor=16)
     if T and B:
         kind = {"lstm": "LSTM", "gru": "GRU"}.get(mode, "RNN")
         kw = {} if kind != "RNN" else {"nonlinearity": mode}
@@ -1600,12 +1595,7 @@ def test_gpu_rnn_persistent_plans(rng, dtype, mode):
             os.environ.pop(name, None)
             if old is not None:
                 os.environ[name] = old
-        assert len(ours) == len(ref)
-        for o, r in zip(ours, ref):
-            if r is None:
-                assert o is None
-            else:
-                close(o, r, dtype, factor=16)
+        close_each(ours, ref, dtype, factor=16)
     for bad, msg in [("1,1,1", "blocks"), ("3,5,3", "U,Rb,Q"), ("x", "U,Rb,Q"), ("3,5,2,6", "U,Rb,Q")]:
         os.environ["NNKERNELS_CUDA_RNN_PLAN"] = bad
         try:

@@ -395,6 +395,18 @@ __device__ __forceinline__ void tiled_product(const RnnTiledArgs& a, const T* Ws
   __syncthreads();  // Ys complete
 }
 
+// This block's place: units [u0, u0 + Ub) and batch rows [b0, b0 + Rv) (block (ug, rg), ug
+// fastest; the last unit group and row group may be partial).
+struct TiledBlock {
+  index_t u0, b0;
+  int Ub, Rv;
+};
+__device__ __forceinline__ TiledBlock tiled_block(const RnnTiledArgs& a) {
+  const index_t nu = (a.H + a.U - 1) / a.U;
+  const index_t u0 = (index_t(blockIdx.x) % nu) * a.U, b0 = (index_t(blockIdx.x) / nu) * a.Rb;
+  return TiledBlock{u0, b0, int(a.H - u0 < a.U ? a.H - u0 : a.U), int(a.B - b0 < a.Rb ? a.B - b0 : a.Rb)};
+}
+
 // Shared memory of the tiled kernels: Ws (Wrows x Ks), hs (Hrows x Kc), Ys (Rb x ncols). The
 // rows of hs past the block's stay zero (their sums are not stored, but then no NaN
 // arithmetic runs).
@@ -417,9 +429,9 @@ __global__ void __launch_bounds__(kRnnThreads, 1) rnn_tiled_kernel(const RnnTile
   cg::grid_group grid = cg::this_grid();
   const index_t H = a.H, B = a.B;
   const int U = a.U, G = rnn_gates(a.kind), GU = G * U;
-  const index_t nu = (H + U - 1) / U;
-  const index_t u0 = (index_t(blockIdx.x) % nu) * U, b0 = (index_t(blockIdx.x) / nu) * a.Rb;
-  const int Ub = int(H - u0 < U ? H - u0 : U), Rv = int(B - b0 < a.Rb ? B - b0 : a.Rb);
+  const TiledBlock blk = tiled_block(a);
+  const index_t u0 = blk.u0, b0 = blk.b0;
+  const int Ub = blk.Ub, Rv = blk.Rv;
   T *Ws, *hs, *Ys;
   tiled_smem(a, Ws, hs, Ys, Rv);
   const T* whh = static_cast<const T*>(a.whh);
@@ -466,9 +478,9 @@ __global__ void __launch_bounds__(kRnnThreads, 1) rnn_tiled_bwd_kernel(const Rnn
   const index_t H = a.H, B = a.B, Tn = a.Tn;
   const int U = a.U, G = rnn_gates(a.kind);
   const index_t GH = G * H;
-  const index_t nu = (H + U - 1) / U;
-  const index_t u0 = (index_t(blockIdx.x) % nu) * U, b0 = (index_t(blockIdx.x) / nu) * a.Rb;
-  const int Ub = int(H - u0 < U ? H - u0 : U), Rv = int(B - b0 < a.Rb ? B - b0 : a.Rb);
+  const TiledBlock blk = tiled_block(a);
+  const index_t u0 = blk.u0, b0 = blk.b0;
+  const int Ub = blk.Ub, Rv = blk.Rv;
   T *Ws, *hs, *Ys;
   tiled_smem(a, Ws, hs, Ys, Rv);
   const T* whh = static_cast<const T*>(a.whh);
