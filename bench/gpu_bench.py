@@ -223,6 +223,14 @@ def main():
     torch.backends.cudnn.allow_tf32 = False
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, "
           f"nnkernels {nnkernels.__version__}, config cuda: {nnkernels.config()['cuda']}")
+    # the tiled persistent RNN kernels' plans (U, Rb, Q, Kc, blocks, shared bytes) for the
+    # benchmarked (64, 512, 512) layers on this device, to read their times against
+    props = torch.cuda.get_device_properties(0)
+    sms, optin = props.multi_processor_count, getattr(props, "shared_memory_per_block_optin", 232448)
+    for kind, G in (("rnn", 1), ("lstm", 4)):
+        fwd = nnkernels._C._cuda_launch("rnn_plan", "float32", [G, 512, 64, 512, sms, optin])
+        bwd = nnkernels._C._cuda_launch("rnn_plan", "float32", [1, G * 512, 64, 512, sms, optin])
+        print(f"{kind} (64, 512, 512) tiled plans: forward {fwd}, backward {bwd}")
     rows = []
     for name, flops, ours, ref in cases(args.quick):
         row = dict(case=name)
