@@ -11,7 +11,9 @@
 //      `extra` gets c_t (LSTM) or the n gate's hidden side (GRU).
 // Backward (as the CPU driver): per step t from the last, dh_t = D_h[t+1] W_hh (+ dout_t), the
 // step's gate pass into D[t] (GRU: also D_h[t]); then dh0, and one GEMM each for dX, dW_ih,
-// dW_hh over all T B rows; biases by column sums (a thread per column, rows in order).
+// dW_hh over all T B rows; biases by column sums (a thread per column, rows in order). With
+// T >= 2 the steps (not the final GEMMs) run in one cooperative launch of the tiled backward
+// kernel instead, where a plan fits (below).
 // Kernels are queued on stream 0 one after another, so step t's GEMM reads h_{t-1} after the
 // previous gate kernel wrote it.
 // Persistent forward (sequences, T >= 2, when W_hh fits on chip): after step 1, one cooperative
