@@ -274,18 +274,19 @@ rnn_persistent_kernel(RnnFamily kind, index_t Tn, index_t B, index_t H, int U, c
 }
 
 // ---- tiled persistent forward and backward (launch.h, RnnTiledPlan) ----
+template <typename T>
 struct RnnTiledArgs {
   RnnFamily kind;
   index_t Tn, B, H;
   int U, Rb;        // units and batch rows per block
   int Wrows, Hrows;  // shared-memory rows: the product's columns rounded up to Q, Rb up to R
   index_t K, Ks, Kc;  // contraction length; W's row stride (K up to a 16-byte vector); staging chunk
-  const void* whh; index_t rs_whh, cs_whh;
-  const void* bhh; const void* h0; const void* c0;
-  void* out; void* P; void* c_n; void* extra;  // forward
+  const T* whh; index_t rs_whh, cs_whh;
+  const T* bhh; const T* h0; const T* c0;
+  T* out; T* P; T* c_n; T* extra;  // forward (the backward reads out and extra)
   // backward: D, Dh (T, B, G H) (Dh == D but for GRU), dh (B, H: dh_n in, dh0 out), dc
   // (LSTM: dc_n in, dc0 out), dout (T, B, H) or null; out, gates, extra as the forward wrote
-  void* D; void* Dh; void* dh; void* dc; const void* dout; const void* gates;
+  T* D; T* Dh; T* dh; T* dc; const T* dout; const T* gates;
 };
 
 // Sums each of a lane's N values over the warp, scattered: afterwards lane l holds in v[i],
@@ -341,7 +342,7 @@ struct TiledShape {
 // a reduce-scatter leaves one sum per lane (or several) to add to Ys. Deterministic (a fixed
 // order). Starts after and ends with __syncthreads.
 template <typename T, int Q>
-__device__ __forceinline__ void tiled_product(const RnnTiledArgs& a, const T* Ws, T* hs, T* Ys, int ncols, int Rv,
+__device__ __forceinline__ void tiled_product(const RnnTiledArgs<T>& a, const T* Ws, T* hs, T* Ys, int ncols, int Rv,
                                               const T* src, index_t ld) {
   using S = TiledShape<T, Q>;
   constexpr int R = S::R, N = S::N, VE = S::VE;
@@ -403,7 +404,8 @@ struct TiledBlock {
   index_t u0, b0;
   int Ub, Rv;
 };
-__device__ __forceinline__ TiledBlock tiled_block(const RnnTiledArgs& a) {
+template <typename T>
+__device__ __forceinline__ TiledBlock tiled_block(const RnnTiledArgs<T>& a) {
   const index_t nu = (a.H + a.U - 1) / a.U;
   const index_t u0 = (index_t(blockIdx.x) % nu) * a.U, b0 = (index_t(blockIdx.x) / nu) * a.Rb;
   return TiledBlock{u0, b0, int(a.H - u0 < a.U ? a.H - u0 : a.U), int(a.B - b0 < a.Rb ? a.B - b0 : a.Rb)};
@@ -413,7 +415,7 @@ __device__ __forceinline__ TiledBlock tiled_block(const RnnTiledArgs& a) {
 // rows of hs past the block's stay zero (their sums are not stored, but then no NaN
 // arithmetic runs).
 template <typename T>
-__device__ __forceinline__ void tiled_smem(const RnnTiledArgs& a, T*& Ws, T*& hs, T*& Ys, int Rv) {
+__device__ __forceinline__ void tiled_smem(const RnnTiledArgs<T>& a, T*& Ws, T*& hs, T*& Ys, int Rv) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   Ws = reinterpret_cast<T*>(smem_raw);
   hs = Ws + index_t(a.Wrows) * a.Ks;
@@ -426,7 +428,7 @@ __device__ __forceinline__ void tiled_smem(const RnnTiledArgs& a, T*& Ws, T*& hs
 // [rg Rb, ...). Ws row q = gi U + u is W_hh row gi H + u0 + u (K = H); per step the product
 // with h_{t-1}'s rows, then a thread per (row, unit) runs the gate maths.
 template <typename T, int Q>
-__global__ void __launch_bounds__(kRnnThreads, 1) rnn_tiled_kernel(const RnnTiledArgs a) {
+__global__ void __launch_bounds__(kRnnThreads, 1) rnn_tiled_kernel(const RnnTiledArgs<T> a) {
   namespace cg = cooperative_groups;
   cg::grid_group grid = cg::this_grid();
   const index_t H = a.H, B = a.B;
@@ -436,24 +438,16 @@ __global__ void __launch_bounds__(kRnnThreads, 1) rnn_tiled_kernel(const RnnTile
   const int Ub = blk.Ub, Rv = blk.Rv;
   T *Ws, *hs, *Ys;
   tiled_smem(a, Ws, hs, Ys, Rv);
-  const T* whh = static_cast<const T*>(a.whh);
   for (int q = 0; q < a.Wrows; ++q) {
     const int gi = q / U, u = q % U;
     const bool live = q < GU && u < Ub;
     for (index_t k = threadIdx.x; k < a.Ks; k += kRnnThreads)
-      Ws[q * a.Ks + k] = live && k < H ? whh[(gi * H + u0 + u) * a.rs_whh + k * a.cs_whh] : T(0);
+      Ws[q * a.Ks + k] = live && k < H ? a.whh[(gi * H + u0 + u) * a.rs_whh + k * a.cs_whh] : T(0);
   }
-  const T* bhh = static_cast<const T*>(a.bhh);
-  const T* h0 = static_cast<const T*>(a.h0);
-  const T* c0 = static_cast<const T*>(a.c0);
-  T* out = static_cast<T*>(a.out);
-  T* P = static_cast<T*>(a.P);
-  T* c_n = static_cast<T*>(a.c_n);
-  T* extra = static_cast<T*>(a.extra);
   for (index_t t = 0; t < a.Tn; ++t) {
-    const T* hp = t == 0 ? h0 : out + (t - 1) * B * H;
+    const T* hp = t == 0 ? a.h0 : a.out + (t - 1) * B * H;
     tiled_product<T, Q>(a, Ws, hs, Ys, GU, Rv, hp + b0 * H, H);
-    T* Pt = P + t * B * G * H;
+    T* Pt = a.P + t * B * G * H;
     for (int e = threadIdx.x; e < Rv * Ub; e += kRnnThreads) {
       const int r = e / Ub, u = e % Ub;
       T d[4] = {T(0), T(0), T(0), T(0)};
@@ -461,7 +455,7 @@ __global__ void __launch_bounds__(kRnnThreads, 1) rnn_tiled_kernel(const RnnTile
       for (int gi = 0; gi < 4; ++gi)
         if (gi < G) d[gi] = Ys[r * GU + gi * U + u];
       const index_t b = b0 + r;
-      persistent_gates(a.kind, t, B, H, b, u0 + u, d, bhh, Pt + b * G * H, c0, c_n, extra, hp, out);
+      persistent_gates(a.kind, t, B, H, b, u0 + u, d, a.bhh, Pt + b * G * H, a.c0, a.c_n, a.extra, hp, a.out);
     }
     grid.sync();  // h_t complete (and visible) before any block stages it for step t + 1
   }
@@ -474,7 +468,7 @@ __global__ void __launch_bounds__(kRnnThreads, 1) rnn_tiled_kernel(const RnnTile
 // (and D_h[t]) for its unit's gates; a grid barrier, and after step 0 one more product gives
 // dh0 = D_h[0] W_hh (+ GRU's direct part).
 template <typename T, int Q>
-__global__ void __launch_bounds__(kRnnThreads, 1) rnn_tiled_bwd_kernel(const RnnTiledArgs a) {
+__global__ void __launch_bounds__(kRnnThreads, 1) rnn_tiled_bwd_kernel(const RnnTiledArgs<T> a) {
   namespace cg = cooperative_groups;
   cg::grid_group grid = cg::this_grid();
   const index_t H = a.H, B = a.B, Tn = a.Tn;
@@ -485,27 +479,14 @@ __global__ void __launch_bounds__(kRnnThreads, 1) rnn_tiled_bwd_kernel(const Rnn
   const int Ub = blk.Ub, Rv = blk.Rv;
   T *Ws, *hs, *Ys;
   tiled_smem(a, Ws, hs, Ys, Rv);
-  const T* whh = static_cast<const T*>(a.whh);
   for (int u = 0; u < a.Wrows; ++u)
     for (index_t k = threadIdx.x; k < a.Ks; k += kRnnThreads)
-      Ws[u * a.Ks + k] = u < Ub && k < GH ? whh[k * a.rs_whh + (u0 + u) * a.cs_whh] : T(0);
+      Ws[u * a.Ks + k] = u < Ub && k < GH ? a.whh[k * a.rs_whh + (u0 + u) * a.cs_whh] : T(0);
   const bool lstm = a.kind == RnnFamily::lstm, gru = a.kind == RnnFamily::gru;
   const bool relu = a.kind == RnnFamily::rnn_relu;
-  const T* h0 = static_cast<const T*>(a.h0);
-  const T* c0 = static_cast<const T*>(a.c0);
-  const T* out = static_cast<const T*>(a.out);
-  const T* gates = static_cast<const T*>(a.gates);
-  const T* extra = static_cast<const T*>(a.extra);
-  const T* dout = static_cast<const T*>(a.dout);
-  T* D = static_cast<T*>(a.D);
-  T* Dh = static_cast<T*>(a.Dh);
-  T* dh = static_cast<T*>(a.dh);
-  T* dc = static_cast<T*>(a.dc);
+  T* dh = a.dh;
   for (index_t t = Tn - 1; t >= -1; --t) {
-    if (t < Tn - 1) {
-      const T* Dn = Dh + (t + 1) * B * GH;
-      tiled_product<T, Q>(a, Ws, hs, Ys, U, Rv, Dn + b0 * GH, GH);
-    }
+    if (t < Tn - 1) tiled_product<T, Q>(a, Ws, hs, Ys, U, Rv, a.Dh + (t + 1) * B * GH + b0 * GH, GH);
     for (int e = threadIdx.x; e < Rv * Ub; e += kRnnThreads) {
       const int r = e / Ub, u = e % Ub;
       const index_t b = b0 + r, j = u0 + u, x = b * H + j;
@@ -515,16 +496,16 @@ __global__ void __launch_bounds__(kRnnThreads, 1) rnn_tiled_bwd_kernel(const Rnn
         dh[x] = dhe;  // dh0
         continue;
       }
-      if (dout) dhe += dout[t * B * H + x];
-      T* Dt = D + t * B * GH;
+      if (a.dout) dhe += a.dout[t * B * H + x];
+      T* Dt = a.D + t * B * GH;
+      const T* gt = a.gates + t * B * GH;
       if (lstm) {
-        lstm_bwd_elem(Dt, dc, dhe, gates + t * B * GH, extra + t * B * H, t == 0 ? c0 : extra + (t - 1) * B * H,
-                      H, b, j, x);
+        lstm_bwd_elem(Dt, a.dc, dhe, gt, a.extra + t * B * H, t == 0 ? a.c0 : a.extra + (t - 1) * B * H, H, b, j, x);
       } else if (gru) {
-        dh[x] = gru_bwd_elem(Dt, Dh + t * B * GH, dhe, gates + t * B * GH, extra + t * B * H,
-                             t == 0 ? h0 : out + (t - 1) * B * H, H, b, j, x);
+        dh[x] = gru_bwd_elem(Dt, a.Dh + t * B * GH, dhe, gt, a.extra + t * B * H,
+                             t == 0 ? a.h0 : a.out + (t - 1) * B * H, H, b, j, x);
       } else {
-        rnn_bwd_elem(Dt, dhe, out[t * B * H + x], relu, x);
+        rnn_bwd_elem(Dt, dhe, a.out[t * B * H + x], relu, x);
       }
     }
     if (t >= 0) grid.sync();  // D[t] (and D_h[t]) complete before any block stages them
@@ -604,7 +585,7 @@ bool tiled_plan(DType dt, index_t nc, index_t K, index_t B, index_t H, RnnTiledP
 }
 
 template <typename T, int Q, bool BWD>
-bool launch_tiled_q(RnnTiledArgs& a, const RnnTiledPlan& plan) {
+bool launch_tiled_q(RnnTiledArgs<T>& a, const RnnTiledPlan& plan) {
   auto kernel = BWD ? rnn_tiled_bwd_kernel<T, Q> : rnn_tiled_kernel<T, Q>;
   int dev = 0, optin = 0, per_sm = 0;
   CUDA_CHECK(cudaGetDevice(&dev));
@@ -622,7 +603,7 @@ bool launch_tiled_q(RnnTiledArgs& a, const RnnTiledPlan& plan) {
 // The whole sequence (the forward, or the backward) in one cooperative launch of a tiled
 // kernel; false when no plan fits. `a` carries the pointers; the plan's fields are set here.
 template <typename T, bool BWD>
-bool launch_tiled(RnnTiledArgs a) {
+bool launch_tiled(RnnTiledArgs<T> a) {
   const DType dt = sizeof(T) == 4 ? DType::f32 : DType::f64;
   const index_t G = rnn_gates(a.kind), ve = rnn_tiled_vec(dt);
   const index_t nc = BWD ? 1 : G, K = BWD ? G * a.H : a.H;
@@ -680,10 +661,10 @@ void forward_t(const RnnParams& p, T* out, T* h_n, T* c_n, T* gates, T* extra) {
   const Persist mode = Tn >= 2 ? persist_mode() : Persist::none;
   bool done = false;
   if (mode == Persist::tiled) {
-    RnnTiledArgs a{};
+    RnnTiledArgs<T> a{};
     a.kind = p.kind; a.Tn = Tn; a.B = B; a.H = H;
-    a.whh = p.w_hh; a.rs_whh = p.rs_whh; a.cs_whh = p.cs_whh;
-    a.bhh = p.b_hh; a.h0 = p.h0; a.c0 = p.c0;
+    a.whh = whh; a.rs_whh = p.rs_whh; a.cs_whh = p.cs_whh;
+    a.bhh = bhh; a.h0 = h0; a.c0 = c0;
     a.out = out; a.P = P; a.c_n = c_n; a.extra = extra;
     done = launch_tiled<T, false>(a);
   }
@@ -786,9 +767,9 @@ void backward_t(const RnnParams& p, const RnnBackward& g) {
   // The steps: one cooperative launch of the tiled kernel, or per step a GEMM and gate kernels.
   bool done = false;
   if (Tn >= 2 && persist_mode() == Persist::tiled) {
-    RnnTiledArgs a{};
+    RnnTiledArgs<T> a{};
     a.kind = p.kind; a.Tn = Tn; a.B = B; a.H = H;
-    a.whh = p.w_hh; a.rs_whh = p.rs_whh; a.cs_whh = p.cs_whh;
+    a.whh = static_cast<const T*>(p.w_hh); a.rs_whh = p.rs_whh; a.cs_whh = p.cs_whh;
     a.h0 = h0; a.c0 = c0; a.out = const_cast<T*>(out); a.extra = const_cast<T*>(extra);
     a.D = D; a.Dh = Dh; a.dh = dh; a.dc = dc; a.dout = dout; a.gates = gates;
     done = launch_tiled<T, true>(a);
