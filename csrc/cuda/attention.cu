@@ -23,10 +23,7 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <mutex>
-#include <set>
 #include <string>
-#include <tuple>
 #include <type_traits>
 
 #include "cuda/api.h"
