@@ -25,6 +25,7 @@
 #include <cstdlib>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "cuda/api.h"
 #include "cuda/cuda_check.h"
@@ -619,9 +620,7 @@ bool try_bwd_tiled(void* dq, void* dk, void* dv, const float* G, const AttnOpera
     launch_bwd_tiled<64>(dq, dk, dv, G, q, k, v, LS, Dd, L, S, E, Ev, scale, causal, mask);
     return true;
   }
-  int dev = 0, optin = 0;
-  CUDA_CHECK(cudaGetDevice(&dev));
-  CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  const int optin = device_limits().optin;
   if (bwd_kv_smem<128>() > optin || bwd_q_smem<128>() > optin) return false;
   launch_bwd_tiled<128>(dq, dk, dv, G, q, k, v, LS, Dd, L, S, E, Ev, scale, causal, mask);
   return true;
@@ -632,8 +631,7 @@ bool try_bwd_tiled(void* dq, void* dk, void* dv, const float* G, const AttnOpera
 // (NNKERNELS_CUDA_ATTN=quad, read at every call).
 bool use_tiled(DType dt, index_t E, index_t Ev, index_t max_dim) {
   if (dt != DType::f32 || E > max_dim || Ev > max_dim) return false;
-  const char* e = std::getenv("NNKERNELS_CUDA_ATTN");
-  return !(e && std::string(e) == "quad");
+  return !env_is("NNKERNELS_CUDA_ATTN", "quad");
 }
 
 template <int D>
@@ -985,10 +983,12 @@ void gemm_attention_backward(void* dq_, void* dk_, void* dv_, const void* dout_,
   T* dv = static_cast<T*>(dv_);
   const T* dout = static_cast<const T*>(dout_);
   const T* lse = static_cast<const T*>(lse_);
-  fill_zero(dq, sizeof(T) * size_t(q.own_count() * L * E));
-  fill_zero(dk, sizeof(T) * size_t(k.own_count() * S * E));
-  fill_zero(dv, sizeof(T) * size_t(v.own_count() * S * Ev));
-  if (L == 0 || S == 0) return;
+  if (L == 0 || S == 0) {  // no product: zero gradients
+    fill_zero(dq, sizeof(T) * size_t(q.own_count() * L * E));
+    fill_zero(dk, sizeof(T) * size_t(k.own_count() * S * E));
+    fill_zero(dv, sizeof(T) * size_t(v.own_count() * S * Ev));
+    return;
+  }
   DeviceScratch dbuf(sizeof(T) * size_t(BH * L));  // D_i = dO_i . O_i
   T* Dd = static_cast<T*>(dbuf.p);
   const Launch lr = attn_rowdot_launch(BH * L);
@@ -999,11 +999,15 @@ void gemm_attention_backward(void* dq_, void* dk_, void* dv_, const void* dout_,
   DeviceScratch sbuf(sizeof(T) * size_t(Lc * S)), pbuf(sizeof(T) * size_t(Lc * S));
   T* Sc = static_cast<T*>(sbuf.p);
   T* dP = static_cast<T*>(pbuf.p);
+  // Whether an operand's own batch-head already holds a contribution: its first one is stored
+  // (no zero fill first), later ones are added.
+  std::vector<char> q_set(size_t(q.own_count())), k_set(size_t(k.own_count())), v_set(size_t(v.own_count()));
   for (index_t bh = 0; bh < BH; ++bh) {
     const T *qb = host_base<T>(q, bh), *kb = host_base<T>(k, bh), *vb = host_base<T>(v, bh);
-    T* dqb = dq + own_index(q, bh) * L * E;
-    T* dkb = dk + own_index(k, bh) * S * E;
-    T* dvb = dv + own_index(v, bh) * S * Ev;
+    const index_t oq = own_index(q, bh), ok = own_index(k, bh), ov = own_index(v, bh);
+    T* dqb = dq + oq * L * E;
+    T* dkb = dk + ok * S * E;
+    T* dvb = dv + ov * S * Ev;
     const index_t mbase = mask.kind == AttnMaskView::none ? 0 : batch_offset(mask.nb, mask.bshape, mask.bstride, bh);
     for (index_t i0 = 0; i0 < L; i0 += Lc) {
       const index_t n = std::min(Lc, L - i0);
@@ -1014,17 +1018,17 @@ void gemm_attention_backward(void* dq_, void* dk_, void* dv_, const void* dout_,
       attn_ds_rows_kernel<T><<<unsigned(n), kSoftThreads>>>(Sc, dP, lse + bh * L, Dd + bh * L, S, i0, causal, mask,
                                                             mbase);
       CUDA_CHECK(cudaGetLastError());
-      product<T>(dvb, Ev, Sc, 1, S, doc, Ev, 1, S, Ev, n, 1.0, true);                 // dV += P_c^T dO_c
-      product<T>(dqb + i0 * E, E, dP, S, 1, kb, k.rs, k.cs, n, E, S, scale, true);    // dQ_c += scale dS_c K
-      product<T>(dkb, E, dP, 1, S, qc, q.rs, q.cs, S, E, n, scale, true);            // dK += scale dS_c^T Q_c
+      const bool kv_acc = i0 > 0;  // later chunks add to the first
+      product<T>(dvb, Ev, Sc, 1, S, doc, Ev, 1, S, Ev, n, 1.0, v_set[ov] || kv_acc);         // dV += P_c^T dO_c
+      product<T>(dqb + i0 * E, E, dP, S, 1, kb, k.rs, k.cs, n, E, S, scale, q_set[oq]);     // dQ_c += scale dS_c K
+      product<T>(dkb, E, dP, 1, S, qc, q.rs, q.cs, S, E, n, scale, k_set[ok] || kv_acc);    // dK += scale dS_c^T Q_c
     }
+    q_set[oq] = k_set[ok] = v_set[ov] = 1;
   }
 }
 
 bool use_gemm_path(index_t E, index_t Ev) {
-  if (E > kAttnMaxDim || Ev > kAttnMaxDim) return true;
-  const char* e = std::getenv("NNKERNELS_CUDA_ATTN");
-  return e && std::string(e) == "gemm";
+  return E > kAttnMaxDim || Ev > kAttnMaxDim || env_is("NNKERNELS_CUDA_ATTN", "gemm");
 }
 
 }  // namespace

@@ -266,8 +266,7 @@ PhaseDim phase_dim(index_t r, index_t n, index_t k, index_t p, index_t s, index_
 }  // namespace
 
 bool conv_implicit_ok(const ConvGemmDims& d, const ConvFold& f) {
-  const char* e = std::getenv("NNKERNELS_CUDA_CONV");
-  if (e && std::string(e) == "im2col") return false;
+  if (env_is("NNKERNELS_CUDA_CONV", "im2col")) return false;
   // The gather's int terms: the taps' offsets, and the window corners (negative in the
   // padding); rows and columns reached stay below 2^29 (a column past the output has its
   // corner row at -2^29).

@@ -4,6 +4,8 @@
 #pragma once
 #include <cuda_runtime.h>
 
+#include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <set>
 #include <stdexcept>
@@ -29,6 +31,28 @@ namespace nnk::cuda {
   } while (0)
 
 namespace nnk::cuda {
+
+// The kernel switches (NNKERNELS_CUDA_*, read at every call so that one benchmark run can
+// time each path): whether environment variable `name` is set to `value`.
+inline bool env_is(const char* name, const char* value) {
+  const char* e = std::getenv(name);
+  return e && std::strcmp(e, value) == 0;
+}
+
+// The current device's limits the launch plans need.
+struct DeviceLimits {
+  int sms = 0;         // multiprocessors
+  int optin = 0;       // opt-in dynamic shared memory per block, bytes
+  bool coop = false;   // cooperative launches (grid-wide barriers)
+};
+inline DeviceLimits device_limits() {
+  int dev = 0, sms = 0, optin = 0, coop = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, dev));
+  return DeviceLimits{sms, optin, coop != 0};
+}
 
 // cudaFuncSetAttribute(MaxDynamicSharedMemorySize) once per kernel, device and size: a host
 // call of about a microsecond, made before every attention launch until the eighth session.

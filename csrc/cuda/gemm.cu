@@ -229,14 +229,12 @@ struct TileLoads {
 // fast dimension unit-stride, its other strides and base multiples of 16 bytes.
 // NNKERNELS_CUDA_GEMM_VEC=0 turns them off (read at every call, as the other kernel switches).
 bool vec_loads_enabled() {
-  const char* e = std::getenv("NNKERNELS_CUDA_GEMM_VEC");
-  return !(e && std::string(e) == "0");
+  return !env_is("NNKERNELS_CUDA_GEMM_VEC", "0");
 }
 
 // NNKERNELS_CUDA_SPLIT_K=0 turns split K off (read at every call).
 bool split_k_enabled() {
-  const char* e = std::getenv("NNKERNELS_CUDA_SPLIT_K");
-  return !(e && std::string(e) == "0");
+  return !env_is("NNKERNELS_CUDA_SPLIT_K", "0");
 }
 
 inline bool aligned16(const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; }
@@ -515,13 +513,6 @@ __global__ void sum_parts_kernel(GemmArgsT<T> p, const T* __restrict__ parts, in
   }
 }
 
-int sm_count() {
-  int dev = 0, sms = 0;
-  CUDA_CHECK(cudaGetDevice(&dev));
-  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  return sms;
-}
-
 template <typename T>
 void launch(const GemmParams& g, const ConvGather* gather);
 
@@ -614,7 +605,7 @@ void gemm(const GemmParams& g) {
   if (g.M == 0 || g.N == 0 || g.batch == 0) return;
   const bool tf32 = g.dtype == DType::f32 && allow_tf32();
   // (the device queries only for a GEMM that could split: one batch entry)
-  const index_t S = g.batch == 1 && split_k_enabled() ? gemm_splits(g.dtype, g.M, g.N, g.K, 1, sm_count(), tf32) : 1;
+  const index_t S = g.batch == 1 && split_k_enabled() ? gemm_splits(g.dtype, g.M, g.N, g.K, 1, device_limits().sms, tf32) : 1;
   if (S > 1) {
     if (g.dtype == DType::f32) launch_split<float>(g, S);
     else launch_split<double>(g, S);

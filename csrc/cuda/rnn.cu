@@ -516,21 +516,16 @@ __global__ void __launch_bounds__(kRnnThreads, 1) rnn_tiled_bwd_kernel(const Rnn
 // apply (no cooperative launch; W_hh does not fit on chip in G U <= kPersistMaxGU rows per
 // block with every block resident).
 template <typename T>
-bool persistent_plan(index_t G, index_t H, int& U, int& blocks, size_t& smem) {
-  int dev = 0, coop = 0, sms = 0, optin = 0;
-  CUDA_CHECK(cudaGetDevice(&dev));
-  CUDA_CHECK(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, dev));
-  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-  if (!coop || H <= 0 || sms <= 0) return false;
+bool persistent_plan(const DeviceLimits& dl, index_t G, index_t H, int& U, int& blocks, size_t& smem) {
+  const int sms = dl.sms, optin = dl.optin;
+  if (!dl.coop || H <= 0 || sms <= 0) return false;
+  ensure_dyn_smem(rnn_persistent_kernel<T>, optin);  // the sizes below vary: allow the most
   // One block per SM where possible (fewer blocks re-read h_{t-1} from L2 each step); more
   // units per block only when W_hh does not fit otherwise.
   for (U = int(std::max<index_t>(1, ceil_div(H, index_t(sms)))); G * U <= kPersistMaxGU; ++U) {
     smem = sizeof(T) * size_t(G * U) * size_t(H);
     if (smem > size_t(optin)) return false;
     const index_t nb = ceil_div(H, index_t(U));
-    CUDA_CHECK(cudaFuncSetAttribute(rnn_persistent_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    int(smem)));
     int per_sm = 0;
     CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, rnn_persistent_kernel<T>,
                                                              kPersistThreads, smem));
@@ -547,23 +542,17 @@ bool persistent_plan(index_t G, index_t H, int& U, int& blocks, size_t& smem) {
 // kernel (a warp per batch row, W_hh in shared memory), otherwise the tiled persistent kernel.
 enum class Persist { none, rows, tiled };
 Persist persist_mode() {
-  const char* e = std::getenv("NNKERNELS_CUDA_RNN_PERSISTENT");
-  if (e && e[0] == '0') return Persist::none;
-  if (e && std::string(e) == "rows") return Persist::rows;
-  return Persist::tiled;
+  if (env_is("NNKERNELS_CUDA_RNN_PERSISTENT", "0")) return Persist::none;
+  return env_is("NNKERNELS_CUDA_RNN_PERSISTENT", "rows") ? Persist::rows : Persist::tiled;
 }
 
 // The tiled plan for this device, or false (no cooperative launch, or the weights do not fit
 // on chip with one block per SM). nc, K: as rnn_tiled_plan (forward G, H; backward 1, G H).
 // NNKERNELS_CUDA_RNN_PLAN="U,Rb,Q[,Kc]" forces a plan (the tests run each warp-tile shape and
 // chunked staging with it); one that does not fit is a ValueError.
-bool tiled_plan(DType dt, index_t nc, index_t K, index_t B, index_t H, RnnTiledPlan& plan) {
-  int dev = 0, coop = 0, sms = 0, optin = 0;
-  CUDA_CHECK(cudaGetDevice(&dev));
-  CUDA_CHECK(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, dev));
-  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-  if (!coop) return false;
+bool tiled_plan(const DeviceLimits& dl, DType dt, index_t nc, index_t K, index_t B, index_t H, RnnTiledPlan& plan) {
+  const int sms = dl.sms, optin = dl.optin;
+  if (!dl.coop) return false;
   if (const char* e = std::getenv("NNKERNELS_CUDA_RNN_PLAN")) {
     int U = 0, Rb = 0, Q = 0;
     long Kc = 0;
@@ -585,11 +574,9 @@ bool tiled_plan(DType dt, index_t nc, index_t K, index_t B, index_t H, RnnTiledP
 }
 
 template <typename T, int Q, bool BWD>
-bool launch_tiled_q(RnnTiledArgs<T>& a, const RnnTiledPlan& plan) {
+bool launch_tiled_q(RnnTiledArgs<T>& a, const RnnTiledPlan& plan, int optin) {
   auto kernel = BWD ? rnn_tiled_bwd_kernel<T, Q> : rnn_tiled_kernel<T, Q>;
-  int dev = 0, optin = 0, per_sm = 0;
-  CUDA_CHECK(cudaGetDevice(&dev));
-  CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  int per_sm = 0;
   ensure_dyn_smem(kernel, optin);  // the plans' sizes vary: allow the most
   CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kRnnThreads, plan.smem));
   if (per_sm < 1) return false;
@@ -603,12 +590,12 @@ bool launch_tiled_q(RnnTiledArgs<T>& a, const RnnTiledPlan& plan) {
 // The whole sequence (the forward, or the backward) in one cooperative launch of a tiled
 // kernel; false when no plan fits. `a` carries the pointers; the plan's fields are set here.
 template <typename T, bool BWD>
-bool launch_tiled(RnnTiledArgs<T> a) {
+bool launch_tiled(const DeviceLimits& dl, RnnTiledArgs<T> a) {
   const DType dt = sizeof(T) == 4 ? DType::f32 : DType::f64;
   const index_t G = rnn_gates(a.kind), ve = rnn_tiled_vec(dt);
   const index_t nc = BWD ? 1 : G, K = BWD ? G * a.H : a.H;
   RnnTiledPlan plan;
-  if (!tiled_plan(dt, nc, K, a.B, a.H, plan)) return false;
+  if (!tiled_plan(dl, dt, nc, K, a.B, a.H, plan)) return false;
   const int R = rnn_tiled_rows(dt, plan.Q);
   a.U = plan.U;
   a.Rb = plan.Rb;
@@ -618,10 +605,10 @@ bool launch_tiled(RnnTiledArgs<T> a) {
   a.Ks = ceil_div(K, ve) * ve;
   a.Kc = plan.Kc;
   switch (plan.Q) {
-    case 1: return launch_tiled_q<T, 1, BWD>(a, plan);
-    case 2: return launch_tiled_q<T, 2, BWD>(a, plan);
-    case 4: return launch_tiled_q<T, 4, BWD>(a, plan);
-    default: return launch_tiled_q<T, 8, BWD>(a, plan);
+    case 1: return launch_tiled_q<T, 1, BWD>(a, plan, dl.optin);
+    case 2: return launch_tiled_q<T, 2, BWD>(a, plan, dl.optin);
+    case 4: return launch_tiled_q<T, 4, BWD>(a, plan, dl.optin);
+    default: return launch_tiled_q<T, 8, BWD>(a, plan, dl.optin);
   }
 }
 
@@ -659,6 +646,7 @@ void forward_t(const RnnParams& p, T* out, T* h_n, T* c_n, T* gates, T* extra) {
   int U = 0, blocks = 0;
   size_t smem = 0;
   const Persist mode = Tn >= 2 ? persist_mode() : Persist::none;
+  const DeviceLimits dl = mode == Persist::none ? DeviceLimits{} : device_limits();
   bool done = false;
   if (mode == Persist::tiled) {
     RnnTiledArgs<T> a{};
@@ -666,9 +654,9 @@ void forward_t(const RnnParams& p, T* out, T* h_n, T* c_n, T* gates, T* extra) {
     a.whh = whh; a.rs_whh = p.rs_whh; a.cs_whh = p.cs_whh;
     a.bhh = bhh; a.h0 = h0; a.c0 = c0;
     a.out = out; a.P = P; a.c_n = c_n; a.extra = extra;
-    done = launch_tiled<T, false>(a);
+    done = launch_tiled<T, false>(dl, a);
   }
-  if (!done && mode != Persist::none && persistent_plan<T>(G, H, U, blocks, smem)) {
+  if (!done && mode != Persist::none && persistent_plan<T>(dl, G, H, U, blocks, smem)) {
     RnnFamily kind = p.kind;
     index_t rs = p.rs_whh, cs = p.cs_whh;
     void* args[] = {&kind, const_cast<index_t*>(&Tn), const_cast<index_t*>(&B), const_cast<index_t*>(&H), &U,
@@ -772,7 +760,7 @@ void backward_t(const RnnParams& p, const RnnBackward& g) {
     a.whh = static_cast<const T*>(p.w_hh); a.rs_whh = p.rs_whh; a.cs_whh = p.cs_whh;
     a.h0 = h0; a.c0 = c0; a.out = const_cast<T*>(out); a.extra = const_cast<T*>(extra);
     a.D = D; a.Dh = Dh; a.dh = dh; a.dc = dc; a.dout = dout; a.gates = gates;
-    done = launch_tiled<T, true>(a);
+    done = launch_tiled<T, true>(device_limits(), a);
   }
   if (!done) {
     GemmParams r;  // dh (B, H) = Dh[t] (B, GH) W_hh (GH, H) (+ dh for GRU: its direct part)
