@@ -740,14 +740,21 @@ def test_gpu_cat_last(rng):
 
 def _layout(x, kind, vw):
     """x (R, C) on the GPU as: "row" C-contiguous; "col" a transposed view of a column-major
-    copy; "pad" a row-major view of a wider array (row stride a multiple of 16 bytes, the
-    columns short of it); "offset" a view starting one element past a 16-byte boundary."""
+    copy; "colpad" the same with a padded leading dimension; "pad" a row-major view of a
+    wider array (row stride a multiple of 16 bytes, the columns short of it); "offset" a view
+    starting one element past a 16-byte boundary.
+    The wider array's other elements are NaN: a kernel that lets any of them into a product
+    (a load past K multiplied by zero, say) gives NaN."""
     r, c = x.shape
     if kind == "row":
         return tcuda(x)
     if kind == "col":
         return tcuda(x.T.copy()).T
-    wide = np.zeros((r, -(-(c + 1) // vw) * vw + vw), x.dtype)
+    if kind == "colpad":  # column-major with a padded leading dimension
+        tall = np.full((c, -(-(r + 1) // vw) * vw), np.nan, x.dtype)
+        tall[:, :r] = x.T
+        return tcuda(tall)[:, :r].T
+    wide = np.full((r, -(-(c + 1) // vw) * vw + vw), np.nan, x.dtype)
     if kind == "pad":
         wide[:, :c] = x
         return tcuda(wide)[:, :c]
@@ -770,7 +777,7 @@ def test_gpu_gemm_vector_loads(rng, dtype, tf32, M, N, K, no_tf32):
     vw = 16 // np.dtype(dtype).itemsize
     a = rng.standard_normal((3, M, K)).astype(dtype)
     b = rng.standard_normal((K, N)).astype(dtype)
-    kinds = ["row", "col", "pad", "offset"]
+    kinds = ["row", "col", "colpad", "pad", "offset"]
     nnkernels.cuda.set_allow_tf32(tf32)
     try:
         for ka in kinds:

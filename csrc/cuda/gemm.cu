@@ -63,6 +63,17 @@ __device__ __forceinline__ void load16(const double* p, double* out) {
   const double2 v = *reinterpret_cast<const double2*>(p);
   out[0] = v.x; out[1] = v.y;
 }
+// ... and back: VW values from registers into 16-byte aligned shared memory.
+__device__ __forceinline__ void store16(float* p, const float* in) {
+  float4 v;
+  v.x = in[0]; v.y = in[1]; v.z = in[2]; v.w = in[3];
+  *reinterpret_cast<float4*>(p) = v;
+}
+__device__ __forceinline__ void store16(double* p, const double* in) {
+  double2 v;
+  v.x = in[0]; v.y = in[1];
+  *reinterpret_cast<double2*>(p) = v;
+}
 
 // Implicit-GEMM convolution (CONV): B = im2col(x) of one image and group is never formed;
 // B[k, n] is read from x through a per-k table of taps (conv.cu; padded to a whole number of
@@ -100,26 +111,70 @@ struct ConvGatherT {
 // instructions. Template parameters rather than run-time flags: both paths in one kernel
 // took 183 registers instead of 128 (ptxas, sm_90), halving the blocks per SM.
 //
+// Addresses and edge tests: a thread's load units (16-byte groups, or elements) differ only by
+// fixed offsets, and inside K only by a test along m (n) fixed for the thread, worked out once
+// (the `room` of each unit, 4 bits each); a unit's address is a pointer that moves BK columns
+// (rows) per K-step. Only the last K-step, when K % BK != 0, tests k (load_edge; a uniform
+// branch). The first version recomputed every address and edge test from the strides at every
+// step: 207 of the 719 instructions of the float32 main loop were not FMAs or shared loads
+// (cuobjdump, sm_90); see gemm_kernel for now.
+//
 // CONV: B gathered from x (ConvGatherT above) in the scalar order, where each thread's
 // elements share one column n = n0 + tid % BN (NT is a multiple of BN): its window corner is
-// worked out once.
+// worked out once; the tap table runs past K with entries that read 0 (conv.cu).
 template <typename T, int BM, int BN, int BK, int NT, bool AVEC, bool BVEC, int CONV>
 struct TileLoads {
   static constexpr int A_PER = BM * BK / NT, B_PER = BN * BK / NT;  // elements each thread loads
   static constexpr int VW = 16 / int(sizeof(T));                     // elements per 16 bytes
+  static constexpr int LDA = BM + VW;                                // As row pitch (gemm_kernel)
   static_assert(BM * BK % NT == 0 && BN * BK % NT == 0 && BK % VW == 0, "tile / thread mismatch");
+  static_assert(NT % BK == 0 && NT % BM == 0 && NT % BN == 0, "scalar order: units evenly spaced");
   static_assert(!CONV || (!BVEC && NT % BN == 0), "the gather: scalar order, one column per thread");
   // 16-byte loads need whole groups per thread (not A of the 64-row tile: 2 values each).
   static constexpr bool AV = AVEC && A_PER % VW == 0, BV = BVEC && B_PER % VW == 0;
+  static constexpr int AW = AV ? VW : 1, BW = BV ? VW : 1;  // elements per load unit
+  static constexpr int AU = A_PER / AW, BU = B_PER / BW;    // load units per thread
+  static_assert(AU <= 8 && BU <= 8, "4 bits of room per unit");
+  static_assert(AU == 1 || (BK % A_PER == 0 && BM % A_PER == 0), "groups of a thread evenly spaced");
+  static_assert(BU == 1 || (BK % B_PER == 0 && BN % B_PER == 0), "groups of a thread evenly spaced");
   T ra[A_PER], rb[B_PER];
   bool a_kfast, b_nfast;
-  // CONV: bh W + bw, bh, bw of this thread's column (1: its window corner; 2: its tap's
-  // offsets); bh = kConvOff (every element reads 0) for a column past the output.
+  const T* pa;  // unit 0's first element at k0 = 0 (may lie outside A: then unread)
+  const T* pb;  // B's, or (CONV) the image
+  index_t a_du = 0, b_du = 0;     // elements between units (AU, BU > 1)
+  unsigned a_room = 0, b_room = 0;  // per unit: elements inside along m (n), 4 bits each
+  int a_sh, b_sh, a_sdu = 0, b_sdu = 0;  // gemm_kernel's shared offsets: unit 0, between units
+  // CONV: the tap table at this thread's entry of step 0, and bh W + bw, bh, bw of its
+  // column (1: its window corner; 2: its tap's offsets); bh = kConvOff (every element reads 0)
+  // for a column past the output.
+  const ConvTap* tk = nullptr;
   int corner = 0, bh = kConvOff, bw = 0;
-  __device__ TileLoads(const GemmArgsT<T>& p, const ConvGatherT<T>& cv, index_t n0, int tid)
+
+  __device__ TileLoads(const GemmArgsT<T>& p, const ConvGatherT<T>& cv, const T* A, const T* B, index_t m0,
+                       index_t n0, int tid)
       : a_kfast(p.cs_a == 1), b_nfast(CONV || p.cs_b == 1 || p.rs_b != 1) {
+    int mm, kk, mm1, kk1;
+    a_pos(tid, 0, mm, kk);
+    pa = A + (m0 + mm) * p.rs_a + kk * p.cs_a;
+    a_sh = kk * LDA + mm;
+    if constexpr (AU > 1) {
+      a_pos(tid, AW, mm1, kk1);
+      a_du = index_t(mm1 - mm) * p.rs_a + index_t(kk1 - kk) * p.cs_a;
+      a_sdu = (kk1 - kk) * LDA + (mm1 - mm);
+    }
+#pragma unroll
+    for (int u = 0; u < AU; ++u) {
+      a_pos(tid, u * AW, mm, kk);
+      const index_t m = m0 + mm;
+      const index_t room = AV && !a_kfast ? p.M - m : (m < p.M ? AW : 0);
+      a_room |= unsigned(room < 0 ? 0 : room > AW ? AW : room) << (4 * u);
+    }
     if constexpr (CONV != 0) {
+      pb = B;
+      tk = cv.taps + tid / BN;
       const index_t n = n0 + tid % BN;
+      b_sh = (tid / BN) * BN + tid % BN;
+      b_sdu = NT;
       if (n < p.N) {
         if constexpr (CONV == 1) {
           bh = int(n / cv.OW) * cv.sh - cv.ph;
@@ -129,6 +184,23 @@ struct TileLoads {
           const ConvTap t = cv.cols[n];
           corner = t.off, bh = t.dh, bw = t.dw;
         }
+      }
+    } else {
+      int nn, nn1;
+      b_pos(tid, 0, nn, kk);
+      pb = B + kk * p.rs_b + (n0 + nn) * p.cs_b;
+      b_sh = kk * BN + nn;
+      if constexpr (BU > 1) {
+        b_pos(tid, BW, nn1, kk1);
+        b_du = index_t(kk1 - kk) * p.rs_b + index_t(nn1 - nn) * p.cs_b;
+        b_sdu = (kk1 - kk) * BN + (nn1 - nn);
+      }
+#pragma unroll
+      for (int u = 0; u < BU; ++u) {
+        b_pos(tid, u * BW, nn, kk);
+        const index_t n = n0 + nn;
+        const index_t room = BV && b_nfast ? p.N - n : (n < p.N ? BW : 0);
+        b_room |= unsigned(room < 0 ? 0 : room > BW ? BW : room) << (4 * u);
       }
     }
   }
@@ -143,71 +215,127 @@ struct TileLoads {
     nn = b_nfast ? e % BN : e / BK;
     kk = b_nfast ? e / BN : e % BK;
   }
-  // A's and B's loads are written out side by side on purpose: one helper for both (an
-  // operand-tile template, tried in the eighth session) moved ptxas's register allocation,
-  // the scalar float32 GEMM from 128 registers to 147 (sm_90), one block per SM.
-  __device__ __forceinline__ void load(const GemmArgsT<T>& p, const ConvGatherT<T>& cv, const T* A, const T* B,
-                                       index_t m0, index_t n0, index_t k0, int tid) {
-    if constexpr (AV) {
+  // CONV: B's elements of the step at k0, gathered (the padding taps read 0).
+  __device__ __forceinline__ void gather(const ConvGatherT<T>& cv, index_t k0) {
 #pragma unroll
-      for (int g = 0; g < A_PER; g += VW) {
-        int mm, kk;
-        a_pos(tid, g, mm, kk);
-        const index_t m = m0 + mm, k = k0 + kk;  // the group runs along k (a_kfast) or m
-        const T* q = A + m * p.rs_a + k * p.cs_a;  // unit stride along the group
-        // elements of the group inside the matrix: VW, or fewer at an edge
-        const index_t left = a_kfast ? (m < p.M ? p.K - k : 0) : (k < p.K ? p.M - m : 0);
-        if (left >= VW) {
-          load16(q, ra + g);
-        } else {
+    for (int i = 0; i < B_PER; ++i) {
+      const ConvTap t = tk[k0 + i * (NT / BN)];  // the same entry across a warp's columns: a broadcast
+      rb[i] = unsigned(bh + t.dh) < unsigned(cv.H) && unsigned(bw + t.dw) < unsigned(cv.W) ? pb[t.off + corner]
+                                                                                             : T(0);
+    }
+  }
+  // The K-step at k0 when it ends past K (the last one, K % BK != 0): elements at k >= K read 0.
+  __device__ __forceinline__ void load_edge(const GemmArgsT<T>& p, const ConvGatherT<T>& cv, index_t k0, int tid) {
+    // A's and B's loads are written out side by side on purpose: one helper for both (an
+    // operand-tile template, tried in the eighth session) moved ptxas's register allocation,
+    // the scalar float32 GEMM from 128 registers to 147 (sm_90), one block per SM.
+    const index_t kleft = p.K - k0;  // in (0, BK]
 #pragma unroll
-          for (int v = 0; v < VW; ++v) ra[g + v] = v < left ? q[v] : T(0);
-        }
-      }
-    } else {
+    for (int u = 0; u < AU; ++u) {
+      int mm, kk;
+      a_pos(tid, u * AW, mm, kk);
+      const int room = int(a_room >> (4 * u)) & 15;
+      const T* q = pa + k0 * p.cs_a + u * a_du;
 #pragma unroll
-      for (int i = 0; i < A_PER; ++i) {
-        int mm, kk;
-        a_pos(tid, i, mm, kk);
-        const index_t m = m0 + mm, k = k0 + kk;
-        ra[i] = (m < p.M && k < p.K) ? A[m * p.rs_a + k * p.cs_a] : T(0);
+      for (int v = 0; v < AW; ++v) {  // along k (a_kfast) or m
+        const bool in = a_kfast ? room > 0 && kk + v < kleft : v < room && kk < kleft;
+        ra[u * AW + v] = in ? q[v] : T(0);
       }
     }
     if constexpr (CONV != 0) {
-      // Element i's k is k0 + tid / BN + i NT / BN; the table runs past K with entries that read 0.
-      const ConvTap* tk = cv.taps + k0 + tid / BN;
-#pragma unroll
-      for (int i = 0; i < B_PER; ++i) {
-        const ConvTap t = tk[i * (NT / BN)];  // the same entry across a warp's columns: a broadcast
-        rb[i] = unsigned(bh + t.dh) < unsigned(cv.H) && unsigned(bw + t.dw) < unsigned(cv.W) ? B[t.off + corner]
-                                                                                               : T(0);
-      }
-    } else if constexpr (BV) {
-#pragma unroll
-      for (int g = 0; g < B_PER; g += VW) {
-        int nn, kk;
-        b_pos(tid, g, nn, kk);
-        const index_t n = n0 + nn, k = k0 + kk;  // the group runs along n (b_nfast) or k
-        const T* q = B + k * p.rs_b + n * p.cs_b;
-        const index_t left = b_nfast ? (k < p.K ? p.N - n : 0) : (n < p.N ? p.K - k : 0);
-        if (left >= VW) {
-          load16(q, rb + g);
-        } else {
-#pragma unroll
-          for (int v = 0; v < VW; ++v) rb[g + v] = v < left ? q[v] : T(0);
-        }
-      }
+      gather(cv, k0);  // the table's padding reads 0
     } else {
 #pragma unroll
-      for (int i = 0; i < B_PER; ++i) {
+      for (int u = 0; u < BU; ++u) {
         int nn, kk;
-        b_pos(tid, i, nn, kk);
-        const index_t n = n0 + nn, k = k0 + kk;
-        rb[i] = (n < p.N && k < p.K) ? B[k * p.rs_b + n * p.cs_b] : T(0);
+        b_pos(tid, u * BW, nn, kk);
+        const int room = int(b_room >> (4 * u)) & 15;
+        const T* q = pb + k0 * p.rs_b + u * b_du;
+#pragma unroll
+        for (int v = 0; v < BW; ++v) {  // along n (b_nfast) or k
+          const bool in = b_nfast ? v < room && kk < kleft : room > 0 && kk + v < kleft;
+          rb[u * BW + v] = in ? q[v] : T(0);
+        }
       }
     }
   }
-  // The loaded elements into shared memory: put_a(mm, kk, value), put_b(nn, kk, value).
+  // A K-step inside K: only the fixed tests along m and n. (The step's offset k0 cs_a is the
+  // same for every thread: kept in uniform registers, not per-thread pointers, which left the
+  // float32 main loop short of registers.)
+  __device__ __forceinline__ void load_full(const GemmArgsT<T>& p, const ConvGatherT<T>& cv, index_t k0) {
+#pragma unroll
+    for (int u = 0; u < AU; ++u) {
+      const int room = int(a_room >> (4 * u)) & 15;
+      const T* q = pa + k0 * p.cs_a + u * a_du;
+      if constexpr (AV) {
+        if (room == VW) {
+          load16(q, ra + u * VW);
+        } else {
+#pragma unroll
+          for (int v = 0; v < VW; ++v) ra[u * VW + v] = v < room ? q[v] : T(0);
+        }
+      } else {
+        ra[u] = room ? *q : T(0);
+      }
+    }
+    if constexpr (CONV != 0) {
+      gather(cv, k0);
+    } else {
+#pragma unroll
+      for (int u = 0; u < BU; ++u) {
+        const int room = int(b_room >> (4 * u)) & 15;
+        const T* q = pb + k0 * p.rs_b + u * b_du;
+        if constexpr (BV) {
+          if (room == VW) {
+            load16(q, rb + u * VW);
+          } else {
+#pragma unroll
+            for (int v = 0; v < VW; ++v) rb[u * VW + v] = v < room ? q[v] : T(0);
+          }
+        } else {
+          rb[u] = room ? *q : T(0);
+        }
+      }
+    }
+  }
+  // The K-step at k0 (= s BK) into the registers.
+  __device__ __forceinline__ void load(const GemmArgsT<T>& p, const ConvGatherT<T>& cv, index_t k0, int tid) {
+    if (k0 + BK <= p.K) load_full(p, cv, k0);
+    else load_edge(p, cv, k0, tid);
+  }
+  // The loaded elements into gemm_kernel's shared tiles: as = As[buf] (As[k][m], rows of LDA),
+  // bs = Bs[buf] (Bs[k][n]), at the offsets worked out once.
+  __device__ __forceinline__ void store(T* as, T* bs) const {
+    if constexpr (AV) {
+      if (a_kfast) {
+#pragma unroll
+        for (int u = 0; u < AU; ++u)
+#pragma unroll
+          for (int v = 0; v < VW; ++v) as[a_sh + u * a_sdu + v * LDA] = ra[u * VW + v];
+      } else {
+#pragma unroll
+        for (int u = 0; u < AU; ++u) store16(as + a_sh + u * a_sdu, ra + u * VW);
+      }
+    } else {
+#pragma unroll
+      for (int u = 0; u < AU; ++u) as[a_sh + u * a_sdu] = ra[u];
+    }
+    if constexpr (BV) {
+      if (b_nfast) {
+#pragma unroll
+        for (int u = 0; u < BU; ++u) store16(bs + b_sh + u * b_sdu, rb + u * VW);
+      } else {
+#pragma unroll
+        for (int u = 0; u < BU; ++u)
+#pragma unroll
+          for (int v = 0; v < VW; ++v) bs[b_sh + u * b_sdu + v * BN] = rb[u * VW + v];
+      }
+    } else {
+#pragma unroll
+      for (int u = 0; u < BU; ++u) bs[b_sh + u * b_sdu] = rb[u];
+    }
+  }
+  // The loaded elements into other shared layouts: put_a(mm, kk, value), put_b(nn, kk, value).
   template <class PA, class PB>
   __device__ __forceinline__ void scatter(int tid, PA&& put_a, PB&& put_b) const {
 #pragma unroll
@@ -285,7 +413,7 @@ __device__ __forceinline__ index_t col_offset(const GemmArgsT<T>& p, index_t n) 
 // NNKERNELS_CUDA_CONV=im2col the implicit GEMM (bench/gpu_bench.py times all three).
 // Tile: GemmTile<T> or GemmTileHalf (launch.h).
 template <typename T, class Tile, bool VEC, int CONV>
-__global__ void __launch_bounds__((Tile::BM / Tile::TM) * (Tile::BN / Tile::TN), VEC ? 2 : 0)
+__global__ void __launch_bounds__((Tile::BM / Tile::TM) * (Tile::BN / Tile::TN), 2)
 gemm_kernel(GemmArgsT<T> p, ConvGatherT<T> cv) {
   constexpr int BM = Tile::BM, BN = Tile::BN, BK = Tile::BK;
   constexpr int TM = Tile::TM, TN = Tile::TN, VW = Tile::VW;
@@ -303,11 +431,9 @@ gemm_kernel(GemmArgsT<T> p, ConvGatherT<T> cv) {
   const T* B = CONV ? cv.x + index_t(blockIdx.z) * cv.batch_x : p.b + index_t(blockIdx.z) * p.batch_b;
   T* C = p.c + index_t(blockIdx.z) * p.batch_c;
 
-  TileLoads<T, BM, BN, BK, NT, VEC, VEC && CONV == 0, CONV> ld(p, cv, n0, tid);
-  auto load = [&](index_t k0) { ld.load(p, cv, A, B, m0, n0, k0, tid); };
-  auto store = [&](int buf) {  // A transposed (As[k][m]), B as is
-    ld.scatter(tid, [&](int mm, int kk, T v) { As[buf][kk][mm] = v; }, [&](int nn, int kk, T v) { Bs[buf][kk][nn] = v; });
-  };
+  const index_t ksteps = (p.K + BK - 1) / BK;
+  TileLoads<T, BM, BN, BK, NT, VEC, VEC && CONV == 0, CONV> ld(p, cv, A, B, m0, n0, tid);
+  auto store = [&](int buf) { ld.store(&As[buf][0][0], &Bs[buf][0][0]); };  // A transposed (As[k][m]), B as is
 
   T acc[TM][TN];
 #pragma unroll
@@ -315,15 +441,8 @@ gemm_kernel(GemmArgsT<T> p, ConvGatherT<T> cv) {
 #pragma unroll
     for (int j = 0; j < TN; ++j) acc[i][j] = T(0);
 
-  const index_t ksteps = (p.K + BK - 1) / BK;
-  if (ksteps > 0) {
-    load(0);
-    store(0);
-  }
-  __syncthreads();
-  for (index_t s = 0; s < ksteps; ++s) {
-    const int cur = int(s & 1);
-    if (s + 1 < ksteps) load((s + 1) * BK);  // global -> registers, overlapping the FMAs
+  // One K-step's products from shared buffer cur.
+  auto compute = [&](int cur) {
 #pragma unroll
     for (int kk = 0; kk < BK; ++kk) {
       T av[TM], bv[TN];
@@ -339,7 +458,28 @@ gemm_kernel(GemmArgsT<T> p, ConvGatherT<T> cv) {
 #pragma unroll
         for (int j = 0; j < TN; ++j) acc[i][j] = fma(av[i], bv[j], acc[i][j]);
     }
-    if (s + 1 < ksteps) store(cur ^ 1);  // the other buffer: nobody reads it this step
+  };
+
+  // The steps s with (s + 1) BK <= K lie inside K; a last one, when K % BK != 0, ends past it.
+  if (ksteps > 0) {
+    ld.load(p, cv, 0, tid);
+    store(0);
+  }
+  __syncthreads();
+  index_t s = 0;
+  // The main loop: the next step's loads (global -> registers) overlap this step's FMAs; only
+  // whole steps are loaded here (step s + 1 ends inside K), so no k test is compiled into it.
+  for (; (s + 2) * BK <= p.K; ++s) {
+    ld.load_full(p, cv, (s + 1) * BK);
+    compute(int(s & 1));
+    store(int(s & 1) ^ 1);  // the other buffer: nobody reads it this step
+    __syncthreads();
+  }
+  // The last one or two steps: the loads of the step past K, if any, test k.
+  for (; s < ksteps; ++s) {
+    if (s + 1 < ksteps) ld.load_edge(p, cv, (s + 1) * BK, tid);
+    compute(int(s & 1));
+    if (s + 1 < ksteps) store(int(s & 1) ^ 1);
     __syncthreads();
   }
 
@@ -395,7 +535,8 @@ __global__ void __launch_bounds__(kTfThreads, VEC ? 2 : 0) gemm_tf32_kernel(Gemm
   const float* B = CONV ? cv.x + index_t(blockIdx.z) * cv.batch_x : p.b + index_t(blockIdx.z) * p.batch_b;
   float* C = p.c + index_t(blockIdx.z) * p.batch_c;
 
-  TileLoads<float, kTfBM, kTfBN, kTfBK, kTfThreads, VEC, VEC && CONV == 0, CONV> ld(p, cv, n0, tid);
+  const index_t ksteps = (p.K + kTfBK - 1) / kTfBK;
+  TileLoads<float, kTfBM, kTfBN, kTfBK, kTfThreads, VEC, VEC && CONV == 0, CONV> ld(p, cv, A, B, m0, n0, tid);
   auto store = [&](int buf) {  // both row-major: As[m][k], Bs[k][n]
     ld.scatter(tid, [&](int mm, int kk, float v) { As[buf][mm][kk] = v; },
                [&](int nn, int kk, float v) { Bs[buf][kk][nn] = v; });
@@ -407,15 +548,14 @@ __global__ void __launch_bounds__(kTfThreads, VEC ? 2 : 0) gemm_tf32_kernel(Gemm
 #pragma unroll
     for (int j = 0; j < kTfFN; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
 
-  const index_t ksteps = (p.K + kTfBK - 1) / kTfBK;
   if (ksteps > 0) {
-    ld.load(p, cv, A, B, m0, n0, 0, tid);
+    ld.load(p, cv, 0, tid);
     store(0);
   }
   __syncthreads();
   for (index_t s = 0; s < ksteps; ++s) {
     const int cur = int(s & 1);
-    if (s + 1 < ksteps) ld.load(p, cv, A, B, m0, n0, (s + 1) * kTfBK, tid);  // overlaps the MMAs
+    if (s + 1 < ksteps) ld.load(p, cv, (s + 1) * kTfBK, tid);  // overlaps the MMAs
     wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> af[kTfFM];
     wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> bf[kTfFN];
 #pragma unroll
