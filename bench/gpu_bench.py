@@ -94,6 +94,7 @@ def cases(quick):
     out.append((f"gemm f32 n={n} TF32 (both)", 2 * n ** 3, ours_tf32, torch_tf32))
 
     quad_kernel = with_env("NNKERNELS_CUDA_ATTN", "quad")  # the forward's older kernel, for comparison
+    scalar_tiles = with_env("NNKERNELS_CUDA_ATTN_VEC", "0")  # the tiled kernels' element-wise tile loads
 
     for causal in (False, True):
         q, k, v = rn(4, 16, 2048, 64), rn(4, 16, 2048, 64), rn(4, 16, 2048, 64)
@@ -103,6 +104,8 @@ def cases(quick):
         torch_a = lambda q=q, k=k, v=v, c=causal: F.scaled_dot_product_attention(q, k, v, is_causal=c)
         out.append((name, flops, ours_a, torch_a))
         out.append((name + " quad kernel", flops, quad_kernel(ours_a), torch_a))
+        if not causal:
+            out.append((name + " scalar tile loads", flops, scalar_tiles(ours_a), torch_a))
 
     # forward + backward, compared on dq (ours: forward with lse, then the backward kernels)
     q, k, v, go = rn(4, 16, 2048, 64), rn(4, 16, 2048, 64), rn(4, 16, 2048, 64), rn(4, 16, 2048, 64)
@@ -117,6 +120,8 @@ def cases(quick):
     out.append(("flash attn fwd+bwd f32 (4,16,2048,64)", 3 * 4 * 4 * 16 * 2048 * 2048 * 64, ours_fb, torch_fb))
     out.append(("flash attn fwd+bwd f32 (4,16,2048,64) quad kernels", 3 * 4 * 4 * 16 * 2048 * 2048 * 64,
                 quad_kernel(ours_fb), torch_fb))
+    out.append(("flash attn fwd+bwd f32 (4,16,2048,64) scalar tile loads", 3 * 4 * 4 * 16 * 2048 * 2048 * 64,
+                scalar_tiles(ours_fb), torch_fb))
     # head dim 128 (the tiled backward's D = 128 instance; the quad kernels on an sm_80)
     q2, k2, v2, go2 = rn(2, 16, 2048, 128), rn(2, 16, 2048, 128), rn(2, 16, 2048, 128), rn(2, 16, 2048, 128)
     out.append(("flash attn fwd+bwd f32 (2,16,2048,128)", 3 * 4 * 2 * 16 * 2048 * 2048 * 128,

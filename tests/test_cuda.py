@@ -1345,11 +1345,14 @@ def test_gpu_attention_large_head_dims(rng, dtype, case):
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", DT)
 @pytest.mark.parametrize("gqa,causal", [(False, False), (False, True), (True, False), (True, True)])
-def test_gpu_flash_attention_strided_operands(rng, dtype, gqa, causal):
-    """q, k, v as views of a fused projection (B, L, 3, H, E) transposed to (B, H, L, E), and
+@pytest.mark.parametrize("E", [16, 6])
+def test_gpu_flash_attention_strided_operands(rng, dtype, gqa, causal, E):
+    """q, k, v as views of a fused projection (B, L, 3, H, 2 E) transposed to (B, H, L, E), and
     v with a column step of 2: read in place with their strides, forward and backward,
-    against the CPU path on contiguous copies and torch autograd."""
-    B, L, H, E = 2, 37, 4, 16
+    against the CPU path on contiguous copies and torch autograd. E = 16: q and k take the
+    tiled kernels' 16-byte tile loads; E = 6: rows of 16-byte multiples whose last group of 4
+    runs past E, loaded element by element."""
+    B, L, H = 2, 37, 4
     kvh = 2 if gqa else H
     x = tcuda(rng.standard_normal((B, L, 3, H, 2 * E)).astype(dtype))
     q = x[:, :, 0, :, :E].transpose(1, 2)

@@ -22,6 +22,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <string>
 #include <type_traits>
@@ -243,6 +244,53 @@ __device__ __forceinline__ void outer_fma(float (&acc)[M][N], const float (&a)[M
 }
 constexpr int kTQPad = kTBr + 4, kTKPad = kTBc + 4;  // row strides: float4-aligned
 
+// Rows [r0, r0 + R) of an operand into shared memory, transposed (dst_t[d][r], row stride
+// pad) and / or as is (dst[r][d], row stride D), times mul; zero past `rows` and n.
+// With vec (the host's NNKERNELS_CUDA_ATTN_VEC, on unless "0") and rows of 16-byte aligned,
+// unit-stride groups of 4 (cs 1, rs and n multiples of 4, src aligned; tested here, uniform
+// per block), each thread loads float4s: 4 loads per 16 values instead of 16, and none of the
+// per-element index arithmetic (the forward's K / V tiles took about 300 instructions per
+// thread and tile element by element, 10% of its instructions by count). Thread -> element
+// maps keep the shared-memory stores free of bank conflicts: consecutive threads take
+// consecutive rows for a transposed tile (its 4 scalar stores hit 32 banks; each thread's
+// 16-byte global read is half a 32-byte sector, the other half read by the same warp for the
+// next group, from L1), consecutive groups of a row for a tile stored as is (float4 stores).
+// A tile wanted both ways takes the row order: its float4 stores then conflict (8 ways).
+template <int D, int R>
+__device__ __forceinline__ void tile_in(float* dst_t, int pad, float* dst, const float* src, index_t rs, index_t cs,
+                                        index_t r0, index_t rows, int n, float mul, bool vec, int tid) {
+  static_assert(D % 4 == 0 && (R & (R - 1)) == 0, "groups of 4; R a power of 2");
+  vec = vec && cs == 1 && rs % 4 == 0 && n % 4 == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0;
+  if (vec) {
+    constexpr int G4 = D / 4;
+    const bool by_row = dst_t != nullptr;
+    for (int e = tid; e < R * G4; e += kTThreads) {
+      const int rr = by_row ? e % R : e / G4, d = 4 * (by_row ? e / R : e % G4);
+      const index_t r = r0 + rr;
+      float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+      if (r < rows && d < n) {
+        v = *reinterpret_cast<const float4*>(src + r * rs + d);
+        v.x *= mul, v.y *= mul, v.z *= mul, v.w *= mul;
+      }
+      if (dst_t) {
+        dst_t[(d + 0) * pad + rr] = v.x;
+        dst_t[(d + 1) * pad + rr] = v.y;
+        dst_t[(d + 2) * pad + rr] = v.z;
+        dst_t[(d + 3) * pad + rr] = v.w;
+      }
+      if (dst) *reinterpret_cast<float4*>(dst + rr * D + d) = v;
+    }
+    return;
+  }
+  for (int e = tid; e < R * D; e += kTThreads) {
+    const int rr = e / D, d = e % D;
+    const index_t r = r0 + rr;
+    const float v = (r < rows && d < n) ? src[r * rs + d * cs] * mul : 0.f;
+    if (dst_t) dst_t[d * pad + rr] = v;
+    if (dst) dst[rr * D + d] = v;
+  }
+}
+
 template <int D>
 constexpr int fwd_tiled_smem() {
   return int(sizeof(float)) * (D * kTQPad + D * kTKPad + kTBc * D + kTBc * kTQPad);
@@ -254,7 +302,7 @@ template <int D>
 __global__ void __launch_bounds__(kTThreads)
 flash_fwd_tiled_kernel(float* __restrict__ out, float* __restrict__ lse, AttnOperand q, AttnOperand k,
                        AttnOperand v, index_t L, index_t S, int E, int Ev, float scale, bool causal,
-                       AttnMaskView mask) {
+                       AttnMaskView mask, bool vec) {
   constexpr int G = D / 32;  // 4-column groups per thread
   extern __shared__ __align__(16) float tsm[];
   float* Qt = tsm;                 // [D][kTQPad]: Q^T, scaled
@@ -267,11 +315,7 @@ flash_fwd_tiled_kernel(float* __restrict__ out, float* __restrict__ lse, AttnOpe
   const float* qp = operand_base<float>(q, bh);
   const float* kp = operand_base<float>(k, bh);
   const float* vp = operand_base<float>(v, bh);
-  for (int e = tid; e < kTBr * D; e += kTThreads) {  // consecutive threads: consecutive dims
-    const int rr = e / D, d = e % D;
-    const index_t row = r0 + rr;
-    Qt[d * kTQPad + rr] = (row < L && d < E) ? qp[row * q.rs + d * q.cs] * scale : 0.f;
-  }
+  tile_in<D, kTBr>(Qt, kTQPad, nullptr, qp, q.rs, q.cs, r0, L, E, scale, vec, tid);
   const bool masked = mask.kind != AttnMaskView::none;
   const index_t mbase = masked ? mask_base(mask, bh) : 0;
   float acc[4][4 * G] = {};
@@ -286,14 +330,11 @@ flash_fwd_tiled_kernel(float* __restrict__ out, float* __restrict__ lse, AttnOpe
   }
   for (index_t k0 = 0; k0 < kv_end; k0 += kTBc) {
     __syncthreads();  // Q^T written; the previous K, V and P tiles no longer read
-    for (int e = tid; e < kTBc * D; e += kTThreads) {
-      const int j = e / D, d = e % D;
-      const index_t key = k0 + j;
-      Kt[d * kTKPad + j] = (key < S && d < E) ? kp[key * k.rs + d * k.cs] : 0.f;
-      Vs[j * D + d] = (key < S && d < Ev) ? vp[key * v.rs + d * v.cs] : 0.f;
-    }
+    tile_in<D, kTBc>(Kt, kTKPad, nullptr, kp, k.rs, k.cs, k0, S, E, 1.f, vec, tid);
+    tile_in<D, kTBc>(nullptr, 0, Vs, vp, v.rs, v.cs, k0, S, Ev, 1.f, vec, tid);
     __syncthreads();
     float s[4][4] = {};
+#pragma unroll 8
     for (int d = 0; d < E; ++d) {
       float av[4], bv[4];
       ld4(Qt + d * kTQPad + 4 * ty, av);
@@ -385,20 +426,6 @@ constexpr int bwd_kv_smem() {
   return int(sizeof(float)) * (2 * D * kTKPad + 2 * D * kTQPad + 2 * kTBr * D + 2 * kTBr * kTKPad + 2 * kTBr);
 }
 
-// Rows [r0, r0 + R) of an operand into shared memory, transposed (dst[d][r], row stride
-// pad) and / or as is (dst2[r][d], row stride D), times mul; zero past `rows` and n.
-template <int D>
-__device__ __forceinline__ void tile_in(float* dst_t, int pad, float* dst, const float* src, index_t rs, index_t cs,
-                                        index_t r0, int R, index_t rows, int n, float mul, int tid) {
-  for (int e = tid; e < R * D; e += kTThreads) {
-    const int rr = e / D, d = e % D;
-    const index_t r = r0 + rr;
-    const float v = (r < rows && d < n) ? src[r * rs + d * cs] * mul : 0.f;
-    if (dst_t) dst_t[d * pad + rr] = v;
-    if (dst) dst[rr * D + d] = v;
-  }
-}
-
 // The 4 x 4 product sum_d a[d][ra + i] b[d][rb + j] over n rows of two transposed tiles.
 __device__ __forceinline__ void tile_dot(float (&s)[4][4], const float* at, int apad, int ra, const float* bt,
                                          int bpad, int rb, int n) {
@@ -418,7 +445,8 @@ template <int D>
 __global__ void __launch_bounds__(kTThreads)
 flash_bwd_q_tiled_kernel(float* __restrict__ dq, AttnOperand q, AttnOperand k, AttnOperand v,
                          const float* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ Dr,
-                         index_t L, index_t S, int E, int Ev, float scale, bool causal, AttnMaskView mask) {
+                         index_t L, index_t S, int E, int Ev, float scale, bool causal, AttnMaskView mask,
+                         bool vec) {
   constexpr int G = D / 32;  // 4-column groups of dQ per thread: columns g * 32 + 4 tx + c
   extern __shared__ __align__(16) float tsm[];
   float* Qt = tsm;                      // [D][kTQPad], scaled
@@ -442,8 +470,8 @@ flash_bwd_q_tiled_kernel(float* __restrict__ dq, AttnOperand q, AttnOperand k, A
     const float* vp = operand_base<float>(v, bh);
     const index_t mbase = masked ? mask_base(mask, bh) : 0;
     __syncthreads();  // the previous batch-head's tiles are no longer read
-    tile_in<D>(Qt, kTQPad, nullptr, operand_base<float>(q, bh), q.rs, q.cs, r0, kTBr, L, E, scale, tid);
-    tile_in<D>(dOt, kTQPad, nullptr, dout + bh * L * Ev, Ev, 1, r0, kTBr, L, Ev, 1.f, tid);
+    tile_in<D, kTBr>(Qt, kTQPad, nullptr, operand_base<float>(q, bh), q.rs, q.cs, r0, L, E, scale, vec, tid);
+    tile_in<D, kTBr>(dOt, kTQPad, nullptr, dout + bh * L * Ev, Ev, 1, r0, L, Ev, 1.f, vec, tid);
     float li[4], di[4];
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
@@ -453,8 +481,8 @@ flash_bwd_q_tiled_kernel(float* __restrict__ dq, AttnOperand q, AttnOperand k, A
     }
     for (index_t k0 = 0; k0 < kv_end; k0 += kTBc) {
       __syncthreads();  // Q^T, dO^T written; the previous K, V and dS tiles no longer read
-      tile_in<D>(Kt, kTKPad, Ks, kp, k.rs, k.cs, k0, kTBc, S, E, 1.f, tid);
-      tile_in<D>(Vt, kTKPad, nullptr, vp, v.rs, v.cs, k0, kTBc, S, Ev, 1.f, tid);
+      tile_in<D, kTBc>(Kt, kTKPad, Ks, kp, k.rs, k.cs, k0, S, E, 1.f, vec, tid);
+      tile_in<D, kTBc>(Vt, kTKPad, nullptr, vp, v.rs, v.cs, k0, S, Ev, 1.f, vec, tid);
       __syncthreads();
       float sc[4][4], dp[4][4];
       tile_dot(sc, Qt, kTQPad, 4 * ty, Kt, kTKPad, 4 * tx, E);
@@ -502,7 +530,7 @@ __global__ void __launch_bounds__(kTThreads)
 flash_bwd_kv_tiled_kernel(float* __restrict__ dk, float* __restrict__ dv, AttnOperand q, AttnOperand k,
                           AttnOperand v, const float* __restrict__ dout, const float* __restrict__ lse,
                           const float* __restrict__ Dr, index_t L, index_t S, int E, int Ev, float scale,
-                          bool causal, AttnMaskView mask) {
+                          bool causal, AttnMaskView mask, bool vec) {
   constexpr int G = D / 64;  // 4-column groups of dK / dV per thread: columns g * 64 + 4 tr + c
   extern __shared__ __align__(16) float tsm[];
   float* Kt = tsm;                      // [D][kTKPad]
@@ -520,8 +548,8 @@ flash_bwd_kv_tiled_kernel(float* __restrict__ dk, float* __restrict__ dv, AttnOp
   const bool masked = mask.kind != AttnMaskView::none;
   {
     const index_t bh0 = expand_bh(k, own, 0);  // k and v are the same for every bh summed over
-    tile_in<D>(Kt, kTKPad, nullptr, operand_base<float>(k, bh0), k.rs, k.cs, k0, kTBc, S, E, 1.f, tid);
-    tile_in<D>(Vt, kTKPad, nullptr, operand_base<float>(v, bh0), v.rs, v.cs, k0, kTBc, S, Ev, 1.f, tid);
+    tile_in<D, kTBc>(Kt, kTKPad, nullptr, operand_base<float>(k, bh0), k.rs, k.cs, k0, S, E, 1.f, vec, tid);
+    tile_in<D, kTBc>(Vt, kTKPad, nullptr, operand_base<float>(v, bh0), v.rs, v.cs, k0, S, Ev, 1.f, vec, tid);
   }
   float dka[4][4 * G] = {}, dva[4][4 * G] = {};
   const index_t i_begin = causal ? (k0 / kTBr) * kTBr : 0;
@@ -532,8 +560,8 @@ flash_bwd_kv_tiled_kernel(float* __restrict__ dk, float* __restrict__ dv, AttnOp
     const index_t mbase = masked ? mask_base(mask, bh) : 0;
     for (index_t i0 = i_begin; i0 < L; i0 += kTBr) {
       __syncthreads();  // K^T, V^T written; the previous query tile no longer read
-      tile_in<D>(Qt, kTQPad, Qs, qp, q.rs, q.cs, i0, kTBr, L, E, scale, tid);
-      tile_in<D>(dOt, kTQPad, dOs, dop, Ev, 1, i0, kTBr, L, Ev, 1.f, tid);
+      tile_in<D, kTBr>(Qt, kTQPad, Qs, qp, q.rs, q.cs, i0, L, E, scale, vec, tid);
+      tile_in<D, kTBr>(dOt, kTQPad, dOs, dop, Ev, 1, i0, L, Ev, 1.f, vec, tid);
       for (int r = tid; r < kTBr; r += kTThreads) {
         const bool in = i0 + r < L;
         Ls[r] = in ? lse[bh * L + i0 + r] : -INFINITY;
@@ -590,6 +618,10 @@ flash_bwd_kv_tiled_kernel(float* __restrict__ dk, float* __restrict__ dv, AttnOp
   }
 }
 
+// The tiled kernels' 16-byte tile loads (tile_in); NNKERNELS_CUDA_ATTN_VEC=0 turns them off
+// (read at every call, as the other kernel switches).
+bool attn_vec_loads() { return !env_is("NNKERNELS_CUDA_ATTN_VEC", "0"); }
+
 template <int D>
 void launch_bwd_tiled(void* dq, void* dk, void* dv, const float* G, const AttnOperand& q, const AttnOperand& k,
                       const AttnOperand& v, const float* LS, const float* Dd, index_t L, index_t S, index_t E,
@@ -599,14 +631,14 @@ void launch_bwd_tiled(void* dq, void* dk, void* dv, const float* G, const AttnOp
     ensure_dyn_smem(flash_bwd_q_tiled_kernel<D>, q_smem);
     flash_bwd_q_tiled_kernel<D><<<dim3(unsigned(ceil_div(L, index_t(kTBr))), unsigned(q.own_count())), kTThreads,
                                   q_smem>>>(static_cast<float*>(dq), q, k, v, G, LS, Dd, L, S, int(E), int(Ev),
-                                            float(scale), causal, mask);
+                                            float(scale), causal, mask, attn_vec_loads());
     CUDA_CHECK(cudaGetLastError());
   }
   if (S > 0) {
     ensure_dyn_smem(flash_bwd_kv_tiled_kernel<D>, kv_smem);
     flash_bwd_kv_tiled_kernel<D><<<dim3(unsigned(ceil_div(S, index_t(kTBc))), unsigned(k.own_count())), kTThreads,
                                    kv_smem>>>(static_cast<float*>(dk), static_cast<float*>(dv), q, k, v, G, LS, Dd,
-                                              L, S, int(E), int(Ev), float(scale), causal, mask);
+                                              L, S, int(E), int(Ev), float(scale), causal, mask, attn_vec_loads());
     CUDA_CHECK(cudaGetLastError());
   }
 }
@@ -642,7 +674,7 @@ void launch_tiled_d(void* out, void* lse, const AttnOperand& q, const AttnOperan
   ensure_dyn_smem(flash_fwd_tiled_kernel<D>, smem);
   flash_fwd_tiled_kernel<D><<<dim3(unsigned(ceil_div(L, index_t(kTBr))), unsigned(BH)), kTThreads, smem>>>(
       static_cast<float*>(out), static_cast<float*>(lse), q, k, v, L, S, int(E), int(Ev), float(scale), causal,
-      mask);
+      mask, attn_vec_loads());
   CUDA_CHECK(cudaGetLastError());
 }
 

@@ -117,7 +117,7 @@ struct ConvGatherT {
 // (rows) per K-step. Only the last K-step, when K % BK != 0, tests k (load_edge; a uniform
 // branch). The first version recomputed every address and edge test from the strides at every
 // step: 207 of the 719 instructions of the float32 main loop were not FMAs or shared loads
-// (cuobjdump, sm_90); see gemm_kernel for now.
+// (cuobjdump, sm_90); gemm_kernel gives the count now.
 //
 // CONV: B gathered from x (ConvGatherT above) in the scalar order, where each thread's
 // elements share one column n = n0 + tid % BN (NT is a multiple of BN): its window corner is
@@ -220,8 +220,11 @@ struct TileLoads {
 #pragma unroll
     for (int i = 0; i < B_PER; ++i) {
       const ConvTap t = tk[k0 + i * (NT / BN)];  // the same entry across a warp's columns: a broadcast
-      rb[i] = unsigned(bh + t.dh) < unsigned(cv.H) && unsigned(bw + t.dw) < unsigned(cv.W) ? pb[t.off + corner]
-                                                                                             : T(0);
+      // Branch-free: outside the image, read the image's first element and drop it (the
+      // branches the conditional read compiled to cost more than the read).
+      const bool in = unsigned(bh + t.dh) < unsigned(cv.H) && unsigned(bw + t.dw) < unsigned(cv.W);
+      const T x = pb[in ? t.off + corner : 0];
+      rb[i] = in ? x : T(0);
     }
   }
   // The K-step at k0 when it ends past K (the last one, K % BK != 0): elements at k >= K read 0.
@@ -404,13 +407,16 @@ __device__ __forceinline__ index_t col_offset(const GemmArgsT<T>& p, index_t n) 
 }
 
 // VEC: 16-byte loads of A, and of B unless CONV (B gathered from x: ConvGatherT, cv unused
-// otherwise). Registers (ptxas / cuobjdump -res-usage, nvcc 13, float32): the scalar-load GEMM
-// instance as before (128 on sm_90, 133 on sm_80; no minimum of blocks: 0). The VEC GEMM took
-// 141-149 registers unbounded, which leaves one block of 256 threads per SM; bounded to 2
-// blocks (128 registers) it does not spill. The CONV instances: 143 registers unbounded
-// (scalar A loads), 128 with a 56-byte stack bounded (VEC), its spills inside the main loop.
-// Which is faster is unmeasured: NNKERNELS_CUDA_GEMM_VEC=0 turns the vector loads off and
-// NNKERNELS_CUDA_CONV=im2col the implicit GEMM (bench/gpu_bench.py times all three).
+// otherwise). Every instance is bounded to 2 blocks per SM (128 registers for the 256-thread
+// tiles). The main loop (tenth session: TileLoads' per-thread addresses and rooms, the K tail
+// after it): by cuobjdump (sm_90, tools/sass_loops.py) the float32 128 x 128 VEC instance
+// runs 611 instructions per K-step through it, 512 of them FMAs (84%; was 693, 74%), with
+// 128 registers and one 4-byte reload in the loop (16-byte stack; none on sm_80); the 16-byte
+// gathers (CONV, branch-free since then) no stack (48-56 bytes before). The scalar 128 x 128
+// instances spill (stacks of 40-64 bytes, sm_80 / sm_90; unbounded the GEMM's took 144
+// registers, one block per SM); every other instance fits. Which is faster is unmeasured:
+// NNKERNELS_CUDA_GEMM_VEC=0 turns the vector loads off and NNKERNELS_CUDA_CONV=im2col the
+// implicit GEMM (bench/gpu_bench.py times all three).
 // Tile: GemmTile<T> or GemmTileHalf (launch.h).
 template <typename T, class Tile, bool VEC, int CONV>
 __global__ void __launch_bounds__((Tile::BM / Tile::TM) * (Tile::BN / Tile::TN), 2)
