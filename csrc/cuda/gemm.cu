@@ -113,11 +113,12 @@ struct ConvGatherT {
 //
 // Addresses and edge tests: a thread's load units (16-byte groups, or elements) differ only by
 // fixed offsets, and inside K only by a test along m (n) fixed for the thread, worked out once
-// (the `room` of each unit, 4 bits each); a unit's address is a pointer that moves BK columns
-// (rows) per K-step. Only the last K-step, when K % BK != 0, tests k (load_edge; a uniform
-// branch). The first version recomputed every address and edge test from the strides at every
-// step: 207 of the 719 instructions of the float32 main loop were not FMAs or shared loads
-// (cuobjdump, sm_90); gemm_kernel gives the count now.
+// (the `room` of each unit, 4 bits each); a unit's address at step k0 is its pointer at k = 0
+// plus k0 cs_a (k0 rs_b), an offset the same for every thread. Only the last K-step, when
+// K % BK != 0, tests k (load_edge, after gemm_kernel's main loop). The first version
+// recomputed every address and edge test from the strides at every step: 207 of the 719
+// instructions of the float32 main loop were not FMAs, 32 of them shared loads (cuobjdump,
+// sm_90); gemm_kernel gives the count now.
 //
 // CONV: B gathered from x (ConvGatherT above) in the scalar order, where each thread's
 // elements share one column n = n0 + tid % BN (NT is a multiple of BN): its window corner is
