@@ -267,38 +267,27 @@ struct TileLoads {
   // same for every thread: kept in uniform registers, not per-thread pointers, which left the
   // float32 main loop short of registers.)
   __device__ __forceinline__ void load_full(const GemmArgsT<T>& p, const ConvGatherT<T>& cv, index_t k0) {
+    load_units<AU, AW>(ra, pa + k0 * p.cs_a, a_du, a_room);
+    if constexpr (CONV != 0) gather(cv, k0);
+    else load_units<BU, BW>(rb, pb + k0 * p.rs_b, b_du, b_room);
+  }
+  // An operand's U units of W elements (W = VW: a 16-byte group) at q0 + u du into r; room:
+  // each unit's elements inside the matrix, 4 bits per unit.
+  template <int U, int W>
+  static __device__ __forceinline__ void load_units(T* r, const T* q0, index_t du, unsigned room) {
 #pragma unroll
-    for (int u = 0; u < AU; ++u) {
-      const int room = int(a_room >> (4 * u)) & 15;
-      const T* q = pa + k0 * p.cs_a + u * a_du;
-      if constexpr (AV) {
-        if (room == VW) {
-          load16(q, ra + u * VW);
+    for (int u = 0; u < U; ++u) {
+      const int n = int(room >> (4 * u)) & 15;
+      const T* q = q0 + u * du;
+      if constexpr (W > 1) {
+        if (n == W) {
+          load16(q, r + u * W);
         } else {
 #pragma unroll
-          for (int v = 0; v < VW; ++v) ra[u * VW + v] = v < room ? q[v] : T(0);
+          for (int v = 0; v < W; ++v) r[u * W + v] = v < n ? q[v] : T(0);
         }
       } else {
-        ra[u] = room ? *q : T(0);
-      }
-    }
-    if constexpr (CONV != 0) {
-      gather(cv, k0);
-    } else {
-#pragma unroll
-      for (int u = 0; u < BU; ++u) {
-        const int room = int(b_room >> (4 * u)) & 15;
-        const T* q = pb + k0 * p.rs_b + u * b_du;
-        if constexpr (BV) {
-          if (room == VW) {
-            load16(q, rb + u * VW);
-          } else {
-#pragma unroll
-            for (int v = 0; v < VW; ++v) rb[u * VW + v] = v < room ? q[v] : T(0);
-          }
-        } else {
-          rb[u] = room ? *q : T(0);
-        }
+        r[u] = n ? *q : T(0);
       }
     }
   }
