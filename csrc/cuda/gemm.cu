@@ -154,22 +154,8 @@ struct TileLoads {
   __device__ TileLoads(const GemmArgsT<T>& p, const ConvGatherT<T>& cv, const T* A, const T* B, index_t m0,
                        index_t n0, int tid)
       : a_kfast(p.cs_a == 1), b_nfast(CONV || p.cs_b == 1 || p.rs_b != 1) {
-    int mm, kk, mm1, kk1;
-    a_pos(tid, 0, mm, kk);
-    pa = A + (m0 + mm) * p.rs_a + kk * p.cs_a;
-    a_sh = kk * LDA + mm;
-    if constexpr (AU > 1) {
-      a_pos(tid, AW, mm1, kk1);
-      a_du = index_t(mm1 - mm) * p.rs_a + index_t(kk1 - kk) * p.cs_a;
-      a_sdu = (kk1 - kk) * LDA + (mm1 - mm);
-    }
-#pragma unroll
-    for (int u = 0; u < AU; ++u) {
-      a_pos(tid, u * AW, mm, kk);
-      const index_t m = m0 + mm;
-      const index_t room = AV && !a_kfast ? p.M - m : (m < p.M ? AW : 0);
-      a_room |= unsigned(room < 0 ? 0 : room > AW ? AW : room) << (4 * u);
-    }
+    units<AU, AW>([&](int i, int& mm, int& kk) { a_pos(tid, i, mm, kk); }, A, m0, p.rs_a, p.cs_a, LDA, p.M,
+                  AV && !a_kfast, pa, a_du, a_room, a_sh, a_sdu);
     if constexpr (CONV != 0) {
       pb = B;
       tk = cv.taps + tid / BN;
@@ -187,22 +173,34 @@ struct TileLoads {
         }
       }
     } else {
-      int nn, nn1;
-      b_pos(tid, 0, nn, kk);
-      pb = B + kk * p.rs_b + (n0 + nn) * p.cs_b;
-      b_sh = kk * BN + nn;
-      if constexpr (BU > 1) {
-        b_pos(tid, BW, nn1, kk1);
-        b_du = index_t(kk1 - kk) * p.rs_b + index_t(nn1 - nn) * p.cs_b;
-        b_sdu = (kk1 - kk) * BN + (nn1 - nn);
-      }
+      units<BU, BW>([&](int i, int& nn, int& kk) { b_pos(tid, i, nn, kk); }, B, n0, p.cs_b, p.rs_b, BN, p.N,
+                    BV && b_nfast, pb, b_du, b_room, b_sh, b_sdu);
+    }
+  }
+  // One operand's load units (A: outer index m, B: n), from pos(i, outer, kk), the tile position
+  // of the thread's i-th element: unit 0's pointer at k = 0 in X (outer stride so, k stride
+  // sk) and offset in its shared tile (rows of pitch, k major); the pointer and shared spacing
+  // between units; each unit's elements inside `bound` along the outer index, 4 bits each (all
+  // W or none, unless the unit's group runs along the outer index: partial).
+  template <int U, int W, class Pos>
+  static __device__ __forceinline__ void units(Pos pos, const T* X, index_t o0, index_t so, index_t sk, int pitch,
+                                               index_t bound, bool partial, const T*& ptr, index_t& du,
+                                               unsigned& room, int& sh, int& sdu) {
+    int oo, kk;
+    pos(0, oo, kk);
+    ptr = X + (o0 + oo) * so + kk * sk;
+    sh = kk * pitch + oo;
+    if constexpr (U > 1) {
+      int oo1, kk1;
+      pos(W, oo1, kk1);
+      du = index_t(oo1 - oo) * so + index_t(kk1 - kk) * sk;
+      sdu = (kk1 - kk) * pitch + (oo1 - oo);
+    }
 #pragma unroll
-      for (int u = 0; u < BU; ++u) {
-        b_pos(tid, u * BW, nn, kk);
-        const index_t n = n0 + nn;
-        const index_t room = BV && b_nfast ? p.N - n : (n < p.N ? BW : 0);
-        b_room |= unsigned(room < 0 ? 0 : room > BW ? BW : room) << (4 * u);
-      }
+    for (int u = 0; u < U; ++u) {
+      pos(u * W, oo, kk);
+      const index_t o = o0 + oo, n = partial ? bound - o : (o < bound ? W : 0);
+      room |= unsigned(n < 0 ? 0 : n > W ? W : n) << (4 * u);
     }
   }
   // The tile position of a's i-th element of thread tid.
@@ -229,37 +227,35 @@ struct TileLoads {
     }
   }
   // The K-step at k0 when it ends past K (the last one, K % BK != 0): elements at k >= K read 0.
+  // (One helper per operand, load_units / load_units_edge, inlined: the same machine code for
+  // the main loop as A's and B's loads written out side by side; a helper taking both operands,
+  // tried in the eighth session, moved ptxas's register allocation.)
   __device__ __forceinline__ void load_edge(const GemmArgsT<T>& p, const ConvGatherT<T>& cv, index_t k0, int tid) {
-    // A's and B's loads are written out side by side on purpose: one helper for both (an
-    // operand-tile template, tried in the eighth session) moved ptxas's register allocation,
-    // the scalar float32 GEMM from 128 registers to 147 (sm_90), one block per SM.
     const index_t kleft = p.K - k0;  // in (0, BK]
-#pragma unroll
-    for (int u = 0; u < AU; ++u) {
-      int mm, kk;
-      a_pos(tid, u * AW, mm, kk);
-      const int room = int(a_room >> (4 * u)) & 15;
-      const T* q = pa + k0 * p.cs_a + u * a_du;
-#pragma unroll
-      for (int v = 0; v < AW; ++v) {  // along k (a_kfast) or m
-        const bool in = a_kfast ? room > 0 && kk + v < kleft : v < room && kk < kleft;
-        ra[u * AW + v] = in ? q[v] : T(0);
-      }
-    }
+    load_units_edge<AU, AW>([&](int i, int& mm, int& kk) { a_pos(tid, i, mm, kk); }, ra, pa + k0 * p.cs_a, a_du,
+                            a_room, a_kfast, kleft);
     if constexpr (CONV != 0) {
       gather(cv, k0);  // the table's padding reads 0
     } else {
+      load_units_edge<BU, BW>([&](int i, int& nn, int& kk) { b_pos(tid, i, nn, kk); }, rb, pb + k0 * p.rs_b, b_du,
+                              b_room, !b_nfast, kleft);
+    }
+  }
+  // load_units (below) for the step past K: a unit's elements at kk (+ v when the group runs
+  // along k) >= kleft read 0.
+  template <int U, int W, class Pos>
+  static __device__ __forceinline__ void load_units_edge(Pos pos, T* r, const T* q0, index_t du, unsigned room,
+                                                         bool along_k, index_t kleft) {
 #pragma unroll
-      for (int u = 0; u < BU; ++u) {
-        int nn, kk;
-        b_pos(tid, u * BW, nn, kk);
-        const int room = int(b_room >> (4 * u)) & 15;
-        const T* q = pb + k0 * p.rs_b + u * b_du;
+    for (int u = 0; u < U; ++u) {
+      int oo, kk;
+      pos(u * W, oo, kk);
+      const int n = int(room >> (4 * u)) & 15;
+      const T* q = q0 + u * du;
 #pragma unroll
-        for (int v = 0; v < BW; ++v) {  // along n (b_nfast) or k
-          const bool in = b_nfast ? v < room && kk < kleft : room > 0 && kk + v < kleft;
-          rb[u * BW + v] = in ? q[v] : T(0);
-        }
+      for (int v = 0; v < W; ++v) {
+        const bool in = along_k ? n > 0 && kk + v < kleft : v < n && kk < kleft;
+        r[u * W + v] = in ? q[v] : T(0);
       }
     }
   }
@@ -299,33 +295,21 @@ struct TileLoads {
   // The loaded elements into gemm_kernel's shared tiles: as = As[buf] (As[k][m], rows of LDA),
   // bs = Bs[buf] (Bs[k][n]), at the offsets worked out once.
   __device__ __forceinline__ void store(T* as, T* bs) const {
-    if constexpr (AV) {
-      if (a_kfast) {
+    store_units<AU, AW>(as, ra, a_sh, a_sdu, a_kfast, LDA);
+    store_units<BU, BW>(bs, rb, b_sh, b_sdu, !b_nfast, BN);
+  }
+  // An operand's U units of W elements from r into its shared tile at sh + u sdu: a 16-byte
+  // group along the tile's rows as one store, along k (rows of pitch) element by element.
+  template <int U, int W>
+  static __device__ __forceinline__ void store_units(T* dst, const T* r, int sh, int sdu, bool along_k, int pitch) {
+    if (W > 1 && !along_k) {
 #pragma unroll
-        for (int u = 0; u < AU; ++u)
-#pragma unroll
-          for (int v = 0; v < VW; ++v) as[a_sh + u * a_sdu + v * LDA] = ra[u * VW + v];
-      } else {
-#pragma unroll
-        for (int u = 0; u < AU; ++u) store16(as + a_sh + u * a_sdu, ra + u * VW);
-      }
+      for (int u = 0; u < U; ++u) store16(dst + sh + u * sdu, r + u * W);
     } else {
 #pragma unroll
-      for (int u = 0; u < AU; ++u) as[a_sh + u * a_sdu] = ra[u];
-    }
-    if constexpr (BV) {
-      if (b_nfast) {
+      for (int u = 0; u < U; ++u)
 #pragma unroll
-        for (int u = 0; u < BU; ++u) store16(bs + b_sh + u * b_sdu, rb + u * VW);
-      } else {
-#pragma unroll
-        for (int u = 0; u < BU; ++u)
-#pragma unroll
-          for (int v = 0; v < VW; ++v) bs[b_sh + u * b_sdu + v * BN] = rb[u * VW + v];
-      }
-    } else {
-#pragma unroll
-      for (int u = 0; u < BU; ++u) bs[b_sh + u * b_sdu] = rb[u];
+        for (int v = 0; v < W; ++v) dst[sh + u * sdu + v * pitch] = r[u * W + v];
     }
   }
   // The loaded elements into other shared layouts: put_a(mm, kk, value), put_b(nn, kk, value).
@@ -403,8 +387,9 @@ __device__ __forceinline__ index_t col_offset(const GemmArgsT<T>& p, index_t n) 
 // runs 611 instructions per K-step through it, 512 of them FMAs (84%; was 693, 74%), with
 // 128 registers and one 4-byte reload in the loop (16-byte stack; none on sm_80); the 16-byte
 // gathers (CONV, branch-free since then) no stack (48-56 bytes before). The scalar 128 x 128
-// instances spill (stacks of 40-64 bytes, sm_80 / sm_90; unbounded the GEMM's took 144
-// registers, one block per SM); every other instance fits. Which is faster is unmeasured:
+// instances spill (stacks of 16-88 bytes, sm_80 / sm_90: the GEMM's 48 / 88, 7 reloads per
+// K-step on sm_90; unbounded it took 144 registers, one block per SM); every other instance
+// fits. Which is faster is unmeasured:
 // NNKERNELS_CUDA_GEMM_VEC=0 turns the vector loads off and NNKERNELS_CUDA_CONV=im2col the
 // implicit GEMM (bench/gpu_bench.py times all three).
 // Tile: GemmTile<T> or GemmTileHalf (launch.h).
